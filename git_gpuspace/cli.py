@@ -1,0 +1,135 @@
+"""`git gpuspace`: argparse only. One parser, one small entry per verb, errors to exit codes.
+
+Verb modules are imported only when their verb runs, so `--version` and `-h` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from . import __version__
+
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug, with a log
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors worded like every other error of ours."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        print(f"git-gpuspace: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _add_binding_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("container")
+    group.add_argument("--gpus", metavar="SPEC", help="N (any N free), 0,2 or GPU-UUIDs, all, none (default: 1)")
+    group.add_argument("--share", action="store_true", help="allow GPUs that other --share bindings hold")
+    group.add_argument("--image", metavar="IMAGE", help="container image (default: a PyTorch CUDA runtime image)")
+    group.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 32g")
+    group.add_argument("--cpus", metavar="N", help="CPU limit, e.g. 8 or 2.5")
+    group.add_argument("--shm-size", metavar="SIZE", dest="shm_size", help="/dev/shm size (default: 8g)")
+    group.add_argument("--no-start", action="store_true", help="record the binding and create the container, but do not start it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="git gpuspace",
+        description="Bind each git worktree to its own Docker container and its own GPUs.",
+    )
+    parser.add_argument("--version", action="version", version=f"git-gpuspace {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="<command>")
+
+    add = verbs.add_parser(
+        "add",
+        help="create a worktree with its own container and GPUs",
+        description="Create a worktree as `git worktree add` does, and a container bound to it.",
+    )
+    add.add_argument("-b", dest="new_branch", metavar="<new-branch>", help="create this branch for the worktree")
+    add.add_argument("--detach", action="store_true", help="check out a detached HEAD")
+    add.add_argument("path", nargs="?", help="where the worktree goes (default: ../worktrees/<branch>)")
+    add.add_argument("commitish", nargs="?", metavar="commit-ish", help="branch or commit to check out (default: HEAD)")
+    _add_binding_options(add)
+
+    bind = verbs.add_parser("bind", help="give an existing worktree its container and GPUs")
+    bind.add_argument("worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
+    _add_binding_options(bind)
+
+    remove = verbs.add_parser(
+        "remove",
+        aliases=["rm"],
+        help="remove a worktree and its container; the branch stays",
+    )
+    remove.add_argument("worktree", help="path, directory name or branch")
+    remove.add_argument("-f", "--force", action="store_true", help="remove even with modified or untracked files")
+    remove.add_argument("--keep-worktree", action="store_true", help="remove only the container and free its GPUs")
+
+    status = verbs.add_parser("status", help="every worktree with its branch, container, GPUs and image")
+    status.add_argument("--json", action="store_true", help="machine-readable output (schema in the README)")
+
+    gpus = verbs.add_parser("gpus", help="the host's GPUs and who holds each")
+    gpus.add_argument("--json", action="store_true", help="machine-readable output")
+
+    verbs.add_parser("prune", help="remove containers whose worktree is gone")
+    return parser
+
+
+_MODULES = {"rm": "remove"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(f".commands.{_MODULES.get(args.verb, args.verb)}", __package__)
+    return run_guarded(module.run, args)
+
+
+def run_guarded(function, args: argparse.Namespace) -> int:
+    """Expected failures print one line (and a hint); a bug prints where its log is."""
+    from .errors import GpuspaceError
+
+    try:
+        return function(args)
+    except GpuspaceError as error:
+        print(f"git-gpuspace: error: {error}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {error.hint}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("git-gpuspace: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0  # `git gpuspace status | head` is not an error
+    except Exception as error:  # a bug: keep the traceback for the report, not the screen
+        log = _write_crash_log()
+        print(f"git-gpuspace: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"hint: this is a bug; the details are in {log}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _write_crash_log() -> str:
+    import datetime
+    import traceback
+
+    import platformdirs
+
+    directory = platformdirs.user_log_path("git-gpuspace")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "crash.log"
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"--- {datetime.datetime.now().isoformat()} git-gpuspace {__version__} {sys.argv}\n")
+            log.write(traceback.format_exc())
+        return str(path)
+    except OSError:
+        return "(no log: the log directory is not writable)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

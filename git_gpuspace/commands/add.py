@@ -1,0 +1,120 @@
+"""`git gpuspace add [-b <new-branch>] [<path>] [<commit-ish>]`: worktree + container + GPUs."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+from .. import allocate, config, gpus, state, worktrees
+from ..containers import Engine
+from ..errors import UsageError
+from ..lifecycle import Rollback, absolute, bind_worktree, default_worktree_path, leases, require_unbound
+from ..model import Binding, Gpu, GpuRequest, Limits
+from ..specs import MIN_MEMORY, format_size, parse_cpus, parse_gpus, parse_size
+
+
+def run(args: argparse.Namespace) -> int:
+    info = worktrees.discover()
+    path, checkout = plan_checkout(info, args)
+    with state.locked(info.common_dir) as current:
+        settings = config.effective(current.defaults, flag_settings(args))
+        request, limits = parse_settings(settings)
+        require_unbound(current, path)
+        engine = Engine()
+        inventory = gpus.inventory() if not request.none else []
+        # Refuse early, before a big checkout; the binding claim below is the one that counts.
+        allocate.choose(request, inventory, leases(engine.list_managed()), args.share)
+        engine.ensure_image(settings["image"])
+        with Rollback() as undo:
+            made_dirs = worktrees.missing_parents(path)
+            worktree = worktrees.add(info, path, checkout)
+            undo.push(f"remove worktree {path}", lambda: _undo_worktree(info, worktree, checkout, made_dirs))
+            binding, chosen = bind_worktree(
+                info, engine, current, worktree,
+                image=settings["image"], request=request, inventory=inventory,
+                limits=limits, share=args.share, start=not args.no_start, undo=undo,
+            )
+    report(binding, chosen, started=not args.no_start)
+    return 0
+
+
+def flag_settings(args: argparse.Namespace) -> dict[str, object]:
+    return {"image": args.image, "gpus": args.gpus, "memory": args.memory, "cpus": args.cpus, "shm_size": args.shm_size}
+
+
+def parse_settings(settings: dict[str, str]) -> tuple[GpuRequest, Limits]:
+    """Validate every setting before anything is created."""
+    if not settings["image"].strip():
+        raise UsageError("the image name is empty", hint="pass --image NAME[:TAG]")
+    limits = Limits(
+        memory_bytes=parse_size(settings["memory"], "--memory", MIN_MEMORY) if settings.get("memory") else None,
+        cpus=parse_cpus(settings["cpus"]) if settings.get("cpus") else None,
+        shm_bytes=parse_size(settings["shm_size"], "--shm-size") if settings.get("shm_size") else None,
+    )
+    return parse_gpus(settings["gpus"]), limits
+
+
+def plan_checkout(info: worktrees.RepoInfo, args: argparse.Namespace) -> tuple[Path, worktrees.Checkout]:
+    """Mirror `git worktree add`: -b makes a branch; a branch name checks it out; else detach."""
+    if args.new_branch is not None:
+        worktrees.validate_branch_name(args.new_branch)
+        if worktrees.branch_exists(info, args.new_branch):
+            raise UsageError(f"a branch named '{args.new_branch}' already exists", hint="drop -b to check it out")
+        commit = worktrees.resolve_commit(info, args.commitish) if args.commitish else worktrees.head_commit(info)
+        path = absolute(args.path) if args.path else default_worktree_path(info, args.new_branch)
+        checkout = worktrees.Checkout(commit=commit, branch=args.new_branch, create_branch=True)
+    elif args.path is None:
+        raise UsageError("give a path, or -b <new-branch> to use ../worktrees/<branch>")
+    else:
+        path = absolute(args.path)
+        checkout = _existing_or_detached(info, args, path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"'{path}' already exists", hint="choose a new path (an empty directory is fine)")
+    return path, checkout
+
+
+def _existing_or_detached(info: worktrees.RepoInfo, args: argparse.Namespace, path: Path) -> worktrees.Checkout:
+    if args.commitish is None:
+        # git's convenience: a branch named after the directory, made from HEAD if missing
+        name = path.name
+        worktrees.validate_branch_name(name)
+        if worktrees.branch_exists(info, name) and not args.detach:
+            return worktrees.Checkout(commit=worktrees.resolve_commit(info, name), branch=name)
+        if args.detach:
+            return worktrees.Checkout(commit=worktrees.head_commit(info))
+        return worktrees.Checkout(commit=worktrees.head_commit(info), branch=name, create_branch=True)
+    commit = worktrees.resolve_commit(info, args.commitish)
+    if worktrees.branch_exists(info, args.commitish) and not args.detach:
+        return worktrees.Checkout(commit=commit, branch=args.commitish)
+    return worktrees.Checkout(commit=commit)
+
+
+def _undo_worktree(
+    info: worktrees.RepoInfo, worktree: worktrees.Worktree, checkout: worktrees.Checkout, made_dirs: list[Path]
+) -> None:
+    found = worktrees.find_worktree(info, worktree.path)
+    if found is not None:
+        worktrees.remove(info, found, force=True)
+    for directory in made_dirs:  # deepest first: the parents `add` had to make
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    if checkout.create_branch and checkout.branch:
+        worktrees.delete_branch(info, checkout.branch, checkout.commit)
+
+
+def report(binding: Binding, chosen: list[Gpu], started: bool) -> None:
+    where = f"branch {binding.branch}" if binding.branch else "detached HEAD"
+    print(f"Worktree {binding.path} ({where})")
+    gpu_text = ", ".join(f"GPU {gpu.index}" + (f" ({gpu.name})" if gpu.name else "") for gpu in chosen) or "no GPU"
+    limits = [
+        f"{label} {value}"
+        for label, value in (
+            ("memory", format_size(binding.limits.memory_bytes) if binding.limits.memory_bytes else None),
+            ("cpus", f"{binding.limits.cpus:g}" if binding.limits.cpus else None),
+            ("shm", format_size(binding.limits.shm_bytes) if binding.limits.shm_bytes else None),
+        )
+        if value
+    ]
+    verb = "running" if started else "created (not started)"
+    print(f"Container {binding.container} {verb}: {binding.image}, {gpu_text}" + (f", {', '.join(limits)}" if limits else ""))

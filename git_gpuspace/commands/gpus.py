@@ -1,0 +1,63 @@
+"""`git gpuspace gpus [--json]`: the host's GPUs and which worktree (of any repo) holds each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import gpus as inventory_source
+from .. import output
+from ..containers import Engine
+from ..errors import EngineUnavailable
+from ..lifecycle import leases
+
+
+def run(args: argparse.Namespace) -> int:
+    source, inventory = inventory_source.probe()
+    try:
+        held = leases(Engine().list_managed())  # one call, every repo on the engine
+    except EngineUnavailable as error:
+        print(f"warning: {error}; holders unknown", file=sys.stderr)
+        held = None
+    records = [
+        {
+            "index": gpu.index,
+            "uuid": gpu.uuid,
+            "name": gpu.name,
+            "memory_used_mib": gpu.memory_used_mib,
+            "memory_total_mib": gpu.memory_total_mib,
+            "utilization_pct": gpu.utilization_pct,
+            "holders": None
+            if held is None
+            else [
+                {"worktree": h.worktree, "branch": h.branch, "repo": h.repo, "container": h.container, "share": h.share}
+                for h in held.get(gpu.uuid, [])
+            ],
+        }
+        for gpu in inventory
+    ]
+    if args.json:
+        json.dump(records, sys.stdout, indent=2)
+        print()
+        return 0
+    if not inventory:
+        print("No NVIDIA GPU found (NVML and nvidia-smi found none).")
+        return 0
+    rows = []
+    for record in records:
+        holders = record["holders"]
+        if holders is None:
+            who = "?"
+        else:
+            who = ", ".join(h["worktree"] + (f" ({h['branch']})" if h["branch"] else "") for h in holders) or "free"
+        memory = (
+            f"{(record['memory_used_mib'] or 0) / 1024:.1f}/{record['memory_total_mib'] / 1024:.1f}G"
+            if record["memory_total_mib"] is not None
+            else "-"
+        )
+        util = f"{record['utilization_pct']}%" if record["utilization_pct"] is not None else "-"
+        rows.append([str(record["index"]), record["uuid"], record["name"], memory, util, who])
+    print(output.table(["GPU", "UUID", "NAME", "MEMORY", "UTIL", "HELD BY"], rows))
+    print(f"(inventory from {source})")
+    return 0

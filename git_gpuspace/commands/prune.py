@@ -1,0 +1,19 @@
+"""`git gpuspace prune`: remove containers whose worktree is gone, and our strays."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import reconcile, state, worktrees
+from ..containers import Engine
+
+
+def run(args: argparse.Namespace) -> int:
+    info = worktrees.discover()
+    with state.locked(info.common_dir) as current:
+        actions = reconcile.converge(info, Engine(), current, worktrees.list_worktrees(info))
+    for line in actions:
+        print(line)
+    if not actions:
+        print("Nothing to prune.")
+    return 0

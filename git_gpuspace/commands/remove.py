@@ -1,0 +1,55 @@
+"""`git gpuspace remove <worktree>`: container gone, GPUs free, worktree removed; the branch stays."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import state, worktrees
+from ..containers import Engine
+from ..errors import UsageError, WorktreeError
+from ..lifecycle import absolute, resolve_worktree, unbind
+
+
+def run(args: argparse.Namespace) -> int:
+    info = worktrees.discover()
+    with state.locked(info.common_dir) as current:
+        try:
+            worktree = resolve_worktree(info, args.worktree)
+        except UsageError:
+            # git may have forgotten the worktree already (`git worktree remove`): drop the binding
+            binding = current.find(absolute(args.worktree))
+            if binding is None:
+                raise
+            unbind(Engine(), current, binding)
+            print(f"Removed container {binding.container} (worktree {binding.path} was already gone)")
+            return 0
+        binding = current.find(worktree.path)
+        if args.keep_worktree:
+            if binding is None:
+                raise UsageError(f"'{worktree.path}' is not bound to a container")
+        else:
+            _check_removable(worktree, args.force)
+        if binding is not None:
+            unbind(Engine(), current, binding)
+        if not args.keep_worktree:
+            worktrees.remove(info, worktree, force=True)
+    if binding is not None:
+        print(f"Removed container {binding.container}" + ("; GPUs released" if binding.gpus else ""))
+    if not args.keep_worktree:
+        print(f"Removed worktree {worktree.path}" + (f" (branch {worktree.branch} kept)" if worktree.branch else ""))
+    return 0
+
+
+def _check_removable(worktree: worktrees.Worktree, force: bool) -> None:
+    """Everything is checked before anything changes: a refusal leaves the container running."""
+    if worktree.is_main:
+        raise UsageError("the main worktree cannot be removed", hint="--keep-worktree drops only its container")
+    if force:
+        return
+    if worktree.locked:
+        raise WorktreeError(f"'{worktree.path}' is locked", hint="`git worktree unlock` it, or use --force")
+    if not worktree.prunable and worktrees.is_dirty(worktree.path):
+        raise WorktreeError(
+            f"'{worktree.path}' contains modified or untracked files",
+            hint="commit or stash them, or use --force to delete them",
+        )

@@ -1,0 +1,83 @@
+"""`git gpuspace status [--json]`: git + container + GPUs for every worktree of the repo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .. import gpus, output, reconcile, state, worktrees
+from ..containers import Engine
+from ..errors import EngineUnavailable
+from ..specs import format_size
+
+
+def run(args: argparse.Namespace) -> int:
+    info = worktrees.discover()
+    current = state.load(info.common_dir)
+    known = worktrees.list_worktrees(info)
+    try:
+        containers = Engine().list_managed()  # one call for every container
+    except EngineUnavailable as error:
+        print(f"warning: {error}; container states unknown", file=sys.stderr)
+        containers = None
+    bound_gpus = any(b.gpus for b in current.bindings)
+    by_uuid = {gpu.uuid: gpu for gpu in gpus.inventory()} if bound_gpus else {}
+    views = reconcile.survey(info, current, known, containers)
+    records = [_record(view, by_uuid) for view in views]
+    if args.json:
+        json.dump(records, sys.stdout, indent=2)
+        print()
+        return 0
+    rows = [
+        [
+            record["path"] + (" (main)" if record["main"] else ""),
+            record["branch"] or "(detached)",
+            (record["head"] or "-")[:8],
+            {True: "dirty", False: "clean", None: "-"}[record["dirty"]],
+            record["state"],
+            ", ".join(
+                output.gpu_summary(g["index"], g["name"], g["memory_used_mib"], g["memory_total_mib"], g["utilization_pct"])
+                for g in record["gpus"]
+            )
+            or "-",
+            record["image"] or "-",
+        ]
+        for record in records
+    ]
+    print(output.table(["WORKTREE", "BRANCH", "HEAD", "DIRTY", "STATE", "GPUS", "IMAGE"], rows))
+    return 0
+
+
+def _record(view: reconcile.View, by_uuid: dict) -> dict:
+    """One worktree in the documented `status --json` schema (see README)."""
+    worktree, binding = view.worktree, view.binding
+    present = worktree is not None and not worktree.prunable
+    limits = binding.limits if binding else None
+    return {
+        "path": str(view.path),
+        "main": bool(worktree and worktree.is_main),
+        "branch": worktree.branch if worktree else (binding.branch if binding else None),
+        "head": worktree.head if worktree else None,
+        "dirty": worktrees.is_dirty(view.path) if present else None,
+        "container": binding.container if binding else None,
+        "state": view.state,
+        "image": binding.image if binding else None,
+        "gpus": [_gpu(uuid, by_uuid.get(uuid)) for uuid in (binding.gpus if binding else [])],
+        "limits": {
+            "memory": format_size(limits.memory_bytes) if limits and limits.memory_bytes else None,
+            "cpus": limits.cpus if limits else None,
+            "shm_size": format_size(limits.shm_bytes) if limits and limits.shm_bytes else None,
+        },
+    }
+
+
+def _gpu(uuid: str, gpu) -> dict:
+    return {
+        "index": gpu.index if gpu else None,
+        "uuid": uuid,
+        "name": gpu.name if gpu else "",
+        "memory_used_mib": gpu.memory_used_mib if gpu else None,
+        "memory_total_mib": gpu.memory_total_mib if gpu else None,
+        "utilization_pct": gpu.utilization_pct if gpu else None,
+    }

@@ -1,0 +1,267 @@
+"""The Docker engine, through the Docker SDK. The only module that imports docker.
+
+Every container we make carries labels that say which repo, worktree, branch and GPUs it
+belongs to; those labels are how any repo on the engine finds who holds which GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest, Mount
+
+from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime
+from .model import Holder, Limits
+
+LABEL_REPO = "gpuspace.repo"  # the repo's common git dir: present on every container we own
+LABEL_WORKTREE = "gpuspace.worktree"
+LABEL_BRANCH = "gpuspace.branch"
+LABEL_GPUS = "gpuspace.gpus"  # comma-separated GPU UUIDs
+LABEL_SHARE = "gpuspace.share"  # "true" when the binding opted in to sharing its GPUs
+
+WORKSPACE = "/workspace"
+# Keeps the container up, idle, until stopped; the init process reaps what users exec.
+IDLE_COMMAND = ["sleep", "infinity"]
+HOME_IN_CONTAINER = "/home/gpuspace"
+STOP_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    worktree: Path
+    common_dir: Path
+    labels: dict[str, str]
+    gpus: list[str] = field(default_factory=list)  # UUIDs
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    name: str
+    state: str  # the engine's word: created, running, exited, paused, restarting, dead
+    image: str
+    labels: dict[str, str]
+
+    @property
+    def gpus(self) -> list[str]:
+        return [uuid for uuid in self.labels.get(LABEL_GPUS, "").split(",") if uuid]
+
+    @property
+    def holder(self) -> Holder:
+        return Holder(
+            repo=self.labels.get(LABEL_REPO, ""),
+            worktree=self.labels.get(LABEL_WORKTREE, ""),
+            branch=self.labels.get(LABEL_BRANCH) or None,
+            container=self.name,
+            share=self.labels.get(LABEL_SHARE) == "true",
+        )
+
+
+def container_name(repo_name: str, worktree: Path, common_dir: Path) -> str:
+    """Deterministic and unique per engine: readable parts plus a hash of the full paths."""
+    digest = hashlib.sha256(f"{common_dir}\0{worktree}".encode()).hexdigest()[:8]
+    parts = [_slug(repo_name, 20), _slug(worktree.name, 24), digest]
+    return "gpuspace-" + "-".join(part for part in parts if part)
+
+
+def _slug(text: str, limit: int) -> str:
+    """Only what Docker allows in names ([a-zA-Z0-9_.-]); anything else becomes '-'."""
+    return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-._")[:limit].strip("-._")
+
+
+def labels_for(common_dir: Path, worktree: Path, branch: str | None, gpus: list[str], share: bool) -> dict[str, str]:
+    return {
+        LABEL_REPO: str(common_dir),
+        LABEL_WORKTREE: str(worktree),
+        LABEL_BRANCH: branch or "",
+        LABEL_GPUS: ",".join(gpus),
+        LABEL_SHARE: "true" if share else "false",
+    }
+
+
+@contextlib.contextmanager
+def _engine_errors(base_url: str = "") -> Iterator[None]:
+    """Turn transport failures into one sentence with a fix."""
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as error:
+        if isinstance(error, docker.errors.APIError):
+            raise
+        raise _unreachable(error, base_url) from None
+
+
+def _unreachable(error: Exception, base_url: str) -> EngineUnavailable:
+    where = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if "Permission denied" in str(error):
+        return EngineUnavailable(
+            f"permission denied on the Docker socket ({where})",
+            hint="add yourself to the 'docker' group (sudo usermod -aG docker $USER, then log in again)",
+        )
+    return EngineUnavailable(
+        f"cannot reach the Docker engine at {where}",
+        hint="start it (sudo systemctl start docker), or point DOCKER_HOST at a running engine",
+    )
+
+
+class Engine:
+    """One connection to the engine; every call maps its failures to GpuspaceErrors."""
+
+    def __init__(self) -> None:
+        with _engine_errors():
+            self.client = docker.from_env()  # asks the engine its API version: fails fast if down
+        self.api = self.client.api
+        self.base_url = self.api.base_url
+
+    @contextlib.contextmanager
+    def _calls(self) -> Iterator[None]:
+        with _engine_errors(self.base_url):
+            yield
+
+    def list_managed(self) -> list[ContainerInfo]:
+        """Every container any repo of ours made on this engine, in one call."""
+        with self._calls():
+            found = self.api.containers(all=True, filters={"label": LABEL_REPO})
+        return [
+            ContainerInfo(
+                name=entry["Names"][0].lstrip("/") if entry.get("Names") else entry["Id"][:12],
+                state=entry.get("State", "unknown"),
+                image=entry.get("Image", ""),
+                labels=entry.get("Labels") or {},
+            )
+            for entry in found
+        ]
+
+    def has_image(self, image: str) -> bool:
+        with self._calls():
+            try:
+                self.api.inspect_image(image)
+                return True
+            except docker.errors.ImageNotFound:
+                return False
+
+    def pull(self, image: str, progress=sys.stderr) -> None:
+        """Pull with one progress line per layer change; a failure is ImageUnavailable."""
+        repository, tag = docker.utils.parse_repository_tag(image)
+        print(f"Pulling {image} ...", file=progress, flush=True)
+        last: dict[str, str] = {}
+        try:
+            with self._calls():
+                for event in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                    if "error" in event:
+                        raise ImageUnavailable(
+                            f"cannot pull image '{image}': {event['error'].strip()}", hint=_PULL_HINT
+                        )
+                    layer, status = event.get("id", ""), event.get("status", "")
+                    if status and last.get(layer) != status and status not in ("Downloading", "Extracting"):
+                        last[layer] = status
+                        print(f"  {layer + ': ' if layer else ''}{status}", file=progress, flush=True)
+        except docker.errors.APIError as error:
+            raise ImageUnavailable(f"cannot pull image '{image}': {_explain(error)}", hint=_PULL_HINT) from None
+
+    def ensure_image(self, image: str) -> None:
+        if not self.has_image(image):
+            self.pull(image)
+
+    def create(self, spec: ContainerSpec) -> None:
+        user, environment, tmpfs = _identity()
+        host_config = self.api.create_host_config(
+            mounts=[
+                Mount(target=WORKSPACE, source=str(spec.worktree), type="bind"),
+                # git inside the container follows the worktree's .git file to this path
+                Mount(target=str(spec.common_dir), source=str(spec.common_dir), type="bind"),
+            ],
+            device_requests=[DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
+            if spec.gpus
+            else None,
+            init=True,
+            mem_limit=spec.limits.memory_bytes,
+            nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
+            shm_size=spec.limits.shm_bytes,
+            tmpfs=tmpfs,
+        )
+        with self._calls():
+            try:
+                self.api.create_container(
+                    spec.image,
+                    command=IDLE_COMMAND,
+                    name=spec.name,
+                    labels=spec.labels,
+                    working_dir=WORKSPACE,
+                    user=user,
+                    environment=environment,
+                    host_config=host_config,
+                    detach=True,
+                )
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot create container '{spec.name}'") from None
+
+    def start(self, name: str) -> None:
+        with self._calls():
+            try:
+                self.api.start(name)
+            except docker.errors.APIError as error:
+                raise _translate(error, f"container '{name}' failed to start") from None
+
+    def remove(self, name: str) -> None:
+        """Stop gracefully (SIGTERM, then SIGKILL after a grace period) and delete. Gone is fine."""
+        with self._calls():
+            try:
+                self.api.stop(name, timeout=STOP_TIMEOUT_S)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError:
+                pass  # not running, or stuck: remove(force) below settles it
+            try:
+                self.api.remove_container(name, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                if "already in progress" not in str(error):
+                    raise _translate(error, f"cannot remove container '{name}'") from None
+
+
+def _identity() -> tuple[str | None, dict[str, str], dict[str, str] | None]:
+    """Run as the invoking user so files in the worktree stay theirs.
+
+    Images have no account for an arbitrary uid, so such a user gets a writable HOME.
+    """
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        return None, {"HOME": "/root"}, None
+    return (
+        f"{uid}:{gid}",
+        {"HOME": HOME_IN_CONTAINER, "USER": os.environ.get("USER", "gpuspace")},
+        {HOME_IN_CONTAINER: f"uid={uid},gid={gid},mode=0700,exec"},
+    )
+
+
+_PULL_HINT = "check the image name and tag; for a private registry run `docker login` first"
+_NO_RUNTIME = 'could not select device driver "" with capabilities: [[gpu]]'
+
+
+def _explain(error: docker.errors.APIError) -> str:
+    return (getattr(error, "explanation", None) or str(error)).strip()
+
+
+def _translate(error: docker.errors.APIError, context: str) -> GpuspaceError:
+    text = _explain(error)
+    if "could not select device driver" in text:
+        return NoNvidiaRuntime(
+            "the Docker engine has no NVIDIA runtime, so it cannot give a container GPUs",
+            hint="install nvidia-container-toolkit and restart dockerd, or use --gpus none",
+        )
+    if isinstance(error, docker.errors.ImageNotFound) or "No such image" in text:
+        return ImageUnavailable(f"{context}: {text}", hint=_PULL_HINT)
+    return GpuspaceError(f"{context}: {text}")

@@ -1,0 +1,50 @@
+"""Expected failures: each carries the one line a user reads, plus an optional hint.
+
+Anything that is not a GpuspaceError reaching the CLI is a bug and gets a log file.
+"""
+
+from __future__ import annotations
+
+
+class GpuspaceError(Exception):
+    """A failure the user can act on. `str()` is the one-line message."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class UsageError(GpuspaceError):
+    """Bad command-line input (same exit code as argparse's own errors)."""
+
+    exit_code = 2
+
+
+class NotARepository(GpuspaceError):
+    pass
+
+
+class StateError(GpuspaceError):
+    """`.git/gpuspace.toml` cannot be read or trusted."""
+
+
+class EngineUnavailable(GpuspaceError):
+    """The Docker engine cannot be reached."""
+
+
+class ImageUnavailable(GpuspaceError):
+    pass
+
+
+class NoNvidiaRuntime(GpuspaceError):
+    """The engine has no NVIDIA device driver, so GPU device requests fail."""
+
+
+class GpusUnavailable(GpuspaceError):
+    """Too few GPUs are free, or a requested GPU does not exist."""
+
+
+class WorktreeError(GpuspaceError):
+    pass

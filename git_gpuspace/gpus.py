@@ -1,0 +1,113 @@
+"""GPU inventory: NVML (nvidia-ml-py) when the driver answers, else `nvidia-smi`, else none."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from .model import Gpu
+
+QUERY_FIELDS = "index,uuid,name,memory.total,memory.used,utilization.gpu"
+
+
+def inventory() -> list[Gpu]:
+    """All GPUs on this host, by index. Never raises: no driver means no GPUs."""
+    return probe()[1]
+
+
+def probe() -> tuple[str, list[Gpu]]:
+    """(which path answered: 'nvml', 'nvidia-smi' or 'none', the GPUs it found)."""
+    for name, query in (("nvml", _from_nvml), ("nvidia-smi", _from_nvidia_smi)):
+        found = query()
+        if found is not None:
+            return name, sorted(found, key=lambda gpu: gpu.index)
+    return "none", []
+
+
+def _from_nvml() -> list[Gpu] | None:
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None  # no driver library, or no driver loaded
+    try:
+        gpus = []
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            memory = _optional(pynvml.nvmlDeviceGetMemoryInfo, handle)
+            utilization = _optional(pynvml.nvmlDeviceGetUtilizationRates, handle)
+            gpus.append(
+                Gpu(
+                    index=index,
+                    uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+                    name=_text(pynvml.nvmlDeviceGetName(handle)),
+                    memory_total_mib=memory.total >> 20 if memory else None,
+                    memory_used_mib=memory.used >> 20 if memory else None,
+                    utilization_pct=utilization.gpu if utilization else None,
+                )
+            )
+        return gpus
+    except pynvml.NVMLError:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
+def _optional(query, handle):
+    """Some boards (and MIG) do not report every figure; a missing figure is not an error."""
+    import pynvml
+
+    try:
+        return query(handle)
+    except pynvml.NVMLError:
+        return None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _from_nvidia_smi() -> list[Gpu] | None:
+    executable = shutil.which("nvidia-smi")
+    if executable is None:
+        return None
+    try:
+        result = subprocess.run(
+            [executable, f"--query-gpu={QUERY_FIELDS}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    return [gpu for gpu in map(_parse_smi_line, result.stdout.splitlines()) if gpu is not None]
+
+
+def _parse_smi_line(line: str) -> Gpu | None:
+    fields = [field.strip() for field in line.split(",")]
+    if len(fields) < 3 or not fields[0].isdigit():
+        return None
+    return Gpu(
+        index=int(fields[0]),
+        uuid=fields[1],
+        name=fields[2],
+        memory_total_mib=_number(fields, 3),
+        memory_used_mib=_number(fields, 4),
+        utilization_pct=_number(fields, 5),
+    )
+
+
+def _number(fields: list[str], position: int) -> int | None:
+    """nvidia-smi prints '[N/A]' or '[Not Supported]' where a figure is missing."""
+    try:
+        return int(float(fields[position]))
+    except (IndexError, ValueError):
+        return None

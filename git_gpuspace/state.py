@@ -1,0 +1,204 @@
+"""`.git/gpuspace.toml`: read, validate, migrate, lock and write atomically.
+
+The file lives in the common git dir, so every worktree of a repo sees the same bindings.
+Every change happens under `locked()`: load, mutate, `save()`, release.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import tomli_w
+
+from .errors import StateError
+from .locking import file_lock
+from .model import Binding, Limits
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SCHEMA_VERSION = 1
+FILE_NAME = "gpuspace.toml"
+LOCK_NAME = "gpuspace.lock"
+
+
+@dataclass
+class State:
+    path: Path
+    defaults: dict[str, Any] = field(default_factory=dict)
+    bindings: list[Binding] = field(default_factory=list)
+
+    def find(self, worktree: str | Path) -> Binding | None:
+        key = str(worktree)
+        return next((b for b in self.bindings if b.path == key), None)
+
+    def remove(self, worktree: str | Path) -> None:
+        self.bindings = [b for b in self.bindings if b.path != str(worktree)]
+
+    def save(self) -> None:
+        document: dict[str, Any] = {"schema": SCHEMA_VERSION}
+        if self.defaults:
+            document["defaults"] = dict(self.defaults)
+        document["bindings"] = [_binding_to_toml(b) for b in self.bindings]
+        _atomic_write(self.path, tomli_w.dumps(document).encode())
+
+
+def state_path(common_dir: Path) -> Path:
+    return common_dir / FILE_NAME
+
+
+def load(common_dir: Path) -> State:
+    """Read the state; a missing file is an empty state. Never repairs a bad file."""
+    path = state_path(common_dir)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return State(path=path)
+    except OSError as error:
+        raise StateError(f"cannot read {path}: {error.strerror}") from None
+    return parse(path, raw)
+
+
+@contextlib.contextmanager
+def locked(common_dir: Path) -> Iterator[State]:
+    """Hold the repo's state lock and yield the current state; call `save()` to commit."""
+    with file_lock(common_dir / LOCK_NAME):
+        yield load(common_dir)
+
+
+def parse(path: Path, raw: bytes) -> State:
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise StateError(f"{path} is not UTF-8 text (byte {error.start})", hint=_FIX_HINT) from None
+    except tomllib.TOMLDecodeError as error:
+        raise StateError(f"{path}: {_where(error, raw)}", hint=_FIX_HINT) from None
+    schema = document.get("schema", SCHEMA_VERSION)
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise StateError(f"{path}: 'schema' must be an integer", hint=_FIX_HINT)
+    if schema > SCHEMA_VERSION:
+        raise StateError(
+            f"{path} has schema {schema}, newer than this git-gpuspace understands ({SCHEMA_VERSION})",
+            hint="upgrade git-gpuspace (pip install -U git-gpuspace)",
+        )
+    defaults = document.get("defaults", {})
+    if not isinstance(defaults, dict):
+        raise StateError(f"{path}: [defaults] must be a table", hint=_FIX_HINT)
+    entries = document.get("bindings", [])
+    if not isinstance(entries, list):
+        raise StateError(f"{path}: 'bindings' must be an array of tables", hint=_FIX_HINT)
+    bindings = [_binding_from_toml(path, i, entry) for i, entry in enumerate(entries)]
+    return State(path=path, defaults=defaults, bindings=bindings)
+
+
+_FIX_HINT = "fix or move the file by hand; git-gpuspace will not overwrite it"
+
+
+def _where(error: Exception, raw: bytes) -> str:
+    """tomllib puts the position in its message; 'end of document' gets the last line."""
+    message = str(error)
+    if "end of document" in message:
+        lines = raw.decode("utf-8", "replace").split("\n")
+        return f"{message.replace('(at end of document)', '').strip()} at line {len(lines)}, column {len(lines[-1]) + 1} (end of file)"
+    found = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    if found:
+        return f"{message[:found.start()].strip()} at line {found.group(1)}, column {found.group(2)}"
+    return message
+
+
+def _require(path: Path, where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise StateError(f"{path}: {where} must be {what}", hint=_FIX_HINT)
+    return value
+
+
+def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
+    where = f"bindings[{index}]"
+    _require(path, where, entry, dict, "a table")
+    for key in ("path", "container", "image"):
+        if key not in entry:
+            raise StateError(f"{path}: {where} lacks '{key}'", hint=_FIX_HINT)
+        _require(path, f"{where}.{key}", entry[key], str, "a string")
+    branch = entry.get("branch")
+    if branch is not None:
+        _require(path, f"{where}.branch", branch, str, "a string")
+    gpus = _require(path, f"{where}.gpus", entry.get("gpus", []), list, "a list of GPU UUIDs")
+    for gpu in gpus:
+        _require(path, f"{where}.gpus", gpu, str, "a list of GPU UUIDs")
+    limits = _require(path, f"{where}.limits", entry.get("limits", {}), dict, "a table")
+    for key in ("memory", "shm_size"):
+        if key in limits:
+            _require(path, f"{where}.limits.{key}", limits[key], int, "an integer (bytes)")
+    if "cpus" in limits:
+        _require(path, f"{where}.limits.cpus", limits["cpus"], (int, float), "a number")
+    share = _require(path, f"{where}.share", entry.get("share", False), bool, "true or false")
+    created = entry.get("created")
+    if created is not None:
+        _require(path, f"{where}.created", created, _dt.datetime, "a date-time")
+    binding = Binding(
+        path=entry["path"],
+        container=entry["container"],
+        image=entry["image"],
+        branch=branch,
+        gpus=list(gpus),
+        limits=Limits(
+            memory_bytes=limits.get("memory"),
+            cpus=float(limits["cpus"]) if "cpus" in limits else None,
+            shm_bytes=limits.get("shm_size"),
+        ),
+        share=share,
+    )
+    if created is not None:
+        binding.created = created
+    return binding
+
+
+def _binding_to_toml(binding: Binding) -> dict[str, Any]:
+    entry: dict[str, Any] = {"path": binding.path}
+    if binding.branch is not None:
+        entry["branch"] = binding.branch
+    entry.update(
+        container=binding.container,
+        image=binding.image,
+        gpus=list(binding.gpus),
+        share=binding.share,
+        created=binding.created,
+    )
+    limits = {
+        key: value
+        for key, value in (
+            ("memory", binding.limits.memory_bytes),
+            ("cpus", binding.limits.cpus),
+            ("shm_size", binding.limits.shm_bytes),
+        )
+        if value is not None
+    }
+    if limits:
+        entry["limits"] = limits
+    return entry
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write beside the target, fsync, then rename: readers see the old or the new file."""
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise

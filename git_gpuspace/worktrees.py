@@ -1,0 +1,269 @@
+"""Git worktrees, read and written through dulwich. The only module that imports dulwich.
+
+What this writes is what `git worktree add` writes (a `.git` file in the worktree, an admin
+dir under `<common dir>/worktrees/<id>`), so the git CLI treats our worktrees as its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from dulwich.errors import NotGitRepository
+from dulwich.objectspec import parse_commit
+from dulwich.refs import check_ref_format
+from dulwich.repo import Repo
+from dulwich.worktree import list_worktrees as _dulwich_list_worktrees
+from dulwich.worktree import remove_worktree
+
+from .errors import NotARepository, UsageError, WorktreeError
+
+HEADS = b"refs/heads/"
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    common_dir: Path  # the shared .git directory (absolute, resolved)
+    main_path: Path | None  # the main worktree; None for a bare repository
+
+    @property
+    def name(self) -> str:
+        if self.main_path is not None:
+            return self.main_path.name
+        return self.common_dir.name.removesuffix(".git") or "repo"
+
+    @property
+    def anchor(self) -> Path:
+        """Where relative defaults such as ../worktrees/<branch> hang from."""
+        return self.main_path if self.main_path is not None else self.common_dir
+
+    def open(self) -> Repo:
+        return Repo(str(self.anchor))
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: Path
+    branch: str | None  # short name; None when detached
+    head: str | None  # commit hex; None on an unborn branch
+    is_main: bool = False
+    prunable: bool = False  # registered with git, but its directory is gone
+    locked: bool = False
+
+
+def discover(start: Path | None = None) -> RepoInfo:
+    """Find the repo around `start` (main worktree, linked worktree or any subdirectory)."""
+    start = (start or Path.cwd()).resolve()
+    try:
+        repo = Repo.discover(str(start))
+    except NotGitRepository:
+        raise NotARepository(
+            f"not a git repository: {start}",
+            hint="run this inside a git repository (or a worktree of one)",
+        ) from None
+    with contextlib.closing(repo):
+        common_dir = Path(repo.commondir()).resolve()
+    bare = _is_bare(common_dir)
+    if not bare and (start == common_dir or common_dir in start.parents):
+        raise NotARepository(
+            f"{start} is inside the git directory, not a worktree",
+            hint="run this from the repository's working tree",
+        )
+    return RepoInfo(common_dir=common_dir, main_path=None if bare else common_dir.parent)
+
+
+def _is_bare(common_dir: Path) -> bool:
+    if common_dir.name != ".git":
+        return True
+    with contextlib.closing(Repo(str(common_dir))) as repo:
+        return repo.get_config().get_boolean(b"core", b"bare", False)
+
+
+def list_worktrees(info: RepoInfo) -> list[Worktree]:
+    with contextlib.closing(info.open()) as repo:
+        found = []
+        for entry in _dulwich_list_worktrees(repo):
+            is_main = Path(entry.path).resolve() == info.anchor
+            if is_main and info.main_path is None:
+                continue  # a bare repository's own directory is not a worktree
+            found.append(
+                Worktree(
+                    path=Path(os.path.abspath(entry.path)),
+                    branch=_short(entry.branch),
+                    head=entry.head.decode() if entry.head else None,
+                    is_main=is_main,
+                    prunable=entry.prunable,
+                    locked=entry.locked,
+                )
+            )
+        return found
+
+
+def find_worktree(info: RepoInfo, path: Path) -> Worktree | None:
+    """The registered worktree at `path`, matched as written or with symlinks resolved."""
+    wanted = {Path(os.path.abspath(path)), Path(os.path.realpath(path))}
+    for worktree in list_worktrees(info):
+        if {worktree.path, Path(os.path.realpath(worktree.path))} & wanted:
+            return worktree
+    return None
+
+
+def _short(ref: bytes | None) -> str | None:
+    if ref is None:
+        return None
+    return ref[len(HEADS):].decode() if ref.startswith(HEADS) else ref.decode()
+
+
+def validate_branch_name(name: str) -> None:
+    """Refuse what `git branch` refuses, before anything is created."""
+    encoded = name.encode()
+    if not name or name.startswith("-") or name == "HEAD" or not check_ref_format(HEADS + encoded):
+        raise UsageError(
+            f"'{name}' is not a valid branch name",
+            hint="see `git help check-ref-format`: no spaces, '..', '~', '^', ':', '?', '*', '[', leading '-'",
+        )
+
+
+def branch_exists(info: RepoInfo, name: str) -> bool:
+    with contextlib.closing(info.open()) as repo:
+        return HEADS + name.encode() in repo.refs
+
+
+def resolve_commit(info: RepoInfo, spec: str) -> str:
+    with contextlib.closing(info.open()) as repo:
+        try:
+            return parse_commit(repo, spec.encode()).id.decode()
+        except (KeyError, ValueError, NotImplementedError):
+            raise UsageError(f"invalid reference: {spec}", hint="name a branch, tag or commit") from None
+
+
+def head_commit(info: RepoInfo) -> str:
+    with contextlib.closing(info.open()) as repo:
+        try:
+            return repo.head().decode()
+        except KeyError:
+            raise WorktreeError(
+                "the repository has no commit yet", hint="make a first commit, then add worktrees"
+            ) from None
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """What `add` puts in a new worktree: a branch (made here if `create_branch`) or a commit."""
+
+    commit: str
+    branch: str | None = None
+    create_branch: bool = False
+
+
+def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
+    """Create a linked worktree at `path`; on failure remove whatever it made."""
+    path = Path(os.path.abspath(path))
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"'{path}' already exists")
+    if checkout.branch:
+        holder = next((w for w in list_worktrees(info) if w.branch == checkout.branch), None)
+        if holder is not None:
+            raise UsageError(
+                f"branch '{checkout.branch}' is already checked out at '{holder.path}'",
+                hint="use -b <new-branch>, or give a commit to get a detached HEAD",
+            )
+    made_dirs = missing_parents(path)
+    created_branch = False
+    admin_dir: Path | None = None
+    with contextlib.closing(info.open()) as repo:
+        try:
+            if checkout.branch and checkout.create_branch:
+                ref = HEADS + checkout.branch.encode()
+                if not repo.refs.add_if_new(ref, checkout.commit.encode()):
+                    raise UsageError(f"a branch named '{checkout.branch}' already exists")
+                created_branch = True
+            path.mkdir(parents=True, exist_ok=True)
+            identifier = _unique_identifier(info.common_dir, path.name)
+            admin_dir = info.common_dir / "worktrees" / identifier
+            worktree_repo = Repo._init_new_working_directory(str(path), repo, identifier=identifier)
+            with contextlib.closing(worktree_repo):
+                if checkout.branch:
+                    worktree_repo.refs.set_symbolic_ref(b"HEAD", HEADS + checkout.branch.encode())
+                else:
+                    (admin_dir / "HEAD").write_bytes(checkout.commit.encode() + b"\n")
+                worktree_repo.get_worktree().reset_index(config=worktree_repo.get_config_stack())
+        except BaseException:
+            if admin_dir is not None:
+                shutil.rmtree(admin_dir, ignore_errors=True)
+            _remove_tree(path, made_dirs)
+            if created_branch:
+                repo.refs.remove_if_equals(HEADS + checkout.branch.encode(), checkout.commit.encode())
+            raise
+    return Worktree(path=path.resolve(), branch=checkout.branch, head=checkout.commit)
+
+
+def missing_parents(path: Path) -> list[Path]:
+    """The directories `mkdir -p path` would create, deepest first."""
+    missing = []
+    for candidate in [path, *path.parents]:
+        if candidate.exists():
+            break
+        missing.append(candidate)
+    return missing
+
+
+def _remove_tree(path: Path, made_dirs: list[Path]) -> None:
+    """Undo a failed add: empty a directory we filled, remove the ones we made."""
+    if path.is_dir():
+        if path in made_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        else:  # it was an empty directory the user made: leave it empty, as found
+            for child in path.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+    for directory in made_dirs[1:] if made_dirs and made_dirs[0] == path else made_dirs:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def _unique_identifier(common_dir: Path, basename: str) -> str:
+    """git's rule: the basename, with a number appended while that admin dir is taken."""
+    base = "".join(c if c.isalnum() or c in "._-" else "-" for c in basename).lstrip(".") or "worktree"
+    candidate, number = base, 0
+    while (common_dir / "worktrees" / candidate).exists():
+        number += 1
+        candidate = f"{base}{number}"
+    return candidate
+
+
+def is_dirty(path: Path) -> bool:
+    """Modified, staged or untracked (not ignored) files: what makes `git worktree remove` refuse."""
+    from dulwich import porcelain  # heavy: only when asked
+
+    with contextlib.closing(Repo(str(path))) as repo:
+        status = porcelain.status(repo, untracked_files="normal")
+    return bool(any(status.staged.values()) or status.unstaged or status.untracked)
+
+
+def remove(info: RepoInfo, worktree: Worktree, force: bool) -> None:
+    """Remove a linked worktree as `git worktree remove` does (dulwich does not check dirt)."""
+    if worktree.is_main:
+        raise UsageError("the main worktree cannot be removed")
+    if not force and not worktree.prunable and is_dirty(worktree.path):
+        raise WorktreeError(
+            f"'{worktree.path}' contains modified or untracked files",
+            hint="commit or stash them, or use --force to delete them",
+        )
+    with contextlib.closing(info.open()) as repo:
+        try:
+            remove_worktree(repo, str(worktree.path), force=force)
+        except ValueError as error:
+            hint = "unlock it with `git worktree unlock`, or use --force" if "locked" in str(error) else None
+            raise WorktreeError(str(error).replace("Worktree", "worktree"), hint=hint) from None
+
+
+def delete_branch(info: RepoInfo, name: str, expected_commit: str) -> None:
+    """Delete a branch only if it still points where we made it."""
+    with contextlib.closing(info.open()) as repo:
+        repo.refs.remove_if_equals(HEADS + name.encode(), expected_commit.encode())
