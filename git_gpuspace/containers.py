@@ -186,6 +186,8 @@ class Engine:
             if spec.gpus
             else None,
             init=True,
+            # back after a reboot or an engine restart, unless the user stopped it
+            restart_policy={"Name": "unless-stopped"},
             mem_limit=spec.limits.memory_bytes,
             nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
             shm_size=spec.limits.shm_bytes,
