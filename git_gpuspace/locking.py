@@ -11,20 +11,27 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, mode: int = 0o600) -> Iterator[None]:
-    """Hold an exclusive flock on `path`, creating it with `mode` if missing."""
+def file_lock(path: Path, mode: int = 0o600, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive flock on `path`, creating it with `mode` if missing.
+
+    Yields True once held; with `wait=False`, yields False at once if someone else holds it.
+    """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
     except PermissionError:
         fd = os.open(path, os.O_RDONLY)  # another user's file: flock needs no write access
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         os.close(fd)  # closing releases the lock
 
 
-def host_gpu_lock() -> contextlib.AbstractContextManager[None]:
+def host_gpu_lock() -> contextlib.AbstractContextManager[bool]:
     """The lock every repo of every user on this host takes while it claims GPUs.
 
     It sits in a world-writable directory so that two users' repos serialize on the

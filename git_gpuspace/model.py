@@ -60,6 +60,9 @@ class Binding:
     gpus: list[str] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     share: bool = False
+    worktree_id: str | None = None  # git's admin dir name: finds the worktree after `git worktree move`
+    gpu_request: str | None = None  # the --gpus spec asked for; claimed again when pending
+    pending: str | None = None  # why the container could not be made yet (engine down, no GPU free...)
     created: _dt.datetime = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     )

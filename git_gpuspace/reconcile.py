@@ -1,16 +1,25 @@
 """Compare the three truths (bindings, git worktrees, engine containers) and converge them.
 
-`survey` says how things stand, for `status`; `converge` fixes what it safely can: containers
-whose worktree is gone, and containers of this repo that no binding claims (left by a crash).
+`survey` says how things stand, for `status`. `converge` fixes what it safely can:
+- a bound worktree that git moved (`git worktree move`): the container is made again with
+  the new mount and the same GPUs;
+- a bound worktree that is gone (`git worktree remove`, `rm -rf`): its container is removed
+  and its GPUs released;
+- a container of this repo that no binding claims (left by a crash): removed;
+- with `retry_pending`, a binding that is waiting (engine was down, no GPU free): bound now.
 It never touches files in a worktree.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import worktrees as git_worktrees
 from .containers import LABEL_REPO, LABEL_WORKTREE, ContainerInfo, Engine
+from .errors import GpuspaceError
+from .lifecycle import Rollback, bind_worktree, prepare, record_pending, recreate, settings_of
 from .model import Binding
 from .state import State
 from .worktrees import RepoInfo, Worktree
@@ -22,20 +31,16 @@ class View:
     worktree: Worktree | None  # None: bound, but git no longer has this worktree
     binding: Binding | None
     container: ContainerInfo | None
-    state: str  # running, exited, created, paused, ...; missing; none; orphaned; unknown
+    state: str  # the engine's word (running, exited, created, ...); missing; none; pending; orphaned; unknown
 
 
 def survey(
-    info: RepoInfo,
     state: State,
     worktrees: list[Worktree],
     containers: list[ContainerInfo] | None,  # None: the engine could not be asked
 ) -> list[View]:
     by_name = {c.name: c for c in containers or []}
-    views = []
-    for worktree in worktrees:
-        binding = state.find(worktree.path)
-        views.append(_view(worktree.path, worktree, binding, by_name, containers is None))
+    views = [_view(w.path, w, state.find(w.path), by_name, containers is None) for w in worktrees]
     listed = {str(w.path) for w in worktrees}
     for binding in state.bindings:
         if binding.path not in listed:
@@ -49,6 +54,8 @@ def _view(path, worktree, binding, by_name, engine_unknown) -> View:
     container = by_name.get(binding.container)
     if worktree is None or worktree.prunable:
         state = "orphaned"
+    elif binding.pending:
+        state = "pending"
     elif engine_unknown:
         state = "unknown"
     else:
@@ -56,24 +63,74 @@ def _view(path, worktree, binding, by_name, engine_unknown) -> View:
     return View(path, worktree, binding, container, state)
 
 
-def converge(info: RepoInfo, engine: Engine, state: State, worktrees: list[Worktree]) -> list[str]:
-    """Remove containers whose worktree is gone and our containers no binding claims.
-
-    Returns one line per action taken. The caller holds the state lock.
-    """
+def converge(
+    info: RepoInfo,
+    engine: Engine,
+    state: State,
+    *,
+    worktrees: list[Worktree] | None = None,
+    containers: list[ContainerInfo] | None = None,
+    retry_pending: bool = False,
+) -> list[str]:
+    """Make the engine match the bindings and the bindings match git. The caller holds the
+    state lock. Returns one line per action taken."""
+    known = worktrees if worktrees is not None else git_worktrees.list_worktrees(info)
+    live = {str(w.path): w for w in known if not w.prunable}
+    by_admin_id = {w.admin_id: w for w in live.values() if w.admin_id}
     actions = []
-    live = {str(w.path) for w in worktrees if not w.prunable}
     for binding in list(state.bindings):
-        if binding.path not in live:
+        if binding.path in live:
+            continue
+        moved = by_admin_id.get(binding.worktree_id)
+        if moved is not None and state.find(moved.path) is None:
+            actions.append(_follow_move(info, engine, state, binding, moved))
+            continue
+        if not binding.pending:
             engine.remove(binding.container)
-            state.remove(binding.path)
-            actions.append(f"removed container {binding.container} (worktree {binding.path} is gone)")
+        state.remove(binding.path)
+        state.save()
+        actions.append(f"removed container {binding.container} (worktree {binding.path} is gone)")
+    if retry_pending:
+        for binding in [b for b in state.bindings if b.pending and b.path in live]:
+            actions.append(_retry(info, engine, state, binding, live[binding.path]))
     claimed = {b.container for b in state.bindings}
-    for container in engine.list_managed():
+    for container in containers if containers is not None else engine.list_managed():
         if container.labels.get(LABEL_REPO) == str(info.common_dir) and container.name not in claimed:
             engine.remove(container.name)
-            where = container.labels.get(LABEL_WORKTREE, "?")
-            actions.append(f"removed container {container.name} (no binding for {where})")
-    if actions:
+            actions.append(f"removed container {container.name} (no binding for {container.labels.get(LABEL_WORKTREE, '?')})")
+    return actions
+
+
+def _follow_move(info: RepoInfo, engine: Engine, state: State, binding: Binding, moved: Worktree) -> str:
+    if binding.pending:
+        old, binding.path = binding.path, str(moved.path)
         state.save()
+        return f"pending binding of {old} follows its worktree to {moved.path}"
+    try:
+        new = recreate(info, engine, state, binding, moved)
+    except GpuspaceError as error:
+        record_pending(state, info, moved, settings_of(binding), str(error))
+        state.bindings = [b for b in state.bindings if b is not binding]
+        state.save()
+        return f"worktree moved to {moved.path}, but its container could not follow: {error}"
+    return f"container of {binding.path} follows it to {moved.path} ({new.container})"
+
+
+def _retry(info: RepoInfo, engine: Engine, state: State, binding: Binding, worktree: Worktree) -> str:
+    try:
+        plan = prepare(settings_of(binding), engine)
+        with Rollback() as undo:
+            new, _ = bind_worktree(info, plan, state, worktree, start=True, undo=undo)
+    except GpuspaceError as error:
+        binding.pending = str(error)
+        state.save()
+        return f"{worktree.path} still pending: {error}"
+    return f"started container {new.container} for {worktree.path}"
+
+
+def converge_quietly(info: RepoInfo, engine: Engine, state: State, **known) -> list[str]:
+    """Converge as a side effect of another command: report actions on stderr."""
+    actions = converge(info, engine, state, **known)
+    for action in actions:
+        print(f"git-gpuspace: {action}", file=sys.stderr)
     return actions

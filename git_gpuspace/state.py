@@ -30,6 +30,8 @@ else:  # pragma: no cover
 SCHEMA_VERSION = 1
 FILE_NAME = "gpuspace.toml"
 LOCK_NAME = "gpuspace.lock"
+PATHS_NAME = "gpuspace.paths"
+PENDING_NAME = "gpuspace.pending"
 
 
 @dataclass
@@ -37,6 +39,7 @@ class State:
     path: Path
     defaults: dict[str, Any] = field(default_factory=dict)
     bindings: list[Binding] = field(default_factory=list)
+    auto_bind: bool = False  # set by `init`: the hook binds worktrees made by `git worktree add`
 
     def find(self, worktree: str | Path) -> Binding | None:
         key = str(worktree)
@@ -47,10 +50,24 @@ class State:
 
     def save(self) -> None:
         document: dict[str, Any] = {"schema": SCHEMA_VERSION}
+        if self.auto_bind:
+            document["auto_bind"] = True
         if self.defaults:
             document["defaults"] = dict(self.defaults)
         document["bindings"] = [_binding_to_toml(b) for b in self.bindings]
         _atomic_write(self.path, tomli_w.dumps(document).encode())
+        self._write_hook_index()
+
+    def _write_hook_index(self) -> None:
+        """What the hook's shell fast path reads instead of parsing TOML on every checkout:
+        the bound paths (one per line) and, while any binding waits, a 'pending' marker."""
+        paths = "".join(f"{b.path}\n" for b in self.bindings if "\n" not in b.path)
+        _atomic_write(self.path.parent / PATHS_NAME, paths.encode())
+        pending = self.path.parent / PENDING_NAME
+        if any(b.pending for b in self.bindings):
+            pending.touch()
+        else:
+            pending.unlink(missing_ok=True)
 
 
 def state_path(common_dir: Path) -> Path:
@@ -76,6 +93,13 @@ def locked(common_dir: Path) -> Iterator[State]:
         yield load(common_dir)
 
 
+@contextlib.contextmanager
+def locked_if_free(common_dir: Path) -> Iterator[State | None]:
+    """Like `locked`, but yields None at once while another command holds the lock."""
+    with file_lock(common_dir / LOCK_NAME, wait=False) as held:
+        yield load(common_dir) if held else None
+
+
 def parse(path: Path, raw: bytes) -> State:
     try:
         document = tomllib.loads(raw.decode("utf-8"))
@@ -98,7 +122,8 @@ def parse(path: Path, raw: bytes) -> State:
     if not isinstance(entries, list):
         raise StateError(f"{path}: 'bindings' must be an array of tables", hint=_FIX_HINT)
     bindings = [_binding_from_toml(path, i, entry) for i, entry in enumerate(entries)]
-    return State(path=path, defaults=defaults, bindings=bindings)
+    auto_bind = _require(path, "auto_bind", document.get("auto_bind", False), bool, "true or false")
+    return State(path=path, defaults=defaults, bindings=bindings, auto_bind=auto_bind)
 
 
 _FIX_HINT = "fix or move the file by hand; git-gpuspace will not overwrite it"
@@ -146,6 +171,10 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
     created = entry.get("created")
     if created is not None:
         _require(path, f"{where}.created", created, _dt.datetime, "a date-time")
+    optional = {}
+    for key in ("worktree_id", "gpu_request", "pending"):
+        if entry.get(key) is not None:
+            optional[key] = _require(path, f"{where}.{key}", entry[key], str, "a string")
     binding = Binding(
         path=entry["path"],
         container=entry["container"],
@@ -158,6 +187,7 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
             shm_bytes=limits.get("shm_size"),
         ),
         share=share,
+        **optional,
     )
     if created is not None:
         binding.created = created
@@ -175,6 +205,9 @@ def _binding_to_toml(binding: Binding) -> dict[str, Any]:
         share=binding.share,
         created=binding.created,
     )
+    for key in ("worktree_id", "gpu_request", "pending"):
+        if getattr(binding, key) is not None:
+            entry[key] = getattr(binding, key)
     limits = {
         key: value
         for key, value in (

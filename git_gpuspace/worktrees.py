@@ -52,6 +52,7 @@ class Worktree:
     is_main: bool = False
     prunable: bool = False  # registered with git, but its directory is gone
     locked: bool = False
+    admin_id: str | None = None  # name of its admin dir, <common dir>/worktrees/<id>; None for main
 
 
 def discover(start: Path | None = None) -> RepoInfo:
@@ -97,9 +98,19 @@ def list_worktrees(info: RepoInfo) -> list[Worktree]:
                     is_main=is_main,
                     prunable=entry.prunable,
                     locked=entry.locked,
+                    admin_id=None if is_main or entry.prunable else _admin_id(Path(entry.path)),
                 )
             )
         return found
+
+
+def _admin_id(path: Path) -> str | None:
+    """A linked worktree's `.git` file says `gitdir: <common dir>/worktrees/<id>`."""
+    try:
+        text = (path / ".git").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    return Path(text.removeprefix("gitdir:").strip()).name if text.startswith("gitdir:") else None
 
 
 def find_worktree(info: RepoInfo, path: Path) -> Worktree | None:
@@ -198,7 +209,7 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
             if created_branch:
                 repo.refs.remove_if_equals(HEADS + checkout.branch.encode(), checkout.commit.encode())
             raise
-    return Worktree(path=path.resolve(), branch=checkout.branch, head=checkout.commit)
+    return Worktree(path=path, branch=checkout.branch, head=checkout.commit, admin_id=identifier)
 
 
 def missing_parents(path: Path) -> list[Path]:

@@ -184,11 +184,21 @@ def test_remove_after_plain_git_worktree_remove(repo, tmp_path):
     wt = tmp_path / "wt"
     repo.ok("add", "-b", "exp", str(wt), "--gpus", "1")
     repo.git("worktree", "remove", str(wt))
-    assert {r["path"]: r["state"] for r in repo.status()}[str(wt)] == "orphaned"
+    down = repo.gs("status", "--json", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert {r["path"]: r["state"] for r in json.loads(down.stdout)}[str(wt)] == "orphaned"
     result = repo.ok("remove", str(wt))
     assert "already gone" in result.stdout
     assert repo.containers() == []
 
+
+def test_status_cleans_up_after_plain_git(repo, tmp_path):
+    wt = tmp_path / "wt"
+    repo.ok("add", "-b", "exp", str(wt), "--gpus", "1")
+    repo.git("worktree", "remove", str(wt))
+    result = repo.ok("status", "--json")
+    assert f"worktree {wt} is gone" in result.stderr
+    assert str(wt) not in [r["path"] for r in json.loads(result.stdout)]
+    assert repo.containers() == []
 
 def test_prune_removes_containers_of_vanished_worktrees(repo, tmp_path):
     wt = tmp_path / "wt"

@@ -6,53 +6,41 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from .. import allocate, config, gpus, state, worktrees
-from ..containers import Engine
+from .. import state, worktrees
 from ..errors import UsageError
-from ..lifecycle import Rollback, absolute, bind_worktree, default_worktree_path, leases, require_unbound
-from ..model import Binding, Gpu, GpuRequest, Limits
-from ..specs import MIN_MEMORY, format_size, parse_cpus, parse_gpus, parse_size
+from ..lifecycle import (
+    Rollback,
+    absolute,
+    bind_worktree,
+    default_worktree_path,
+    prepare,
+    require_unbound,
+    settings_from,
+)
+from ..model import Binding, Gpu
+from ..reconcile import converge_quietly
+from ..specs import format_size
 
 
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
     path, checkout = plan_checkout(info, args)
     with state.locked(info.common_dir) as current:
-        settings = config.effective(current.defaults, flag_settings(args))
-        request, limits = parse_settings(settings)
+        settings = settings_from(current.defaults, flag_settings(args), args.share)
         require_unbound(current, path)
-        engine = Engine()
-        inventory = gpus.inventory() if not request.none else []
-        # Refuse early, before a big checkout; the binding claim below is the one that counts.
-        allocate.choose(request, inventory, leases(engine.list_managed()), args.share)
-        engine.ensure_image(settings["image"])
+        plan = prepare(settings)  # engine, GPUs, image: refuse before a big checkout
+        converge_quietly(info, plan.engine, current)
         with Rollback() as undo:
             made_dirs = worktrees.missing_parents(path)
             worktree = worktrees.add(info, path, checkout)
             undo.push(f"remove worktree {path}", lambda: _undo_worktree(info, worktree, checkout, made_dirs))
-            binding, chosen = bind_worktree(
-                info, engine, current, worktree,
-                image=settings["image"], request=request, inventory=inventory,
-                limits=limits, share=args.share, start=not args.no_start, undo=undo,
-            )
+            binding, chosen = bind_worktree(info, plan, current, worktree, start=not args.no_start, undo=undo)
     report(binding, chosen, started=not args.no_start)
     return 0
 
 
 def flag_settings(args: argparse.Namespace) -> dict[str, object]:
     return {"image": args.image, "gpus": args.gpus, "memory": args.memory, "cpus": args.cpus, "shm_size": args.shm_size}
-
-
-def parse_settings(settings: dict[str, str]) -> tuple[GpuRequest, Limits]:
-    """Validate every setting before anything is created."""
-    if not settings["image"].strip():
-        raise UsageError("the image name is empty", hint="pass --image NAME[:TAG]")
-    limits = Limits(
-        memory_bytes=parse_size(settings["memory"], "--memory", MIN_MEMORY) if settings.get("memory") else None,
-        cpus=parse_cpus(settings["cpus"]) if settings.get("cpus") else None,
-        shm_bytes=parse_size(settings["shm_size"], "--shm-size") if settings.get("shm_size") else None,
-    )
-    return parse_gpus(settings["gpus"]), limits
 
 
 def plan_checkout(info: worktrees.RepoInfo, args: argparse.Namespace) -> tuple[Path, worktrees.Checkout]:

@@ -1,4 +1,4 @@
-"""`git gpuspace prune`: remove containers whose worktree is gone, and our strays."""
+"""`git gpuspace prune`: converge bindings, worktrees and containers now."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ..containers import Engine
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
     with state.locked(info.common_dir) as current:
-        actions = reconcile.converge(info, Engine(), current, worktrees.list_worktrees(info))
+        actions = reconcile.converge(info, Engine(), current, retry_pending=True)
     for line in actions:
         print(line)
     if not actions:

@@ -8,6 +8,7 @@ from .. import state, worktrees
 from ..containers import Engine
 from ..errors import UsageError, WorktreeError
 from ..lifecycle import absolute, resolve_worktree, unbind
+from ..reconcile import converge_quietly
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,7 +21,9 @@ def run(args: argparse.Namespace) -> int:
             binding = current.find(absolute(args.worktree))
             if binding is None:
                 raise
-            unbind(Engine(), current, binding)
+            engine = Engine()
+            unbind(engine, current, binding)
+            converge_quietly(info, engine, current)
             print(f"Removed container {binding.container} (worktree {binding.path} was already gone)")
             return 0
         binding = current.find(worktree.path)
@@ -29,10 +32,13 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"'{worktree.path}' is not bound to a container")
         else:
             _check_removable(worktree, args.force)
+        engine = Engine() if binding is not None else None  # unreachable: stop before changing anything
         if binding is not None:
-            unbind(Engine(), current, binding)
+            unbind(engine, current, binding)
         if not args.keep_worktree:
             worktrees.remove(info, worktree, force=True)
+        if engine is not None:
+            converge_quietly(info, engine, current)
     if binding is not None:
         print(f"Removed container {binding.container}" + ("; GPUs released" if binding.gpus else ""))
     if not args.keep_worktree:

@@ -14,16 +14,24 @@ from ..specs import format_size
 
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
-    current = state.load(info.common_dir)
     known = worktrees.list_worktrees(info)
     try:
-        containers = Engine().list_managed()  # one call for every container
+        engine = Engine()
+        containers = engine.list_managed()  # one call for every container
     except EngineUnavailable as error:
         print(f"warning: {error}; container states unknown", file=sys.stderr)
-        containers = None
+        engine, containers = None, None
+    if engine is not None:
+        # Clean up after plain git, unless another command holds the lock (status never waits).
+        with state.locked_if_free(info.common_dir) as locked_state:
+            if locked_state is not None and reconcile.converge_quietly(
+                info, engine, locked_state, worktrees=known, containers=containers
+            ):
+                containers = engine.list_managed()
+    current = state.load(info.common_dir)
     bound_gpus = any(b.gpus for b in current.bindings)
     by_uuid = {gpu.uuid: gpu for gpu in gpus.inventory()} if bound_gpus else {}
-    views = reconcile.survey(info, current, known, containers)
+    views = reconcile.survey(current, known, containers)
     records = [_record(view, by_uuid) for view in views]
     if args.json:
         json.dump(records, sys.stdout, indent=2)
@@ -35,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             record["branch"] or "(detached)",
             (record["head"] or "-")[:8],
             {True: "dirty", False: "clean", None: "-"}[record["dirty"]],
-            record["state"],
+            record["state"] + (f" ({record['reason']})" if record["reason"] else ""),
             ", ".join(
                 output.gpu_summary(g["index"], g["name"], g["memory_used_mib"], g["memory_total_mib"], g["utilization_pct"])
                 for g in record["gpus"]
@@ -62,6 +70,7 @@ def _record(view: reconcile.View, by_uuid: dict) -> dict:
         "dirty": worktrees.is_dirty(view.path) if present else None,
         "container": binding.container if binding else None,
         "state": view.state,
+        "reason": binding.pending if binding else None,
         "image": binding.image if binding else None,
         "gpus": [_gpu(uuid, by_uuid.get(uuid)) for uuid in (binding.gpus if binding else [])],
         "limits": {
