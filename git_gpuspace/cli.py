@@ -73,11 +73,34 @@ def build_parser() -> argparse.ArgumentParser:
     gpus = verbs.add_parser("gpus", help="the host's GPUs and who holds each")
     gpus.add_argument("--json", action="store_true", help="machine-readable output")
 
-    verbs.add_parser("prune", help="remove containers whose worktree is gone")
+    verbs.add_parser("prune", help="converge now: clean up after plain git, retry pending bindings")
+
+    for verb, text in (("start", "start a worktree's container (made again if gone; bound if pending)"),
+                       ("stop", "stop a worktree's container; its GPUs stay reserved"),
+                       ("restart", "stop, then start a worktree's container")):
+        verbs.add_parser(verb, help=text).add_argument("worktree", help="path, directory name or branch")
+
+    init = verbs.add_parser(
+        "init",
+        help="record repo defaults and install the hooks (plain `git worktree add` then binds)",
+        description="Record repo defaults in .git/gpuspace.toml and install the git hooks.",
+    )
+    init.add_argument("--image", metavar="IMAGE", help="default container image")
+    init.add_argument("--gpus", metavar="SPEC", help="default GPUs per worktree")
+    init.add_argument("--memory", metavar="SIZE", help="default memory limit")
+    init.add_argument("--cpus", metavar="N", help="default CPU limit")
+    init.add_argument("--shm-size", metavar="SIZE", dest="shm_size", help="default /dev/shm size")
+    init.add_argument("--no-hooks", action="store_true", help="record the defaults only")
+
+    hooks = verbs.add_parser("hooks", help="install or uninstall the git hooks")
+    hooks.add_argument("action", choices=("install", "uninstall", "status"))
+
+    hook = verbs.add_parser("_hook")  # what the installed hooks call; not for people
+    hook.add_argument("event", choices=("new-worktree", "converge"))
     return parser
 
 
-_MODULES = {"rm": "remove"}
+_MODULES = {"rm": "remove", "stop": "start", "restart": "start", "_hook": "hook"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -107,10 +130,14 @@ def run_guarded(function, args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return 0  # `git gpuspace status | head` is not an error
     except Exception as error:  # a bug: keep the traceback for the report, not the screen
-        log = _write_crash_log()
-        print(f"git-gpuspace: internal error: {type(error).__name__}: {error}", file=sys.stderr)
-        print(f"hint: this is a bug; the details are in {log}", file=sys.stderr)
+        report_internal_error(error)
         return EXIT_INTERNAL
+
+
+def report_internal_error(error: Exception) -> None:
+    log = _write_crash_log()
+    print(f"git-gpuspace: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+    print(f"hint: this is a bug; the details are in {log}", file=sys.stderr)
 
 
 def _write_crash_log() -> str:

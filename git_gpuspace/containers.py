@@ -216,6 +216,13 @@ class Engine:
             except docker.errors.APIError as error:
                 raise _translate(error, f"container '{name}' failed to start") from None
 
+    def stop(self, name: str) -> None:
+        with self._calls():
+            try:
+                self.api.stop(name, timeout=STOP_TIMEOUT_S)
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot stop container '{name}'") from None
+
     def remove(self, name: str) -> None:
         """Stop gracefully (SIGTERM, then SIGKILL after a grace period) and delete. Gone is fine."""
         with self._calls():

@@ -278,3 +278,12 @@ def delete_branch(info: RepoInfo, name: str, expected_commit: str) -> None:
     """Delete a branch only if it still points where we made it."""
     with contextlib.closing(info.open()) as repo:
         repo.refs.remove_if_equals(HEADS + name.encode(), expected_commit.encode())
+
+
+def config_value(info: RepoInfo, section: str, name: str) -> str | None:
+    """A git config value as git reads it: repo, then user (~/.gitconfig), then system."""
+    with contextlib.closing(info.open()) as repo:
+        try:
+            return repo.get_config_stack().get((section.encode(),), name.encode()).decode()
+        except KeyError:
+            return None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from pathlib import Path
+from typing import TextIO
 
 from .. import state, worktrees
 from ..errors import UsageError
@@ -91,9 +93,9 @@ def _undo_worktree(
         worktrees.delete_branch(info, checkout.branch, checkout.commit)
 
 
-def report(binding: Binding, chosen: list[Gpu], started: bool) -> None:
+def report(binding: Binding, chosen: list[Gpu], started: bool, stream: TextIO = sys.stdout) -> None:
     where = f"branch {binding.branch}" if binding.branch else "detached HEAD"
-    print(f"Worktree {binding.path} ({where})")
+    print(f"Worktree {binding.path} ({where})", file=stream)
     gpu_text = ", ".join(f"GPU {gpu.index}" + (f" ({gpu.name})" if gpu.name else "") for gpu in chosen) or "no GPU"
     limits = [
         f"{label} {value}"
@@ -105,4 +107,7 @@ def report(binding: Binding, chosen: list[Gpu], started: bool) -> None:
         if value
     ]
     verb = "running" if started else "created (not started)"
-    print(f"Container {binding.container} {verb}: {binding.image}, {gpu_text}" + (f", {', '.join(limits)}" if limits else ""))
+    print(
+        f"Container {binding.container} {verb}: {binding.image}, {gpu_text}" + (f", {', '.join(limits)}" if limits else ""),
+        file=stream,
+    )

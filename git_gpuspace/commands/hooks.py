@@ -1,0 +1,21 @@
+"""`git gpuspace hooks install|uninstall|status`."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import hooks, worktrees
+
+
+def run(args: argparse.Namespace) -> int:
+    info = worktrees.discover()
+    if args.action == "status":
+        where = hooks.hooks_dir(info)
+        print(f"{'installed' if hooks.installed(info) else 'not installed'} in {where}")
+        return 0
+    changes = hooks.install(info) if args.action == "install" else hooks.uninstall(info)
+    for line in changes:
+        print(line)
+    if not changes:
+        print(f"Nothing to do: hooks already {'installed' if args.action == 'install' else 'absent'} in {hooks.hooks_dir(info)}")
+    return 0

@@ -1,0 +1,42 @@
+"""`git gpuspace start|stop|restart <worktree>`."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import state, worktrees
+from ..containers import Engine
+from ..errors import GpuspaceError
+from ..lifecycle import Rollback, bind_worktree, prepare, recreate, resolve_worktree, settings_of
+from ..reconcile import converge_quietly
+
+
+def run(args: argparse.Namespace) -> int:
+    info = worktrees.discover()
+    with state.locked(info.common_dir) as current:
+        worktree = resolve_worktree(info, args.worktree)
+        binding = current.find(worktree.path)
+        if binding is None:
+            raise GpuspaceError(f"'{worktree.path}' is not bound to a container", hint="`git gpuspace bind` binds it")
+        engine = Engine()
+        if args.verb == "stop" and binding.pending:
+            print(f"{worktree.path} is pending ({binding.pending}): no container to stop")
+            return 0
+        if args.verb in ("stop", "restart") and not binding.pending:
+            engine.stop(binding.container)
+            if args.verb == "stop":
+                print(f"Stopped {binding.container} (its GPUs stay reserved; `git gpuspace remove` frees them)")
+                return 0
+        if binding.pending:
+            plan = prepare(settings_of(binding), engine)
+            with Rollback() as undo:
+                binding, _ = bind_worktree(info, plan, current, worktree, start=True, undo=undo)
+            print(f"Started {binding.container} (was pending)")
+        elif binding.container not in {c.name for c in engine.list_managed()}:
+            binding = recreate(info, engine, current, binding, worktree)
+            print(f"Made {binding.container} again (the container was gone) and started it")
+        else:
+            engine.start(binding.container)
+            print(f"Started {binding.container}")
+        converge_quietly(info, engine, current)
+    return 0
