@@ -1,9 +1,14 @@
-"""Choosing GPUs: pure functions of the inventory, the leases and the request."""
+"""Choosing GPUs and host ports: pure functions of what exists, what is held and what is asked."""
 
 from __future__ import annotations
 
-from .errors import GpusUnavailable, UsageError
-from .model import Gpu, GpuRequest, Holder
+import hashlib
+from typing import Callable
+
+from .errors import GpusUnavailable, PortTaken, UsageError
+from .model import Gpu, GpuRequest, Holder, PortMap, PortRequest
+
+PORT_RANGE = range(20000, 30000)  # chosen host ports; below the kernel's ephemeral range
 
 Leases = dict[str, list[Holder]]  # GPU UUID -> who holds it, from container labels
 
@@ -78,3 +83,38 @@ def _busy_hint(share: bool) -> str:
     if share:
         return "a GPU is shared only when every holder passed --share; free one with `git gpuspace remove <path>`"
     return "free one with `git gpuspace remove <path>`, or pass --share to share a GPU on purpose"
+
+
+def choose_ports(
+    requests: list[PortRequest],
+    taken: set[int],
+    address: str,
+    is_free: Callable[[str, int], bool],
+    seed: str,
+) -> list[PortMap]:
+    """Host ports for `requests`: the one asked for, or a free one from PORT_RANGE.
+
+    A port is free when no container publishes or reserves it and it can be bound on the
+    host. Each worktree starts its search at its own place in the range, so neighbours rarely
+    meet. A port asked for that is taken is an error, never silently remapped.
+    """
+    chosen: list[PortMap] = []
+    taken = set(taken)
+    for request in requests:
+        if request.host_port is not None:
+            if request.host_port in taken or not is_free(address, request.host_port):
+                raise PortTaken(
+                    f"host port {request.host_port} ({request.name}) is already in use",
+                    hint=f"pick another, or write --port {request.name}={request.container_port} to get a free one",
+                )
+            port = request.host_port
+        else:
+            digest = int(hashlib.sha256(f"{seed}\0{request.name}".encode()).hexdigest(), 16)
+            start = digest % len(PORT_RANGE)
+            ordered = [PORT_RANGE[(start + i) % len(PORT_RANGE)] for i in range(len(PORT_RANGE))]
+            port = next((p for p in ordered if p not in taken and is_free(address, p)), None)
+            if port is None:
+                raise PortTaken(f"no free host port for {request.name} in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
+        taken.add(port)
+        chosen.append(PortMap(request.name, request.container_port, port, address))
+    return chosen

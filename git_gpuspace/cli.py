@@ -33,6 +33,21 @@ def _add_binding_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cpus", metavar="N", help="CPU limit, e.g. 8 or 2.5")
     group.add_argument("--shm-size", metavar="SIZE", dest="shm_size", help="/dev/shm size (default: 8g)")
     group.add_argument("--no-start", action="store_true", help="record the binding and create the container, but do not start it")
+    services = parser.add_argument_group("ports and data")
+    for name, port, what in (("jupyter", 8888, "Jupyter Lab, behind a random token"),
+                             ("ssh", 22, "sshd, public keys only"),
+                             ("tensorboard", 6006, "TensorBoard on /data/logs")):
+        services.add_argument(f"--{name}", nargs="?", const=True, metavar="HOST_PORT",
+                              help=f"publish {what} (container port {port}); host port chosen unless given")
+    services.add_argument("--ssh-key", action="append", dest="ssh_keys", metavar="PATH",
+                          help="public key allowed to log in over SSH (default: ~/.ssh/*.pub)")
+    services.add_argument("--port", action="append", dest="ports", metavar="NAME=PORT[:HOST_PORT]",
+                          help="publish another container port, e.g. --port web=8000")
+    services.add_argument("--publish-address", metavar="ADDR", help="host address for published ports (default: 127.0.0.1)")
+    services.add_argument("--data-root", metavar="DIR", help="where the binding's data dir goes (default: the user data dir)")
+    services.add_argument("--devcontainer", metavar="NAME", help="use .devcontainer/NAME/devcontainer.json")
+    services.add_argument("--trust", action="store_true",
+                          help="let devcontainer.json ask for privileged mode, host network, capabilities, host paths")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("worktree", help="path, directory name or branch")
     remove.add_argument("-f", "--force", action="store_true", help="remove even with modified or untracked files")
     remove.add_argument("--keep-worktree", action="store_true", help="remove only the container and free its GPUs")
+    remove.add_argument("--purge", action="store_true", help="also delete the binding's data dir (checkpoints, logs)")
 
     status = verbs.add_parser("status", help="every worktree with its branch, container, GPUs and image")
     status.add_argument("--json", action="store_true", help="machine-readable output (schema in the README)")
@@ -79,6 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
                        ("stop", "stop a worktree's container; its GPUs stay reserved"),
                        ("restart", "stop, then start a worktree's container")):
         verbs.add_parser(verb, help=text).add_argument("worktree", help="path, directory name or branch")
+
+    execute = verbs.add_parser("exec", help="run a command in a worktree's container (its exit code is ours)")
+    execute.add_argument("worktree", help="path, directory name or branch")
+    execute.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    verbs.add_parser("shell", help="an interactive shell in a worktree's container").add_argument(
+        "worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
+    logs = verbs.add_parser("logs", help="the container's output")
+    logs.add_argument("worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep following the output")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    check = verbs.add_parser("check", help="inside the container: are the GPUs exactly the bound ones? does torch see them?")
+    check.add_argument("worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
+    verbs.add_parser("doctor", help="check the host (git, engine, NVIDIA runtime, GPUs, image, hooks) and say how to fix it")
+
+    settings = verbs.add_parser("config", help="get, set, unset or list settings (user or repo)")
+    settings.add_argument("action", choices=("get", "set", "unset", "list"))
+    settings.add_argument("key", nargs="?", help="image, gpus, memory, cpus, shm_size, publish_address, data_root, jupyter, ssh, tensorboard")
+    settings.add_argument("value", nargs="?")
+    where = settings.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="the user config file")
+    where.add_argument("--repo", action="store_true", help="the repo defaults in .git/gpuspace.toml")
 
     init = verbs.add_parser(
         "init",
@@ -100,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_MODULES = {"rm": "remove", "stop": "start", "restart": "start", "_hook": "hook"}
+_MODULES = {"rm": "remove", "stop": "start", "restart": "start", "_hook": "hook", "shell": "exec"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+import tomli_w
 
 from .errors import StateError
 
@@ -23,7 +26,7 @@ BUILT_IN: dict[str, Any] = {
     # Docker's 64 MB /dev/shm kills PyTorch DataLoader workers; shared memory only costs what is used.
     "shm_size": "8g",
 }
-KEYS = ("image", "gpus", "memory", "cpus", "shm_size")
+KEYS = ("image", "gpus", "memory", "cpus", "shm_size", "publish_address", "data_root", "jupyter", "ssh", "tensorboard")
 
 
 def user_config_path() -> Path:
@@ -44,9 +47,47 @@ def load_user() -> dict[str, Any]:
     return defaults
 
 
-def effective(repo_defaults: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+def effective(repo_defaults: dict[str, Any], flags: dict[str, Any], devcontainer: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge the layers; a flag left unset (None) does not override."""
     merged: dict[str, Any] = dict(BUILT_IN)
-    for layer in (load_user(), repo_defaults, flags):
+    for layer in (load_user(), repo_defaults, devcontainer or {}, flags):
         merged.update({key: value for key, value in layer.items() if key in KEYS and value is not None})
-    return {key: str(value) if not isinstance(value, str) else value for key, value in merged.items()}
+    return merged
+
+
+BOOLEAN_OR_PORT = ("jupyter", "ssh", "tensorboard")
+
+
+def coerce(key: str, text: str) -> Any:
+    """A value typed on the command line, as it is stored: services are true/false or a port."""
+    if key in BOOLEAN_OR_PORT:
+        lowered = text.strip().lower()
+        if lowered in ("true", "yes", "on"):
+            return True
+        if lowered in ("false", "no", "off"):
+            return False
+        if lowered.isdigit():
+            return int(lowered)
+        from .errors import UsageError
+
+        raise UsageError(f"{key} must be true, false or a host port, not '{text}'")
+    return text
+
+
+def render(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def save_user(defaults: dict[str, Any]) -> None:
+    """Rewrite the user config's [defaults], keeping any other table, atomically."""
+    path = user_config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        document = {}
+    document["defaults"] = defaults
+    fd, temporary = tempfile.mkstemp(prefix=".config.toml.", dir=path.parent)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(tomli_w.dumps(document).encode())
+    os.replace(temporary, path)

@@ -20,18 +20,17 @@ import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
-from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime
-from .model import Holder, Limits
+from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime, PortTaken
+from .model import Holder, Limits, PortMap
 
 LABEL_REPO = "gpuspace.repo"  # the repo's common git dir: present on every container we own
 LABEL_WORKTREE = "gpuspace.worktree"
 LABEL_BRANCH = "gpuspace.branch"
 LABEL_GPUS = "gpuspace.gpus"  # comma-separated GPU UUIDs
 LABEL_SHARE = "gpuspace.share"  # "true" when the binding opted in to sharing its GPUs
+LABEL_PORTS = "gpuspace.ports"  # name=container:host@address,... : host ports stay reserved while stopped
 
 WORKSPACE = "/workspace"
-# Keeps the container up, idle, until stopped; the init process reaps what users exec.
-IDLE_COMMAND = ["sleep", "infinity"]
 HOME_IN_CONTAINER = "/home/gpuspace"
 STOP_TIMEOUT_S = 10
 
@@ -45,6 +44,11 @@ class ContainerSpec:
     labels: dict[str, str]
     gpus: list[str] = field(default_factory=list)  # UUIDs
     limits: Limits = field(default_factory=Limits)
+    ports: list[PortMap] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    binds: list[tuple[str, str, bool]] = field(default_factory=list)  # (host path, container path, read-only)
+    command: list[str] = field(default_factory=list)  # the first process; it keeps the container up
+    host_options: dict = field(default_factory=dict)  # trusted extras for the host config (privileged, ...)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,11 @@ class ContainerInfo:
     @property
     def gpus(self) -> list[str]:
         return [uuid for uuid in self.labels.get(LABEL_GPUS, "").split(",") if uuid]
+
+    @property
+    def ports(self) -> list[PortMap]:
+        found = (PortMap.from_label(text) for text in self.labels.get(LABEL_PORTS, "").split(",") if text)
+        return [port for port in found if port is not None]
 
     @property
     def holder(self) -> Holder:
@@ -81,13 +90,16 @@ def _slug(text: str, limit: int) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]+", "-", text).strip("-._")[:limit].strip("-._")
 
 
-def labels_for(common_dir: Path, worktree: Path, branch: str | None, gpus: list[str], share: bool) -> dict[str, str]:
+def labels_for(
+    common_dir: Path, worktree: Path, branch: str | None, gpus: list[str], share: bool, ports: list[PortMap]
+) -> dict[str, str]:
     return {
         LABEL_REPO: str(common_dir),
         LABEL_WORKTREE: str(worktree),
         LABEL_BRANCH: branch or "",
         LABEL_GPUS: ",".join(gpus),
         LABEL_SHARE: "true" if share else "false",
+        LABEL_PORTS: ",".join(port.label() for port in ports),
     }
 
 
@@ -143,6 +155,12 @@ class Engine:
             for entry in found
         ]
 
+    def published_ports(self) -> set[int]:
+        """Host ports any running container publishes (ours reserve theirs by label too)."""
+        with self._calls():
+            found = self.api.containers()
+        return {port["PublicPort"] for entry in found for port in entry.get("Ports") or [] if port.get("PublicPort")}
+
     def has_image(self, image: str) -> bool:
         with self._calls():
             try:
@@ -170,18 +188,35 @@ class Engine:
         except docker.errors.APIError as error:
             raise ImageUnavailable(f"cannot pull image '{image}': {_explain(error)}", hint=_PULL_HINT) from None
 
+    def build(self, context: Path, dockerfile: Path, tag: str, args: dict[str, str], progress=sys.stderr) -> None:
+        """Build with the engine, showing its output; a failure is ImageUnavailable."""
+        print(f"Building {tag} from {dockerfile} ...", file=progress, flush=True)
+        try:
+            with self._calls():
+                for event in self.api.build(path=str(context), dockerfile=str(dockerfile), tag=tag, buildargs=args,
+                                            rm=True, decode=True):
+                    if "error" in event:
+                        raise ImageUnavailable(f"building {dockerfile} failed: {event['error'].strip()}")
+                    if event.get("stream", "").strip():
+                        print(f"  {event['stream'].rstrip()}", file=progress, flush=True)
+        except docker.errors.APIError as error:
+            raise ImageUnavailable(f"building {dockerfile} failed: {_explain(error)}") from None
+
     def ensure_image(self, image: str) -> None:
         if not self.has_image(image):
             self.pull(image)
 
     def create(self, spec: ContainerSpec) -> None:
-        user, environment, tmpfs = _identity()
+        user, identity_env, tmpfs = _identity()
         host_config = self.api.create_host_config(
             mounts=[
                 Mount(target=WORKSPACE, source=str(spec.worktree), type="bind"),
                 # git inside the container follows the worktree's .git file to this path
                 Mount(target=str(spec.common_dir), source=str(spec.common_dir), type="bind"),
+                *(Mount(target=target, source=source, type="bind", read_only=read_only)
+                  for source, target, read_only in spec.binds),
             ],
+            port_bindings={f"{p.container_port}/tcp": (p.address, p.host_port) for p in spec.ports},
             device_requests=[DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
             if spec.gpus
             else None,
@@ -192,17 +227,19 @@ class Engine:
             nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
             shm_size=spec.limits.shm_bytes,
             tmpfs=tmpfs,
+            **spec.host_options,
         )
         with self._calls():
             try:
                 self.api.create_container(
                     spec.image,
-                    command=IDLE_COMMAND,
+                    command=spec.command,
                     name=spec.name,
                     labels=spec.labels,
                     working_dir=WORKSPACE,
                     user=user,
-                    environment=environment,
+                    environment={**identity_env, **spec.env},
+                    ports=[port.container_port for port in spec.ports],
                     host_config=host_config,
                     detach=True,
                 )
@@ -215,6 +252,60 @@ class Engine:
                 self.api.start(name)
             except docker.errors.APIError as error:
                 raise _translate(error, f"container '{name}' failed to start") from None
+
+    def exec(self, name: str, command: list[str], env: dict[str, str], output=None) -> tuple[int, bytes]:
+        """Run `command` in the container at /workspace, without a TTY; stream or capture its output.
+
+        With `output` (a pair of binary streams for stdout and stderr) the output goes there as it
+        comes and the returned bytes are empty; otherwise stdout and stderr are captured together.
+        """
+        with self._calls():
+            try:
+                created = self.api.exec_create(name, command, environment=env, workdir=WORKSPACE)
+                captured = bytearray()
+                for out, err in self.api.exec_start(created["Id"], stream=True, demux=True):
+                    if output is None:
+                        captured += (out or b"") + (err or b"")
+                        continue
+                    for data, stream in ((out, output[0]), (err, output[1])):
+                        if data:
+                            stream.write(data)
+                            stream.flush()
+                code = self.api.exec_inspect(created["Id"])["ExitCode"]
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot run a command in '{name}'") from None
+        return (code if code is not None else 1), bytes(captured)
+
+    def logs(self, name: str, follow: bool, tail: int | str, output) -> None:
+        with self._calls():
+            try:
+                for chunk in self.api.logs(name, stream=True, follow=follow, tail=tail):
+                    output.write(chunk)
+                    output.flush()
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot read the logs of '{name}'") from None
+
+    def info(self) -> dict:
+        with self._calls():
+            return self.api.info()
+
+    def gpu_probe(self, image: str, uuid: str) -> str | None:
+        """Run `true` with one GPU requested: None when the engine can give GPUs, else why not."""
+        with self._calls():
+            try:
+                self.client.containers.run(
+                    image, ["true"], remove=True, entrypoint=[],
+                    device_requests=[DeviceRequest(device_ids=[uuid], capabilities=[["gpu"]])],
+                )
+            except docker.errors.ContainerError as error:
+                return f"the probe container failed: {error}"
+            except docker.errors.APIError as error:
+                return str(_translate(error, "GPU probe"))
+        return None
+
+    def state_of(self, name: str) -> str | None:
+        """The engine's word for the container's state; None when there is no such container."""
+        return next((c.state for c in self.list_managed() if c.name == name), None)
 
     def stop(self, name: str) -> None:
         with self._calls():
@@ -271,6 +362,8 @@ def _translate(error: docker.errors.APIError, context: str) -> GpuspaceError:
             "the Docker engine has no NVIDIA runtime, so it cannot give a container GPUs",
             hint="install nvidia-container-toolkit and restart dockerd, or use --gpus none",
         )
+    if "port is already allocated" in text or "address already in use" in text:
+        return PortTaken(f"{context}: a host port is already in use ({text})", hint="free it, or let git-gpuspace choose")
     if isinstance(error, docker.errors.ImageNotFound) or "No such image" in text:
         return ImageUnavailable(f"{context}: {text}", hint=_PULL_HINT)
     return GpuspaceError(f"{context}: {text}")

@@ -48,3 +48,7 @@ class GpusUnavailable(GpuspaceError):
 
 class WorktreeError(GpuspaceError):
     pass
+
+
+class PortTaken(GpuspaceError):
+    """A host port asked for is in use."""

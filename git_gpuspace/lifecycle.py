@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from . import allocate, config, gpus, worktrees
+from . import allocate, config, devcontainer, gpus, workspace, worktrees
 from .containers import ContainerInfo, ContainerSpec, Engine, container_name, labels_for
 from .errors import GpuspaceError, UsageError
 from .locking import host_gpu_lock
-from .model import Binding, Gpu, GpuRequest, Limits
-from .specs import MIN_MEMORY, parse_cpus, parse_gpus, parse_size
+from .model import Binding, Gpu, GpuRequest, Limits, PortMap, PortRequest
+from .specs import MIN_MEMORY, parse_address, parse_cpus, parse_gpus, parse_port, parse_size
 from .state import State
 
 
@@ -47,25 +48,101 @@ class Settings:
     gpu_spec: str
     request: GpuRequest
     limits: Limits
-    share: bool
+    share: bool = False
+    ports: tuple[PortRequest, ...] = ()
+    address: str = "127.0.0.1"
+    data_root: str | None = None  # where a new binding's data dir goes
+    data_dir: str | None = None  # an existing binding's own data dir, kept
+    ssh_keys: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[str, ...] = ()  # "source:target[:ro]"
+    post_create: object = None  # devcontainer.json postCreateCommand: run once, after the first start
+    host_options: dict = field(default_factory=dict)
+    build: object = None  # devcontainer.Build: the image is built, not pulled
 
 
-def settings_from(repo_defaults: dict, flags: dict, share: bool) -> Settings:
-    merged = config.effective(repo_defaults, flags)
-    if not merged["image"].strip():
+def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontainer.Devcontainer | None" = None) -> Settings:
+    """Merge the layers (built-in < user < repo < devcontainer < flags) and validate them."""
+    layer = dict(dev.layer) if dev else {}
+    if dev and dev.image:
+        layer["image"] = dev.image
+    merged = config.effective(repo_defaults, flags, layer)
+    extra: dict = {}
+    if dev:
+        merged["gpus"] = devcontainer.gpu_spec(dev.gpu, str(merged["gpus"]),
+                                               len(gpus.inventory()) if dev.gpu == "optional" else 0,
+                                               from_flag=flags.get("gpus") is not None)
+        extra = dict(ports=dev.ports, env=dict(dev.env), mounts=tuple(dev.mounts), post_create=dev.post_create,
+                     host_options=dict(dev.host_options), build=dev.build if flags.get("image") is None else None)
+    image = str(merged["image"]).strip()
+    if not image:
         raise UsageError("the image name is empty", hint="pass --image NAME[:TAG]")
     limits = Limits(
-        memory_bytes=parse_size(merged["memory"], "--memory", MIN_MEMORY) if merged.get("memory") else None,
-        cpus=parse_cpus(merged["cpus"]) if merged.get("cpus") else None,
-        shm_bytes=parse_size(merged["shm_size"], "--shm-size") if merged.get("shm_size") else None,
+        memory_bytes=parse_size(str(merged["memory"]), "--memory", MIN_MEMORY) if merged.get("memory") else None,
+        cpus=parse_cpus(str(merged["cpus"])) if merged.get("cpus") else None,
+        shm_bytes=parse_size(str(merged["shm_size"]), "--shm-size") if merged.get("shm_size") else None,
     )
-    return Settings(merged["image"], merged["gpus"], parse_gpus(merged["gpus"]), limits, share)
+    ports = [*extra.pop("ports", ()), *_service_ports(merged), *(parse_port(text) for text in flags.get("ports") or ())]
+    names = [port.name for port in ports]
+    if len(set(names)) != len(names):
+        raise UsageError(f"port name {next(n for n in names if names.count(n) > 1)!r} is given twice")
+    hosts = [port.host_port for port in ports if port.host_port is not None]
+    if len(set(hosts)) != len(hosts):
+        raise UsageError("the same host port is asked for twice")
+    return Settings(
+        image=image,
+        gpu_spec=str(merged["gpus"]),
+        request=parse_gpus(str(merged["gpus"])),
+        limits=limits,
+        share=share,
+        ports=tuple(ports),
+        address=parse_address(str(merged.get("publish_address") or "127.0.0.1")),
+        data_root=str(merged["data_root"]) if merged.get("data_root") else None,
+        ssh_keys=tuple(flags.get("ssh_keys") or ()),
+        **extra,
+    )
+
+
+def _service_ports(merged: dict) -> list[PortRequest]:
+    """--jupyter / --ssh / --tensorboard, each true or the host port wanted."""
+    found = []
+    for name, container_port in workspace.SERVICE_PORTS.items():
+        value = merged.get(name)
+        if value is None or value is False or str(value).lower() in ("false", "no", "0", ""):
+            continue
+        host = None if value is True or str(value).lower() in ("true", "yes") else parse_port(f"{name}={container_port}:{value}").host_port
+        found.append(PortRequest(name, container_port, host))
+    return found
 
 
 def settings_of(binding: Binding) -> Settings:
-    """A binding's own settings, to claim again what a pending binding asked for."""
+    """A binding's own settings: to claim again what a pending binding asked for."""
     spec = binding.gpu_request or (",".join(binding.gpus) if binding.gpus else "none")
-    return Settings(binding.image, spec, parse_gpus(spec), binding.limits, binding.share)
+    return Settings(
+        image=binding.image,
+        gpu_spec=spec,
+        request=parse_gpus(spec),
+        limits=binding.limits,
+        share=binding.share,
+        ports=tuple(PortRequest(p.name, p.container_port, p.host_port or None) for p in binding.ports),
+        address=binding.ports[0].address if binding.ports else "127.0.0.1",
+        data_dir=binding.data_dir,
+        env=dict(binding.env),
+        mounts=tuple(binding.mounts),
+        host_options=dict(binding.host_options),
+    )
+
+
+def settings_for_worktree(
+    info: worktrees.RepoInfo, repo_defaults: dict, flags: dict, share: bool, worktree: worktrees.Worktree,
+    devcontainer_name: str | None = None, trust: bool = False,
+) -> Settings:
+    """Settings with the worktree's devcontainer.json as a layer; its notices go to stderr."""
+    path = devcontainer.locate(worktree.path, devcontainer_name)
+    dev = devcontainer.load(path, worktree.path, info.anchor, trust) if path else None
+    for notice in dev.notices() if dev else []:
+        print(f"git-gpuspace: {notice}", file=sys.stderr)
+    return settings_from(repo_defaults, flags, share, dev)
 
 
 @dataclass
@@ -85,7 +162,13 @@ def prepare(settings: Settings, engine: Engine | None = None) -> Plan:
     engine = engine or Engine()
     plan = Plan(settings, engine, gpus.inventory() if not settings.request.none else [])
     allocate.choose(settings.request, plan.inventory, leases(engine.list_managed()), settings.share)
-    engine.ensure_image(settings.image)
+    if settings.build is not None:
+        tag = settings.build.tag()
+        if not engine.has_image(tag):
+            engine.build(settings.build.context, settings.build.dockerfile, tag, settings.build.args)
+        plan.settings = replace(settings, image=tag)
+    else:
+        engine.ensure_image(settings.image)
     return plan
 
 
@@ -107,14 +190,17 @@ def bind_worktree(
     undo: Rollback,
     replacing: Binding | None = None,
 ) -> tuple[Binding, list[Gpu]]:
-    """Claim GPUs, create (and maybe start) the container, record the binding.
+    """Claim GPUs and ports, create (and maybe start) the container, record the binding.
 
     `replacing`: a binding whose container gives way to this one (its GPUs pass over).
     """
     settings = plan.settings
     name = container_name(info.name, worktree.path, info.common_dir)
+    data_dir = _data_dir(settings, name, undo)
+    binds = _workspace_binds(settings, data_dir)
     old = replacing.container if replacing else None
-    chosen = _claim_and_create(info, plan.engine, name, worktree, settings, plan.inventory, undo, old)
+    chosen, ports = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, old)
+    workspace.write_context(data_dir, workspace.context(worktree.path, worktree.branch, worktree.head))
     if start:
         plan.engine.start(name)
     binding = Binding(
@@ -127,6 +213,11 @@ def bind_worktree(
         share=settings.share,
         worktree_id=worktree.admin_id,
         gpu_request=settings.gpu_spec,
+        ports=ports,
+        data_dir=str(data_dir),
+        env=dict(settings.env),
+        mounts=list(settings.mounts),
+        host_options=dict(settings.host_options),
     )
     state.bindings = [b for b in state.bindings if b is not replacing and b.path != binding.path]
     state.bindings.append(binding)  # (a pending binding for this worktree is replaced too)
@@ -134,25 +225,62 @@ def bind_worktree(
     return binding, chosen
 
 
+def _data_dir(settings: Settings, name: str, undo: Rollback) -> Path:
+    if settings.data_dir:
+        path, made = workspace.create_data_dir(Path(settings.data_dir).parent, Path(settings.data_dir).name)
+    else:
+        root = Path(os.path.expanduser(settings.data_root)) if settings.data_root else workspace.default_data_root()
+        path, made = workspace.create_data_dir(root, name)
+    if made:
+        undo.push(f"remove data dir {path}", lambda: shutil.rmtree(path, ignore_errors=True))
+    names = {port.name for port in settings.ports}
+    if "jupyter" in names:
+        workspace.jupyter_token(path)
+    if "ssh" in names:
+        workspace.install_ssh_keys(path, [Path(key) for key in settings.ssh_keys] or None)
+    return path
+
+
+def _workspace_binds(settings: Settings, data_dir: Path) -> list[tuple[str, str, bool]]:
+    caches = workspace.ensure_caches()
+    binds = [(str(data_dir), workspace.DATA_MOUNT, False)]
+    binds += [(str(caches / cache), f"{workspace.CACHE_MOUNT}/{cache}", False) for cache in workspace.CACHES]
+    if any(port.name == "ssh" for port in settings.ports) and os.getuid() != 0:
+        passwd, group = workspace.accounts(data_dir, os.getuid(), os.getgid())
+        binds += [(str(passwd), "/etc/passwd", True), (str(group), "/etc/group", True)]
+    for mount in settings.mounts:
+        source, target, *mode = mount.split(":")
+        binds.append((source, target, mode == ["ro"]))
+    return binds
+
+
 def _claim_and_create(
     info: worktrees.RepoInfo,
-    engine: Engine,
+    plan: Plan,
     name: str,
     worktree: worktrees.Worktree,
-    settings: Settings,
-    inventory: list[Gpu],
+    data_dir: Path,
+    binds: list[tuple[str, str, bool]],
     undo: Rollback,
     replacing: str | None = None,
-) -> list[Gpu]:
-    """Atomic across every repo on the host: the host GPU lock is held from reading the
+) -> tuple[list[Gpu], list[PortMap]]:
+    """Atomic across every repo on the host: the host claim lock is held from reading the
     leases (container labels) until the new labelled container exists."""
+    settings, engine = plan.settings, plan.engine
     with host_gpu_lock():
         managed = engine.list_managed()
         # `name` taken by a container of ours means no binding claims it (an interrupted command).
         for gone in {name, replacing} & {container.name for container in managed}:
             engine.remove(gone)
         managed = [container for container in managed if container.name not in (name, replacing)]
-        chosen = allocate.choose(settings.request, inventory, leases(managed), settings.share)
+        chosen = allocate.choose(settings.request, plan.inventory, leases(managed), settings.share)
+        ports: list[PortMap] = []
+        if settings.ports:
+            reserved = {port.host_port for container in managed for port in container.ports}
+            ports = allocate.choose_ports(
+                list(settings.ports), reserved | engine.published_ports(), settings.address,
+                workspace.host_port_free, str(worktree.path),
+            )
         uuids = [gpu.uuid for gpu in chosen]
         engine.create(
             ContainerSpec(
@@ -160,13 +288,19 @@ def _claim_and_create(
                 image=settings.image,
                 worktree=worktree.path,
                 common_dir=info.common_dir,
-                labels=labels_for(info.common_dir, worktree.path, worktree.branch, uuids, settings.share),
+                labels=labels_for(info.common_dir, worktree.path, worktree.branch, uuids, settings.share, ports),
                 gpus=uuids,
                 limits=settings.limits,
+                ports=ports,
+                env={**workspace.environment(ports, workspace.context(worktree.path, worktree.branch, worktree.head)),
+                     **settings.env},
+                binds=binds,
+                command=workspace.command(),
+                host_options=settings.host_options,
             )
         )
         undo.push(f"remove container {name}", lambda: engine.remove(name))
-    return chosen
+    return chosen, ports
 
 
 def record_pending(state: State, info: worktrees.RepoInfo, worktree: worktrees.Worktree, settings: Settings, reason: str) -> Binding:
@@ -181,6 +315,11 @@ def record_pending(state: State, info: worktrees.RepoInfo, worktree: worktrees.W
         worktree_id=worktree.admin_id,
         gpu_request=settings.gpu_spec,
         pending=reason,
+        ports=[PortMap(p.name, p.container_port, p.host_port or 0, settings.address) for p in settings.ports],
+        data_dir=settings.data_dir,
+        env=dict(settings.env),
+        mounts=list(settings.mounts),
+        host_options=dict(settings.host_options),
     )
     state.remove(binding.path)
     state.bindings.append(binding)
@@ -189,14 +328,15 @@ def record_pending(state: State, info: worktrees.RepoInfo, worktree: worktrees.W
 
 
 def recreate(info: worktrees.RepoInfo, engine: Engine, state: State, binding: Binding, worktree: worktrees.Worktree) -> Binding:
-    """A new container for a binding (worktree moved, container lost), with the same GPUs.
+    """A new container for a binding (worktree moved, container lost), with the same GPUs,
+    ports and data dir.
 
-    The old container goes inside the same host GPU lock that claims its GPUs again, so no
+    The old container goes inside the same host claim lock that claims its GPUs again, so no
     other repo can take them in between.
     """
     same_gpus = ",".join(binding.gpus) or "none"
-    settings = Settings(binding.image, binding.gpu_request or same_gpus, parse_gpus(same_gpus), binding.limits, binding.share)
-    engine.ensure_image(settings.image)
+    settings = replace(settings_of(binding), gpu_spec=binding.gpu_request or same_gpus, request=parse_gpus(same_gpus))
+    engine.ensure_image(binding.image)
     plan = Plan(settings, engine, gpus.inventory() if binding.gpus else [])
     with Rollback() as undo:
         new, _ = bind_worktree(info, plan, state, worktree, start=True, undo=undo, replacing=binding)
@@ -244,3 +384,17 @@ def require_unbound(state: State, path: Path) -> None:
     existing = state.find(path)
     if existing is not None and not existing.pending:
         raise GpuspaceError(f"'{path}' is already bound", hint="see `git gpuspace status`")
+
+
+def run_post_create(engine: Engine, binding: Binding, command: object) -> None:
+    """devcontainer.json's postCreateCommand, once, after the first start. A failure warns:
+    the container is up and the user can fix and rerun it by hand."""
+    if not command:
+        return
+    steps = list(command.values()) if isinstance(command, dict) else [command]
+    for step in steps:
+        argv = ["sh", "-c", step] if isinstance(step, str) else [str(part) for part in step]
+        print(f"Running postCreateCommand: {' '.join(argv) if not isinstance(step, str) else step}", file=sys.stderr)
+        code, _ = engine.exec(binding.container, argv, {}, output=(sys.stderr.buffer, sys.stderr.buffer))
+        if code != 0:
+            print(f"git-gpuspace: warning: postCreateCommand exited with {code}", file=sys.stderr)

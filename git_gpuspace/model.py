@@ -26,6 +26,38 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class PortMap:
+    """A container port published on the host, kept for the binding's life."""
+
+    name: str  # jupyter, ssh, tensorboard, or the user's own
+    container_port: int
+    host_port: int
+    address: str = "127.0.0.1"
+
+    def label(self) -> str:
+        return f"{self.name}={self.container_port}:{self.host_port}@{self.address}"
+
+    @classmethod
+    def from_label(cls, text: str) -> "PortMap | None":
+        try:
+            name, rest = text.split("=", 1)
+            ports, address = rest.split("@", 1)
+            container_port, host_port = ports.split(":", 1)
+            return cls(name, int(container_port), int(host_port), address)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class PortRequest:
+    """A port asked for: the host port is chosen when None."""
+
+    name: str
+    container_port: int
+    host_port: int | None = None
+
+
+@dataclass(frozen=True)
 class GpuRequest:
     """Parsed `--gpus`: a count, explicit ids (index or UUID), all, or none."""
 
@@ -63,6 +95,11 @@ class Binding:
     worktree_id: str | None = None  # git's admin dir name: finds the worktree after `git worktree move`
     gpu_request: str | None = None  # the --gpus spec asked for; claimed again when pending
     pending: str | None = None  # why the container could not be made yet (engine down, no GPU free...)
+    ports: list[PortMap] = field(default_factory=list)
+    data_dir: str | None = None  # outlives the container; mounted at /data
+    env: dict[str, str] = field(default_factory=dict)  # from devcontainer.json containerEnv
+    mounts: list[str] = field(default_factory=list)  # extra "source:target[:ro]" binds
+    host_options: dict = field(default_factory=dict)  # trusted devcontainer runArgs (privileged, cap_add, ...)
     created: _dt.datetime = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     )

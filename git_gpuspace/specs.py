@@ -6,7 +6,7 @@ import os
 import re
 
 from .errors import UsageError
-from .model import GpuRequest
+from .model import GpuRequest, PortRequest
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -82,3 +82,35 @@ def parse_gpus(text: str) -> GpuRequest:
 
 
 _GPU_HINT = "use a count (2), indices or UUIDs (0,2 or GPU-…), 'all' or 'none'"
+
+
+_PORT = re.compile(r"^([a-z][a-z0-9_-]{0,30})=(\d{1,5})(?::(\d{1,5}))?$")
+
+
+def parse_port(text: str) -> PortRequest:
+    """`NAME=CONTAINER_PORT[:HOST_PORT]`: the host port is chosen when not given."""
+    match = _PORT.match(text.strip())
+    if not match:
+        raise UsageError(
+            f"invalid --port '{text}'",
+            hint="write NAME=CONTAINER_PORT or NAME=CONTAINER_PORT:HOST_PORT, e.g. --port web=8000",
+        )
+    name, container_port = match.group(1), _port_number(match.group(2), text)
+    host_port = _port_number(match.group(3), text) if match.group(3) else None
+    return PortRequest(name, container_port, host_port)
+
+
+def _port_number(digits: str, text: str) -> int:
+    number = int(digits)
+    if not 1 <= number <= 65535:
+        raise UsageError(f"port {number} in '{text}' is out of range (1-65535)")
+    return number
+
+
+def parse_address(text: str) -> str:
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise UsageError(f"invalid --publish-address '{text}'", hint="an IP address such as 127.0.0.1") from None

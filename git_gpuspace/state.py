@@ -20,7 +20,7 @@ import tomli_w
 
 from .errors import StateError
 from .locking import file_lock
-from .model import Binding, Limits
+from .model import Binding, Limits, PortMap
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -171,10 +171,24 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
     created = entry.get("created")
     if created is not None:
         _require(path, f"{where}.created", created, _dt.datetime, "a date-time")
-    optional = {}
-    for key in ("worktree_id", "gpu_request", "pending"):
+    optional: dict[str, Any] = {}
+    for key in ("worktree_id", "gpu_request", "pending", "data_dir"):
         if entry.get(key) is not None:
             optional[key] = _require(path, f"{where}.{key}", entry[key], str, "a string")
+    ports = []
+    for text in _require(path, f"{where}.ports", entry.get("ports", []), list, "a list of port mappings"):
+        port = PortMap.from_label(text) if isinstance(text, str) else None
+        if port is None:
+            raise StateError(f"{path}: {where}.ports has a bad entry {text!r} (name=container:host@address)", hint=_FIX_HINT)
+        ports.append(port)
+    env = _require(path, f"{where}.env", entry.get("env", {}), dict, "a table of strings")
+    if not all(isinstance(value, str) for value in env.values()):
+        raise StateError(f"{path}: {where}.env must be a table of strings", hint=_FIX_HINT)
+    mounts = _require(path, f"{where}.mounts", entry.get("mounts", []), list, "a list of strings")
+    if not all(isinstance(mount, str) for mount in mounts):
+        raise StateError(f"{path}: {where}.mounts must be a list of strings", hint=_FIX_HINT)
+    host_options = _require(path, f"{where}.host_options", entry.get("host_options", {}), dict, "a table")
+    optional.update(ports=ports, env=dict(env), mounts=list(mounts), host_options=dict(host_options))
     binding = Binding(
         path=entry["path"],
         container=entry["container"],
@@ -205,9 +219,17 @@ def _binding_to_toml(binding: Binding) -> dict[str, Any]:
         share=binding.share,
         created=binding.created,
     )
-    for key in ("worktree_id", "gpu_request", "pending"):
+    for key in ("worktree_id", "gpu_request", "pending", "data_dir"):
         if getattr(binding, key) is not None:
             entry[key] = getattr(binding, key)
+    if binding.ports:
+        entry["ports"] = [port.label() for port in binding.ports]
+    if binding.env:
+        entry["env"] = dict(binding.env)
+    if binding.mounts:
+        entry["mounts"] = list(binding.mounts)
+    if binding.host_options:
+        entry["host_options"] = dict(binding.host_options)
     limits = {
         key: value
         for key, value in (

@@ -101,15 +101,21 @@ def test_git_worktree_add_binds_like_gpuspace_add(initialized, tmp_path):
     import tomllib
 
     bindings = {b["branch"]: b for b in tomllib.loads(repo.state_text())["bindings"]}
-    ignore = {"path", "container", "gpus", "created", "worktree_id", "branch"}
+    ignore = {"path", "container", "gpus", "created", "worktree_id", "branch", "data_dir"}
     assert {k: v for k, v in bindings["by-git"].items() if k not in ignore} == \
            {k: v for k, v in bindings["by-us"].items() if k not in ignore}
     containers = {c.labels["gpuspace.branch"]: c for c in repo.containers()}
     assert set(containers["by-git"].labels) == set(containers["by-us"].labels)
     for key in ("Init", "ShmSize", "Memory", "NanoCpus", "RestartPolicy"):
         assert containers["by-git"].attrs["HostConfig"][key] == containers["by-us"].attrs["HostConfig"][key]
-    for key in ("WorkingDir", "Cmd", "User", "Env"):
+    for key in ("WorkingDir", "Cmd", "User"):
         assert containers["by-git"].attrs["Config"][key] == containers["by-us"].attrs["Config"][key]
+
+    def env(container):  # the same variables; only the worktree's own context differs
+        pairs = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+        return {k: v for k, v in pairs.items() if k not in ("GPUSPACE_WORKTREE", "GPUSPACE_BRANCH")}
+
+    assert env(containers["by-git"]) == env(containers["by-us"])
 
 
 def test_checkouts_in_existing_worktrees_create_nothing(initialized, tmp_path):

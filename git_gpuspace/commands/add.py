@@ -8,15 +8,19 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from .. import state, worktrees
+from .. import allocate, gpus, state, worktrees
+from ..containers import Engine
 from ..errors import UsageError
 from ..lifecycle import (
     Rollback,
     absolute,
     bind_worktree,
     default_worktree_path,
+    leases,
     prepare,
     require_unbound,
+    run_post_create,
+    settings_for_worktree,
     settings_from,
 )
 from ..model import Binding, Gpu
@@ -27,22 +31,35 @@ from ..specs import format_size
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
     path, checkout = plan_checkout(info, args)
+    flags = flag_settings(args)
     with state.locked(info.common_dir) as current:
-        settings = settings_from(current.defaults, flag_settings(args), args.share)
+        # Everything the flags say is checked, and GPUs looked at, before a big checkout.
+        early = settings_from(current.defaults, flags, args.share)
         require_unbound(current, path)
-        plan = prepare(settings)  # engine, GPUs, image: refuse before a big checkout
-        converge_quietly(info, plan.engine, current)
+        engine = Engine()
+        allocate.choose(early.request, gpus.inventory() if not early.request.none else [],
+                        leases(engine.list_managed()), args.share)
+        converge_quietly(info, engine, current)
         with Rollback() as undo:
             made_dirs = worktrees.missing_parents(path)
             worktree = worktrees.add(info, path, checkout)
             undo.push(f"remove worktree {path}", lambda: _undo_worktree(info, worktree, checkout, made_dirs))
+            # The checked-out devcontainer.json is a layer of its own.
+            settings = settings_for_worktree(info, current.defaults, flags, args.share, worktree, args.devcontainer, args.trust)
+            plan = prepare(settings, engine)
             binding, chosen = bind_worktree(info, plan, current, worktree, start=not args.no_start, undo=undo)
     report(binding, chosen, started=not args.no_start)
+    if not args.no_start:
+        run_post_create(engine, binding, settings.post_create)
     return 0
 
 
+FLAG_KEYS = ("image", "gpus", "memory", "cpus", "shm_size", "jupyter", "ssh", "tensorboard", "ports", "ssh_keys",
+             "publish_address", "data_root")
+
+
 def flag_settings(args: argparse.Namespace) -> dict[str, object]:
-    return {"image": args.image, "gpus": args.gpus, "memory": args.memory, "cpus": args.cpus, "shm_size": args.shm_size}
+    return {key: getattr(args, key) for key in FLAG_KEYS}
 
 
 def plan_checkout(info: worktrees.RepoInfo, args: argparse.Namespace) -> tuple[Path, worktrees.Checkout]:

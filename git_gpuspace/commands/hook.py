@@ -15,7 +15,7 @@ from .. import state, worktrees
 from ..cli import report_internal_error
 from ..containers import Engine
 from ..errors import GpuspaceError
-from ..lifecycle import Rollback, bind_worktree, prepare, record_pending, resolve_worktree, settings_from
+from ..lifecycle import Rollback, bind_worktree, prepare, record_pending, resolve_worktree, run_post_create, settings_for_worktree
 from ..reconcile import converge
 from .add import report
 
@@ -42,11 +42,12 @@ def _bind_new_worktree() -> None:
         existing = current.find(worktree.path)
         if worktree.is_main or (existing is not None and not existing.pending):
             return
-        settings = settings_from(current.defaults, {}, share=False)
+        settings = settings_for_worktree(info, current.defaults, {}, False, worktree)
         try:
             plan = prepare(settings)
             with Rollback() as undo:
                 binding, chosen = bind_worktree(info, plan, current, worktree, start=True, undo=undo)
+            run_post_create(plan.engine, binding, settings.post_create)
         except GpuspaceError as error:
             record_pending(current, info, worktree, settings, str(error))
             print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 
 from .. import state, worktrees
 from ..containers import Engine
@@ -39,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
             worktrees.remove(info, worktree, force=True)
         if engine is not None:
             converge_quietly(info, engine, current)
+        if args.purge and binding is not None and binding.data_dir:
+            shutil.rmtree(binding.data_dir, ignore_errors=True)
+            print(f"Deleted data dir {binding.data_dir}")
     if binding is not None:
         print(f"Removed container {binding.container}" + ("; GPUs released" if binding.gpus else ""))
     if not args.keep_worktree:

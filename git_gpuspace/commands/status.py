@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .. import gpus, output, reconcile, state, worktrees
+from .. import gpus, output, reconcile, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import EngineUnavailable
 from ..specs import format_size
@@ -49,11 +49,15 @@ def run(args: argparse.Namespace) -> int:
                 for g in record["gpus"]
             )
             or "-",
+            " ".join(f"{p['name']}:{p['host_port']}" for p in record["ports"]) or "-",
             record["image"] or "-",
         ]
         for record in records
     ]
-    print(output.table(["WORKTREE", "BRANCH", "HEAD", "DIRTY", "STATE", "GPUS", "IMAGE"], rows))
+    print(output.table(["WORKTREE", "BRANCH", "HEAD", "DIRTY", "STATE", "GPUS", "PORTS", "IMAGE"], rows))
+    for record in records:
+        for name, url in record["urls"].items():
+            print(f"  {record['path']}  {name}: {url}")
     return 0
 
 
@@ -73,6 +77,12 @@ def _record(view: reconcile.View, by_uuid: dict) -> dict:
         "reason": binding.pending if binding else None,
         "image": binding.image if binding else None,
         "gpus": [_gpu(uuid, by_uuid.get(uuid)) for uuid in (binding.gpus if binding else [])],
+        "ports": [
+            {"name": p.name, "container_port": p.container_port, "host_port": p.host_port, "address": p.address}
+            for p in (binding.ports if binding else [])
+        ],
+        "urls": workspace.urls(binding) if binding and not binding.pending else {},
+        "data_dir": binding.data_dir if binding else None,
         "limits": {
             "memory": format_size(limits.memory_bytes) if limits and limits.memory_bytes else None,
             "cpus": limits.cpus if limits else None,

@@ -1,0 +1,51 @@
+"""`git gpuspace exec <worktree> -- <cmd>` and `git gpuspace shell <worktree>`.
+
+The exit code of the command is ours. Interactive sessions (a terminal on both ends) go
+through the docker CLI, which owns TTY handling; everything else through the Docker SDK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+
+from .. import state, workspace, worktrees
+from ..containers import WORKSPACE, Engine
+from ..errors import GpuspaceError, UsageError
+from ..lifecycle import resolve_worktree
+from ..model import Binding
+
+SHELL = ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"]
+
+
+def run(args: argparse.Namespace) -> int:
+    command = SHELL if args.verb == "shell" else list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError("no command given", hint="git gpuspace exec <worktree> -- <command> [args...]")
+    info = worktrees.discover()
+    worktree = resolve_worktree(info, args.worktree)
+    binding = running_binding(info, worktree)
+    engine = Engine()
+    if engine.state_of(binding.container) != "running":
+        raise GpuspaceError(f"container {binding.container} is not running", hint=f"git gpuspace start {worktree.path}")
+    env = workspace.context(worktree.path, worktree.branch, worktree.head)  # fresh: the branch may have moved
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    docker_cli = shutil.which("docker")
+    if interactive and docker_cli:
+        flags = [item for key, value in env.items() for item in ("-e", f"{key}={value}")]
+        return subprocess.call([docker_cli, "exec", "-it", "-w", WORKSPACE, *flags, binding.container, *command])
+    code, _ = engine.exec(binding.container, command, env, output=(sys.stdout.buffer, sys.stderr.buffer))
+    return code
+
+
+def running_binding(info: worktrees.RepoInfo, worktree: worktrees.Worktree) -> Binding:
+    binding = state.load(info.common_dir).find(worktree.path)
+    if binding is None:
+        raise GpuspaceError(f"'{worktree.path}' is not bound to a container", hint="`git gpuspace bind` binds it")
+    if binding.pending:
+        raise GpuspaceError(f"'{worktree.path}' is pending: {binding.pending}", hint=f"git gpuspace start {worktree.path}")
+    return binding
