@@ -110,12 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("doctor", help="check the host (git, engine, NVIDIA runtime, GPUs, image, hooks) and say how to fix it")
 
     settings = verbs.add_parser("config", help="get, set, unset or list settings (user or repo)")
-    settings.add_argument("action", choices=("get", "set", "unset", "list"))
-    settings.add_argument("key", nargs="?", help="image, gpus, memory, cpus, shm_size, publish_address, data_root, jupyter, ssh, tensorboard")
-    settings.add_argument("value", nargs="?")
-    where = settings.add_mutually_exclusive_group()
-    where.add_argument("--user", action="store_true", help="the user config file")
-    where.add_argument("--repo", action="store_true", help="the repo defaults in .git/gpuspace.toml")
+    actions = settings.add_subparsers(dest="action", metavar="<action>", required=True)
+    keys = "image, gpus, memory, cpus, shm_size, publish_address, data_root, jupyter, ssh, tensorboard"
+    for action, text in (("get", "print a setting (the effective one unless --user/--repo)"),
+                         ("set", "set a setting (in the repo when inside one, as git config)"),
+                         ("unset", "remove a setting"), ("list", "every setting and where it comes from")):
+        sub = actions.add_parser(action, help=text)
+        if action != "list":
+            sub.add_argument("key", help=keys)
+        if action == "set":
+            sub.add_argument("value")
+        where = sub.add_mutually_exclusive_group()
+        where.add_argument("--user", action="store_true", help="the user config file")
+        where.add_argument("--repo", action="store_true", help="the repo defaults in .git/gpuspace.toml")
 
     init = verbs.add_parser(
         "init",

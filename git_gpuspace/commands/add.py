@@ -37,8 +37,9 @@ def run(args: argparse.Namespace) -> int:
         early = settings_from(current.defaults, flags, args.share)
         require_unbound(current, path)
         engine = Engine()
-        allocate.choose(early.request, gpus.inventory() if not early.request.none else [],
-                        leases(engine.list_managed()), args.share)
+        if args.gpus is not None:  # without the flag, the checked-out devcontainer.json may decide
+            allocate.choose(early.request, gpus.inventory() if not early.request.none else [],
+                            leases(engine.list_managed()), args.share)
         converge_quietly(info, engine, current)
         with Rollback() as undo:
             made_dirs = worktrees.missing_parents(path)

@@ -10,8 +10,6 @@ from ..lifecycle import settings_from
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action != "list" and args.key is None:
-        raise UsageError(f"config {args.action} needs a setting name", hint=f"settings: {', '.join(config.KEYS)}")
     if args.action != "list" and args.key not in config.KEYS:
         raise UsageError(f"unknown setting '{args.key}'", hint=f"settings: {', '.join(config.KEYS)}")
     scope = "user" if args.user else "repo" if args.repo else None
@@ -42,8 +40,6 @@ def run(args: argparse.Namespace) -> int:
         print(config.render(layer[args.key]))
         return 0
 
-    if args.action == "set" and args.value is None:
-        raise UsageError("config set needs a value", hint=f"git gpuspace config set {args.key} VALUE")
     value = config.coerce(args.key, args.value) if args.action == "set" else None
     if scope == "user":
         updated = {**user, args.key: value} if value is not None else {k: v for k, v in user.items() if k != args.key}

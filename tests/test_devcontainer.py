@@ -1,0 +1,116 @@
+"""devcontainer.json: the fields ML repos use are honoured; unsafe ones need --trust."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from conftest import TEST_IMAGE, container_env
+
+
+def commit_devcontainer(repo, text, name=None, extra=None):
+    folder = repo.path / ".devcontainer" / (name or "")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "devcontainer.json").write_text(text)
+    for path, content in (extra or {}).items():
+        (repo.path / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo.path / path).write_text(content)
+    repo.git("add", ".")
+    repo.git("commit", "-q", "-m", "devcontainer")
+
+
+def container_of(repo, branch):
+    return next(c for c in repo.containers() if c.labels["gpuspace.branch"] == branch)
+
+
+def test_fields_taken_and_unsafe_ones_refused(repo, tmp_path, docker_client):
+    docker_client.images.get(TEST_IMAGE).tag("gpuspace-test", "devcontainer")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    commit_devcontainer(repo, f"""{{
+      // PyTorch's own devcontainer asks for all GPUs; that never overrides the allocation
+      "image": "gpuspace-test:devcontainer",
+      "containerEnv": {{"WANDB_MODE": "offline", "WHERE": "${{containerWorkspaceFolder}}"}},
+      "forwardPorts": [6006],
+      "mounts": ["source=${{localWorkspaceFolder}}/datasets,target=/datasets,type=bind",
+                 "source={outside},target=/outside,type=bind",
+                 "source=/var/run/docker.sock,target=/var/run/docker.sock,type=bind"],
+      "runArgs": ["--gpus", "all", "--shm-size=2g", "--privileged", "--cap-add=SYS_ADMIN", "--network=host", "-e", "FROM_RUNARGS=1"],
+      "postCreateCommand": "echo created > /workspace/.post-create",
+      "hostRequirements": {{"gpu": true}},
+      "features": {{"ghcr.io/devcontainers/features/python:1": {{}}}},
+      "customizations": {{"vscode": {{}}}},
+    }}""", extra={"datasets/README": "data\n"})
+
+    result = repo.ok("add", "-b", "dc", str(tmp_path / "dc"))
+    assert "not supported, ignored: customizations, features, runArgs --gpus all" in result.stderr
+    refused = next(line for line in result.stderr.splitlines() if "refused (pass --trust to allow)" in line)
+    for what in (f"mount of {outside}", "mount of /var/run/docker.sock", "runArgs --privileged",
+                 "runArgs --cap-add SYS_ADMIN", "runArgs --network host"):
+        assert what in refused
+
+    container = container_of(repo, "dc")
+    host = container.attrs["HostConfig"]
+    assert container.attrs["Config"]["Image"] == "gpuspace-test:devcontainer"
+    assert host["Privileged"] is False and not host.get("CapAdd") and host["NetworkMode"] != "host"
+    assert host["ShmSize"] == 2 << 30
+    assert len(host["DeviceRequests"][0]["DeviceIDs"]) == 1  # the default 1, not "all"
+    env = container_env(container)
+    assert env["WANDB_MODE"] == "offline" and env["WHERE"] == "/workspace" and env["FROM_RUNARGS"] == "1"
+    targets = {m["Destination"]: m["Source"] for m in container.attrs["Mounts"]}
+    assert targets["/datasets"] == str(tmp_path / "dc" / "datasets")
+    assert "/outside" not in targets and "/var/run/docker.sock" not in targets
+    assert [p["container_port"] for p in next(r for r in repo.status() if r["branch"] == "dc")["ports"]] == [6006]
+    assert (tmp_path / "dc" / ".post-create").read_text() == "created\n"
+
+
+def test_trust_allows_what_was_refused(repo, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    commit_devcontainer(repo, json.dumps({
+        "runArgs": ["--privileged", "--cap-add=SYS_PTRACE"],
+        "mounts": [f"source={outside},target=/outside,type=bind"],
+    }))
+    # created, not started: this sandbox may not grant privileged containers
+    result = repo.ok("add", "-b", "t", str(tmp_path / "t"), "--gpus", "none", "--trust", "--no-start")
+    assert "refused" not in result.stderr
+    host = container_of(repo, "t").attrs["HostConfig"]
+    assert host["Privileged"] is True and host["CapAdd"] == ["SYS_PTRACE"]
+    assert "/outside" in {m["Destination"] for m in container_of(repo, "t").attrs["Mounts"]}
+
+
+def test_named_config_and_gpu_requirements(repo, tmp_path, monkeypatch):
+    commit_devcontainer(repo, '{"hostRequirements": {"gpu": "optional"}}', name="cpu-ok")
+    commit_devcontainer(repo, '{"hostRequirements": {"gpu": 2}}', name="two")
+    repo.ok("add", "-b", "two", str(tmp_path / "two"), "--devcontainer", "two")
+    assert len(next(r for r in repo.status() if r["branch"] == "two")["gpus"]) == 2
+    monkeypatch.setenv("FAKE_GPU_COUNT", "0")
+    repo.ok("add", "-b", "opt", str(tmp_path / "opt"), "--devcontainer", "cpu-ok")
+    assert next(r for r in repo.status() if r["branch"] == "opt")["gpus"] == []
+    missing = repo.gs("add", "-b", "x", str(tmp_path / "x"), "--devcontainer", "nope")
+    assert missing.returncode == 2 and "no devcontainer 'nope'" in missing.stderr and "cpu-ok, two" in missing.stderr
+    assert not (tmp_path / "x").exists() and "x" not in repo.branches()
+
+
+def test_build_is_made_once_and_reused(repo, tmp_path, docker_client):
+    unique = secrets.token_hex(4)  # a fresh image for this run: the tag is content-addressed
+    commit_devcontainer(repo, '{"build": {"dockerfile": "Dockerfile", "args": {"FLAVOUR": "cuda"}}}',
+                        extra={".devcontainer/Dockerfile": f"FROM {TEST_IMAGE}\n# {unique}\nARG FLAVOUR\nRUN echo $FLAVOUR > /flavour\n"})
+    first = repo.ok("add", "-b", "b1", str(tmp_path / "b1"), "--gpus", "none")
+    assert "Building gpuspace-build/devcontainer:" in first.stderr
+    second = repo.ok("add", "-b", "b2", str(tmp_path / "b2"), "--gpus", "none")
+    assert "Building" not in second.stderr  # same inputs, same image
+    [image] = {r["image"] for r in repo.status() if r["image"]}
+    assert image.startswith("gpuspace-build/devcontainer:")
+    assert container_of(repo, "b2").exec_run(["cat", "/flavour"]).output == b"cuda\n"
+    for branch in ("b1", "b2"):
+        repo.ok("remove", "--force", branch)
+    docker_client.images.remove(image)
+
+
+def test_broken_devcontainer_is_a_clear_error_and_rolls_back(repo, tmp_path):
+    commit_devcontainer(repo, '{"image": ')
+    before = repo.snapshot(tmp_path / "wts")
+    result = repo.gs("add", "-b", "bad", str(tmp_path / "wts" / "bad"), "--gpus", "none")
+    assert result.returncode == 2 and "is not valid JSON with comments" in result.stderr
+    assert repo.snapshot(tmp_path / "wts") == before
