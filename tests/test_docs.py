@@ -1,0 +1,108 @@
+"""The documentation that ships with the package: the man page and the changelog.
+
+The man page is generated from the parser; these tests fail when the checked-in copy is
+stale, when roff warns about it, or when an installed package does not let git open it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from git_gpuspace import __version__, cliwalk, manpage
+from git_gpuspace.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+MAN_PAGE = ROOT / "man" / "git-gpuspace.1"
+REQUIRED = os.environ.get("GPUSPACE_TEST_ENGINE") == "required"
+
+
+def need(tool: str) -> str:
+    """The tool's path; a missing tool fails the test where the suite runs for real."""
+    path = shutil.which(tool)
+    if path is None:
+        message = f"{tool} is not installed (scripts/engine-up installs it)"
+        if REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def test_man_page_is_current():
+    assert MAN_PAGE.read_text(encoding="utf-8") == manpage.render(), (
+        "man/git-gpuspace.1 is stale; regenerate it with: python -m git_gpuspace.manpage -o man/git-gpuspace.1"
+    )
+
+
+def test_man_page_check_flag_reports_staleness(tmp_path):
+    fresh = subprocess.run([sys.executable, "-m", "git_gpuspace.manpage", "--check", str(MAN_PAGE)], capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr
+    stale = tmp_path / "git-gpuspace.1"
+    stale.write_text(MAN_PAGE.read_text().replace(".SH FILES", ".SH FILEZ"))
+    result = subprocess.run([sys.executable, "-m", "git_gpuspace.manpage", "--check", str(stale)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "FILEZ" in result.stderr and "is stale" in result.stderr
+
+
+def test_man_page_does_not_depend_on_the_terminal(monkeypatch):
+    expected = manpage.render()
+    monkeypatch.setenv("COLUMNS", "30")
+    assert manpage.render() == expected
+
+
+def test_man_page_covers_every_command_and_option():
+    text = MAN_PAGE.read_text()
+    commands = cliwalk.commands(build_parser())
+    assert {c.name for c in commands} >= {"add", "bind", "remove", "status", "gpus", "prune", "init", "hooks"}
+    for command in commands:
+        assert f'.SS "{manpage._literal(command.name)}' in text
+        for option in command.options:
+            for flag in option.flags:
+                assert manpage._bold(flag) in text, f"{command.name} {flag}"
+    assert "_hook" not in text  # internal verbs stay out
+    for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "FILES", "ENVIRONMENT", "EXIT STATUS", "EXAMPLES", "SEE ALSO"):
+        assert f".SH {section}\n" in text
+    for needle in ("gpuspace.toml", "gpuspace.lock", "config.toml", "crash.log", "gpu\\-claims.lock",
+                   "DOCKER_HOST", "GPUSPACE_LOCK_DIR", "XDG_CONFIG_HOME", "\\fB130\\fR", "\\fB70\\fR",
+                   "\\fBgit\\-worktree\\fR(1)", "\\fBdocker\\fR(1)", f"git\\-gpuspace {__version__}"):
+        assert needle in text, needle
+
+
+def test_man_page_renders_without_warnings():
+    groff = need("groff")
+    result = subprocess.run([groff, "-man", "-ww", "-z", str(MAN_PAGE)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_installed_package_opens_the_man_page_for_git_help(tmp_path):
+    """A non-editable `pip install .` puts the page where man finds it from PATH."""
+    need("man")
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    install = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", str(source)],
+        capture_output=True, text=True,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    assert (venv / "share" / "man" / "man1" / "git-gpuspace.1").read_text() == MAN_PAGE.read_text()
+
+    system_path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if not Path(p, "git-gpuspace").exists())
+    env = {k: v for k, v in os.environ.items() if k not in ("MANPATH", "MANOPT")}
+    env.update(MANPAGER="cat", PAGER="cat", MANWIDTH="80", PATH=f"{venv / 'bin'}{os.pathsep}{system_path}")
+    for argv in (["git", "gpuspace", "--help"], ["git", "help", "gpuspace"]):
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "GIT-GPUSPACE(1)" in result.stdout and "EXIT STATUS" in result.stdout, result.stdout[:500]
+
+    # Without the package's bin on PATH, man has no page: the one above came from the install.
+    env["PATH"] = system_path
+    missing = subprocess.run(["git", "help", "gpuspace"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert missing.returncode != 0
