@@ -59,7 +59,7 @@ def test_man_page_does_not_depend_on_the_terminal(monkeypatch):
 def test_man_page_covers_every_command_and_option():
     text = MAN_PAGE.read_text()
     commands = cliwalk.commands(build_parser())
-    assert {c.name for c in commands} >= {"add", "bind", "remove", "status", "gpus", "prune", "init", "hooks"}
+    assert {c.name for c in commands} >= {"add", "bind", "remove", "status", "gpus", "prune", "init", "hooks", "completion"}
     for command in commands:
         assert f'.SS "{manpage._literal(command.name)}' in text
         for option in command.options:
