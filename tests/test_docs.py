@@ -106,3 +106,44 @@ def test_installed_package_opens_the_man_page_for_git_help(tmp_path):
     env["PATH"] = system_path
     missing = subprocess.run(["git", "help", "gpuspace"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert missing.returncode != 0
+
+
+# ---------------------------------------------------------------------------------------------
+# CHANGELOG.md
+
+CHANGELOG = ROOT / "CHANGELOG.md"
+_RELEASE = re.compile(r"^## \[(?P<version>[^\]]+)\](?: - (?P<date>\S+))?\s*$", re.MULTILINE)
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?$")
+
+
+def changelog_releases() -> list[tuple[str, str | None]]:
+    return [(m["version"], m["date"]) for m in _RELEASE.finditer(CHANGELOG.read_text(encoding="utf-8"))]
+
+
+def test_changelog_top_release_is_the_package_version():
+    released = [(version, date) for version, date in changelog_releases() if version != "Unreleased"]
+    assert released, "CHANGELOG.md lists no release"
+    assert released[0][0] == __version__, (
+        f"CHANGELOG.md's newest release is {released[0][0]} but git_gpuspace.__version__ is {__version__}"
+    )
+
+
+def test_changelog_follows_keep_a_changelog_and_semver():
+    releases = changelog_releases()
+    assert releases[0] == ("Unreleased", None), "the first section is [Unreleased]"
+    versions = []
+    for version, date in releases[1:]:
+        assert _SEMVER.match(version), f"{version} is not a SemVer version"
+        assert date and re.fullmatch(r"\d{4}-\d{2}-\d{2}", date), f"[{version}] needs a date as YYYY-MM-DD"
+        versions.append(tuple(int(part) for part in version.split("-")[0].split(".")))
+    assert versions == sorted(versions, reverse=True), "releases go newest first"
+    assert len(set(versions)) == len(versions), "a version is listed twice"
+    text = CHANGELOG.read_text(encoding="utf-8")
+    for kind in re.findall(r"^### (.+)$", text, re.MULTILINE):
+        assert kind in ("Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"), kind
+
+
+def test_version_option_prints_the_package_version():
+    result = subprocess.run([sys.executable, "-m", "git_gpuspace.cli", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"git-gpuspace {__version__}"
