@@ -139,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     hooks = verbs.add_parser("hooks", help="install or uninstall the git hooks")
     hooks.add_argument("action", choices=("install", "uninstall", "status"))
 
+    completion = verbs.add_parser(
+        "completion",
+        help="print a bash or zsh completion script",
+        description="Print a completion script for bash or zsh, generated from this version's commands. "
+        'Load it from ~/.bashrc with: eval "$(git gpuspace completion bash)"; '
+        'from ~/.zshrc, after compinit, with: eval "$(git gpuspace completion zsh)".',
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
+
     hook = verbs.add_parser("_hook")  # what the installed hooks call; not for people
     hook.add_argument("event", choices=("new-worktree", "converge"))
     return parser
