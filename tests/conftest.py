@@ -209,7 +209,7 @@ def no_nvidia_engine(docker_client, tmp_path_factory):
                 time.sleep(0.5)
         if client is None:
             pytest.fail(f"second dockerd did not start: {(base / 'dockerd.log').read_text()[-2000:]}")
-        client.images.load(b"".join(docker_client.images.get(TEST_IMAGE).save(named=True)))
+        client.images.load(b"".join(docker_client.images.get(TEST_IMAGE).save(named=TEST_IMAGE)))
         yield host
     finally:
         process.terminate()

@@ -136,7 +136,7 @@ def test_bash_completes_worktrees_by_path_name_and_branch(checkout):
     assert f"{linked} " in got["git-gpuspace bind " + linked[:-3]]
     assert "resnet " in got["git gpuspace remove --keep-worktree "]
     # the one positional is taken: the options are what is left
-    assert got["git gpuspace remove x "] == ["-h ", "--help ", "-f ", "--force ", "--keep-worktree "]
+    assert got["git gpuspace remove x "] == ["-h ", "--help ", "-f ", "--force ", "--keep-worktree ", "--purge "]
 
 
 def test_bash_completes_gpu_indices_for_gpus(checkout):
