@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from conftest import container_env, fake_gpu_uuids, gpuspace
 
@@ -233,3 +234,60 @@ def test_engine_free_commands_show_worktrees(plain_repo):
     result = gpuspace("status", cwd=plain_repo.path, env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
     assert result.returncode == 0
     assert "main" in result.stdout and "none" in result.stdout
+
+
+def test_runs_as_the_invoking_user_with_a_writable_home(docker_client, tmp_path_factory):
+    """A non-root user in the docker group: the container runs as their uid:gid."""
+    import grp
+    import pwd
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ENGINE_REQUIRED, LABEL_REPO, TEST_IMAGE
+
+    if os.getuid() != 0 or shutil.which("useradd") is None:
+        if ENGINE_REQUIRED and os.getuid() == 0:
+            raise AssertionError("useradd is needed to test a non-root user")
+        import pytest
+
+        pytest.skip("needs root to create a test user")
+    user = "gpuspace-tester"
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-G", "docker", user], check=True)
+    entry = pwd.getpwnam(user)
+    assert user in grp.getgrnam("docker").gr_mem
+    base = Path(f"/tmp/gpuspace-nonroot-{os.getpid()}")
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(mode=0o755)
+    os.chown(base, entry.pw_uid, entry.pw_gid)
+    env = {
+        "HOME": entry.pw_dir, "USER": user, "PATH": os.environ["PATH"], "FAKE_GPU_SEED": os.environ["FAKE_GPU_SEED"],
+        "GPUSPACE_LOCK_DIR": str(base), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+    }
+
+    def as_user(*args, cwd=base):
+        return subprocess.run(["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups", *args],
+                              cwd=cwd, env=env, capture_output=True, text=True)
+
+    try:
+        for step in (["git", "init", "-q", "-b", "main", "repo"], ["sh", "-c", "cd repo && echo a > a && git add a && git commit -qm a"]):
+            assert as_user(*step).returncode == 0
+        result = as_user(sys.executable, "-m", "git_gpuspace.cli", "add", "-b", "exp", str(base / "wt"),
+                         "--gpus", "1", "--image", TEST_IMAGE, cwd=base / "repo")
+        assert result.returncode == 0, result.stderr
+        [container] = docker_client.containers.list(filters={"label": f"{LABEL_REPO}={base / 'repo' / '.git'}"})
+        assert container.attrs["Config"]["User"] == f"{entry.pw_uid}:{entry.pw_gid}"
+        made = container.exec_run(["sh", "-c", "touch /workspace/mine && echo ok > $HOME/probe && cat $HOME/probe"],
+                                  user=f"{entry.pw_uid}:{entry.pw_gid}")
+        assert made.exit_code == 0 and made.output == b"ok\n"
+        assert (base / "wt" / "mine").stat().st_uid == entry.pw_uid
+        assert container.exec_run(["id", "-u"]).output.strip() == str(entry.pw_uid).encode()
+        assert (base / "repo" / ".git" / "gpuspace.toml").stat().st_uid == entry.pw_uid
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_REPO}={base / 'repo' / '.git'}"}):
+            container.remove(force=True)
+        shutil.rmtree(base, ignore_errors=True)
