@@ -16,7 +16,12 @@ EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug, with a log
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with errors worded like every other error of ours."""
+    """argparse, with errors worded like every other error of ours, and no guessing of
+    abbreviated options (--gpu must not quietly mean --gpus)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.print_usage(sys.stderr)

@@ -12,9 +12,10 @@ from typing import Callable
 from . import allocate, config, devcontainer, gpus, workspace, worktrees
 from .containers import ContainerInfo, ContainerSpec, Engine, container_name, labels_for
 from .errors import GpuspaceError, UsageError
+from .faults import checkpoint
 from .locking import host_gpu_lock
 from .model import Binding, Gpu, GpuRequest, Limits, PortMap, PortRequest
-from .specs import MIN_MEMORY, parse_address, parse_cpus, parse_gpus, parse_port, parse_size
+from .specs import MIN_MEMORY, parse_address, parse_cpus, parse_gpus, parse_limit, parse_port, parse_size
 from .state import State
 
 
@@ -78,7 +79,7 @@ def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontai
     if not image:
         raise UsageError("the image name is empty", hint="pass --image NAME[:TAG]")
     limits = Limits(
-        memory_bytes=parse_size(str(merged["memory"]), "--memory", MIN_MEMORY) if merged.get("memory") else None,
+        memory_bytes=parse_limit(str(merged["memory"]), "--memory", MIN_MEMORY) if merged.get("memory") else None,
         cpus=parse_cpus(str(merged["cpus"])) if merged.get("cpus") else None,
         shm_bytes=parse_size(str(merged["shm_size"]), "--shm-size") if merged.get("shm_size") else None,
     )
@@ -200,9 +201,11 @@ def bind_worktree(
     binds = _workspace_binds(settings, data_dir)
     old = replacing.container if replacing else None
     chosen, ports = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, old)
+    checkpoint("after-container-create")
     workspace.write_context(data_dir, workspace.context(worktree.path, worktree.branch, worktree.head))
     if start:
         plan.engine.start(name)
+        checkpoint("after-container-start")
     binding = Binding(
         path=str(worktree.path),
         container=name,
@@ -344,10 +347,15 @@ def recreate(info: worktrees.RepoInfo, engine: Engine, state: State, binding: Bi
 
 
 def unbind(engine: Engine, state: State, binding: Binding) -> None:
-    """Stop and delete the container, release its GPUs, forget the binding."""
-    engine.remove(binding.container)
+    """Forget the binding, then stop and delete the container (releasing its GPUs).
+
+    In this order a crash in between leaves a container no binding claims, which the next
+    reconcile removes; the other order would leave a binding whose container is gone.
+    """
     state.remove(binding.path)
     state.save()
+    checkpoint("after-unbind-save")
+    engine.remove(binding.container)
 
 
 def resolve_worktree(info: worktrees.RepoInfo, target: str | None) -> worktrees.Worktree:

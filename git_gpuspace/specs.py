@@ -28,6 +28,22 @@ def parse_size(text: str, what: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def parse_limit(text: str, what: str, minimum: int = 1) -> int:
+    """A memory-like limit: a size no larger than this host's memory."""
+    size = parse_size(text, what, minimum)
+    total = host_memory()
+    if total and size > total:
+        raise UsageError(f"{what} {text} is more than this host's memory ({format_size(total)})")
+    return size
+
+
 def format_size(num_bytes: int) -> str:
     for unit in ("t", "g", "m", "k"):
         size = _UNITS[unit]

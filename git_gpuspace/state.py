@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import tomli_w
 
 from .errors import StateError
+from .faults import checkpoint
 from .locking import file_lock
 from .model import Binding, Limits, PortMap
 
@@ -246,12 +247,13 @@ def _binding_to_toml(binding: Binding) -> dict[str, Any]:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write beside the target, fsync, then rename: readers see the old or the new file."""
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        checkpoint("before-state-rename")
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

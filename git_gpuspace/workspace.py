@@ -34,6 +34,7 @@ def create_data_dir(root: Path, name: str) -> tuple[Path, bool]:
     """The binding's data dir (checkpoints/, logs/, a private .gpuspace/); True if made now."""
     path = root / name
     made = not path.exists()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)  # the user's alone, like their home
     for sub in ("checkpoints", "logs"):
         (path / sub).mkdir(parents=True, exist_ok=True)
     private = path / PRIVATE

@@ -202,12 +202,14 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
                 else:
                     (admin_dir / "HEAD").write_bytes(checkout.commit.encode() + b"\n")
                 worktree_repo.get_worktree().reset_index(config=worktree_repo.get_config_stack())
-        except BaseException:
+        except BaseException as error:
             if admin_dir is not None:
                 shutil.rmtree(admin_dir, ignore_errors=True)
             _remove_tree(path, made_dirs)
             if created_branch:
                 repo.refs.remove_if_equals(HEADS + checkout.branch.encode(), checkout.commit.encode())
+            if isinstance(error, OSError):
+                raise WorktreeError(f"cannot create the worktree at '{path}': {error.strerror or error}") from None
             raise
     return Worktree(path=path, branch=checkout.branch, head=checkout.commit, admin_id=identifier)
 

@@ -172,50 +172,87 @@ def container_env(container) -> dict[str, str]:
     return dict(pairs)
 
 
-@pytest.fixture(scope="session")
-def no_nvidia_engine(docker_client, tmp_path_factory):
-    """A second, real dockerd started without the NVIDIA hook on its PATH; yields its DOCKER_HOST."""
+class PrivateEngine:
+    """A real dockerd of the tests' own (own socket, data root and network namespace), which
+    tests may stop and start at will without disturbing the shared engine."""
+
+    SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    def __init__(self, with_nvidia_hook: bool, image_source) -> None:
+        import shutil
+
+        self.dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+        self.base = Path("/tmp") / f"gpuspace-engine-{secrets.token_hex(3)}"  # short: socket paths are limited
+        self.base.mkdir()
+        self.host = f"unix://{self.base}/docker.sock"
+        self.path = f"{FAKES}{os.pathsep}{self.SYSTEM_PATH}" if with_nvidia_hook else self.SYSTEM_PATH
+        self.process = None
+        self.start()
+        self.client().images.load(b"".join(image_source.images.get(TEST_IMAGE).save(named=TEST_IMAGE)))
+
+    def client(self):
+        import docker
+
+        return docker.DockerClient(base_url=self.host)
+
+    def start(self) -> None:
+        import time
+
+        log = open(self.base / "dockerd.log", "ab")
+        # Its own network namespace: two daemons in one namespace fight over bridges and iptables.
+        self.process = subprocess.Popen(
+            ["unshare", "--net", self.dockerd, "--host", self.host, "--data-root", str(self.base / "data"),
+             "--exec-root", str(self.base / "exec"), "--pidfile", str(self.base / "dockerd.pid"),
+             "--bridge", "none", "--iptables=false", "--ip-masq=false"],
+            stdout=log, stderr=subprocess.STDOUT, env={"PATH": self.path}, start_new_session=True,
+        )
+        log.close()
+        for _ in range(120):
+            try:
+                self.client().ping()
+                return
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.25)
+        pytest.fail(f"private dockerd did not start: {(self.base / 'dockerd.log').read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+    def close(self) -> None:
+        self.stop()
+        subprocess.run(["rm", "-rf", str(self.base)], check=False)
+
+
+def _private_engine(docker_client, with_nvidia_hook: bool):
     import shutil
-    import time
 
-    import docker
-
-    dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
-    clean_path = os.pathsep.join(p for p in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"))
-    if os.getuid() != 0 or not os.path.exists(dockerd) or shutil.which("nvidia-container-runtime-hook", path=clean_path):
-        message = "a second dockerd without NVIDIA hook needs root, dockerd, and no real hook installed"
-        if ENGINE_REQUIRED and os.getuid() == 0:
+    clean = shutil.which("nvidia-container-runtime-hook", path=PrivateEngine.SYSTEM_PATH)
+    if os.getuid() != 0 or not shutil.which("dockerd") or (clean and not with_nvidia_hook):
+        message = "a private dockerd needs root and dockerd (and, without the hook, no real NVIDIA hook)"
+        if ENGINE_REQUIRED and os.getuid() == 0 and shutil.which("dockerd"):
             pytest.fail(message)
         pytest.skip(message)
-    base = Path("/tmp") / f"gpuspace-nonv-{secrets.token_hex(3)}"  # short: unix socket paths are limited
-    base.mkdir()
-    host = f"unix://{base}/docker.sock"
-    log = open(base / "dockerd.log", "wb")
-    # Its own network namespace: two daemons in one namespace fight over bridges and iptables.
-    process = subprocess.Popen(
-        ["unshare", "--net", dockerd, "--host", host, "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-         "--pidfile", str(base / "dockerd.pid"), "--bridge", "none", "--iptables=false", "--ip-masq=false"],
-        stdout=log, stderr=subprocess.STDOUT, env={"PATH": clean_path}, start_new_session=True,
-    )
-    try:
-        client = None
-        for _ in range(60):
-            try:
-                client = docker.DockerClient(base_url=host)
-                client.ping()
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                client = None
-                time.sleep(0.5)
-        if client is None:
-            pytest.fail(f"second dockerd did not start: {(base / 'dockerd.log').read_text()[-2000:]}")
-        client.images.load(b"".join(docker_client.images.get(TEST_IMAGE).save(named=TEST_IMAGE)))
-        yield host
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        subprocess.run(["rm", "-rf", str(base)], check=False)
+    return PrivateEngine(with_nvidia_hook, docker_client)
+
+
+@pytest.fixture(scope="session")
+def no_nvidia_engine(docker_client):
+    """A second, real dockerd started without the NVIDIA hook on its PATH; yields its DOCKER_HOST."""
+    engine = _private_engine(docker_client, with_nvidia_hook=False)
+    yield engine.host
+    engine.close()
+
+
+@pytest.fixture
+def private_engine(docker_client):
+    """A real dockerd with the stand-in NVIDIA hook, for tests that stop and start the engine."""
+    engine = _private_engine(docker_client, with_nvidia_hook=True)
+    yield engine
+    engine.close()

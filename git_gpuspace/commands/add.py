@@ -11,6 +11,7 @@ from typing import TextIO
 from .. import allocate, gpus, state, worktrees
 from ..containers import Engine
 from ..errors import UsageError
+from ..faults import checkpoint
 from ..lifecycle import (
     Rollback,
     absolute,
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             made_dirs = worktrees.missing_parents(path)
             worktree = worktrees.add(info, path, checkout)
             undo.push(f"remove worktree {path}", lambda: _undo_worktree(info, worktree, checkout, made_dirs))
+            checkpoint("after-worktree-add")
             # The checked-out devcontainer.json is a layer of its own.
             settings = settings_for_worktree(info, current.defaults, flags, args.share, worktree, args.devcontainer, args.trust)
             plan = prepare(settings, engine)
@@ -77,6 +79,11 @@ def plan_checkout(info: worktrees.RepoInfo, args: argparse.Namespace) -> tuple[P
     else:
         path = absolute(args.path)
         checkout = _existing_or_detached(info, args, path)
+    too_long = next((part for part in path.parts if len(part.encode()) > 255), None)
+    if too_long:
+        raise UsageError(f"'{too_long[:40]}…' is too long a file name (over 255 bytes)")
+    if path == info.common_dir or info.common_dir in path.parents:
+        raise UsageError(f"'{path}' is inside the git directory", hint="put worktrees outside .git, e.g. ../worktrees/<name>")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"'{path}' already exists", hint="choose a new path (an empty directory is fine)")
     return path, checkout

@@ -8,6 +8,7 @@ import shutil
 from .. import state, worktrees
 from ..containers import Engine
 from ..errors import UsageError, WorktreeError
+from ..faults import checkpoint
 from ..lifecycle import absolute, resolve_worktree, unbind
 from ..reconcile import converge_quietly
 
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         engine = Engine() if binding is not None else None  # unreachable: stop before changing anything
         if binding is not None:
             unbind(engine, current, binding)
+            checkpoint("after-unbind")
         if not args.keep_worktree:
             worktrees.remove(info, worktree, force=True)
         if engine is not None:

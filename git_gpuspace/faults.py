@@ -1,0 +1,22 @@
+"""Named points where tests inject faults, as git does with its GIT_TEST_* variables.
+
+GPUSPACE_FAULT_POINT=<name> and GPUSPACE_FAULT_ACTION=kill (SIGKILL this process, as a
+power cut would) or run:<shell command> (e.g. stop the engine mid-command). Unset, each
+checkpoint costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+
+def checkpoint(name: str) -> None:
+    if os.environ.get("GPUSPACE_FAULT_POINT") != name:
+        return
+    action = os.environ.get("GPUSPACE_FAULT_ACTION", "kill")
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action.startswith("run:"):
+        subprocess.run(action[len("run:"):], shell=True, check=False)
