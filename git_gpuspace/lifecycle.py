@@ -5,17 +5,18 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from . import allocate, config, devcontainer, gpus, workspace, worktrees
+from . import allocate, gpus, workspace, worktrees
 from .containers import ContainerInfo, ContainerSpec, Engine, container_name, labels_for
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
 from .locking import host_gpu_lock
-from .model import Binding, Gpu, GpuRequest, Limits, PortMap, PortRequest
-from .specs import MIN_MEMORY, parse_address, parse_cpus, parse_gpus, parse_limit, parse_port, parse_size
+from .model import Binding, Gpu, PortMap
+from .settings import Settings, settings_of
+from .specs import parse_gpus
 from .state import State
 
 
@@ -39,111 +40,6 @@ class Rollback:
                 except BaseException as failure:  # report, and keep undoing the rest
                     print(f"warning: could not undo ({what}): {failure}", file=sys.stderr)
         return False
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Validated container settings: everything checked before anything is created."""
-
-    image: str
-    gpu_spec: str
-    request: GpuRequest
-    limits: Limits
-    share: bool = False
-    ports: tuple[PortRequest, ...] = ()
-    address: str = "127.0.0.1"
-    data_root: str | None = None  # where a new binding's data dir goes
-    data_dir: str | None = None  # an existing binding's own data dir, kept
-    ssh_keys: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
-    mounts: tuple[str, ...] = ()  # "source:target[:ro]"
-    post_create: object = None  # devcontainer.json postCreateCommand: run once, after the first start
-    host_options: dict = field(default_factory=dict)
-    build: object = None  # devcontainer.Build: the image is built, not pulled
-
-
-def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontainer.Devcontainer | None" = None) -> Settings:
-    """Merge the layers (built-in < user < repo < devcontainer < flags) and validate them."""
-    layer = dict(dev.layer) if dev else {}
-    if dev and dev.image:
-        layer["image"] = dev.image
-    merged = config.effective(repo_defaults, flags, layer)
-    extra: dict = {}
-    if dev:
-        merged["gpus"] = devcontainer.gpu_spec(dev.gpu, str(merged["gpus"]),
-                                               len(gpus.inventory()) if dev.gpu == "optional" else 0,
-                                               from_flag=flags.get("gpus") is not None)
-        extra = dict(ports=dev.ports, env=dict(dev.env), mounts=tuple(dev.mounts), post_create=dev.post_create,
-                     host_options=dict(dev.host_options), build=dev.build if flags.get("image") is None else None)
-    image = str(merged["image"]).strip()
-    if not image:
-        raise UsageError("the image name is empty", hint="pass --image NAME[:TAG]")
-    limits = Limits(
-        memory_bytes=parse_limit(str(merged["memory"]), "--memory", MIN_MEMORY) if merged.get("memory") else None,
-        cpus=parse_cpus(str(merged["cpus"])) if merged.get("cpus") else None,
-        shm_bytes=parse_size(str(merged["shm_size"]), "--shm-size") if merged.get("shm_size") else None,
-    )
-    ports = [*extra.pop("ports", ()), *_service_ports(merged), *(parse_port(text) for text in flags.get("ports") or ())]
-    names = [port.name for port in ports]
-    if len(set(names)) != len(names):
-        raise UsageError(f"port name {next(n for n in names if names.count(n) > 1)!r} is given twice")
-    hosts = [port.host_port for port in ports if port.host_port is not None]
-    if len(set(hosts)) != len(hosts):
-        raise UsageError("the same host port is asked for twice")
-    return Settings(
-        image=image,
-        gpu_spec=str(merged["gpus"]),
-        request=parse_gpus(str(merged["gpus"])),
-        limits=limits,
-        share=share,
-        ports=tuple(ports),
-        address=parse_address(str(merged.get("publish_address") or "127.0.0.1")),
-        data_root=str(merged["data_root"]) if merged.get("data_root") else None,
-        ssh_keys=tuple(flags.get("ssh_keys") or ()),
-        **extra,
-    )
-
-
-def _service_ports(merged: dict) -> list[PortRequest]:
-    """--jupyter / --ssh / --tensorboard, each true or the host port wanted."""
-    found = []
-    for name, container_port in workspace.SERVICE_PORTS.items():
-        value = merged.get(name)
-        if value is None or value is False or str(value).lower() in ("false", "no", "0", ""):
-            continue
-        host = None if value is True or str(value).lower() in ("true", "yes") else parse_port(f"{name}={container_port}:{value}").host_port
-        found.append(PortRequest(name, container_port, host))
-    return found
-
-
-def settings_of(binding: Binding) -> Settings:
-    """A binding's own settings: to claim again what a pending binding asked for."""
-    spec = binding.gpu_request or (",".join(binding.gpus) if binding.gpus else "none")
-    return Settings(
-        image=binding.image,
-        gpu_spec=spec,
-        request=parse_gpus(spec),
-        limits=binding.limits,
-        share=binding.share,
-        ports=tuple(PortRequest(p.name, p.container_port, p.host_port or None) for p in binding.ports),
-        address=binding.ports[0].address if binding.ports else "127.0.0.1",
-        data_dir=binding.data_dir,
-        env=dict(binding.env),
-        mounts=tuple(binding.mounts),
-        host_options=dict(binding.host_options),
-    )
-
-
-def settings_for_worktree(
-    info: worktrees.RepoInfo, repo_defaults: dict, flags: dict, share: bool, worktree: worktrees.Worktree,
-    devcontainer_name: str | None = None, trust: bool = False,
-) -> Settings:
-    """Settings with the worktree's devcontainer.json as a layer; its notices go to stderr."""
-    path = devcontainer.locate(worktree.path, devcontainer_name)
-    dev = devcontainer.load(path, worktree.path, info.anchor, trust) if path else None
-    for notice in dev.notices() if dev else []:
-        print(f"git-gpuspace: {notice}", file=sys.stderr)
-    return settings_from(repo_defaults, flags, share, dev)
 
 
 @dataclass

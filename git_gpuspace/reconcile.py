@@ -19,7 +19,8 @@ from pathlib import Path
 from . import worktrees as git_worktrees
 from .containers import LABEL_REPO, LABEL_WORKTREE, ContainerInfo, Engine
 from .errors import GpuspaceError
-from .lifecycle import Rollback, bind_worktree, prepare, record_pending, recreate, settings_of
+from .lifecycle import Rollback, bind_worktree, prepare, record_pending, recreate
+from .settings import settings_of
 from .model import Binding
 from .state import State
 from .worktrees import RepoInfo, Worktree

@@ -21,9 +21,8 @@ from ..lifecycle import (
     prepare,
     require_unbound,
     run_post_create,
-    settings_for_worktree,
-    settings_from,
 )
+from ..settings import settings_for_worktree, settings_from
 from ..model import Binding, Gpu
 from ..reconcile import converge_quietly
 from ..specs import format_size

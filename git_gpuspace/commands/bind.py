@@ -6,7 +6,8 @@ import argparse
 
 from .. import state, worktrees
 from ..errors import UsageError
-from ..lifecycle import Rollback, bind_worktree, prepare, require_unbound, resolve_worktree, run_post_create, settings_for_worktree
+from ..lifecycle import Rollback, bind_worktree, prepare, require_unbound, resolve_worktree, run_post_create
+from ..settings import settings_for_worktree
 from ..reconcile import converge_quietly
 from .add import flag_settings, report
 

@@ -6,7 +6,7 @@ import argparse
 
 from .. import config, state, worktrees
 from ..errors import GpuspaceError, UsageError
-from ..lifecycle import settings_from
+from ..settings import settings_from
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,8 @@ from .. import state, worktrees
 from ..cli import report_internal_error
 from ..containers import Engine
 from ..errors import GpuspaceError
-from ..lifecycle import Rollback, bind_worktree, prepare, record_pending, resolve_worktree, run_post_create, settings_for_worktree
+from ..lifecycle import Rollback, bind_worktree, prepare, record_pending, resolve_worktree, run_post_create
+from ..settings import settings_for_worktree
 from ..reconcile import converge
 from .add import report
 

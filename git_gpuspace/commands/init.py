@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import hooks, state, worktrees
-from ..lifecycle import settings_from
+from ..settings import settings_from
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,8 @@ import argparse
 from .. import state, worktrees
 from ..containers import Engine
 from ..errors import GpuspaceError
-from ..lifecycle import Rollback, bind_worktree, prepare, recreate, resolve_worktree, settings_of
+from ..lifecycle import Rollback, bind_worktree, prepare, recreate, resolve_worktree
+from ..settings import settings_of
 from ..reconcile import converge_quietly
 
 
