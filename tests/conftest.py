@@ -256,3 +256,15 @@ def private_engine(docker_client):
     engine = _private_engine(docker_client, with_nvidia_hook=True)
     yield engine
     engine.close()
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:
+    """Poll `condition` (for what the hooks do in the background) until true or timed out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()

@@ -6,20 +6,13 @@ import json
 import os
 import shutil
 import stat
-import time
 
 import pytest
 
+from conftest import wait_for
+
 NOWHERE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 
-
-def wait_for(condition, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return condition()
 
 
 def git_env(repo, *args, env=None, cwd=None):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 
 import pytest
 
-from conftest import fake_gpu_uuids
+from conftest import fake_gpu_uuids, wait_for
 
 
 def run_all(commands, cwd):
@@ -171,11 +170,3 @@ def test_container_stopped_or_image_deleted_behind_our_back(repo, tmp_path, priv
     assert repo.gs("start", "exp", env=env).returncode == 0  # repaired once the image is back
     assert_converged(repo, client)
 
-
-def wait_for(condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.3)
-    return condition()

@@ -9,23 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import gpus, output, worktrees
+from .. import gpus, output
 from ..containers import Engine
-from ..errors import GpuspaceError
 from ..health import PROBE, judge
-from ..lifecycle import resolve_worktree
-from .exec import running_binding
+from .exec import running_container
 
 PASS, FAIL, SKIP = "pass", "FAIL", "skip"
 
 
 def run(args: argparse.Namespace) -> int:
-    info = worktrees.discover()
-    worktree = resolve_worktree(info, args.worktree)
-    binding = running_binding(info, worktree)
-    engine = Engine()
-    if engine.state_of(binding.container) != "running":
-        raise GpuspaceError(f"container {binding.container} is not running", hint=f"git gpuspace start {worktree.path}")
+    _, binding, engine = running_container(args.worktree)
     by_uuid = {gpu.uuid: gpu for gpu in gpus.inventory()}
     expected = sorted(binding.gpus)
     rows: list[list[str]] = []

@@ -26,12 +26,7 @@ def run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise UsageError("no command given", hint="git gpuspace exec <worktree> -- <command> [args...]")
-    info = worktrees.discover()
-    worktree = resolve_worktree(info, args.worktree)
-    binding = running_binding(info, worktree)
-    engine = Engine()
-    if engine.state_of(binding.container) != "running":
-        raise GpuspaceError(f"container {binding.container} is not running", hint=f"git gpuspace start {worktree.path}")
+    worktree, binding, engine = running_container(args.worktree)
     env = workspace.context(worktree.path, worktree.branch, worktree.head)  # fresh: the branch may have moved
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     docker_cli = shutil.which("docker")
@@ -40,6 +35,17 @@ def run(args: argparse.Namespace) -> int:
         return subprocess.call([docker_cli, "exec", "-it", "-w", WORKSPACE, *flags, binding.container, *command])
     code, _ = engine.exec(binding.container, command, env, output=(sys.stdout.buffer, sys.stderr.buffer))
     return code
+
+
+def running_container(target: str | None) -> tuple[worktrees.Worktree, Binding, Engine]:
+    """The worktree named, its binding, and an engine on which its container is running."""
+    info = worktrees.discover()
+    worktree = resolve_worktree(info, target)
+    binding = running_binding(info, worktree)
+    engine = Engine()
+    if engine.state_of(binding.container) != "running":
+        raise GpuspaceError(f"container {binding.container} is not running", hint=f"git gpuspace start {worktree.path}")
+    return worktree, binding, engine
 
 
 def running_binding(info: worktrees.RepoInfo, worktree: worktrees.Worktree) -> Binding:
