@@ -173,7 +173,7 @@ class Engine:
         """Pull with one progress line per layer change; a failure is ImageUnavailable."""
         repository, tag = docker.utils.parse_repository_tag(image)
         print(f"Pulling {image} ...", file=progress, flush=True)
-        last: dict[str, str] = {}
+        shown: dict[str, str] = {}
         try:
             with self._calls():
                 for event in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
@@ -181,10 +181,11 @@ class Engine:
                         raise ImageUnavailable(
                             f"cannot pull image '{image}': {event['error'].strip()}", hint=_PULL_HINT
                         )
-                    layer, status = event.get("id", ""), event.get("status", "")
-                    if status and last.get(layer) != status and status not in ("Downloading", "Extracting"):
-                        last[layer] = status
-                        print(f"  {layer + ': ' if layer else ''}{status}", file=progress, flush=True)
+                    line = _pull_line(event)
+                    layer = event.get("id", "")
+                    if line and shown.get(layer) != line:  # one line per change, not per chunk
+                        shown[layer] = line
+                        print(f"  {line}", file=progress, flush=True)
         except docker.errors.APIError as error:
             raise ImageUnavailable(f"cannot pull image '{image}': {_explain(error)}", hint=_PULL_HINT) from None
 
@@ -330,6 +331,18 @@ class Engine:
             except docker.errors.APIError as error:
                 if "already in progress" not in str(error):
                     raise _translate(error, f"cannot remove container '{name}'") from None
+
+
+def _pull_line(event: dict) -> str:
+    """'layer: Downloading 50%' in quarter steps; other statuses as the engine words them."""
+    status, layer = event.get("status", ""), event.get("id", "")
+    detail = event.get("progressDetail") or {}
+    if status in ("Downloading", "Extracting"):
+        if not detail.get("total"):
+            return ""
+        quarter = min(100, 25 * (4 * detail.get("current", 0) // detail["total"]))
+        status = f"{status} {quarter}% of {detail['total'] >> 20} MiB"
+    return f"{layer}: {status}" if layer and status else status
 
 
 def _identity() -> tuple[str | None, dict[str, str], dict[str, str] | None]:

@@ -268,3 +268,80 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.2)
     return condition()
+
+
+@pytest.fixture
+def local_registry(docker_client):
+    """A minimal registry (the v2 pull API over HTTP on 127.0.0.1) serving the test image as
+    `<host>/pulltest:v1`, so the engine really pulls it. Yields the image reference."""
+    import gzip
+    import hashlib
+    import http.server
+    import io
+    import tarfile
+    import threading
+
+    saved = io.BytesIO(b"".join(docker_client.images.get(TEST_IMAGE).save(named=TEST_IMAGE)))
+    blobs: dict[str, bytes] = {}
+
+    def add_blob(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        blobs[digest] = data
+        return digest
+
+    with tarfile.open(fileobj=saved) as archive:
+        [entry] = json.loads(archive.extractfile("manifest.json").read())
+        config = archive.extractfile(entry["Config"]).read()
+        layers = [gzip.compress(archive.extractfile(name).read(), mtime=0) for name in entry["Layers"]]
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+                   "digest": add_blob(config)},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(layer),
+                    "digest": add_blob(layer)} for layer in layers],
+    }).encode()
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def _answer(self, body: bytes | None, media_type: str = "application/octet-stream"):
+            if body is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", media_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Docker-Content-Digest", "sha256:" + hashlib.sha256(body).hexdigest())
+            self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
+
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            if path in ("/v2/", "/v2"):
+                return self._answer(b"{}", "application/json")
+            if path.startswith("/v2/pulltest/manifests/"):
+                reference = path.rsplit("/", 1)[1]
+                known = reference == "v1" or reference == "sha256:" + hashlib.sha256(manifest).hexdigest()
+                return self._answer(manifest if known else None, "application/vnd.docker.distribution.manifest.v2+json")
+            if path.startswith("/v2/pulltest/blobs/"):
+                return self._answer(blobs.get(path.rsplit("/", 1)[1]))
+            return self._answer(None)
+
+        do_HEAD = do_GET
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    reference = f"127.0.0.1:{server.server_address[1]}/pulltest:v1"
+    try:
+        yield reference
+    finally:
+        server.shutdown()
+        try:
+            docker_client.images.remove(reference, force=True)
+        except Exception:  # noqa: BLE001 - not pulled, or already gone
+            pass

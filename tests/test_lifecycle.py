@@ -291,3 +291,18 @@ def test_runs_as_the_invoking_user_with_a_writable_home(docker_client, tmp_path_
         for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_REPO}={base / 'repo' / '.git'}"}):
             container.remove(force=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_missing_image_is_pulled_with_progress(repo, tmp_path, local_registry, docker_client):
+    import docker.errors
+
+    try:
+        docker_client.images.get(local_registry)
+        raise AssertionError("the image should not be here yet")
+    except docker.errors.ImageNotFound:
+        pass
+    result = repo.ok("add", "-b", "pulled", str(tmp_path / "wt"), "--gpus", "none", "--image", local_registry)
+    assert f"Pulling {local_registry} ..." in result.stderr
+    assert f"Status: Downloaded newer image for {local_registry}" in result.stderr
+    assert [r["state"] for r in repo.status() if r["branch"] == "pulled"] == ["running"]
+    assert docker_client.images.get(local_registry)

@@ -157,3 +157,13 @@ def test_version_and_help_are_fast_and_import_nothing_heavy():
     helped = subprocess.run(["git-gpuspace", "-h"], capture_output=True, text=True)
     for verb in ("add", "bind", "remove", "status", "gpus", "prune"):
         assert verb in helped.stdout
+
+
+def test_pull_progress_lines_step_by_quarters():
+    from git_gpuspace.containers import _pull_line
+
+    event = {"status": "Downloading", "id": "abc", "progressDetail": {"current": 60 << 20, "total": 100 << 20}}
+    assert _pull_line(event) == "abc: Downloading 50% of 100 MiB"
+    assert _pull_line({"status": "Downloading", "id": "abc", "progressDetail": {}}) == ""
+    assert _pull_line({"status": "Pull complete", "id": "abc"}) == "abc: Pull complete"
+    assert _pull_line({"status": "Digest: sha256:1"}) == "Digest: sha256:1"
