@@ -209,7 +209,8 @@ def no_nvidia_engine(docker_client, tmp_path_factory):
                 time.sleep(0.5)
         if client is None:
             pytest.fail(f"second dockerd did not start: {(base / 'dockerd.log').read_text()[-2000:]}")
-        client.images.load(b"".join(docker_client.images.get(TEST_IMAGE).save(named=True)))
+        # Saved by its name, so the tar carries that tag (named=True takes whichever tag comes first).
+        client.images.load(b"".join(docker_client.api.get_image(TEST_IMAGE)))
         yield host
     finally:
         process.terminate()
