@@ -283,3 +283,66 @@ def test_never_writes_over_what_is_there(sample, tmp_path):
             checkout.materialize(linked)
         linked.close()
     assert (target / "run.sh").read_text() == "mine\n"
+
+
+def _wide_repo(tmp_path: Path, dirs: int = 6, files: int = 30) -> tuple[Path, str]:
+    repo = new_repo(tmp_path / "repo")
+    for d in range(dirs):
+        (repo / f"d{d}").mkdir()
+        for f in range(files):
+            (repo / f"d{d}" / f"f{f:02d}.txt").write_text(f"{d}/{f}\n")
+        (repo / f"d{d}" / "run.sh").write_text("#!/bin/sh\n")
+        (repo / f"d{d}" / "run.sh").chmod(0o755)
+        (repo / f"d{d}" / "link").symlink_to("run.sh")
+    return repo, commit_all(repo)
+
+
+def test_a_big_tree_is_split_between_processes(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkout, "MIN_FILES_PER_PROCESS", 40)
+    monkeypatch.setattr(checkout, "_cpu_count", lambda: 3)
+    forked = []
+    real_fork = checkout._fork_writer
+    monkeypatch.setattr(checkout, "_fork_writer", lambda *args: forked.append(1) or real_fork(*args))
+    repo, commit = _wide_repo(tmp_path)
+    assert_same_as_git(repo, tmp_path, commit)
+    assert len(forked) == 2  # three processes: this one and two children
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # every child was reaped
+
+
+@pytest.mark.parametrize("failing", ["child", "parent"])
+def test_a_failing_process_fails_the_checkout_and_all_are_reaped(tmp_path, monkeypatch, failing):
+    """The child writes the second half (d3..d5), this process the first (d0..d2)."""
+    repo, commit = _wide_repo(tmp_path)
+    real_write = checkout._write_batch
+    parent = os.getpid()
+    doomed = b"d5/" if failing == "child" else b"d0/"
+
+    def write(batch, symlink_fn):
+        if (os.getpid() != parent) == (failing == "child") and any(path.startswith(doomed) for path, *_ in batch):
+            raise PermissionError(13, "denied for the test", os.fsdecode(batch[0][1]))
+        return real_write(batch, symlink_fn)
+
+    monkeypatch.setattr(checkout, "_write_batch", write)
+    target = tmp_path / "wt"
+    target.mkdir()
+    with DulwichRepo(str(repo)) as main:
+        with checkout.init_linked_worktree(str(target), main, "wt", commit.encode()) as linked:
+            with pytest.raises(PermissionError, match="denied for the test"):
+                checkout.materialize(linked, processes=2)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)
+
+
+def test_no_fork_while_other_threads_run():
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert not checkout._can_fork()
+    finally:
+        stop.set()
+        thread.join()
+    assert checkout._can_fork()
