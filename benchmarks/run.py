@@ -41,6 +41,23 @@ sys.path.insert(0, str(HERE))
 from engine_proxy import EngineProxy  # noqa: E402
 
 MIB = 1024 * 1024
+# `python -m cProfile` swallows SystemExit, so a failing command would look fine: this one
+# keeps the exit status. argv: output file, script, its arguments.
+PROFILE_WRAPPER = """
+import cProfile, runpy, sys
+out, script = sys.argv[1], sys.argv[2]
+sys.argv = sys.argv[2:]
+profiler, code = cProfile.Profile(), 0
+profiler.enable()
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit as stop:
+    code = stop.code if isinstance(stop.code, int) else (stop.code is not None)
+finally:
+    profiler.disable()
+    profiler.dump_stats(out)
+sys.exit(code)
+"""
 FLOOR_IMPORTS = "import docker, dulwich.repo"
 LABEL_REPO = "gpuspace.repo"
 
@@ -60,16 +77,20 @@ class Plan:
     tmpfs: bool  # also the 20k worktree on tmpfs (no disk: what the CPU costs)
     before: bool  # also dulwich's own reset_index, the checkout this project had before
     profiles: bool  # profile what misses its target
+    warmup: bool  # one unmeasured run of every arm first
+    quiet_s: int  # pause before the 20k-file figures (see README: recently freed inodes)
     profile_all: bool = False  # ... and what meets it
 
 
 FULL = Plan(
     reps=9, reps_slow=5, small=(10, 100), large=(200, 100), project=(10, 10),
     scale=(1, 10, 20, 50), status_at=20, hook_bindings=3, tmpfs=True, before=True, profiles=True,
+    warmup=True, quiet_s=40,
 )
 SMOKE = Plan(
     reps=1, reps_slow=1, small=(5, 10), large=(10, 20), project=(2, 5),
     scale=(1, 3), status_at=3, hook_bindings=2, tmpfs=False, before=False, profiles=False,
+    warmup=False, quiet_s=0,
 )
 
 
@@ -216,17 +237,25 @@ class Arm:
         return statistics.median(sample.seconds for sample in self.samples)
 
     @property
+    def spread(self) -> tuple[float, float]:
+        return min(sample.seconds for sample in self.samples), max(sample.seconds for sample in self.samples)
+
+    @property
     def peak_rss_mib(self) -> float:
         return max(sample.rss_kib for sample in self.samples) / 1024
 
 
-def alternate(arms: list[Arm], reps: int, say: Callable[[str], None]) -> None:
-    """Each repetition runs every arm once; the order rotates, so no arm always goes first."""
-    for rep in range(reps):
+def alternate(arms: list[Arm], reps: int, say: Callable[[str], None], warmup: bool = False) -> None:
+    """Each repetition runs every arm once; the order rotates, so no arm always goes first.
+    With `warmup`, a first repetition (number 0) is run and thrown away."""
+    for rep in range(0 if warmup else 1, reps + 1):
         shift = rep % len(arms)
+        done = {}
         for arm in arms[shift:] + arms[:shift]:
-            arm.samples.append(arm.measure(rep))
-        say("  rep %d/%d: %s" % (rep + 1, reps, ", ".join(f"{arm.label} {arm.samples[-1].seconds * 1000:.0f} ms" for arm in arms)))
+            done[arm.label] = arm.measure(rep)
+            if rep:
+                arm.samples.append(done[arm.label])
+        say("  %s: %s" % (f"rep {rep}/{reps}" if rep else "warm-up", ", ".join(f"{arm.label} {done[arm.label].seconds * 1000:.0f} ms" for arm in arms)))
 
 
 @dataclass
@@ -240,6 +269,8 @@ class Figure:
     target: float | None
     target_text: str
     note: str = ""
+    ours_spread: tuple[float, float] | None = None  # fastest and slowest run
+    anchor_spread: tuple[float, float] | None = None
 
     @property
     def value(self) -> float | None:
@@ -271,16 +302,29 @@ class Figure:
         verdict = {True: "met", False: "**missed**", None: "-"}[self.met]
         if self.kind in ("calls", "growth"):  # `ours` already says from what to what
             return [self.title, self.ours, "-", self.result, self.target_text, verdict]
-        ours = self._show(self.ours_s)
-        anchor = self._show(self.anchor_s)
+        ours = self._show(self.ours_s, self.ours_spread)
+        anchor = self._show(self.anchor_s, self.anchor_spread)
         return [self.title, f"{self.ours}: {ours}", f"{self.anchor}: {anchor}" if self.anchor else "-", self.result, self.target_text, verdict]
 
-    def _show(self, seconds: float | None) -> str:
+    def _show(self, seconds: float | None, spread: tuple[float, float] | None = None) -> str:
         if seconds is None:
             return "-"
         if self.kind == "mib":
             return f"{seconds:.1f} MiB"
-        return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+        text = _duration(seconds)
+        if spread and spread[0] != spread[1]:
+            text += f" ({_duration(spread[0])}-{_duration(spread[1])})"
+        return text
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def pair(title: str, ours: Arm, anchor: Arm, kind: str, target: float | None, target_text: str, **more) -> Figure:
+    """A figure from two measured arms: medians and spreads."""
+    return Figure(title, more.pop("ours_text", ours.label), more.pop("anchor_text", anchor.label), ours.median, anchor.median,
+                  kind, target, target_text, ours_spread=ours.spread, anchor_spread=anchor.spread, **more)
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -365,7 +409,10 @@ class Bench:
             small = self.repo(f"repo-{small_n}", plan.small)
             self.worktree_creation(small, f"{small_n} files", plan.reps, self.base / "wt")
             large = self.repo(f"repo-{large_n}", plan.large)
-            self.worktree_creation(large, f"{large_n} files", plan.reps_slow, self.base / "wt", target=1.5)
+            if plan.quiet_s:
+                self.say(f"waiting {plan.quiet_s} s: inodes freed just before would slow the first checkouts (see README)")
+                time.sleep(plan.quiet_s)
+            self.worktree_creation(large, f"{large_n} files", plan.reps_slow, self.base / "wt", target=1.5, memory=True)
             if plan.before:
                 self.checkout_before_after(large, f"{large_n} files")
             if plan.tmpfs:
@@ -373,34 +420,40 @@ class Bench:
             self.hook()
             self.add_end_to_end()
             self.scale()
-        if plan.profiles:
-            self.profile_misses(large)
+
+    def measure(self, arms: list[Arm], reps: int) -> None:
+        alternate(arms, reps, self.say, warmup=self.plan.warmup)
+
+    def wants_profile(self, figure: Figure) -> bool:
+        return self.plan.profiles and (figure.met is False or self.plan.profile_all)
 
     def version(self) -> None:
         self.say("== git gpuspace --version vs python -c pass")
-        ours = Arm("git gpuspace --version", lambda rep: self.gs("--version", cwd=self.base))
-        anchor = Arm("python -c pass", lambda rep: self.runner.run([sys.executable, "-c", "pass"], cwd=self.base))
-        floor = Arm("import docker, dulwich", lambda rep: self.runner.run([sys.executable, "-c", FLOOR_IMPORTS], cwd=self.base))
-        alternate([ours, anchor, floor], max(self.plan.reps, 15) if self.plan.reps > 1 else 1, self.say)
+        ours = Arm("`git gpuspace --version`", lambda rep: self.gs("--version", cwd=self.base))
+        anchor = Arm("`python -c pass`", lambda rep: self.runner.run([sys.executable, "-c", "pass"], cwd=self.base))
+        floor = Arm(f"`python -c '{FLOOR_IMPORTS}'`", lambda rep: self.runner.run([sys.executable, "-c", FLOOR_IMPORTS], cwd=self.base))
+        self.measure([ours, anchor, floor], max(self.plan.reps, 15) if self.plan.reps > 1 else 1)
+        figure = pair("`--version`", ours, anchor, "absolute", 60, "<= 60 ms",
+                      note=f"{(ours.median - anchor.median) * 1000:+.0f} ms over the bare interpreter, which "
+                           f"itself takes {anchor.median * 1000:.0f} ms here")
+        self.figures.append(figure)
         self.figures.append(
-            Figure("`--version`", "`git gpuspace --version`", "`python -c pass`", ours.median, anchor.median,
-                   "absolute", 60, "<= 60 ms", note=f"{(ours.median - anchor.median) * 1000:+.0f} ms over the bare interpreter")
+            pair("import floor of every engine command", floor, anchor, "added", None, "(reported)",
+                 note="what any command that talks to the engine pays before its first request (the Docker SDK, "
+                      "requests, urllib3, dulwich)")
         )
-        self.figures.append(
-            Figure("import floor of every engine command", f"`python -c '{FLOOR_IMPORTS}'`", "`python -c pass`",
-                   floor.median, anchor.median, "added", None, "(reported)",
-                   note="what any command that talks to the engine pays before its first request (the Docker SDK, "
-                        "requests, urllib3, dulwich)")
-        )
+        if self.wants_profile(figure):
+            self.profile_imports()
 
     def worktree_creation(self, repo: Path, label: str, reps: int, where: Path, target: float | None = None,
-                          title_suffix: str = "") -> None:
+                          title_suffix: str = "", memory: bool = False) -> None:
         self.say(f"== worktree creation, {label}{title_suffix}")
         where.mkdir(exist_ok=True)
+        add = ["add", "--no-start", "--gpus", "none", "--image", self.image]
 
         def ours(rep: int) -> Sample:
             path = where / f"ours-{rep}"
-            sample = self.gs("add", "-b", f"ours-{rep}", str(path), "--no-start", "--gpus", "none", "--image", self.image, cwd=repo)
+            sample = self.gs(*add, "-b", f"ours-{rep}", str(path), cwd=repo)
             self.retire(repo, path, f"ours-{rep}", bound=True)
             settle()
             return sample
@@ -412,13 +465,22 @@ class Bench:
             settle()
             return sample
 
-        arms = [Arm("gpuspace add", ours), Arm("git worktree add", anchor)]
-        alternate(arms, reps, self.say)
-        self.figures.append(
-            Figure(f"worktree creation, {label}{title_suffix}", "`git gpuspace add --no-start --gpus none`",
-                   "`git worktree add`", arms[0].median, arms[1].median, "ratio", target,
-                   f"<= {target}x (stretch 1.0x)" if target else "(reported)")
-        )
+        arms = [Arm("`git gpuspace add --no-start --gpus none`", ours), Arm("`git worktree add`", anchor)]
+        self.measure(arms, reps)
+        figure = pair(f"worktree creation, {label}{title_suffix}", *arms, "ratio", target,
+                      f"<= {target}x (stretch 1.0x)" if target else "(reported)")
+        self.figures.append(figure)
+        if memory:
+            self.figures.append(
+                Figure(f"peak memory, `add`, {label}", f"max RSS over {len(arms[0].samples)} runs", "", arms[0].peak_rss_mib,
+                       None, "mib", 80, "<= 80 MiB", note="the largest process of the command (each checkout process "
+                       "maps the same pages; they are not added up)")
+            )
+        if self.wants_profile(figure):
+            path = where / "profiled"
+            text = self.cprofile([str(gpuspace_script()), *add, "-b", "profiled", str(path)], repo)
+            self.retire(repo, path, "profiled", bound=True)
+            self.profiles.append((f"`git gpuspace add --no-start --gpus none`, {label}{title_suffix}", text))
 
     def checkout_before_after(self, repo: Path, label: str) -> None:
         """The materialization alone, in a fresh interpreter: dulwich's reset_index (what `add`
@@ -444,12 +506,15 @@ class Bench:
             settle()
             return sample
 
-        arms = [Arm("dulwich reset_index", python_arm("dulwich")), Arm("checkout.py", python_arm("checkout")), Arm("git", git_arm)]
-        alternate(arms, max(2, self.plan.reps_slow - 2), self.say)
+        arms = [Arm("before: dulwich setup + `reset_index`", python_arm("dulwich")),
+                Arm("now: `checkout.py`", python_arm("checkout")),
+                Arm("`git worktree add --detach`", git_arm)]
+        self.measure(arms, max(2, self.plan.reps_slow - 2))
         for arm in arms[:2]:
             self.figures.append(
-                Figure(f"materialization alone, {label}", f"{arm.label} (python process)", "`git worktree add --detach`",
-                       arm.median, arms[2].median, "ratio", None, "(profile)")
+                pair(f"materialization alone, {label}", arm, arms[2], "ratio", None, "(profile)",
+                     note="" if arm is arms[1] else "a fresh interpreter that only makes the worktree; before, dulwich's "
+                     "linked-worktree setup checked out the main HEAD and then `reset_index` the commit: twice")
             )
 
     def tmpfs_creation(self, disk_repo: Path, label: str) -> None:
@@ -486,12 +551,11 @@ class Bench:
             branch["now"] = target
             return sample
 
-        arms = [Arm("with hook", lambda rep: switch([])), Arm("hooks off", lambda rep: switch(["-c", f"core.hooksPath={no_hooks}"]))]
-        alternate(arms, max(plan.reps, 15) if plan.reps > 1 else 2, self.say)
-        self.figures.append(
-            Figure("post-checkout hook", f"`git checkout` (hooks, {plan.hook_bindings} bindings)", "same, hooks off",
-                   arms[0].median, arms[1].median, "added", 25, "<= 25 ms added")
-        )
+        arms = [Arm(f"`git checkout` (hooks, {plan.hook_bindings} bindings)", lambda rep: switch([])),
+                Arm("same, hooks off", lambda rep: switch(["-c", f"core.hooksPath={no_hooks}"]))]
+        self.measure(arms, max(plan.reps, 15) if plan.reps > 1 else 2)
+        self.figures.append(pair("post-checkout hook", *arms, "added", 25, "<= 25 ms added",
+                                 note=f"a switch between two branches that differ in 11 of {plan.small[0] * plan.small[1]} files"))
 
     def add_end_to_end(self) -> None:
         """`git gpuspace add` (GPU, started container) vs the same by hand."""
@@ -503,10 +567,12 @@ class Bench:
         where.mkdir()
         uuid = self.gpu_uuid(0)
         manual_repo_label = str(self.base / "by-hand")
+        add = ["add", "--gpus", "1", "--image", self.image]
+        files = plan.small[0] * plan.small[1]
 
         def ours(rep: int) -> Sample:
             path = where / f"ours-{rep}"
-            sample = self.gs("add", "-b", f"ours-{rep}", str(path), "--gpus", "1", "--image", self.image, cwd=repo)
+            sample = self.gs(*add, "-b", f"ours-{rep}", str(path), cwd=repo)
             self.retire(repo, path, f"ours-{rep}", bound=True)
             return sample
 
@@ -530,16 +596,20 @@ class Bench:
             self.retire(repo, path, f"hand-{rep}", bound=False)
             return Sample(first.seconds + second.seconds, max(first.rss_kib, second.rss_kib))
 
-        arms = [Arm("gpuspace add", ours), Arm("by hand", by_hand)]
-        alternate(arms, plan.reps, self.say)
+        arms = [Arm("`git gpuspace add --gpus 1` (started)", ours), Arm("`git worktree add` + `docker run -d`", by_hand)]
+        self.measure(arms, plan.reps)
+        figure = pair("`add` end to end", *arms, "ratio", 1.3, "<= 1.3x",
+                      note=f"{files} files; the same mounts, labels, init, restart policy, shm size and GPU device request")
+        self.figures.append(figure)
         self.figures.append(
-            Figure("`add` end to end", "`git gpuspace add --gpus 1` (started)", "`git worktree add` + `docker run -d`",
-                   arms[0].median, arms[1].median, "ratio", 1.3, "<= 1.3x",
-                   note="same mounts, labels, init, restart policy, shm size and GPU device request")
+            Figure(f"peak memory, `add`, {files} files", f"max RSS over {len(arms[0].samples)} runs", "", arms[0].peak_rss_mib,
+                   None, "mib", 80, "<= 80 MiB")
         )
-        self.figures.append(
-            Figure("peak memory, `add`", f"max RSS over {len(arms[0].samples)} runs", "", arms[0].peak_rss_mib, None, "mib", 80, "<= 80 MiB")
-        )
+        if self.wants_profile(figure):
+            path = where / "profiled"
+            text = self.cprofile([str(gpuspace_script()), *add, "-b", "profiled", str(path)], repo)
+            self.retire(repo, path, "profiled", bound=True)
+            self.profiles.append((f"`git gpuspace add --gpus 1`, {files} files", text))
 
     def scale(self) -> None:
         """Grow one project's bindings (each holding a shared GPU, created not started) and
@@ -549,43 +619,42 @@ class Bench:
         common = (repo / ".git").resolve()
         where = self.base / "wt-project"
         where.mkdir()
+        add = ["add", "--no-start", "--gpus", "1", "--share", "--image", self.image]
         bound = 0
         extra = {"n": 0}
+
+        def add_one(rep: int) -> Sample:
+            extra["n"] += 1
+            path = where / f"extra-{extra['n']}"
+            sample = self.gs(*add, "-b", f"extra-{extra['n']}", str(path), cwd=repo)
+            self.retire(repo, path, f"extra-{extra['n']}", bound=True)
+            return sample
+
+        def anchor(rep: int) -> Sample:
+            ps = self.runner.run(["docker", "ps", "-a", "--filter", f"label={LABEL_REPO}={common}"], cwd=repo)
+            listing = self.runner.run(["git", "worktree", "list"], cwd=repo)
+            return Sample(ps.seconds + listing.seconds, max(ps.rss_kib, listing.rss_kib))
+
         for count in plan.scale:
             self.say(f"== {count} bindings")
             while bound < count:
-                self.gs("add", "-b", f"exp-{bound}", str(where / f"exp-{bound}"), "--no-start", "--gpus", "1", "--share",
-                        "--image", self.image, cwd=repo)
+                self.gs(*add, "-b", f"exp-{bound}", str(where / f"exp-{bound}"), cwd=repo)
                 bound += 1
-
-            def add_one(rep: int) -> Sample:
-                extra["n"] += 1
-                path = where / f"extra-{extra['n']}"
-                sample = self.gs("add", "-b", f"extra-{extra['n']}", str(path), "--no-start", "--gpus", "1", "--share",
-                                 "--image", self.image, cwd=repo)
-                self.retire(repo, path, f"extra-{extra['n']}", bound=True)
-                return sample
-
             arms = [
                 Arm("status", lambda rep: self.gs("status", cwd=repo)),
                 Arm("gpus", lambda rep: self.gs("gpus", cwd=repo)),
                 Arm("add", add_one),
             ]
             if count == plan.status_at:
-                def anchor(rep: int) -> Sample:
-                    ps = self.runner.run(["docker", "ps", "-a", "--filter", f"label={LABEL_REPO}={common}"], cwd=repo)
-                    listing = self.runner.run(["git", "worktree", "list"], cwd=repo)
-                    return Sample(ps.seconds + listing.seconds, max(ps.rss_kib, listing.rss_kib))
-                arms.append(Arm("docker ps + git worktree list", anchor))
-            alternate(arms, plan.reps, self.say)
+                arms.append(Arm("`docker ps -a` + `git worktree list`", anchor))
+            self.measure(arms, plan.reps)
             calls = {
                 "status": self.counted([*self.git_gpuspace, "status"], repo),
                 "gpus": self.counted([*self.git_gpuspace, "gpus"], repo),
             }
             extra["n"] += 1
             path = where / f"extra-{extra['n']}"
-            calls["add"] = self.counted([*self.git_gpuspace, "add", "-b", f"extra-{extra['n']}", str(path), "--no-start",
-                                         "--gpus", "1", "--share", "--image", self.image], repo)
+            calls["add"] = self.counted([*self.git_gpuspace, *add, "-b", f"extra-{extra['n']}", str(path)], repo)
             self.retire(repo, path, f"extra-{extra['n']}", bound=True)
             for name, counter in calls.items():
                 self.requests[f"{name} at {count} bindings"] = counter
@@ -597,14 +666,18 @@ class Bench:
                 + [f"{arm.median * 1000:.0f} ms, {sum(calls[arm.label].values())} calls, {arm.peak_rss_mib:.1f} MiB" for arm in arms[:3]]
             )
             if count == plan.status_at:
-                self.figures.append(
-                    Figure(f"`status`, {count} bindings", "`git gpuspace status`", "`docker ps -a` + `git worktree list`",
-                           arms[0].median, arms[3].median, "ratio", 2.0, "<= 2x their sum")
-                )
+                figure = pair(f"`status`, {count} bindings", arms[0], arms[3], "ratio", 2.0, "<= 2x their sum",
+                              ours_text="`git gpuspace status`",
+                              note=f"a {plan.project[0] * plan.project[1]}-file project: {count + 1} worktrees, each "
+                                   "checked for changes")
+                self.figures.append(figure)
                 self.figures.append(
                     Figure(f"peak memory, `status` ({count} bindings)", f"max RSS over {len(arms[0].samples)} runs", "",
                            arms[0].peak_rss_mib, None, "mib", 80, "<= 80 MiB")
                 )
+                if self.wants_profile(figure):
+                    self.profiles.append((f"`git gpuspace status`, {count} bindings",
+                                          self.cprofile([str(gpuspace_script()), "status"], repo)))
         first, last = plan.scale[0], plan.scale[-1]
         for name in ("status", "gpus", "add"):
             low, high = self.scaling_raw[first][name], self.scaling_raw[last][name]
@@ -621,42 +694,25 @@ class Bench:
             )
 
     # profiles
-    def profile_misses(self, large: Path) -> None:
-        missed = {figure.title for figure in self.figures if figure.met is False or self.plan.profile_all}
-        script = str(gpuspace_script())
-        if any(title.startswith("worktree creation") for title in missed):
-            path = self.base / "wt" / "profiled"
-            text = self.cprofile([script, "add", "-b", "profiled", str(path), "--no-start", "--gpus", "none", "--image", self.image], large)
-            self.retire(large, path, "profiled", bound=True)
-            self.profiles.append((f"`git gpuspace add --no-start --gpus none`, {large.name}", text))
-        if any(title.startswith("`status`") for title in missed):
-            project = self.base / "repo-project"
-            self.profiles.append(("`git gpuspace status`, project with bindings", self.cprofile([script, "status"], project)))
-        if "`add` end to end" in missed:
-            repo = self.base / "repo-add"
-            path = self.base / "wt-add" / "profiled"
-            text = self.cprofile([script, "add", "-b", "profiled", str(path), "--gpus", "1", "--image", self.image], repo)
-            self.retire(repo, path, "profiled", bound=True)
-            self.profiles.append(("`git gpuspace add --gpus 1`", text))
-        if "`--version`" in missed:
-            result = subprocess.run([sys.executable, "-X", "importtime", script, "--version"], cwd=self.base, env=self.env,
-                                    capture_output=True, text=True)
-            rows = [line for line in result.stderr.splitlines() if line.startswith("import time:") and "|" in line]
-            parsed = []
-            for line in rows[1:]:
+    def profile_imports(self) -> None:
+        result = subprocess.run([sys.executable, "-X", "importtime", str(gpuspace_script()), "--version"], cwd=self.base,
+                                env=self.env, capture_output=True, text=True)
+        parsed = []
+        for line in result.stderr.splitlines()[1:]:
+            if line.startswith("import time:") and "|" in line:
                 fields = [part.strip() for part in line.replace("import time:", "").split("|")]
                 parsed.append((int(fields[1]), int(fields[0]), fields[2]))
-            top = sorted(parsed, reverse=True)[:15]
-            self.profiles.append(("`git gpuspace --version` (`python -X importtime`, top cumulative, us)",
-                                  "\n".join(f"{c:>8} {s:>8}  {n}" for c, s, n in top)))
+        top = sorted(parsed, reverse=True)[:15]
+        self.profiles.append(("`git gpuspace --version` (`python -X importtime`: cumulative and own, microseconds)",
+                              "\n".join(f"{c:>8} {s:>8}  {n}" for c, s, n in top)))
 
     def cprofile(self, command: list[str], cwd: Path) -> str:
         """The command under cProfile: the top of the cumulative list (import machinery left
         out: the modules it imports show instead), then the top by own time."""
         out = self.base / "profile.out"
-        self.runner.run([sys.executable, "-m", "cProfile", "-o", str(out), *command], cwd=cwd)
+        self.runner.run([sys.executable, "-c", PROFILE_WRAPPER, str(out), *command], cwd=cwd)
         noise = ("<frozen importlib", "{built-in method builtins.exec}", "{built-in method builtins.__import__}",
-                 "importlib/__init__.py", "<frozen ")
+                 "importlib/__init__.py", "<frozen ", "runpy.py", "<string>")
 
         def top(order: str, count: int) -> list[str]:
             buffer = io.StringIO()
@@ -720,10 +776,20 @@ def machine() -> list[str]:
 
     temp = tempfile.gettempdir()
     try:
-        fs = subprocess.run(["df", "--output=fstype", temp], capture_output=True, text=True).stdout.split()[-1]
-    except (OSError, IndexError):
+        source, fs = subprocess.run(["df", "--output=source,fstype", temp], capture_output=True, text=True).stdout.split()[-2:]
+        if fs == "ext4":  # a journal-less ext4 behaves differently after deletions (see README)
+            journal = any(Path("/proc/fs/jbd2").glob(f"{Path(source).name}-*"))
+            fs += "" if journal else ", without a journal"
+    except (OSError, ValueError):
         fs = "?"
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                                text=True).stdout.strip()
+        branch = subprocess.run(["git", "-C", str(ROOT), "branch", "--show-current"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit, branch = "?", "?"
     return [
+        f"- Code: git-gpuspace at commit {commit} (branch {branch or 'detached'})",
         f"- CPU: {os.cpu_count()} cores ({model}); load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         f"- Memory: {memory}",
         f"- Kernel: {platform.system()} {platform.release()} ({system})",
@@ -752,9 +818,11 @@ def report(bench: Bench, command: str, started: datetime.datetime, seconds: floa
         "",
         "## Figures",
         "",
-        f"Medians of {plan.reps} repetitions ({plan.reps_slow} for the {plan.large[0] * plan.large[1]}-file figures, 15 "
-        f"for `--version` and the hook); in every repetition each figure and its anchor run once, in an order "
-        f"that rotates. Ratios are ours / anchor.",
+        f"Medians of {plan.reps} repetitions ({max(2, plan.reps_slow - 2) if plan.before else plan.reps_slow} to "
+        f"{plan.reps_slow} for the {plan.large[0] * plan.large[1]}-file figures, "
+        f"{max(plan.reps, 15) if plan.reps > 1 else 1} for `--version` and the hook), with the fastest and slowest run "
+        f"in brackets. In every repetition each figure and its anchor run once, in an order that rotates"
+        f"{'; a first, unmeasured repetition warms caches' if plan.warmup else ''}. Ratios are ours / anchor.",
         "",
         table(["figure", "ours", "anchor", "result", "target", "verdict"], rows),
         "",
