@@ -108,18 +108,24 @@ class Sample:
 
 
 class Runner:
-    """Runs commands in the benchmark's own environment and measures them."""
+    """Runs commands in the benchmark's own environment and measures them.
+
+    Peak RSS comes from GNU time, which runs each command as its own child: the `ru_maxrss`
+    that `wait4` reports for a child of this (large) process starts at this process's own
+    peak, which Linux hands on at exec.
+    """
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
+        self.gnu_time = _gnu_time()
 
     def run(self, command: list[str], cwd: Path, env: dict[str, str] | None = None) -> Sample:
         """Wall time and peak RSS of one command; raises with its output when it fails."""
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+                tempfile.NamedTemporaryFile("r", prefix="rss-") as rss:
+            launch = [self.gnu_time, "-f", "%M", "-o", rss.name, *command] if self.gnu_time else command
             start = time.perf_counter()
-            process = subprocess.Popen(
-                command, cwd=cwd, env=env or self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
-            )
+            process = subprocess.Popen(launch, cwd=cwd, env=env or self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             try:
                 _, status, usage = os.wait4(process.pid, 0)
             except BaseException:
@@ -135,13 +141,25 @@ class Runner:
                     f"`{shlex.join(command)}` in {cwd} exited {process.returncode}:\n"
                     f"{out.read().decode(errors='replace')[-2000:]}{err.read().decode(errors='replace')[-2000:]}"
                 )
-        return Sample(seconds, usage.ru_maxrss)
+            peak = usage.ru_maxrss
+            if self.gnu_time:
+                peak = int(rss.read().split()[-1])
+        return Sample(seconds, peak)
 
     def output(self, command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
         result = subprocess.run(command, cwd=cwd, env=env or self.env, capture_output=True, text=True)
         if result.returncode != 0:
             raise CommandFailed(f"`{shlex.join(command)}` in {cwd} exited {result.returncode}:\n{result.stdout}{result.stderr}")
         return result.stdout
+
+
+def _gnu_time() -> str | None:
+    path = "/usr/bin/time"
+    try:
+        probe = subprocess.run([path, "-f", "%M", "true"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return path if probe.returncode == 0 and probe.stderr.strip().isdigit() else None
 
 
 def gpuspace_script() -> Path:
@@ -851,8 +869,11 @@ def report(bench: Bench, command: str, started: datetime.datetime, seconds: floa
         f"- Bindings on the local test image `{bench.image}` (busybox), with `--image`; GPUs from the stand-in "
         "`tests/engine/nvidia-smi` (8 fake GPUs, a UUID seed of this run's own) and the engine's NVIDIA device "
         "request served by the stand-in hook.",
-        "- Every command runs as a fresh process, as a user would run it, with an isolated HOME and config; after "
-        "each worktree figure the worktree is removed and the disk synced (not timed).",
+        "- Every command runs as a fresh process, as a user would run it, with an isolated HOME and config, under "
+        + ("GNU time, which gives its peak RSS." if bench.runner.gnu_time else "no GNU time: peak RSS from wait4 "
+           "includes this process's own peak, so it is an upper bound.")
+        + " After each run its worktree is unbound, moved aside and pruned from git, and the disk synced (not "
+        "timed); files are deleted at the end (see the README).",
         "",
     ]
     if bench.profiles:
