@@ -346,3 +346,32 @@ def test_no_fork_while_other_threads_run():
         stop.set()
         thread.join()
     assert checkout._can_fork()
+
+
+def test_objects_of_an_alternate_store_are_read(tmp_path):
+    """A `git clone --shared` has no objects of its own: they are in the origin's store."""
+    origin = new_repo(tmp_path / "origin")
+    (origin / "shared.txt").write_text("from the alternate\n")
+    commit_all(origin)
+    git("repack", "-adq", cwd=origin)
+    git("clone", "-q", "--shared", str(origin), str(tmp_path / "clone"), cwd=tmp_path)
+    clone = tmp_path / "clone"
+    assert (clone / ".git" / "objects" / "info" / "alternates").exists()
+    assert_same_as_git(clone, tmp_path, out("rev-parse", "HEAD", cwd=clone))
+
+
+def test_a_configured_delta_cache_limit_is_honoured(tmp_path, monkeypatch):
+    repo = new_repo(tmp_path / "repo")
+    (repo / "a.txt").write_text("a\n")
+    commit = commit_all(repo)
+    git("config", "core.deltaBaseCacheLimit", "1234567", cwd=repo)
+    limits = []
+    real_init = checkout.DiskObjectStore.__init__
+
+    def spy(self, path, *args, **options):
+        limits.append(options.get("delta_base_cache_limit"))
+        real_init(self, path, *args, **options)
+
+    monkeypatch.setattr(checkout.DiskObjectStore, "__init__", spy)
+    assert_same_as_git(repo, tmp_path, commit)
+    assert 1234567 in limits and checkout.DELTA_CACHE_BYTES not in limits
