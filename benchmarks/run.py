@@ -13,7 +13,6 @@ after a failure or an interrupt. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import cProfile  # noqa: F401 - the profiles run `python -m cProfile`; fail early if it is missing
 import datetime
 import io
 import os
@@ -359,11 +358,10 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 class Bench:
-    def __init__(self, plan: Plan, base: Path, image: str, verbose: bool) -> None:
+    def __init__(self, plan: Plan, base: Path, image: str) -> None:
         self.plan = plan
         self.base = base
         self.image = image
-        self.verbose = verbose
         self.seed = secrets.token_hex(4)
         self.env = make_env(base, self.seed, image)
         self.runner = Runner(self.env)
@@ -955,7 +953,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
     machine_lines = machine()
     base = Path(tempfile.mkdtemp(prefix="gpuspace-bench-", dir=args.tmp)).resolve()
-    bench = Bench(plan, base, args.image, verbose=True)
+    bench = Bench(plan, base, args.image)
     clock = time.perf_counter()
     try:
         bench.run_all()
