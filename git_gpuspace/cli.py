@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import __version__
 
 EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a bug, with a log
+VERSION_TEXT = f"git-gpuspace {__version__}"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="git gpuspace",
         description="Bind each git worktree to its own Docker container and its own GPUs.",
     )
-    parser.add_argument("--version", action="version", version=f"git-gpuspace {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION_TEXT)
     verbs = parser.add_subparsers(dest="verb", metavar="<command>")
 
     add = verbs.add_parser(
@@ -162,6 +163,9 @@ _MODULES = {"rm": "remove", "stop": "start", "restart": "start", "_hook": "hook"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
+        print(VERSION_TEXT)  # what argparse would print, without building every parser first
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verb is None:

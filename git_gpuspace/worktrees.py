@@ -1,4 +1,5 @@
-"""Git worktrees, read and written through dulwich. The only module that imports dulwich.
+"""Git worktrees, read and written through dulwich. The only module that imports dulwich,
+with checkout.py, which fills a new worktree.
 
 What this writes is what `git worktree add` writes (a `.git` file in the worktree, an admin
 dir under `<common dir>/worktrees/<id>`), so the git CLI treats our worktrees as its own.
@@ -19,6 +20,7 @@ from dulwich.repo import Repo
 from dulwich.worktree import list_worktrees as _dulwich_list_worktrees
 from dulwich.worktree import remove_worktree
 
+from .checkout import init_linked_worktree, materialize
 from .errors import NotARepository, UsageError, WorktreeError
 
 HEADS = b"refs/heads/"
@@ -195,13 +197,13 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
             path.mkdir(parents=True, exist_ok=True)
             identifier = _unique_identifier(info.common_dir, path.name)
             admin_dir = info.common_dir / "worktrees" / identifier
-            worktree_repo = Repo._init_new_working_directory(str(path), repo, identifier=identifier)
+            worktree_repo = init_linked_worktree(str(path), repo, identifier, checkout.commit.encode())
             with contextlib.closing(worktree_repo):
                 if checkout.branch:
                     worktree_repo.refs.set_symbolic_ref(b"HEAD", HEADS + checkout.branch.encode())
                 else:
                     (admin_dir / "HEAD").write_bytes(checkout.commit.encode() + b"\n")
-                worktree_repo.get_worktree().reset_index(config=worktree_repo.get_config_stack())
+                materialize(worktree_repo)
         except BaseException as error:
             if admin_dir is not None:
                 shutil.rmtree(admin_dir, ignore_errors=True)

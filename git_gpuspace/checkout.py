@@ -1,0 +1,391 @@
+"""Materialize a commit's tree into a new, empty linked worktree, fast.
+
+dulwich's `reset_index` reads, filters and writes one file at a time (and dulwich's linked
+worktree setup checks out the main worktree's HEAD first, so `add` checked out twice). Here
+dulwich still reads every object and writes the index, but:
+
+- the tree is walked once and every path is checked up front (the same element validator
+  dulwich uses; no leading component may be a file, symlink or submodule of the same tree),
+  so no per-file `lstat` of leading directories is needed;
+- directories are made once, parents first;
+- blobs are read by the process's main thread (dulwich's pack reader is not thread-safe) and
+  written by a few threads in batches, so file creation overlaps; a bounded number of bytes
+  waits in memory;
+- a big tree is split between forked processes, one per CPU: reading and writing a file is
+  mostly Python work, which threads cannot spread over cores;
+- each file is created as git creates it (`O_CREAT|O_EXCL`, 0666 or 0777 less the umask), and
+  its index entry takes the stat data from `fstat` on the open descriptor;
+- the checkout filters (`.gitattributes`, `core.autocrlf`, `core.eol`) are skipped only when
+  they provably do nothing for this tree; otherwise every blob goes through dulwich's
+  normalizer (in one process);
+- the index is built once and written once.
+
+The worktree directory must be empty: files are created exclusively, never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import stat
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
+from dulwich.file import adjust_shared_perm
+from dulwich.filters import get_filter_for_path
+from dulwich.index import (
+    Index,
+    IndexEntry,
+    InvalidPathError,
+    cleanup_mode,
+    get_path_element_validator,
+    get_symlink_fn,
+    index_entry_from_stat,
+    validate_path,
+)
+from dulwich.object_store import DiskObjectStore, iter_tree_contents
+from dulwich.objects import S_ISGITLINK, Blob, Commit, Tag, hex_to_sha
+from dulwich.repo import Repo
+
+ATTRIBUTES_FILE = b".gitattributes"
+BATCH_FILES = 128  # files per task handed to a writer thread
+BATCH_BYTES = 1 << 20  # ... or fewer, once they hold this much
+MAX_WORKERS = 8  # writer threads per process
+MIN_FILES_PER_PROCESS = 2000  # below this a second process costs more than it saves
+MAX_PROCESSES = 8
+# dulwich keeps every object it resolves from a delta, up to core.deltaBaseCacheLimit (96 MiB
+# unless set): for one pass over a tree, a sixth of that reads as fast and keeps `add` small.
+DELTA_CACHE_BYTES = 16 << 20
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def init_linked_worktree(path: str, main_repo: Repo, identifier: str, head: bytes) -> Repo:
+    """Register `path` as a linked worktree of `main_repo`, as `git worktree add` does, with
+    HEAD at `head` (a commit id) and nothing checked out yet.
+
+    dulwich's `Repo._init_new_working_directory` writes the same files but then checks out
+    the main worktree's HEAD: a second full checkout, whose files the caller's tree may not
+    even have (they would be left behind as untracked files).
+    """
+    path = os.path.abspath(path)
+    admin_root = os.path.join(os.path.abspath(main_repo.controldir()), "worktrees")
+    admin_dir = os.path.join(admin_root, identifier)
+    shared = main_repo._get_shared_repository_permissions()
+    for directory in (admin_root, admin_dir):
+        try:
+            os.mkdir(directory)
+            adjust_shared_perm(directory, shared)
+        except FileExistsError:
+            pass
+    dot_git = os.path.join(path, ".git")
+    for file_path, content in (
+        (os.path.join(admin_dir, "gitdir"), dot_git),
+        (os.path.join(admin_dir, "commondir"), "../.."),
+        (os.path.join(admin_dir, "HEAD"), head.decode("ascii")),
+        (dot_git, "gitdir: " + admin_dir),
+    ):
+        with open(file_path, "wb") as file:
+            file.write(os.fsencode(content) + b"\n")
+    return Repo(path)
+
+
+def materialize(repo: Repo, tree_id: bytes | None = None, processes: int | None = None, threads: int | None = None) -> int:
+    """Write every entry of `tree_id` (default: HEAD's tree) into `repo`'s empty working tree
+    and write its index. Returns the number of entries.
+
+    Big trees are split between `processes` (forked; default: one per CPU, at least
+    MIN_FILES_PER_PROCESS files each), since reading and writing a file is mostly Python work
+    that threads cannot spread over cores. Each process reads its own blobs and writes them
+    with `threads` writer threads; the index entries come back to this process, which writes
+    the index.
+    """
+    if tree_id is None:
+        tree_id = _head_tree(repo)
+    config = repo.get_config()
+    root = os.fsencode(repo.path) + b"/"
+    entries = list(iter_tree_contents(repo.object_store, tree_id))
+    directories = _check_paths(entries, get_path_element_validator(config), config.get_boolean(b"core", b"ignorecase", False))
+    normalize = _checkout_filter(repo, tree_id, entries)
+    symlink_fn = get_symlink_fn(config)
+    for directory in directories:  # parents sort before their children
+        os.mkdir(root + directory)
+
+    if processes is None:
+        processes = _process_count(len(entries)) if normalize is None else 1
+    if processes > 1 and not _can_fork():
+        processes = 1
+    cpus = _cpu_count()
+    threads = threads or max(2, min(MAX_WORKERS, 2 * cpus // processes))
+    share = -(-len(entries) // processes) if entries else 0
+    parts = [entries[i:i + share] for i in range(0, len(entries), share)] if share else [[]]
+    children = []
+    try:
+        # Fork first: no thread of ours is running yet.
+        children = [_fork_writer(repo.path, part, root, symlink_fn, threads) for part in parts[1:]]
+        with _reading_store(repo) as store:
+            written = _write_entries(_blob_reader(store), parts[0], root, normalize, symlink_fn, threads)
+        for child in children:
+            written.update(child.collect())
+    finally:
+        for child in children:
+            child.kill()
+
+    index = Index(repo.index_path(), read=False, object_format=repo.object_format)
+    for entry in entries:
+        index[entry.path] = written[entry.path]
+    index.write()
+    return len(entries)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _process_count(files: int) -> int:
+    return max(1, min(_cpu_count(), MAX_PROCESSES, files // MIN_FILES_PER_PROCESS))
+
+
+def _can_fork() -> bool:
+    """Only where fork exists, and only from a single-threaded process (a fork copies one
+    thread: a lock another thread held would stay locked in the child forever)."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def _write_entries(read_blob, entries, root: bytes, normalize, symlink_fn, threads: int) -> dict[bytes, IndexEntry]:
+    """Read each blob here, hand batches to writer threads; each path's index entry."""
+    written: dict[bytes, IndexEntry] = {}
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="checkout") as pool:
+        in_flight: deque[Future] = deque()
+        batch: list[tuple[bytes, bytes, int, bytes, bytes]] = []
+        batch_bytes = 0
+
+        def flush() -> None:
+            nonlocal batch, batch_bytes
+            in_flight.append(pool.submit(_write_batch, batch, symlink_fn))
+            batch, batch_bytes = [], 0
+            while len(in_flight) > 2 * threads:  # bounded memory: wait for the oldest
+                written.update(in_flight.popleft().result())
+
+        try:
+            for entry in entries:
+                full_path = root + entry.path
+                if S_ISGITLINK(entry.mode):  # a submodule: an empty directory, as git leaves it
+                    os.mkdir(full_path)
+                    written[entry.path] = index_entry_from_stat(os.lstat(full_path), entry.sha, mode=entry.mode)
+                    continue
+                type_num, data = read_blob(entry.sha)
+                if type_num != Blob.type_num:
+                    raise InvalidPathError(entry.path)  # a tree entry with a file mode must name a blob
+                if normalize is not None and not stat.S_ISLNK(entry.mode):
+                    data = normalize(data, entry.path)
+                batch.append((entry.path, full_path, entry.mode, entry.sha, data))
+                batch_bytes += len(data)
+                if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                    flush()
+            if batch:
+                flush()
+            while in_flight:
+                written.update(in_flight.popleft().result())
+        except BaseException:
+            for future in in_flight:
+                future.cancel()
+            raise
+    return written
+
+
+class _Child:
+    """A forked writer: its pid and the pipe its index entries (or its error) come back on."""
+
+    def __init__(self, pid: int, pipe: int) -> None:
+        self.pid: int | None = pid
+        self.pipe: int | None = pipe
+
+    def collect(self) -> dict[bytes, IndexEntry]:
+        assert self.pipe is not None and self.pid is not None
+        with os.fdopen(self.pipe, "rb") as pipe:
+            self.pipe = None
+            payload = pipe.read()
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = None
+        try:
+            kind, value = pickle.loads(payload)
+        except Exception:
+            raise RuntimeError(f"a checkout process ended without a result (wait status {status})") from None
+        if kind != "ok":
+            raise value
+        return value
+
+    def kill(self) -> None:
+        """Stop and reap it (after a failure elsewhere); nothing once it was collected."""
+        if self.pipe is not None:
+            os.close(self.pipe)
+            self.pipe = None
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.pid = None
+
+
+def _fork_writer(worktree: str, entries, root: bytes, symlink_fn, threads: int) -> _Child:
+    """Fork a process that writes `entries` with its own object store (a pack file's read
+    position must not be shared) and sends back their index entries, or its exception."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        return _Child(pid, read_end)
+    status = 1
+    try:  # the child: whatever happens, it ends in os._exit, never back in the caller's code
+        os.close(read_end)
+        try:
+            with contextlib.closing(Repo(worktree)) as own, _reading_store(own) as store:
+                result = ("ok", _write_entries(_blob_reader(store), entries, root, None, symlink_fn, threads))
+            status = 0
+        except BaseException as error:
+            result = ("error", error)
+        try:
+            payload = pickle.dumps(result)
+            pickle.loads(payload)  # an exception that cannot come back whole comes back as its text
+        except Exception:
+            payload = pickle.dumps(("error", RuntimeError(f"checkout process: {result[1]!r}")))
+        with os.fdopen(write_end, "wb") as pipe:
+            pipe.write(payload)
+    finally:
+        os._exit(status)
+
+
+def _head_tree(repo: Repo) -> bytes:
+    head = repo[b"HEAD"]
+    while isinstance(head, Tag):
+        head = repo[head.object[1]]
+    if not isinstance(head, Commit):
+        raise ValueError(f"HEAD names a {type(head).__name__}, not a commit")
+    return head.tree
+
+
+@contextlib.contextmanager
+def _reading_store(repo: Repo):
+    """The repo's objects, opened again with a delta cache sized for one pass over a tree,
+    unless core.deltaBaseCacheLimit says otherwise (or the store is not on disk)."""
+    store = repo.object_store
+    if not isinstance(store, DiskObjectStore):
+        yield store
+        return
+    try:
+        limit = int(repo.get_config().get((b"core",), b"deltaBaseCacheLimit"))
+    except (KeyError, ValueError):
+        limit = DELTA_CACHE_BYTES
+    own = DiskObjectStore(store.path, delta_base_cache_limit=limit, object_format=store.object_format)
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+def _blob_reader(store) -> Callable[[bytes], tuple[int, bytes]]:
+    """`store.get_raw`, asking the packs first: the store's own lookup also checks for a
+    multi-pack index (a `stat`) on every call. Loose objects and alternates come last."""
+    packs = list(getattr(store, "packs", []))
+
+    def read(hex_sha: bytes) -> tuple[int, bytes]:
+        binary = hex_to_sha(hex_sha)
+        for position, pack in enumerate(packs):
+            try:
+                found = pack.get_raw(binary)
+            except KeyError:
+                continue
+            if position:  # the pack that answered is asked first next time
+                packs.insert(0, packs.pop(position))
+            return found
+        return store.get_raw(hex_sha)
+
+    return read
+
+
+def _check_paths(entries, validate_element: Callable[[bytes], bool], ignore_case: bool) -> list[bytes]:
+    """Refuse what git refuses to check out; return the directories to make, parents first.
+
+    Every element must pass the validator (no `.git`, `..`, NTFS/HFS aliases of them); no
+    path may appear twice; and no leading directory may also be a file, symlink or submodule
+    of this tree, so nothing is ever written through a symlink the checkout itself made.
+    """
+    fold = (lambda path: path.lower()) if ignore_case else (lambda path: path)
+    verdicts: dict[bytes, bool] = {}  # names repeat across directories: judge each once
+
+    def valid(element: bytes) -> bool:
+        verdict = verdicts.get(element)
+        if verdict is None:
+            verdict = verdicts[element] = validate_element(element)
+        return verdict
+
+    leaves: set[bytes] = set()
+    directories: set[bytes] = set()
+    for entry in entries:
+        path = entry.path
+        if not path or path.startswith(b"/") or not validate_path(path, valid):
+            raise InvalidPathError(path)
+        if stat.S_ISLNK(entry.mode) and path.rsplit(b"/", 1)[-1].lower() == b".gitmodules":
+            raise InvalidPathError(path)  # .gitmodules is read from the worktree: never a symlink
+        key = fold(path)
+        if key in leaves:
+            raise InvalidPathError(path)
+        leaves.add(key)
+        cut = path.rfind(b"/")
+        while cut > 0 and path[:cut] not in directories:
+            directories.add(path[:cut])
+            cut = path.rfind(b"/", 0, cut)
+    if leaves & {fold(directory) for directory in directories}:
+        clash = sorted(leaves & {fold(directory) for directory in directories})[0]
+        raise InvalidPathError(clash)
+    return sorted(directories)
+
+
+def _checkout_filter(repo: Repo, tree_id: bytes, entries) -> Callable[[bytes, bytes], bytes] | None:
+    """dulwich's checkout normalization, or None where it provably changes nothing.
+
+    Without any `.gitattributes` in the tree or in `$GIT_DIR/info/attributes`, every path has
+    the same (empty) attributes, so one probe tells whether the configuration (`core.autocrlf`,
+    `core.eol`) converts anything.
+    """
+    normalizer = repo.get_blob_normalizer(config=repo.get_config_stack(), tree=tree_id)
+    has_attributes = any(entry.path.rsplit(b"/", 1)[-1] == ATTRIBUTES_FILE for entry in entries)
+    if not has_attributes and not os.path.exists(os.path.join(repo.controldir(), "info", "attributes")):
+        if get_filter_for_path(b"probe", normalizer.gitattributes, filter_context=normalizer.filter_context) is None:
+            return None
+
+    def normalize(data: bytes, path: bytes) -> bytes:
+        return normalizer.checkout_normalize(Blob.from_string(data), path).as_raw_string()
+
+    return normalize
+
+
+def _write_batch(batch, symlink_fn) -> list[tuple[bytes, IndexEntry]]:
+    """Create each file or symlink (never over an existing one); its index entry, with the
+    stat data of the file as written."""
+    done = []
+    for tree_path, full_path, mode, sha, data in batch:
+        if stat.S_ISLNK(mode):
+            symlink_fn(data, full_path)
+            info = os.lstat(full_path)
+        else:
+            descriptor = os.open(full_path, _CREATE_FLAGS, 0o777 if mode & 0o100 else 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(descriptor, view):]
+                info = os.fstat(descriptor)
+            finally:
+                os.close(descriptor)
+        done.append((tree_path, index_entry_from_stat(info, sha, mode=cleanup_mode(mode))))
+    return done

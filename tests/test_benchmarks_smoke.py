@@ -1,0 +1,62 @@
+"""benchmarks/run.py --smoke runs end to end (so the benchmarks never rot) and cleans up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import LABEL_REPO, ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from engine_proxy import RequestParser  # noqa: E402
+
+
+def test_smoke_run_reports_every_figure_and_leaves_nothing(docker_client, tmp_path):
+    report = tmp_path / "RESULTS.md"
+    work = tmp_path / "work"
+    work.mkdir()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--out", str(report), "--tmp", str(work)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    text = report.read_text()
+    for figure in (
+        "`--version`",
+        "worktree creation, 50 files",
+        "worktree creation, 200 files",
+        "post-checkout hook",
+        "`add` end to end",
+        "`status`, 3 bindings",
+        "peak memory, `add`",
+        "peak memory, `status`",
+        "`status` engine calls",
+        "`gpus` engine calls",
+        "`add` engine calls",
+        "## Machine",
+        "python benchmarks/run.py --smoke",
+        "## Not run: the real GPU",
+    ):
+        assert figure in text, figure
+    assert list(work.iterdir()) == []  # its temporary directory is gone
+    left = [
+        c.name for c in docker_client.containers.list(all=True, filters={"label": LABEL_REPO})
+        if c.labels.get(LABEL_REPO, "").startswith(str(work))
+    ]
+    assert left == []
+
+
+def test_request_parser_counts_requests_not_bodies():
+    seen = []
+    parser = RequestParser(lambda method, target: seen.append((method, target)))
+    body = b"GET /fake HTTP/1.1\r\n\r\n"
+    stream = (
+        b"GET /v1.41/version HTTP/1.1\r\nHost: docker\r\n\r\n"
+        + b"POST /v1.41/containers/create?name=x HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        + b"POST /v1.41/build HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nGET /\r\n0\r\n\r\n"
+        + b"DELETE /v1.41/containers/x?force=1 HTTP/1.1\r\n\r\n"
+    )
+    for offset in range(len(stream)):  # one byte at a time: requests split anywhere
+        parser.feed(stream[offset:offset + 1])
+    assert [method for method, _ in seen] == ["GET", "POST", "POST", "DELETE"]
