@@ -300,14 +300,11 @@ def _wide_repo(tmp_path: Path, dirs: int = 6, files: int = 30) -> tuple[Path, st
 def test_a_big_tree_is_split_between_processes(tmp_path, monkeypatch):
     monkeypatch.setattr(checkout, "MIN_FILES_PER_PROCESS", 40)
     monkeypatch.setattr(checkout, "_cpu_count", lambda: 3)
-    forked = []
-    real_fork = checkout._fork_writer
-    monkeypatch.setattr(checkout, "_fork_writer", lambda *args: forked.append(1) or real_fork(*args))
+    forked = record_forks(monkeypatch)
     repo, commit = _wide_repo(tmp_path)
     assert_same_as_git(repo, tmp_path, commit)
     assert len(forked) == 2  # three processes: this one and two children
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # every child was reaped
+    assert_reaped(forked)
 
 
 @pytest.mark.parametrize("failing", ["child", "parent"])
@@ -324,14 +321,15 @@ def test_a_failing_process_fails_the_checkout_and_all_are_reaped(tmp_path, monke
         return real_write(batch, symlink_fn)
 
     monkeypatch.setattr(checkout, "_write_batch", write)
+    forked = record_forks(monkeypatch)
     target = tmp_path / "wt"
     target.mkdir()
     with DulwichRepo(str(repo)) as main:
         with checkout.init_linked_worktree(str(target), main, "wt", commit.encode()) as linked:
             with pytest.raises(PermissionError, match="denied for the test"):
                 checkout.materialize(linked, processes=2)
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+    assert forked
+    assert_reaped(forked)
 
 
 def test_no_fork_while_other_threads_run():
@@ -375,3 +373,24 @@ def test_a_configured_delta_cache_limit_is_honoured(tmp_path, monkeypatch):
     monkeypatch.setattr(checkout.DiskObjectStore, "__init__", spy)
     assert_same_as_git(repo, tmp_path, commit)
     assert 1234567 in limits and checkout.DELTA_CACHE_BYTES not in limits
+
+
+def record_forks(monkeypatch) -> list[int]:
+    """The pids of the writer processes the checkout forks."""
+    forked: list[int] = []
+    real_fork = checkout._fork_writer
+
+    def fork(*args):
+        child = real_fork(*args)
+        forked.append(child.pid)
+        return child
+
+    monkeypatch.setattr(checkout, "_fork_writer", fork)
+    return forked
+
+
+def assert_reaped(pids: list[int]) -> None:
+    """Each forked writer was waited for (the test process may have other children)."""
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
