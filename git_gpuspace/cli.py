@@ -30,14 +30,19 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _add_binding_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("container")
+def _add_container_settings(group) -> None:
+    """The settings `add`, `bind` and `init` share (init records them as repo defaults)."""
     group.add_argument("--gpus", metavar="SPEC", help="N (any N free), 0,2 or GPU-UUIDs, all, none (default: 1)")
-    group.add_argument("--share", action="store_true", help="allow GPUs that other --share bindings hold")
     group.add_argument("--image", metavar="IMAGE", help="container image (default: a PyTorch CUDA runtime image)")
     group.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 32g")
     group.add_argument("--cpus", metavar="N", help="CPU limit, e.g. 8 or 2.5")
     group.add_argument("--shm-size", metavar="SIZE", dest="shm_size", help="/dev/shm size (default: 8g)")
+
+
+def _add_binding_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("container")
+    _add_container_settings(group)
+    group.add_argument("--share", action="store_true", help="allow GPUs that other --share bindings hold")
     group.add_argument("--no-start", action="store_true", help="record the binding and create the container, but do not start it")
     services = parser.add_argument_group("ports and data")
     for name, port, what in (("jupyter", 8888, "Jupyter Lab, behind a random token"),
@@ -135,11 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="record repo defaults and install the hooks (plain `git worktree add` then binds)",
         description="Record repo defaults in .git/gpuspace.toml and install the git hooks.",
     )
-    init.add_argument("--image", metavar="IMAGE", help="default container image")
-    init.add_argument("--gpus", metavar="SPEC", help="default GPUs per worktree")
-    init.add_argument("--memory", metavar="SIZE", help="default memory limit")
-    init.add_argument("--cpus", metavar="N", help="default CPU limit")
-    init.add_argument("--shm-size", metavar="SIZE", dest="shm_size", help="default /dev/shm size")
+    _add_container_settings(init.add_argument_group("repo defaults"))
     init.add_argument("--no-hooks", action="store_true", help="record the defaults only")
 
     hooks = verbs.add_parser("hooks", help="install or uninstall the git hooks")

@@ -10,7 +10,7 @@ from ..settings import settings_from
 
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
-    flags = {"image": args.image, "gpus": args.gpus, "memory": args.memory, "cpus": args.cpus, "shm_size": args.shm_size}
+    flags = {key: getattr(args, key) for key in ("image", "gpus", "memory", "cpus", "shm_size")}
     with state.locked(info.common_dir) as current:
         given = {key: value for key, value in flags.items() if value is not None}
         settings_from({**current.defaults, **given}, {}, share=False)  # refuse bad defaults now
