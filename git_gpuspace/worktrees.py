@@ -252,12 +252,18 @@ def _unique_identifier(common_dir: Path, basename: str) -> str:
     return candidate
 
 
-def is_dirty(path: Path) -> bool:
-    """Modified, staged or untracked (not ignored) files: what makes `git worktree remove` refuse."""
+def is_dirty(path: Path) -> bool | None:
+    """Modified, staged or untracked (not ignored) files: what makes `git worktree remove` refuse.
+
+    None when the worktree is gone by the time we look (another command removed it).
+    """
     from dulwich import porcelain  # heavy: only when asked
 
-    with contextlib.closing(Repo(str(path))) as repo:
-        status = porcelain.status(repo, untracked_files="normal")
+    try:
+        with contextlib.closing(Repo(str(path))) as repo:
+            status = porcelain.status(repo, untracked_files="normal")
+    except (NotGitRepository, FileNotFoundError):
+        return None
     return bool(any(status.staged.values()) or status.unstaged or status.untracked)
 
 

@@ -167,3 +167,9 @@ def test_pull_progress_lines_step_by_quarters():
     assert _pull_line({"status": "Downloading", "id": "abc", "progressDetail": {}}) == ""
     assert _pull_line({"status": "Pull complete", "id": "abc"}) == "abc: Pull complete"
     assert _pull_line({"status": "Digest: sha256:1"}) == "Digest: sha256:1"
+
+
+def test_dirty_check_of_a_worktree_removed_meanwhile(tmp_path):
+    from git_gpuspace.worktrees import is_dirty
+
+    assert is_dirty(tmp_path / "gone") is None  # status racing a concurrent remove must not crash
