@@ -40,13 +40,13 @@ class ContainerSpec:
     name: str
     image: str
     worktree: Path
-    common_dir: Path
     labels: dict[str, str]
     gpus: list[str] = field(default_factory=list)  # UUIDs
     limits: Limits = field(default_factory=Limits)
     ports: list[PortMap] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    binds: list[tuple[str, str, bool]] = field(default_factory=list)  # (host path, container path, read-only)
+    # (host path, container path, read-only): the git dir as boundary.py lays it out, data, caches
+    binds: list[tuple[str, str, bool]] = field(default_factory=list)
     command: list[str] = field(default_factory=list)  # the first process; it keeps the container up
     host_options: dict = field(default_factory=dict)  # trusted extras for the host config (privileged, ...)
 
@@ -212,8 +212,6 @@ class Engine:
         host_config = self.api.create_host_config(
             mounts=[
                 Mount(target=WORKSPACE, source=str(spec.worktree), type="bind"),
-                # git inside the container follows the worktree's .git file to this path
-                Mount(target=str(spec.common_dir), source=str(spec.common_dir), type="bind"),
                 *(Mount(target=target, source=source, type="bind", read_only=read_only)
                   for source, target, read_only in spec.binds),
             ],

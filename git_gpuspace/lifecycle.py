@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from . import allocate, gpus, workspace, worktrees
+from . import allocate, boundary, gpus, workspace, worktrees
 from .containers import ContainerInfo, ContainerSpec, Engine, container_name, labels_for
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
@@ -94,7 +94,9 @@ def bind_worktree(
     settings = plan.settings
     name = container_name(info.name, worktree.path, info.common_dir)
     data_dir = _data_dir(settings, name, undo)
-    binds = _workspace_binds(settings, data_dir)
+    hooks_path = worktrees.config_value(info, "core", "hooksPath")
+    binds = boundary.git_binds(worktree.path, info.common_dir, worktree.is_main, worktree.admin_id, hooks_path)
+    binds += _workspace_binds(settings, data_dir)
     old = replacing.container if replacing else None
     chosen, ports = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, old)
     checkpoint("after-container-create")
@@ -186,7 +188,6 @@ def _claim_and_create(
                 name=name,
                 image=settings.image,
                 worktree=worktree.path,
-                common_dir=info.common_dir,
                 labels=labels_for(info.common_dir, worktree.path, worktree.branch, uuids, settings.share, ports),
                 gpus=uuids,
                 limits=settings.limits,
