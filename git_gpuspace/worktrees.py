@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from dulwich.config import ConfigFile
 from dulwich.errors import NotGitRepository
 from dulwich.objectspec import parse_commit
 from dulwich.refs import check_ref_format
@@ -30,6 +31,9 @@ HEADS = b"refs/heads/"
 class RepoInfo:
     common_dir: Path  # the shared .git directory (absolute, resolved)
     main_path: Path | None  # the main worktree; None for a bare repository
+    # core.worktree, absolute: git sets it in submodules' git dirs (.git/modules/<name>), users
+    # by hand. When set it is also main_path; `add` refuses such repositories (require_plain_repo).
+    core_worktree: Path | None = None
 
     @property
     def name(self) -> str:
@@ -43,6 +47,10 @@ class RepoInfo:
         return self.main_path if self.main_path is not None else self.common_dir
 
     def open(self) -> Repo:
+        if self.core_worktree is not None:
+            # The working tree may have no .git of its own (a hand-set core.worktree): open the
+            # git dir, where dulwich, like git, reads core.worktree.
+            return Repo(str(self.common_dir))
         return Repo(str(self.anchor))
 
 
@@ -75,7 +83,15 @@ def discover(start: Path | None = None) -> RepoInfo:
             f"{start} is inside the git directory, not a worktree",
             hint="run this from the repository's working tree",
         )
-    return RepoInfo(common_dir=common_dir, main_path=None if bare else common_dir.parent)
+    # A submodule's git dir (.git/modules/<name>) is not named .git, so _is_bare calls it bare;
+    # its working tree is what core.worktree says. Without this, anchor would be the git dir
+    # and ../worktrees/<branch> would land inside the superproject's .git.
+    core_worktree = _core_worktree(common_dir)
+    if core_worktree is not None:
+        main_path = core_worktree
+    else:
+        main_path = None if bare else common_dir.parent
+    return RepoInfo(common_dir=common_dir, main_path=main_path, core_worktree=core_worktree)
 
 
 def _is_bare(common_dir: Path) -> bool:
@@ -83,6 +99,54 @@ def _is_bare(common_dir: Path) -> bool:
         return True
     with contextlib.closing(Repo(str(common_dir))) as repo:
         return repo.get_config().get_boolean(b"core", b"bare", False)
+
+
+def _core_worktree(common_dir: Path) -> Path | None:
+    """core.worktree, resolved as git does: relative to the git dir. `git sparse-checkout init`
+    (extensions.worktreeConfig) moves it into config.worktree, so that file is read too."""
+    found = None
+    # The later file wins, as in git. git reads config.worktree only with extensions.worktreeConfig;
+    # reading it always can only make `add` refuse more.
+    for name in ("config", "config.worktree"):
+        try:
+            found = ConfigFile.from_path(str(common_dir / name)).get((b"core",), b"worktree")
+        except (FileNotFoundError, KeyError):
+            pass
+    return (common_dir / os.fsdecode(found)).resolve() if found else None
+
+
+def require_plain_repo(info: RepoInfo, verb: str = "add") -> None:
+    """Refuse repositories whose working tree is set by core.worktree (submodules above all).
+
+    git 2.39's own `git worktree add` does work inside a submodule (the admin dir goes under
+    .git/modules/<name>/worktrees/), but `git worktree list` there shows the git dir as the
+    main worktree, and git documents submodule support of worktrees as incomplete; rather
+    than half-follow it, git-gpuspace refuses before it writes anything. `bind` needs this
+    too: the main worktree's `.git` is a file there, and a container mounting the git dir
+    over it cannot start.
+    """
+    if info.core_worktree is not None:
+        raise UsageError(
+            f"this repository sets core.worktree (a submodule?): git-gpuspace cannot {verb} worktrees here",
+            hint="run it in the superproject",
+        )
+
+
+def _is_git_dir(path: Path) -> bool:
+    """What git itself takes for a repository: HEAD, objects/ and refs/."""
+    return (path / "HEAD").is_file() and (path / "objects").is_dir() and (path / "refs").is_dir()
+
+
+def require_outside_git_dirs(info: RepoInfo, path: Path) -> None:
+    """Refuse a worktree path in any git dir (ours, a superproject's, a submodule's): files
+    checked out there could become hooks or config that git runs. Symlinks are followed too."""
+    for spelling in {path, Path(os.path.realpath(path))}:
+        for candidate in [spelling, *spelling.parents]:
+            if candidate == info.common_dir or (candidate.is_dir() and _is_git_dir(candidate)):
+                raise UsageError(
+                    f"'{path}' is inside a git directory ({candidate})",
+                    hint="put worktrees outside .git, e.g. ../worktrees/<name>",
+                )
 
 
 def list_worktrees(info: RepoInfo) -> list[Worktree]:
@@ -175,6 +239,9 @@ class Checkout:
 def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
     """Create a linked worktree at `path`; on failure remove whatever it made."""
     path = Path(os.path.abspath(path))
+    # Both checks before anything is made: never write a checkout into a git dir.
+    require_plain_repo(info)
+    require_outside_git_dirs(info, path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"'{path}' already exists")
     if checkout.branch:
@@ -199,6 +266,11 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
             admin_dir = info.common_dir / "worktrees" / identifier
             worktree_repo = init_linked_worktree(str(path), repo, identifier, checkout.commit.encode())
             with contextlib.closing(worktree_repo):
+                # dulwich puts a worktree where core.worktree says (resolved from the admin dir:
+                # in a submodule, that is the submodule's git dir); check out only into `path`.
+                target = Path(worktree_repo.path).resolve()
+                if target != path.resolve():
+                    raise WorktreeError(f"the checkout for '{path}' would go to '{target}' (core.worktree)")
                 if checkout.branch:
                     worktree_repo.refs.set_symbolic_ref(b"HEAD", HEADS + checkout.branch.encode())
                 else:

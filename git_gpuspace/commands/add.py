@@ -30,6 +30,7 @@ from ..specs import format_size
 
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
+    worktrees.require_plain_repo(info)
     path, checkout = plan_checkout(info, args)
     flags = flag_settings(args)
     with state.locked(info.common_dir) as current:

@@ -14,6 +14,7 @@ from .add import flag_settings, report
 
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
+    worktrees.require_plain_repo(info, "bind")
     worktree = resolve_worktree(info, args.worktree)
     if worktree.prunable:
         raise UsageError(f"'{worktree.path}' no longer exists", hint="`git worktree prune` forgets it")
