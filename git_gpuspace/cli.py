@@ -58,7 +58,7 @@ def _add_binding_options(parser: argparse.ArgumentParser) -> None:
     services.add_argument("--data-root", metavar="DIR", help="where the binding's data dir goes (default: the user data dir)")
     services.add_argument("--devcontainer", metavar="NAME", help="use .devcontainer/NAME/devcontainer.json")
     services.add_argument("--trust", action="store_true",
-                          help="let devcontainer.json ask for privileged mode, host network, capabilities, host paths")
+                          help="trust the devcontainer.json as it is (see `git gpuspace trust`) and apply all it asks for")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +119,19 @@ def build_parser() -> argparse.ArgumentParser:
     check = verbs.add_parser("check", help="inside the container: are the GPUs exactly the bound ones? does torch see them?")
     check.add_argument("worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
     verbs.add_parser("doctor", help="check the host (git, engine, NVIDIA runtime, GPUs, image, hooks) and say how to fix it")
+
+    trusting = verbs.add_parser(
+        "trust",
+        help="trust a worktree's devcontainer.json: its commands, ${localEnv:...}, runArgs and mounts apply",
+        description="Record that you trust a worktree's devcontainer.json as it is now (by its hash, in your "
+        "config dir). Untrusted, containers are made without its lifecycle commands, without ${localEnv:...} "
+        "and without runArgs or mounts that widen access. A changed file is untrusted again.",
+    )
+    trusting.add_argument("worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
+    trusting.add_argument("--devcontainer", metavar="NAME", help="the file .devcontainer/NAME/devcontainer.json")
+    trust_action = trusting.add_mutually_exclusive_group()
+    trust_action.add_argument("--list", action="store_true", help="list what you trust")
+    trust_action.add_argument("--revoke", action="store_true", help="no longer trust the worktree's devcontainer.json")
 
     settings = verbs.add_parser("config", help="get, set, unset or list settings (user or repo)")
     actions = settings.add_subparsers(dest="action", metavar="<action>", required=True)

@@ -7,7 +7,6 @@ belongs to; those labels are how any repo on the engine finds who holds which GP
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import sys
@@ -20,8 +19,8 @@ import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
-from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime, PortTaken
-from .model import Holder, Limits, PortMap
+from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime, PortTaken, StateError
+from .model import Holder, Limits, PortMap, name_digest
 
 LABEL_REPO = "gpuspace.repo"  # the repo's common git dir: present on every container we own
 LABEL_WORKTREE = "gpuspace.worktree"
@@ -80,8 +79,7 @@ class ContainerInfo:
 
 def container_name(repo_name: str, worktree: Path, common_dir: Path) -> str:
     """Deterministic and unique per engine: readable parts plus a hash of the full paths."""
-    digest = hashlib.sha256(f"{common_dir}\0{worktree}".encode()).hexdigest()[:8]
-    parts = [_slug(repo_name, 20), _slug(worktree.name, 24), digest]
+    parts = [_slug(repo_name, 20), _slug(worktree.name, 24), name_digest(common_dir, worktree)]
     return "gpuspace-" + "-".join(part for part in parts if part)
 
 
@@ -306,15 +304,32 @@ class Engine:
         """The engine's word for the container's state; None when there is no such container."""
         return next((c.state for c in self.list_managed() if c.name == name), None)
 
-    def stop(self, name: str) -> None:
+    def require_owner(self, name: str, owner: tuple[str, str]) -> None:
+        """A container is stopped or removed for a binding only when its labels say it is that
+        repo's (common dir) and worktree's: the name comes from a file a container could write."""
+        with self._calls():
+            try:
+                labels = self.api.inspect_container(name)["Config"].get("Labels") or {}
+            except docker.errors.NotFound:
+                return
+        if (labels.get(LABEL_REPO), labels.get(LABEL_WORKTREE)) != owner:
+            raise StateError(f"container '{name}' does not belong to {owner[1]} (its labels say otherwise); "
+                             f"left alone", hint="the state file names a container that is not ours: fix the entry")
+
+    def stop(self, name: str, owner: tuple[str, str] | None = None) -> None:
+        if owner is not None:
+            self.require_owner(name, owner)
         with self._calls():
             try:
                 self.api.stop(name, timeout=STOP_TIMEOUT_S)
             except docker.errors.APIError as error:
                 raise _translate(error, f"cannot stop container '{name}'") from None
 
-    def remove(self, name: str) -> None:
-        """Stop gracefully (SIGTERM, then SIGKILL after a grace period) and delete. Gone is fine."""
+    def remove(self, name: str, owner: tuple[str, str] | None = None) -> None:
+        """Stop gracefully (SIGTERM, then SIGKILL after a grace period) and delete. Gone is fine.
+        `owner`: (repo, worktree) its labels must name."""
+        if owner is not None:
+            self.require_owner(name, owner)
         with self._calls():
             try:
                 self.api.stop(name, timeout=STOP_TIMEOUT_S)

@@ -1,10 +1,12 @@
 """`.devcontainer/devcontainer.json`: what ML repos put there, taken as far as it is safe.
 
-The file comes from the repository, so it is untrusted: it cannot ask for privileged mode,
-host networking or IPC, added capabilities, devices, the Docker socket or host paths outside
-the repository unless the user passes --trust. What is refused, and what we do not support,
-is said in one notice each; nothing is dropped silently. `--gpus` in runArgs never overrides
-the exclusive GPU allocation.
+The file comes from the repository, so it is untrusted until the user trusts its content
+(`git gpuspace trust`, or `--trust`; see trust.py). Untrusted, the container is made with the
+safe subset: no lifecycle commands, no `${localEnv:...}` (the host's environment stays on the
+host), and no privileged mode, host namespaces, capabilities, devices, Docker socket or host
+paths outside the repository. What is skipped is named in one notice, with the command that
+trusts the file; what we do not support in another. `--gpus` in runArgs never overrides the
+exclusive GPU allocation.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import os
 import re
 import shlex
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ import json5
 from .errors import UsageError
 from .model import PortRequest
 
+MAX_BYTES = 1 << 20  # a devcontainer.json is a few KiB; a huge one is an attack on the parser
 SUPPORTED = {"name", "image", "build", "containerEnv", "forwardPorts", "mounts", "postCreateCommand",
              "hostRequirements", "runArgs"}
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
@@ -39,18 +43,31 @@ class Build:
         digest = hashlib.sha256()
         digest.update(self.dockerfile.read_bytes())
         digest.update(repr(sorted(self.args.items())).encode())
-        for root, dirs, files in os.walk(self.context):
+        for root, dirs, files in os.walk(self.context):  # does not descend into symlinked dirs
             dirs[:] = sorted(d for d in dirs if d != ".git")
             for name in sorted(files):
                 path = Path(root) / name
                 digest.update(f"{path.relative_to(self.context)}\0".encode())
-                try:
-                    with open(path, "rb") as handle:
-                        for block in iter(lambda: handle.read(1 << 20), b""):
-                            digest.update(block)
-                except OSError:
-                    continue
+                digest.update(_content_of(path))
         return f"gpuspace-build/devcontainer:{digest.hexdigest()[:16]}"
+
+
+def _content_of(path: Path) -> bytes:
+    """What the build would take of an entry: a link's target text, a regular file's bytes; a
+    device or FIFO only by its kind (reading /dev/zero or a FIFO would never end)."""
+    try:
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            return b"link\0" + os.readlink(path).encode()
+        if not stat.S_ISREG(info.st_mode):
+            return f"special {stat.S_IFMT(info.st_mode)}".encode()
+        digest = hashlib.sha256()
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW | os.O_NONBLOCK)) as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.digest()
+    except OSError:
+        return b"unreadable"
 
 
 @dataclass
@@ -66,14 +83,17 @@ class Devcontainer:
     layer: dict[str, Any] = field(default_factory=dict)  # settings it gives: memory, cpus, shm_size
     host_options: dict[str, Any] = field(default_factory=dict)  # trusted runArgs: privileged, cap_add, ...
     unsupported: list[str] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # what only a trusted file may ask for
+    worktree: Path | None = None
 
     def notices(self) -> list[str]:
         lines = []
         if self.unsupported:
             lines.append(f"{self.path.name}: not supported, ignored: {', '.join(self.unsupported)}")
-        if self.refused:
-            lines.append(f"{self.path.name}: refused (pass --trust to allow): {', '.join(self.refused)}")
+        if self.skipped:
+            lines.append(f"{self.path.name} is not trusted, so it was made without: {', '.join(self.skipped)}; "
+                         f"to allow them, review it and run `git gpuspace trust {self.worktree}`, then recreate "
+                         f"the container (`git gpuspace remove --keep-worktree` and `bind`)")
         return lines
 
 
@@ -92,16 +112,35 @@ def locate(worktree: Path, name: str | None) -> Path | None:
     return None
 
 
-def load(path: Path, worktree: Path, repo_root: Path, trust: bool) -> Devcontainer:
+def read(path: Path, worktree: Path, repo_root: Path) -> bytes:
+    """The file's bytes, read once (what is trusted is what is parsed): a regular file inside
+    the repository, of a sane size."""
+    if not inside(path.resolve(), repo_root, worktree):
+        raise UsageError(f"{path} leads outside the repository (a symlink?)")
     try:
-        document = json5.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise UsageError(f"{path} is not a regular file")
+            content = handle.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    if len(content) > MAX_BYTES:
+        raise UsageError(f"{path} is larger than {MAX_BYTES >> 20} MiB; refused",
+                         hint="a devcontainer.json is a few KiB: check what the repository put there")
+    return content
+
+
+def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: bool) -> Devcontainer:
+    """Parse `content` (the bytes of `path`); `trust`: the user trusts exactly these bytes."""
+    try:
+        document = json5.loads(content.decode("utf-8"))
+    except UnicodeDecodeError as error:
         raise UsageError(f"cannot read {path}: {error}") from None
     except ValueError as error:
         raise UsageError(f"{path} is not valid JSON with comments: {error}") from None
     if not isinstance(document, dict):
         raise UsageError(f"{path}: the top level must be an object")
-    config = Devcontainer(path=path)
+    config = Devcontainer(path=path, worktree=worktree)
     config.unsupported = sorted(key for key in document if key not in SUPPORTED)
     base = path.parent
     variables = {
@@ -111,10 +150,14 @@ def load(path: Path, worktree: Path, repo_root: Path, trust: bool) -> Devcontain
         "containerWorkspaceFolderBasename": "workspace",
     }
 
+    def local_env(match: re.Match) -> str:
+        if trust:
+            return os.environ.get(match.group(1), match.group(2) or "")
+        _once(config.skipped, match.group(0))  # the host's environment is not the repo's to read
+        return match.group(2) or ""
+
     def expand(value: Any) -> str:
-        text = str(value)
-        text = re.sub(r"\$\{localEnv:([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}",
-                      lambda m: os.environ.get(m.group(1), m.group(2) or ""), text)
+        text = re.sub(r"\$\{localEnv:([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}", local_env, str(value))
         return re.sub(r"\$\{([A-Za-z]+)\}", lambda m: variables.get(m.group(1), m.group(0)), text)
 
     if "image" in document:
@@ -126,7 +169,7 @@ def load(path: Path, worktree: Path, repo_root: Path, trust: bool) -> Devcontain
         dockerfile = base / _string(path, "build.dockerfile", build.get("dockerfile", "Dockerfile"))
         context = (base / _string(path, "build.context", build.get("context", "."))).resolve()
         for what, where in (("dockerfile", dockerfile), ("context", context)):
-            if not _inside(where.resolve(), repo_root, worktree):
+            if not inside(where.resolve(), repo_root, worktree):
                 raise UsageError(f"{path}: build.{what} {where} is outside the repository")
         if not dockerfile.is_file():
             raise UsageError(f"{path}: build.dockerfile {dockerfile} does not exist")
@@ -144,12 +187,16 @@ def load(path: Path, worktree: Path, repo_root: Path, trust: bool) -> Devcontain
             config.unsupported.append(f"mount {entry}")
             continue
         source, target, read_only = mount
-        if not trust and (Path(source).resolve().as_posix() in DOCKER_SOCKETS or not _inside(Path(source).resolve(), repo_root, worktree)):
-            config.refused.append(f"mount of {source}")
+        resolved = Path(source).resolve()  # mounted as resolved now: a later symlink swap is caught at use
+        if not trust and (resolved.as_posix() in DOCKER_SOCKETS or not inside(resolved, repo_root, worktree)):
+            config.skipped.append(f"mount of {source}")
             continue
-        config.mounts.append(f"{source}:{target}" + (":ro" if read_only else ""))
+        config.mounts.append(f"{resolved}:{target}" + (":ro" if read_only else ""))
     if "postCreateCommand" in document:
-        config.post_create = document["postCreateCommand"]
+        if trust:
+            config.post_create = document["postCreateCommand"]
+        else:
+            config.skipped.append("postCreateCommand")
     requirements = document.get("hostRequirements") or {}
     if isinstance(requirements, dict) and "gpu" in requirements:
         gpu = requirements["gpu"]
@@ -159,13 +206,18 @@ def load(path: Path, worktree: Path, repo_root: Path, trust: bool) -> Devcontain
     return config
 
 
+def _once(items: list[str], item: str) -> None:
+    if item not in items:
+        items.append(item)
+
+
 def _string(path: Path, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise UsageError(f"{path}: '{key}' must be a non-empty string")
     return value
 
 
-def _inside(path: Path, *roots: Path) -> bool:
+def inside(path: Path, *roots: Path) -> bool:
     return any(path == root.resolve() or root.resolve() in path.parents for root in roots)
 
 
@@ -229,7 +281,7 @@ def _run_args(path: Path, args: list, config: Devcontainer, trust: bool, repo_ro
             config.env[key] = text
         elif flag in _TRUSTED_ONLY and (value is not None or flag == "--privileged"):
             if not trust:
-                config.refused.append(f"runArgs {shown}")
+                config.skipped.append(f"runArgs {shown}")
                 continue
             option = _TRUSTED_ONLY[flag]
             if option == "volume":

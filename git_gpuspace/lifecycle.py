@@ -15,7 +15,7 @@ from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
 from .locking import host_gpu_lock
 from .model import Binding, Gpu, PortMap
-from .settings import Settings, settings_of
+from .settings import Settings, checked_settings
 from .specs import parse_gpus
 from .state import State
 
@@ -119,6 +119,7 @@ def bind_worktree(
         env=dict(settings.env),
         mounts=list(settings.mounts),
         host_options=dict(settings.host_options),
+        devcontainer=settings.devcontainer,
     )
     state.bindings = [b for b in state.bindings if b is not replacing and b.path != binding.path]
     state.bindings.append(binding)  # (a pending binding for this worktree is replaced too)
@@ -147,7 +148,7 @@ def _workspace_binds(settings: Settings, data_dir: Path) -> list[tuple[str, str,
     binds = [(str(data_dir), workspace.DATA_MOUNT, False)]
     binds += [(str(caches / cache), f"{workspace.CACHE_MOUNT}/{cache}", False) for cache in workspace.CACHES]
     if any(port.name == "ssh" for port in settings.ports) and os.getuid() != 0:
-        passwd, group = workspace.accounts(data_dir, os.getuid(), os.getgid())
+        passwd, group = workspace.accounts(os.getuid(), os.getgid())
         binds += [(str(passwd), "/etc/passwd", True), (str(group), "/etc/group", True)]
     for mount in settings.mounts:
         source, target, *mode = mount.split(":")
@@ -220,6 +221,7 @@ def record_pending(state: State, info: worktrees.RepoInfo, worktree: worktrees.W
         env=dict(settings.env),
         mounts=list(settings.mounts),
         host_options=dict(settings.host_options),
+        devcontainer=settings.devcontainer,
     )
     state.remove(binding.path)
     state.bindings.append(binding)
@@ -235,7 +237,8 @@ def recreate(info: worktrees.RepoInfo, engine: Engine, state: State, binding: Bi
     other repo can take them in between.
     """
     same_gpus = ",".join(binding.gpus) or "none"
-    settings = replace(settings_of(binding), gpu_spec=binding.gpu_request or same_gpus, request=parse_gpus(same_gpus))
+    settings = replace(checked_settings(info, state.path, state.bindings.index(binding), binding, worktree),
+                       gpu_spec=binding.gpu_request or same_gpus, request=parse_gpus(same_gpus))
     engine.ensure_image(binding.image)
     plan = Plan(settings, engine, gpus.inventory() if binding.gpus else [])
     with Rollback() as undo:
@@ -249,10 +252,17 @@ def unbind(engine: Engine, state: State, binding: Binding) -> None:
     In this order a crash in between leaves a container no binding claims, which the next
     reconcile removes; the other order would leave a binding whose container is gone.
     """
+    owner = owner_of(state, binding)
+    engine.require_owner(binding.container, owner)  # before forgetting the binding: nothing done if not ours
     state.remove(binding.path)
     state.save()
     checkpoint("after-unbind-save")
     engine.remove(binding.container)
+
+
+def owner_of(state: State, binding: Binding) -> tuple[str, str]:
+    """The (repo, worktree) labels the binding's container must carry."""
+    return str(state.path.parent), binding.path
 
 
 def resolve_worktree(info: worktrees.RepoInfo, target: str | None) -> worktrees.Worktree:

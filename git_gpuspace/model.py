@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,12 @@ class Holder:
     share: bool
 
 
+def name_digest(common_dir: Path, worktree: Path) -> str:
+    """The end of a container's name: which repo and worktree it is for, so a name in the state
+    file can be checked against the binding it sits in."""
+    return hashlib.sha256(f"{common_dir}\0{worktree}".encode()).hexdigest()[:8]
+
+
 @dataclass
 class Binding:
     """Desired state of one worktree, as kept in `.git/gpuspace.toml`."""
@@ -100,6 +108,7 @@ class Binding:
     env: dict[str, str] = field(default_factory=dict)  # from devcontainer.json containerEnv
     mounts: list[str] = field(default_factory=list)  # extra "source:target[:ro]" binds
     host_options: dict = field(default_factory=dict)  # trusted devcontainer runArgs (privileged, cap_add, ...)
+    devcontainer: str | None = None  # the devcontainer.json it was made from, relative to the worktree
     created: _dt.datetime = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     )

@@ -19,8 +19,8 @@ from pathlib import Path
 from . import worktrees as git_worktrees
 from .containers import LABEL_REPO, LABEL_WORKTREE, ContainerInfo, Engine
 from .errors import GpuspaceError
-from .lifecycle import Rollback, bind_worktree, prepare, record_pending, recreate
-from .settings import settings_of
+from .lifecycle import Rollback, bind_worktree, owner_of, prepare, record_pending, recreate
+from .settings import checked_settings, settings_of
 from .model import Binding
 from .state import State
 from .worktrees import RepoInfo, Worktree
@@ -87,7 +87,7 @@ def converge(
             actions.append(_follow_move(info, engine, state, binding, moved))
             continue
         if not binding.pending:
-            engine.remove(binding.container)
+            engine.remove(binding.container, owner_of(state, binding))
         state.remove(binding.path)
         state.save()
         actions.append(f"removed container {binding.container} (worktree {binding.path} is gone)")
@@ -119,7 +119,7 @@ def _follow_move(info: RepoInfo, engine: Engine, state: State, binding: Binding,
 
 def _retry(info: RepoInfo, engine: Engine, state: State, binding: Binding, worktree: Worktree) -> str:
     try:
-        plan = prepare(settings_of(binding), engine)
+        plan = prepare(checked_settings(info, state.path, state.bindings.index(binding), binding, worktree), engine)
         with Rollback() as undo:
             new, _ = bind_worktree(info, plan, state, worktree, start=True, undo=undo)
     except GpuspaceError as error:

@@ -3,11 +3,13 @@ validated before anything is created, or read back from a binding."""
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from . import config, devcontainer, gpus, workspace, worktrees
-from .errors import UsageError
+from . import config, devcontainer, gpus, trust, workspace, worktrees
+from .errors import StateError, UsageError
 from .model import Binding, GpuRequest, Limits, PortRequest
 from .specs import MIN_MEMORY, parse_address, parse_cpus, parse_gpus, parse_limit, parse_port, parse_size
 
@@ -31,6 +33,7 @@ class Settings:
     post_create: object = None  # devcontainer.json postCreateCommand: run once, after the first start
     host_options: dict = field(default_factory=dict)
     build: object = None  # devcontainer.Build: the image is built, not pulled
+    devcontainer: str | None = None  # the devcontainer.json used, relative to the worktree
 
 
 def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontainer.Devcontainer | None" = None) -> Settings:
@@ -88,7 +91,7 @@ def _service_ports(merged: dict) -> list[PortRequest]:
 
 
 def settings_of(binding: Binding) -> Settings:
-    """A binding's own settings: to claim again what a pending binding asked for."""
+    """A binding's own settings, as the state file says; `checked_settings` before using them."""
     spec = binding.gpu_request or (",".join(binding.gpus) if binding.gpus else "none")
     return Settings(
         image=binding.image,
@@ -102,16 +105,61 @@ def settings_of(binding: Binding) -> Settings:
         env=dict(binding.env),
         mounts=tuple(binding.mounts),
         host_options=dict(binding.host_options),
+        devcontainer=binding.devcontainer,
     )
+
+
+def checked_settings(info: worktrees.RepoInfo, state_path: Path, index: int, binding: Binding,
+                     worktree: worktrees.Worktree) -> Settings:
+    """A binding's settings to make its container again. The state file is data, not authority:
+    what widens access is re-checked against the trust record, mounts are resolved now (a source
+    swapped for a symlink since is caught), and the data dir must be one we made. A state file
+    that asks for more is refused, naming the key; nothing is done."""
+    where = f"{state_path}: bindings[{index}]"
+    hint = "the state file asks for more than you allowed: fix the entry, or trust the devcontainer.json that asks for it"
+    allowed = _trusted_asks(info, binding, worktree) if binding.host_options or binding.mounts else None
+    for key, value in binding.host_options.items():
+        if allowed is None or allowed.host_options.get(key) != value:
+            raise StateError(f"{where}.host_options.{key} = {value!r} is not asked for by a trusted "
+                             f"devcontainer.json; nothing was done", hint=hint)
+    mounts = []
+    for mount in binding.mounts:
+        source, target, *mode = mount.split(":")
+        resolved = os.path.realpath(source)
+        if not devcontainer.inside(Path(resolved), info.anchor, worktree.path) and (
+                allowed is None or mount not in allowed.mounts):
+            raise StateError(f"{where}.mounts: {source} resolves to {resolved}, outside the repository, and no "
+                             f"trusted devcontainer.json asks for it; nothing was done", hint=hint)
+        mounts.append(":".join([resolved, target, *mode]))
+    if binding.data_dir:
+        workspace.checked_data_dir(binding.data_dir, binding.container, where)
+    return replace(settings_of(binding), mounts=tuple(mounts))
+
+
+def _trusted_asks(info: worktrees.RepoInfo, binding: Binding, worktree: worktrees.Worktree):
+    """The worktree's devcontainer.json as a trusted file asks, or None when it is not trusted now."""
+    path = worktree.path / binding.devcontainer if binding.devcontainer else devcontainer.locate(worktree.path, None)
+    if path is None or not path.is_file():
+        return None
+    content = devcontainer.read(path, worktree.path, info.anchor)
+    if not trust.is_trusted(info.common_dir, content):
+        return None
+    return devcontainer.load(path, content, worktree.path, info.anchor, True)
 
 
 def settings_for_worktree(
     info: worktrees.RepoInfo, repo_defaults: dict, flags: dict, share: bool, worktree: worktrees.Worktree,
-    devcontainer_name: str | None = None, trust: bool = False,
+    devcontainer_name: str | None = None, trust_it: bool = False,
 ) -> Settings:
-    """Settings with the worktree's devcontainer.json as a layer; its notices go to stderr."""
+    """Settings with the worktree's devcontainer.json as a layer, as far as the user trusts it
+    (`trust_it`: --trust, which records that trust); its notices go to stderr."""
     path = devcontainer.locate(worktree.path, devcontainer_name)
-    dev = devcontainer.load(path, worktree.path, info.anchor, trust) if path else None
-    for notice in dev.notices() if dev else []:
+    if path is None:
+        return settings_from(repo_defaults, flags, share)
+    content = devcontainer.read(path, worktree.path, info.anchor)
+    if trust_it:
+        trust.grant(info.common_dir, path, content)
+    dev = devcontainer.load(path, content, worktree.path, info.anchor, trust.is_trusted(info.common_dir, content))
+    for notice in dev.notices():
         print(f"git-gpuspace: {notice}", file=sys.stderr)
-    return settings_from(repo_defaults, flags, share, dev)
+    return replace(settings_from(repo_defaults, flags, share, dev), devcontainer=str(path.relative_to(worktree.path)))

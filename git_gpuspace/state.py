@@ -21,7 +21,7 @@ import tomli_w
 from .errors import StateError
 from .faults import checkpoint
 from .locking import file_lock
-from .model import Binding, Limits, PortMap
+from .model import Binding, Limits, PortMap, name_digest
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -173,7 +173,7 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
     if created is not None:
         _require(path, f"{where}.created", created, _dt.datetime, "a date-time")
     optional: dict[str, Any] = {}
-    for key in ("worktree_id", "gpu_request", "pending", "data_dir"):
+    for key in ("worktree_id", "gpu_request", "pending", "data_dir", "devcontainer"):
         if entry.get(key) is not None:
             optional[key] = _require(path, f"{where}.{key}", entry[key], str, "a string")
     ports = []
@@ -190,6 +190,10 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
         raise StateError(f"{path}: {where}.mounts must be a list of strings", hint=_FIX_HINT)
     host_options = _require(path, f"{where}.host_options", entry.get("host_options", {}), dict, "a table")
     optional.update(ports=ports, env=dict(env), mounts=list(mounts), host_options=dict(host_options))
+    # Only a name we would give this worktree's container: `remove` and `prune` delete it.
+    if not re.fullmatch(r"gpuspace-[a-zA-Z0-9_.-]*-" + name_digest(path.parent, Path(entry["path"])), entry["container"]):
+        raise StateError(f"{path}: {where}.container {entry['container']!r} is not the name of this worktree's "
+                         f"container; nothing was done", hint=_FIX_HINT)
     binding = Binding(
         path=entry["path"],
         container=entry["container"],
@@ -220,7 +224,7 @@ def _binding_to_toml(binding: Binding) -> dict[str, Any]:
         share=binding.share,
         created=binding.created,
     )
-    for key in ("worktree_id", "gpu_request", "pending", "data_dir"):
+    for key in ("worktree_id", "gpu_request", "pending", "data_dir", "devcontainer"):
         if getattr(binding, key) is not None:
             entry[key] = getattr(binding, key)
     if binding.ports:

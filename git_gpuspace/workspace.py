@@ -1,22 +1,32 @@
 """What makes a container a place to work: data that outlives it, shared caches, services
-(Jupyter, SSH, TensorBoard) behind secrets only the user can read, experiment context."""
+(Jupyter, SSH, TensorBoard) behind secrets only the user can read, experiment context.
+
+The data dir is mounted writable in the container, so everything in it is the container's to
+change: the host opens what it writes or reads there without following symlinks, keeps files
+it mounts elsewhere, and deletes a data dir only when it proves the dir is one it made.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
 import os
 import secrets
 import shlex
+import stat
 from pathlib import Path
 
 import platformdirs
 
 from .config import APP_NAME
-from .errors import UsageError
+from .errors import GpuspaceError, StateError, UsageError
 from .model import Binding, PortMap
 
 DATA_MOUNT = "/data"
 CACHE_MOUNT = "/cache"
 PRIVATE = ".gpuspace"  # in the data dir, mode 0700: tokens, keys, service state
+OWNER = "owner"  # in PRIVATE: a keyed hash of the data dir's path, proof that we made it
 # Shared by every worktree of the user, so a 10 GB model is downloaded once.
 CACHES = {"huggingface": "HF_HOME", "pip": "PIP_CACHE_DIR", "torch": "TORCH_HOME"}
 SERVICE_PORTS = {"jupyter": 8888, "ssh": 22, "tensorboard": 6006}
@@ -36,11 +46,122 @@ def create_data_dir(root: Path, name: str) -> tuple[Path, bool]:
     made = not path.exists()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)  # the user's alone, like their home
     for sub in ("checkpoints", "logs"):
-        (path / sub).mkdir(parents=True, exist_ok=True)
-    private = path / PRIVATE
-    private.mkdir(mode=0o700, exist_ok=True)
-    os.chmod(private, 0o700)
+        (path / sub).mkdir(exist_ok=True)
+    os.close(_private_dir(path))
+    if made:
+        _write_private(path, OWNER, _owner_mark(path))
     return path, made
+
+
+def trusted_roots() -> list[Path]:
+    """Data roots that come from the user, never from a repository: the default and the user
+    config's `data_root`."""
+    from .config import load_user
+
+    roots = [default_data_root()]
+    configured = load_user().get("data_root")
+    if configured:
+        roots.append(Path(os.path.expanduser(str(configured))))
+    return [Path(os.path.realpath(root)) for root in roots]
+
+
+def checked_data_dir(text: str, container: str, where: str) -> Path:
+    """A data dir named by the state file, which is data: an absolute, symlink-free path that we
+    made (its owner mark is ours), or that is still to be made in one of the user's data roots
+    under the container's name. Anything else is refused, naming the key."""
+    path = Path(text)
+    problem = None
+    if not path.is_absolute() or os.path.normpath(text) != text or ".." in path.parts:
+        problem = "is not a plain absolute path"
+    elif os.path.realpath(text) != text:
+        problem = f"leads through a symlink to {os.path.realpath(text)}"
+    elif path.exists():
+        if not _marked(path) and not (path.name == container and path.parent in trusted_roots()):
+            problem = "is not a data dir git-gpuspace made (it lacks our owner mark)"
+    elif not (path.name == container and path.parent in trusted_roots()):
+        problem = "is outside your data roots"
+    if problem:
+        raise StateError(f"{where}.data_dir {text!r} {problem}; nothing was done",
+                         hint="the state file asks for more than git-gpuspace made: fix the entry by hand")
+    return path
+
+
+def _owner_mark(path: Path) -> str:
+    return hmac.new(_mark_key(), str(path).encode(), hashlib.sha256).hexdigest() + "\n"
+
+
+def _marked(path: Path) -> bool:
+    text = read_private(path, OWNER)
+    return text is not None and hmac.compare_digest(text, _owner_mark(path))
+
+
+def _mark_key() -> bytes:
+    """A secret of the user's, outside every data dir: a container cannot forge a mark."""
+    key_file = platformdirs.user_state_path(APP_NAME) / "owner.key"
+    try:
+        return key_file.read_bytes()
+    except FileNotFoundError:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another command made it first
+            return key_file.read_bytes()
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+        return key_file.read_bytes()
+
+
+def _private_dir(data_dir: Path) -> int:
+    """An fd on `<data dir>/.gpuspace`, made 0700 if missing, refusing a symlink put there."""
+    top = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        try:
+            os.mkdir(PRIVATE, 0o700, dir_fd=top)
+        except FileExistsError:
+            pass
+        try:
+            fd = os.open(PRIVATE, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
+        except OSError:
+            raise GpuspaceError(f"{data_dir / PRIVATE} is not a directory (a symlink?); refusing to use it",
+                                hint="something in the container replaced it: remove it by hand") from None
+    finally:
+        os.close(top)
+    os.fchmod(fd, 0o700)
+    return fd
+
+
+def _write_private(data_dir: Path, name: str, text: str) -> None:
+    """Write `.gpuspace/<name>` (0600) by rename inside the directory: a symlink the container
+    put at that name is replaced, never followed."""
+    directory = _private_dir(data_dir)
+    temporary = f".{name}.{secrets.token_hex(4)}"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=directory)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.rename(temporary, name, src_dir_fd=directory, dst_dir_fd=directory)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary, dir_fd=directory)
+        os.close(directory)
+
+
+def read_private(data_dir: Path, name: str) -> str | None:
+    """`.gpuspace/<name>` if it is a regular file (not a symlink, FIFO or device), else None."""
+    try:
+        directory = os.open(data_dir / PRIVATE, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
+    except OSError:
+        return None
+    finally:
+        os.close(directory)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None
+        return handle.read(1 << 16).decode(errors="replace")
 
 
 def ensure_caches() -> Path:
@@ -50,20 +171,13 @@ def ensure_caches() -> Path:
     return root
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
-
-
 def jupyter_token(data_dir: Path) -> str:
     """A random token, kept in a 0600 file in the data dir (never in labels or the engine's env)."""
-    path = data_dir / PRIVATE / "jupyter-token"
-    if path.exists():
-        return path.read_text().strip()
+    existing = read_private(data_dir, "jupyter-token")
+    if existing and existing.strip():
+        return existing.strip()
     token = secrets.token_hex(24)
-    _write_private(path, token + "\n")
+    _write_private(data_dir, "jupyter-token", token + "\n")
     return token
 
 
@@ -81,12 +195,15 @@ def install_ssh_keys(data_dir: Path, key_files: list[Path] | None) -> None:
         keys.append(text)
     if not keys:
         raise UsageError("--ssh needs a public key, and ~/.ssh has no *.pub", hint="pass --ssh-key PATH, or run ssh-keygen")
-    _write_private(data_dir / PRIVATE / "authorized_keys", "\n".join(keys) + "\n")
+    _write_private(data_dir, "authorized_keys", "\n".join(keys) + "\n")
 
 
-def accounts(data_dir: Path, uid: int, gid: int) -> tuple[Path, Path]:
-    """passwd/group naming the user's uid: sshd refuses users it cannot look up."""
-    passwd, group = data_dir / PRIVATE / "passwd", data_dir / PRIVATE / "group"
+def accounts(uid: int, gid: int) -> tuple[Path, Path]:
+    """passwd/group naming the user's uid: sshd refuses users it cannot look up. Kept outside
+    the data dir: they are mounted, and a container must not choose what the host mounts."""
+    directory = platformdirs.user_state_path(APP_NAME) / "accounts"
+    directory.mkdir(parents=True, exist_ok=True)
+    passwd, group = directory / "passwd", directory / "group"
     user = os.environ.get("USER", "gpuspace") or "gpuspace"
     passwd.write_text(f"root:x:0:0:root:/root:/bin/sh\n{user}:x:{uid}:{gid}:{user}:/home/gpuspace:/bin/sh\n")
     group.write_text(f"root:x:0:\n{user}:x:{gid}:\n")
@@ -146,7 +263,7 @@ def context(worktree_path: Path, branch: str | None, commit: str | None) -> dict
 def write_context(data_dir: Path, values: dict[str, str]) -> None:
     """Also in /data/.gpuspace/context.env, for processes that were started before a checkout."""
     text = "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(values.items()))
-    (data_dir / PRIVATE / "context.env").write_text(text)
+    _write_private(data_dir, "context.env", text)
 
 
 def urls(binding: Binding) -> dict[str, str]:
@@ -155,8 +272,7 @@ def urls(binding: Binding) -> dict[str, str]:
     for port in binding.ports:
         host = port.address if port.address not in ("0.0.0.0", "::") else "127.0.0.1"
         if port.name == "jupyter" and binding.data_dir:
-            token_file = Path(binding.data_dir) / PRIVATE / "jupyter-token"
-            token = token_file.read_text().strip() if token_file.exists() else ""
+            token = (read_private(Path(binding.data_dir), "jupyter-token") or "").strip()
             found[port.name] = f"http://{host}:{port.host_port}/lab?token={token}"
         elif port.name == "ssh":
             found[port.name] = f"ssh -p {port.host_port} {os.environ.get('USER') or 'root'}@{host}"

@@ -1,4 +1,4 @@
-"""devcontainer.json: the fields ML repos use are honoured; unsafe ones need --trust."""
+"""devcontainer.json: the fields ML repos use are honoured; commands and unsafe asks need trust."""
 
 from __future__ import annotations
 
@@ -44,10 +44,11 @@ def test_fields_taken_and_unsafe_ones_refused(repo, tmp_path, docker_client):
 
     result = repo.ok("add", "-b", "dc", str(tmp_path / "dc"))
     assert "not supported, ignored: customizations, features, runArgs --gpus all" in result.stderr
-    refused = next(line for line in result.stderr.splitlines() if "refused (pass --trust to allow)" in line)
+    refused = next(line for line in result.stderr.splitlines() if "is not trusted, so it was made without" in line)
     for what in (f"mount of {outside}", "mount of /var/run/docker.sock", "runArgs --privileged",
-                 "runArgs --cap-add SYS_ADMIN", "runArgs --network host"):
+                 "runArgs --cap-add SYS_ADMIN", "runArgs --network host", "postCreateCommand"):
         assert what in refused
+    assert f"git gpuspace trust {tmp_path / 'dc'}" in refused
 
     container = container_of(repo, "dc")
     host = container.attrs["HostConfig"]
@@ -61,7 +62,7 @@ def test_fields_taken_and_unsafe_ones_refused(repo, tmp_path, docker_client):
     assert targets["/datasets"] == str(tmp_path / "dc" / "datasets")
     assert "/outside" not in targets and "/var/run/docker.sock" not in targets
     assert [p["container_port"] for p in next(r for r in repo.status() if r["branch"] == "dc")["ports"]] == [6006]
-    assert (tmp_path / "dc" / ".post-create").read_text() == "created\n"
+    assert not (tmp_path / "dc" / ".post-create").exists()  # an untrusted file runs no command
 
 
 def test_trust_allows_what_was_refused(repo, tmp_path):

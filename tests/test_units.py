@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from git_gpuspace import allocate, cli, gpus, state
+from git_gpuspace.containers import container_name
 from git_gpuspace.errors import GpusUnavailable, StateError, UsageError
 from git_gpuspace.model import Binding, Gpu, GpuRequest, Holder, Limits
 from git_gpuspace.specs import format_size, parse_cpus, parse_gpus, parse_size
@@ -103,7 +104,7 @@ def test_choose_edge_cases():
 def test_state_round_trip(tmp_path):
     saved = state.State(path=tmp_path / "gpuspace.toml", defaults={"image": "img"})
     saved.bindings.append(
-        Binding(path="/w/a", container="c", image="img", branch="feature/a", gpus=["GPU-1"],
+        Binding(path="/w/a", container=container_name("r", Path("/w/a"), tmp_path), image="img", branch="feature/a", gpus=["GPU-1"],
                 limits=Limits(memory_bytes=1 << 30, cpus=2.5, shm_bytes=8 << 30), share=True,
                 created=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc))
     )

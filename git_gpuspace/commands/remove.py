@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from .. import state, worktrees
+from .. import state, workspace, worktrees
 from ..containers import Engine
 from ..errors import UsageError, WorktreeError
 from ..faults import checkpoint
@@ -34,6 +34,9 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"'{worktree.path}' is not bound to a container")
         else:
             _check_removable(worktree, args.force)
+        if args.purge and binding is not None and binding.data_dir:  # the state file is data: check before acting
+            workspace.checked_data_dir(binding.data_dir, binding.container,
+                                       f"{current.path}: bindings[{current.bindings.index(binding)}]")
         engine = Engine() if binding is not None else None  # unreachable: stop before changing anything
         if binding is not None:
             unbind(engine, current, binding)

@@ -7,8 +7,8 @@ import argparse
 from .. import state, worktrees
 from ..containers import Engine
 from ..errors import GpuspaceError
-from ..lifecycle import Rollback, bind_worktree, prepare, recreate, resolve_worktree
-from ..settings import settings_of
+from ..lifecycle import Rollback, bind_worktree, owner_of, prepare, recreate, resolve_worktree
+from ..settings import checked_settings
 from ..reconcile import converge_quietly
 
 
@@ -24,12 +24,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"{worktree.path} is pending ({binding.pending}): no container to stop")
             return 0
         if args.verb in ("stop", "restart") and not binding.pending:
-            engine.stop(binding.container)
+            engine.stop(binding.container, owner_of(current, binding))
             if args.verb == "stop":
                 print(f"Stopped {binding.container} (its GPUs stay reserved; `git gpuspace remove` frees them)")
                 return 0
         if binding.pending:
-            plan = prepare(settings_of(binding), engine)
+            plan = prepare(checked_settings(info, current.path, current.bindings.index(binding), binding, worktree), engine)
             with Rollback() as undo:
                 binding, _ = bind_worktree(info, plan, current, worktree, start=True, undo=undo)
             print(f"Started {binding.container} (was pending)")

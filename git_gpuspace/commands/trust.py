@@ -1,0 +1,40 @@
+"""`git gpuspace trust [<worktree>] [--list | --revoke]`: trust a worktree's devcontainer.json,
+as it is now, in this repository (see trust.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import devcontainer, trust, worktrees
+from ..errors import UsageError
+from ..lifecycle import resolve_worktree
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        found = trust.records()
+        for record in found:
+            print(f"{record.sha256[:12]}  {record.trusted:%Y-%m-%d %H:%M}  {record.path}")
+        if not found:
+            print("No devcontainer.json is trusted.")
+        return 0
+    info = worktrees.discover()
+    worktree = resolve_worktree(info, args.worktree)
+    path = devcontainer.locate(worktree.path, args.devcontainer)
+    if path is None:
+        raise UsageError(f"{worktree.path} has no devcontainer.json", hint="nothing to trust")
+    content = devcontainer.read(path, worktree.path, info.anchor)
+    if args.revoke:
+        if trust.revoke(info.common_dir, path, content):
+            print(f"No longer trusted: {path}")
+        else:
+            print(f"{path} was not trusted")
+        return 0
+    asks = devcontainer.load(path, content, worktree.path, info.anchor, False).skipped  # and: it parses
+    if not trust.grant(info.common_dir, path, content):
+        print(f"{path} is already trusted (sha256 {trust.digest(content)[:12]})")
+        return 0
+    print(f"Trusted {path} as it is now (sha256 {trust.digest(content)[:12]}); a change makes it untrusted again.")
+    if asks:
+        print(f"It may now: {', '.join(asks)}")
+    return 0
