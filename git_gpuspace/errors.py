@@ -52,3 +52,7 @@ class WorktreeError(GpuspaceError):
 
 class PortTaken(GpuspaceError):
     """A host port asked for is in use."""
+
+
+class LockTimeout(GpuspaceError):
+    """A lock stayed held past its bound (anyone on the host can flock the GPU claim lock)."""
