@@ -61,7 +61,8 @@ def test_four_and_four_concurrent_adds_from_two_repos_on_four_gpus(repo, other_r
     assert_converged(other_repo)
 
 
-def test_concurrent_add_remove_status_and_hooks_lose_no_update(repo, tmp_path):
+def test_concurrent_add_remove_status_and_hooks_lose_no_update(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_GPU_COUNT", "5")  # enough for every add whenever `remove r1` lands
     repo.ok("init", "--gpus", "1")
     for name in ("r1", "r2"):
         repo.ok("add", "-b", name, str(tmp_path / name))

@@ -33,23 +33,27 @@ def run(args: argparse.Namespace) -> int:
     worktrees.require_plain_repo(info)
     path, checkout = plan_checkout(info, args)
     flags = flag_settings(args)
-    with state.locked(info.common_dir) as current:
-        # Everything the flags say is checked, and GPUs looked at, before a big checkout.
-        early = settings_from(current.defaults, flags, args.share)
-        require_unbound(current, path)
-        engine = Engine()
-        if args.gpus is not None:  # without the flag, the checked-out devcontainer.json may decide
-            allocate.choose(early.request, gpus.inventory() if not early.request.none else [],
-                            leases(engine.list_managed()), args.share)
-        converge_quietly(info, engine, current)
-        with Rollback() as undo:
-            made_dirs = worktrees.missing_parents(path)
-            worktree = worktrees.add(info, path, checkout)
-            undo.push(f"remove worktree {path}", lambda: _undo_worktree(info, worktree, checkout, made_dirs))
-            checkpoint("after-worktree-add")
-            # The checked-out devcontainer.json is a layer of its own.
-            settings = settings_for_worktree(info, current.defaults, flags, args.share, worktree, args.devcontainer, args.trust)
-            plan = prepare(settings, engine)
+    # Everything the flags say is checked, and GPUs looked at, before a big checkout.
+    known = state.load(info.common_dir)  # read again under the lock before anything is recorded
+    defaults = known.defaults
+    early = settings_from(defaults, flags, args.share)
+    require_unbound(known, path)
+    engine = Engine()
+    if args.gpus is not None:  # without the flag, the checked-out devcontainer.json may decide
+        allocate.choose(early.request, gpus.inventory() if not early.request.none else [],
+                        leases(engine.list_managed()), args.share)
+    with Rollback() as undo:
+        made_dirs = worktrees.missing_parents(path)
+        worktree = worktrees.add(info, path, checkout)
+        undo.push(f"remove worktree {path}", lambda: _undo_worktree(info, worktree, checkout, made_dirs))
+        checkpoint("after-worktree-add")
+        # The checked-out devcontainer.json is a layer of its own. Reading it and pulling or
+        # building its image take as long as the repository makes them: not under the repo lock.
+        settings = settings_for_worktree(info, defaults, flags, args.share, worktree, args.devcontainer, args.trust)
+        plan = prepare(settings, engine)
+        with state.locked(info.common_dir) as current:
+            require_unbound(current, path)
+            converge_quietly(info, engine, current)
             binding, chosen = bind_worktree(info, plan, current, worktree, start=not args.no_start, undo=undo)
     report(binding, chosen, started=not args.no_start)
     if not args.no_start:

@@ -18,12 +18,16 @@ def run(args: argparse.Namespace) -> int:
     worktree = resolve_worktree(info, args.worktree)
     if worktree.prunable:
         raise UsageError(f"'{worktree.path}' no longer exists", hint="`git worktree prune` forgets it")
+    # devcontainer.json, and pulling or building its image, take as long as the repository
+    # makes them: not under the repo lock (checked again under it).
+    known = state.load(info.common_dir)
+    settings = settings_for_worktree(
+        info, known.defaults, flag_settings(args), args.share, worktree, args.devcontainer, args.trust
+    )
+    require_unbound(known, worktree.path)
+    plan = prepare(settings)
     with state.locked(info.common_dir) as current:
-        settings = settings_for_worktree(
-            info, current.defaults, flag_settings(args), args.share, worktree, args.devcontainer, args.trust
-        )
         require_unbound(current, worktree.path)
-        plan = prepare(settings)
         converge_quietly(info, plan.engine, current)
         with Rollback() as undo:
             binding, chosen = bind_worktree(info, plan, current, worktree, start=not args.no_start, undo=undo)

@@ -36,28 +36,37 @@ def run(args: argparse.Namespace) -> int:
 
 def _bind_new_worktree() -> None:
     info = worktrees.discover()
-    with state.locked(info.common_dir) as current:
-        if not current.auto_bind:
-            return  # this repo did not run `git gpuspace init`
-        worktree = resolve_worktree(info, None)
-        existing = current.find(worktree.path)
-        if worktree.is_main or (existing is not None and not existing.pending):
-            return
-        settings = settings_for_worktree(info, current.defaults, {}, False, worktree)
-        try:
-            plan = prepare(settings)
+    worktree = resolve_worktree(info, None)
+    known = state.load(info.common_dir)
+    if not known.auto_bind or worktree.is_main or not _unbound(known, worktree):
+        return  # this repo did not run `git gpuspace init`, or there is nothing to do
+    # devcontainer.json, and pulling or building its image, take as long as the repository
+    # makes them: not under the repo lock.
+    settings = settings_for_worktree(info, known.defaults, {}, False, worktree)
+    try:
+        plan = prepare(settings)
+        with state.locked(info.common_dir) as current:
+            if not _unbound(current, worktree):
+                return
             with Rollback() as undo:
                 binding, chosen = bind_worktree(info, plan, current, worktree, start=True, undo=undo)
-            run_post_create(plan.engine, binding, settings.post_create)
-        except GpuspaceError as error:
-            record_pending(current, info, worktree, settings, str(error))
-            print(
-                f"git-gpuspace: warning: {worktree.path} has no container yet: {error}; "
-                f"it is pending (`git gpuspace start {worktree.path}` or `git gpuspace prune` retries)",
-                file=sys.stderr,
-            )
-            return
+        run_post_create(plan.engine, binding, settings.post_create)
+    except GpuspaceError as error:
+        with state.locked(info.common_dir) as current:
+            if _unbound(current, worktree):
+                record_pending(current, info, worktree, settings, str(error))
+        print(
+            f"git-gpuspace: warning: {worktree.path} has no container yet: {error}; "
+            f"it is pending (`git gpuspace start {worktree.path}` or `git gpuspace prune` retries)",
+            file=sys.stderr,
+        )
+        return
     report(binding, chosen, started=True, stream=sys.stderr)
+
+
+def _unbound(current: state.State, worktree: worktrees.Worktree) -> bool:
+    existing = current.find(worktree.path)
+    return existing is None or bool(existing.pending)
 
 
 def _converge() -> None:

@@ -14,12 +14,16 @@ from ..reconcile import converge_quietly
 
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
+    worktree = resolve_worktree(info, args.worktree)
+    known = state.load(info.common_dir).find(worktree.path)
+    engine = Engine()
+    if known is not None and args.verb != "stop" and (
+            known.pending or known.container not in {c.name for c in engine.list_managed()}):
+        engine.ensure_image(known.image)  # a pull takes as long as the registry makes it: not under the repo lock
     with state.locked(info.common_dir) as current:
-        worktree = resolve_worktree(info, args.worktree)
         binding = current.find(worktree.path)
         if binding is None:
             raise GpuspaceError(f"'{worktree.path}' is not bound to a container", hint="`git gpuspace bind` binds it")
-        engine = Engine()
         if args.verb == "stop" and binding.pending:
             print(f"{worktree.path} is pending ({binding.pending}): no container to stop")
             return 0
