@@ -625,7 +625,7 @@ class Bench:
         arms = [Arm("`git gpuspace add --gpus 1` (started)", ours), Arm("`git worktree add` + `docker run -d`", by_hand)]
         self.measure(arms, plan.reps)
         figure = pair("`add` end to end", *arms, "ratio", 1.3, "<= 1.3x",
-                      note=f"{files} files; the same mounts, labels, init, restart policy, shm size and GPU device request")
+                      note=f"{files} files; the same labels, init, restart policy, shm size and GPU device request; by hand mounts the worktree and the git dir, ours also the protected git-dir layout, data dir and caches")
         self.figures.append(figure)
         self.figures.append(
             Figure(f"peak memory, `add`, {files} files", f"max RSS over {len(arms[0].samples)} runs", "", arms[0].peak_rss_mib,
