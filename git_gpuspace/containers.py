@@ -28,6 +28,7 @@ LABEL_BRANCH = "gpuspace.branch"
 LABEL_GPUS = "gpuspace.gpus"  # comma-separated GPU UUIDs
 LABEL_SHARE = "gpuspace.share"  # "true" when the binding opted in to sharing its GPUs
 LABEL_PORTS = "gpuspace.ports"  # name=container:host@address,... : host ports stay reserved while stopped
+LABEL_RUN = "gpuspace.run"  # a run's id: its container's main process is the run's command
 
 WORKSPACE = "/workspace"
 HOME_IN_CONTAINER = "/home/gpuspace"
@@ -48,6 +49,7 @@ class ContainerSpec:
     binds: list[tuple[str, str, bool]] = field(default_factory=list)
     command: list[str] = field(default_factory=list)  # the first process; it keeps the container up
     host_options: dict = field(default_factory=dict)  # trusted extras for the host config (privileged, ...)
+    restart: bool = True  # a binding's comes back with the engine; a run's does not (it is then interrupted)
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class ContainerInfo:
     state: str  # the engine's word: created, running, exited, paused, restarting, dead
     image: str
     labels: dict[str, str]
+    exit_code: int | None = None  # when exited: from the engine's status line, no extra call
 
     @property
     def gpus(self) -> list[str]:
@@ -149,6 +152,7 @@ class Engine:
                 state=entry.get("State", "unknown"),
                 image=entry.get("Image", ""),
                 labels=entry.get("Labels") or {},
+                exit_code=_exit_code(entry.get("Status", "")),
             )
             for entry in found
         ]
@@ -219,7 +223,7 @@ class Engine:
             else None,
             init=True,
             # back after a reboot or an engine restart, unless the user stopped it
-            restart_policy={"Name": "unless-stopped"},
+            restart_policy={"Name": "unless-stopped" if spec.restart else "no"},
             mem_limit=spec.limits.memory_bytes,
             nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
             shm_size=spec.limits.shm_bytes,
@@ -344,6 +348,12 @@ class Engine:
             except docker.errors.APIError as error:
                 if "already in progress" not in str(error):
                     raise _translate(error, f"cannot remove container '{name}'") from None
+
+
+def _exit_code(status: str) -> int | None:
+    """'Exited (3) 2 seconds ago' -> 3."""
+    found = re.match(r"Exited \((-?\d+)\)", status)
+    return int(found.group(1)) if found else None
 
 
 def _pull_line(event: dict) -> str:

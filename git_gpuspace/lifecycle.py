@@ -42,6 +42,15 @@ class Rollback:
         return False
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What makes a container a run's: its main process is the command, and it is not restarted."""
+
+    command: list[str]
+    env: dict[str, str]
+    labels: dict[str, str]
+
+
 @dataclass
 class Plan:
     """An engine that answered, an image that is there, and GPUs that looked free."""
@@ -94,9 +103,7 @@ def bind_worktree(
     settings = plan.settings
     name = container_name(info.name, worktree.path, info.common_dir)
     data_dir = _data_dir(settings, name, undo)
-    hooks_path = worktrees.config_value(info, "core", "hooksPath")
-    binds = boundary.git_binds(worktree.path, info.common_dir, worktree.is_main, worktree.admin_id, hooks_path)
-    binds += _workspace_binds(settings, data_dir)
+    binds = _container_binds(info, worktree, settings, data_dir)
     old = replacing.container if replacing else None
     chosen, ports = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, old)
     checkpoint("after-container-create")
@@ -143,6 +150,14 @@ def _data_dir(settings: Settings, name: str, undo: Rollback) -> Path:
     return path
 
 
+def _container_binds(info: worktrees.RepoInfo, worktree: worktrees.Worktree, settings: Settings,
+                     data_dir: Path) -> list[tuple[str, str, bool]]:
+    """The git dir as boundary.py lays it out, then the data dir, caches and asked-for mounts."""
+    hooks_path = worktrees.config_value(info, "core", "hooksPath")
+    binds = boundary.git_binds(worktree.path, info.common_dir, worktree.is_main, worktree.admin_id, hooks_path)
+    return binds + _workspace_binds(settings, data_dir)
+
+
 def _workspace_binds(settings: Settings, data_dir: Path) -> list[tuple[str, str, bool]]:
     caches = workspace.ensure_caches()
     binds = [(str(data_dir), workspace.DATA_MOUNT, False)]
@@ -165,6 +180,7 @@ def _claim_and_create(
     binds: list[tuple[str, str, bool]],
     undo: Rollback,
     replacing: str | None = None,
+    run: RunSpec | None = None,
 ) -> tuple[list[Gpu], list[PortMap]]:
     """Atomic across every repo on the host: the host claim lock is held from reading the
     leases (container labels) until the new labelled container exists."""
@@ -189,19 +205,32 @@ def _claim_and_create(
                 name=name,
                 image=settings.image,
                 worktree=worktree.path,
-                labels=labels_for(info.common_dir, worktree.path, worktree.branch, uuids, settings.share, ports),
+                labels={**labels_for(info.common_dir, worktree.path, worktree.branch, uuids, settings.share, ports),
+                        **(run.labels if run else {})},
                 gpus=uuids,
                 limits=settings.limits,
                 ports=ports,
                 env={**workspace.environment(ports, workspace.context(worktree.path, worktree.branch, worktree.head)),
-                     **settings.env},
+                     **settings.env, **(run.env if run else {})},
                 binds=binds,
-                command=workspace.command(),
+                command=run.command if run else workspace.command(),
                 host_options=settings.host_options,
+                restart=run is None,
             )
         )
         undo.push(f"remove container {name}", lambda: engine.remove(name))
     return chosen, ports
+
+
+def start_run(info: worktrees.RepoInfo, plan: Plan, worktree: worktrees.Worktree, run: RunSpec,
+              undo: Rollback) -> tuple[str, list[Gpu], Path]:
+    """Claim GPUs for a run and start its container: (container name, GPUs, data dir)."""
+    name = container_name(info.name, worktree.path, info.common_dir)
+    data_dir = _data_dir(plan.settings, name, undo)
+    binds = _container_binds(info, worktree, plan.settings, data_dir)
+    chosen, _ = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, run=run)
+    plan.engine.start(name)
+    return name, chosen, data_dir
 
 
 def record_pending(state: State, info: worktrees.RepoInfo, worktree: worktrees.Worktree, settings: Settings, reason: str) -> Binding:

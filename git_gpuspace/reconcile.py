@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import worktrees as git_worktrees
-from .containers import LABEL_REPO, LABEL_WORKTREE, ContainerInfo, Engine
+from .containers import LABEL_REPO, LABEL_RUN, LABEL_WORKTREE, ContainerInfo, Engine
 from .errors import GpuspaceError
 from .lifecycle import Rollback, bind_worktree, owner_of, prepare, record_pending, recreate
 from .settings import checked_settings, settings_of
@@ -96,7 +96,8 @@ def converge(
             actions.append(_retry(info, engine, state, binding, live[binding.path]))
     claimed = {b.container for b in state.bindings}
     for container in containers if containers is not None else engine.list_managed():
-        if container.labels.get(LABEL_REPO) == str(info.common_dir) and container.name not in claimed:
+        if container.labels.get(LABEL_REPO) == str(info.common_dir) and container.name not in claimed \
+                and LABEL_RUN not in container.labels:  # a run's container is the dispatcher's
             engine.remove(container.name)
             actions.append(f"removed container {container.name} (no binding for {container.labels.get(LABEL_WORKTREE, '?')})")
     return actions

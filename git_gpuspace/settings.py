@@ -149,7 +149,7 @@ def _trusted_asks(info: worktrees.RepoInfo, binding: Binding, worktree: worktree
 
 def settings_for_worktree(
     info: worktrees.RepoInfo, repo_defaults: dict, flags: dict, share: bool, worktree: worktrees.Worktree,
-    devcontainer_name: str | None = None, trust_it: bool = False,
+    devcontainer_name: str | None = None, trust_it: bool = False, notices: bool = True,
 ) -> Settings:
     """Settings with the worktree's devcontainer.json as a layer, as far as the user trusts it
     (`trust_it`: --trust, which records that trust); its notices go to stderr."""
@@ -160,6 +160,6 @@ def settings_for_worktree(
     if trust_it:
         trust.grant(info.common_dir, path, content)
     dev = devcontainer.load(path, content, worktree.path, info.anchor, trust.is_trusted(info.common_dir, content))
-    for notice in dev.notices():
+    for notice in dev.notices() if notices else []:
         print(f"git-gpuspace: {notice}", file=sys.stderr)
     return replace(settings_from(repo_defaults, flags, share, dev), devcontainer=str(path.relative_to(worktree.path)))
