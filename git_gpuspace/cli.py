@@ -113,12 +113,40 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("shell", help="an interactive shell in a worktree's container").add_argument(
         "worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
     logs = verbs.add_parser("logs", help="the container's output")
-    logs.add_argument("worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
+    logs.add_argument("worktree", nargs="?", help="a run's id, or a worktree's path, directory name or branch "
+                      "(default: the current worktree)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep following the output")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
     check = verbs.add_parser("check", help="inside the container: are the GPUs exactly the bound ones? does torch see them?")
     check.add_argument("worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
     verbs.add_parser("doctor", help="check the host (git, engine, NVIDIA runtime, GPUs, image, hooks) and say how to fix it")
+
+    for verb, text in (("run", "run a command pinned to this commit in its own worktree, container and GPUs"),
+                       ("sweep", "run a command once per parameter set (-p axes), each pinned and on its own GPUs")):
+        runner = verbs.add_parser(verb, help=text, description=text[0].upper() + text[1:] + ", from a queue that "
+                                  "waits for free GPUs; dispatches in the foreground and exits 0 when every run succeeded.")
+        if verb == "sweep":
+            runner.add_argument("name", help="the sweep's name (unique in the repo)")
+            runner.add_argument("-p", "--param", action="append", dest="params", metavar="NAME=V1,V2",
+                                help="an axis; the command uses it as {NAME}; several axes: their cross product")
+            runner.add_argument("--append", action="store_true", help="add runs to an existing sweep")
+            runner.add_argument("--max-parallel", type=int, metavar="N", help="at most N runs of the sweep at once")
+        else:
+            runner.set_defaults(name=None, params=None, append=False, max_parallel=None)
+        runner.add_argument("--commit", metavar="COMMIT-ISH", help="run this commit (default: HEAD of this "
+                            "worktree, with its uncommitted changes to tracked files)")
+        runner.add_argument("--priority", type=int, default=0, metavar="N", help="higher runs start first (default 0)")
+        _add_container_settings(runner)
+        runner.add_argument("command", nargs="*", help="-- then the command and its arguments")
+
+    runs = verbs.add_parser("runs", help="the queue and history of runs; `runs resume` dispatches what is queued")
+    runs.add_argument("action", nargs="?", choices=("list", "resume"), default="list",
+                      help="list (default), or resume dispatching after Ctrl-C, kill or reboot")
+    runs.add_argument("--sweep", metavar="NAME", help="only this sweep's runs")
+    runs.add_argument("--state", choices=("queued", "running", "succeeded", "failed", "stopped"), help="only runs in this state")
+    runs.add_argument("--sort", metavar="[-]METRIC",
+                      help="order by a metric from the runs' logs; --sort=-METRIC: descending")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
 
     trusting = verbs.add_parser(
         "trust",
@@ -173,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_MODULES = {"rm": "remove", "stop": "start", "restart": "start", "_hook": "hook", "shell": "exec"}
+_MODULES = {"rm": "remove", "stop": "start", "restart": "start", "_hook": "hook", "shell": "exec", "sweep": "run"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,7 +209,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(VERSION_TEXT)  # what argparse would print, without building every parser first
         return 0
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = None
+    if argv[:1] in (["run"], ["sweep"]) and "--" in argv:  # argparse mixes options after a positional into a remainder
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
     args = parser.parse_args(argv)
+    if command is not None:
+        args.command = command
     if args.verb is None:
         parser.print_help()
         return 2

@@ -369,3 +369,75 @@ def config_value(info: RepoInfo, section: str, name: str) -> str | None:
             return repo.get_config_stack().get((section.encode(),), name.encode()).decode()
         except KeyError:
             return None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    commit: str  # HEAD, or a snapshot commit of the uncommitted changes to tracked files
+    snapshot: bool
+    untracked: list[str]  # left out, for a warning
+
+
+def snapshot(worktree: Path) -> Snapshot:
+    """What `git stash create` records, without touching the worktree, index or branch: a commit
+    whose parent is HEAD and whose tree is the index with the worktree's changes to tracked files."""
+    import stat
+    import time
+
+    from dulwich import porcelain
+    from dulwich.index import commit_tree
+    from dulwich.objects import Blob, Commit
+    from dulwich.repo import get_user_identity
+
+    with contextlib.closing(Repo(str(worktree))) as repo:
+        try:
+            head = repo.head()
+        except KeyError:
+            raise WorktreeError("the worktree has no commit yet", hint="make a first commit, then run") from None
+        status = porcelain.status(repo, untracked_files="normal")
+        untracked = [os.fsdecode(path) for path in status.untracked]
+        changed = set(status.unstaged)
+        if not changed and not any(status.staged.values()):
+            return Snapshot(head.decode(), False, untracked)
+        entries = []
+        for path, entry in repo.open_index().items():
+            sha, mode = getattr(entry, "sha", None), getattr(entry, "mode", None)
+            if sha is None:  # a conflicted entry: take the worktree's file
+                changed.add(path)
+            if path in changed and mode != 0o160000:
+                full = os.path.join(os.fsencode(worktree), path)
+                try:
+                    info = os.lstat(full)
+                except FileNotFoundError:
+                    continue  # deleted in the worktree
+                if stat.S_ISLNK(info.st_mode):
+                    data, mode = os.readlink(full), 0o120000
+                else:
+                    with open(full, "rb") as handle:
+                        data = handle.read()
+                    mode = 0o100755 if info.st_mode & 0o111 else 0o100644
+                blob = Blob.from_string(data)
+                repo.object_store.add_object(blob)
+                sha = blob.id
+            entries.append((path, sha, mode))
+        commit = Commit()
+        commit.tree = commit_tree(repo.object_store, entries)
+        commit.parents = [head]
+        identity = get_user_identity(repo.get_config_stack())
+        commit.author = commit.committer = identity
+        commit.author_time = commit.commit_time = int(time.time())
+        commit.author_timezone = commit.commit_timezone = 0
+        commit.message = b"git-gpuspace: snapshot of uncommitted changes\n"
+        repo.object_store.add_object(commit)
+        return Snapshot(commit.id.decode(), True, untracked)
+
+
+def set_ref(info: RepoInfo, ref: str, commit: str) -> None:
+    with contextlib.closing(info.open()) as repo:
+        repo.refs[ref.encode()] = commit.encode()
+
+
+def delete_ref(info: RepoInfo, ref: str) -> None:
+    with contextlib.closing(info.open()) as repo:
+        with contextlib.suppress(KeyError):
+            del repo.refs[ref.encode()]

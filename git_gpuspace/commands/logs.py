@@ -6,13 +6,32 @@ import argparse
 import sys
 
 from .. import worktrees
+from ..errors import UsageError
 from ..containers import Engine
 from ..lifecycle import resolve_worktree
+from ..runs import results
+from ..runs import store as run_store
 from .exec import running_binding
+
+
+def _run_log(found: run_store.Run, args: argparse.Namespace) -> int:
+    """A run's output: live from the engine while it runs with -f, else its kept run.log."""
+    if args.follow and found.state == "running" and found.container:
+        Engine().logs(found.container, follow=True, tail=args.tail if args.tail is not None else "all",
+                      output=sys.stdout.buffer)
+        return 0
+    if not found.data_dir:
+        raise UsageError(f"run {found.id} has not started yet ({found.state})")
+    lines = results.read_log(found.data_dir).splitlines(keepends=True)
+    sys.stdout.write("".join(lines[-args.tail:] if args.tail else lines))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
+    found = run_store.load(info.common_dir).find(args.worktree) if args.worktree else None
+    if found is not None:
+        return _run_log(found, args)
     binding = running_binding(info, resolve_worktree(info, args.worktree))
     Engine().logs(binding.container, follow=args.follow, tail=args.tail if args.tail is not None else "all",
                   output=sys.stdout.buffer)

@@ -1,0 +1,117 @@
+"""`git gpuspace run -- CMD` and `git gpuspace sweep NAME -p k=v1,v2 -- CMD`: submit runs
+pinned to a commit, each with its own detached worktree, then dispatch them in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from .. import gpus, state, worktrees
+from ..containers import Engine
+from ..errors import GpusUnavailable, UsageError
+from ..lifecycle import Rollback, resolve_worktree
+from ..runs import grid
+from ..runs import store as run_store
+from ..runs.dispatch import PREPARING, dispatch
+from ..runs.store import Run, Sweep
+from ..settings import settings_from
+
+SETTING_FLAGS = ("image", "gpus", "memory", "cpus", "shm_size")
+SWEEP_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,40}$")
+
+
+def run(args: argparse.Namespace) -> int:
+    info = worktrees.discover()
+    worktrees.require_plain_repo(info, args.verb)
+    command = list(args.command[1:] if args.command[:1] == ["--"] else args.command)
+    if not command:
+        raise UsageError(f"give the command after --, e.g. git gpuspace {args.verb} -- python train.py")
+    sweep = args.name if args.verb == "sweep" else None
+    axes = grid.parse_axes(args.params or []) if sweep else {}
+    if sweep:
+        if not SWEEP_NAME.match(sweep):
+            raise UsageError(f"invalid sweep name '{sweep}'", hint="lower-case letters, digits, '.', '_' and '-'")
+        if not axes:
+            raise UsageError("a sweep needs at least one axis", hint="add -p NAME=V1,V2,...")
+    grid.check(command, axes)
+    if args.max_parallel is not None and args.max_parallel < 1:
+        raise UsageError("--max-parallel must be at least 1")
+    flags = {key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key) is not None}
+    settings = settings_from(state.load(info.common_dir).defaults, flags, False)
+    if settings.request.count and settings.request.count > len(gpus.inventory()):
+        raise GpusUnavailable(f"each run asks for {settings.request.count} GPUs, but this host has "
+                              f"{len(gpus.inventory())}", hint="lower --gpus")
+    known = run_store.load(info.common_dir)
+    if sweep and sweep in known.sweeps and not args.append:
+        raise UsageError(f"a sweep named '{sweep}' exists", hint="choose another name, or --append to add runs to it")
+    commit, snapshot = _pin(info, args.commit)
+    Engine().ensure_image(settings.image)  # a pull, before anything is queued and outside the lock
+    ids = submit(info, command, commit, snapshot, flags, sweep, grid.expand(axes) if axes else [{}],
+                 args.max_parallel, args.priority)
+    print(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''} at {commit[:8]}"
+          + (" (a snapshot of uncommitted changes)" if snapshot else "") + f": {', '.join(ids)}", file=sys.stderr)
+    try:
+        ended = dispatch(info, set(ids))
+    except KeyboardInterrupt:
+        print("git-gpuspace: dispatching stopped; runs already started go on. "
+              "`git gpuspace runs resume` dispatches the rest, `git gpuspace runs` shows them", file=sys.stderr)
+        return 130
+    failed = [run for run in ended if run.state != "succeeded"]
+    print(f"{len(ended) - len(failed)} succeeded, {len(failed)} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _pin(info: worktrees.RepoInfo, commit_ish: str | None) -> tuple[str, bool]:
+    """`--commit`, or HEAD of this worktree with its uncommitted changes to tracked files."""
+    if commit_ish is not None:
+        return worktrees.resolve_commit(info, commit_ish), False
+    pinned = worktrees.snapshot(resolve_worktree(info, None).path)
+    if pinned.untracked:
+        print(f"git-gpuspace: warning: untracked files are not in the run: {', '.join(pinned.untracked[:10])}"
+              + (f" and {len(pinned.untracked) - 10} more" if len(pinned.untracked) > 10 else ""), file=sys.stderr)
+    return pinned.commit, pinned.snapshot
+
+
+def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: bool, flags: dict,
+           sweep: str | None, param_sets: list[dict[str, str]], max_parallel: int | None, priority: int) -> list[str]:
+    """Queue one run per parameter set: ids are reserved under the lock, worktrees and refs made
+    outside it (a checkout takes as long as the repo makes it), then the runs are released."""
+    with run_store.locked(info.common_dir) as runs:
+        if sweep:
+            runs.sweeps.setdefault(sweep, Sweep(sweep))
+            if max_parallel is not None:
+                runs.sweeps[sweep].max_parallel = max_parallel
+        made = []
+        for params in param_sets:
+            run_id = runs.next_id(sweep or "run")
+            path = info.anchor.parent / "worktrees" / "runs" / run_id
+            made.append(Run(id=run_id, command=grid.fill(command, params), commit=commit, worktree=str(path),
+                            flags=dict(flags), sweep=sweep, params=dict(params), snapshot=snapshot,
+                            priority=priority, reason=PREPARING))
+            runs.runs.append(made[-1])
+        runs.save()
+    ids = [run.id for run in made]
+    try:
+        with Rollback() as undo:
+            for run in made:
+                worktree = worktrees.add(info, Path(run.worktree), worktrees.Checkout(commit=commit))
+                undo.push(f"remove worktree {worktree.path}",
+                          lambda w=worktree: worktrees.remove(info, w, force=True))
+                ref = f"refs/gpuspace/runs/{run.id}"
+                worktrees.set_ref(info, ref, commit)  # nothing a run ran is garbage-collected
+                undo.push(f"delete {ref}", lambda r=ref: worktrees.delete_ref(info, r))
+    except BaseException:
+        with run_store.locked(info.common_dir) as runs:
+            runs.runs = [run for run in runs.runs if run.id not in ids]
+            if sweep and not any(run.sweep == sweep for run in runs.runs):
+                runs.sweeps.pop(sweep, None)
+            runs.save()
+        raise
+    with run_store.locked(info.common_dir) as runs:
+        for run in runs.runs:
+            if run.id in ids:
+                run.reason = None
+        runs.save()
+    return ids

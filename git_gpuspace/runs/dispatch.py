@@ -1,0 +1,146 @@
+"""The dispatcher: start queued runs on free GPUs, record what finished. One per repo, holding a
+lock outside the git dir (a container cannot hold it) while it lives.
+
+The engine is the source of truth for what ran: a run's container carries its id in a label and
+its exit code is the container's. Each turn lists the engine once, records runs whose
+containers exited (then removes the container, which frees its GPUs in the host-wide ledger)
+or vanished (`interrupted`), and starts queued runs in order while GPUs are free. A dispatcher
+that dies loses nothing: the next one does the same from what it finds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TextIO
+
+import platformdirs
+
+from .. import state, worktrees
+from ..config import APP_NAME
+from ..containers import LABEL_REPO, LABEL_RUN, ContainerInfo, Engine
+from ..errors import GpusUnavailable, GpuspaceError
+from ..lifecycle import Rollback, RunSpec, prepare, start_run
+from ..locking import file_lock
+from ..settings import settings_for_worktree
+from . import store as run_store
+from .store import Run, Runs, now
+
+POLL_S = 0.25  # a finished run's GPU goes to the next run within about this
+PREPARING = "preparing"  # reason of a queued run whose worktree is still being made
+ACTIVE = ("created", "running", "restarting", "paused", "removing")
+# The command is the container's main process; its output also goes to /data/logs/run.log.
+WRAPPER = ('mkdir -p /data/logs; { "$@"; echo $? > /tmp/.gpuspace-exit; } 2>&1 | tee -a /data/logs/run.log; '
+           'exit "$(cat /tmp/.gpuspace-exit 2>/dev/null || echo 1)"')
+
+
+def container_command(argv: list[str]) -> list[str]:
+    return ["sh", "-c", WRAPPER, "sh", *argv]
+
+
+def lock_path(common_dir: Path) -> Path:
+    digest = hashlib.sha256(str(common_dir).encode()).hexdigest()[:16]
+    directory = platformdirs.user_state_path(APP_NAME) / "dispatch"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{digest}.lock"
+
+
+def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: TextIO = sys.stderr,
+             poll: float = POLL_S) -> list[Run]:
+    """Dispatch until none of `wanted` (None: no run of the repo) is queued or running, and
+    return those runs as they ended. When another dispatcher is alive, follow its progress."""
+    engine = Engine()
+    with file_lock(lock_path(info.common_dir), wait=False) as mine:
+        if not mine:
+            print("git-gpuspace: another dispatcher runs this repo's queue; following it", file=out)
+        while True:
+            if mine:
+                _turn(info, engine, out)
+            current = run_store.load(info.common_dir)
+            mine_or_all = [run for run in current.runs if wanted is None or run.id in wanted]
+            if not any(run.state in ("queued", "running") for run in mine_or_all):
+                return mine_or_all
+            time.sleep(poll)
+
+
+def alive(info: worktrees.RepoInfo) -> bool:
+    """Is a dispatcher holding this repo's queue?"""
+    with file_lock(lock_path(info.common_dir), wait=False) as free:
+        return not free
+
+
+def _turn(info: worktrees.RepoInfo, engine: Engine, out: TextIO) -> None:
+    containers = engine.list_managed()
+    events: list[str] = []
+    with state.locked(info.common_dir) as current:
+        runs = run_store.load(info.common_dir)
+        events += _record_finished(info, engine, runs, containers)
+        events += _start_queued(info, engine, runs, current.defaults)
+        if events:
+            runs.save()
+    for line in events:
+        print(line, file=out, flush=True)
+
+
+def _record_finished(info: worktrees.RepoInfo, engine: Engine, runs: Runs, containers: list[ContainerInfo]) -> list[str]:
+    ours = {c.labels[LABEL_RUN]: c for c in containers
+            if c.labels.get(LABEL_REPO) == str(info.common_dir) and LABEL_RUN in c.labels}
+    events = []
+    for run in runs.runs:
+        container = ours.get(run.id)
+        if run.state != "running" or (container is not None and container.state in ACTIVE):
+            continue
+        run.finished = now()
+        if container is None or container.exit_code is None:
+            run.state, run.reason = "failed", "interrupted"  # its container died with the engine or was removed
+        else:
+            run.exit_code = container.exit_code
+            stopping = run.reason == "stopping"
+            run.state = "stopped" if stopping else ("succeeded" if run.exit_code == 0 else "failed")
+            run.reason = None
+        if container is not None:
+            engine.remove(container.name)  # frees its GPUs; its worktree and data dir stay
+        events.append(f"{run.id} {run.state}" + (f" (exit {run.exit_code})" if run.exit_code is not None
+                                                 else f" ({run.reason})") + f" after {_seconds(run)}")
+    return events
+
+
+def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults: dict) -> list[str]:
+    running = Counter(run.sweep for run in runs.runs if run.state == "running")
+    order = {run.id: index for index, run in enumerate(runs.runs)}
+    queued = sorted((run for run in runs.runs if run.state == "queued" and run.reason != PREPARING),
+                    key=lambda run: (-run.priority, order[run.id]))
+    events = []
+    for run in queued:
+        sweep = runs.sweeps.get(run.sweep) if run.sweep else None
+        if sweep and sweep.max_parallel and running[run.sweep] >= sweep.max_parallel:
+            continue
+        worktree = worktrees.find_worktree(info, Path(run.worktree))
+        try:
+            if worktree is None:
+                raise GpuspaceError(f"its worktree {run.worktree} is gone")
+            settings = settings_for_worktree(info, defaults, dict(run.flags), False, worktree, notices=False)
+            plan = prepare(settings, engine)
+            spec = RunSpec(container_command(run.command), {k: str(v) for k, v in run_store.params_env(run).items()},
+                           {LABEL_RUN: run.id})
+            with Rollback() as undo:
+                name, chosen, data_dir = start_run(info, plan, worktree, spec, undo)
+        except GpusUnavailable:
+            break  # the first in line waits for GPUs, so runs start in submission order
+        except GpuspaceError as error:
+            run.state, run.reason, run.finished = "failed", f"could not start: {error}", now()
+            events.append(f"{run.id} failed: could not start: {error}")
+            continue
+        run.state, run.started, run.reason = "running", now(), None
+        run.container, run.gpus, run.data_dir = name, [gpu.uuid for gpu in chosen], str(data_dir)
+        running[run.sweep] += 1
+        where = ", ".join(f"GPU {gpu.index}" for gpu in chosen) or "no GPU"
+        events.append(f"{run.id} started on {where}: {' '.join(run.command)}")
+    return events
+
+
+def _seconds(run: Run) -> str:
+    return f"{run.duration_s:.1f} s" if run.duration_s is not None else "-"

@@ -1,0 +1,51 @@
+"""Metrics from a run's log: the last value of each `name=number` or `name: number` on a line,
+and `/data/metrics.json` when the run writes one (it wins). A training script needs no import
+of ours. The data dir is the container's to write, so files are opened without following links."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+METRIC = re.compile(rf"(?<![\w.-])([A-Za-z_][\w./-]*)\s*(?:=|:)\s*({NUMBER})(?![\w.])")
+LOG = Path("logs") / "run.log"
+MAX_READ = 64 << 20  # the tail of a huge log is enough: metrics are the last values
+
+
+def metrics(data_dir: str | None) -> dict[str, float]:
+    if not data_dir:
+        return {}
+    found: dict[str, float] = {}
+    text = _read(Path(data_dir) / LOG)
+    for line in text.splitlines():
+        for name, value in METRIC.findall(line):
+            found[name] = float(value)
+    written = _read(Path(data_dir) / "metrics.json")
+    if written:
+        try:
+            document = json.loads(written)
+        except ValueError:
+            document = None
+        if isinstance(document, dict):
+            found.update({str(k): float(v) for k, v in document.items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return found
+
+
+def _read(path: Path) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_READ:
+            handle.seek(size - MAX_READ)
+        return handle.read(MAX_READ).decode(errors="replace")
+
+
+def read_log(data_dir: str) -> str:
+    return _read(Path(data_dir) / LOG)

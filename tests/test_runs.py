@@ -1,0 +1,157 @@
+"""Runs and sweeps on the real engine: pinned commits, own worktrees and GPUs, a queue that
+survives its dispatcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import TEST_IMAGE, wait_for
+
+
+def runs(repo, *args):
+    return json.loads(repo.ok("runs", "--json", *args).stdout)
+
+
+def overlap(records) -> int:
+    """The most runs that were running at one moment."""
+    import datetime as dt
+
+    events = sorted([(dt.datetime.fromisoformat(r["started"]), 1) for r in records]
+                    + [(dt.datetime.fromisoformat(r["finished"]), -1) for r in records])
+    most = current = 0
+    for _, step in events:
+        current += step
+        most = max(most, current)
+    return most
+
+
+def test_run_is_pinned_to_a_snapshot_and_exits_with_the_commands_code(repo, tmp_path):
+    (repo.path / "file0.txt").write_text("changed, not committed\n")
+    (repo.path / "notes.txt").write_text("untracked\n")
+    head = repo.git("rev-parse", "HEAD").stdout.strip()
+    status_before = repo.git("status", "--porcelain").stdout
+    result = repo.gs("run", "--gpus", "1", "--", "sh", "-c",
+                     "cat file0.txt; ls notes.txt 2>&1; echo \"run=$GPUSPACE_RUN gpu=$NVIDIA_VISIBLE_DEVICES\"; "
+                     "echo loss=0.25; exit 3")
+    assert result.returncode == 1, result.stderr
+    assert "untracked files are not in the run: notes.txt" in result.stderr
+    assert "a snapshot of uncommitted changes" in result.stderr
+    [record] = runs(repo)
+    assert record["state"] == "failed" and record["exit_code"] == 3
+    assert set(record) >= {"id", "sweep", "params", "commit", "state", "exit_code", "started", "finished",
+                           "duration_s", "gpus", "worktree", "data_dir", "metrics"}
+    assert record["metrics"] == {"loss": 0.25}
+    log = repo.ok("logs", record["id"]).stdout
+    assert "changed, not committed" in log and "No such file" in log
+    assert f"run={record['id']} gpu={record['gpus'][0]}" in log
+    # the user's worktree, index and branch are untouched; the snapshot's parent is HEAD, kept by a ref
+    assert repo.git("rev-parse", "HEAD").stdout.strip() == head
+    assert repo.git("status", "--porcelain").stdout == status_before
+    assert repo.git("rev-parse", f"refs/gpuspace/runs/{record['id']}").stdout.strip() == record["commit"]
+    assert repo.git("rev-parse", f"{record['commit']}^").stdout.strip() == head
+    # an ordinary detached worktree, where a person finds it
+    listed = repo.git("worktree", "list", "--porcelain").stdout
+    assert f"worktree {record['worktree']}\nHEAD {record['commit']}\ndetached" in listed
+    assert repo.containers() == []  # finished: its container is gone, its GPU free
+
+    passed = repo.gs("run", "--gpus", "none", "--commit", "HEAD", "--", "true")
+    assert passed.returncode == 0, passed.stderr
+    assert runs(repo, "--state", "succeeded")[0]["commit"] == head
+
+
+def test_sweep_of_a_2x3_grid_on_two_gpus(repo, monkeypatch):
+    monkeypatch.setenv("FAKE_GPU_COUNT", "2")
+    result = repo.gs("sweep", "grid", "-p", "lr=0.1,0.01", "-p", "batch=1,2,3", "--gpus", "1", "--",
+                     "sh", "-c", "sleep 1; echo val_loss={lr}{batch}; echo ran $GPUSPACE_PARAM_LR $GPUSPACE_PARAM_BATCH")
+    assert result.returncode == 0, result.stderr
+    records = runs(repo, "--sweep", "grid")
+    assert sorted((r["params"]["lr"], r["params"]["batch"]) for r in records) == [
+        (lr, batch) for lr in ("0.01", "0.1") for batch in ("1", "2", "3")]
+    assert all(r["state"] == "succeeded" for r in records)
+    assert overlap(records) <= 2  # two GPUs, one each
+    for record in records:  # every run exactly once
+        log = repo.ok("logs", record["id"]).stdout
+        assert log.count("ran ") == 1 and f"ran {record['params']['lr']} {record['params']['batch']}" in log
+    ordered = runs(repo, "--sweep", "grid", "--sort=-val_loss")
+    assert [r["metrics"]["val_loss"] for r in ordered] == sorted((r["metrics"]["val_loss"] for r in records), reverse=True)
+    table = repo.ok("runs", "--sweep", "grid", "--sort", "val_loss").stdout
+    assert table.splitlines()[0].split()[:4] == ["RUN", "SWEEP", "PARAMS", "STATE"] and "VAL_LOSS" in table
+
+
+def test_max_parallel_and_main_moving_mid_sweep(repo):
+    sweep = subprocess.Popen(["git-gpuspace", "sweep", "pin", "-p", "n=1,2,3", "--max-parallel", "1", "--gpus", "none",
+                              "--", "sh", "-c", "sleep 1; cat file1.txt; echo n={n}"],
+                             cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(r["state"] == "running" for r in runs(repo)), 30)
+    (repo.path / "file1.txt").write_text("moved on\n")
+    repo.git("commit", "-qam", "main moves")
+    assert sweep.wait(timeout=120) == 0, sweep.stderr.read()
+    records = runs(repo, "--sweep", "pin")
+    assert overlap(records) == 1
+    for record in records:
+        assert repo.ok("logs", record["id"]).stdout.startswith("content 1\n")
+
+
+def test_dispatcher_killed_then_resumed_runs_each_exactly_once(repo):
+    sweep = subprocess.Popen(["git-gpuspace", "sweep", "kill", "-p", "n=1,2,3,4", "--max-parallel", "1", "--gpus", "1",
+                              "--", "sh", "-c", "echo start {n}; sleep 2; echo end {n}"],
+                             cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(r["state"] == "running" for r in runs(repo)), 30)
+    sweep.send_signal(signal.SIGKILL)
+    sweep.wait()
+    time.sleep(0.5)
+    listed = repo.gs("runs")
+    assert "no dispatcher is running" in listed.stderr and "runs resume" in listed.stderr
+    repo.ok("prune")  # reconcile leaves a run's container to the dispatcher
+    assert len(repo.containers()) == 1
+    resumed = repo.gs("runs", "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    records = runs(repo, "--sweep", "kill")
+    assert [r["state"] for r in records] == ["succeeded"] * 4
+    for record in records:
+        log = repo.ok("logs", record["id"]).stdout
+        assert log.count("start") == 1 and log.count("end") == 1, log
+
+
+def test_a_failing_run_is_recorded_and_the_rest_go_on(repo):
+    result = repo.gs("sweep", "mixed", "-p", "code=0,5,0", "--gpus", "none", "--", "sh", "-c", "exit {code}")
+    assert result.returncode == 1
+    assert [(r["state"], r["exit_code"]) for r in runs(repo)] == [("succeeded", 0), ("failed", 5), ("succeeded", 0)]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (("sweep", "s", "-p", "lr=1", "--", "echo", "{lr}", "{bs}"), "uses {bs}, but no -p bs="),
+    (("sweep", "s", "-p", "lr=1", "-p", "bs=2", "--", "echo", "{lr}"), "axis 'bs' is never used"),
+    (("sweep", "s", "-p", "lr=", "--", "echo", "{lr}"), "axis 'lr' has an empty value"),
+    (("sweep", "s", "-p", "lr=1,,2", "--", "echo", "{lr}"), "axis 'lr' has an empty value"),
+    (("sweep", "s", "--", "echo"), "a sweep needs at least one axis"),
+    (("sweep", "Bad Name", "-p", "lr=1", "--", "echo", "{lr}"), "invalid sweep name"),
+    (("sweep", "s", "-p", "lr=1", "--max-parallel", "0", "--", "echo", "{lr}"), "--max-parallel must be at least 1"),
+    (("run", "--gpus", "9", "--", "true"), "asks for 9 GPUs, but this host has 4"),
+    (("run", "--commit", "no-such-thing", "--", "true"), "invalid reference: no-such-thing"),
+    (("run", "--", "echo", "{lr}"), "uses {lr}, but no -p lr="),
+    (("run",), "give the command after --"),
+])
+def test_bad_input_is_one_line_and_queues_nothing(repo, tmp_path, arguments, message):
+    before = repo.snapshot(tmp_path / "worktrees")
+    result = repo.gs(*arguments)
+    assert result.returncode in (1, 2) and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert repo.snapshot(tmp_path / "worktrees") == before
+    assert not (repo.common_dir / "gpuspace-runs.toml").exists()
+    assert repo.git("for-each-ref", "refs/gpuspace").stdout == ""
+
+
+def test_duplicate_sweep_name_needs_append(repo):
+    repo.ok("sweep", "dup", "-p", "n=1", "--gpus", "none", "--", "echo", "{n}")
+    again = repo.gs("sweep", "dup", "-p", "n=2", "--gpus", "none", "--", "echo", "{n}")
+    assert again.returncode == 2 and "a sweep named 'dup' exists" in again.stderr
+    repo.ok("sweep", "dup", "--append", "-p", "n=2", "--gpus", "none", "--", "echo", "{n}")
+    assert [r["params"]["n"] for r in runs(repo, "--sweep", "dup")] == ["1", "2"]
+    assert TEST_IMAGE and os.path.isdir(runs(repo)[1]["worktree"])
