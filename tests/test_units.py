@@ -174,3 +174,13 @@ def test_dirty_check_of_a_worktree_removed_meanwhile(tmp_path):
     from git_gpuspace.worktrees import is_dirty
 
     assert is_dirty(tmp_path / "gone") is None  # status racing a concurrent remove must not crash
+
+
+def test_every_subpackage_is_packaged():
+    """pyproject lists packages by hand: a new sub-package must be listed, or installs lack it."""
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(root).parts) for init in (root / "git_gpuspace").rglob("__init__.py")}
+    assert found <= listed
