@@ -129,20 +129,34 @@ def build_parser() -> argparse.ArgumentParser:
             runner.add_argument("name", help="the sweep's name (unique in the repo)")
             runner.add_argument("-p", "--param", action="append", dest="params", metavar="NAME=V1,V2",
                                 help="an axis; the command uses it as {NAME}; several axes: their cross product")
+            runner.add_argument("--grid-file", metavar="FILE", help="TOML: [axes] (lists of values) and/or [[sets]]")
+            runner.add_argument("--random", type=int, metavar="N", help="N parameter sets drawn from the grid")
+            runner.add_argument("--seed", type=int, metavar="S", help="the seed of --random (default: a new draw)")
             runner.add_argument("--append", action="store_true", help="add runs to an existing sweep")
             runner.add_argument("--max-parallel", type=int, metavar="N", help="at most N runs of the sweep at once")
         else:
-            runner.set_defaults(name=None, params=None, append=False, max_parallel=None)
+            runner.set_defaults(name=None, params=None, append=False, max_parallel=None, grid_file=None, random=None,
+                                seed=None)
         runner.add_argument("--commit", metavar="COMMIT-ISH", help="run this commit (default: HEAD of this "
                             "worktree, with its uncommitted changes to tracked files)")
         runner.add_argument("--priority", type=int, default=0, metavar="N", help="higher runs start first (default 0)")
+        runner.add_argument("--retries", type=int, default=0, metavar="N",
+                            help="queue a failed or interrupted run again, up to N times (default 0)")
         _add_container_settings(runner)
         runner.add_argument("command", nargs="*", help="-- then the command and its arguments")
 
-    runs = verbs.add_parser("runs", help="the queue and history of runs; `runs resume` dispatches what is queued")
-    runs.add_argument("action", nargs="?", choices=("list", "resume"), default="list",
-                      help="list (default), or resume dispatching after Ctrl-C, kill or reboot")
+    runs = verbs.add_parser("runs", help="the queue and history of runs; resume, show, stop, retry, clean",
+                            description="List runs (default); `resume` dispatches what is queued (after Ctrl-C, "
+                            "kill or reboot); `show ID`; `stop ID|--sweep NAME [--all]`; `retry ID|--sweep NAME "
+                            "--failed`; `clean [--sweep NAME] [--purge]` removes finished runs.")
+    runs.add_argument("action", nargs="?", choices=("list", "resume", "show", "stop", "retry", "clean"), default="list",
+                      help="what to do (default: list)")
+    runs.add_argument("run", nargs="?", metavar="ID", help="a run's id (show, stop, retry)")
     runs.add_argument("--sweep", metavar="NAME", help="only this sweep's runs")
+    runs.add_argument("--all", action="store_true", help="stop: also drop the queued runs")
+    runs.add_argument("--failed", action="store_true", help="retry: the failed and interrupted runs")
+    runs.add_argument("--purge", action="store_true", help="clean: also delete the runs' data dirs (logs, checkpoints)")
+    runs.add_argument("--csv", action="store_true", help="list as CSV")
     runs.add_argument("--state", choices=("queued", "running", "succeeded", "failed", "stopped"), help="only runs in this state")
     runs.add_argument("--sort", metavar="[-]METRIC",
                       help="order by a metric from the runs' logs; --sort=-METRIC: descending")

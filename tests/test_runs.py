@@ -131,6 +131,8 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(repo):
     (("sweep", "s", "-p", "lr=", "--", "echo", "{lr}"), "axis 'lr' has an empty value"),
     (("sweep", "s", "-p", "lr=1,,2", "--", "echo", "{lr}"), "axis 'lr' has an empty value"),
     (("sweep", "s", "--", "echo"), "a sweep needs at least one axis"),
+    (("sweep", "s", "-p", "lr=1,2", "--random", "3", "--", "echo", "{lr}"), "--random 3 is not between 1 and the grid's 2"),
+    (("sweep", "s", "--grid-file", "GRID", "--", "echo", "{lr}"), "does not parse: Expected '=' after a key in a key/value pair (at line 2, column 5)"),
     (("sweep", "Bad Name", "-p", "lr=1", "--", "echo", "{lr}"), "invalid sweep name"),
     (("sweep", "s", "-p", "lr=1", "--max-parallel", "0", "--", "echo", "{lr}"), "--max-parallel must be at least 1"),
     (("run", "--gpus", "9", "--", "true"), "asks for 9 GPUs, but this host has 4"),
@@ -139,8 +141,9 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(repo):
     (("run",), "give the command after --"),
 ])
 def test_bad_input_is_one_line_and_queues_nothing(repo, tmp_path, arguments, message):
+    (tmp_path / "grid.toml").write_text("[axes]\nlr  [1, 2]\n")
     before = repo.snapshot(tmp_path / "worktrees")
-    result = repo.gs(*arguments)
+    result = repo.gs(*[str(tmp_path / "grid.toml") if part == "GRID" else part for part in arguments])
     assert result.returncode in (1, 2) and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert repo.snapshot(tmp_path / "worktrees") == before
@@ -155,3 +158,74 @@ def test_duplicate_sweep_name_needs_append(repo):
     repo.ok("sweep", "dup", "--append", "-p", "n=2", "--gpus", "none", "--", "echo", "{n}")
     assert [r["params"]["n"] for r in runs(repo, "--sweep", "dup")] == ["1", "2"]
     assert TEST_IMAGE and os.path.isdir(runs(repo)[1]["worktree"])
+
+
+def test_stop_retry_clean_and_retries(repo, tmp_path):
+    slow = subprocess.Popen(["git-gpuspace", "sweep", "ctl", "-p", "n=1,2,3", "--max-parallel", "1", "--gpus", "1",
+                             "--", "sh", "-c", "echo go {n}; sleep 60"],
+                            cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(r["state"] == "running" for r in runs(repo)), 30)
+    stopped = repo.gs("runs", "stop", "--sweep", "ctl", "--all")
+    assert stopped.returncode == 0, stopped.stderr
+    assert slow.wait(timeout=60) == 1
+    records = runs(repo, "--sweep", "ctl")
+    assert sorted(r["state"] for r in records) == ["stopped"] * 3
+    assert repo.containers() == []
+
+    # a failing run with --retries runs again, up to N more times
+    flaky = repo.gs("run", "--gpus", "none", "--retries", "2", "--", "sh", "-c",
+                    "echo try >> /data/tries; [ $(wc -l < /data/tries) -ge 3 ]")
+    assert flaky.returncode == 0, flaky.stderr
+    assert flaky.stderr.count("queued again") == 2
+
+    # retry a stopped run by id; clean removes finished runs' worktrees and refs
+    first = records[0]["id"]
+    repo.git("commit", "--allow-empty", "-qm", "noise")
+    retried = subprocess.Popen(["git-gpuspace", "runs", "retry", first], cwd=repo.path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(r["state"] == "running" for r in runs(repo)), 30)
+    repo.ok("runs", "stop", first)
+    assert retried.wait(timeout=60) == 1
+    worktree = records[0]["worktree"]
+    cleaned = repo.ok("runs", "clean", "--sweep", "ctl", "--purge")
+    assert "Removed 3 finished runs and their data" in cleaned.stdout
+    assert not os.path.exists(worktree) and not os.path.exists(records[0]["data_dir"])
+    assert "refs/gpuspace/runs/ctl" not in repo.git("for-each-ref", "refs/gpuspace").stdout
+    assert [r["sweep"] for r in runs(repo)] == [None]
+    csv_text = repo.ok("runs", "--csv").stdout
+    assert csv_text.splitlines()[0].startswith("run,sweep,params,state")
+    shown = json.loads(repo.ok("runs", "show", runs(repo)[0]["id"]).stdout)
+    assert shown["state"] == "succeeded"
+
+
+def test_a_run_whose_container_vanished_is_interrupted(repo):
+    sweep = subprocess.Popen(["git-gpuspace", "run", "--gpus", "none", "--", "sleep", "60"],
+                             cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(r["state"] == "running" for r in runs(repo)), 30)
+    [container] = repo.containers()
+    container.kill()  # as the engine's death would
+    assert sweep.wait(timeout=60) == 1
+    [record] = runs(repo)
+    assert record["state"] == "failed" and record["reason"] == "interrupted"
+
+
+def test_status_summarizes_runs_per_sweep(repo):
+    repo.gs("sweep", "sum", "-p", "code=0,1", "--gpus", "none", "--", "sh", "-c", "exit {code}")
+    status = repo.ok("status").stdout
+    assert "sweep sum: 1 succeeded, 1 failed" in status
+    assert "worktrees/runs/" not in status
+    assert all("/worktrees/runs/" not in record["path"] for record in repo.status())
+
+
+def test_grid_file_and_random_samples(repo, tmp_path):
+    (tmp_path / "grid.toml").write_text('[axes]\nlr = ["1e-3", "3e-4"]\nbatch = [32, 64]\n\n'
+                                        '[[sets]]\nlr = "1e-2"\nbatch = 8\n')
+    repo.ok("sweep", "file", "--grid-file", str(tmp_path / "grid.toml"), "--gpus", "none", "--", "echo", "{lr}", "{batch}")
+    assert sorted((r["params"]["lr"], r["params"]["batch"]) for r in runs(repo, "--sweep", "file")) == [
+        ("1e-2", "8"), ("1e-3", "32"), ("1e-3", "64"), ("3e-4", "32"), ("3e-4", "64")]
+    drawn = []
+    for name in ("r1", "r2"):
+        repo.ok("sweep", name, "-p", "a=1,2,3,4", "-p", "b=5,6", "--random", "3", "--seed", "7", "--gpus", "none",
+                "--", "echo", "{a}", "{b}")
+        drawn.append([r["params"] for r in runs(repo, "--sweep", name)])
+    assert drawn[0] == drawn[1] and len(drawn[0]) == 3  # the same seed draws the same sets

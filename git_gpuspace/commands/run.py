@@ -29,15 +29,25 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         raise UsageError(f"give the command after --, e.g. git gpuspace {args.verb} -- python train.py")
     sweep = args.name if args.verb == "sweep" else None
-    axes = grid.parse_axes(args.params or []) if sweep else {}
     if sweep:
         if not SWEEP_NAME.match(sweep):
             raise UsageError(f"invalid sweep name '{sweep}'", hint="lower-case letters, digits, '.', '_' and '-'")
-        if not axes:
-            raise UsageError("a sweep needs at least one axis", hint="add -p NAME=V1,V2,...")
-    grid.check(command, axes)
+        axes = grid.parse_axes(args.params or [])
+        sets: list[dict[str, str]] = []
+        if args.grid_file:
+            file_axes, sets = grid.load_grid_file(args.grid_file)
+            twice = sorted(set(axes) & set(file_axes))
+            if twice:
+                raise UsageError(f"axis '{twice[0]}' is given by -p and by the grid file")
+            axes.update(file_axes)
+        param_sets = grid.parameter_sets(command, axes, sets, args.random, args.seed)
+    else:
+        grid.check(command, {})
+        param_sets = [{}]
     if args.max_parallel is not None and args.max_parallel < 1:
         raise UsageError("--max-parallel must be at least 1")
+    if args.retries < 0:
+        raise UsageError("--retries must be 0 or more")
     flags = {key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key) is not None}
     settings = settings_from(state.load(info.common_dir).defaults, flags, False)
     if settings.request.count and settings.request.count > len(gpus.inventory()):
@@ -48,18 +58,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"a sweep named '{sweep}' exists", hint="choose another name, or --append to add runs to it")
     commit, snapshot = _pin(info, args.commit)
     Engine().ensure_image(settings.image)  # a pull, before anything is queued and outside the lock
-    ids = submit(info, command, commit, snapshot, flags, sweep, grid.expand(axes) if axes else [{}],
-                 args.max_parallel, args.priority)
+    ids = submit(info, command, commit, snapshot, flags, sweep, param_sets, args.max_parallel, args.priority,
+                 args.retries)
     print(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''} at {commit[:8]}"
           + (" (a snapshot of uncommitted changes)" if snapshot else "") + f": {', '.join(ids)}", file=sys.stderr)
+    return dispatch_and_report(info, set(ids))
+
+
+def dispatch_and_report(info: worktrees.RepoInfo, wanted: set[str] | None) -> int:
+    """Dispatch in the foreground; 0 when every run succeeded. Ctrl-C leaves started runs running."""
     try:
-        ended = dispatch(info, set(ids))
+        ended = dispatch(info, wanted)
     except KeyboardInterrupt:
         print("git-gpuspace: dispatching stopped; runs already started go on. "
               "`git gpuspace runs resume` dispatches the rest, `git gpuspace runs` shows them", file=sys.stderr)
         return 130
     failed = [run for run in ended if run.state != "succeeded"]
-    print(f"{len(ended) - len(failed)} succeeded, {len(failed)} failed", file=sys.stderr)
+    print(f"{len(ended) - len(failed)} succeeded, {len(failed)} failed or stopped", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -75,7 +90,8 @@ def _pin(info: worktrees.RepoInfo, commit_ish: str | None) -> tuple[str, bool]:
 
 
 def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: bool, flags: dict,
-           sweep: str | None, param_sets: list[dict[str, str]], max_parallel: int | None, priority: int) -> list[str]:
+           sweep: str | None, param_sets: list[dict[str, str]], max_parallel: int | None, priority: int,
+           retries: int = 0) -> list[str]:
     """Queue one run per parameter set: ids are reserved under the lock, worktrees and refs made
     outside it (a checkout takes as long as the repo makes it), then the runs are released."""
     with run_store.locked(info.common_dir) as runs:
@@ -89,7 +105,7 @@ def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: 
             path = info.anchor.parent / "worktrees" / "runs" / run_id
             made.append(Run(id=run_id, command=grid.fill(command, params), commit=commit, worktree=str(path),
                             flags=dict(flags), sweep=sweep, params=dict(params), snapshot=snapshot,
-                            priority=priority, reason=PREPARING))
+                            priority=priority, retries=retries, reason=PREPARING))
             runs.runs.append(made[-1])
         runs.save()
     ids = [run.id for run in made]

@@ -1,32 +1,129 @@
-"""`git gpuspace runs [--sweep NAME] [--state S] [--sort METRIC] [--json]`: the queue and its
-history; `git gpuspace runs resume`: dispatch what is queued (after Ctrl-C, kill -9, a reboot)."""
+"""`git gpuspace runs [list|resume|show|stop|retry|clean]`: the queue and history of runs."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
 import sys
+from pathlib import Path
 
-from .. import output, worktrees
+from .. import output, workspace, worktrees
+from ..containers import LABEL_RUN, Engine
 from ..errors import UsageError
 from ..runs import results
 from ..runs import store as run_store
-from ..runs.dispatch import alive, dispatch
+from ..runs.dispatch import alive, finish
+from .run import dispatch_and_report
 
 
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
-    if args.action == "resume":
-        ended = dispatch(info)
-        failed = [r for r in ended if r.state != "succeeded"]
-        print(f"{len(ended) - len(failed)} succeeded, {len(failed)} failed or stopped", file=sys.stderr)
-        return 1 if failed else 0
+    action = {"resume": _resume, "show": _show, "stop": _stop, "retry": _retry, "clean": _clean}.get(args.action, _list)
+    return action(info, args)
+
+
+def _resume(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
+    return dispatch_and_report(info, None)
+
+
+def _chosen(runs: run_store.Runs, args: argparse.Namespace, verb: str) -> list[run_store.Run]:
+    """The runs an action is for: one by id, or a sweep's."""
+    if args.run:
+        found = runs.find(args.run)
+        if found is None:
+            raise UsageError(f"no run '{args.run}'", hint="`git gpuspace runs` lists them")
+        return [found]
+    if args.sweep:
+        if args.sweep not in runs.sweeps:
+            raise UsageError(f"no sweep '{args.sweep}'", hint="`git gpuspace runs` lists the runs and their sweeps")
+        return [run for run in runs.runs if run.sweep == args.sweep]
+    if verb == "clean":
+        return list(runs.runs)
+    raise UsageError(f"runs {verb} needs a run's id or --sweep NAME")
+
+
+def _show(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
+    [found] = _chosen(run_store.load(info.common_dir), argparse.Namespace(run=args.run or "", sweep=None), "show")
+    json.dump(record(found), sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def _stop(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
+    """Running runs are stopped (SIGTERM, then SIGKILL) and recorded `stopped`; queued ones are
+    dropped when named by id or with --all."""
+    engine = Engine()
+    with run_store.locked(info.common_dir) as runs:
+        chosen = _chosen(runs, args, "stop")
+        running = [run for run in chosen if run.state == "running"]
+        for run in chosen:
+            if run.state == "queued" and (args.run or args.all):
+                run.state, run.reason, run.finished = "stopped", "dropped before it started", run_store.now()
+            elif run.state == "running":
+                run.reason = "stopping"
+        runs.save()
+    for run in running:
+        engine.stop(run.container, (str(info.common_dir), run.worktree))
+    by_run = {c.labels.get(LABEL_RUN): c for c in engine.list_managed()}
+    with run_store.locked(info.common_dir) as runs:
+        for run in runs.runs:
+            if run.id in {r.id for r in running} and run.state == "running":
+                print(finish(run, by_run.get(run.id)))
+                if run.id in by_run:
+                    engine.remove(by_run[run.id].name)
+        runs.save()
+    dropped = [r for r in chosen if r.state == "stopped" and r.reason == "dropped before it started"]
+    if dropped:
+        print(f"Dropped {len(dropped)} queued run{'s' if len(dropped) > 1 else ''}: {', '.join(r.id for r in dropped)}")
+    if not running and not dropped:
+        print("Nothing to stop" + ("" if args.all or args.run else " (queued runs stay queued; --all drops them)"))
+    return 0
+
+
+def _retry(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
+    with run_store.locked(info.common_dir) as runs:
+        chosen = [run for run in _chosen(runs, args, "retry")
+                  if run.state in ("failed", "stopped") and (args.run or not args.failed or run.state == "failed")]
+        if not chosen:
+            raise UsageError("no failed or stopped run to retry")
+        for run in chosen:
+            run.state, run.reason, run.exit_code = "queued", None, None
+            run.started = run.finished = run.container = None
+        runs.save()
+    print(f"Queued again: {', '.join(run.id for run in chosen)}", file=sys.stderr)
+    return dispatch_and_report(info, {run.id for run in chosen})
+
+
+def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
+    """Finished runs go: their worktree, container and ref; their data dir too with --purge."""
+    with run_store.locked(info.common_dir) as runs:
+        done = [run for run in _chosen(runs, args, "clean") if run.state in run_store.FINISHED]
+        for run in done:
+            if args.purge and run.data_dir and run.container:  # checked before anything is deleted
+                workspace.checked_data_dir(run.data_dir, run.container, f"{runs.path}: run {run.id}")
+        for run in done:
+            found = worktrees.find_worktree(info, Path(run.worktree))
+            if found is not None:
+                worktrees.remove(info, found, force=True)
+            worktrees.delete_ref(info, f"refs/gpuspace/runs/{run.id}")
+            if args.purge and run.data_dir:
+                shutil.rmtree(run.data_dir, ignore_errors=True)
+        runs.runs = [run for run in runs.runs if run not in done]
+        runs.sweeps = {name: sweep for name, sweep in runs.sweeps.items() if any(r.sweep == name for r in runs.runs)}
+        runs.save()
+    print(f"Removed {len(done)} finished run{'s' if len(done) != 1 else ''}" + (" and their data" if args.purge else ""))
+    return 0
+
+
+def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     runs = run_store.load(info.common_dir).runs
     if args.sweep:
         runs = [run for run in runs if run.sweep == args.sweep]
     if args.state:
         runs = [run for run in runs if run.state == args.state]
-    records = [_record(run) for run in runs]
+    records = [record(run) for run in runs]
     if args.sort:
         key, descending = args.sort.lstrip("-"), args.sort.startswith("-")
         if records and not any(key in r["metrics"] for r in records):
@@ -34,22 +131,28 @@ def run(args: argparse.Namespace) -> int:
                              hint=f"metrics seen: {', '.join(sorted({m for r in records for m in r['metrics']})) or 'none'}")
         present = sorted((r for r in records if key in r["metrics"]), key=lambda r: r["metrics"][key], reverse=descending)
         records = present + [r for r in records if key not in r["metrics"]]
+    names = sorted({name for r in records for name in r["metrics"]})
     if args.json:
         json.dump(records, sys.stdout, indent=2)
         print()
         return 0
-    names = sorted({name for r in records for name in r["metrics"]})
+    headers = ["RUN", "SWEEP", "PARAMS", "STATE", "EXIT", "TIME", "GPUS", *[n.upper() for n in names]]
     rows = [[r["id"], r["sweep"] or "-", " ".join(f"{k}={v}" for k, v in r["params"].items()) or "-",
-             r["state"], "-" if r["exit_code"] is None else str(r["exit_code"]),
+             r["state"] + (f" ({r['reason']})" if r["reason"] else ""), "-" if r["exit_code"] is None else str(r["exit_code"]),
              "-" if r["duration_s"] is None else f"{r['duration_s']:.1f}s", str(len(r["gpus"])),
              *[f"{r['metrics'][n]:g}" if n in r["metrics"] else "-" for n in names]] for r in records]
-    print(output.table(["RUN", "SWEEP", "PARAMS", "STATE", "EXIT", "TIME", "GPUS", *[n.upper() for n in names]], rows))
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow([h.lower() for h in headers])
+        writer.writerows(rows)
+        return 0
+    print(output.table(headers, rows))
     if any(r["state"] == "queued" for r in records) and not alive(info):
         print("git-gpuspace: runs are queued and no dispatcher is running: `git gpuspace runs resume`", file=sys.stderr)
     return 0
 
 
-def _record(run: run_store.Run) -> dict:
+def record(run: run_store.Run) -> dict:
     """One run in the documented `runs --json` schema."""
     return {
         "id": run.id, "sweep": run.sweep, "params": dict(run.params), "commit": run.commit,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 
 from .. import gpus, output, reconcile, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import EngineUnavailable
+from ..runs import store as run_store
 from ..specs import format_size
 
 
@@ -31,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
     current = state.load(info.common_dir)
     bound_gpus = any(b.gpus for b in current.bindings)
     by_uuid = {gpu.uuid: gpu for gpu in gpus.inventory()} if bound_gpus else {}
-    views = reconcile.survey(current, known, containers)
+    runs = run_store.load(info.common_dir).runs
+    run_paths = {run.worktree for run in runs}
+    # a run's worktree is the queue's: runs are summarized per sweep below, not listed one by one
+    views = [view for view in reconcile.survey(current, known, containers)
+             if view.binding is not None or str(view.path) not in run_paths]
     records = [_record(view, by_uuid) for view in views]
     if args.json:
         json.dump(records, sys.stdout, indent=2)
@@ -58,7 +64,18 @@ def run(args: argparse.Namespace) -> int:
     for record in records:
         for name, url in record["urls"].items():
             print(f"  {record['path']}  {name}: {url}")
+    for line in _run_summary(runs):
+        print(line)
     return 0
+
+
+def _run_summary(runs: list[run_store.Run]) -> list[str]:
+    """One line per sweep (and one for single runs): how many runs are in each state."""
+    groups: dict[str, Counter] = {}
+    for run in runs:
+        groups.setdefault(f"sweep {run.sweep}" if run.sweep else "runs", Counter())[run.state] += 1
+    return [f"{name}: " + ", ".join(f"{counts[state]} {state}" for state in run_store.STATES if counts[state])
+            + " (`git gpuspace runs` for details)" for name, counts in groups.items()]
 
 
 def _record(view: reconcile.View, by_uuid: dict) -> dict:

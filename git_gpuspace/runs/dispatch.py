@@ -19,7 +19,7 @@ from typing import TextIO
 
 import platformdirs
 
-from .. import state, worktrees
+from .. import state, workspace, worktrees
 from ..config import APP_NAME
 from ..containers import LABEL_REPO, LABEL_RUN, ContainerInfo, Engine
 from ..errors import GpusUnavailable, GpuspaceError
@@ -32,9 +32,13 @@ from .store import Run, Runs, now
 POLL_S = 0.25  # a finished run's GPU goes to the next run within about this
 PREPARING = "preparing"  # reason of a queued run whose worktree is still being made
 ACTIVE = ("created", "running", "restarting", "paused", "removing")
-# The command is the container's main process; its output also goes to /data/logs/run.log.
-WRAPPER = ('mkdir -p /data/logs; { "$@"; echo $? > /tmp/.gpuspace-exit; } 2>&1 | tee -a /data/logs/run.log; '
-           'exit "$(cat /tmp/.gpuspace-exit 2>/dev/null || echo 1)"')
+# The command is the container's main process; its output also goes to /data/logs/run.log, and
+# its exit code to /data/.gpuspace/exit: a container that exited without writing it was killed
+# from outside (the engine or the machine died), so the run was interrupted, not failed.
+EXIT_FILE = "exit"
+WRAPPER = ('rm -f /data/.gpuspace/exit; mkdir -p /data/logs; { "$@"; echo $? > /tmp/.gpuspace-exit; } 2>&1 '
+           '| tee -a /data/logs/run.log; code=$(cat /tmp/.gpuspace-exit 2>/dev/null || echo 1); '
+           'echo "$code" > /data/.gpuspace/exit; exit "$code"')
 
 
 def container_command(argv: list[str]) -> list[str]:
@@ -93,19 +97,31 @@ def _record_finished(info: worktrees.RepoInfo, engine: Engine, runs: Runs, conta
         container = ours.get(run.id)
         if run.state != "running" or (container is not None and container.state in ACTIVE):
             continue
-        run.finished = now()
-        if container is None or container.exit_code is None:
-            run.state, run.reason = "failed", "interrupted"  # its container died with the engine or was removed
-        else:
-            run.exit_code = container.exit_code
-            stopping = run.reason == "stopping"
-            run.state = "stopped" if stopping else ("succeeded" if run.exit_code == 0 else "failed")
-            run.reason = None
+        events.append(finish(run, container))
         if container is not None:
             engine.remove(container.name)  # frees its GPUs; its worktree and data dir stay
-        events.append(f"{run.id} {run.state}" + (f" (exit {run.exit_code})" if run.exit_code is not None
-                                                 else f" ({run.reason})") + f" after {_seconds(run)}")
     return events
+
+
+def finish(run: Run, container: ContainerInfo | None) -> str:
+    """Record how a run ended, from its container (None: gone); retry it while it may."""
+    stopping = run.reason == "stopping"
+    written = workspace.read_private(Path(run.data_dir), EXIT_FILE) if run.data_dir else None
+    run.finished, run.reason = now(), None
+    run.exit_code = container.exit_code if container is not None else None
+    if stopping:
+        run.state = "stopped"
+    elif container is None or run.exit_code is None or not (written or "").strip():
+        run.state, run.reason = "failed", "interrupted"  # killed from outside: the engine or the machine died
+    else:
+        run.state = "succeeded" if run.exit_code == 0 else "failed"
+    line = f"{run.id} {run.state}" + (f" ({run.reason})" if run.reason else f" (exit {run.exit_code})") \
+        + f" after {_seconds(run)}"
+    if run.state == "failed" and run.retries > 0:
+        run.retries -= 1
+        line += f"; queued again ({run.retries} retr{'y' if run.retries == 1 else 'ies'} left)"
+        run.state, run.started, run.finished, run.container = "queued", None, None, None
+    return line
 
 
 def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults: dict) -> list[str]:

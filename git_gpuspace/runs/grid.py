@@ -58,3 +58,68 @@ def fill(command: list[str], params: dict[str, str]) -> list[str]:
         else:
             filled.append(PLACEHOLDER.sub(lambda m: shlex.quote(params[m.group(1)]), part))
     return filled
+
+
+def load_grid_file(path: str) -> tuple[dict[str, list[str]], list[dict[str, str]]]:
+    """A TOML grid: `[axes]` (each a list of values: their cross product) and/or `[[sets]]`
+    (explicit parameter sets). Values are text as the command gets them: write a string to keep
+    a number's spelling (`"1e-3"`; TOML reads 1e-3 as the float 0.001)."""
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as error:
+        raise UsageError(f"cannot read the grid file {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"the grid file {path} does not parse: {error}") from None
+    unknown = sorted(set(document) - {"axes", "sets"})
+    if unknown or not document:
+        raise UsageError(f"the grid file {path} needs [axes] and/or [[sets]]"
+                         + (f", not {', '.join(unknown)}" if unknown else ""))
+    axes = {}
+    for key, values in (document.get("axes") or {}).items():
+        if not KEY.match(key) or not isinstance(values, list) or not values:
+            raise UsageError(f"{path}: axes.{key} must be a non-empty list of values")
+        axes[key] = [_text(path, f"axes.{key}", value) for value in values]
+    sets = []
+    for index, entry in enumerate(document.get("sets") or []):
+        if not isinstance(entry, dict) or not entry:
+            raise UsageError(f"{path}: sets[{index}] must be a table of values")
+        sets.append({key: _text(path, f"sets[{index}].{key}", value) for key, value in entry.items()})
+    return axes, sets
+
+
+def _text(path: str, where: str, value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise UsageError(f"{path}: {where} must be a string or a number")
+
+
+def parameter_sets(command: list[str], axes: dict[str, list[str]], sets: list[dict[str, str]],
+                   sample: int | None, seed: int | None) -> list[dict[str, str]]:
+    """The axes' cross product, then the explicit sets; with `sample`, that many of them drawn
+    at random (reproducibly with `seed`). Checked against the command's placeholders."""
+    import random
+
+    grid = (expand(axes) if axes else []) + sets
+    if not grid:
+        raise UsageError("a sweep needs at least one axis or parameter set", hint="add -p NAME=V1,V2,... or --grid-file")
+    keys = {key for params in grid for key in params}
+    check(command, {key: [] for key in keys})
+    used = {name for part in command for name in PLACEHOLDER.findall(part)}
+    for params in grid:
+        missing = sorted(used - set(params))
+        if missing:
+            raise UsageError(f"the parameter set {params} has no value for {{{missing[0]}}}")
+    if sample is not None:
+        if not 1 <= sample <= len(grid):
+            raise UsageError(f"--random {sample} is not between 1 and the grid's {len(grid)} parameter sets")
+        grid = random.Random(seed).sample(grid, sample)
+    return grid

@@ -47,6 +47,7 @@ class Run:
     reason: str | None = None  # why it failed without an exit code (interrupted, could not start)
     exit_code: int | None = None
     priority: int = 0
+    retries: int = 0  # how many more times a failed run is queued again
     submitted: _dt.datetime = field(default_factory=now)
     started: _dt.datetime | None = None
     finished: _dt.datetime | None = None
