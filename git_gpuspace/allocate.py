@@ -13,11 +13,13 @@ PORT_RANGE = range(20000, 30000)  # chosen host ports; below the kernel's epheme
 Leases = dict[str, list[Holder]]  # GPU UUID -> who holds it, from container labels
 
 
-def choose(request: GpuRequest, inventory: list[Gpu], leases: Leases, share: bool) -> list[Gpu]:
+def choose(request: GpuRequest, inventory: list[Gpu], leases: Leases, share: bool,
+           pack: tuple[str, int] | None = None) -> list[Gpu]:
     """The GPUs to give a new binding, or an error that names who holds the rest.
 
     A GPU is available when nobody holds it, or, with `share`, when every holder also
-    opted in to sharing. Counts prefer free GPUs, then the least shared ones.
+    opted in to sharing, or, with `pack` (group, K), when it holds fewer than K runs of that
+    group and nothing else. Counts prefer free GPUs, then the least shared ones.
     """
     if request.none:
         return []
@@ -39,19 +41,19 @@ def choose(request: GpuRequest, inventory: list[Gpu], leases: Leases, share: boo
                 f"asked for {request.count} GPUs, but this host has {len(inventory)}",
                 hint=f"use --gpus {len(inventory)} or fewer",
             )
-        candidates = [gpu for gpu in inventory if _available(gpu, leases, share)]
+        candidates = [gpu for gpu in inventory if _available(gpu, leases, share, pack)]
         candidates.sort(key=lambda gpu: (len(leases.get(gpu.uuid, [])), gpu.index))
         if len(candidates) >= request.count:
             return sorted(candidates[: request.count], key=lambda gpu: gpu.index)
-        taken = [gpu for gpu in inventory if not _available(gpu, leases, share)]
+        taken = [gpu for gpu in inventory if not _available(gpu, leases, share, pack)]
         raise GpusUnavailable(
             f"asked for {request.count} GPU{'s' if request.count > 1 else ''}, "
             f"{len(candidates)} free; {_describe(taken, leases)}",
-            hint=_busy_hint(share),
+            hint=_busy_hint(share, taken, leases),
         )
-    taken = [gpu for gpu in wanted if not _available(gpu, leases, share)]
+    taken = [gpu for gpu in wanted if not _available(gpu, leases, share, pack)]
     if taken:
-        raise GpusUnavailable(_describe(taken, leases), hint=_busy_hint(share))
+        raise GpusUnavailable(_describe(taken, leases), hint=_busy_hint(share, taken, leases))
     return wanted
 
 
@@ -63,8 +65,10 @@ def _lookup(gpu_id: str, inventory: list[Gpu]) -> Gpu:
     raise GpusUnavailable(f"unknown GPU '{gpu_id}'", hint=f"this host has GPUs {indices}; see `git gpuspace gpus`")
 
 
-def _available(gpu: Gpu, leases: Leases, share: bool) -> bool:
+def _available(gpu: Gpu, leases: Leases, share: bool, pack: tuple[str, int] | None = None) -> bool:
     holders = leases.get(gpu.uuid, [])
+    if pack is not None and holders and all(holder.pack == pack[0] for holder in holders):
+        return len(holders) < pack[1]
     return not holders or (share and all(holder.share for holder in holders))
 
 
@@ -79,7 +83,9 @@ def _describe(taken: list[Gpu], leases: Leases) -> str:
     return "; ".join(parts)
 
 
-def _busy_hint(share: bool) -> str:
+def _busy_hint(share: bool, taken: list[Gpu], leases: Leases) -> str:
+    if any(not holder.container for gpu in taken for holder in leases.get(gpu.uuid, [])):
+        return "a process outside gpuspace computes on it: wait for it to end, or ask for another GPU"
     if share:
         return "a GPU is shared only when every holder passed --share; free one with `git gpuspace remove <path>`"
     return "free one with `git gpuspace remove <path>`, or pass --share to share a GPU on purpose"

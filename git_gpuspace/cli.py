@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--detach", action="store_true", help="check out a detached HEAD")
     add.add_argument("path", nargs="?", help="where the worktree goes (default: ../worktrees/<branch>)")
     add.add_argument("commitish", nargs="?", metavar="commit-ish", help="branch or commit to check out (default: HEAD)")
+    add.add_argument("--wait", nargs="?", const="forever", metavar="TIMEOUT",
+                     help="wait for busy GPUs to be free instead of failing (optionally at most TIMEOUT: 90, 10m, 2h)")
     _add_binding_options(add)
 
     bind = verbs.add_parser("bind", help="give an existing worktree its container and GPUs")
@@ -134,12 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
             runner.add_argument("--seed", type=int, metavar="S", help="the seed of --random (default: a new draw)")
             runner.add_argument("--append", action="store_true", help="add runs to an existing sweep")
             runner.add_argument("--max-parallel", type=int, metavar="N", help="at most N runs of the sweep at once")
+            runner.add_argument("--runs-per-gpu", type=int, default=1, metavar="K",
+                                help="pack K runs of this sweep on one GPU (small models); never with anything else")
         else:
             runner.set_defaults(name=None, params=None, append=False, max_parallel=None, grid_file=None, random=None,
-                                seed=None)
+                                seed=None, runs_per_gpu=1)
         runner.add_argument("--commit", metavar="COMMIT-ISH", help="run this commit (default: HEAD of this "
                             "worktree, with its uncommitted changes to tracked files)")
         runner.add_argument("--priority", type=int, default=0, metavar="N", help="higher runs start first (default 0)")
+        runner.add_argument("--detach", action="store_true",
+                            help="queue and return; a background dispatcher (one per repo) runs the queue")
         runner.add_argument("--retries", type=int, default=0, metavar="N",
                             help="queue a failed or interrupted run again, up to N times (default 0)")
         _add_container_settings(runner)

@@ -28,6 +28,7 @@ LABEL_BRANCH = "gpuspace.branch"
 LABEL_GPUS = "gpuspace.gpus"  # comma-separated GPU UUIDs
 LABEL_SHARE = "gpuspace.share"  # "true" when the binding opted in to sharing its GPUs
 LABEL_PORTS = "gpuspace.ports"  # name=container:host@address,... : host ports stay reserved while stopped
+LABEL_PACK = "gpuspace.pack"  # a sweep's runs that may share a GPU with each other (--runs-per-gpu)
 LABEL_RUN = "gpuspace.run"  # a run's id: its container's main process is the run's command
 
 WORKSPACE = "/workspace"
@@ -59,6 +60,7 @@ class ContainerInfo:
     image: str
     labels: dict[str, str]
     exit_code: int | None = None  # when exited: from the engine's status line, no extra call
+    id: str = ""
 
     @property
     def gpus(self) -> list[str]:
@@ -77,6 +79,7 @@ class ContainerInfo:
             branch=self.labels.get(LABEL_BRANCH) or None,
             container=self.name,
             share=self.labels.get(LABEL_SHARE) == "true",
+            pack=self.labels.get(LABEL_PACK, ""),
         )
 
 
@@ -92,9 +95,11 @@ def _slug(text: str, limit: int) -> str:
 
 
 def labels_for(
-    common_dir: Path, worktree: Path, branch: str | None, gpus: list[str], share: bool, ports: list[PortMap]
+    common_dir: Path, worktree: Path, branch: str | None, gpus: list[str], share: bool, ports: list[PortMap],
+    pack: str = "",
 ) -> dict[str, str]:
     return {
+        **({LABEL_PACK: pack} if pack else {}),
         LABEL_REPO: str(common_dir),
         LABEL_WORKTREE: str(worktree),
         LABEL_BRANCH: branch or "",
@@ -153,6 +158,7 @@ class Engine:
                 image=entry.get("Image", ""),
                 labels=entry.get("Labels") or {},
                 exit_code=_exit_code(entry.get("Status", "")),
+                id=entry.get("Id", ""),
             )
             for entry in found
         ]

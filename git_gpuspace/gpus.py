@@ -111,3 +111,74 @@ def _number(fields: list[str], position: int) -> int | None:
         return int(float(fields[position]))
     except (IndexError, ValueError):
         return None
+
+
+def compute_processes() -> dict[str, list[int]] | None:
+    """GPU UUID -> pids of the compute processes on it (NVML, else nvidia-smi); None: unknown.
+    Memory in use alone says little (an idle GPU shows some); a compute process is a user."""
+    found = _processes_from_nvml()
+    return found if found is not None else _processes_from_nvidia_smi()
+
+
+def _processes_from_nvml() -> dict[str, list[int]] | None:
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None  # no driver library, or no driver loaded
+    try:
+        found: dict[str, list[int]] = {}
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
+            found[uuid] = [process.pid for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]
+        return found
+    except pynvml.NVMLError:
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
+def _processes_from_nvidia_smi() -> dict[str, list[int]] | None:
+    executable = shutil.which("nvidia-smi")
+    if executable is None:
+        return None
+    try:
+        result = subprocess.run([executable, "--query-compute-apps=pid,gpu_uuid,used_memory",
+                                 "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if result.returncode != 0:
+        return None
+    found: dict[str, list[int]] = {}
+    for line in result.stdout.splitlines():
+        fields = [field.strip() for field in line.split(",")]
+        if len(fields) >= 2 and fields[0].isdigit():
+            found.setdefault(fields[1], []).append(int(fields[0]))
+    return found
+
+
+def busy_outside(container_ids: set[str]) -> dict[str, list[int]]:
+    """GPU UUID -> pids computing on it that no container of ours explains (a process is ours
+    when its cgroup names one of our containers)."""
+    busy: dict[str, list[int]] = {}
+    for uuid, pids in (compute_processes() or {}).items():
+        strangers = [pid for pid in pids if not _in_our_container(pid, container_ids)]
+        if strangers:
+            busy[uuid] = strangers
+    return busy
+
+
+def _in_our_container(pid: int, container_ids: set[str]) -> bool:
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return False  # not a process we can see: someone else's
+    return any(container_id in text for container_id in container_ids)

@@ -14,7 +14,7 @@ from .containers import ContainerInfo, ContainerSpec, Engine, container_name, la
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
 from .locking import host_gpu_lock
-from .model import Binding, Gpu, PortMap
+from .model import Binding, Gpu, Holder, PortMap
 from .settings import Settings, checked_settings
 from .specs import parse_gpus
 from .state import State
@@ -67,7 +67,7 @@ def prepare(settings: Settings, engine: Engine | None = None) -> Plan:
     """
     engine = engine or Engine()
     plan = Plan(settings, engine, gpus.inventory() if not settings.request.none else [])
-    allocate.choose(settings.request, plan.inventory, leases(engine.list_managed()), settings.share)
+    allocate.choose(settings.request, plan.inventory, leases(engine.list_managed()), settings.share, settings.pack)
     if settings.build is not None:
         tag = settings.build.tag()
         if not engine.has_image(tag):
@@ -79,10 +79,15 @@ def prepare(settings: Settings, engine: Engine | None = None) -> Plan:
 
 
 def leases(containers: list[ContainerInfo]) -> allocate.Leases:
+    """Who holds each GPU: our containers (of any repo, by their labels), and processes outside
+    gpuspace that compute on a GPU (a GPU in use is not handed out, whoever uses it)."""
     held: allocate.Leases = {}
     for container in containers:
         for uuid in container.gpus:
             held.setdefault(uuid, []).append(container.holder)
+    for uuid, pids in gpus.busy_outside({c.id for c in containers if c.id}).items():
+        held.setdefault(uuid, []).append(Holder(repo="", worktree=f"a process outside gpuspace (pid {', '.join(map(str, pids))})",
+                                                branch=None, container="", share=False))
     return held
 
 
@@ -191,7 +196,7 @@ def _claim_and_create(
         for gone in {name, replacing} & {container.name for container in managed}:
             engine.remove(gone)
         managed = [container for container in managed if container.name not in (name, replacing)]
-        chosen = allocate.choose(settings.request, plan.inventory, leases(managed), settings.share)
+        chosen = allocate.choose(settings.request, plan.inventory, leases(managed), settings.share, settings.pack)
         ports: list[PortMap] = []
         if settings.ports:
             reserved = {port.host_port for container in managed for port in container.ports}
@@ -205,7 +210,8 @@ def _claim_and_create(
                 name=name,
                 image=settings.image,
                 worktree=worktree.path,
-                labels={**labels_for(info.common_dir, worktree.path, worktree.branch, uuids, settings.share, ports),
+                labels={**labels_for(info.common_dir, worktree.path, worktree.branch, uuids, settings.share, ports,
+                                     settings.pack[0] if settings.pack else ""),
                         **(run.labels if run else {})},
                 gpus=uuids,
                 limits=settings.limits,

@@ -81,6 +81,7 @@ class Holder:
     branch: str | None
     container: str
     share: bool
+    pack: str = ""  # runs of one sweep packed K to a GPU (--runs-per-gpu) carry the same group
 
 
 def name_digest(common_dir: Path, worktree: Path) -> str:

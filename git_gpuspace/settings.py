@@ -23,6 +23,7 @@ class Settings:
     request: GpuRequest
     limits: Limits
     share: bool = False
+    pack: tuple[str, int] | None = None  # (group, K): runs of one sweep, K to a GPU
     ports: tuple[PortRequest, ...] = ()
     address: str = "127.0.0.1"
     data_root: str | None = None  # where a new binding's data dir goes

@@ -229,3 +229,46 @@ def test_grid_file_and_random_samples(repo, tmp_path):
                 "--", "echo", "{a}", "{b}")
         drawn.append([r["params"] for r in runs(repo, "--sweep", name)])
     assert drawn[0] == drawn[1] and len(drawn[0]) == 3  # the same seed draws the same sets
+
+
+def test_runs_per_gpu_packs_a_sweep_and_nothing_else(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_GPU_COUNT", "2")
+    repo.ok("add", "-b", "holder", str(tmp_path / "holder"), "--gpus", "1")  # one GPU is a binding's
+    result = repo.gs("sweep", "packed", "-p", "n=1,2,3", "--runs-per-gpu", "2", "--gpus", "1", "--",
+                     "sh", "-c", "sleep 2; echo n={n}")
+    assert result.returncode == 0, result.stderr
+    records = runs(repo, "--sweep", "packed")
+    held = next(r for r in repo.status() if r["branch"] == "holder")["gpus"][0]["uuid"]
+    assert all(r["gpus"] != [held] for r in records)  # never on the binding's GPU
+    assert overlap(records) == 2  # two packed on the free GPU, the third after
+
+
+def test_a_gpu_busy_outside_gpuspace_is_not_handed_out(repo, monkeypatch):
+    monkeypatch.setenv("FAKE_GPU_COUNT", "2")
+    monkeypatch.setenv("FAKE_GPU_BUSY", "0")
+    gpus = json.loads(repo.ok("gpus", "--json").stdout)
+    assert "outside gpuspace" in gpus[0]["holders"][0]["worktree"] and gpus[1]["holders"] == []
+    repo.ok("sweep", "avoid", "-p", "n=1,2", "--gpus", "1", "--", "echo", "{n}")
+    assert {uuid for r in runs(repo) for uuid in r["gpus"]} == {gpus[1]["uuid"]}
+    refused = repo.gs("add", "-b", "x", "../x", "--gpus", "0,")
+    assert refused.returncode == 1 and "a process outside gpuspace computes on it" in refused.stderr
+
+
+def test_add_wait_waits_for_a_gpu_in_the_queue(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_GPU_COUNT", "1")
+    busy = subprocess.Popen(["git-gpuspace", "run", "--gpus", "1", "--", "sleep", "3"], cwd=repo.path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(r["state"] == "running" for r in runs(repo)), 30)
+    refused = repo.gs("add", "-b", "now", str(tmp_path / "now"), "--gpus", "1")
+    assert refused.returncode == 1 and not (tmp_path / "now").exists()
+    short = repo.gs("add", "-b", "short", str(tmp_path / "short"), "--gpus", "1", "--wait=1")
+    assert short.returncode == 1 and "waiting for GPUs" in short.stderr and not (tmp_path / "short").exists()
+    waited = repo.gs("add", "-b", "later", str(tmp_path / "later"), "--gpus", "1", "--wait")
+    assert waited.returncode == 0, waited.stderr
+    assert busy.wait(timeout=30) == 0
+
+
+def test_detach_hands_the_queue_to_a_background_dispatcher(repo):
+    result = repo.gs("sweep", "bg", "-p", "n=1,2", "--gpus", "none", "--detach", "--", "sh", "-c", "sleep 1; echo {n}")
+    assert result.returncode == 0 and "Dispatching in the background" in result.stderr
+    assert wait_for(lambda: [r["state"] for r in runs(repo, "--sweep", "bg")] == ["succeeded"] * 2, 60)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
 from .. import allocate, gpus, state, worktrees
 from ..containers import Engine
-from ..errors import UsageError
+from ..errors import GpusUnavailable, UsageError
 from ..faults import checkpoint
 from ..lifecycle import (
     Rollback,
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     early = settings_from(defaults, flags, args.share)
     require_unbound(known, path)
     engine = Engine()
-    if args.gpus is not None:  # without the flag, the checked-out devcontainer.json may decide
+    wait = _wait_seconds(args.wait)
+    if args.gpus is not None and wait is None:  # without the flag, the checked-out devcontainer.json may decide
         allocate.choose(early.request, gpus.inventory() if not early.request.none else [],
                         leases(engine.list_managed()), args.share)
     with Rollback() as undo:
@@ -50,15 +53,42 @@ def run(args: argparse.Namespace) -> int:
         # The checked-out devcontainer.json is a layer of its own. Reading it and pulling or
         # building its image take as long as the repository makes them: not under the repo lock.
         settings = settings_for_worktree(info, defaults, flags, args.share, worktree, args.devcontainer, args.trust)
-        plan = prepare(settings, engine)
-        with state.locked(info.common_dir) as current:
-            require_unbound(current, path)
-            converge_quietly(info, engine, current)
-            binding, chosen = bind_worktree(info, plan, current, worktree, start=not args.no_start, undo=undo)
+        deadline = None if wait is None else time.monotonic() + wait
+        waiting = False
+        while True:
+            try:
+                plan = prepare(settings, engine)
+                with state.locked(info.common_dir) as current:
+                    require_unbound(current, path)
+                    converge_quietly(info, engine, current)
+                    binding, chosen = bind_worktree(info, plan, current, worktree, start=not args.no_start, undo=undo)
+                break
+            except GpusUnavailable as error:  # with --wait: until a GPU is free, or the wait is over
+                if deadline is None or time.monotonic() >= deadline:
+                    raise
+                if not waiting:
+                    print(f"git-gpuspace: waiting for GPUs ({error})", file=sys.stderr)
+                    waiting = True
+                time.sleep(WAIT_POLL_S)
     report(binding, chosen, started=not args.no_start)
     if not args.no_start:
         run_post_create(engine, binding, settings.post_create)
     return 0
+
+
+WAIT_POLL_S = 0.5
+
+
+def _wait_seconds(text: str | None) -> float | None:
+    """--wait (no bound), --wait=90, --wait=10m, --wait=2h; None without --wait."""
+    if text is None:
+        return None
+    if text == "forever":
+        return float("inf")
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not found:
+        raise UsageError(f"invalid --wait '{text}'", hint="a time such as 90, 90s, 10m or 2h")
+    return float(found.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[found.group(2)]
 
 
 FLAG_KEYS = ("image", "gpus", "memory", "cpus", "shm_size", "jupyter", "ssh", "tensorboard", "ports", "ssh_keys",

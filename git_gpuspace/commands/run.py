@@ -14,7 +14,7 @@ from ..errors import GpusUnavailable, UsageError
 from ..lifecycle import Rollback, resolve_worktree
 from ..runs import grid
 from ..runs import store as run_store
-from ..runs.dispatch import PREPARING, dispatch
+from ..runs.dispatch import PREPARING, dispatch, start_background
 from ..runs.store import Run, Sweep
 from ..settings import settings_from
 
@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-parallel must be at least 1")
     if args.retries < 0:
         raise UsageError("--retries must be 0 or more")
+    if args.runs_per_gpu < 1:
+        raise UsageError("--runs-per-gpu must be at least 1")
     flags = {key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key) is not None}
     settings = settings_from(state.load(info.common_dir).defaults, flags, False)
     if settings.request.count and settings.request.count > len(gpus.inventory()):
@@ -59,9 +61,13 @@ def run(args: argparse.Namespace) -> int:
     commit, snapshot = _pin(info, args.commit)
     Engine().ensure_image(settings.image)  # a pull, before anything is queued and outside the lock
     ids = submit(info, command, commit, snapshot, flags, sweep, param_sets, args.max_parallel, args.priority,
-                 args.retries)
+                 args.retries, args.runs_per_gpu)
     print(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''} at {commit[:8]}"
           + (" (a snapshot of uncommitted changes)" if snapshot else "") + f": {', '.join(ids)}", file=sys.stderr)
+    if args.detach:
+        log = start_background(info)
+        print(f"Dispatching in the background (log: {log}); `git gpuspace runs` shows how they do", file=sys.stderr)
+        return 0
     return dispatch_and_report(info, set(ids))
 
 
@@ -91,7 +97,7 @@ def _pin(info: worktrees.RepoInfo, commit_ish: str | None) -> tuple[str, bool]:
 
 def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: bool, flags: dict,
            sweep: str | None, param_sets: list[dict[str, str]], max_parallel: int | None, priority: int,
-           retries: int = 0) -> list[str]:
+           retries: int = 0, runs_per_gpu: int = 1) -> list[str]:
     """Queue one run per parameter set: ids are reserved under the lock, worktrees and refs made
     outside it (a checkout takes as long as the repo makes it), then the runs are released."""
     with run_store.locked(info.common_dir) as runs:
@@ -99,6 +105,8 @@ def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: 
             runs.sweeps.setdefault(sweep, Sweep(sweep))
             if max_parallel is not None:
                 runs.sweeps[sweep].max_parallel = max_parallel
+            if runs_per_gpu > 1:
+                runs.sweeps[sweep].runs_per_gpu = runs_per_gpu
         made = []
         for params in param_sets:
             run_id = runs.next_id(sweep or "run")

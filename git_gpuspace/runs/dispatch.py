@@ -11,9 +11,12 @@ that dies loses nothing: the next one does the same from what it finds.
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -68,6 +71,19 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
             if not any(run.state in ("queued", "running") for run in mine_or_all):
                 return mine_or_all
             time.sleep(poll)
+
+
+def start_background(info: worktrees.RepoInfo) -> Path:
+    """Hand dispatching to a process of its own (unless one is alive), logging to the user's
+    state dir. It runs our console script by path, never `python -m` from a worktree."""
+    log = lock_path(info.common_dir).with_suffix(".log")
+    if not alive(info):
+        script = Path(sys.executable).parent / "git-gpuspace"
+        command = [str(script)] if script.exists() else [shutil.which("git-gpuspace") or "git-gpuspace"]
+        with open(log, "ab") as output:
+            subprocess.Popen([*command, "runs", "resume"], cwd=info.anchor, stdin=subprocess.DEVNULL, stdout=output,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    return log
 
 
 def alive(info: worktrees.RepoInfo) -> bool:
@@ -139,6 +155,8 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
             if worktree is None:
                 raise GpuspaceError(f"its worktree {run.worktree} is gone")
             settings = settings_for_worktree(info, defaults, dict(run.flags), False, worktree, notices=False)
+            if sweep and sweep.runs_per_gpu > 1:
+                settings = replace(settings, pack=(f"{info.common_dir}:{sweep.name}", sweep.runs_per_gpu))
             plan = prepare(settings, engine)
             spec = RunSpec(container_command(run.command), {k: str(v) for k, v in run_store.params_env(run).items()},
                            {LABEL_RUN: run.id})

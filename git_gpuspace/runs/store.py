@@ -66,6 +66,7 @@ class Run:
 class Sweep:
     name: str
     max_parallel: int | None = None  # None: as many as GPUs allow
+    runs_per_gpu: int = 1  # K runs of this sweep may share one GPU (and nothing else)
 
 
 @dataclass
