@@ -106,8 +106,9 @@ def test_dispatcher_killed_then_resumed_runs_each_exactly_once(repo):
     sweep.send_signal(signal.SIGKILL)
     sweep.wait()
     time.sleep(0.5)
-    listed = repo.gs("runs")
-    assert "no dispatcher is running" in listed.stderr and "runs resume" in listed.stderr
+    for command in ("runs", "status"):
+        listed = repo.gs(command)
+        assert "no dispatcher is running" in listed.stderr and "runs resume" in listed.stderr
     repo.ok("prune")  # reconcile leaves a run's container to the dispatcher
     assert len(repo.containers()) == 1
     resumed = repo.gs("runs", "resume")
@@ -272,3 +273,15 @@ def test_detach_hands_the_queue_to_a_background_dispatcher(repo):
     result = repo.gs("sweep", "bg", "-p", "n=1,2", "--gpus", "none", "--detach", "--", "sh", "-c", "sleep 1; echo {n}")
     assert result.returncode == 0 and "Dispatching in the background" in result.stderr
     assert wait_for(lambda: [r["state"] for r in runs(repo, "--sweep", "bg")] == ["succeeded"] * 2, 60)
+
+
+def test_progress_is_live_on_a_terminal_and_plain_lines_in_a_pipe(repo, tmp_path):
+    typescript = tmp_path / "typescript"
+    subprocess.run(["script", "-qec", "git-gpuspace sweep tty -p n=1,2 --gpus 1 -- sh -c 'sleep 1; echo {n}'",
+                    str(typescript)], cwd=repo.path, check=True, capture_output=True, timeout=120)
+    screen = typescript.read_text(errors="replace")
+    assert "\x1b[" in screen and "running" in screen and "queued, " in screen
+    piped = repo.gs("sweep", "pipe", "-p", "n=1,2", "--gpus", "1", "--", "sh", "-c", "sleep 1; echo {n}")
+    assert "\x1b[" not in piped.stderr
+    events = sorted(tuple(line.split()[:2]) for line in piped.stderr.splitlines() if line.startswith("pipe-"))
+    assert events == [("pipe-1", "started"), ("pipe-1", "succeeded"), ("pipe-2", "started"), ("pipe-2", "succeeded")]

@@ -11,6 +11,7 @@ from .. import gpus, output, reconcile, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import EngineUnavailable
 from ..runs import store as run_store
+from ..runs.dispatch import alive
 from ..specs import format_size
 
 
@@ -66,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {record['path']}  {name}: {url}")
     for line in _run_summary(runs):
         print(line)
+    if any(run.state == "queued" for run in runs) and not alive(info):
+        print("git-gpuspace: runs are queued and no dispatcher is running: `git gpuspace runs resume`", file=sys.stderr)
     return 0
 
 

@@ -30,6 +30,7 @@ from ..lifecycle import Rollback, RunSpec, prepare, start_run
 from ..locking import file_lock
 from ..settings import settings_for_worktree
 from . import store as run_store
+from .progress import Progress
 from .store import Run, Runs, now
 
 POLL_S = 0.25  # a finished run's GPU goes to the next run within about this
@@ -60,17 +61,24 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
     """Dispatch until none of `wanted` (None: no run of the repo) is queued or running, and
     return those runs as they ended. When another dispatcher is alive, follow its progress."""
     engine = Engine()
+    progress = Progress(out)
     with file_lock(lock_path(info.common_dir), wait=False) as mine:
         if not mine:
-            print("git-gpuspace: another dispatcher runs this repo's queue; following it", file=out)
-        while True:
-            if mine:
-                _turn(info, engine, out)
-            current = run_store.load(info.common_dir)
-            mine_or_all = [run for run in current.runs if wanted is None or run.id in wanted]
-            if not any(run.state in ("queued", "running") for run in mine_or_all):
-                return mine_or_all
-            time.sleep(poll)
+            progress.event("git-gpuspace: another dispatcher runs this repo's queue; following it")
+        try:
+            while True:
+                for line in _turn(info, engine) if mine else []:
+                    progress.event(line)
+                current = run_store.load(info.common_dir)
+                mine_or_all = [run for run in current.runs if wanted is None or run.id in wanted]
+                if not mine:
+                    progress.changes(mine_or_all)
+                if not any(run.state in ("queued", "running") for run in mine_or_all):
+                    return mine_or_all
+                progress.show(mine_or_all)
+                time.sleep(poll)
+        finally:
+            progress.close()
 
 
 def start_background(info: worktrees.RepoInfo) -> Path:
@@ -92,7 +100,8 @@ def alive(info: worktrees.RepoInfo) -> bool:
         return not free
 
 
-def _turn(info: worktrees.RepoInfo, engine: Engine, out: TextIO) -> None:
+def _turn(info: worktrees.RepoInfo, engine: Engine) -> list[str]:
+    """One look at the engine, then record what finished and start what can start."""
     containers = engine.list_managed()
     events: list[str] = []
     with state.locked(info.common_dir) as current:
@@ -101,8 +110,7 @@ def _turn(info: worktrees.RepoInfo, engine: Engine, out: TextIO) -> None:
         events += _start_queued(info, engine, runs, current.defaults)
         if events:
             runs.save()
-    for line in events:
-        print(line, file=out, flush=True)
+    return events
 
 
 def _record_finished(info: worktrees.RepoInfo, engine: Engine, runs: Runs, containers: list[ContainerInfo]) -> list[str]:
