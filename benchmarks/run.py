@@ -78,6 +78,8 @@ class Plan:
     profiles: bool  # profile what misses its target
     warmup: bool  # one unmeasured run of every arm first
     quiet_s: int  # pause before the 20k-file figures (see README: recently freed inodes)
+    queue: tuple[int, int, int] = (24, 4, 3)  # the queue figure: runs of `sleep S` on G GPUs: (runs, G, S)
+    big_sweeps: tuple[int, int] = (12, 48)  # sweep sizes whose dispatcher memory and engine calls are compared
     profile_all: bool = False  # ... and what meets it
 
 
@@ -89,7 +91,7 @@ FULL = Plan(
 SMOKE = Plan(
     reps=1, reps_slow=1, small=(5, 10), large=(10, 20), project=(2, 5),
     scale=(1, 3), status_at=3, hook_bindings=2, tmpfs=False, before=False, profiles=False,
-    warmup=False, quiet_s=0,
+    warmup=False, quiet_s=0, queue=(4, 2, 1), big_sweeps=(2, 4),
 )
 
 
@@ -449,6 +451,7 @@ class Bench:
             self.hook()
             self.add_end_to_end()
             self.scale()
+            self.queue()
 
     def measure(self, arms: list[Arm], reps: int) -> None:
         alternate(arms, reps, self.say, warmup=self.plan.warmup)
@@ -720,6 +723,125 @@ class Bench:
             )
 
     # profiles
+    def queue(self) -> None:
+        """The run queue. Each run prints the machine's uptime (one clock for the host and every
+        container) when its command starts and ends, so the figures are the commands' own times."""
+        runs_n, gpus_n, sleep_s = self.plan.queue
+        repo = self.repo("repo-queue", self.plan.project)
+        # GPUs of their own: the scaling figures' bindings still hold some of the others
+        self.queue_seed = secrets.token_hex(4)
+        env = {**self.env, "FAKE_GPU_COUNT": str(gpus_n), "FAKE_GPU_SEED": self.queue_seed}
+        ideal = runs_n / gpus_n * sleep_s
+        self.say(f"== queue: {runs_n} runs of sleep {sleep_s} on {gpus_n} GPUs")
+        command = ["sh", "-c", f"echo start $({UPTIME}); sleep {sleep_s}; echo end $({UPTIME}); : {{n}}"]
+        wall = self.runner.run([*self.git_gpuspace, "sweep", "queue", "-p", "n=" + ",".join(map(str, range(runs_n))),
+                                "--gpus", "1", "--", *command], cwd=repo, env=env)
+        stamps = self.run_stamps(repo, "queue")
+        makespan = max(end for _, end, _ in stamps) - min(start for start, _, _ in stamps)
+        note = (f"first command start to last command end; the whole `sweep` command, with {runs_n} worktrees made "
+                f"first, took {wall.seconds:.1f} s")
+        self.figures.append(Figure(f"queue makespan, {runs_n} runs of `sleep {sleep_s}` on {gpus_n} GPUs",
+                                   "`git gpuspace sweep`", "ideal", makespan, ideal,
+                                   "ratio", 1 / 0.9, "efficiency >= 0.9 (<= 1.11x ideal)", note=note))
+        self.anchor_scheduler(runs_n, gpus_n, sleep_s, ideal)
+        gaps = []
+        for uuid in {gpu for _, _, gpu in stamps}:
+            on_gpu = sorted((start, end) for start, end, gpu in stamps if gpu == uuid)
+            gaps += [later[0] - earlier[1] for earlier, later in zip(on_gpu, on_gpu[1:])]
+        if gaps:
+            gaps.sort()
+            p95 = gaps[min(len(gaps) - 1, int(round(0.95 * (len(gaps) - 1))))]
+            self.figures.append(Figure("dispatch gap, p95", f"p95 (median {statistics.median(gaps) * 1000:.0f} ms)",
+                                       "", p95, None, "absolute", 1000, "p95 <= 1 s",
+                                       note=f"{len(gaps)} gaps: a run's command ends -> the next command starts on that GPU"))
+        self.run_to_start(repo, env)
+        self.big_sweeps(repo, env)
+
+    def run_stamps(self, repo: Path, sweep: str) -> list[tuple[float, float, str]]:
+        """(start, end, GPU) of each run of a sweep, from the uptime its command printed."""
+        import json
+
+        found = []
+        for record in json.loads(self.runner.output([*self.git_gpuspace, "runs", "--json", "--sweep", sweep], cwd=repo)):
+            log = (Path(record["data_dir"]) / "logs" / "run.log").read_text()
+            start = float(log.split("start ", 1)[1].split()[0])
+            end = float(log.split("end ", 1)[1].split()[0])
+            found.append((start, end, ",".join(record["gpus"])))
+        return found
+
+    def anchor_scheduler(self, runs_n: int, gpus_n: int, sleep_s: int, ideal: float) -> None:
+        """simple_gpu_scheduler (PyPI) runs the same commands on the host: no worktree, no container."""
+        try:
+            import simple_gpu_scheduler  # noqa: F401
+        except ImportError:
+            self.inputs.append("simple_gpu_scheduler is not installed (`pip install -e '.[bench]'`): its figure is left out.")
+            return
+        commands = "".join(f"sleep {sleep_s}\n" for _ in range(runs_n)).encode()
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "simple_gpu_scheduler.scheduler", "--gpus", *map(str, range(gpus_n))],
+                       input=commands, capture_output=True, check=True, env=self.env)
+        makespan = time.perf_counter() - start
+        self.figures.append(Figure(f"queue makespan, the same {runs_n} commands under simple_gpu_scheduler",
+                                   "simple_gpu_scheduler", "ideal", makespan, ideal,
+                                   "ratio", None, "(anchor)", note="host processes: no worktree, container or pinning"))
+
+    def run_to_start(self, repo: Path, env: dict[str, str]) -> None:
+        """From invoking `git gpuspace run` to the command running on a free GPU, against `git
+        worktree add --detach` + `docker run` by hand."""
+        uuid = f"GPU-{self.queue_seed}-0000-4000-8000-{0:012d}"
+        where = self.base / "wt-queue"
+        where.mkdir(exist_ok=True)
+
+        def ours(rep: int) -> Sample:
+            before = uptime()
+            self.runner.run([*self.git_gpuspace, "run", "--gpus", "1", "--", "sh", "-c", f"echo start $({UPTIME})"],
+                            cwd=repo, env=env)
+            import json
+
+            record = json.loads(self.runner.output([*self.git_gpuspace, "runs", "--json"], cwd=repo, env=env))[-1]
+            self.runner.output([*self.git_gpuspace, "runs", "clean"], cwd=repo, env=env)
+            log = (Path(record["data_dir"]) / "logs" / "run.log").read_text()
+            return Sample(float(log.split("start ", 1)[1].split()[0]) - before, 0)
+
+        def by_hand(rep: int) -> Sample:
+            path, name = where / f"hand-{rep}", f"gpuspace-bench-{self.seed}-run-{rep}"
+            before = uptime()
+            self.runner.run(["git", "worktree", "add", "-q", "--detach", str(path)], cwd=repo)
+            container = self.runner.output(["docker", "run", "-d", "--name", name, "--init", "--label",
+                                            f"{LABEL_REPO}={self.base}/by-hand", "--mount",
+                                            f"type=bind,source={path},target=/workspace", "-w", "/workspace",
+                                            "--gpus", f"device={uuid}", self.image, "sh", "-c",
+                                            f"echo start $({UPTIME})"], cwd=repo).strip()
+            self.runner.output(["docker", "wait", container], cwd=repo)
+            log = self.runner.output(["docker", "logs", container], cwd=repo)
+            self.runner.output(["docker", "rm", "-f", container], cwd=repo)
+            return Sample(float(log.split("start ", 1)[1].split()[0]) - before, 0)
+
+        arms = [Arm("`git gpuspace run`", ours), Arm("`git worktree add --detach` + `docker run`", by_hand)]
+        self.measure(arms, self.plan.reps)
+        self.figures.append(pair("`run` to the command's start", *arms, "ratio", 1.3, "<= 1.3x",
+                                 note="a free GPU; until the command prints the clock inside its container"))
+
+    def big_sweeps(self, repo: Path, env: dict[str, str]) -> None:
+        """A sweep's dispatcher memory and engine calls per run, at two sweep sizes."""
+        measured = {}
+        for size in self.plan.big_sweeps:
+            self.say(f"== a sweep of {size} runs")
+            self.proxy.take()
+            sample = self.runner.run([*self.git_gpuspace, "sweep", f"big-{size}", "-p",
+                                      "n=" + ",".join(map(str, range(size))), "--gpus", "1", "--", "echo", "{n}"],
+                                     cwd=repo, env={**env, "DOCKER_HOST": self.proxy.docker_host})
+            measured[size] = (sample.rss_kib / 1024, len(self.proxy.take()) / size)
+        (low, high) = (measured[size] for size in self.plan.big_sweeps)
+        first, last = self.plan.big_sweeps
+        self.figures.append(Figure(f"engine calls per run, sweeps of {first} -> {last} runs",
+                                   f"{low[1]:.1f} -> {high[1]:.1f}", "", high[1] - low[1], None, "calls", 2,
+                                   "constant (<= +2 a run)"))
+        tolerance = max(4.0, 0.1 * low[0])
+        self.figures.append(Figure(f"peak memory growth, `sweep` (submit + dispatch), {first} -> {last} runs",
+                                   f"{low[0]:.1f} -> {high[0]:.1f} MiB", "", high[0] - low[0], None, "growth", tolerance,
+                                   f"flat (<= +{tolerance:.1f} MiB)"))
+
     def profile_imports(self) -> None:
         result = subprocess.run([sys.executable, "-X", "importtime", str(gpuspace_script()), "--version"], cwd=self.base,
                                 env=self.env, capture_output=True, text=True)
@@ -901,6 +1023,14 @@ def report(bench: Bench, command: str, started: datetime.datetime, seconds: floa
     if analysis.exists() and not smoke:
         parts += [analysis.read_text().rstrip(), ""]
     return "\n".join(parts)
+
+
+UPTIME = "cut -d' ' -f1 /proc/uptime"
+
+
+def uptime() -> float:
+    with open("/proc/uptime") as handle:
+        return float(handle.read().split()[0])
 
 
 # --------------------------------------------------------------------------- cleanup and main
