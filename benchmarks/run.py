@@ -801,7 +801,7 @@ class Bench:
             record = json.loads(self.runner.output([*self.git_gpuspace, "runs", "--json"], cwd=repo, env=env))[-1]
             self.runner.output([*self.git_gpuspace, "runs", "clean"], cwd=repo, env=env)
             log = (Path(record["data_dir"]) / "logs" / "run.log").read_text()
-            return Sample(float(log.split("start ", 1)[1].split()[0]) - before, 0)
+            return Sample(float(log.rsplit("start ", 1)[1].split()[0]) - before, 0)
 
         def by_hand(rep: int) -> Sample:
             path, name = where / f"hand-{rep}", f"gpuspace-bench-{self.seed}-run-{rep}"

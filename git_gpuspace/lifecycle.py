@@ -58,16 +58,19 @@ class Plan:
     settings: Settings
     engine: Engine
     inventory: list[Gpu]
+    # finished runs' containers, removed right after this claim: their GPUs count as free
+    released: frozenset[str] = frozenset()
 
 
-def prepare(settings: Settings, engine: Engine | None = None) -> Plan:
+def prepare(settings: Settings, engine: Engine | None = None, released: frozenset[str] = frozenset()) -> Plan:
     """Connect, check the GPUs could be had, and pull the image: all before creating anything.
 
     The GPU check here only refuses early; the claim in `bind_worktree` is the one that counts.
     """
     engine = engine or Engine()
-    plan = Plan(settings, engine, gpus.inventory() if not settings.request.none else [])
-    allocate.choose(settings.request, plan.inventory, leases(engine.list_managed()), settings.share, settings.pack)
+    plan = Plan(settings, engine, gpus.inventory() if not settings.request.none else [], released)
+    allocate.choose(settings.request, plan.inventory,
+                    leases([c for c in engine.list_managed() if c.name not in released]), settings.share, settings.pack)
     if settings.build is not None:
         tag = settings.build.tag()
         if not engine.has_image(tag):
@@ -195,7 +198,7 @@ def _claim_and_create(
         # `name` taken by a container of ours means no binding claims it (an interrupted command).
         for gone in {name, replacing} & {container.name for container in managed}:
             engine.remove(gone)
-        managed = [container for container in managed if container.name not in (name, replacing)]
+        managed = [container for container in managed if container.name not in (name, replacing, *plan.released)]
         chosen = allocate.choose(settings.request, plan.inventory, leases(managed), settings.share, settings.pack)
         ports: list[PortMap] = []
         if settings.ports:

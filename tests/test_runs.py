@@ -197,6 +197,9 @@ def test_stop_retry_clean_and_retries(repo, tmp_path):
     assert csv_text.splitlines()[0].startswith("run,sweep,params,state")
     shown = json.loads(repo.ok("runs", "show", runs(repo)[0]["id"]).stdout)
     assert shown["state"] == "succeeded"
+    repo.ok("runs", "clean")
+    repo.ok("run", "--gpus", "none", "--", "true")
+    assert [r["id"] for r in runs(repo)] == ["run-2"]  # an id is never given twice: data dirs and refs stay apart
 
 
 def test_a_run_whose_container_vanished_is_interrupted(repo):

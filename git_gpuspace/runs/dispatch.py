@@ -33,7 +33,7 @@ from . import store as run_store
 from .progress import Progress
 from .store import Run, Runs, now
 
-POLL_S = 0.25  # a finished run's GPU goes to the next run within about this
+POLL_S = 0.1  # a finished run's GPU goes to the next run within about this
 PREPARING = "preparing"  # reason of a queued run whose worktree is still being made
 ACTIVE = ("created", "running", "restarting", "paused", "removing")
 # The command is the container's main process; its output also goes to /data/logs/run.log, and
@@ -106,14 +106,20 @@ def _turn(info: worktrees.RepoInfo, engine: Engine) -> list[str]:
     events: list[str] = []
     with state.locked(info.common_dir) as current:
         runs = run_store.load(info.common_dir)
-        events += _record_finished(info, engine, runs, containers)
-        events += _start_queued(info, engine, runs, current.defaults)
+        finished = _record_finished(info, runs, containers)
+        events += [line for line, _ in finished]
+        # the next runs start on the finished runs' GPUs first; their containers go after
+        released = frozenset(name for _, name in finished if name)
+        events += _start_queued(info, engine, runs, current.defaults, released)
         if events:
             runs.save()
+        for name in released:
+            engine.remove(name)  # frees its GPUs for everyone else; its worktree and data dir stay
     return events
 
 
-def _record_finished(info: worktrees.RepoInfo, engine: Engine, runs: Runs, containers: list[ContainerInfo]) -> list[str]:
+def _record_finished(info: worktrees.RepoInfo, runs: Runs, containers: list[ContainerInfo]) -> list[tuple[str, str | None]]:
+    """Runs whose containers exited or vanished: (event line, the container to remove)."""
     ours = {c.labels[LABEL_RUN]: c for c in containers
             if c.labels.get(LABEL_REPO) == str(info.common_dir) and LABEL_RUN in c.labels}
     events = []
@@ -121,9 +127,7 @@ def _record_finished(info: worktrees.RepoInfo, engine: Engine, runs: Runs, conta
         container = ours.get(run.id)
         if run.state != "running" or (container is not None and container.state in ACTIVE):
             continue
-        events.append(finish(run, container))
-        if container is not None:
-            engine.remove(container.name)  # frees its GPUs; its worktree and data dir stay
+        events.append((finish(run, container), container.name if container is not None else None))
     return events
 
 
@@ -148,7 +152,8 @@ def finish(run: Run, container: ContainerInfo | None) -> str:
     return line
 
 
-def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults: dict) -> list[str]:
+def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults: dict,
+                  released: frozenset[str]) -> list[str]:
     running = Counter(run.sweep for run in runs.runs if run.state == "running")
     order = {run.id: index for index, run in enumerate(runs.runs)}
     queued = sorted((run for run in runs.runs if run.state == "queued" and run.reason != PREPARING),
@@ -165,7 +170,7 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
             settings = settings_for_worktree(info, defaults, dict(run.flags), False, worktree, notices=False)
             if sweep and sweep.runs_per_gpu > 1:
                 settings = replace(settings, pack=(f"{info.common_dir}:{sweep.name}", sweep.runs_per_gpu))
-            plan = prepare(settings, engine)
+            plan = prepare(settings, engine, released)
             spec = RunSpec(container_command(run.command), {k: str(v) for k, v in run_store.params_env(run).items()},
                            {LABEL_RUN: run.id})
             with Rollback() as undo:

@@ -74,20 +74,24 @@ class Runs:
     path: Path
     runs: list[Run] = field(default_factory=list)
     sweeps: dict[str, Sweep] = field(default_factory=dict)
+    issued: dict[str, int] = field(default_factory=dict)  # last number per id prefix: ids are never reused
 
     def find(self, run_id: str) -> Run | None:
         return next((run for run in self.runs if run.id == run_id), None)
 
     def next_id(self, prefix: str) -> str:
+        """`<prefix>-<n>`, never one given before (a cleaned run's data dir and ref stay apart)."""
         taken = {run.id for run in self.runs}
-        number = sum(1 for run in self.runs if run.id.startswith(f"{prefix}-")) + 1
+        number = self.issued.get(prefix, 0) + 1
         while f"{prefix}-{number}" in taken:
             number += 1
+        self.issued[prefix] = number
         return f"{prefix}-{number}"
 
     def save(self) -> None:
         document = {
             "schema": 1,
+            "issued": dict(self.issued),
             "sweeps": [{key: value for key, value in asdict(s).items() if value is not None} for s in self.sweeps.values()],
             "runs": [{key: value for key, value in asdict(r).items() if value is not None} for r in self.runs],
         }
@@ -110,7 +114,8 @@ def load(common_dir: Path) -> Runs:
     for index, run in enumerate(runs):
         if not ID.match(run.id) or run.state not in STATES:
             raise StateError(f"{path}: runs[{index}] has a bad id or state", hint="fix or move the file by hand")
-    return Runs(path, runs, sweeps)
+    issued = {str(k): int(v) for k, v in (document.get("issued") or {}).items() if isinstance(v, int)}
+    return Runs(path, runs, sweeps, issued)
 
 
 @contextlib.contextmanager
