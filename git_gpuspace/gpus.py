@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+from typing import Any, Iterator
 
 from .model import Gpu
 
@@ -24,15 +26,34 @@ def probe() -> tuple[str, list[Gpu]]:
     return "none", []
 
 
-def _from_nvml() -> list[Gpu] | None:
+@contextlib.contextmanager
+def _nvml() -> Iterator[Any]:
+    """pynvml, initialized (and shut down after), or None without the library or a driver."""
     try:
         import pynvml
     except ImportError:
-        return None
+        yield None
+        return
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError:
-        return None  # no driver library, or no driver loaded
+        yield None  # no driver library, or no driver loaded
+        return
+    try:
+        yield pynvml
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
+def _from_nvml() -> list[Gpu] | None:
+    with _nvml() as pynvml:
+        return None if pynvml is None else _nvml_gpus(pynvml)
+
+
+def _nvml_gpus(pynvml) -> list[Gpu] | None:
     try:
         gpus = []
         for index in range(pynvml.nvmlDeviceGetCount()):
@@ -52,11 +73,6 @@ def _from_nvml() -> list[Gpu] | None:
         return gpus
     except pynvml.NVMLError:
         return None
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
-            pass
 
 
 def _optional(query, handle):
@@ -121,28 +137,18 @@ def compute_processes() -> dict[str, list[int]] | None:
 
 
 def _processes_from_nvml() -> dict[str, list[int]] | None:
-    try:
-        import pynvml
-    except ImportError:
-        return None
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return None  # no driver library, or no driver loaded
-    try:
-        found: dict[str, list[int]] = {}
-        for index in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
-            found[uuid] = [process.pid for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]
-        return found
-    except pynvml.NVMLError:
-        return None
-    finally:
+    with _nvml() as pynvml:
+        if pynvml is None:
+            return None
         try:
-            pynvml.nvmlShutdown()
+            found: dict[str, list[int]] = {}
+            for index in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+                uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
+                found[uuid] = [process.pid for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]
+            return found
         except pynvml.NVMLError:
-            pass
+            return None
 
 
 def _processes_from_nvidia_smi() -> dict[str, list[int]] | None:

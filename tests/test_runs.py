@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import TEST_IMAGE, wait_for
+from conftest import wait_for
 
 
 def runs(repo, *args):
@@ -158,7 +158,7 @@ def test_duplicate_sweep_name_needs_append(repo):
     assert again.returncode == 2 and "a sweep named 'dup' exists" in again.stderr
     repo.ok("sweep", "dup", "--append", "-p", "n=2", "--gpus", "none", "--", "echo", "{n}")
     assert [r["params"]["n"] for r in runs(repo, "--sweep", "dup")] == ["1", "2"]
-    assert TEST_IMAGE and os.path.isdir(runs(repo)[1]["worktree"])
+    assert os.path.isdir(runs(repo)[1]["worktree"])
 
 
 def test_stop_retry_clean_and_retries(repo, tmp_path):
