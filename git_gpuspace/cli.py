@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         runner = verbs.add_parser(verb, help=text, description=text[0].upper() + text[1:] + ", from a queue that "
                                   "waits for free GPUs; dispatches in the foreground and exits 0 when every run succeeded.")
         if verb == "sweep":
-            runner.add_argument("name", help="the sweep's name (unique in the repo)")
+            runner.add_argument("name", help="the sweep's name (unique in the repo); `sweep resume NAME` dispatches "
+                                "what of that sweep is queued")
             runner.add_argument("-p", "--param", action="append", dest="params", metavar="NAME=V1,V2",
                                 help="an axis; the command uses it as {NAME}; several axes: their cross product")
             runner.add_argument("--grid-file", metavar="FILE", help="TOML: [axes] (lists of values) and/or [[sets]]")

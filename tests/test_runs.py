@@ -140,6 +140,7 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(repo):
     (("run", "--commit", "no-such-thing", "--", "true"), "invalid reference: no-such-thing"),
     (("run", "--", "echo", "{lr}"), "uses {lr}, but no -p lr="),
     (("run",), "give the command after --"),
+    (("sweep", "resume", "nope"), "no sweep 'nope'"),
 ])
 def test_bad_input_is_one_line_and_queues_nothing(repo, tmp_path, arguments, message):
     (tmp_path / "grid.toml").write_text("[axes]\nlr  [1, 2]\n")
@@ -276,6 +277,8 @@ def test_detach_hands_the_queue_to_a_background_dispatcher(repo):
     result = repo.gs("sweep", "bg", "-p", "n=1,2", "--gpus", "none", "--detach", "--", "sh", "-c", "sleep 1; echo {n}")
     assert result.returncode == 0 and "Dispatching in the background" in result.stderr
     assert wait_for(lambda: [r["state"] for r in runs(repo, "--sweep", "bg")] == ["succeeded"] * 2, 60)
+    again = repo.gs("sweep", "resume", "bg")  # nothing left to dispatch: it says how the sweep went
+    assert again.returncode == 0 and "2 succeeded" in again.stderr, again.stderr
 
 
 def test_progress_is_live_on_a_terminal_and_plain_lines_in_a_pipe(repo, tmp_path):

@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
     worktrees.require_plain_repo(info, args.verb)
     command = list(args.command[1:] if args.command[:1] == ["--"] else args.command)
+    if args.verb == "sweep" and args.name == "resume" and len(command) == 1 and not args.params:
+        return _resume_sweep(info, command[0])  # `sweep resume NAME`, as `runs resume` for one sweep
     if not command:
         raise UsageError(f"give the command after --, e.g. git gpuspace {args.verb} -- python train.py")
     sweep = args.name if args.verb == "sweep" else None
@@ -82,6 +84,13 @@ def dispatch_and_report(info: worktrees.RepoInfo, wanted: set[str] | None) -> in
     failed = [run for run in ended if run.state != "succeeded"]
     print(f"{len(ended) - len(failed)} succeeded, {len(failed)} failed or stopped", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _resume_sweep(info: worktrees.RepoInfo, name: str) -> int:
+    known = run_store.load(info.common_dir)
+    if name not in known.sweeps:
+        raise UsageError(f"no sweep '{name}'", hint="`git gpuspace runs` lists the runs and their sweeps")
+    return dispatch_and_report(info, {run.id for run in known.runs if run.sweep == name})
 
 
 def _pin(info: worktrees.RepoInfo, commit_ish: str | None) -> tuple[str, bool]:
