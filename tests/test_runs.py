@@ -291,3 +291,20 @@ def test_progress_is_live_on_a_terminal_and_plain_lines_in_a_pipe(repo, tmp_path
     assert "\x1b[" not in piped.stderr
     events = sorted(tuple(line.split()[:2]) for line in piped.stderr.splitlines() if line.startswith("pipe-"))
     assert events == [("pipe-1", "started"), ("pipe-1", "succeeded"), ("pipe-2", "started"), ("pipe-2", "succeeded")]
+
+
+def test_runs_killed_with_the_engine_are_interrupted_and_dispatching_goes_on(repo, private_engine):
+    env = {**os.environ, "DOCKER_HOST": private_engine.host}
+    sweep = subprocess.Popen(["git-gpuspace", "sweep", "eng", "-p", "n=1,2", "--gpus", "1", "--max-parallel", "1",
+                              "--", "sh", "-c", "sleep 30; : {n}"],
+                             cwd=repo.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(r["state"] == "running" for r in runs(repo)), 30)
+    private_engine.stop()  # the engine dies, and its containers with it
+    time.sleep(2)
+    private_engine.start()
+    assert wait_for(lambda: [r["state"] for r in runs(repo)] == ["failed", "running"], 60), \
+        [(r["state"], r["reason"], r["exit_code"]) for r in runs(repo)]
+    assert runs(repo)[0]["reason"] == "interrupted"
+    repo.gs("runs", "stop", "--sweep", "eng", "--all", env={"DOCKER_HOST": private_engine.host})
+    assert sweep.wait(timeout=60) == 1
+    assert "waiting for it" in sweep.stderr.read()

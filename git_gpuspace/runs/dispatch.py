@@ -25,7 +25,7 @@ import platformdirs
 from .. import state, workspace, worktrees
 from ..config import APP_NAME
 from ..containers import LABEL_REPO, LABEL_RUN, ContainerInfo, Engine
-from ..errors import GpusUnavailable, GpuspaceError
+from ..errors import EngineUnavailable, GpusUnavailable, GpuspaceError
 from ..lifecycle import Rollback, RunSpec, prepare, start_run
 from ..locking import file_lock
 from ..settings import settings_for_worktree
@@ -65,9 +65,19 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
     with file_lock(lock_path(info.common_dir), wait=False) as mine:
         if not mine:
             progress.event("git-gpuspace: another dispatcher runs this repo's queue; following it")
+        engine_down = False
         try:
             while True:
-                for line in _turn(info, engine) if mine else []:
+                try:
+                    lines = _turn(info, engine) if mine else []
+                except EngineUnavailable as error:  # it comes back by itself: wait, and say so once
+                    if not engine_down:
+                        progress.event(f"git-gpuspace: {error}; waiting for it (Ctrl-C stops dispatching)")
+                    engine_down, lines = True, []
+                    time.sleep(1)
+                else:
+                    engine_down = False
+                for line in lines:
                     progress.event(line)
                 current = run_store.load(info.common_dir)
                 mine_or_all = [run for run in current.runs if wanted is None or run.id in wanted]
@@ -177,6 +187,8 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
                 name, chosen, data_dir = start_run(info, plan, worktree, spec, undo)
         except GpusUnavailable:
             break  # the first in line waits for GPUs, so runs start in submission order
+        except EngineUnavailable:
+            raise  # not the run's fault: the turn is tried again when the engine answers
         except GpuspaceError as error:
             run.state, run.reason, run.finished = "failed", f"could not start: {error}", now()
             events.append(f"{run.id} failed: could not start: {error}")
