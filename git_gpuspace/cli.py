@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -242,7 +243,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     module = importlib.import_module(f".commands.{_MODULES.get(args.verb, args.verb)}", __package__)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # `timeout`, a closed terminal: roll back as Ctrl-C does
+        signal.signal(signum, _interrupt)
     return run_guarded(module.run, args)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so that rollbacks run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signum)
 
 
 def run_guarded(function, args: argparse.Namespace) -> int:
@@ -256,9 +271,10 @@ def run_guarded(function, args: argparse.Namespace) -> int:
         if error.hint:
             print(f"hint: {error.hint}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("git-gpuspace: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        signum = getattr(error, "signum", signal.SIGINT)
+        print(f"git-gpuspace: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         return 0  # `git gpuspace status | head` is not an error
     except Exception as error:  # a bug: keep the traceback for the report, not the screen

@@ -86,9 +86,17 @@ def _service_ports(merged: dict) -> list[PortRequest]:
         value = merged.get(name)
         if value is None or value is False or str(value).lower() in ("false", "no", "0", ""):
             continue
-        host = None if value is True or str(value).lower() in ("true", "yes") else parse_port(f"{name}={container_port}:{value}").host_port
+        host = None if value is True or str(value).lower() in ("true", "yes") else _host_port(name, value)
         found.append(PortRequest(name, container_port, host))
     return found
+
+
+def _host_port(name: str, value: object) -> int:
+    """--jupyter=PORT and friends: the host port, in the user's own words when it is wrong."""
+    text = str(value).strip()
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise UsageError(f"--{name} {value}: not a host port (1-65535)", hint=f"write --{name} or --{name}=PORT")
+    return int(text)
 
 
 def settings_of(binding: Binding) -> Settings:

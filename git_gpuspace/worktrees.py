@@ -151,8 +151,16 @@ def require_outside_git_dirs(info: RepoInfo, path: Path) -> None:
 
 def list_worktrees(info: RepoInfo) -> list[Worktree]:
     with contextlib.closing(info.open()) as repo:
+        try:
+            entries = _dulwich_list_worktrees(repo)
+        except KeyError:  # dulwich needs a HEAD commit; a new repository has none, and no linked worktree
+            if info.main_path is None:
+                return []
+            target = repo.refs.read_ref(b"HEAD") or b""
+            branch = _short(target[len(b"ref: "):]) if target.startswith(b"ref: ") else None
+            return [Worktree(path=info.main_path, branch=branch, head=None, is_main=True)]
         found = []
-        for entry in _dulwich_list_worktrees(repo):
+        for entry in entries:
             is_main = Path(entry.path).resolve() == info.anchor
             if is_main and info.main_path is None:
                 continue  # a bare repository's own directory is not a worktree

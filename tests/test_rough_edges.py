@@ -1,0 +1,40 @@
+"""Rough edges a user meets off the happy path: each test is the case as a user met it."""
+
+from __future__ import annotations
+
+import subprocess
+
+
+
+def test_sigterm_during_add_rolls_back_like_ctrl_c(repo, tmp_path):
+    before = repo.snapshot(tmp_path / "wts")
+    killed = repo.gs("add", "-b", "t", str(tmp_path / "wts" / "t"), "--gpus", "none",
+                     env={"GPUSPACE_FAULT_POINT": "after-worktree-add", "GPUSPACE_FAULT_ACTION": "run:kill -TERM $PPID"})
+    assert killed.returncode == 128 + 15 and "interrupted (SIGTERM)" in killed.stderr, killed.stderr
+    assert "Traceback" not in killed.stderr
+    assert repo.snapshot(tmp_path / "wts") == before  # no worktree, branch, container or binding left
+
+
+def test_hooks_stay_silent_when_git_runs_them_inside_a_container(repo, tmp_path):
+    repo.ok("init", "--gpus", "none")
+    repo.ok("add", "-b", "exp", str(tmp_path / "wt"))
+    [container] = repo.containers()
+    result = container.exec_run(["git", "checkout", "-q", "-b", "inside"], workdir="/workspace", demux=True)
+    assert result.exit_code == 0
+    assert not result.output[1], result.output[1]  # no "git-gpuspace is gone" warning
+
+
+def test_a_bad_service_port_is_reported_as_typed(repo, tmp_path):
+    result = repo.gs("add", "-b", "j", str(tmp_path / "j"), "--jupyter=80000")
+    assert result.returncode == 2 and "--jupyter 80000: not a host port (1-65535)" in result.stderr
+    assert "8888:80000" not in result.stderr and not (tmp_path / "j").exists()
+
+
+def test_a_repository_without_a_commit_gets_answers_not_crashes(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=empty, check=True)
+    for command, code in ((["status"], 0), (["remove", "--force", "../nothing"], 2)):
+        result = subprocess.run(["git-gpuspace", *command], cwd=empty, capture_output=True, text=True)
+        assert result.returncode == code and "internal error" not in result.stderr, result.stderr
+    assert "main" in subprocess.run(["git-gpuspace", "status"], cwd=empty, capture_output=True, text=True).stdout
