@@ -25,8 +25,21 @@ BUILT_IN: dict[str, Any] = {
     "gpus": "1",
     # Docker's 64 MB /dev/shm kills PyTorch DataLoader workers; shared memory only costs what is used.
     "shm_size": "8g",
+    "publish_address": "127.0.0.1",  # published ports are for this machine unless the user says otherwise
+    "jupyter": False,
+    "ssh": False,
+    "tensorboard": False,
 }
 KEYS = ("image", "gpus", "memory", "cpus", "shm_size", "publish_address", "data_root", "jupyter", "ssh", "tensorboard")
+
+
+def default_data_root() -> Path:
+    return platformdirs.user_data_path(APP_NAME) / "workspaces"
+
+
+def built_in() -> dict[str, Any]:
+    """The built-in layer, with the paths of this user."""
+    return {**BUILT_IN, "data_root": str(default_data_root())}
 
 
 def user_config_path() -> Path:
@@ -49,7 +62,7 @@ def load_user() -> dict[str, Any]:
 
 def effective(repo_defaults: dict[str, Any], flags: dict[str, Any], devcontainer: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge the layers; a flag left unset (None) does not override."""
-    merged: dict[str, Any] = dict(BUILT_IN)
+    merged: dict[str, Any] = built_in()
     for layer in (load_user(), repo_defaults, devcontainer or {}, flags):
         merged.update({key: value for key, value in layer.items() if key in KEYS and value is not None})
     return merged

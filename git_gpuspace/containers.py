@@ -140,7 +140,8 @@ class Engine:
         with _engine_errors():
             self.client = docker.from_env()  # asks the engine its API version: fails fast if down
         self.api = self.client.api
-        self.base_url = self.api.base_url
+        # what the user knows the engine by (the SDK says http+docker://localhost for a socket)
+        self.base_url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
     @contextlib.contextmanager
     def _calls(self) -> Iterator[None]:

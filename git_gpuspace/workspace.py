@@ -19,7 +19,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .config import APP_NAME
+from .config import APP_NAME, default_data_root
 from .errors import GpuspaceError, StateError, UsageError
 from .model import Binding, PortMap
 
@@ -30,10 +30,6 @@ OWNER = "owner"  # in PRIVATE: a keyed hash of the data dir's path, proof that w
 # Shared by every worktree of the user, so a 10 GB model is downloaded once.
 CACHES = {"huggingface": "HF_HOME", "pip": "PIP_CACHE_DIR", "torch": "TORCH_HOME"}
 SERVICE_PORTS = {"jupyter": 8888, "ssh": 22, "tensorboard": 6006}
-
-
-def default_data_root() -> Path:
-    return platformdirs.user_data_path(APP_NAME) / "workspaces"
 
 
 def cache_root() -> Path:

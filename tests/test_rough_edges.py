@@ -38,3 +38,36 @@ def test_a_repository_without_a_commit_gets_answers_not_crashes(tmp_path):
         result = subprocess.run(["git-gpuspace", *command], cwd=empty, capture_output=True, text=True)
         assert result.returncode == code and "internal error" not in result.stderr, result.stderr
     assert "main" in subprocess.run(["git-gpuspace", "status"], cwd=empty, capture_output=True, text=True).stdout
+
+
+def test_config_shows_the_built_in_values(plain_repo):
+    for key, value in (("publish_address", "127.0.0.1"), ("jupyter", "false"), ("ssh", "false")):
+        result = subprocess.run(["git-gpuspace", "config", "get", key], cwd=plain_repo.path, capture_output=True, text=True)
+        assert result.returncode == 0 and result.stdout.strip() == value
+    data_root = subprocess.run(["git-gpuspace", "config", "get", "data_root"], cwd=plain_repo.path,
+                               capture_output=True, text=True).stdout.strip()
+    assert data_root.endswith("git-gpuspace/workspaces")
+    listing = subprocess.run(["git-gpuspace", "config", "list"], cwd=plain_repo.path, capture_output=True, text=True).stdout
+    assert "publish_address = 127.0.0.1  (built-in)" in listing and "tensorboard = false  (built-in)" in listing
+
+
+def test_restart_says_restarted(repo, tmp_path):
+    repo.ok("add", "-b", "exp", str(tmp_path / "wt"), "--gpus", "none")
+    [container] = repo.containers()
+    started = container.attrs["State"]["StartedAt"]
+    result = repo.ok("restart", "exp")
+    assert result.stdout.startswith("Restarted ")
+    container.reload()
+    assert container.attrs["State"]["StartedAt"] != started and container.status == "running"
+
+
+def test_engine_errors_name_the_socket_not_the_sdks_url(repo, tmp_path, private_engine):
+    env = {"DOCKER_HOST": private_engine.host}
+    pid = (private_engine.base / "dockerd.pid").read_text().strip()
+    socket_file = private_engine.base / "docker.sock"
+    stop_engine = f"run:kill {pid}; for i in $(seq 100); do [ -S {socket_file} ] || break; sleep 0.1; done"
+    during = repo.gs("add", "-b", "mid", str(tmp_path / "mid"), "--gpus", "none",
+                     env={**env, "GPUSPACE_FAULT_POINT": "after-worktree-add", "GPUSPACE_FAULT_ACTION": stop_engine})
+    assert during.returncode == 1 and f"cannot reach the Docker engine at {private_engine.host}" in during.stderr
+    assert "http+docker://localhost" not in during.stderr
+    private_engine.stop()  # reaps it

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     user = config.load_user()
 
     if args.action == "list":
-        layers = [("built-in", config.BUILT_IN), ("user", user), ("repo", repo_defaults)]
+        layers = [("built-in", config.built_in()), ("user", user), ("repo", repo_defaults)]
         for key in config.KEYS:
             origin, value = next(((name, layer[key]) for name, layer in reversed(layers) if key in layer), (None, None))
             if scope and origin != scope:

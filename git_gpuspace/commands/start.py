@@ -42,6 +42,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"Made {binding.container} again (the container was gone) and started it")
         else:
             engine.start(binding.container)
-            print(f"Started {binding.container}")
+            print(f"{'Restarted' if args.verb == 'restart' else 'Started'} {binding.container}")
         converge_quietly(info, engine, current)
     return 0
