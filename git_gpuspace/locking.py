@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .errors import LockTimeout
+from .errors import LockTimeout, StateError
 
 TIMEOUT_ENV = "GPUSPACE_LOCK_TIMEOUT"
 POLL_S = 0.05
@@ -42,8 +42,12 @@ def file_lock(path: Path, mode: int = 0o600, wait: bool = True, timeout: float |
     """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
-    except PermissionError:
-        fd = os.open(path, os.O_RDONLY)  # another user's file: flock needs no write access
+    except OSError as error:
+        try:  # another user's file, or a read-only file system: flock needs no write access
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            raise StateError(f"cannot lock {path}: {error.strerror}",
+                             hint="git-gpuspace needs to write in the repository's git dir") from None
     try:
         bound = lock_timeout(timeout)
         deadline = None if bound is None else time.monotonic() + bound

@@ -97,7 +97,11 @@ def locked(common_dir: Path) -> Iterator[State]:
 @contextlib.contextmanager
 def locked_if_free(common_dir: Path) -> Iterator[State | None]:
     """Like `locked`, but yields None at once while another command holds the lock."""
-    with file_lock(common_dir / LOCK_NAME, wait=False) as held:
+    with contextlib.ExitStack() as stack:
+        try:
+            held = stack.enter_context(file_lock(common_dir / LOCK_NAME, wait=False))
+        except StateError:  # a read-only git dir: nothing can be changed, which is all this lock is for
+            held = False
         yield load(common_dir) if held else None
 
 
@@ -250,7 +254,16 @@ def _binding_to_toml(binding: Binding) -> dict[str, Any]:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write beside the target, fsync, then rename: readers see the old or the new file."""
+    """Write beside the target, fsync, then rename: readers see the old or the new file. A full
+    disk or a read-only git dir is one line naming the file; nothing is left behind."""
+    try:
+        _write_and_rename(path, data)
+    except OSError as error:
+        raise StateError(f"cannot write {path}: {error.strerror or error}",
+                         hint="free some space, or make the git dir writable; the old file is unchanged") from None
+
+
+def _write_and_rename(path: Path, data: bytes) -> None:
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -71,3 +71,25 @@ def test_engine_errors_name_the_socket_not_the_sdks_url(repo, tmp_path, private_
     assert during.returncode == 1 and f"cannot reach the Docker engine at {private_engine.host}" in during.stderr
     assert "http+docker://localhost" not in during.stderr
     private_engine.stop()  # reaps it
+
+
+def read_only_git_dir(repo, *command: str) -> subprocess.CompletedProcess:
+    """`git-gpuspace COMMAND` with the repository's git dir mounted read-only (a private mount
+    namespace: nothing changes for anyone else)."""
+    script = f"mount --bind -o ro {repo.common_dir} {repo.common_dir} && exec git-gpuspace \"$@\""
+    return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *command], cwd=repo.path,
+                          capture_output=True, text=True)
+
+
+def test_a_read_only_git_dir_is_one_line_and_status_still_answers(repo, tmp_path):
+    first = read_only_git_dir(repo, "status")  # no state file or lock yet
+    assert first.returncode == 0 and "main" in first.stdout, first.stderr
+    repo.ok("add", "-b", "exp", str(tmp_path / "wt"), "--gpus", "none")
+    status = read_only_git_dir(repo, "status")
+    assert status.returncode == 0 and "exp" in status.stdout, status.stderr
+    before = repo.state_text()
+    refused = read_only_git_dir(repo, "config", "set", "--repo", "memory", "2g")
+    assert refused.returncode == 1, refused.stderr
+    assert f"cannot write {repo.common_dir / 'gpuspace.toml'}: Read-only file system" in refused.stderr
+    assert "internal error" not in refused.stderr and repo.state_text() == before
+    assert not list(repo.common_dir.glob(".gpuspace.toml.*"))
