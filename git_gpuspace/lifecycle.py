@@ -69,8 +69,9 @@ def prepare(settings: Settings, engine: Engine | None = None, released: frozense
     """
     engine = engine or Engine()
     plan = Plan(settings, engine, gpus.inventory() if not settings.request.none else [], released)
-    allocate.choose(settings.request, plan.inventory,
-                    leases([c for c in engine.list_managed() if c.name not in released]), settings.share, settings.pack)
+    if not settings.request.none:  # the ledger (and the GPUs' own process lists) only when GPUs are asked for
+        allocate.choose(settings.request, plan.inventory,
+                        leases([c for c in engine.list_managed() if c.name not in released]), settings.share, settings.pack)
     if settings.build is not None:
         tag = settings.build.tag()
         if not engine.has_image(tag):
@@ -199,7 +200,8 @@ def _claim_and_create(
         for gone in {name, replacing} & {container.name for container in managed}:
             engine.remove(gone)
         managed = [container for container in managed if container.name not in (name, replacing, *plan.released)]
-        chosen = allocate.choose(settings.request, plan.inventory, leases(managed), settings.share, settings.pack)
+        chosen = allocate.choose(settings.request, plan.inventory, leases(managed) if not settings.request.none else {},
+                                 settings.share, settings.pack)
         ports: list[PortMap] = []
         if settings.ports:
             reserved = {port.host_port for container in managed for port in container.ports}

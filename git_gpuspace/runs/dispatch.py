@@ -181,7 +181,7 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
             if sweep and sweep.runs_per_gpu > 1:
                 settings = replace(settings, pack=(f"{info.common_dir}:{sweep.name}", sweep.runs_per_gpu))
             plan = prepare(settings, engine, released)
-            spec = RunSpec(container_command(run.command), {k: str(v) for k, v in run_store.params_env(run).items()},
+            spec = RunSpec(container_command(run.command), run_store.params_env(run),
                            {LABEL_RUN: run.id})
             with Rollback() as undo:
                 name, chosen, data_dir = start_run(info, plan, worktree, spec, undo)

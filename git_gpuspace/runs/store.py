@@ -10,7 +10,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import tomli_w
 
@@ -125,7 +125,7 @@ def locked(common_dir: Path) -> Iterator[Runs]:
         yield load(common_dir)
 
 
-def params_env(run: Run) -> dict[str, Any]:
+def params_env(run: Run) -> dict[str, str]:
     """What the run's process sees of itself."""
     env = {"GPUSPACE_RUN": run.id, "GPUSPACE_SWEEP": run.sweep or "", "GPUSPACE_COMMIT": run.commit}
     env.update({f"GPUSPACE_PARAM_{re.sub(r'[^A-Za-z0-9_]', '_', key).upper()}": value for key, value in run.params.items()})
