@@ -81,6 +81,10 @@ class Plan:
     queue: tuple[int, int, int] = (24, 4, 3)  # the queue figure: runs of `sleep S` on G GPUs: (runs, G, S)
     big_sweeps: tuple[int, int] = (12, 48)  # sweep sizes whose dispatcher memory and engine calls are compared
     profile_all: bool = False  # ... and what meets it
+    only: str | None = None  # one section of SECTIONS, not all
+
+
+SECTIONS = {"hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue"}
 
 
 FULL = Plan(
@@ -176,7 +180,9 @@ def gpuspace_script() -> Path:
 def make_env(base: Path, seed: str, image: str) -> dict[str, str]:
     """Isolated HOME and config, the fake nvidia-smi, our own GPU UUIDs and lock directory."""
     home = base / "home"
-    env = {key: value for key, value in os.environ.items() if key not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+    # PYTHONDONTWRITEBYTECODE is dropped: an installed program has its bytecode compiled
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "PYTHONDONTWRITEBYTECODE")}
     env.update(
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / "config"),
@@ -431,6 +437,9 @@ class Bench:
         )
         with self.proxy:
             self.version()
+            if plan.only:
+                getattr(self, SECTIONS[plan.only])()
+                return
             small = self.repo(f"repo-{small_n}", plan.small)
             self.worktree_creation(small, f"{small_n} files", plan.reps, self.base / "wt")
             large = self.repo(f"repo-{large_n}", plan.large)
@@ -1066,13 +1075,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tmp", type=Path, help="where to make repositories and worktrees (default: the temp dir)")
     parser.add_argument("--profile", action="store_true", help="profile every command figure, not only those that miss")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (containers are removed anyway)")
+    parser.add_argument("--only", choices=sorted(SECTIONS), help="measure one section (its report goes to --out only)")
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     if args.profile:
         plan = Plan(**{**plan.__dict__, "profiles": True, "profile_all": True})
+    if args.only:
+        plan = Plan(**{**plan.__dict__, "only": args.only})
     if args.reps:
         plan = Plan(**{**plan.__dict__, "reps": args.reps, "reps_slow": min(args.reps, plan.reps_slow) if not args.smoke else args.reps})
-    out = args.out if args.out else (None if args.smoke else HERE / "RESULTS.md")
+    out = args.out if args.out else (None if args.smoke or args.only else HERE / "RESULTS.md")
     command = "python benchmarks/run.py" + "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
 
     if subprocess.run(["docker", "image", "inspect", args.image], capture_output=True).returncode != 0:

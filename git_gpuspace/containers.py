@@ -336,14 +336,15 @@ class Engine:
             except docker.errors.APIError as error:
                 raise _translate(error, f"cannot stop container '{name}'") from None
 
-    def remove(self, name: str, owner: tuple[str, str] | None = None) -> None:
-        """Stop gracefully (SIGTERM, then SIGKILL after a grace period) and delete. Gone is fine.
-        `owner`: (repo, worktree) its labels must name."""
+    def remove(self, name: str, owner: tuple[str, str] | None = None, graceful: bool = True) -> None:
+        """Stop gracefully (SIGTERM, then SIGKILL after a grace period; at once when not
+        `graceful`) and delete. Gone is fine. `owner`: (repo, worktree) its labels must name."""
         if owner is not None:
             self.require_owner(name, owner)
         with self._calls():
             try:
-                self.api.stop(name, timeout=STOP_TIMEOUT_S)
+                if graceful:
+                    self.api.stop(name, timeout=STOP_TIMEOUT_S)
             except docker.errors.NotFound:
                 return
             except docker.errors.APIError:

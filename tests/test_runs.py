@@ -308,3 +308,32 @@ def test_runs_killed_with_the_engine_are_interrupted_and_dispatching_goes_on(rep
     repo.gs("runs", "stop", "--sweep", "eng", "--all", env={"DOCKER_HOST": private_engine.host})
     assert sweep.wait(timeout=60) == 1
     assert "waiting for it" in sweep.stderr.read()
+
+
+def test_a_run_ends_with_its_command_and_nothing_of_it_runs_on(repo, monkeypatch):
+    """The dispatcher goes by the exit file the wrapper writes when the command ends, ahead of
+    the engine; a command that writes it early is killed before its GPU is used again."""
+    monkeypatch.setenv("FAKE_GPU_COUNT", "1")
+    began = time.monotonic()
+    result = repo.gs("sweep", "early", "-p", "n=1,2", "--gpus", "1", "--", "sh", "-c",
+                     "if [ {n} = 1 ]; then echo 7 > /data/.gpuspace/exit; sleep 120; fi; echo second ran")
+    assert result.returncode == 1, result.stderr
+    assert time.monotonic() - began < 60
+    first, second = runs(repo, "--sweep", "early")
+    assert (first["state"], first["exit_code"]) == ("failed", 7)  # what it wrote is its exit code
+    assert second["state"] == "succeeded" and second["gpus"] == first["gpus"]
+    assert repo.containers() == []  # the one still sleeping was killed and removed
+
+
+def test_a_finished_runs_container_left_by_a_dead_dispatcher_frees_its_gpu(repo, monkeypatch):
+    monkeypatch.setenv("FAKE_GPU_COUNT", "1")
+    killed = repo.gs("run", "--gpus", "1", "--", "true",
+                     env={"GPUSPACE_FAULT_POINT": "before-reap", "GPUSPACE_FAULT_ACTION": "kill"})
+    assert killed.returncode == -signal.SIGKILL
+    [record] = runs(repo)
+    assert record["state"] == "succeeded"
+    assert len(repo.containers()) == 1  # recorded, not yet removed
+    again = repo.gs("run", "--gpus", "1", "--", "true")
+    assert again.returncode == 0, again.stderr
+    assert [r["state"] for r in runs(repo)] == ["succeeded", "succeeded"]
+    assert repo.containers() == []

@@ -3,28 +3,33 @@ lock outside the git dir (a container cannot hold it) while it lives.
 
 The engine is the source of truth for what ran: a run's container carries its id in a label and
 its exit code is the container's. Each turn lists the engine once, records runs whose
-containers exited (then removes the container, which frees its GPUs in the host-wide ledger)
-or vanished (`interrupted`), and starts queued runs in order while GPUs are free. A dispatcher
-that dies loses nothing: the next one does the same from what it finds.
+commands ended (then removes the container, which frees its GPUs in the host-wide ledger) or
+whose containers vanished (`interrupted`), and starts queued runs in order while GPUs are free.
+Between turns it watches the running runs' exit files, so a finished run's GPU goes on as soon
+as its command ends, not when the engine gets round to saying so. A dispatcher that dies loses
+nothing: the next one does the same from what it finds.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import Iterable, TextIO
 
 import platformdirs
 
 from .. import state, workspace, worktrees
 from ..config import APP_NAME
 from ..containers import LABEL_REPO, LABEL_RUN, ContainerInfo, Engine
+from ..faults import checkpoint
 from ..errors import EngineUnavailable, GpusUnavailable, GpuspaceError
 from ..lifecycle import Rollback, RunSpec, prepare, start_run
 from ..locking import file_lock
@@ -33,7 +38,8 @@ from . import store as run_store
 from .progress import Progress
 from .store import Run, Runs, now
 
-POLL_S = 0.1  # a finished run's GPU goes to the next run within about this
+POLL_S = 0.1  # the engine is asked at least this often (new runs, vanished containers)
+WATCH_S = 0.01  # ... and the running runs' exit files looked at this often
 PREPARING = "preparing"  # reason of a queued run whose worktree is still being made
 ACTIVE = ("created", "running", "restarting", "paused", "removing")
 # The command is the container's main process; its output also goes to /data/logs/run.log, and
@@ -65,11 +71,11 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
     with file_lock(lock_path(info.common_dir), wait=False) as mine:
         if not mine:
             progress.event("git-gpuspace: another dispatcher runs this repo's queue; following it")
-        engine_down = False
+        engine_down, reaper = False, Reaper()
         try:
             while True:
                 try:
-                    lines = _turn(info, engine) if mine else []
+                    lines = _turn(info, engine, reaper) if mine else []
                 except EngineUnavailable as error:  # it comes back by itself: wait, and say so once
                     if not engine_down:
                         progress.event(f"git-gpuspace: {error}; waiting for it (Ctrl-C stops dispatching)")
@@ -86,8 +92,9 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
                 if not any(run.state in ("queued", "running") for run in mine_or_all):
                     return mine_or_all
                 progress.show(mine_or_all)
-                time.sleep(poll)
+                _watch(current if mine else None, poll)
         finally:
+            reaper.close()
             progress.close()
 
 
@@ -110,46 +117,103 @@ def alive(info: worktrees.RepoInfo) -> bool:
         return not free
 
 
-def _turn(info: worktrees.RepoInfo, engine: Engine) -> list[str]:
+def _watch(runs: Runs | None, poll: float) -> None:
+    """Wait `poll` seconds, or less when a running run's command ends first."""
+    running = [run for run in (runs.runs if runs else []) if run.state == "running" and run.data_dir]
+    deadline = time.monotonic() + poll
+    while time.monotonic() < deadline:
+        if any(exit_written(run) is not None for run in running):
+            return
+        time.sleep(min(WATCH_S, poll))
+
+
+def exit_written(run: Run) -> int | None:
+    """The exit code the run's wrapper wrote when its command ended; None until then (or when
+    what is there is not one: the container writes that file, so it is read as data only)."""
+    text = (workspace.read_private(Path(run.data_dir), EXIT_FILE) or "").strip() if run.data_dir else ""
+    return int(text) if text.isdigit() and len(text) <= 3 else None
+
+
+class Reaper:
+    """Removes finished runs' containers on a thread of its own (with its own engine
+    connection): the dispatcher goes on watching for the next run to end meanwhile."""
+
+    def __init__(self) -> None:
+        self.pending: set[str] = set()
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="reaper", daemon=True)
+        self._thread.start()
+
+    def discard(self, ids: Iterable[str]) -> None:
+        for container_id in set(ids) - self.pending:
+            self.pending.add(container_id)
+            self._queue.put(container_id)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        engine = None
+        while (container_id := self._queue.get()) is not None:
+            try:
+                engine = engine or Engine()
+                engine.remove(container_id, graceful=False)  # its command ended: nothing of it may run on
+            except GpuspaceError:
+                pass  # still there: the next turn finds it again
+            self.pending.discard(container_id)
+
+
+def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper) -> list[str]:
     """One look at the engine, then record what finished and start what can start."""
     containers = engine.list_managed()
     events: list[str] = []
     with state.locked(info.common_dir) as current:
         runs = run_store.load(info.common_dir)
-        finished = _record_finished(info, runs, containers)
-        events += [line for line, _ in finished]
-        # the next runs start on the finished runs' GPUs first; their containers go after
-        released = frozenset(name for _, name in finished if name)
-        events += _start_queued(info, engine, runs, current.defaults, released)
+        events += _record_finished(info, runs, containers)
+        # containers of runs that are not running (just finished, or left by a dispatcher that
+        # died) hold no GPU for this queue: the next runs start on their GPUs first, then they
+        # are removed, which frees the GPUs for everyone else
+        by_id = {run.id: run for run in runs.runs}
+        done = [c for c in containers if c.labels.get(LABEL_REPO) == str(info.common_dir)
+                and c.labels.get(LABEL_RUN) in by_id and by_id[c.labels[LABEL_RUN]].state != "running"]
+        events += _start_queued(info, engine, runs, current.defaults, frozenset(c.name for c in done))
         if events:
             runs.save()
-        for name in released:
-            engine.remove(name)  # frees its GPUs for everyone else; its worktree and data dir stay
+    if done:
+        checkpoint("before-reap")
+    reaper.discard(c.id for c in done)  # by id: a retried run's new container has the old name
     return events
 
 
-def _record_finished(info: worktrees.RepoInfo, runs: Runs, containers: list[ContainerInfo]) -> list[tuple[str, str | None]]:
-    """Runs whose containers exited or vanished: (event line, the container to remove)."""
+def _record_finished(info: worktrees.RepoInfo, runs: Runs, containers: list[ContainerInfo]) -> list[str]:
+    """Record the runs whose commands ended (their exit file says so before the engine does) or
+    whose containers vanished."""
     ours = {c.labels[LABEL_RUN]: c for c in containers
             if c.labels.get(LABEL_REPO) == str(info.common_dir) and LABEL_RUN in c.labels}
     events = []
     for run in runs.runs:
         container = ours.get(run.id)
-        if run.state != "running" or (container is not None and container.state in ACTIVE):
-            continue
-        events.append((finish(run, container), container.name if container is not None else None))
+        if run.state == "running" and (container is None or container.state not in ACTIVE
+                                       or exit_written(run) is not None):
+            events.append(finish(run, container))
     return events
 
 
 def finish(run: Run, container: ContainerInfo | None) -> str:
     """Record how a run ended, from its container (None: gone); retry it while it may."""
     stopping = run.reason == "stopping"
-    written = workspace.read_private(Path(run.data_dir), EXIT_FILE) if run.data_dir else None
+    written = exit_written(run)
     run.finished, run.reason = now(), None
-    run.exit_code = container.exit_code if container is not None else None
+    if container is None:
+        run.exit_code = None
+    elif container.state in ACTIVE:  # ended by its exit file, ahead of the engine: the wrapper
+        run.exit_code = written     # exits with that code, so it is the container's
+    else:
+        run.exit_code = container.exit_code
     if stopping:
         run.state = "stopped"
-    elif container is None or run.exit_code is None or not (written or "").strip():
+    elif container is None or run.exit_code is None or written is None:
         run.state, run.reason = "failed", "interrupted"  # killed from outside: the engine or the machine died
     else:
         run.state = "succeeded" if run.exit_code == 0 else "failed"
