@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import re
 import signal
 import stat
 import threading
@@ -83,20 +84,28 @@ def init_linked_worktree(path: str, main_repo: Repo, identifier: str, head: byte
         except FileExistsError:
             pass
     dot_git = os.path.join(path, ".git")
+    # the `.git` file first: a gitdir file naming a `.git` that is not there is prunable
     for file_path, content in (
-        (os.path.join(admin_dir, "gitdir"), dot_git),
+        (dot_git, "gitdir: " + admin_dir),
         (os.path.join(admin_dir, "commondir"), "../.."),
         (os.path.join(admin_dir, "HEAD"), head.decode("ascii")),
-        (dot_git, "gitdir: " + admin_dir),
+        (os.path.join(admin_dir, "gitdir"), dot_git),
     ):
-        with open(file_path, "wb") as file:
+        # whole or not at all: git reads every admin dir's files while it adds a worktree of its
+        # own, and dies on an empty commondir
+        partial = file_path + ".partial"
+        with open(partial, "wb") as file:
             file.write(os.fsencode(content) + b"\n")
+        os.replace(partial, file_path)
     return Repo(path)
 
 
-def materialize(repo: Repo, tree_id: bytes | None = None, processes: int | None = None, threads: int | None = None) -> int:
+def materialize(repo: Repo, tree_id: bytes | None = None, processes: int | None = None, threads: int | None = None,
+                included: Callable[[str], bool] | None = None) -> int:
     """Write every entry of `tree_id` (default: HEAD's tree) into `repo`'s empty working tree
-    and write its index. Returns the number of entries.
+    and write its index. Returns the number of entries. With `included` (a sparse checkout's
+    patterns), only the paths it takes are written; the others are in the index marked
+    skip-worktree, as git leaves them.
 
     Big trees are split between `processes` (forked; default: one per CPU, at least
     MIN_FILES_PER_PROCESS files each), since reading and writing a file is mostly Python work
@@ -108,8 +117,13 @@ def materialize(repo: Repo, tree_id: bytes | None = None, processes: int | None 
         tree_id = _head_tree(repo)
     config = repo.get_config()
     root = os.fsencode(repo.path) + b"/"
-    entries = list(iter_tree_contents(repo.object_store, tree_id))
-    directories = _check_paths(entries, get_path_element_validator(config), config.get_boolean(b"core", b"ignorecase", False))
+    every_entry = list(iter_tree_contents(repo.object_store, tree_id))
+    validator, ignore_case = get_path_element_validator(config), config.get_boolean(b"core", b"ignorecase", False)
+    directories = _check_paths(every_entry, validator, ignore_case)
+    entries = every_entry
+    if included is not None:
+        entries = [entry for entry in every_entry if included(os.fsdecode(entry.path))]
+        directories = _check_paths(entries, validator, ignore_case)
     normalize = _checkout_filter(repo, tree_id, entries)
     symlink_fn = get_symlink_fn(config)
     for directory in directories:  # parents sort before their children
@@ -136,10 +150,14 @@ def materialize(repo: Repo, tree_id: bytes | None = None, processes: int | None 
             child.kill()
 
     index = Index(repo.index_path(), read=False, object_format=repo.object_format)
-    for entry in entries:
-        index[entry.path] = written[entry.path]
+    for entry in every_entry:
+        found = written.get(entry.path)
+        if found is None:  # left out by the sparse patterns
+            found = IndexEntry(0, 0, 0, 0, cleanup_mode(entry.mode), 0, 0, 0, entry.sha)
+            found.set_skip_worktree()
+        index[entry.path] = found
     index.write()
-    return len(entries)
+    return len(every_entry)
 
 
 def _cpu_count() -> int:
@@ -185,7 +203,7 @@ def _write_entries(read_blob, entries, root: bytes, normalize, symlink_fn, threa
                 if type_num != Blob.type_num:
                     raise InvalidPathError(entry.path)  # a tree entry with a file mode must name a blob
                 if normalize is not None and not stat.S_ISLNK(entry.mode):
-                    data = normalize(data, entry.path)
+                    data = normalize(data, entry.path, entry.sha)
                 batch.append((entry.path, full_path, entry.mode, entry.sha, data))
                 batch_bytes += len(data)
                 if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
@@ -318,7 +336,9 @@ def _check_paths(entries, validate_element: Callable[[bytes], bool], ignore_case
 
     Every element must pass the validator (no `.git`, `..`, NTFS/HFS aliases of them); no
     path may appear twice; and no leading directory may also be a file, symlink or submodule
-    of this tree, so nothing is ever written through a symlink the checkout itself made.
+    of this tree, so nothing is ever written through a symlink the checkout itself made (with
+    core.ignorecase, nor through a symlink whose name differs only in case). Names that differ
+    only in case are otherwise both written, as git writes them.
     """
     fold = (lambda path: path.lower()) if ignore_case else (lambda path: path)
     verdicts: dict[bytes, bool] = {}  # names repeat across directories: judge each once
@@ -330,6 +350,7 @@ def _check_paths(entries, validate_element: Callable[[bytes], bool], ignore_case
         return verdict
 
     leaves: set[bytes] = set()
+    links: set[bytes] = set()  # folded
     directories: set[bytes] = set()
     for entry in entries:
         path = entry.path
@@ -337,37 +358,47 @@ def _check_paths(entries, validate_element: Callable[[bytes], bool], ignore_case
             raise InvalidPathError(path)
         if stat.S_ISLNK(entry.mode) and path.rsplit(b"/", 1)[-1].lower() == b".gitmodules":
             raise InvalidPathError(path)  # .gitmodules is read from the worktree: never a symlink
-        key = fold(path)
-        if key in leaves:
+        if path in leaves:
             raise InvalidPathError(path)
-        leaves.add(key)
+        leaves.add(path)
+        if stat.S_ISLNK(entry.mode):
+            links.add(fold(path))
         cut = path.rfind(b"/")
         while cut > 0 and path[:cut] not in directories:
             directories.add(path[:cut])
             cut = path.rfind(b"/", 0, cut)
-    if leaves & {fold(directory) for directory in directories}:
-        clash = sorted(leaves & {fold(directory) for directory in directories})[0]
-        raise InvalidPathError(clash)
+    clashes = (leaves & directories) | (links & {fold(directory) for directory in directories})
+    if clashes:
+        raise InvalidPathError(sorted(clashes)[0])
     return sorted(directories)
 
 
-def _checkout_filter(repo: Repo, tree_id: bytes, entries) -> Callable[[bytes, bytes], bytes] | None:
-    """dulwich's checkout normalization, or None where it provably changes nothing.
+def _checkout_filter(repo: Repo, tree_id: bytes, entries) -> Callable[[bytes, bytes, bytes], bytes] | None:
+    """What git does to a blob on its way to the worktree (`ident`, then end of lines, then the
+    smudge filter), or None where it provably changes nothing.
 
-    Without any `.gitattributes` in the tree or in `$GIT_DIR/info/attributes`, every path has
-    the same (empty) attributes, so one probe tells whether the configuration (`core.autocrlf`,
-    `core.eol`) converts anything.
+    `info/attributes` is the common dir's, as git reads it (dulwich would look in the linked
+    worktree's admin dir). Without it and without any `.gitattributes` in the tree, every path
+    has the same (empty) attributes, so one probe tells whether the configuration
+    (`core.autocrlf`, `core.eol`) converts anything.
     """
-    normalizer = repo.get_blob_normalizer(config=repo.get_config_stack(), tree=tree_id)
+    common = Repo(repo.commondir()) if os.path.abspath(repo.commondir()) != os.path.abspath(repo.controldir()) else repo
+    normalizer = common.get_blob_normalizer(config=repo.get_config_stack(), tree=tree_id)
     has_attributes = any(entry.path.rsplit(b"/", 1)[-1] == ATTRIBUTES_FILE for entry in entries)
-    if not has_attributes and not os.path.exists(os.path.join(repo.controldir(), "info", "attributes")):
+    if not has_attributes and not os.path.exists(os.path.join(repo.commondir(), "info", "attributes")):
         if get_filter_for_path(b"probe", normalizer.gitattributes, filter_context=normalizer.filter_context) is None:
             return None
 
-    def normalize(data: bytes, path: bytes) -> bytes:
+    def normalize(data: bytes, path: bytes, sha: bytes) -> bytes:
+        if normalizer.gitattributes.match_path(path).get(b"ident") is True:
+            data = _IDENT.sub(b"$Id: " + sha + b" $", data)
         return normalizer.checkout_normalize(Blob.from_string(data), path).as_raw_string()
 
     return normalize
+
+
+# git's ident: `$Id$`, or `$Id: anything on one line $`, becomes `$Id: <blob id> $`
+_IDENT = re.compile(rb"\$Id(?::[^$\n]*)?\$")
 
 
 def _write_batch(batch, symlink_fn) -> list[tuple[bytes, IndexEntry]]:

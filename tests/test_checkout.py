@@ -18,6 +18,7 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo as DulwichRepo
 
 from git_gpuspace import checkout, worktrees
+from git_gpuspace.errors import WorktreeError
 
 
 def git(*args: str, cwd: Path, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -244,7 +245,7 @@ def test_refuses_paths_git_refuses_and_leaves_nothing(tmp_path, name):
     commit_all(repo)
     evil = _commit_tree_with(repo, name)
     target = tmp_path / "wt"
-    with pytest.raises(InvalidPathError):
+    with pytest.raises(WorktreeError, match="invalid path"):
         ours(repo, target, evil)
     assert not target.exists()
     assert not (repo / ".git" / "worktrees" / "wt").exists()
@@ -261,8 +262,13 @@ def test_refuses_to_write_through_a_symlink_of_the_same_tree(tmp_path):
         checkout._check_paths(entries, lambda element: True, ignore_case=False)
     with pytest.raises(InvalidPathError):
         checkout._check_paths([_Entry(b".gitmodules", 0o120000, b"0" * 40)], lambda element: True, ignore_case=False)
-    with pytest.raises(InvalidPathError):  # the same path twice (by case, where case is ignored)
-        checkout._check_paths([_Entry(b"A", 0o100644, b"0" * 40), _Entry(b"a", 0o100644, b"1" * 40)], lambda e: True, ignore_case=True)
+    with pytest.raises(InvalidPathError):  # the same path twice
+        checkout._check_paths([_Entry(b"a", 0o100644, b"0" * 40), _Entry(b"a", 0o100644, b"1" * 40)], lambda e: True, ignore_case=False)
+    with pytest.raises(InvalidPathError):  # through a symlink that differs in case only, where case is ignored
+        checkout._check_paths([_Entry(b"D", 0o120000, b"0" * 40), _Entry(b"d/x", 0o100644, b"1" * 40)], lambda e: True, ignore_case=True)
+    # names that differ in case only are both written, as git writes them
+    both = [_Entry(b"A", 0o100644, b"0" * 40), _Entry(b"a", 0o100644, b"1" * 40)]
+    assert checkout._check_paths(both, lambda e: True, ignore_case=True) == []
     assert checkout._check_paths(entries[1:], lambda element: True, ignore_case=False) == [b"d"]
 
 
