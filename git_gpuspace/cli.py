@@ -236,7 +236,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] in (["run"], ["sweep"]) and "--" in argv:  # argparse mixes options after a positional into a remainder
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1:]
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "verb", None) == "add" and args.commitish is None and len(extra) == 1 \
+            and not extra[0].startswith("-"):
+        args.commitish = extra.pop()  # `add <path> --detach <commit-ish>`: git takes options anywhere
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if command is not None:
         args.command = command
     if args.verb is None:

@@ -10,21 +10,42 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 from dulwich.config import ConfigFile
 from dulwich.errors import NotGitRepository
+from dulwich.filters import FilterError
+from dulwich.index import InvalidPathError
 from dulwich.objectspec import parse_commit
 from dulwich.refs import check_ref_format
+from dulwich.reflog import format_reflog_line
 from dulwich.repo import Repo
 from dulwich.worktree import list_worktrees as _dulwich_list_worktrees
 from dulwich.worktree import remove_worktree
 
 from .checkout import init_linked_worktree, materialize
 from .errors import NotARepository, UsageError, WorktreeError
+from .faults import checkpoint
 
 HEADS = b"refs/heads/"
+ZERO = b"0" * 40
+
+
+def git(*args: str, cwd: Path | None = None, in_worktree: bool = False) -> subprocess.CompletedProcess:
+    """The git CLI, for what must read exactly as git reads it (revision syntax with reflogs,
+    the status `git worktree remove` checks, the committer identity). It sees the environment
+    the user gave us (GIT_DIR and all), except `in_worktree`: then the worktree at `cwd`."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")} if in_worktree else None
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise WorktreeError("git is not on PATH", hint="install git") from None
 
 
 @dataclass(frozen=True)
@@ -34,6 +55,10 @@ class RepoInfo:
     # core.worktree, absolute: git sets it in submodules' git dirs (.git/modules/<name>), users
     # by hand. When set it is also main_path; `add` refuses such repositories (require_plain_repo).
     core_worktree: Path | None = None
+    cwd: Path | None = None  # where the command was asked: HEAD and @{-1} are this worktree's
+
+    def git(self, *args: str) -> subprocess.CompletedProcess:
+        return git(*args, cwd=self.cwd)
 
     @property
     def name(self) -> str:
@@ -68,17 +93,19 @@ class Worktree:
 def discover(start: Path | None = None) -> RepoInfo:
     """Find the repo around `start` (main worktree, linked worktree or any subdirectory)."""
     start = (start or Path.cwd()).resolve()
+    # GIT_DIR (and GIT_WORK_TREE) name the repository as they do for git itself
+    git_dir = os.environ.get("GIT_DIR") if start == Path.cwd().resolve() else None
     try:
-        repo = Repo.discover(str(start))
+        repo = Repo(os.path.abspath(git_dir)) if git_dir else Repo.discover(str(start))
     except NotGitRepository:
         raise NotARepository(
-            f"not a git repository: {start}",
+            f"not a git repository: {git_dir or start}",
             hint="run this inside a git repository (or a worktree of one)",
         ) from None
     with contextlib.closing(repo):
         common_dir = Path(repo.commondir()).resolve()
     bare = _is_bare(common_dir)
-    if not bare and (start == common_dir or common_dir in start.parents):
+    if not bare and not git_dir and (start == common_dir or common_dir in start.parents):
         raise NotARepository(
             f"{start} is inside the git directory, not a worktree",
             hint="run this from the repository's working tree",
@@ -91,7 +118,9 @@ def discover(start: Path | None = None) -> RepoInfo:
         main_path = core_worktree
     else:
         main_path = None if bare else common_dir.parent
-    return RepoInfo(common_dir=common_dir, main_path=main_path, core_worktree=core_worktree)
+    if git_dir and os.environ.get("GIT_WORK_TREE") and core_worktree is None:
+        main_path = Path(os.path.abspath(os.environ["GIT_WORK_TREE"])).resolve()
+    return RepoInfo(common_dir=common_dir, main_path=main_path, core_worktree=core_worktree, cwd=start)
 
 
 def _is_bare(common_dir: Path) -> bool:
@@ -170,12 +199,36 @@ def list_worktrees(info: RepoInfo) -> list[Worktree]:
                     branch=_short(entry.branch),
                     head=entry.head.decode() if entry.head else None,
                     is_main=is_main,
-                    prunable=entry.prunable,
+                    # git's rule: prunable when the `.git` its gitdir file names is gone (a
+                    # removal cut short leaves the directory without it)
+                    prunable=not is_main and not entry.locked
+                    and (entry.prunable or not (Path(entry.path) / ".git").exists()),
                     locked=entry.locked,
                     admin_id=None if is_main or entry.prunable else _admin_id(Path(entry.path)),
                 )
             )
         return found
+
+
+def prune_admin_dirs(info: RepoInfo) -> list[str]:
+    """`git worktree prune`: remove the admin dirs of unlocked worktrees whose `.git` (or
+    gitdir file) is gone. One being made is locked meanwhile, by git and by us."""
+    pruned = []
+    root = info.common_dir / "worktrees"
+    for admin_dir in sorted(root.iterdir()) if root.is_dir() else []:
+        if not admin_dir.is_dir() or (admin_dir / "locked").exists():
+            continue
+        try:
+            dot_git = Path((admin_dir / "gitdir").read_text(encoding="utf-8", errors="replace").strip())
+        except FileNotFoundError:
+            reason = "gitdir file does not exist"
+        else:
+            if (admin_dir / dot_git if not dot_git.is_absolute() else dot_git).exists():
+                continue
+            reason = "gitdir file points to non-existent location"
+        shutil.rmtree(admin_dir, ignore_errors=True)
+        pruned.append(f"Removing worktrees/{admin_dir.name}: {reason}")
+    return pruned
 
 
 def _admin_id(path: Path) -> str | None:
@@ -218,21 +271,47 @@ def branch_exists(info: RepoInfo, name: str) -> bool:
 
 
 def resolve_commit(info: RepoInfo, spec: str) -> str:
-    with contextlib.closing(info.open()) as repo:
-        try:
-            return parse_commit(repo, spec.encode()).id.decode()
-        except (KeyError, ValueError, NotImplementedError):
-            raise UsageError(f"invalid reference: {spec}", hint="name a branch, tag or commit") from None
+    """`spec` as git reads a commit-ish here: HEAD~1, main^, @{-1}, v2^{commit}, HEAD@{1}, @."""
+    if spec.startswith("-") or "\n" in spec or not spec:
+        raise UsageError(f"invalid reference: {spec}", hint="name a branch, tag or commit")
+    found = info.git("rev-parse", "--verify", "--quiet", "--end-of-options", f"{spec}^{{commit}}")
+    if found.returncode != 0:
+        raise UsageError(f"invalid reference: {spec}", hint="name a branch, tag or commit")
+    return found.stdout.strip()
 
 
 def head_commit(info: RepoInfo) -> str:
+    """HEAD of the worktree the command runs in."""
+    found = info.git("rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    if found.returncode != 0:
+        raise WorktreeError("the repository has no commit yet", hint="make a first commit, then add worktrees")
+    return found.stdout.strip()
+
+
+def remote_tracking(info: RepoInfo, name: str) -> tuple[str, str] | None:
+    """(remote, commit) when `name` is no commit here but exactly one remote has a branch of
+    that name (checkout.defaultRemote picks among several): git's `worktree add <path> <name>`
+    then makes the branch, tracking it."""
     with contextlib.closing(info.open()) as repo:
-        try:
-            return repo.head().decode()
-        except KeyError:
-            raise WorktreeError(
-                "the repository has no commit yet", hint="make a first commit, then add worktrees"
-            ) from None
+        remotes = sorted(ref.split(b"/", 3)[2].decode() for ref in repo.refs.allkeys()
+                         if ref.startswith(b"refs/remotes/") and ref.split(b"/", 3)[3:] == [name.encode()])
+        if len(remotes) > 1:
+            preferred = config_value(info, "checkout", "defaultRemote")
+            remotes = [preferred] if preferred in remotes else []
+        if len(remotes) != 1:
+            return None
+        return remotes[0], repo.refs[f"refs/remotes/{remotes[0]}/{name}".encode()].decode()
+
+
+def committer_ident() -> tuple[bytes, int, int]:
+    """Who git says makes the change now, and when: (name <email>, time, timezone offset s)."""
+    found = git("var", "GIT_COMMITTER_IDENT")
+    if found.returncode != 0:
+        raise WorktreeError(found.stderr.strip().splitlines()[-1] if found.stderr.strip() else "git knows no committer",
+                            hint="set user.name and user.email (git config --global)")
+    who, when, zone = found.stdout.strip().rsplit(" ", 2)
+    offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (-1 if zone[0] == "-" else 1)
+    return who.encode(), int(when), offset
 
 
 @dataclass(frozen=True)
@@ -242,6 +321,8 @@ class Checkout:
     commit: str
     branch: str | None = None
     create_branch: bool = False
+    start_point: str = "HEAD"  # as the user named the commit: the new branch's reflog says it
+    track: tuple[str, str] | None = None  # (remote, its branch) the new branch tracks
 
 
 def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
@@ -264,14 +345,21 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
     admin_dir: Path | None = None
     with contextlib.closing(info.open()) as repo:
         try:
+            logging = _logs_ref_updates(repo)
+            who, when, zone = committer_ident() if logging else (b"", 0, 0)
             if checkout.branch and checkout.create_branch:
                 ref = HEADS + checkout.branch.encode()
-                if not repo.refs.add_if_new(ref, checkout.commit.encode()):
+                message = f"branch: Created from {checkout.start_point}".encode() if logging else None
+                if not repo.refs.add_if_new(ref, checkout.commit.encode(), committer=who, timestamp=when,
+                                            timezone=zone, message=message):
                     raise UsageError(f"a branch named '{checkout.branch}' already exists")
                 created_branch = True
+                if checkout.track:
+                    _set_upstream(repo, checkout.branch, *checkout.track)
             path.mkdir(parents=True, exist_ok=True)
-            identifier = _unique_identifier(info.common_dir, path.name)
+            identifier = _claim_identifier(info.common_dir, path.name)
             admin_dir = info.common_dir / "worktrees" / identifier
+            (admin_dir / "locked").write_text("initializing\n")  # as git: no prune while it is made
             worktree_repo = init_linked_worktree(str(path), repo, identifier, checkout.commit.encode())
             with contextlib.closing(worktree_repo):
                 # dulwich puts a worktree where core.worktree says (resolved from the admin dir:
@@ -283,17 +371,122 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
                     worktree_repo.refs.set_symbolic_ref(b"HEAD", HEADS + checkout.branch.encode())
                 else:
                     (admin_dir / "HEAD").write_bytes(checkout.commit.encode() + b"\n")
-                materialize(worktree_repo)
+                if logging:
+                    _log_new_head(admin_dir, checkout, (who, when, zone))
+                materialize(worktree_repo, included=_inherit_worktree_config(info, admin_dir))
+            (admin_dir / "locked").unlink()
         except BaseException as error:
             if admin_dir is not None:
                 shutil.rmtree(admin_dir, ignore_errors=True)
             _remove_tree(path, made_dirs)
             if created_branch:
                 repo.refs.remove_if_equals(HEADS + checkout.branch.encode(), checkout.commit.encode())
+                forget_branch(info, checkout.branch)
             if isinstance(error, OSError):
                 raise WorktreeError(f"cannot create the worktree at '{path}': {error.strerror or error}") from None
+            if isinstance(error, (InvalidPathError, FilterError)):  # what git refuses too; nothing is left
+                raise WorktreeError(f"cannot check out {checkout.commit[:12]}: {error}") from None
             raise
     return Worktree(path=path, branch=checkout.branch, head=checkout.commit, admin_id=identifier)
+
+
+ADDING = "GPUSPACE_ADDING"  # set for the hooks `add` runs: our own post-checkout hook then binds nothing
+
+
+def run_post_checkout(info: RepoInfo, worktree: Worktree) -> int:
+    """The repository's post-checkout hook, as `git worktree add` runs it: in the new worktree,
+    with `<null id> <new HEAD> 1`, GIT_DIR and GIT_WORK_TREE unset, its output on stderr.
+    Returns its exit status (0 when there is none)."""
+    configured = config_value(info, "core", "hooksPath")
+    hooks = (worktree.path / os.path.expanduser(configured)) if configured else info.common_dir / "hooks"
+    hook = hooks / "post-checkout"
+    if not (hook.is_file() and os.access(hook, os.X_OK)):
+        return 0
+    env = {key: value for key, value in os.environ.items() if key not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
+    env[ADDING] = str(worktree.path)
+    try:
+        return subprocess.run([str(hook), ZERO.decode(), worktree.head or ZERO.decode(), "1"], cwd=worktree.path,
+                              env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False).returncode
+    except OSError as error:  # not runnable after all (a bad #! line): git says so and goes on
+        print(f"git-gpuspace: warning: cannot run {hook}: {error.strerror}", file=sys.stderr)
+        return 0
+
+
+def _inherit_worktree_config(info: RepoInfo, admin_dir: Path) -> Callable[[str], bool] | None:
+    """What `git worktree add` takes from the worktree it runs in: its config.worktree (with
+    extensions.worktreeConfig; less core.bare and core.worktree) and, when it is a sparse
+    checkout, its sparse-checkout patterns. Returns which paths the new one checks out (None:
+    all)."""
+    from dulwich.sparse_patterns import sparse_path_matcher
+
+    found = info.git("config", "--get-regexp", r"^(core\.sparsecheckout|core\.ignorecase|extensions\.worktreeconfig)$")
+    values = dict(line.lower().split(" ", 1) for line in found.stdout.splitlines() if " " in line)
+    current = Path(info.git("rev-parse", "--absolute-git-dir").stdout.strip() or info.common_dir)
+    if values.get("extensions.worktreeconfig") == "true" and (current / "config.worktree").is_file():
+        config = ConfigFile.from_path(str(current / "config.worktree"))
+        for name in (b"bare", b"worktree"):
+            with contextlib.suppress(KeyError):
+                del config[(b"core",)][name]
+        config.path = str(admin_dir / "config.worktree")
+        config.write_to_path()
+    patterns = current / "info" / "sparse-checkout"
+    if values.get("core.sparsecheckout") not in ("true", "yes", "on", "1") or not patterns.is_file():
+        return None
+    (admin_dir / "info").mkdir(exist_ok=True)
+    shutil.copyfile(patterns, admin_dir / "info" / "sparse-checkout")
+    lines = [line.strip() for line in patterns.read_text(errors="replace").splitlines()
+             if line.strip() and not line.startswith("#")]
+    return sparse_path_matcher(lines, cone=False, ignorecase=values.get("core.ignorecase") == "true")
+
+
+def _logs_ref_updates(repo: Repo) -> bool:
+    try:
+        return repo.get_config_stack().get_boolean((b"core",), b"logAllRefUpdates", True)
+    except ValueError:  # "always" and the like
+        return True
+
+
+def _log_new_head(admin_dir: Path, checkout: Checkout, ident: tuple[bytes, int, int]) -> None:
+    """The worktree's HEAD reflog as `git worktree add` starts it: HEAD made (no message), and
+    on a branch the reset git does onto it (with ORIG_HEAD)."""
+    commit = checkout.commit.encode()
+    lines = [format_reflog_line(ZERO, commit, *ident, b"").rstrip(b"\t")]
+    if checkout.branch:
+        lines.append(format_reflog_line(commit, commit, *ident, b"reset: moving to HEAD"))
+        (admin_dir / "ORIG_HEAD").write_bytes(commit + b"\n")
+    (admin_dir / "logs").mkdir(exist_ok=True)
+    (admin_dir / "logs" / "HEAD").write_bytes(b"".join(line + b"\n" for line in lines))
+
+
+def _set_upstream(repo: Repo, branch: str, remote: str, remote_branch: str) -> None:
+    """branch.<name>.remote and .merge, as `--track` sets them."""
+    config = repo.get_config()
+    config.set((b"branch", branch.encode()), b"remote", remote.encode())
+    config.set((b"branch", branch.encode()), b"merge", HEADS + remote_branch.encode())
+    config.write_to_path()
+
+
+def upstream_of(info: RepoInfo, spec: str) -> tuple[str, str] | None:
+    """(remote, branch) when `spec` names a remote-tracking branch: a new branch made from it
+    tracks it (git's branch.autoSetupMerge, true unless set otherwise)."""
+    if (config_value(info, "branch", "autoSetupMerge") or "true").lower() in ("false", "no", "off", "0"):
+        return None
+    if spec.startswith("-"):
+        return None
+    full = info.git("rev-parse", "--symbolic-full-name", spec).stdout.strip()
+    parts = full.split("/", 3)
+    return (parts[2], parts[3]) if len(parts) == 4 and full.startswith("refs/remotes/") else None
+
+
+def forget_branch(info: RepoInfo, name: str) -> None:
+    """What a branch leaves besides its ref: its reflog and upstream config (git deletes both)."""
+    (info.common_dir / "logs" / "refs" / "heads" / name).unlink(missing_ok=True)
+    with contextlib.closing(info.open()) as repo:
+        config = repo.get_config()
+        section = (b"branch", name.encode())
+        if config.has_section(section):
+            del config[section]
+            config.write_to_path()
 
 
 def missing_parents(path: Path) -> list[Path]:
@@ -322,40 +515,77 @@ def _remove_tree(path: Path, made_dirs: list[Path]) -> None:
             directory.rmdir()
 
 
-def _unique_identifier(common_dir: Path, basename: str) -> str:
-    """git's rule: the basename, with a number appended while that admin dir is taken."""
+def _claim_identifier(common_dir: Path, basename: str) -> str:
+    """git's rule: the basename, with a number appended while that admin dir is taken; claimed
+    by making it, as git does, so that two adds at once never share one."""
     base = "".join(c if c.isalnum() or c in "._-" else "-" for c in basename).lstrip(".") or "worktree"
+    (common_dir / "worktrees").mkdir(exist_ok=True)
     candidate, number = base, 0
-    while (common_dir / "worktrees" / candidate).exists():
-        number += 1
-        candidate = f"{base}{number}"
-    return candidate
+    while True:
+        try:
+            (common_dir / "worktrees" / candidate).mkdir()
+            return candidate
+        except FileExistsError:
+            number += 1
+            candidate = f"{base}{number}"
 
 
 def is_dirty(path: Path) -> bool | None:
-    """Modified, staged or untracked (not ignored) files: what makes `git worktree remove` refuse.
+    """What makes `git worktree remove` refuse: anything `git status --porcelain
+    --ignore-submodules=none` lists there (modified, staged or untracked, not ignored). git
+    answers, so a symlink to a directory, a submodule or a skip-worktree entry reads as it does.
 
     None when the worktree is gone by the time we look (another command removed it).
     """
-    from dulwich import porcelain  # heavy: only when asked
-
-    try:
-        with contextlib.closing(Repo(str(path))) as repo:
-            status = porcelain.status(repo, untracked_files="normal")
-    except (NotGitRepository, FileNotFoundError):
+    if not (path / ".git").exists():
         return None
-    return bool(any(status.staged.values()) or status.unstaged or status.untracked)
+    # tracked changes first: when the index already shows one, no walk for untracked files
+    for untracked in ("no", "normal"):
+        found = git("status", "--porcelain", "--ignore-submodules=none", f"--untracked-files={untracked}",
+                    cwd=path, in_worktree=True)
+        if found.returncode != 0:
+            return None if not (path / ".git").exists() else True
+        if found.stdout.strip():
+            return True
+    return False
+
+
+def dirty_of(paths: list[Path]) -> dict[Path, bool | None]:
+    """is_dirty for many worktrees at once: each is a git process of its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(paths) or 1)) as pool:
+        return dict(zip(paths, pool.map(is_dirty, paths)))
+
+
+def submodules_refused() -> WorktreeError:
+    return WorktreeError("working trees containing submodules cannot be moved or removed",
+                         hint="deinitialize them first (git submodule deinit --all), as git asks")
+
+
+def has_initialized_submodules(path: Path) -> bool:
+    """A submodule checked out in the worktree (its own .git inside): git refuses to remove it."""
+    found = git("ls-files", "--stage", "-z", cwd=path, in_worktree=True)
+    gitlinks = [entry.split("\t", 1)[1] for entry in found.stdout.split("\0") if entry.startswith("160000 ")]
+    return any((path / link / ".git").exists() for link in gitlinks)
 
 
 def remove(info: RepoInfo, worktree: Worktree, force: bool) -> None:
     """Remove a linked worktree as `git worktree remove` does (dulwich does not check dirt)."""
     if worktree.is_main:
         raise UsageError("the main worktree cannot be removed")
+    if not force and not worktree.prunable and has_initialized_submodules(worktree.path):
+        raise submodules_refused()
     if not force and not worktree.prunable and is_dirty(worktree.path):
         raise WorktreeError(
             f"'{worktree.path}' contains modified or untracked files",
             hint="commit or stash them, or use --force to delete them",
         )
+    # the `.git` file first: cut short after this, the worktree is prunable (`prune` ends the job)
+    dot_git = worktree.path / ".git"
+    if dot_git.is_file() and not dot_git.is_symlink():
+        dot_git.unlink()
+        checkpoint("after-dot-git-removed")
     with contextlib.closing(info.open()) as repo:
         try:
             remove_worktree(repo, str(worktree.path), force=force)
@@ -367,7 +597,9 @@ def remove(info: RepoInfo, worktree: Worktree, force: bool) -> None:
 def delete_branch(info: RepoInfo, name: str, expected_commit: str) -> None:
     """Delete a branch only if it still points where we made it."""
     with contextlib.closing(info.open()) as repo:
-        repo.refs.remove_if_equals(HEADS + name.encode(), expected_commit.encode())
+        removed = repo.refs.remove_if_equals(HEADS + name.encode(), expected_commit.encode())
+    if removed:
+        forget_branch(info, name)
 
 
 def config_value(info: RepoInfo, section: str, name: str) -> str | None:

@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         worktree = worktrees.add(info, path, checkout)
         undo.push(f"remove worktree {path}", lambda: _undo_worktree(info, worktree, checkout, made_dirs))
         checkpoint("after-worktree-add")
+        hook_status = worktrees.run_post_checkout(info, worktree)  # as `git worktree add` runs it
+        if hook_status != 0:
+            print(f"git-gpuspace: warning: the post-checkout hook exited {hook_status} (the worktree is kept, "
+                  f"as git keeps it)", file=sys.stderr)
         # The checked-out devcontainer.json is a layer of its own. Reading it and pulling or
         # building its image take as long as the repository makes them: not under the repo lock.
         settings = settings_for_worktree(info, defaults, flags, args.share, worktree, args.devcontainer, args.trust)
@@ -107,7 +111,9 @@ def plan_checkout(info: worktrees.RepoInfo, args: argparse.Namespace) -> tuple[P
             raise UsageError(f"a branch named '{args.new_branch}' already exists", hint="drop -b to check it out")
         commit = worktrees.resolve_commit(info, args.commitish) if args.commitish else worktrees.head_commit(info)
         path = absolute(args.path) if args.path else default_worktree_path(info, args.new_branch)
-        checkout = worktrees.Checkout(commit=commit, branch=args.new_branch, create_branch=True)
+        checkout = worktrees.Checkout(commit=commit, branch=args.new_branch, create_branch=True,
+                                      start_point=args.commitish or "HEAD",
+                                      track=worktrees.upstream_of(info, args.commitish) if args.commitish else None)
     elif args.path is None:
         raise UsageError("give a path, or -b <new-branch> to use ../worktrees/<branch>")
     else:
@@ -133,7 +139,17 @@ def _existing_or_detached(info: worktrees.RepoInfo, args: argparse.Namespace, pa
         if args.detach:
             return worktrees.Checkout(commit=worktrees.head_commit(info))
         return worktrees.Checkout(commit=worktrees.head_commit(info), branch=name, create_branch=True)
-    commit = worktrees.resolve_commit(info, args.commitish)
+    try:
+        commit = worktrees.resolve_commit(info, args.commitish)
+    except UsageError:
+        # git's convenience: no such commit, but exactly one remote has a branch of that name
+        tracking = None if args.detach else worktrees.remote_tracking(info, args.commitish)
+        if tracking is None:
+            raise
+        remote, commit = tracking
+        worktrees.validate_branch_name(args.commitish)
+        return worktrees.Checkout(commit=commit, branch=args.commitish, create_branch=True,
+                                  start_point=f"refs/remotes/{remote}/{args.commitish}", track=(remote, args.commitish))
     if worktrees.branch_exists(info, args.commitish) and not args.detach:
         return worktrees.Checkout(commit=commit, branch=args.commitish)
     return worktrees.Checkout(commit=commit)

@@ -9,6 +9,7 @@ converge: run in the background after other hooks saw a vanished, moved or pendi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import state, worktrees
@@ -37,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
 def _bind_new_worktree() -> None:
     info = worktrees.discover()
     worktree = resolve_worktree(info, None)
+    if os.environ.get(worktrees.ADDING) == str(worktree.path):
+        return  # `git gpuspace add` runs the hooks of the worktree it makes, and binds it itself
     known = state.load(info.common_dir)
     if not known.auto_bind or worktree.is_main or not _unbound(known, worktree):
         return  # this repo did not run `git gpuspace init`, or there is nothing to do

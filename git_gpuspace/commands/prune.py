@@ -12,6 +12,7 @@ def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
     with state.locked(info.common_dir) as current:
         actions = reconcile.converge(info, Engine(), current, retry_pending=True)
+        actions += worktrees.prune_admin_dirs(info)  # as `git worktree prune` does
     for line in actions:
         print(line)
     if not actions:

@@ -61,6 +61,8 @@ def _check_removable(worktree: worktrees.Worktree, force: bool) -> None:
         raise UsageError("the main worktree cannot be removed", hint="--keep-worktree drops only its container")
     if force:
         return
+    if not worktree.prunable and worktrees.has_initialized_submodules(worktree.path):
+        raise worktrees.submodules_refused()
     if worktree.locked:
         raise WorktreeError(f"'{worktree.path}' is locked", hint="`git worktree unlock` it, or use --force")
     if not worktree.prunable and worktrees.is_dirty(worktree.path):

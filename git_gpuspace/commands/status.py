@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
     # a run's worktree is the queue's: runs are summarized per sweep below, not listed one by one
     views = [view for view in reconcile.survey(current, known, containers)
              if view.binding is not None or str(view.path) not in run_paths]
-    records = [_record(view, by_uuid) for view in views]
+    present = [view.path for view in views if view.worktree is not None and not view.worktree.prunable]
+    dirty = worktrees.dirty_of(present)  # one git status per worktree, side by side
+    records = [_record(view, by_uuid, dirty.get(view.path)) for view in views]
     if args.json:
         json.dump(records, sys.stdout, indent=2)
         print()
@@ -81,7 +83,7 @@ def _run_summary(runs: list[run_store.Run]) -> list[str]:
             + " (`git gpuspace runs` for details)" for name, counts in groups.items()]
 
 
-def _record(view: reconcile.View, by_uuid: dict) -> dict:
+def _record(view: reconcile.View, by_uuid: dict, dirty: bool | None) -> dict:
     """One worktree in the documented `status --json` schema (see README)."""
     worktree, binding = view.worktree, view.binding
     present = worktree is not None and not worktree.prunable
@@ -91,7 +93,7 @@ def _record(view: reconcile.View, by_uuid: dict) -> dict:
         "main": bool(worktree and worktree.is_main),
         "branch": worktree.branch if worktree else (binding.branch if binding else None),
         "head": worktree.head if worktree else None,
-        "dirty": worktrees.is_dirty(view.path) if present else None,
+        "dirty": dirty if present else None,
         "container": binding.container if binding else None,
         "state": view.state,
         "reason": binding.pending if binding else None,
