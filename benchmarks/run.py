@@ -565,6 +565,19 @@ class Bench:
         self.git("clone", "-q", "--no-hardlinks", str(disk_repo), str(repo), cwd=self.base)
         self.worktree_creation(repo, label, self.plan.reps_slow, base / "wt", title_suffix=", on tmpfs", target=target,
                                note="repository and worktrees in memory (/dev/shm): what the CPU costs")
+        # the other ways through the checkout: every file through a conversion, and a sparse main worktree
+        attributes = repo / ".git" / "info" / "attributes"
+        attributes.parent.mkdir(exist_ok=True)
+        attributes.write_text("*.py text eol=crlf\n")
+        self.worktree_creation(repo, label, self.plan.reps_slow, base / "wt-eol", title_suffix=", on tmpfs, eol=crlf",
+                               note="info/attributes converts every file (one process: the conversion is dulwich's)")
+        attributes.unlink()
+        kept = [f"pkg{d:03d}" for d in range(0, self.plan.large[0], 10)]
+        self.git("sparse-checkout", "set", "--cone", *kept, cwd=repo)
+        self.worktree_creation(repo, label, self.plan.reps_slow, base / "wt-sparse",
+                               title_suffix=f", on tmpfs, sparse ({len(kept)} of {self.plan.large[0]} dirs)",
+                               note="the main worktree is a cone-mode sparse checkout: the new one inherits it")
+        self.git("sparse-checkout", "disable", cwd=repo)
 
     def hook(self) -> None:
         """A plain branch switch in a repo with our hooks and a few bindings, vs the same

@@ -126,6 +126,16 @@ def sparse_patterns(repo: Path) -> None:
     git("sparse-checkout", "set", "--no-cone", "*.py", cwd=repo)
 
 
+def submodule(repo: Path) -> None:
+    """A submodule: an empty directory in a new worktree, for git and for us."""
+    sub = repo.parent / "sub"
+    sub.mkdir()
+    git("init", "-q", "-b", "main", cwd=sub)
+    commit(sub, {"s.txt": "s\n"})
+    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "vendor/sub", cwd=repo)
+    git("commit", "-q", "-m", "submodule", cwd=repo)
+
+
 def remote_branch(repo: Path) -> None:
     """A clone where `feature` exists only as origin/feature."""
     upstream = repo.parent / "upstream"
@@ -186,6 +196,7 @@ CASES = [
     Case("git-lfs content and lockable files", lfs, ("--detach",)),
     Case("sparse checkout, cone", sparse_cone, ("--detach",)),
     Case("sparse checkout, patterns", sparse_patterns, ("-b", "{b}")),
+    Case("a submodule", submodule, ("--detach",)),
     Case("symlink to a directory", symlinked_dir_clean, ("--detach",)),
     Case("ignored files", ignored_files, ("--detach",)),
 ]
