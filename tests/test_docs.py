@@ -157,3 +157,20 @@ def test_every_test_security_md_cites_exists():
     for module, name in cited:
         source = (ROOT / "tests" / module).read_text()
         assert not name or f"def {name}(" in source, f"docs/SECURITY.md cites {module}::{name}, which does not exist"
+
+
+def test_git_gpuspace_help_finds_the_man_page_from_the_test_install():
+    """`git gpuspace --help` runs `man git-gpuspace`, which looks in ../share/man of each PATH
+    entry: the editable install of scripts/engine-up puts the page there, as pip does for a
+    regular install."""
+    if shutil.which("man") is None:
+        pytest.skip("no man here")
+    bin_dir = Path(sys.executable).parent
+    env = {key: value for key, value in os.environ.items() if key != "MANPATH"}
+    env["PATH"] = f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"
+    found = subprocess.run(["man", "-w", "git-gpuspace"], capture_output=True, text=True, env=env)
+    assert found.returncode == 0, found.stderr
+    assert Path(found.stdout.strip()).read_text() == MAN_PAGE.read_text()
+    shown = subprocess.run(["git", "gpuspace", "--help"], capture_output=True, text=True,
+                           env={**env, "MANPAGER": "cat", "PAGER": "cat"})
+    assert shown.returncode == 0 and "gpuspace" in shown.stdout
