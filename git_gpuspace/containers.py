@@ -120,8 +120,23 @@ def _engine_errors(base_url: str = "") -> Iterator[None]:
         raise _unreachable(error, base_url) from None
 
 
+def engine_address() -> str:
+    """Where the docker CLI would go: DOCKER_HOST, else the active docker context
+    (DOCKER_CONTEXT, or `docker context use`), else the local socket. The SDK's from_env
+    goes to the same place; its own name for a socket is http+docker://localhost."""
+    if os.environ.get("DOCKER_HOST"):
+        return os.environ["DOCKER_HOST"]
+    try:
+        context = docker.context.ContextAPI.get_context(os.environ.get("DOCKER_CONTEXT"))
+    except docker.errors.DockerException:
+        context = None
+    if context is not None and context.name != "default" and context.Host:
+        return f"{context.Host} (docker context '{context.name}')"
+    return "unix:///var/run/docker.sock"
+
+
 def _unreachable(error: Exception, base_url: str) -> EngineUnavailable:
-    where = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    where = base_url or engine_address()
     if "Permission denied" in str(error):
         return EngineUnavailable(
             f"permission denied on the Docker socket ({where})",
@@ -129,7 +144,7 @@ def _unreachable(error: Exception, base_url: str) -> EngineUnavailable:
         )
     return EngineUnavailable(
         f"cannot reach the Docker engine at {where}",
-        hint="start it (sudo systemctl start docker), or point DOCKER_HOST at a running engine",
+        hint="start it (sudo systemctl start docker), or point DOCKER_HOST (or `docker context use`) at a running engine",
     )
 
 
@@ -140,8 +155,7 @@ class Engine:
         with _engine_errors():
             self.client = docker.from_env()  # asks the engine its API version: fails fast if down
         self.api = self.client.api
-        # what the user knows the engine by (the SDK says http+docker://localhost for a socket)
-        self.base_url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        self.base_url = engine_address()
 
     @contextlib.contextmanager
     def _calls(self) -> Iterator[None]:

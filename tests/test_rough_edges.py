@@ -93,3 +93,21 @@ def test_a_read_only_git_dir_is_one_line_and_status_still_answers(repo, tmp_path
     assert f"cannot write {repo.common_dir / 'gpuspace.toml'}: Read-only file system" in refused.stderr
     assert "internal error" not in refused.stderr and repo.state_text() == before
     assert not list(repo.common_dir.glob(".gpuspace.toml.*"))
+
+
+def test_the_active_docker_context_is_honoured_and_named(repo, tmp_path, monkeypatch):
+    """`docker context use` chooses the engine for us as for the docker CLI; DOCKER_HOST wins."""
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    gone = tmp_path / "nowhere.sock"
+    subprocess.run(["docker", "context", "create", "elsewhere", "--docker", f"host=unix://{gone}"], check=True,
+                   capture_output=True)
+    subprocess.run(["docker", "context", "create", "here", "--docker", "host=unix:///var/run/docker.sock"],
+                   check=True, capture_output=True)
+    subprocess.run(["docker", "context", "use", "elsewhere"], check=True, capture_output=True)
+    refused = repo.gs("add", "-b", "ctx", str(tmp_path / "ctx"), "--gpus", "none")
+    assert refused.returncode != 0
+    assert f"cannot reach the Docker engine at unix://{gone} (docker context 'elsewhere')" in refused.stderr
+    assert not (tmp_path / "ctx").exists()
+    works = repo.gs("add", "-b", "ctx", str(tmp_path / "ctx"), "--gpus", "none", env={"DOCKER_CONTEXT": "here"})
+    assert works.returncode == 0, works.stderr
