@@ -9,13 +9,16 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import docker
 import docker.errors
+from docker.utils.socket import STDOUT, frames_iter
 import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
@@ -275,17 +278,23 @@ class Engine:
             except docker.errors.APIError as error:
                 raise _translate(error, f"container '{name}' failed to start") from None
 
-    def exec(self, name: str, command: list[str], env: dict[str, str], output=None) -> tuple[int, bytes]:
+    def exec(self, name: str, command: list[str], env: dict[str, str], output=None, stdin=None) -> tuple[int, bytes]:
         """Run `command` in the container at /workspace, without a TTY; stream or capture its output.
 
         With `output` (a pair of binary streams for stdout and stderr) the output goes there as it
         comes and the returned bytes are empty; otherwise stdout and stderr are captured together.
+        With `stdin` (a binary stream) the command reads it, and sees its end, as `docker exec -i`.
         """
         with self._calls():
             try:
-                created = self.api.exec_create(name, command, environment=env, workdir=WORKSPACE)
+                created = self.api.exec_create(name, command, environment=env, workdir=WORKSPACE,
+                                               stdin=stdin is not None)
                 captured = bytearray()
-                for out, err in self.api.exec_start(created["Id"], stream=True, demux=True):
+                if stdin is not None:
+                    frames = self._exec_with_input(created["Id"], stdin)
+                else:
+                    frames = self.api.exec_start(created["Id"], stream=True, demux=True)
+                for out, err in frames:
                     if output is None:
                         captured += (out or b"") + (err or b"")
                         continue
@@ -297,6 +306,29 @@ class Engine:
             except docker.errors.APIError as error:
                 raise _translate(error, f"cannot run a command in '{name}'") from None
         return (code if code is not None else 1), bytes(captured)
+
+    def _exec_with_input(self, exec_id: str, stdin) -> Iterator[tuple[bytes | None, bytes | None]]:
+        """exec_start on a socket: `stdin` is copied in by a thread (then the write side is shut,
+        which is the command's EOF) while the output frames come back here."""
+        sock = self.api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
+
+        def feed() -> None:
+            try:
+                while chunk := stdin.read1(65536) if hasattr(stdin, "read1") else stdin.read(65536):
+                    raw.sendall(chunk)
+            except OSError:
+                pass  # the command exited without reading it all
+            finally:
+                with contextlib.suppress(OSError):
+                    raw.shutdown(socket.SHUT_WR)
+
+        threading.Thread(target=feed, name="stdin", daemon=True).start()
+        try:
+            for stream, data in frames_iter(sock, tty=False):
+                yield (data, None) if stream == STDOUT else (None, data)
+        finally:
+            sock.close()
 
     def logs(self, name: str, follow: bool, tail: int | str, output) -> None:
         with self._calls():

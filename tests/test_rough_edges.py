@@ -111,3 +111,23 @@ def test_the_active_docker_context_is_honoured_and_named(repo, tmp_path, monkeyp
     assert not (tmp_path / "ctx").exists()
     works = repo.gs("add", "-b", "ctx", str(tmp_path / "ctx"), "--gpus", "none", env={"DOCKER_CONTEXT": "here"})
     assert works.returncode == 0, works.stderr
+
+
+def test_piped_input_reaches_exec_and_shell_and_its_end_closes_it(repo, tmp_path):
+    repo.ok("add", "-b", "io", str(tmp_path / "io"), "--gpus", "none")
+    read = subprocess.run(["git-gpuspace", "exec", "io", "--", "sh", "-c", 'read x; echo "got: [$x]"; cat | wc -c'],
+                          cwd=repo.path, input="print\n" + "y" * 100000, capture_output=True, text=True)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.splitlines() == ["got: [print]", "100000"]  # all of it, then EOF
+    shell = subprocess.run(["git-gpuspace", "shell", "io"], cwd=repo.path, input="echo hi from $PWD; exit 3\n",
+                           capture_output=True, text=True)
+    assert shell.returncode == 3 and "hi from /workspace" in shell.stdout
+    script = tmp_path / "x.sh"
+    script.write_text("echo from a file\n")
+    with open(script) as handle:  # `sh - < x.sh`
+        from_file = subprocess.run(["git-gpuspace", "exec", "io", "--", "sh", "-"], cwd=repo.path, stdin=handle,
+                                   capture_output=True, text=True)
+    assert from_file.stdout == "from a file\n"
+    unread = subprocess.run(["git-gpuspace", "exec", "io", "--", "true"], cwd=repo.path, input="x" * 10_000_000,
+                            capture_output=True, text=True)
+    assert unread.returncode == 0  # a command that reads nothing does not hang on our input

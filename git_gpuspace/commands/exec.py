@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     if interactive and docker_cli:
         flags = [item for key, value in env.items() for item in ("-e", f"{key}={value}")]
         return subprocess.call([docker_cli, "exec", "-it", "-w", WORKSPACE, *flags, binding.container, *command])
-    code, _ = engine.exec(binding.container, command, env, output=(sys.stdout.buffer, sys.stderr.buffer))
+    piped = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer  # a pipe, a file, a heredoc
+    code, _ = engine.exec(binding.container, command, env, output=(sys.stdout.buffer, sys.stderr.buffer), stdin=piped)
     return code
 
 
