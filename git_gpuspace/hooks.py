@@ -109,3 +109,19 @@ def _write_executable(path: Path, text: str) -> None:
     temporary.write_text(text)
     os.chmod(temporary, 0o755)
     os.replace(temporary, path)
+
+
+def converge_in_background(info: RepoInfo) -> None:
+    """What the hooks do when a binding waits: `_hook converge` in a process of its own (retries
+    pending bindings; an image pull may take minutes), logging where the hooks log."""
+    import subprocess
+
+    old = os.umask(0o077)
+    try:
+        with open(info.common_dir / "gpuspace-hook.log", "ab") as log:
+            subprocess.Popen([str(console_script()), "_hook", "converge"], cwd=info.anchor, stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    except (OSError, GpuspaceError):
+        pass  # a read-only git dir, no script: status still answers
+    finally:
+        os.umask(old)

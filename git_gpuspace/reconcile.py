@@ -79,6 +79,7 @@ def converge(
     live = {str(w.path): w for w in known if not w.prunable}
     by_admin_id = {w.admin_id: w for w in live.values() if w.admin_id}
     actions = []
+    removed: set[str] = set()  # said once: not again as a container without a binding
     for binding in list(state.bindings):
         if binding.path in live:
             continue
@@ -88,6 +89,7 @@ def converge(
             continue
         if not binding.pending:
             engine.remove(binding.container, owner_of(state, binding))
+            removed.add(binding.container)
         state.remove(binding.path)
         state.save()
         actions.append(f"removed container {binding.container} (worktree {binding.path} is gone)")
@@ -96,7 +98,7 @@ def converge(
             actions.append(_retry(info, engine, state, binding, live[binding.path]))
     claimed = {b.container for b in state.bindings}
     for container in containers if containers is not None else engine.list_managed():
-        if container.labels.get(LABEL_REPO) == str(info.common_dir) and container.name not in claimed \
+        if container.labels.get(LABEL_REPO) == str(info.common_dir) and container.name not in claimed | removed \
                 and LABEL_RUN not in container.labels:  # a run's container is the dispatcher's
             engine.remove(container.name)
             actions.append(f"removed container {container.name} (no binding for {container.labels.get(LABEL_WORKTREE, '?')})")

@@ -131,3 +131,11 @@ def test_piped_input_reaches_exec_and_shell_and_its_end_closes_it(repo, tmp_path
     unread = subprocess.run(["git-gpuspace", "exec", "io", "--", "true"], cwd=repo.path, input="x" * 10_000_000,
                             capture_output=True, text=True)
     assert unread.returncode == 0  # a command that reads nothing does not hang on our input
+
+
+def test_one_cleanup_is_one_line(repo, tmp_path):
+    repo.ok("add", "-b", "gone", str(tmp_path / "gone"), "--gpus", "none")
+    repo.git("worktree", "remove", "--force", str(tmp_path / "gone"))
+    lines = repo.ok("prune").stdout.splitlines()
+    assert len(lines) == 1 and "removed container" in lines[0] and "is gone" in lines[0], lines
+    assert repo.containers() == []

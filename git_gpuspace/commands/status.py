@@ -7,7 +7,7 @@ import json
 import sys
 from collections import Counter
 
-from .. import gpus, output, reconcile, state, workspace, worktrees
+from .. import gpus, hooks, output, reconcile, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import EngineUnavailable
 from ..runs import store as run_store
@@ -32,6 +32,11 @@ def run(args: argparse.Namespace) -> int:
             ):
                 containers = engine.list_managed()
     current = state.load(info.common_dir)
+    # a pending binding's cause may have gone (the engine is back, a GPU is free): retried in the
+    # background, as the hooks do, so that status never waits for an image pull
+    retrying = engine is not None and any(binding.pending for binding in current.bindings)
+    if retrying:
+        hooks.converge_in_background(info)
     bound_gpus = any(b.gpus for b in current.bindings)
     by_uuid = {gpu.uuid: gpu for gpu in gpus.inventory()} if bound_gpus else {}
     runs = run_store.load(info.common_dir).runs
@@ -52,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             record["branch"] or "(detached)",
             (record["head"] or "-")[:8],
             {True: "dirty", False: "clean", None: "-"}[record["dirty"]],
-            record["state"] + (f" ({record['reason']})" if record["reason"] else ""),
+            record["state"],  # a pending binding's reason goes below the table: it is a sentence
             ", ".join(
                 output.gpu_summary(g["index"], g["name"], g["memory_used_mib"], g["memory_total_mib"], g["utilization_pct"])
                 for g in record["gpus"]
@@ -65,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     print(output.table(["WORKTREE", "BRANCH", "HEAD", "DIRTY", "STATE", "GPUS", "PORTS", "IMAGE"], rows))
     for record in records:
+        if record["reason"]:
+            print(f"  {record['path']}  pending: {record['reason']}" + ("; retrying now" if retrying else ""))
         for name, url in record["urls"].items():
             print(f"  {record['path']}  {name}: {url}")
     for line in _run_summary(runs):
