@@ -103,7 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     gpus = verbs.add_parser("gpus", help="the host's GPUs and who holds each")
     gpus.add_argument("--json", action="store_true", help="machine-readable output")
 
-    verbs.add_parser("prune", help="converge now: clean up after plain git, retry pending bindings")
+    pruning = verbs.add_parser("prune", help="converge now: clean up after plain git, retry pending bindings")
+    pruning.add_argument("--dry-run", action="store_true", help="say what would be done (and which data dirs are "
+                         "orphaned), change nothing")
+
+    data = verbs.add_parser("data", help="list the data dirs (checkpoints, logs) with sizes; delete orphaned ones",
+                            description="Data dirs outlive their bindings. `list` shows each with its size, the "
+                            "worktree it was made for and what uses it; `rm` deletes orphaned ones.")
+    data.add_argument("action", choices=("list", "rm"), nargs="?", default="list", help="what to do (default: list)")
+    data.add_argument("dirs", nargs="*", metavar="DIR", help="rm: data dirs (path or name) to delete")
+    data.add_argument("--json", action="store_true", help="list: machine-readable output")
 
     for verb, text in (("start", "start a worktree's container (made again if gone; bound if pending)"),
                        ("stop", "stop a worktree's container; its GPUs stay reserved"),

@@ -111,7 +111,7 @@ def bind_worktree(
     """
     settings = plan.settings
     name = container_name(info.name, worktree.path, info.common_dir)
-    data_dir = _data_dir(settings, name, undo)
+    data_dir = _data_dir(settings, name, undo, (info.common_dir, worktree.path))
     binds = _container_binds(info, worktree, settings, data_dir)
     old = replacing.container if replacing else None
     chosen, ports = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, old)
@@ -143,12 +143,12 @@ def bind_worktree(
     return binding, chosen
 
 
-def _data_dir(settings: Settings, name: str, undo: Rollback) -> Path:
+def _data_dir(settings: Settings, name: str, undo: Rollback, origin: tuple[Path, Path]) -> Path:
     if settings.data_dir:
-        path, made = workspace.create_data_dir(Path(settings.data_dir).parent, Path(settings.data_dir).name)
+        path, made = workspace.create_data_dir(Path(settings.data_dir).parent, Path(settings.data_dir).name, origin)
     else:
         root = Path(os.path.expanduser(settings.data_root)) if settings.data_root else workspace.default_data_root()
-        path, made = workspace.create_data_dir(root, name)
+        path, made = workspace.create_data_dir(root, name, origin)
     if made:
         undo.push(f"remove data dir {path}", lambda: shutil.rmtree(path, ignore_errors=True))
     names = {port.name for port in settings.ports}
@@ -237,7 +237,7 @@ def start_run(info: worktrees.RepoInfo, plan: Plan, worktree: worktrees.Worktree
               undo: Rollback) -> tuple[str, list[Gpu], Path]:
     """Claim GPUs for a run and start its container: (container name, GPUs, data dir)."""
     name = container_name(info.name, worktree.path, info.common_dir)
-    data_dir = _data_dir(plan.settings, name, undo)
+    data_dir = _data_dir(plan.settings, name, undo, (info.common_dir, worktree.path))
     binds = _container_binds(info, worktree, plan.settings, data_dir)
     chosen, _ = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, run=run)
     plan.engine.start(name)

@@ -13,6 +13,7 @@ It never touches files in a worktree.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def survey(
     containers: list[ContainerInfo] | None,  # None: the engine could not be asked
 ) -> list[View]:
     by_name = {c.name: c for c in containers or []}
-    views = [_view(w.path, w, state.find(w.path), by_name, containers is None) for w in worktrees]
+    by_path = {binding.path: binding for binding in state.bindings}  # constant work per worktree
+    views = [_view(w.path, w, by_path.get(str(w.path)), by_name, containers is None) for w in worktrees]
     listed = {str(w.path) for w in worktrees}
     for binding in state.bindings:
         if binding.path not in listed:
@@ -72,37 +74,76 @@ def converge(
     worktrees: list[Worktree] | None = None,
     containers: list[ContainerInfo] | None = None,
     retry_pending: bool = False,
+    dry_run: bool = False,
 ) -> list[str]:
     """Make the engine match the bindings and the bindings match git. The caller holds the
-    state lock. Returns one line per action taken."""
+    state lock. Returns one line per action taken (with `dry_run`, would take: nothing changes).
+
+    Bindings whose worktrees are gone leave the state file in one write, however many they are;
+    a cleanup that takes more than a second says how far it got on stderr."""
     known = worktrees if worktrees is not None else git_worktrees.list_worktrees(info)
+    listed = containers if containers is not None else engine.list_managed()
+    existing = {container.name for container in listed}
     live = {str(w.path): w for w in known if not w.prunable}
     by_admin_id = {w.admin_id: w for w in live.values() if w.admin_id}
+    would = "would " if dry_run else ""
     actions = []
-    removed: set[str] = set()  # said once: not again as a container without a binding
+    gone: list[Binding] = []
     for binding in list(state.bindings):
         if binding.path in live:
             continue
         moved = by_admin_id.get(binding.worktree_id)
         if moved is not None and state.find(moved.path) is None:
-            actions.append(_follow_move(info, engine, state, binding, moved))
+            actions.append(f"would follow {binding.path} to {moved.path}" if dry_run
+                           else _follow_move(info, engine, state, binding, moved))
             continue
-        if not binding.pending:
+        gone.append(binding)
+    progress = _Progress(len(gone))
+    for binding in gone:
+        if not binding.pending and binding.container in existing and not dry_run:
             engine.remove(binding.container, owner_of(state, binding))
-            removed.add(binding.container)
-        state.remove(binding.path)
+        actions.append(f"{would}remove{'' if dry_run else 'd'} container {binding.container} "
+                       f"(worktree {binding.path} is gone)")
+        progress.step()
+    progress.close()
+    if gone and not dry_run:
+        dropped = {binding.path for binding in gone}
+        state.bindings = [binding for binding in state.bindings if binding.path not in dropped]
         state.save()
-        actions.append(f"removed container {binding.container} (worktree {binding.path} is gone)")
-    if retry_pending:
+    if retry_pending and not dry_run:
         for binding in [b for b in state.bindings if b.pending and b.path in live]:
             actions.append(_retry(info, engine, state, binding, live[binding.path]))
-    claimed = {b.container for b in state.bindings}
-    for container in containers if containers is not None else engine.list_managed():
-        if container.labels.get(LABEL_REPO) == str(info.common_dir) and container.name not in claimed | removed \
+    claimed = {b.container for b in state.bindings} | {b.container for b in gone}  # said once
+    for container in listed:
+        if container.labels.get(LABEL_REPO) == str(info.common_dir) and container.name not in claimed \
                 and LABEL_RUN not in container.labels:  # a run's container is the dispatcher's
-            engine.remove(container.name)
-            actions.append(f"removed container {container.name} (no binding for {container.labels.get(LABEL_WORKTREE, '?')})")
+            if not dry_run:
+                engine.remove(container.name)
+            actions.append(f"{would}remove{'' if dry_run else 'd'} container {container.name} "
+                           f"(no binding for {container.labels.get(LABEL_WORKTREE, '?')})")
     return actions
+
+
+class _Progress:
+    """`cleaning up: N of M` on stderr, once a second, when a cleanup takes that long."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self.started = self.said = time.monotonic()
+        self.shown = False
+
+    def step(self) -> None:
+        self.done += 1
+        now = time.monotonic()
+        if now - self.said >= 1.0:
+            self.said, self.shown = now, True
+            print(f"git-gpuspace: cleaning up bindings whose worktrees are gone: {self.done} of {self.total}",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.shown:
+            print(f"git-gpuspace: cleaned up {self.done} bindings in {time.monotonic() - self.started:.0f} s",
+                  file=sys.stderr, flush=True)
 
 
 def _follow_move(info: RepoInfo, engine: Engine, state: State, binding: Binding, moved: Worktree) -> str:

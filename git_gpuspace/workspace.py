@@ -36,8 +36,12 @@ def cache_root() -> Path:
     return platformdirs.user_cache_path(APP_NAME) / "shared"
 
 
-def create_data_dir(root: Path, name: str) -> tuple[Path, bool]:
-    """The binding's data dir (checkpoints/, logs/, a private .gpuspace/); True if made now."""
+ORIGIN = "origin"  # in PRIVATE: the repository (common dir) and worktree it was made for, for `data list`
+
+
+def create_data_dir(root: Path, name: str, origin: tuple[Path, Path] | None = None) -> tuple[Path, bool]:
+    """The binding's data dir (checkpoints/, logs/, a private .gpuspace/); True if made now.
+    `origin`: (common dir, worktree) it is made for."""
     path = root / name
     made = not path.exists()
     path.mkdir(mode=0o700, parents=True, exist_ok=True)  # the user's alone, like their home
@@ -46,7 +50,25 @@ def create_data_dir(root: Path, name: str) -> tuple[Path, bool]:
     os.close(_private_dir(path))
     if made:
         _write_private(path, OWNER, _owner_mark(path))
+    if origin is not None and read_private(path, ORIGIN) is None:
+        _write_private(path, ORIGIN, f"{origin[0]}\n{origin[1]}\n")
     return path, made
+
+
+def data_dirs() -> list[Path]:
+    """Every data dir of ours in the user's data roots (made by us: our owner mark)."""
+    found = []
+    for root in trusted_roots():
+        with contextlib.suppress(OSError):
+            found += [entry for entry in sorted(root.iterdir()) if entry.is_dir() and not entry.is_symlink() and _marked(entry)]
+    return found
+
+
+def origin_of(data_dir: Path) -> tuple[Path, Path] | None:
+    """(common dir, worktree) a data dir was made for; None for one made before this was kept.
+    Written by us, in the private dir: still only shown and compared, never acted on."""
+    lines = (read_private(data_dir, ORIGIN) or "").splitlines()
+    return (Path(lines[0]), Path(lines[1])) if len(lines) >= 2 else None
 
 
 def trusted_roots() -> list[Path]:

@@ -210,7 +210,7 @@ def list_worktrees(info: RepoInfo) -> list[Worktree]:
         return found
 
 
-def prune_admin_dirs(info: RepoInfo) -> list[str]:
+def prune_admin_dirs(info: RepoInfo, dry_run: bool = False) -> list[str]:
     """`git worktree prune`: remove the admin dirs of unlocked worktrees whose `.git` (or
     gitdir file) is gone. One being made is locked meanwhile, by git and by us."""
     pruned = []
@@ -226,8 +226,9 @@ def prune_admin_dirs(info: RepoInfo) -> list[str]:
             if (admin_dir / dot_git if not dot_git.is_absolute() else dot_git).exists():
                 continue
             reason = "gitdir file points to non-existent location"
-        shutil.rmtree(admin_dir, ignore_errors=True)
-        pruned.append(f"Removing worktrees/{admin_dir.name}: {reason}")
+        if not dry_run:
+            shutil.rmtree(admin_dir, ignore_errors=True)
+        pruned.append(f"{'Would remove' if dry_run else 'Removing'} worktrees/{admin_dir.name}: {reason}")
     return pruned
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+from pathlib import Path
 
 
 
@@ -139,3 +141,55 @@ def test_one_cleanup_is_one_line(repo, tmp_path):
     lines = repo.ok("prune").stdout.splitlines()
     assert len(lines) == 1 and "removed container" in lines[0] and "is gone" in lines[0], lines
     assert repo.containers() == []
+
+
+def test_data_dirs_are_listed_with_sizes_and_orphaned_ones_deleted_on_request(repo, tmp_path):
+    repo.ok("add", "-b", "keep", str(tmp_path / "keep"), "--gpus", "none")
+    repo.ok("add", "-b", "drop", str(tmp_path / "drop"), "--gpus", "none")
+    [drop] = [r for r in repo.status() if r["branch"] == "drop"]
+    (Path(drop["data_dir"]) / "checkpoints" / "model.pt").write_bytes(b"w" * 300_000)
+    repo.ok("remove", "drop")  # the data dir outlives its binding, by design
+    listed = {d["path"]: d for d in json.loads(repo.ok("data", "list", "--json").stdout)}
+    assert listed[drop["data_dir"]]["orphaned"] and listed[drop["data_dir"]]["size_bytes"] >= 300_000
+    [keep] = [r for r in repo.status() if r["branch"] == "keep"]
+    assert listed[keep["data_dir"]]["used_by"] == f"binding {tmp_path / 'keep'}"
+    [row] = [line for line in repo.ok("data").stdout.splitlines() if line.startswith(drop["data_dir"])]
+    assert row.split()[1].endswith("k") and row.split()[-1] == "orphaned"  # about 300k on disk
+    dry = repo.ok("prune", "--dry-run").stdout
+    assert f"data dir {drop['data_dir']}" in dry and "orphaned" in dry and Path(drop["data_dir"]).exists()
+    refused = repo.gs("data", "rm", keep["data_dir"])
+    assert refused.returncode != 0 and "in use by binding" in refused.stderr and Path(keep["data_dir"]).exists()
+    deleted = repo.ok("data", "rm", Path(drop["data_dir"]).name)
+    assert "Deleted data dir" in deleted.stdout and not Path(drop["data_dir"]).exists()
+    assert repo.gs("data", "rm", "/etc").returncode != 0 and Path("/etc").exists()
+
+
+def test_prune_dry_run_changes_nothing(repo, tmp_path):
+    repo.ok("add", "-b", "gone", str(tmp_path / "gone"), "--gpus", "none")
+    repo.git("worktree", "remove", "--force", str(tmp_path / "gone"))
+    before = (repo.state_text(), [c.name for c in repo.containers()])
+    dry = repo.ok("prune", "--dry-run").stdout
+    assert "would remove container" in dry and "is gone" in dry
+    assert (repo.state_text(), [c.name for c in repo.containers()]) == before
+
+
+def test_thousands_of_vanished_bindings_go_in_one_write(repo, tmp_path):
+    """Bindings (pending here: no container to remove) whose worktrees are all gone: the state
+    file is written once, not once per binding (which made this quadratic)."""
+    from git_gpuspace import state
+    from git_gpuspace.containers import container_name
+    from git_gpuspace.model import Binding
+
+    count = 3000
+    gone = [tmp_path / f"gone-{i}" for i in range(count)]
+    with state.locked(repo.common_dir) as current:
+        current.bindings = [Binding(path=str(path), container=container_name("project", path, repo.common_dir),
+                                    image="x", pending="waiting") for path in gone]
+        current.save()
+    writes = tmp_path / "writes"
+    pruned = repo.gs("prune", env={"GPUSPACE_FAULT_POINT": "before-state-rename",
+                                   "GPUSPACE_FAULT_ACTION": f"run:echo write >> {writes}"})
+    assert pruned.returncode == 0, pruned.stderr
+    assert pruned.stdout.count("is gone") == count
+    assert writes.read_text().count("write") == 2  # one save: the state file and the hooks' path index
+    assert state.load(repo.common_dir).bindings == []
