@@ -54,29 +54,43 @@ def is_ours(path: Path) -> bool:
         return False
 
 
+def chained_hooks(directory: Path, name: str) -> list[Path]:
+    """The hooks ours runs first, in order: `<hook>.gpuspace-chained`, then `.2`, `.3`... (a
+    later one stood in ours' place when it was installed again: `git lfs update --force`)."""
+    found, number = [], 1
+    while True:
+        path = directory / (name + CHAINED_SUFFIX + (f".{number}" if number > 1 else ""))
+        if not (path.exists() or path.is_symlink()):
+            return found
+        found.append(path)
+        number += 1
+
+
 def install(info: RepoInfo) -> list[str]:
-    """Install every hook; what changed, one line each. Running it twice changes nothing."""
+    """Install every hook; what changed, one line each. Running it twice changes nothing.
+
+    A hook of someone else's that stands where ours goes is kept and run before ours, after the
+    ones kept before it (nothing is lost, the order stays); one that is the same, byte for
+    byte, as one already kept is not kept twice."""
     directory = hooks_dir(info)
     directory.mkdir(parents=True, exist_ok=True)
     text = hook_text()
-    # Check all hooks first, so that a refusal leaves every hook as it was.
-    for name in HOOK_NAMES:
-        hook, chained = directory / name, directory / (name + CHAINED_SUFFIX)
-        if (hook.exists() or hook.is_symlink()) and not is_ours(hook) and (chained.exists() or chained.is_symlink()):
-            raise GpuspaceError(
-                f"both {hook} and {chained} exist; installing would lose one of them",
-                hint=f"merge them by hand, or remove {chained}, then install again",
-            )
     changes = []
     for name in HOOK_NAMES:
-        hook, chained = directory / name, directory / (name + CHAINED_SUFFIX)
+        hook = directory / name
         if is_ours(hook):
             if hook.read_text() == text:
                 continue
             changes.append(f"updated {hook}")
         elif hook.exists() or hook.is_symlink():
-            os.rename(hook, chained)  # kept as it is, and run by ours
-            changes.append(f"installed {hook} (your hook is kept and still runs: {chained.name})")
+            kept = chained_hooks(directory, name)
+            if any(_same(hook, other) for other in kept):
+                hook.unlink()
+                changes.append(f"installed {hook} (the hook there is already kept and run: {kept[0].name})")
+            else:
+                chained = directory / (name + CHAINED_SUFFIX + (f".{len(kept) + 1}" if kept else ""))
+                os.rename(hook, chained)  # kept as it is, and run by ours
+                changes.append(f"installed {hook} (the hook there is kept and still runs: {chained.name})")
         else:
             changes.append(f"installed {hook}")
         _write_executable(hook, text)
@@ -84,16 +98,21 @@ def install(info: RepoInfo) -> list[str]:
 
 
 def uninstall(info: RepoInfo) -> list[str]:
+    """Remove ours and put back the hook that stood there before it; hooks kept from earlier
+    installs stay beside it, named, to be merged by hand."""
     directory = hooks_dir(info)
     changes = []
     for name in HOOK_NAMES:
-        hook, chained = directory / name, directory / (name + CHAINED_SUFFIX)
+        hook = directory / name
         if not is_ours(hook):
             continue
         hook.unlink()
-        if chained.exists() or chained.is_symlink():
-            os.rename(chained, hook)
+        kept = chained_hooks(directory, name)
+        if kept:
+            os.rename(kept[-1], hook)
             changes.append(f"removed our {name} hook; yours is back in place")
+            for older in kept[:-1]:
+                changes.append(f"kept {older}: it ran before {name} until now; merge it into {hook} by hand")
         else:
             changes.append(f"removed {hook}")
     return changes
@@ -102,6 +121,20 @@ def uninstall(info: RepoInfo) -> list[str]:
 def installed(info: RepoInfo) -> bool:
     directory = hooks_dir(info)
     return all(is_ours(directory / name) for name in HOOK_NAMES)
+
+
+def replaced(info: RepoInfo) -> list[Path]:
+    """Hooks where ours stood (a chained one is kept) but another now stands: ours no longer runs."""
+    directory = hooks_dir(info)
+    return [directory / name for name in HOOK_NAMES
+            if chained_hooks(directory, name) and (directory / name).exists() and not is_ours(directory / name)]
+
+
+def _same(one: Path, other: Path) -> bool:
+    try:
+        return one.read_bytes() == other.read_bytes()
+    except OSError:
+        return False
 
 
 def _write_executable(path: Path, text: str) -> None:

@@ -240,11 +240,45 @@ def test_hooks_without_init_bind_nothing(repo, tmp_path):
     assert [r["state"] for r in repo.status() if r["branch"] == "exp"] == ["none"]
 
 
-def test_install_refuses_when_it_would_lose_a_hook(repo):
+def test_a_hook_that_replaced_ours_is_chained_after_the_older_one(repo):
     hooks = repo.common_dir / "hooks"
-    (hooks / "post-commit").write_text("#!/bin/sh\necho mine\n")
-    (hooks / "post-commit.gpuspace-chained").write_text("#!/bin/sh\necho older\n")
-    before = hook_files(hooks)
-    result = repo.gs("hooks", "install")
-    assert result.returncode == 1 and "would lose one of them" in result.stderr
-    assert hook_files(hooks) == before
+    (hooks / "post-commit").write_text("#!/bin/sh\necho first >> ran\n")
+    (hooks / "post-commit").chmod(0o755)
+    repo.ok("hooks", "install")
+    (hooks / "post-commit").write_text("#!/bin/sh\necho second >> ran\n")  # someone else's installer, --force
+    (hooks / "post-commit").chmod(0o755)
+    status = repo.ok("hooks", "status").stdout
+    assert "another hook replaced ours" in status
+    repo.ok("hooks", "install")
+    assert (hooks / "post-commit.gpuspace-chained.2").read_text() == "#!/bin/sh\necho second >> ran\n"
+    repo.git("commit", "-q", "--allow-empty", "-m", "x")
+    assert (repo.path / "ran").read_text() == "first\nsecond\n"  # nothing lost, in order
+    assert "another hook replaced ours" not in repo.ok("hooks", "status").stdout
+    repo.ok("hooks", "install")  # again: nothing changes
+    assert not (hooks / "post-commit.gpuspace-chained.3").exists()
+    removed = repo.ok("hooks", "uninstall").stdout
+    assert (hooks / "post-commit").read_text() == "#!/bin/sh\necho second >> ran\n"
+    assert "merge it into" in removed and (hooks / "post-commit.gpuspace-chained").exists()
+
+
+@pytest.mark.parametrize("order", ["lfs first", "gpuspace first"])
+def test_git_lfs_and_gpuspace_hooks_work_in_either_order(repo, tmp_path, order):
+    """The README's sequences: LFS content is smudged and our hook binds, whichever came first."""
+    if order == "lfs first":
+        repo.git("lfs", "install", "--local")
+        repo.ok("init", "--gpus", "none")
+    else:
+        repo.ok("init", "--gpus", "none")
+        repo.git("lfs", "update", "--force")  # `git lfs install` refuses: a hook is there
+        repo.ok("hooks", "install")
+    repo.git("lfs", "track", "--lockable", "*.bin")
+    (repo.path / "w.bin").write_bytes(b"\x00weights")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "lfs")
+    hooks = repo.common_dir / "hooks"
+    assert all("git lfs" in "".join(p.read_text() for p in hooks.glob(f"{name}.gpuspace-chained*"))
+               for name in ("post-checkout", "post-commit", "post-merge"))
+    repo.git("worktree", "add", "-q", str(tmp_path / "wt"), "-b", "exp")
+    assert (tmp_path / "wt" / "w.bin").read_bytes() == b"\x00weights"
+    assert oct((tmp_path / "wt" / "w.bin").stat().st_mode & 0o777) == "0o444"  # git-lfs's post-checkout ran
+    assert wait_for(lambda: [r["state"] for r in repo.status() if r["branch"] == "exp"] == ["running"])

@@ -12,6 +12,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "status":
         where = hooks.hooks_dir(info)
         print(f"{'installed' if hooks.installed(info) else 'not installed'} in {where}")
+        for hook in hooks.replaced(info):
+            print(f"{hook}: another hook replaced ours (git lfs update --force does); "
+                  f"`git gpuspace hooks install` runs it again before ours")
         return 0
     changes = hooks.install(info) if args.action == "install" else hooks.uninstall(info)
     for line in changes:
