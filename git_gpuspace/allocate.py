@@ -6,7 +6,7 @@ import hashlib
 from typing import Callable
 
 from .errors import GpusUnavailable, PortTaken, UsageError
-from .model import Gpu, GpuRequest, Holder, PortMap, PortRequest
+from .model import Gpu, GpuRequest, Holder, PortMap, PortRequest, current_user
 
 PORT_RANGE = range(20000, 30000)  # chosen host ports; below the kernel's ephemeral range
 
@@ -77,7 +77,8 @@ def _describe(taken: list[Gpu], leases: Leases) -> str:
     for gpu in taken:
         holders = leases.get(gpu.uuid, [])
         who = " and ".join(
-            f"{holder.worktree}" + (f" ({holder.branch})" if holder.branch else "") for holder in holders
+            f"{holder.worktree}" + (f" ({holder.branch})" if holder.branch else "")
+            + (f" of user {holder.user}" if holder.user and holder.user != current_user() else "") for holder in holders
         )
         parts.append(f"GPU {gpu.index} is held by {who}")
     return "; ".join(parts)
@@ -86,9 +87,13 @@ def _describe(taken: list[Gpu], leases: Leases) -> str:
 def _busy_hint(share: bool, taken: list[Gpu], leases: Leases) -> str:
     if any(not holder.container for gpu in taken for holder in leases.get(gpu.uuid, [])):
         return "a process outside gpuspace computes on it: wait for it to end, or ask for another GPU"
+    holders = [holder for gpu in taken for holder in leases.get(gpu.uuid, [])]
+    if holders and all(holder.user and holder.user != current_user() for holder in holders):
+        return "another user holds it: ask them, or wait (`git gpuspace gpus` shows who holds what)"
     if share:
         return "a GPU is shared only when every holder passed --share; free one with `git gpuspace remove <path>`"
     return "free one with `git gpuspace remove <path>`, or pass --share to share a GPU on purpose"
+
 
 
 def choose_ports(

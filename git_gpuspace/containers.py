@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import re
 import socket
 import sys
@@ -23,7 +24,7 @@ import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
 from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime, PortTaken, StateError
-from .model import Holder, Limits, PortMap, name_digest
+from .model import Holder, Limits, PortMap, current_user, name_digest
 
 LABEL_REPO = "gpuspace.repo"  # the repo's common git dir: present on every container we own
 LABEL_WORKTREE = "gpuspace.worktree"
@@ -33,6 +34,7 @@ LABEL_SHARE = "gpuspace.share"  # "true" when the binding opted in to sharing it
 LABEL_PORTS = "gpuspace.ports"  # name=container:host@address,... : host ports stay reserved while stopped
 LABEL_PACK = "gpuspace.pack"  # a sweep's runs that may share a GPU with each other (--runs-per-gpu)
 LABEL_RUN = "gpuspace.run"  # a run's id: its container's main process is the run's command
+LABEL_USER = "gpuspace.user"  # who made it (for `gpus`: whose GPU it is)
 
 WORKSPACE = "/workspace"
 HOME_IN_CONTAINER = "/home/gpuspace"
@@ -83,7 +85,20 @@ class ContainerInfo:
             container=self.name,
             share=self.labels.get(LABEL_SHARE) == "true",
             pack=self.labels.get(LABEL_PACK, ""),
+            user=self.labels.get(LABEL_USER) or _owner_name(self.labels.get(LABEL_REPO, "")),
         )
+
+
+def _owner_name(path: str) -> str:
+    """Who owns a repository (for containers made before the user label): its git dir's owner."""
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        return "?"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def container_name(repo_name: str, worktree: Path, common_dir: Path) -> str:
@@ -103,6 +118,7 @@ def labels_for(
 ) -> dict[str, str]:
     return {
         **({LABEL_PACK: pack} if pack else {}),
+        LABEL_USER: current_user(),
         LABEL_REPO: str(common_dir),
         LABEL_WORKTREE: str(worktree),
         LABEL_BRANCH: branch or "",

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import allocate, boundary, gpus, workspace, worktrees
-from .containers import ContainerInfo, ContainerSpec, Engine, container_name, labels_for
+from . import state as state_module
+from .containers import LABEL_REPO, LABEL_WORKTREE, ContainerInfo, ContainerSpec, Engine, container_name, labels_for
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
 from .locking import host_gpu_lock
@@ -70,8 +71,9 @@ def prepare(settings: Settings, engine: Engine | None = None, released: frozense
     engine = engine or Engine()
     plan = Plan(settings, engine, gpus.inventory() if not settings.request.none else [], released)
     if not settings.request.none:  # the ledger (and the GPUs' own process lists) only when GPUs are asked for
+        managed = release_vanished(engine, engine.list_managed())
         allocate.choose(settings.request, plan.inventory,
-                        leases([c for c in engine.list_managed() if c.name not in released]), settings.share, settings.pack)
+                        leases([c for c in managed if c.name not in released]), settings.share, settings.pack)
     if settings.build is not None:
         tag = settings.build.tag()
         if not engine.has_image(tag):
@@ -80,6 +82,46 @@ def prepare(settings: Settings, engine: Engine | None = None, released: frozense
     else:
         engine.ensure_image(settings.image)
     return plan
+
+
+def release_vanished(engine: Engine, containers: list[ContainerInfo]) -> list[ContainerInfo]:
+    """Containers (of any repo) that hold GPUs for a worktree that is gone, for git too, are
+    removed and said so: nothing can use them and no command of that repo may come to clean up.
+    Their data dirs are kept. The others are returned."""
+    kept = []
+    for container in containers:
+        if container.gpus and _worktree_vanished(container):
+            try:
+                engine.remove(container.name)
+            except GpuspaceError:
+                kept.append(container)
+                continue
+            print(f"git-gpuspace: released {', '.join(container.gpus)} held by {container.name}: its worktree "
+                  f"{container.labels[LABEL_WORKTREE]} is gone, for git too (its data dir is kept)", file=sys.stderr)
+            continue
+        kept.append(container)
+    return kept
+
+
+def _worktree_vanished(container: ContainerInfo) -> bool:
+    """Its directory is gone and its repository no longer has it (nor a binding that moved with
+    it). Anything that cannot be read counts as still there."""
+    worktree, repo = container.labels.get(LABEL_WORKTREE), container.labels.get(LABEL_REPO)
+    if not worktree or not repo or os.path.lexists(worktree):
+        return False
+    common_dir = Path(repo)
+    if not os.path.lexists(common_dir):
+        return True
+    try:
+        for admin_dir in (common_dir / "worktrees").iterdir() if (common_dir / "worktrees").is_dir() else []:
+            gitdir = (admin_dir / "gitdir").read_text(errors="replace").strip() if (admin_dir / "gitdir").exists() else ""
+            if gitdir and os.path.dirname(gitdir) == worktree:
+                return False  # git still has it (a drive not mounted now, say)
+        binding = state_module.load(common_dir).find(worktree)
+    except (OSError, GpuspaceError):
+        return False
+    moved = binding is not None and binding.worktree_id and (common_dir / "worktrees" / binding.worktree_id).is_dir()
+    return not moved
 
 
 def leases(containers: list[ContainerInfo]) -> allocate.Leases:
@@ -196,6 +238,8 @@ def _claim_and_create(
     settings, engine = plan.settings, plan.engine
     with host_gpu_lock():
         managed = engine.list_managed()
+        if not settings.request.none:
+            managed = release_vanished(engine, managed)
         # `name` taken by a container of ours means no binding claims it (an interrupted command).
         for gone in {name, replacing} & {container.name for container in managed}:
             engine.remove(gone)

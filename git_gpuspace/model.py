@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
+import pwd
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +84,7 @@ class Holder:
     container: str
     share: bool
     pack: str = ""  # runs of one sweep packed K to a GPU (--runs-per-gpu) carry the same group
+    user: str = ""  # who made it
 
 
 def name_digest(common_dir: Path, worktree: Path) -> str:
@@ -113,3 +116,11 @@ class Binding:
     created: _dt.datetime = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     )
+
+
+def current_user() -> str:
+    """The user's login name (the uid where it has none)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())

@@ -193,3 +193,28 @@ def test_thousands_of_vanished_bindings_go_in_one_write(repo, tmp_path):
     assert pruned.stdout.count("is gone") == count
     assert writes.read_text().count("write") == 2  # one save: the state file and the hooks' path index
     assert state.load(repo.common_dir).bindings == []
+
+
+def test_a_lease_whose_worktree_is_gone_for_git_too_is_released_by_any_repo(repo, other_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_GPU_COUNT", "1")
+    held = tmp_path / "resnet"
+    repo.ok("add", "-b", "resnet", str(held))
+    repo.git("worktree", "remove", "--force", str(held))  # plain git: no command of that repo runs after
+    [container] = repo.containers()
+    assert container.status == "running"
+    listed = other_repo.ok("gpus").stdout
+    assert "released" in listed or str(held) not in listed.split("(inventory")[0]
+    taken = other_repo.gs("add", "-b", "vit", str(tmp_path / "vit"))  # another repo gets the GPU
+    assert taken.returncode == 0, taken.stderr
+    assert repo.containers() == []
+    [record] = [g for g in json.loads(other_repo.ok("gpus", "--json").stdout)]
+    [holder] = record["holders"]
+    assert holder["worktree"] == str(tmp_path / "vit") and holder["user"]
+
+
+def test_a_moved_worktree_keeps_its_lease(repo, other_repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_GPU_COUNT", "1")
+    repo.ok("add", "-b", "resnet", str(tmp_path / "resnet"))
+    repo.git("worktree", "move", str(tmp_path / "resnet"), str(tmp_path / "resnet-moved"))
+    refused = other_repo.gs("add", "-b", "vit", str(tmp_path / "vit"))
+    assert refused.returncode != 0 and len(repo.containers()) == 1

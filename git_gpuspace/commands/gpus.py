@@ -10,13 +10,14 @@ from .. import gpus as inventory_source
 from .. import output
 from ..containers import Engine
 from ..errors import EngineUnavailable
-from ..lifecycle import leases
+from ..lifecycle import leases, release_vanished
 
 
 def run(args: argparse.Namespace) -> int:
     source, inventory = inventory_source.probe()
     try:
-        held = leases(Engine().list_managed())  # one call, every repo on the engine
+        engine = Engine()
+        held = leases(release_vanished(engine, engine.list_managed()))  # one call, every repo on the engine
     except EngineUnavailable as error:
         print(f"warning: {error}; holders unknown", file=sys.stderr)
         held = None
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
             "holders": None
             if held is None
             else [
-                {"worktree": h.worktree, "branch": h.branch, "repo": h.repo, "container": h.container, "share": h.share}
+                {"worktree": h.worktree, "branch": h.branch, "repo": h.repo, "container": h.container, "share": h.share,
+                 "user": h.user}
                 for h in held.get(gpu.uuid, [])
             ],
         }
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         if holders is None:
             who = "?"
         else:
-            who = ", ".join(h["worktree"] + (f" ({h['branch']})" if h["branch"] else "") for h in holders) or "free"
+            who = ", ".join((f"{h['user']}: " if h["user"] else "") + h["worktree"] + (f" ({h['branch']})" if h["branch"] else "")
+                            for h in holders) or "free"
         memory = (
             f"{(record['memory_used_mib'] or 0) / 1024:.1f}/{record['memory_total_mib'] / 1024:.1f}G"
             if record["memory_total_mib"] is not None
