@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -279,7 +280,10 @@ def run_guarded(function, args: argparse.Namespace) -> int:
     from .errors import GpuspaceError
 
     try:
-        return function(args)
+        try:
+            return function(args)
+        except Exception as error:
+            raise _expected(error) or error
     except GpuspaceError as error:
         print(f"git-gpuspace: error: {error}", file=sys.stderr)
         if error.hint:
@@ -294,6 +298,18 @@ def run_guarded(function, args: argparse.Namespace) -> int:
     except Exception as error:  # a bug: keep the traceback for the report, not the screen
         report_internal_error(error)
         return EXIT_INTERNAL
+
+
+def _expected(error: Exception):
+    """Failures of the machine, not of our code, as one line: a git file locked by another
+    writer (or left by one cut short)."""
+    from .errors import WorktreeError
+
+    if type(error).__name__ == "FileLocked" and hasattr(error, "lockfilename"):
+        lock = os.fsdecode(error.lockfilename)
+        return WorktreeError(f"cannot write {os.fsdecode(error.filename)}: {lock} exists (another git command is "
+                             f"writing it, or one was cut short)", hint=f"if no git command is running, remove {lock}")
+    return None
 
 
 def report_internal_error(error: Exception) -> None:

@@ -113,6 +113,7 @@ class Binding:
     mounts: list[str] = field(default_factory=list)  # extra "source:target[:ro]" binds
     host_options: dict = field(default_factory=dict)  # trusted devcontainer runArgs (privileged, cap_add, ...)
     devcontainer: str | None = None  # the devcontainer.json it was made from, relative to the worktree
+    extra: dict = field(default_factory=dict)  # keys this version does not know: kept as they are
     created: _dt.datetime = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
     )

@@ -41,6 +41,7 @@ class State:
     defaults: dict[str, Any] = field(default_factory=dict)
     bindings: list[Binding] = field(default_factory=list)
     auto_bind: bool = False  # set by `init`: the hook binds worktrees made by `git worktree add`
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know: kept as they are
 
     def find(self, worktree: str | Path) -> Binding | None:
         key = str(worktree)
@@ -50,7 +51,7 @@ class State:
         self.bindings = [b for b in self.bindings if b.path != str(worktree)]
 
     def save(self) -> None:
-        document: dict[str, Any] = {"schema": SCHEMA_VERSION}
+        document: dict[str, Any] = {**self.extra, "schema": SCHEMA_VERSION}
         if self.auto_bind:
             document["auto_bind"] = True
         if self.defaults:
@@ -115,6 +116,8 @@ def parse(path: Path, raw: bytes) -> State:
     schema = document.get("schema", SCHEMA_VERSION)
     if not isinstance(schema, int) or isinstance(schema, bool):
         raise StateError(f"{path}: 'schema' must be an integer", hint=_FIX_HINT)
+    if schema < 1:
+        raise StateError(f"{path}: 'schema' must be 1 or more, not {schema}", hint=_FIX_HINT)
     if schema > SCHEMA_VERSION:
         raise StateError(
             f"{path} has schema {schema}, newer than this git-gpuspace understands ({SCHEMA_VERSION})",
@@ -128,7 +131,16 @@ def parse(path: Path, raw: bytes) -> State:
         raise StateError(f"{path}: 'bindings' must be an array of tables", hint=_FIX_HINT)
     bindings = [_binding_from_toml(path, i, entry) for i, entry in enumerate(entries)]
     auto_bind = _require(path, "auto_bind", document.get("auto_bind", False), bool, "true or false")
-    return State(path=path, defaults=defaults, bindings=bindings, auto_bind=auto_bind)
+    extra = {key: value for key, value in document.items() if key not in _TOP_LEVEL}
+    return State(path=path, defaults=defaults, bindings=bindings, auto_bind=auto_bind, extra=extra)
+
+
+_TOP_LEVEL = {"schema", "defaults", "bindings", "auto_bind"}
+_BINDING_KEYS = {"path", "container", "image", "branch", "gpus", "limits", "share", "created", "worktree_id",
+                 "gpu_request", "pending", "data_dir", "devcontainer", "ports", "env", "mounts", "host_options"}
+# what a trusted devcontainer.json's runArgs may ask for (devcontainer.py), and nothing else
+HOST_OPTIONS = {"privileged": bool, "cap_add": list, "network_mode": str, "ipc_mode": str, "pid_mode": str,
+                "devices": list, "security_opt": list}
 
 
 _FIX_HINT = "fix or move the file by hand; git-gpuspace will not overwrite it"
@@ -193,7 +205,14 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
     if not all(isinstance(mount, str) for mount in mounts):
         raise StateError(f"{path}: {where}.mounts must be a list of strings", hint=_FIX_HINT)
     host_options = _require(path, f"{where}.host_options", entry.get("host_options", {}), dict, "a table")
-    optional.update(ports=ports, env=dict(env), mounts=list(mounts), host_options=dict(host_options))
+    for key, value in host_options.items():
+        if key not in HOST_OPTIONS:
+            raise StateError(f"{path}: {where}.host_options.{key} is not an option git-gpuspace sets "
+                             f"({', '.join(sorted(HOST_OPTIONS))}); nothing was done", hint=_FIX_HINT)
+        _require(path, f"{where}.host_options.{key}", value, HOST_OPTIONS[key],
+                 {bool: "true or false", list: "a list", str: "a string"}[HOST_OPTIONS[key]])
+    optional.update(ports=ports, env=dict(env), mounts=list(mounts), host_options=dict(host_options),
+                    extra={key: value for key, value in entry.items() if key not in _BINDING_KEYS})
     # Only a name we would give this worktree's container: `remove` and `prune` delete it.
     if not re.fullmatch(r"gpuspace-[a-zA-Z0-9_.-]*-" + name_digest(path.parent, Path(entry["path"])), entry["container"]):
         raise StateError(f"{path}: {where}.container {entry['container']!r} is not the name of this worktree's "
@@ -218,7 +237,7 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
 
 
 def _binding_to_toml(binding: Binding) -> dict[str, Any]:
-    entry: dict[str, Any] = {"path": binding.path}
+    entry: dict[str, Any] = {**binding.extra, "path": binding.path}
     if binding.branch is not None:
         entry["branch"] = binding.branch
     entry.update(

@@ -351,8 +351,13 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
             if checkout.branch and checkout.create_branch:
                 ref = HEADS + checkout.branch.encode()
                 message = f"branch: Created from {checkout.start_point}".encode() if logging else None
-                if not repo.refs.add_if_new(ref, checkout.commit.encode(), committer=who, timestamp=when,
-                                            timezone=zone, message=message):
+                try:
+                    added = repo.refs.add_if_new(ref, checkout.commit.encode(), committer=who, timestamp=when,
+                                                 timezone=zone, message=message)
+                except OSError:  # a full disk: dulwich leaves its lock when the flush fails; it was ours
+                    Path(os.fsdecode(repo.refs.refpath(ref)) + ".lock").unlink(missing_ok=True)
+                    raise
+                if not added:
                     raise UsageError(f"a branch named '{checkout.branch}' already exists")
                 created_branch = True
                 if checkout.track:

@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 
 
 def test_sigterm_during_add_rolls_back_like_ctrl_c(repo, tmp_path):
@@ -218,3 +220,64 @@ def test_a_moved_worktree_keeps_its_lease(repo, other_repo, tmp_path, monkeypatc
     repo.git("worktree", "move", str(tmp_path / "resnet"), str(tmp_path / "resnet-moved"))
     refused = other_repo.gs("add", "-b", "vit", str(tmp_path / "vit"))
     assert refused.returncode != 0 and len(repo.containers()) == 1
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda text: text.replace('container = "gpuspace-', 'container = "" # gpuspace-', 1), "bindings[0].container ''"),
+    (lambda text: text + "\n[bindings.host_options]\nfrobnicate = true\n", "bindings[0].host_options.frobnicate"),
+    (lambda text: text + "\n[bindings.host_options]\nprivileged = \"yes\"\n", "bindings[0].host_options.privileged must be"),
+    (lambda text: text.replace("schema = 1", "schema = -5"), "'schema' must be 1 or more"),
+])
+def test_a_bad_state_field_is_named_and_nothing_is_rewritten(repo, tmp_path, change, named):
+    repo.ok("add", "-b", "exp", str(tmp_path / "wt"), "--gpus", "none")
+    path = repo.common_dir / "gpuspace.toml"
+    path.write_text(change(path.read_text()))
+    before = path.read_bytes()
+    for command in (("status",), ("prune",), ("remove", "exp")):
+        result = repo.gs(*command)
+        assert result.returncode not in (0, 70), result.stderr
+        assert named in result.stderr and "cannot reach" not in result.stderr and "internal error" not in result.stderr
+    assert path.read_bytes() == before
+
+
+def test_keys_this_version_does_not_know_are_kept(repo, tmp_path):
+    repo.ok("add", "-b", "one", str(tmp_path / "one"), "--gpus", "none")
+    path = repo.common_dir / "gpuspace.toml"
+    text = path.read_text()
+    path.write_text('future_setting = "kept"\n' + text.replace("[[bindings]]\n", "[[bindings]]\nnote = \"mine\"\n", 1))
+    repo.ok("add", "-b", "two", str(tmp_path / "two"), "--gpus", "none")  # the file is written again
+    import tomllib
+
+    document = tomllib.loads(path.read_text())
+    assert document["future_setting"] == "kept"
+    assert [b.get("note") for b in document["bindings"]] == ["mine", None]
+
+
+def test_a_full_disk_during_add_is_one_line_and_leaves_no_lock(tmp_path):
+    """The repository on a 1 MiB tmpfs (a private mount: nothing changes for anyone else), filled."""
+    where = tmp_path / "small"
+    where.mkdir()
+    script = f"""
+    mount -t tmpfs -o size=1m tmpfs {where} && cd {where} && git init -q -b main r && cd r &&
+    git commit -q --allow-empty -m x && (dd if=/dev/zero of=../fill bs=4k 2>/dev/null || true) &&
+    git-gpuspace add -b t3 ../wt --gpus none --no-start; echo "rc=$?"
+    ls -a .git/refs/heads; rm ../fill
+    git worktree add -q -b t3 ../by-git && echo "git took t3"
+    """
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True)
+    assert "rc=1" in result.stdout, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("git-gpuspace: error")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], result.stderr
+    assert "internal error" not in result.stderr and "t3.lock" not in result.stdout
+    assert "git took t3" in result.stdout, result.stderr  # no lock, no half-made branch in the way
+
+
+def test_a_lock_left_by_a_git_cut_short_is_named(repo, tmp_path):
+    lock = repo.common_dir / "refs" / "heads" / "t3.lock"
+    lock.write_text("")  # what a writer killed mid-write leaves
+    result = repo.gs("add", "-b", "t3", str(tmp_path / "wt"), "--gpus", "none")
+    assert result.returncode == 1, result.stderr
+    assert f"{lock} exists" in result.stderr and f"remove {lock}" in result.stderr
+    assert "internal error" not in result.stderr and not (tmp_path / "wt").exists()
+    lock.unlink()
+    repo.ok("add", "-b", "t3", str(tmp_path / "wt"), "--gpus", "none")
