@@ -147,6 +147,8 @@ class _Progress:
 
 
 def _follow_move(info: RepoInfo, engine: Engine, state: State, binding: Binding, moved: Worktree) -> str:
+    # mounts of paths inside the worktree (devcontainer.json's ${localWorkspaceFolder}/...) move with it
+    binding.mounts = [_moved_mount(mount, Path(binding.path), moved.path) for mount in binding.mounts]
     if binding.pending:
         old, binding.path = binding.path, str(moved.path)
         state.save()
@@ -159,6 +161,12 @@ def _follow_move(info: RepoInfo, engine: Engine, state: State, binding: Binding,
         state.save()
         return f"worktree moved to {moved.path}, but its container could not follow: {error}"
     return f"container of {binding.path} follows it to {moved.path} ({new.container})"
+
+
+def _moved_mount(mount: str, old: Path, new: Path) -> str:
+    source, rest = mount.split(":", 1)
+    inside = Path(source) == old or old in Path(source).parents
+    return f"{new / Path(source).relative_to(old)}:{rest}" if inside else mount
 
 
 def _retry(info: RepoInfo, engine: Engine, state: State, binding: Binding, worktree: Worktree) -> str:

@@ -115,3 +115,21 @@ def test_broken_devcontainer_is_a_clear_error_and_rolls_back(repo, tmp_path):
     result = repo.gs("add", "-b", "bad", str(tmp_path / "wts" / "bad"), "--gpus", "none")
     assert result.returncode == 2 and "is not valid JSON with comments" in result.stderr
     assert repo.snapshot(tmp_path / "wts") == before
+
+
+def test_a_mount_inside_the_worktree_follows_git_worktree_move(repo, tmp_path):
+    commit_devcontainer(repo, """{
+      "image": "gpuspace-test:latest",
+      "mounts": ["source=${localWorkspaceFolder}/datasets,target=/datasets,type=bind"]
+    }""", extra={"datasets/README": "data\n"})
+    old, new = tmp_path / "old", tmp_path / "moved" / "new"
+    new.parent.mkdir()
+    repo.ok("add", "-b", "dc", str(old), "--gpus", "none")
+    repo.git("worktree", "move", str(old), str(new))
+    result = repo.ok("prune")
+    assert "follows it to" in result.stdout, result.stdout
+    [container] = repo.containers()
+    assert container.status == "running"
+    assert {m["Destination"]: m["Source"] for m in container.attrs["Mounts"]}["/datasets"] == str(new / "datasets")
+    [record] = [r for r in repo.status() if r["branch"] == "dc"]
+    assert record["state"] == "running" and record["path"] == str(new)
