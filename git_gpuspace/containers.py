@@ -55,7 +55,9 @@ class ContainerSpec:
     binds: list[tuple[str, str, bool]] = field(default_factory=list)
     command: list[str] = field(default_factory=list)  # the first process; it keeps the container up
     host_options: dict = field(default_factory=dict)  # trusted extras for the host config (privileged, ...)
-    restart: bool = True  # a binding's comes back with the engine; a run's does not (it is then interrupted)
+    # a binding's comes back with the engine (after a crash or a reboot too) unless `stop` said
+    # otherwise; a run's does not (it is then interrupted), nor one made with --no-start
+    restart: bool = True
 
 
 @dataclass(frozen=True)
@@ -262,8 +264,9 @@ class Engine:
             if spec.gpus
             else None,
             init=True,
-            # back after a reboot or an engine restart, unless the user stopped it
-            restart_policy={"Name": "unless-stopped" if spec.restart else "no"},
+            # back after a reboot or an engine restart, however the engine went down ("unless-stopped"
+            # stays down after an engine killed with SIGKILL); `git gpuspace stop` sets "no"
+            restart_policy={"Name": "always" if spec.restart else "no"},
             mem_limit=spec.limits.memory_bytes,
             nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
             shm_size=spec.limits.shm_bytes,
@@ -293,6 +296,14 @@ class Engine:
                 self.api.start(name)
             except docker.errors.APIError as error:
                 raise _translate(error, f"container '{name}' failed to start") from None
+
+    def keep_up(self, name: str, wanted: bool) -> None:
+        """Whether the engine brings the container back when it (or the machine) starts again."""
+        with self._calls():
+            try:
+                self.api.update_container(name, restart_policy={"Name": "always" if wanted else "no"})
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot update container '{name}'") from None
 
     def exec(self, name: str, command: list[str], env: dict[str, str], output=None, stdin=None) -> tuple[int, bytes]:
         """Run `command` in the container at /workspace, without a TTY; stream or capture its output.

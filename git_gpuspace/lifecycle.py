@@ -156,7 +156,7 @@ def bind_worktree(
     data_dir = _data_dir(settings, name, undo, (info.common_dir, worktree.path))
     binds = _container_binds(info, worktree, settings, data_dir)
     old = replacing.container if replacing else None
-    chosen, ports = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, old)
+    chosen, ports = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, old, keep_up=start)
     checkpoint("after-container-create")
     workspace.write_context(data_dir, workspace.context(worktree.path, worktree.branch, worktree.head))
     if start:
@@ -232,6 +232,7 @@ def _claim_and_create(
     undo: Rollback,
     replacing: str | None = None,
     run: RunSpec | None = None,
+    keep_up: bool = True,
 ) -> tuple[list[Gpu], list[PortMap]]:
     """Atomic across every repo on the host: the host claim lock is held from reading the
     leases (container labels) until the new labelled container exists."""
@@ -270,7 +271,7 @@ def _claim_and_create(
                 binds=binds,
                 command=run.command if run else workspace.command(),
                 host_options=settings.host_options,
-                restart=run is None,
+                restart=run is None and keep_up,
             )
         )
         undo.push(f"remove container {name}", lambda: engine.remove(name))

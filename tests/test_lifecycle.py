@@ -25,7 +25,7 @@ def test_round_trip_through_git(repo, tmp_path):
 
     host = container.attrs["HostConfig"]
     assert host["Init"] is True
-    assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    assert host["RestartPolicy"]["Name"] == "always"
     assert host["Memory"] == 1 << 30
     assert host["NanoCpus"] == 1_000_000_000
     assert host["ShmSize"] == 8 << 30  # ML-sane default, not Docker's 64 MB

@@ -171,3 +171,29 @@ def test_container_stopped_or_image_deleted_behind_our_back(repo, tmp_path, priv
     assert repo.gs("start", "exp", env=env).returncode == 0  # repaired once the image is back
     assert_converged(repo, client)
 
+
+
+def test_bound_containers_come_back_after_the_engine_is_killed(repo, tmp_path, private_engine):
+    """SIGKILL of dockerd, then dockerd again: what should run runs; what was stopped, or never
+    started, stays so."""
+    import os
+    import signal
+    import time
+
+    env = {"DOCKER_HOST": private_engine.host}
+    for name, extra in (("up", []), ("down", []), ("never", ["--no-start"])):
+        assert repo.gs("add", "-b", name, str(tmp_path / name), "--gpus", "none", *extra, env=env).returncode == 0
+    assert repo.gs("stop", "down", env=env).returncode == 0
+    os.kill(private_engine.process.pid, signal.SIGKILL)
+    private_engine.process.wait()
+    private_engine.process = None
+    time.sleep(2)  # its containerd notices and goes, as after a crash
+    private_engine.start()
+
+    def states():
+        return {r["branch"]: r["state"] for r in json.loads(repo.gs("status", "--json", env=env).stdout)
+                if r["branch"] in ("up", "down", "never")}
+
+    assert wait_for(lambda: states() == {"up": "running", "down": "exited", "never": "created"}), states()
+    assert repo.gs("start", "down", env=env).returncode == 0
+    assert states()["down"] == "running"

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         if args.verb in ("stop", "restart") and not binding.pending:
             engine.stop(binding.container, owner_of(current, binding))
             if args.verb == "stop":
+                engine.keep_up(binding.container, False)  # stopped stays stopped, through engine restarts too
                 print(f"Stopped {binding.container} (its GPUs stay reserved; `git gpuspace remove` frees them)")
                 return 0
         if binding.pending:
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
             binding = recreate(info, engine, current, binding, worktree)
             print(f"Made {binding.container} again (the container was gone) and started it")
         else:
+            engine.keep_up(binding.container, True)
             engine.start(binding.container)
             print(f"{'Restarted' if args.verb == 'restart' else 'Started'} {binding.container}")
         converge_quietly(info, engine, current)
