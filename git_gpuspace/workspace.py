@@ -231,12 +231,14 @@ def accounts(uid: int, gid: int) -> tuple[Path, Path]:
 # The container's first process (under docker-init): start the services asked for, then idle.
 ENTRYPOINT = r"""
 state=/data/.gpuspace
-warn() { echo "git-gpuspace: $*" >&2; }
+rm -f "$state/service-"*
+# why a service is not there, for `add` and `status` to say (one line in service-<name>)
+warn() { echo "git-gpuspace: $2" >&2; echo "$2" > "$state/service-$1"; }
 if [ -n "${GPUSPACE_JUPYTER_PORT:-}" ]; then
   if command -v jupyter >/dev/null 2>&1; then
     JUPYTER_TOKEN=$(cat "$state/jupyter-token") jupyter lab --ip=0.0.0.0 --port="$GPUSPACE_JUPYTER_PORT" \
       --no-browser --allow-root --ServerApp.root_dir=/workspace >>/data/logs/jupyter.log 2>&1 &
-  else warn "jupyter is not in this image: pip install jupyterlab, then git gpuspace restart"; fi
+  else warn jupyter "jupyter is not in this image"; fi
 fi
 if [ -n "${GPUSPACE_SSH_PORT:-}" ]; then
   sshd=$(command -v sshd || echo /usr/sbin/sshd)
@@ -246,12 +248,12 @@ if [ -n "${GPUSPACE_SSH_PORT:-}" ]; then
       -o AuthorizedKeysFile="$state/authorized_keys" -o PasswordAuthentication=no \
       -o KbdInteractiveAuthentication=no -o PermitEmptyPasswords=no -o UsePAM=no \
       -o StrictModes=no >>/data/logs/sshd.log 2>&1 &
-  else warn "sshd is not in this image: install openssh-server, then git gpuspace restart"; fi
+  else warn ssh "sshd is not in this image"; fi
 fi
 if [ -n "${GPUSPACE_TENSORBOARD_PORT:-}" ]; then
   if command -v tensorboard >/dev/null 2>&1; then
     tensorboard --logdir /data/logs --bind_all --port "$GPUSPACE_TENSORBOARD_PORT" >>/data/logs/tensorboard.log 2>&1 &
-  else warn "tensorboard is not in this image: pip install tensorboard, then git gpuspace restart"; fi
+  else warn tensorboard "tensorboard is not in this image"; fi
 fi
 exec sleep infinity
 """
@@ -297,6 +299,68 @@ def urls(binding: Binding) -> dict[str, str]:
         else:
             found[port.name] = f"http://{host}:{port.host_port}/"
     return found
+
+
+# what puts a missing service into an image (the worktree's container is made again from it)
+SERVICE_FIX = {"jupyter": "pip install jupyterlab in the image, or use an image that has it (--image)",
+               "ssh": "install openssh-server in the image, or use an image that has it (--image)",
+               "tensorboard": "pip install tensorboard in the image, or use an image that has it (--image)"}
+
+
+def service_state(binding: Binding, port: PortMap) -> str | None:
+    """None when the service behind a published port answers; else why not, in a few words.
+
+    Connecting is not enough: the engine's port proxy accepts on the host whatever listens in
+    the container. ssh must send its banner; anything else must answer an HTTP request or keep
+    the connection open (a service of another protocol)."""
+    import socket
+
+    missing = read_private(Path(binding.data_dir), f"service-{port.name}") if binding.data_dir else None
+    if missing and missing.strip():  # the container wrote it: one printable line, shown, nothing more
+        return "".join(c for c in missing.strip().splitlines()[0] if c.isprintable())[:200]
+    host = port.address if port.address not in ("0.0.0.0", "::") else "127.0.0.1"
+    try:
+        with socket.create_connection((host, port.host_port), timeout=1.0) as connection:
+            connection.settimeout(1.0)
+            if port.name != "ssh":
+                connection.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            try:
+                first = connection.recv(4)
+            except socket.timeout:
+                return None if port.name != "ssh" else "sshd does not say hello"
+    except OSError as error:
+        return f"nothing answers on {host}:{port.host_port} ({error.strerror or error})"
+    if not first:
+        return f"nothing answers on port {port.container_port} in the container"
+    return None if port.name != "ssh" or first.startswith(b"SSH-") else "what answers is not sshd"
+
+
+def wait_for_services(binding: Binding, seconds: float | None = None) -> dict[str, str]:
+    """The services we start for a binding (Jupyter, sshd, TensorBoard) that do not answer
+    within `seconds` (GPUSPACE_SERVICE_WAIT, default 30): name -> why. One missing from the
+    image is not waited for."""
+    import time
+
+    seconds = float(os.environ.get("GPUSPACE_SERVICE_WAIT", 30)) if seconds is None else seconds
+    ports = [port for port in binding.ports if port.name in SERVICE_PORTS]
+    deadline = time.monotonic() + seconds
+    while True:
+        down = {port.name: why for port in ports if (why := service_state(binding, port))}
+        missing = {name for name in down if binding.data_dir and read_private(Path(binding.data_dir), f"service-{name}")}
+        if not down or down.keys() == missing or time.monotonic() >= deadline:
+            return down
+        time.sleep(0.25)
+
+
+def report_services(binding: Binding, down: dict[str, str]) -> None:
+    """One warning per service that does not answer, with the fix where there is one."""
+    import sys
+
+    for name, why in down.items():
+        fix = SERVICE_FIX[name] + "; then " if "not in this image" in why else ""
+        print(f"git-gpuspace: warning: {name} does not answer: {why} (its log: {binding.data_dir}/logs/"
+              f"{'sshd' if name == 'ssh' else name}.log)\nhint: {fix}`git gpuspace restart {binding.path}`",
+              file=sys.stderr)
 
 
 def host_port_free(address: str, port: int) -> bool:

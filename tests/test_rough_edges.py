@@ -281,3 +281,25 @@ def test_a_lock_left_by_a_git_cut_short_is_named(repo, tmp_path):
     assert "internal error" not in result.stderr and not (tmp_path / "wt").exists()
     lock.unlink()
     repo.ok("add", "-b", "t3", str(tmp_path / "wt"), "--gpus", "none")
+
+
+def test_services_that_do_not_answer_are_said_down_with_the_fix(repo, tmp_path):
+    """The test image has a stand-in jupyter (busybox httpd) but no sshd: add says so at once,
+    status shows ssh down and Jupyter's URL; a port of the user's own is down until they serve it."""
+    key = tmp_path / "id.pub"
+    key.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDx0ZWRrZXk0ZXN0a2V5dGVzdGtleXRlc3RrZXl0 test\n")
+    added = repo.gs("add", "-b", "svc", str(tmp_path / "svc"), "--gpus", "none", "--jupyter", "--ssh",
+                    "--ssh-key", str(key), "--port", "web=8000")
+    assert added.returncode == 0, added.stderr
+    assert "warning: ssh does not answer: sshd is not in this image" in added.stderr
+    assert "install openssh-server in the image" in added.stderr
+    assert f"git gpuspace restart {tmp_path / 'svc'}" in added.stderr and "jupyter does not answer" not in added.stderr
+    [record] = [r for r in repo.status() if r["branch"] == "svc"]
+    assert set(record["services_down"]) == {"ssh", "web"} and set(record["urls"]) == {"jupyter"}
+    shown = repo.ok("status").stdout
+    assert "ssh: down (sshd is not in this image)" in shown and "ssh -p" not in shown
+    assert "/lab?token=" in shown and "web: down (nothing answers" in shown
+    # a server of the user's own on the published port: up, and shown as a URL
+    repo.ok("exec", "svc", "--", "sh", "-c", "busybox httpd -p 8000 -h /workspace")
+    [record] = [r for r in repo.status() if r["branch"] == "svc"]
+    assert "web" in record["urls"] and "web" not in record["services_down"]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .. import allocate, gpus, state, worktrees
+from .. import allocate, gpus, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import GpusUnavailable, UsageError
 from ..faults import checkpoint
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     report(binding, chosen, started=not args.no_start)
     if not args.no_start:
         run_post_create(engine, binding, settings.post_create)
+        workspace.report_services(binding, workspace.wait_for_services(binding))
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import state, worktrees
+from .. import state, workspace, worktrees
 from ..containers import Engine
 from ..errors import GpuspaceError
 from ..lifecycle import Rollback, bind_worktree, owner_of, prepare, recreate, resolve_worktree
@@ -46,4 +46,5 @@ def run(args: argparse.Namespace) -> int:
             engine.start(binding.container)
             print(f"{'Restarted' if args.verb == 'restart' else 'Started'} {binding.container}")
         converge_quietly(info, engine, current)
+    workspace.report_services(binding, workspace.wait_for_services(binding))
     return 0

@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {record['path']}  pending: {record['reason']}" + ("; retrying now" if retrying else ""))
         for name, url in record["urls"].items():
             print(f"  {record['path']}  {name}: {url}")
+        for name, why in record["services_down"].items():
+            print(f"  {record['path']}  {name}: down ({why})")
     for line in _run_summary(runs):
         print(line)
     if any(run.state == "queued" for run in runs) and not alive(info):
@@ -94,6 +96,10 @@ def _record(view: reconcile.View, by_uuid: dict, dirty: bool | None) -> dict:
     """One worktree in the documented `status --json` schema (see README)."""
     worktree, binding = view.worktree, view.binding
     present = worktree is not None and not worktree.prunable
+    # a published port whose service does not answer is shown as down, not as a URL to click
+    urls = workspace.urls(binding) if binding and not binding.pending and view.state == "running" else {}
+    down = {port.name: why for port in binding.ports if port.name in urls
+            and (why := workspace.service_state(binding, port))} if urls else {}
     limits = binding.limits if binding else None
     return {
         "path": str(view.path),
@@ -110,7 +116,8 @@ def _record(view: reconcile.View, by_uuid: dict, dirty: bool | None) -> dict:
             {"name": p.name, "container_port": p.container_port, "host_port": p.host_port, "address": p.address}
             for p in (binding.ports if binding else [])
         ],
-        "urls": workspace.urls(binding) if binding and not binding.pending else {},
+        "urls": {name: url for name, url in urls.items() if name not in down},
+        "services_down": down,
         "data_dir": binding.data_dir if binding else None,
         "limits": {
             "memory": format_size(limits.memory_bytes) if limits and limits.memory_bytes else None,
