@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     hooks = verbs.add_parser("hooks", help="install or uninstall the git hooks")
     hooks.add_argument("action", choices=("install", "uninstall", "status"))
+    hooks.add_argument("--pre-push", metavar="NAME", action="append", dest="pre_push",
+                       help="install: also a pre-push hook that refuses commits without a pass of this check")
 
     completion = verbs.add_parser(
         "completion",
@@ -228,8 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
 
+    checking = verbs.add_parser(
+        "verify", help="check commits in their own containers; verdicts in git notes (refs/notes/gpuspace/<check>)",
+        description="`verify add NAME [--gpus SPEC] [--image IMAGE] -- CMD` names a check; `verify list`; `verify rm "
+        "NAME`; `verify on-commit NAME` / `verify off NAME` runs it on each new commit (post-commit hook). "
+        "`verify [COMMIT|A..B] [--name NAME] [-j N] [-k]` checks HEAD, a commit or each commit of a range with every "
+        "named check (or `-- CMD`, a one-off check named default); a tree already checked is not run again.")
+    checking.add_argument("target", nargs="?", metavar="COMMIT|RANGE|ACTION",
+                          help="a commit, a range A..B (default: HEAD), or add, list, rm, on-commit, off")
+    checking.add_argument("check", nargs="?", metavar="NAME", help="the check (add, rm, on-commit, off)")
+    checking.add_argument("--name", metavar="NAME", help="only this check")
+    checking.add_argument("-j", dest="jobs", type=int, default=1, metavar="N", help="commits checked at once (default 1)")
+    checking.add_argument("-k", "--keep-going", action="store_true", help="go on after a failing commit")
+    checking.add_argument("--force", action="store_true", help="run even where the tree has a verdict")
+    checking.add_argument("--gpus", metavar="SPEC", help="add: GPUs for each run (default: the repo default)")
+    checking.add_argument("--image", metavar="IMAGE", help="add: the image (default: the repo's)")
+    checking.add_argument("command", nargs="*", help="-- then the check's command")
+
     hook = verbs.add_parser("_hook")  # what the installed hooks call; not for people
-    hook.add_argument("event", choices=("new-worktree", "converge"))
+    hook.add_argument("event", choices=("new-worktree", "converge", "verify", "pre-push"))
     return parser
 
 
@@ -243,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = None
-    if argv[:1] in (["run"], ["sweep"]) and "--" in argv:  # argparse mixes options after a positional into a remainder
+    if argv[:1] in (["run"], ["sweep"], ["verify"]) and "--" in argv:  # argparse mixes options after a positional into a remainder
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1:]
     args, extra = parser.parse_known_args(argv)

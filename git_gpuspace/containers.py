@@ -68,6 +68,7 @@ class ContainerInfo:
     labels: dict[str, str]
     exit_code: int | None = None  # when exited: from the engine's status line, no extra call
     id: str = ""
+    image_id: str = ""  # the image's digest (sha256:...)
 
     @property
     def gpus(self) -> list[str]:
@@ -195,6 +196,7 @@ class Engine:
                 labels=entry.get("Labels") or {},
                 exit_code=_exit_code(entry.get("Status", "")),
                 id=entry.get("Id", ""),
+                image_id=entry.get("ImageID", ""),
             )
             for entry in found
         ]

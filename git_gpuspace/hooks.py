@@ -66,7 +66,7 @@ def chained_hooks(directory: Path, name: str) -> list[Path]:
         number += 1
 
 
-def install(info: RepoInfo) -> list[str]:
+def install(info: RepoInfo, pre_push: bool = False) -> list[str]:
     """Install every hook; what changed, one line each. Running it twice changes nothing.
 
     A hook of someone else's that stands where ours goes is kept and run before ours, after the
@@ -76,7 +76,7 @@ def install(info: RepoInfo) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     text = hook_text()
     changes = []
-    for name in HOOK_NAMES:
+    for name in HOOK_NAMES + (("pre-push",) if pre_push or is_ours(directory / "pre-push") else ()):
         hook = directory / name
         if is_ours(hook):
             if hook.read_text() == text:
@@ -102,7 +102,7 @@ def uninstall(info: RepoInfo) -> list[str]:
     installs stay beside it, named, to be merged by hand."""
     directory = hooks_dir(info)
     changes = []
-    for name in HOOK_NAMES:
+    for name in HOOK_NAMES + ("pre-push",):
         hook = directory / name
         if not is_ours(hook):
             continue

@@ -33,6 +33,7 @@ FILE_NAME = "gpuspace.toml"
 LOCK_NAME = "gpuspace.lock"
 PATHS_NAME = "gpuspace.paths"
 PENDING_NAME = "gpuspace.pending"
+ON_COMMIT_NAME = "gpuspace.verify-on-commit"  # a check runs on each commit: the post-commit hook queues it
 
 
 @dataclass
@@ -41,6 +42,8 @@ class State:
     defaults: dict[str, Any] = field(default_factory=dict)
     bindings: list[Binding] = field(default_factory=list)
     auto_bind: bool = False  # set by `init`: the hook binds worktrees made by `git worktree add`
+    checks: dict[str, Any] = field(default_factory=dict)  # `verify add`: name -> command, gpus, image, on_commit
+    pre_push: list[str] = field(default_factory=list)  # checks a pushed commit must pass (`hooks install --pre-push`)
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know: kept as they are
 
     def find(self, worktree: str | Path) -> Binding | None:
@@ -56,6 +59,10 @@ class State:
             document["auto_bind"] = True
         if self.defaults:
             document["defaults"] = dict(self.defaults)
+        if self.checks:
+            document["checks"] = dict(self.checks)
+        if self.pre_push:
+            document["pre_push"] = list(self.pre_push)
         document["bindings"] = [_binding_to_toml(b) for b in self.bindings]
         _atomic_write(self.path, tomli_w.dumps(document).encode())
         self._write_hook_index()
@@ -65,11 +72,13 @@ class State:
         the bound paths (one per line) and, while any binding waits, a 'pending' marker."""
         paths = "".join(f"{b.path}\n" for b in self.bindings if "\n" not in b.path)
         _atomic_write(self.path.parent / PATHS_NAME, paths.encode())
-        pending = self.path.parent / PENDING_NAME
-        if any(b.pending for b in self.bindings):
-            pending.touch()
-        else:
-            pending.unlink(missing_ok=True)
+        for name, wanted in ((PENDING_NAME, any(b.pending for b in self.bindings)),
+                             (ON_COMMIT_NAME, any(c.get("on_commit") for c in self.checks.values()))):
+            marker = self.path.parent / name
+            if wanted:
+                marker.touch()
+            else:
+                marker.unlink(missing_ok=True)
 
 
 def state_path(common_dir: Path) -> Path:
@@ -131,11 +140,25 @@ def parse(path: Path, raw: bytes) -> State:
         raise StateError(f"{path}: 'bindings' must be an array of tables", hint=_FIX_HINT)
     bindings = [_binding_from_toml(path, i, entry) for i, entry in enumerate(entries)]
     auto_bind = _require(path, "auto_bind", document.get("auto_bind", False), bool, "true or false")
+    checks = _require(path, "checks", document.get("checks", {}), dict, "a table of checks")
+    for name, check in checks.items():
+        _require(path, f"checks.{name}", check, dict, "a table")
+        command = _require(path, f"checks.{name}.command", check.get("command"), list, "a list of strings")
+        if not command or not all(isinstance(word, str) for word in command):
+            raise StateError(f"{path}: checks.{name}.command must be a list of strings", hint=_FIX_HINT)
+        for key in ("gpus", "image"):
+            if key in check:
+                _require(path, f"checks.{name}.{key}", check[key], str, "a string")
+        _require(path, f"checks.{name}.on_commit", check.get("on_commit", False), bool, "true or false")
+    pre_push = _require(path, "pre_push", document.get("pre_push", []), list, "a list of check names")
+    if not all(isinstance(name, str) for name in pre_push):
+        raise StateError(f"{path}: pre_push must be a list of check names", hint=_FIX_HINT)
     extra = {key: value for key, value in document.items() if key not in _TOP_LEVEL}
-    return State(path=path, defaults=defaults, bindings=bindings, auto_bind=auto_bind, extra=extra)
+    return State(path=path, defaults=defaults, bindings=bindings, auto_bind=auto_bind, checks=checks,
+                 pre_push=list(pre_push), extra=extra)
 
 
-_TOP_LEVEL = {"schema", "defaults", "bindings", "auto_bind"}
+_TOP_LEVEL = {"schema", "defaults", "bindings", "auto_bind", "checks", "pre_push"}
 _BINDING_KEYS = {"path", "container", "image", "branch", "gpus", "limits", "share", "created", "worktree_id",
                  "gpu_request", "pending", "data_dir", "devcontainer", "ports", "env", "mounts", "host_options"}
 # what a trusted devcontainer.json's runArgs may ask for (devcontainer.py), and nothing else

@@ -163,7 +163,7 @@ def test_bash_completes_paths_branches_and_choices(checkout):
     assert got["git gpuspace add --detach ../x ma"] == ["main "]
     assert got["git gpuspace hooks "] == ["install ", "uninstall ", "status "]
     assert got["git gpuspace completion z"] == ["zsh "]
-    assert got["git gpuspace hooks install "] == ["-h ", "--help "]
+    assert got["git gpuspace hooks install "] == ["-h ", "--help ", "--pre-push "]
 
 
 def test_bash_completes_git_gpuspace_without_gits_completion(checkout):

@@ -26,6 +26,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.event == "new-worktree":
             _bind_new_worktree()
+        elif args.event == "verify":
+            _verify_new_commit()
+        elif args.event == "pre-push":
+            return _pre_push(sys.stdin.read())
         else:
             _converge()
     except GpuspaceError as error:
@@ -77,3 +81,52 @@ def _converge() -> None:
     with state.locked(info.common_dir) as current:
         for action in converge(info, Engine(), current, retry_pending=True):
             print(action)
+
+
+def _verify_new_commit() -> None:
+    """post-commit, in the background: queue the on-commit checks of the new HEAD (unless its
+    tree has a verdict) and hand them to the repo's background dispatcher."""
+    from ..runs.dispatch import start_background
+    from ..verify import Checks, verdict, sweep_of
+    from .run import submit
+
+    info = worktrees.discover()
+    commit = worktrees.head_commit(info)
+    for check in Checks.from_state(state.load(info.common_dir).checks).entries.values():
+        if check.on_commit and verdict(info, check.name, commit) is None:
+            submit(info, check.command, commit, False, check.flags(), sweep_of(check.name), [{}], None, 0,
+                   check=check.name)
+    start_background(info)
+
+
+def _pre_push(pushed: str) -> int:
+    """pre-push: refuse commits about to be pushed whose tree has no `pass` of the repo's
+    pre-push checks. stdin: `<local ref> <local sha> <remote ref> <remote sha>` lines."""
+    from ..verify import Checks, verdicts
+
+    info = worktrees.discover()
+    gate = state.load(info.common_dir).pre_push
+    if not gate:
+        return 0
+    commits: list[str] = []
+    for line in pushed.splitlines():
+        fields = line.split()
+        if len(fields) != 4 or set(fields[1]) == {"0"}:
+            continue  # a deletion pushes no commit
+        since = ["--not", "--remotes"] if set(fields[3]) == {"0"} else [f"^{fields[3]}"]
+        listed = info.git("rev-list", fields[1], *since).stdout.split()
+        commits += [commit for commit in listed if commit not in commits]
+    known = Checks.from_state(state.load(info.common_dir).checks).entries
+    missing = []
+    for name in gate:
+        found = verdicts(info, name, commits)
+        missing += [f"{commit[:7]} ({name}: {found[commit].word if found[commit] else 'not checked'})"
+                    for commit in commits if not (found[commit] and found[commit].passed)]
+    if missing:
+        how = " and ".join(f"git gpuspace verify <range> --name {name}" for name in gate if name in known)
+        print(f"git-gpuspace: push refused: {len(missing)} commit(s) without a pass: {', '.join(missing[:10])}"
+              + (" ..." if len(missing) > 10 else ""), file=sys.stderr)
+        print(f"hint: check them ({how or 'git gpuspace verify'}), or push anyway with git push --no-verify",
+              file=sys.stderr)
+        return 1
+    return 0

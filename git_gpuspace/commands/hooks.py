@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import hooks, worktrees
+from .. import hooks, state, worktrees
+from ..errors import UsageError
 
 
 def run(args: argparse.Namespace) -> int:
@@ -16,7 +17,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"{hook}: another hook replaced ours (git lfs update --force does); "
                   f"`git gpuspace hooks install` runs it again before ours")
         return 0
-    changes = hooks.install(info) if args.action == "install" else hooks.uninstall(info)
+    if args.action == "install" and args.pre_push:
+        with state.locked(info.common_dir) as current:
+            for name in args.pre_push:
+                if name not in current.checks:
+                    raise UsageError(f"no check named '{name}'", hint="`git gpuspace verify add NAME -- CMD` names one")
+            current.pre_push = list(dict.fromkeys([*current.pre_push, *args.pre_push]))
+            current.save()
+    changes = hooks.install(info, pre_push=bool(args.pre_push)) if args.action == "install" else hooks.uninstall(info)
     for line in changes:
         print(line)
     if not changes:

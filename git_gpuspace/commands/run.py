@@ -106,7 +106,7 @@ def _pin(info: worktrees.RepoInfo, commit_ish: str | None) -> tuple[str, bool]:
 
 def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: bool, flags: dict,
            sweep: str | None, param_sets: list[dict[str, str]], max_parallel: int | None, priority: int,
-           retries: int = 0, runs_per_gpu: int = 1) -> list[str]:
+           retries: int = 0, runs_per_gpu: int = 1, check: str | None = None) -> list[str]:
     """Queue one run per parameter set: ids are reserved under the lock, worktrees and refs made
     outside it (a checkout takes as long as the repo makes it), then the runs are released."""
     with run_store.locked(info.common_dir) as runs:
@@ -122,7 +122,7 @@ def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: 
             path = info.anchor.parent / "worktrees" / "runs" / run_id
             made.append(Run(id=run_id, command=grid.fill(command, params), commit=commit, worktree=str(path),
                             flags=dict(flags), sweep=sweep, params=dict(params), snapshot=snapshot,
-                            priority=priority, retries=retries, reason=PREPARING))
+                            priority=priority, retries=retries, reason=PREPARING, check=check))
             runs.runs.append(made[-1])
         runs.save()
     ids = [run.id for run in made]

@@ -7,7 +7,7 @@ import json
 import sys
 from collections import Counter
 
-from .. import gpus, hooks, output, reconcile, state, workspace, worktrees
+from .. import gpus, hooks, output, reconcile, state, verify, workspace, worktrees
 from ..containers import Engine
 from ..errors import EngineUnavailable
 from ..runs import store as run_store
@@ -47,6 +47,14 @@ def run(args: argparse.Namespace) -> int:
     present = [view.path for view in views if view.worktree is not None and not view.worktree.prunable]
     dirty = worktrees.dirty_of(present)  # one git status per worktree, side by side
     records = [_record(view, by_uuid, dirty.get(view.path)) for view in views]
+    if current.checks:  # each worktree's HEAD, as each check found it (or is finding it)
+        heads = [record["head"] for record in records if record["head"]]
+        found = {name: verify.verdicts(info, name, heads) for name in current.checks}
+        busy = {(run.check, run.commit): run.state for run in runs if run.check and run.state in ("queued", "running")}
+        for record in records:
+            record["checks"] = {name: busy.get((name, record["head"])) or (found[name][record["head"]].word
+                                if record["head"] and found[name].get(record["head"]) else "-")
+                                for name in current.checks}
     if args.json:
         json.dump(records, sys.stdout, indent=2)
         print()
@@ -65,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
             or "-",
             " ".join(f"{p['name']}:{p['host_port']}" for p in record["ports"]) or "-",
             record["image"] or "-",
-        ]
+        ] + ([" ".join(f"{name}:{word}" for name, word in record["checks"].items())] if current.checks else [])
         for record in records
     ]
-    print(output.table(["WORKTREE", "BRANCH", "HEAD", "DIRTY", "STATE", "GPUS", "PORTS", "IMAGE"], rows))
+    print(output.table(["WORKTREE", "BRANCH", "HEAD", "DIRTY", "STATE", "GPUS", "PORTS", "IMAGE"]
+                       + (["CHECKS"] if current.checks else []), rows))
     for record in records:
         if record["reason"]:
             print(f"  {record['path']}  pending: {record['reason']}" + ("; retrying now" if retrying else ""))

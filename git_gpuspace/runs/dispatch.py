@@ -26,7 +26,7 @@ from typing import Iterable, TextIO
 
 import platformdirs
 
-from .. import state, workspace, worktrees
+from .. import state, verify, workspace, worktrees
 from ..config import APP_NAME
 from ..containers import LABEL_REPO, LABEL_RUN, ContainerInfo, Engine
 from ..faults import checkpoint
@@ -63,9 +63,10 @@ def lock_path(common_dir: Path) -> Path:
 
 
 def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: TextIO = sys.stderr,
-             poll: float = POLL_S) -> list[Run]:
+             poll: float = POLL_S, stop_on_failure: bool = False) -> list[Run]:
     """Dispatch until none of `wanted` (None: no run of the repo) is queued or running, and
-    return those runs as they ended. When another dispatcher is alive, follow its progress."""
+    return those runs as they ended. When another dispatcher is alive, follow its progress.
+    `stop_on_failure`: once one of `wanted` failed, the queued ones are dropped."""
     engine = Engine()
     progress = Progress(out)
     with file_lock(lock_path(info.common_dir), wait=False) as mine:
@@ -75,7 +76,7 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
         try:
             while True:
                 try:
-                    lines = _turn(info, engine, reaper) if mine else []
+                    lines = _turn(info, engine, reaper, wanted if stop_on_failure else None) if mine else []
                 except EngineUnavailable as error:  # it comes back by itself: wait, and say so once
                     if not engine_down:
                         progress.event(f"git-gpuspace: {error}; waiting for it (Ctrl-C stops dispatching)")
@@ -164,13 +165,20 @@ class Reaper:
             self.pending.discard(container_id)
 
 
-def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper) -> list[str]:
-    """One look at the engine, then record what finished and start what can start."""
+def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper, stop_group: set[str] | None = None) -> list[str]:
+    """One look at the engine, then record what finished and start what can start. Once a run
+    of `stop_group` failed, the group's queued runs are dropped, not started."""
     containers = engine.list_managed()
     events: list[str] = []
     with state.locked(info.common_dir) as current:
         runs = run_store.load(info.common_dir)
         events += _record_finished(info, runs, containers)
+        group = [run for run in runs.runs if stop_group is not None and run.id in stop_group]
+        if any(run.state == "failed" for run in group):
+            for run in group:
+                if run.state == "queued":
+                    run.state, run.reason, run.finished = "stopped", "not run: an earlier one failed", now()
+                    events.append(f"{run.id} not run: an earlier one failed")
         # containers of runs that are not running (just finished, or left by a dispatcher that
         # died) hold no GPU for this queue: the next runs start on their GPUs first, then they
         # are removed, which frees the GPUs for everyone else
@@ -197,6 +205,8 @@ def _record_finished(info: worktrees.RepoInfo, runs: Runs, containers: list[Cont
         if run.state == "running" and (container is None or container.state not in ACTIVE
                                        or exit_written(run) is not None):
             events.append(finish(run, container))
+            if run.check:
+                verify.record(info, run, f"{container.image} ({container.image_id})" if container is not None else "?")
     return events
 
 

@@ -54,6 +54,7 @@ class Run:
     gpus: list[str] = field(default_factory=list)  # UUIDs, while and after it ran
     container: str | None = None
     data_dir: str | None = None
+    check: str | None = None  # a `verify` check: its verdict becomes a git note when it ends
 
     @property
     def duration_s(self) -> float | None:

@@ -1,0 +1,141 @@
+"""Verdicts of checks, kept in git: one note per commit under `refs/notes/gpuspace/<check>`,
+written when a check's run ends, and the same note on the commit's tree, so that any commit with
+that tree (a rebase that kept it) has its verdict without running again.
+
+A note's first line is `pass` or `fail`; then the exit code, duration, image, GPU and the path
+of the full log. `git log --notes=gpuspace/<check>` shows them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+
+from dulwich.notes import Notes
+from dulwich.objects import Commit
+
+from . import gpus, worktrees
+from .errors import UsageError
+from .runs.store import Run
+
+NOTES = "refs/notes/gpuspace/"
+CHECK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,40}$")  # a ref component, and a sweep name's tail
+
+
+@dataclass
+class Check:
+    name: str
+    command: list[str]
+    gpus: str | None = None
+    image: str | None = None
+    on_commit: bool = False
+
+    def flags(self) -> dict[str, str]:
+        return {key: value for key, value in (("gpus", self.gpus), ("image", self.image)) if value is not None}
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    text: str
+    checked: str | None = None  # the commit whose run gave it
+    own: bool = True  # False: found by the commit's tree, from another commit with that tree
+
+    @property
+    def word(self) -> str:
+        return "pass" if self.passed else "fail"
+
+
+@dataclass
+class Checks:
+    """The repo's named checks, as kept in the state file's [checks] table."""
+
+    entries: dict[str, Check] = field(default_factory=dict)
+
+    @classmethod
+    def from_state(cls, raw: dict) -> Checks:
+        return cls({name: Check(name, list(entry["command"]), entry.get("gpus"), entry.get("image"),
+                                bool(entry.get("on_commit", False))) for name, entry in raw.items()})
+
+    def to_state(self) -> dict:
+        return {check.name: {key: value for key, value in (("command", check.command), ("gpus", check.gpus),
+                                                           ("image", check.image), ("on_commit", check.on_commit))
+                             if value not in (None, False)} for check in self.entries.values()}
+
+
+def check_name(name: str) -> str:
+    if not CHECK_NAME.match(name):
+        raise UsageError(f"invalid check name '{name}'", hint="lower-case letters, digits, '.', '_' and '-' (it names a "
+                         "notes ref)")
+    return name
+
+
+def sweep_of(name: str) -> str:
+    """Each check's runs are one sweep of the queue."""
+    return f"verify-{name}"
+
+
+def verdict(info: worktrees.RepoInfo, name: str, commit: str) -> Verdict | None:
+    return verdicts(info, name, [commit])[commit]
+
+
+def verdicts(info: worktrees.RepoInfo, name: str, commits: list[str]) -> dict[str, Verdict | None]:
+    """The check's verdict for each commit: its own note, or one its tree got from another commit."""
+    found: dict[str, Verdict | None] = {}
+    with contextlib.closing(info.open()) as repo:
+        notes, ref = Notes(repo.object_store, repo.refs), (NOTES + name).encode()
+        if ref not in repo.refs:
+            return dict.fromkeys(commits)
+        for commit in commits:
+            own = notes.get_note(commit.encode(), ref)
+            by_tree = notes.get_note(_tree(repo, commit), ref) if own is None else None
+            found[commit] = _parse(own) if own is not None else _parse(by_tree, own=False) if by_tree is not None else None
+    return found
+
+
+def copy_verdict(info: worktrees.RepoInfo, name: str, commit: str, found: Verdict) -> None:
+    """A commit with an already checked tree gets that verdict as its own note."""
+    _write(info, name, commit, found.text, also_tree=False)
+
+
+def record(info: worktrees.RepoInfo, run: Run, image: str) -> None:
+    """A check's run ended: its verdict becomes the commit's note (and its tree's)."""
+    if run.state not in ("succeeded", "failed") or run.exit_code is None:
+        return  # stopped or interrupted: no verdict about the code
+    models = {gpu.uuid: gpu.name for gpu in gpus.inventory()} if run.gpus else {}
+    text = "\n".join([
+        "pass" if run.exit_code == 0 else "fail",
+        "",
+        f"exit code: {run.exit_code}",
+        f"duration: {run.duration_s:.1f} s" if run.duration_s is not None else "duration: -",
+        f"image: {image}",
+        "gpu: " + (", ".join(f"{models.get(uuid) or '?'} ({uuid})" for uuid in run.gpus) or "none"),
+        f"log: {run.data_dir}/logs/run.log" if run.data_dir else "log: -",
+        f"command: {' '.join(run.command)}",
+        f"commit: {run.commit}",
+        f"run: {run.id}",
+    ]) + "\n"
+    _write(info, run.check or "default", run.commit, text, also_tree=True)
+
+
+def _write(info: worktrees.RepoInfo, name: str, commit: str, text: str, also_tree: bool) -> None:
+    who = worktrees.committer_ident()[0]
+    with contextlib.closing(info.open()) as repo:
+        notes, ref = Notes(repo.object_store, repo.refs), (NOTES + name).encode()
+        for target in [commit.encode()] + ([_tree(repo, commit)] if also_tree else []):
+            notes.set_note(target, text.encode(), ref, author=who, committer=who,
+                           message=f"git-gpuspace verify {name}".encode())
+
+
+def _tree(repo, commit: str) -> bytes:
+    found = repo[commit.encode()]
+    if not isinstance(found, Commit):
+        raise UsageError(f"{commit} is not a commit")
+    return found.tree
+
+
+def _parse(raw: bytes, own: bool = True) -> Verdict:
+    text = raw.decode(errors="replace")
+    commit = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("commit:")), None)
+    return Verdict(text.split("\n", 1)[0].strip() == "pass", text, commit, own)
