@@ -84,7 +84,7 @@ class Plan:
     only: str | None = None  # one section of SECTIONS, not all
 
 
-SECTIONS = {"hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue"}
+SECTIONS = {"hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue", "verify": "verify"}
 
 
 FULL = Plan(
@@ -461,6 +461,7 @@ class Bench:
             self.add_end_to_end()
             self.scale()
             self.queue()
+            self.verify()
 
     def measure(self, arms: list[Arm], reps: int) -> None:
         alternate(arms, reps, self.say, warmup=self.plan.warmup)
@@ -843,6 +844,55 @@ class Bench:
         self.measure(arms, self.plan.reps)
         self.figures.append(pair("`run` to the command's start", *arms, "ratio", 1.3, "<= 1.3x",
                                  note="a free GPU; until the command prints the clock inside its container"))
+
+    def verify(self) -> None:
+        """`verify`: the cache path over a range already checked, against `git notes list`; and a
+        range of unchecked commits, -j 4 on 4 GPUs, against the same checks one after another by
+        hand (`git worktree add --detach` + `docker run`, then the note)."""
+        runs_n, gpus_n, sleep_s = 8, 4, 2
+        repo = self.repo("repo-verify", self.plan.project)
+        env = {**self.env, "FAKE_GPU_COUNT": str(gpus_n), "FAKE_GPU_SEED": secrets.token_hex(4)}
+        self.say("== verify: the cache, and a range of unchecked commits")
+        for i in range(20 + 2 * runs_n):
+            (repo / f"change-{i}.txt").write_text(f"{i}\n")
+            self.git("add", f"change-{i}.txt", cwd=repo)
+            self.git("commit", "-q", "-m", f"change {i}", cwd=repo)
+        cached_range = f"HEAD~{20 + 2 * runs_n}..HEAD~{2 * runs_n}"
+        self.runner.run([*self.git_gpuspace, "verify", "add", "quick", "--gpus", "1", "--", "true"], cwd=repo, env=env)
+        self.runner.run([*self.git_gpuspace, "verify", cached_range, "--name", "quick", "-j", str(gpus_n)], cwd=repo,
+                        env=env)
+
+        def cached(rep: int) -> Sample:
+            return self.runner.run([*self.git_gpuspace, "verify", cached_range, "--name", "quick"], cwd=repo, env=env)
+
+        def notes_list(rep: int) -> Sample:
+            return self.runner.run(["git", "notes", "--ref=gpuspace/quick", "list"], cwd=repo, env=env)
+
+        arms = [Arm("`git gpuspace verify` (20 commits, all cached)", cached), Arm("`git notes list`", notes_list)]
+        self.measure(arms, self.plan.reps)
+        self.figures.append(pair("verify, the cache path over 20 checked commits", *arms, "ratio", 3, "<= 3x"))
+
+        check = ["sh", "-c", f"sleep {sleep_s}"]
+        self.runner.run([*self.git_gpuspace, "verify", "add", "slow", "--gpus", "1", "--", *check], cwd=repo, env=env)
+        ours_range = f"HEAD~{2 * runs_n}..HEAD~{runs_n}"
+        start = time.perf_counter()
+        self.runner.run([*self.git_gpuspace, "verify", ours_range, "--name", "slow", "-j", str(gpus_n)], cwd=repo,
+                        env=env)
+        ours = time.perf_counter() - start
+        uuid = f"GPU-{env['FAKE_GPU_SEED']}-0000-4000-8000-{0:012d}"
+        start = time.perf_counter()
+        for commit in self.git("rev-list", "--reverse", f"HEAD~{runs_n}..HEAD", cwd=repo).split():
+            path = self.base / "verify-by-hand" / commit[:8]
+            self.runner.run(["git", "worktree", "add", "-q", "--detach", str(path), commit], cwd=repo)
+            self.runner.run(["docker", "run", "--rm", "--init", "--label", f"{LABEL_REPO}={self.base}/by-hand", "--mount",
+                             f"type=bind,source={path},target=/workspace", "-w", "/workspace", "--gpus",
+                             f"device={uuid}", self.image, *check], cwd=repo)
+            self.runner.run(["git", "notes", "--ref=by-hand", "add", "-m", "pass", commit], cwd=repo)
+        by_hand = time.perf_counter() - start
+        self.figures.append(Figure(f"verify, {runs_n} unchecked commits (`{' '.join(check)}`), -j {gpus_n} on "
+                                   f"{gpus_n} GPUs", "`git gpuspace verify -j 4`", "one after another by hand", ours,
+                                   by_hand, "ratio", None, "(reported)",
+                                   note="by hand: `git worktree add --detach`, `docker run`, `git notes add`, per commit"))
 
     def big_sweeps(self, repo: Path, env: dict[str, str]) -> None:
         """A sweep's dispatcher memory and engine calls per run, at two sweep sizes."""

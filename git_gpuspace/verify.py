@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from dulwich.notes import Notes
 from dulwich.objects import Commit
 
-from . import gpus, worktrees
+from . import worktrees
 from .errors import UsageError
 from .runs.store import Run
 
@@ -103,6 +103,8 @@ def record(info: worktrees.RepoInfo, run: Run, image: str) -> None:
     """A check's run ended: its verdict becomes the commit's note (and its tree's)."""
     if run.state not in ("succeeded", "failed") or run.exit_code is None:
         return  # stopped or interrupted: no verdict about the code
+    from . import gpus
+
     models = {gpu.uuid: gpu.name for gpu in gpus.inventory()} if run.gpus else {}
     text = "\n".join([
         "pass" if run.exit_code == 0 else "fail",

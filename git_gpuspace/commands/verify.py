@@ -7,15 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import hooks, state, verify, worktrees
-from ..containers import Engine
+from .. import state, verify, worktrees
 from ..errors import UsageError
-from ..lifecycle import resolve_worktree
 from ..runs import store as run_store
-from ..runs.dispatch import dispatch
-from ..settings import settings_from
 from ..verify import Check, Checks
-from .run import submit
 
 ACTIONS = ("add", "list", "rm", "on-commit", "off")
 
@@ -40,7 +35,6 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
     rest are queued and dispatched here. One line per commit and check; 0 when all pass."""
     wanted: dict[tuple[str, str], str] = {}  # (check, commit) -> run id
     for check in checks:
-        settings = settings_from(state.load(info.common_dir).defaults, check.flags(), False)
         known = {} if force else verify.verdicts(info, check.name, commits)
         queued_any = False
         for commit in commits:
@@ -49,13 +43,21 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
                 if not found.own:  # the tree was checked as another commit: this one gets the note too
                     verify.copy_verdict(info, check.name, commit, found)
                 continue
+            # the engine and the queue only when something must run: the cache path stays light
+            from ..containers import Engine
+            from ..settings import settings_from
+            from .run import submit
+
             if not queued_any:
+                settings = settings_from(state.load(info.common_dir).defaults, check.flags(), False)
                 Engine().ensure_image(settings.image)  # a pull, before anything is queued
                 queued_any = True
             [run_id] = submit(info, check.command, commit, False, check.flags(), verify.sweep_of(check.name), [{}],
                               jobs, 0, check=check.name)
             wanted[(check.name, commit)] = run_id
     if wanted:
+        from ..runs.dispatch import dispatch
+
         try:
             dispatch(info, set(wanted.values()), stop_on_failure=not keep_going)
         except KeyboardInterrupt:
@@ -99,6 +101,8 @@ def _manage(info: worktrees.RepoInfo, args: argparse.Namespace, command: list[st
             if not command:
                 raise UsageError("give the check's command after --", hint=f"git gpuspace verify add {name} -- pytest -q")
             if args.gpus is not None:
+                from ..settings import settings_from
+
                 settings_from(current.defaults, {"gpus": args.gpus}, False)  # refuses a bad spec now
             known.entries[name] = Check(name, command, args.gpus, args.image,
                                         known.entries[name].on_commit if name in known.entries else False)
@@ -114,6 +118,8 @@ def _manage(info: worktrees.RepoInfo, args: argparse.Namespace, command: list[st
                        if action == "on-commit" else f"Commits are no longer checked with {name} on commit")
         current.checks = known.to_state()
         current.save()
+    from .. import hooks
+
     if action == "on-commit" and not hooks.installed(info):
         for line in hooks.install(info):
             print(line)
@@ -137,6 +143,8 @@ def _chosen(info: worktrees.RepoInfo, name: str | None, command: list[str]) -> l
 def _commits(info: worktrees.RepoInfo, target: str | None) -> list[str]:
     """A range's commits oldest first (topological), one commit, or HEAD as committed."""
     if target is None:
+        from ..lifecycle import resolve_worktree
+
         here = resolve_worktree(info, None)
         if worktrees.is_dirty(here.path):
             print("git-gpuspace: uncommitted changes are not checked: HEAD is checked as committed", file=sys.stderr)
