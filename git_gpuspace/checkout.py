@@ -382,10 +382,12 @@ def _checkout_filter(repo: Repo, tree_id: bytes, entries) -> Callable[[bytes, by
     has the same (empty) attributes, so one probe tells whether the configuration
     (`core.autocrlf`, `core.eol`) converts anything.
     """
-    common = Repo(repo.commondir()) if os.path.abspath(repo.commondir()) != os.path.abspath(repo.controldir()) else repo
-    normalizer = common.get_blob_normalizer(config=repo.get_config_stack(), tree=tree_id)
+    info_attributes = os.path.exists(os.path.join(repo.commondir(), "info", "attributes"))
+    linked = os.path.abspath(repo.commondir()) != os.path.abspath(repo.controldir())
+    source = Repo(repo.commondir()) if info_attributes and linked else repo  # a second store only then
+    normalizer = source.get_blob_normalizer(config=repo.get_config_stack(), tree=tree_id)
     has_attributes = any(entry.path.rsplit(b"/", 1)[-1] == ATTRIBUTES_FILE for entry in entries)
-    if not has_attributes and not os.path.exists(os.path.join(repo.commondir(), "info", "attributes")):
+    if not has_attributes and not info_attributes:
         if get_filter_for_path(b"probe", normalizer.gitattributes, filter_context=normalizer.filter_context) is None:
             return None
 
