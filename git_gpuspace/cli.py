@@ -247,6 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
     checking.add_argument("--image", metavar="IMAGE", help="add: the image (default: the repo's)")
     checking.add_argument("command", nargs="*", help="-- then the check's command")
 
+    exporting = verbs.add_parser(
+        "export", help="write a worktree, run or sweep as a Compose service, devcontainer.json, Kubernetes "
+        "Pod/Indexed Job or sbatch script",
+        description="What a bound worktree, a run or a sweep would be under another tool, for moving it there: "
+        "compose (GPUs reserved by device id), devcontainer (image, mounts, runArgs, ports), k8s (a Pod; an Indexed "
+        "Job for a sweep; the commit checked out from the repo's remote by an init container), slurm (an sbatch "
+        "script; a job array for a sweep). Compose and Kubernetes files are written as JSON, which is YAML too.")
+    exporting.add_argument("what", metavar="WORKTREE|RUN|SWEEP", help="a bound worktree, a run id or a sweep name")
+    exporting.add_argument("--to", required=True, choices=("compose", "devcontainer", "k8s", "slurm"),
+                           help="the format")
+    exporting.add_argument("-o", dest="output", metavar="FILE", help="write there (default: standard output)")
+
     hook = verbs.add_parser("_hook")  # what the installed hooks call; not for people
     hook.add_argument("event", choices=("new-worktree", "converge", "verify", "pre-push"))
     return parser
