@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         runner.add_argument("--commit", metavar="COMMIT-ISH", help="run this commit (default: HEAD of this "
                             "worktree, with its uncommitted changes to tracked files)")
         runner.add_argument("--priority", type=int, default=0, metavar="N", help="higher runs start first (default 0)")
+        runner.add_argument("--backend", choices=("local", "slurm"),
+                            help="where the runs run: this machine's engine, or Slurm (default: the `backend` setting)")
         runner.add_argument("--detach", action="store_true",
                             help="queue and return; a background dispatcher (one per repo) runs the queue")
         runner.add_argument("--retries", type=int, default=0, metavar="N",
@@ -245,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     checking.add_argument("--force", action="store_true", help="run even where the tree has a verdict")
     checking.add_argument("--gpus", metavar="SPEC", help="add: GPUs for each run (default: the repo default)")
     checking.add_argument("--image", metavar="IMAGE", help="add: the image (default: the repo's)")
+    checking.add_argument("--backend", choices=("local", "slurm"),
+                          help="where the checks run: this machine's engine, or Slurm (default: the `backend` setting)")
     checking.add_argument("command", nargs="*", help="-- then the check's command")
 
     exporting = verbs.add_parser(
@@ -259,12 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the format")
     exporting.add_argument("-o", dest="output", metavar="FILE", help="write there (default: standard output)")
 
+    task = verbs.add_parser("_slurm-task")  # what a Slurm job runs on its node; not for people
+    task.add_argument("run")
+
     hook = verbs.add_parser("_hook")  # what the installed hooks call; not for people
     hook.add_argument("event", choices=("new-worktree", "converge", "verify", "pre-push"))
     return parser
 
 
-_MODULES = {"rm": "remove", "stop": "start", "restart": "start", "_hook": "hook", "shell": "exec", "sweep": "run"}
+_MODULES = {"rm": "remove", "stop": "start", "restart": "start", "_hook": "hook", "shell": "exec", "sweep": "run",
+            "_slurm-task": "slurm_task"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,8 +29,11 @@ BUILT_IN: dict[str, Any] = {
     "jupyter": False,
     "ssh": False,
     "tensorboard": False,
+    "backend": "local",  # where runs, sweeps and verify run: local, or slurm
 }
-KEYS = ("image", "gpus", "memory", "cpus", "shm_size", "publish_address", "data_root", "jupyter", "ssh", "tensorboard")
+KEYS = ("image", "gpus", "memory", "cpus", "shm_size", "publish_address", "data_root", "jupyter", "ssh", "tensorboard",
+        "backend", "slurm.partition", "slurm.account", "slurm.time", "slurm.qos", "slurm.extra", "slurm.workdir",
+        "slurm.container")
 
 
 def default_data_root() -> Path:

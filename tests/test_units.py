@@ -184,3 +184,26 @@ def test_every_subpackage_is_packaged():
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(init.parent.relative_to(root).parts) for init in (root / "git_gpuspace").rglob("__init__.py")}
     assert found <= listed
+
+
+def test_the_pyxis_job_script_runs_the_container_through_srun(tmp_path):
+    """pyxis cannot run here: the generated script is what is checked."""
+    import shlex
+
+    from git_gpuspace.runs.slurm import _script
+    from git_gpuspace.runs.store import Run
+    from git_gpuspace.worktrees import RepoInfo
+
+    info = RepoInfo(common_dir=tmp_path / ".git", main_path=tmp_path)
+    runs = [Run(id=f"s-{i}", command=["python", "train.py", "--lr", lr], commit="c" * 40, worktree=f"/shared/wt/s-{i}")
+            for i, lr in enumerate(["0.1", "0.01"], 1)]
+    text = _script(info, runs, pyxis=True, image="nvcr.io/nvidia/pytorch:24.05-py3", data_dirs=["/shared/d1", "/shared/d2"])
+    assert text.startswith("#!/bin/sh\n") and 'case "$SLURM_ARRAY_TASK_ID" in' in text
+    first = next(line for line in text.splitlines() if line.strip().startswith("0)"))
+    words = shlex.split(first.split(") ", 1)[1].split("&& exec ", 1)[1].rstrip(" ;"))
+    assert words[:4] == ["srun", "--container-image=nvcr.io/nvidia/pytorch:24.05-py3",
+                         "--container-mounts=/shared/wt/s-1:/workspace,/shared/d1:/data", "--container-workdir=/workspace"]
+    assert words[-4:] == ["python", "train.py", "--lr", "0.1"]  # under the wrapper that keeps output and exit code
+    assert "/shared/d2:/data" in text and "0.01" in text
+    plain = _script(info, runs[:1])
+    assert "_slurm-task s-1" in plain and "srun" not in plain

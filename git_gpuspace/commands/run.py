@@ -12,7 +12,8 @@ from .. import gpus, state, worktrees
 from ..containers import Engine
 from ..errors import GpusUnavailable, UsageError
 from ..lifecycle import Rollback, resolve_worktree
-from ..runs import grid
+from ..config import effective
+from ..runs import grid, slurm
 from ..runs import store as run_store
 from ..runs.dispatch import PREPARING, dispatch, start_background
 from ..runs.store import Run, Sweep
@@ -60,12 +61,23 @@ def run(args: argparse.Namespace) -> int:
     known = run_store.load(info.common_dir)
     if sweep and sweep in known.sweeps and not args.append:
         raise UsageError(f"a sweep named '{sweep}' exists", hint="choose another name, or --append to add runs to it")
+    defaults = state.load(info.common_dir).defaults
+    backend = slurm.check_backend(args.backend or effective(defaults, {})["backend"])
     commit, snapshot = _pin(info, args.commit)
-    Engine().ensure_image(settings.image)  # a pull, before anything is queued and outside the lock
+    if backend == "local":
+        Engine().ensure_image(settings.image)  # a pull, before anything is queued and outside the lock
+    else:
+        slurm.command("sbatch")  # a submit host, before anything is made
     ids = submit(info, command, commit, snapshot, flags, sweep, param_sets, args.max_parallel, args.priority,
-                 args.retries, args.runs_per_gpu)
+                 args.retries, args.runs_per_gpu, backend=backend)
     print(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''} at {commit[:8]}"
           + (" (a snapshot of uncommitted changes)" if snapshot else "") + f": {', '.join(ids)}", file=sys.stderr)
+    if backend == "slurm":
+        job = slurm.submit(info, ids, defaults, args.max_parallel)
+        print(f"Submitted to Slurm as job {job}" + (" (an array)" if len(ids) > 1 else ""), file=sys.stderr)
+        if args.detach:
+            return 0
+        return report(slurm.follow(info, set(ids)))
     if args.detach:
         log = start_background(info)
         print(f"Dispatching in the background (log: {log}); `git gpuspace runs` shows how they do", file=sys.stderr)
@@ -81,6 +93,10 @@ def dispatch_and_report(info: worktrees.RepoInfo, wanted: set[str] | None) -> in
         print("git-gpuspace: dispatching stopped; runs already started go on. "
               "`git gpuspace runs resume` dispatches the rest, `git gpuspace runs` shows them", file=sys.stderr)
         return 130
+    return report(ended)
+
+
+def report(ended: list[Run]) -> int:
     failed = [run for run in ended if run.state != "succeeded"]
     print(f"{len(ended) - len(failed)} succeeded, {len(failed)} failed or stopped", file=sys.stderr)
     return 1 if failed else 0
@@ -106,7 +122,7 @@ def _pin(info: worktrees.RepoInfo, commit_ish: str | None) -> tuple[str, bool]:
 
 def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: bool, flags: dict,
            sweep: str | None, param_sets: list[dict[str, str]], max_parallel: int | None, priority: int,
-           retries: int = 0, runs_per_gpu: int = 1, check: str | None = None) -> list[str]:
+           retries: int = 0, runs_per_gpu: int = 1, check: str | None = None, backend: str = "local") -> list[str]:
     """Queue one run per parameter set: ids are reserved under the lock, worktrees and refs made
     outside it (a checkout takes as long as the repo makes it), then the runs are released."""
     with run_store.locked(info.common_dir) as runs:
@@ -122,7 +138,7 @@ def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: 
             path = info.anchor.parent / "worktrees" / "runs" / run_id
             made.append(Run(id=run_id, command=grid.fill(command, params), commit=commit, worktree=str(path),
                             flags=dict(flags), sweep=sweep, params=dict(params), snapshot=snapshot,
-                            priority=priority, retries=retries, reason=PREPARING, check=check))
+                            priority=priority, retries=retries, reason=PREPARING, check=check, backend=backend))
             runs.runs.append(made[-1])
         runs.save()
     ids = [run.id for run in made]

@@ -9,13 +9,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from .. import output, workspace, worktrees
+from .. import output, state, workspace, worktrees
 from ..containers import LABEL_RUN, Engine
 from ..errors import UsageError
-from ..runs import results
+from ..runs import results, slurm
 from ..runs import store as run_store
 from ..runs.dispatch import alive, finish
-from .run import dispatch_and_report
+from .run import dispatch_and_report, report
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,6 +25,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _resume(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
+    queue = run_store.load(info.common_dir)
+    waiting = [run for run in queue.runs if run.backend == "slurm" and run.state in ("queued", "running")]
+    if waiting:  # Slurm's: find the jobs of a submitter that died (by their comment), submit the rest once
+        unsubmitted = [run for run in waiting if not run.job]
+        known = slurm.find_submitted(info, [run.id for run in unsubmitted]) if unsubmitted else {}
+        with run_store.locked(info.common_dir) as current:
+            for run in current.runs:
+                if run.id in known:
+                    run.job = known[run.id]
+            current.save()
+        rest = [run.id for run in unsubmitted if run.id not in known]
+        if rest:
+            sweep = queue.sweeps.get(queue.find(rest[0]).sweep or "")
+            slurm.submit(info, rest, state.load(info.common_dir).defaults, sweep.max_parallel if sweep else None)
+        ended = slurm.follow(info, {run.id for run in waiting})
+        if not any(run.backend == "local" and run.state in ("queued", "running") for run in queue.runs):
+            return report(ended)
     return dispatch_and_report(info, None)
 
 
@@ -54,9 +71,20 @@ def _show(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
 def _stop(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     """Running runs are stopped (SIGTERM, then SIGKILL) and recorded `stopped`; queued ones are
     dropped when named by id or with --all."""
+    with run_store.locked(info.common_dir) as runs:
+        on_slurm = [run for run in _chosen(runs, args, "stop") if run.backend == "slurm"
+                    and run.state in ("queued", "running") and (run.state == "running" or args.run or args.all)]
+        for run in on_slurm:
+            run.reason = "stopping"
+        runs.save()
+    if on_slurm:  # Slurm cancels them; the next look at Slurm records them stopped
+        slurm.cancel(on_slurm)
+        slurm.refresh(info)
+        print(f"Cancelled {len(on_slurm)} Slurm job{'s' if len(on_slurm) > 1 else ''}: "
+              + ", ".join(f"{run.id} ({run.job})" for run in on_slurm))
     engine = Engine()
     with run_store.locked(info.common_dir) as runs:
-        chosen = _chosen(runs, args, "stop")
+        chosen = [run for run in _chosen(runs, args, "stop") if run.backend == "local"]
         running = [run for run in chosen if run.state == "running"]
         for run in chosen:
             if run.state == "queued" and (args.run or args.all):
@@ -77,7 +105,7 @@ def _stop(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     dropped = [r for r in chosen if r.state == "stopped" and r.reason == "dropped before it started"]
     if dropped:
         print(f"Dropped {len(dropped)} queued run{'s' if len(dropped) > 1 else ''}: {', '.join(r.id for r in dropped)}")
-    if not running and not dropped:
+    if not running and not dropped and not on_slurm:
         print("Nothing to stop" + ("" if args.all or args.run else " (queued runs stay queued; --all drops them)"))
     return 0
 
@@ -118,6 +146,8 @@ def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
 
 
 def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
+    if any(run.backend == "slurm" and run.state in ("queued", "running") for run in run_store.load(info.common_dir).runs):
+        slurm.refresh(info)  # Slurm says what became of its jobs
     runs = run_store.load(info.common_dir).runs
     if args.sweep:
         runs = [run for run in runs if run.sweep == args.sweep]
@@ -136,10 +166,13 @@ def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
         json.dump(records, sys.stdout, indent=2)
         print()
         return 0
-    headers = ["RUN", "SWEEP", "PARAMS", "STATE", "EXIT", "TIME", "GPUS", *[n.upper() for n in names]]
+    jobs = any(r["job"] for r in records)
+    headers = ["RUN", "SWEEP", "PARAMS", "STATE", "EXIT", "TIME", "GPUS", *(["JOB"] if jobs else []),
+               *[n.upper() for n in names]]
     rows = [[r["id"], r["sweep"] or "-", " ".join(f"{k}={v}" for k, v in r["params"].items()) or "-",
              r["state"] + (f" ({r['reason']})" if r["reason"] else ""), "-" if r["exit_code"] is None else str(r["exit_code"]),
              "-" if r["duration_s"] is None else f"{r['duration_s']:.1f}s", str(len(r["gpus"])),
+             *([r["job"] or "-"] if jobs else []),
              *[f"{r['metrics'][n]:g}" if n in r["metrics"] else "-" for n in names]] for r in records]
     if args.csv:
         writer = csv.writer(sys.stdout)
@@ -161,4 +194,5 @@ def record(run: run_store.Run) -> dict:
         "finished": run.finished.isoformat() if run.finished else None,
         "duration_s": run.duration_s, "gpus": list(run.gpus), "worktree": run.worktree,
         "data_dir": run.data_dir, "metrics": results.metrics(run.data_dir),
+        "backend": run.backend, "job": run.job,
     }

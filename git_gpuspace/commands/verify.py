@@ -26,11 +26,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-j must be at least 1")
     checks = _chosen(info, args.name, command)
     commits = _commits(info, args.target)
-    return check_commits(info, checks, commits, args.jobs, args.keep_going, args.force)
+    from ..config import effective
+    from ..runs import slurm
+
+    backend = slurm.check_backend(args.backend or effective(state.load(info.common_dir).defaults, {})["backend"])
+    return check_commits(info, checks, commits, args.jobs, args.keep_going, args.force, backend=backend)
 
 
 def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[str], jobs: int = 1,
-                  keep_going: bool = False, force: bool = False, quiet: bool = False) -> int:
+                  keep_going: bool = False, force: bool = False, quiet: bool = False, backend: str = "local") -> int:
     """Each check on each commit (oldest first): a tree already checked gets that verdict, the
     rest are queued and dispatched here. One line per commit and check; 0 when all pass."""
     wanted: dict[tuple[str, str], str] = {}  # (check, commit) -> run id
@@ -48,18 +52,27 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
             from ..settings import settings_from
             from .run import submit
 
-            if not queued_any:
+            if not queued_any and backend == "local":
                 settings = settings_from(state.load(info.common_dir).defaults, check.flags(), False)
                 Engine().ensure_image(settings.image)  # a pull, before anything is queued
-                queued_any = True
+            queued_any = True
             [run_id] = submit(info, check.command, commit, False, check.flags(), verify.sweep_of(check.name), [{}],
-                              jobs, 0, check=check.name)
+                              jobs, 0, check=check.name, backend=backend)
             wanted[(check.name, commit)] = run_id
+        if backend == "slurm" and queued_any:  # one job array per check; Slurm runs at most -j at once
+            from ..runs import slurm
+
+            slurm.submit(info, [wanted[(check.name, c)] for c in commits if (check.name, c) in wanted],
+                         state.load(info.common_dir).defaults, jobs)
     if wanted:
+        from ..runs import slurm
         from ..runs.dispatch import dispatch
 
         try:
-            dispatch(info, set(wanted.values()), stop_on_failure=not keep_going)
+            if backend == "slurm":
+                slurm.follow(info, set(wanted.values()))
+            else:
+                dispatch(info, set(wanted.values()), stop_on_failure=not keep_going)
         except KeyboardInterrupt:
             print("git-gpuspace: dispatching stopped; checks already started go on. `git gpuspace runs resume` "
                   "finishes them (their verdicts become notes)", file=sys.stderr)

@@ -90,7 +90,7 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
                 mine_or_all = [run for run in current.runs if wanted is None or run.id in wanted]
                 if not mine:
                     progress.changes(mine_or_all)
-                if not any(run.state in ("queued", "running") for run in mine_or_all):
+                if not any(run.state in ("queued", "running") and run.backend == "local" for run in mine_or_all):
                     return mine_or_all
                 progress.show(mine_or_all)
                 _watch(current if mine else None, poll)
@@ -201,6 +201,8 @@ def _record_finished(info: worktrees.RepoInfo, runs: Runs, containers: list[Cont
             if c.labels.get(LABEL_REPO) == str(info.common_dir) and LABEL_RUN in c.labels}
     events = []
     for run in runs.runs:
+        if run.backend != "local":
+            continue  # Slurm's: it starts them, and runs/slurm.py records how they ended
         container = ours.get(run.id)
         if run.state == "running" and (container is None or container.state not in ACTIVE
                                        or exit_written(run) is not None):
@@ -240,7 +242,8 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
                   released: frozenset[str]) -> list[str]:
     running = Counter(run.sweep for run in runs.runs if run.state == "running")
     order = {run.id: index for index, run in enumerate(runs.runs)}
-    queued = sorted((run for run in runs.runs if run.state == "queued" and run.reason != PREPARING),
+    queued = sorted((run for run in runs.runs if run.state == "queued" and run.reason != PREPARING
+                     and run.backend == "local"),
                     key=lambda run: (-run.priority, order[run.id]))
     events = []
     for run in queued:

@@ -55,6 +55,8 @@ class Run:
     container: str | None = None
     data_dir: str | None = None
     check: str | None = None  # a `verify` check: its verdict becomes a git note when it ends
+    backend: str = "local"  # or "slurm": then Slurm starts it, and `job` is its job id
+    job: str | None = None
 
     @property
     def duration_s(self) -> float | None:

@@ -1,0 +1,118 @@
+"""Runs and sweeps on the test Slurm cluster (scripts/slurm-up: one node, GRES gpu:2 on stand-in
+devices), each run's container on this machine's engine with the GPU Slurm gave its job."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ENGINE_REQUIRED, wait_for
+
+SLURM_CONF = Path(os.environ.get("GPUSPACE_TEST_DIR", "/var/lib/gpuspace-test")) / "slurm" / "slurm.conf"
+
+
+@pytest.fixture(autouse=True)
+def cluster(monkeypatch):
+    if not SLURM_CONF.exists() or subprocess.run(["sinfo"], capture_output=True,
+                                                 env={**os.environ, "SLURM_CONF": str(SLURM_CONF)}).returncode != 0:
+        message = "no test Slurm cluster (scripts/slurm-up brings it up)"
+        if ENGINE_REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+    monkeypatch.setenv("SLURM_CONF", str(SLURM_CONF))
+    yield
+    subprocess.run(["scancel", "--user", str(os.getuid())], capture_output=True)
+
+
+def runs(repo, *args) -> list[dict]:
+    return json.loads(repo.ok("runs", "--json", *args).stdout)
+
+
+def overlap(records) -> int:
+    import datetime as dt
+
+    events = sorted([(dt.datetime.fromisoformat(r["started"]), 1) for r in records]
+                    + [(dt.datetime.fromisoformat(r["finished"]), -1) for r in records])
+    most = current = 0
+    for _, step in events:
+        current += step
+        most = max(most, current)
+    return most
+
+
+def test_a_2x2_sweep_on_two_slurm_gpus(repo):
+    result = repo.gs("sweep", "grid", "-p", "lr=1,2", "-p", "bs=a,b", "--gpus", "1", "--backend", "slurm", "--",
+                     "sh", "-c", "echo ran {lr}{bs} on $NVIDIA_VISIBLE_DEVICES; sleep 2; echo loss={lr}")
+    assert result.returncode == 0, result.stderr
+    assert "Submitted to Slurm as job" in result.stderr
+    records = runs(repo, "--sweep", "grid")
+    assert [r["state"] for r in records] == ["succeeded"] * 4
+    assert all(r["backend"] == "slurm" and "_" in r["job"] for r in records)
+    assert len({r["job"].split("_")[0] for r in records}) == 1  # one job array
+    assert overlap(records) <= 2
+    for record in records:
+        [gpu] = record["gpus"]
+        log = repo.ok("logs", record["id"]).stdout
+        assert log.count("ran ") == 1 and f"on {gpu}" in log
+    assert sorted(r["metrics"]["loss"] for r in records) == [1, 1, 2, 2]
+    assert "JOB" in repo.ok("runs", "--sweep", "grid").stdout
+    assert repo.containers() == []
+
+
+def test_a_failing_run_and_its_exit_code(repo):
+    result = repo.gs("run", "--gpus", "none", "--backend", "slurm", "--", "sh", "-c", "exit 7")
+    assert result.returncode == 1
+    [record] = runs(repo)
+    assert (record["state"], record["exit_code"]) == ("failed", 7)
+
+
+def test_pending_for_resources_then_stopped(repo):
+    repo.ok("run", "--gpus", "2", "--backend", "slurm", "--detach", "--", "sleep", "60")
+    repo.ok("run", "--gpus", "1", "--backend", "slurm", "--detach", "--", "sleep", "60")
+    assert wait_for(lambda: [r["state"] for r in runs(repo)] == ["running", "queued"], 30), runs(repo)
+    listed = repo.ok("runs").stdout
+    assert "queued (PENDING (Resources))" in listed
+    stopped = repo.ok("runs", "stop", runs(repo)[0]["id"])
+    assert "Cancelled 1 Slurm job" in stopped.stdout
+    assert wait_for(lambda: runs(repo)[0]["state"] == "stopped", 30)
+    assert wait_for(lambda: runs(repo)[1]["state"] == "running", 30)  # its GPU freed
+    repo.ok("runs", "stop", runs(repo)[1]["id"])
+    assert wait_for(lambda: runs(repo)[1]["state"] == "stopped", 30)
+    assert wait_for(lambda: repo.containers() == [], 30)
+
+
+@pytest.mark.parametrize("moment", ["after-sbatch", "while following"])
+def test_resume_after_the_submitter_is_killed_submits_nothing_twice(repo, moment):
+    env = {**os.environ, **({"GPUSPACE_FAULT_POINT": "after-sbatch"} if moment == "after-sbatch" else {})}
+    submitter = subprocess.Popen(["git-gpuspace", "sweep", "k", "-p", "n=1,2,3", "--gpus", "1", "--backend", "slurm",
+                                  "--", "sh", "-c", "echo run {n}; sleep 2"], cwd=repo.path, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if moment == "while following":
+        assert wait_for(lambda: any(r["job"] for r in runs(repo)), 30)
+        submitter.send_signal(signal.SIGKILL)
+    assert submitter.wait(timeout=60) == -signal.SIGKILL
+    resumed = repo.gs("runs", "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    records = runs(repo, "--sweep", "k")
+    assert [r["state"] for r in records] == ["succeeded"] * 3
+    assert len({r["job"].split("_")[0] for r in records}) == 1  # the one array, found again by its comment
+    for record in records:
+        assert repo.ok("logs", record["id"]).stdout.count("run ") == 1
+    time.sleep(0.5)
+
+
+def test_verify_on_slurm_writes_the_same_notes(repo):
+    repo.ok("verify", "add", "tests", "--gpus", "1", "--", "sh", "-c", "test ! -e broken")
+    (repo.path / "broken").write_text("x\n")
+    repo.git("add", "broken")
+    repo.git("commit", "-q", "-m", "broken")
+    result = repo.gs("verify", "HEAD~1..HEAD", "--name", "tests", "--backend", "slurm")
+    assert result.returncode == 1 and " fail broken" in result.stdout, result.stdout + result.stderr
+    shown = repo.git("log", "--notes=gpuspace/tests", "-1").stdout
+    assert "Notes (gpuspace/tests):\n    fail" in shown and "GPU-" in shown
