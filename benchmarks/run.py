@@ -80,11 +80,14 @@ class Plan:
     quiet_s: int  # pause before the 20k-file figures (see README: recently freed inodes)
     queue: tuple[int, int, int] = (24, 4, 3)  # the queue figure: runs of `sleep S` on G GPUs: (runs, G, S)
     big_sweeps: tuple[int, int] = (12, 48)  # sweep sizes whose dispatcher memory and engine calls are compared
+    slurm_sweep: tuple[int, int] = (16, 2)  # the Slurm figures: runs of `sleep S`: (runs, S)
+    verify_sizes: tuple[int, int, int] = (20, 8, 2)  # commits already checked; unchecked ones; their `sleep S`
     profile_all: bool = False  # ... and what meets it
     only: str | None = None  # one section of SECTIONS, not all
 
 
-SECTIONS = {"hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue", "verify": "verify"}
+SECTIONS = {"hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue", "verify": "verify",
+            "slurm": "slurm"}
 
 
 FULL = Plan(
@@ -95,7 +98,7 @@ FULL = Plan(
 SMOKE = Plan(
     reps=1, reps_slow=1, small=(5, 10), large=(10, 20), project=(2, 5),
     scale=(1, 3), status_at=3, hook_bindings=2, tmpfs=False, before=False, profiles=False,
-    warmup=False, quiet_s=0, queue=(4, 2, 1), big_sweeps=(2, 4),
+    warmup=False, quiet_s=0, queue=(4, 2, 1), big_sweeps=(2, 4), slurm_sweep=(4, 1), verify_sizes=(3, 2, 1),
 )
 
 
@@ -462,6 +465,7 @@ class Bench:
             self.scale()
             self.queue()
             self.verify()
+            self.slurm()
 
     def measure(self, arms: list[Arm], reps: int) -> None:
         alternate(arms, reps, self.say, warmup=self.plan.warmup)
@@ -849,15 +853,16 @@ class Bench:
         """`verify`: the cache path over a range already checked, against `git notes list`; and a
         range of unchecked commits, -j 4 on 4 GPUs, against the same checks one after another by
         hand (`git worktree add --detach` + `docker run`, then the note)."""
-        runs_n, gpus_n, sleep_s = 8, 4, 2
+        checked_n, runs_n, sleep_s = self.plan.verify_sizes
+        gpus_n = 4
         repo = self.repo("repo-verify", self.plan.project)
         env = {**self.env, "FAKE_GPU_COUNT": str(gpus_n), "FAKE_GPU_SEED": secrets.token_hex(4)}
         self.say("== verify: the cache, and a range of unchecked commits")
-        for i in range(20 + 2 * runs_n):
+        for i in range(checked_n + 2 * runs_n):
             (repo / f"change-{i}.txt").write_text(f"{i}\n")
             self.git("add", f"change-{i}.txt", cwd=repo)
             self.git("commit", "-q", "-m", f"change {i}", cwd=repo)
-        cached_range = f"HEAD~{20 + 2 * runs_n}..HEAD~{2 * runs_n}"
+        cached_range = f"HEAD~{checked_n + 2 * runs_n}..HEAD~{2 * runs_n}"
         self.runner.run([*self.git_gpuspace, "verify", "add", "quick", "--gpus", "1", "--", "true"], cwd=repo, env=env)
         self.runner.run([*self.git_gpuspace, "verify", cached_range, "--name", "quick", "-j", str(gpus_n)], cwd=repo,
                         env=env)
@@ -868,9 +873,9 @@ class Bench:
         def notes_list(rep: int) -> Sample:
             return self.runner.run(["git", "notes", "--ref=gpuspace/quick", "list"], cwd=repo, env=env)
 
-        arms = [Arm("`git gpuspace verify` (20 commits, all cached)", cached), Arm("`git notes list`", notes_list)]
+        arms = [Arm(f"`git gpuspace verify` ({checked_n} commits, all cached)", cached), Arm("`git notes list`", notes_list)]
         self.measure(arms, self.plan.reps)
-        self.figures.append(pair("verify, the cache path over 20 checked commits", *arms, "ratio", 3, "<= 3x"))
+        self.figures.append(pair(f"verify, the cache path over {checked_n} checked commits", *arms, "ratio", 3, "<= 3x"))
 
         check = ["sh", "-c", f"sleep {sleep_s}"]
         self.runner.run([*self.git_gpuspace, "verify", "add", "slow", "--gpus", "1", "--", *check], cwd=repo, env=env)
@@ -893,6 +898,48 @@ class Bench:
                                    f"{gpus_n} GPUs", "`git gpuspace verify -j 4`", "one after another by hand", ours,
                                    by_hand, "ratio", None, "(reported)",
                                    note="by hand: `git worktree add --detach`, `docker run`, `git notes add`, per commit"))
+
+    def slurm(self) -> None:
+        """The same 16-run sweep on the test Slurm cluster (scripts/slurm-up: one node, 2 GPUs) and
+        on this machine's engine with 2 GPUs: the time to submit it, and the gap between one run's
+        command ending and the next one's starting on that GPU."""
+        conf = Path(os.environ.get("GPUSPACE_TEST_DIR", "/var/lib/gpuspace-test")) / "slurm" / "slurm.conf"
+        if not conf.exists() or shutil.which("sbatch") is None:
+            self.inputs.append("no test Slurm cluster (scripts/slurm-up): the Slurm figures are left out.")
+            return
+        runs_n, sleep_s = self.plan.slurm_sweep
+        repo = self.repo("repo-slurm", self.plan.project)
+        env = {**self.env, "FAKE_GPU_COUNT": "2", "FAKE_GPU_SEED": secrets.token_hex(4), "SLURM_CONF": str(conf)}
+        command = ["sh", "-c", f"echo start $({UPTIME}); sleep {sleep_s}; echo end $({UPTIME}); : {{n}}"]
+        self.say(f"== {runs_n} runs of sleep {sleep_s} on 2 GPUs: Slurm, then this machine's engine")
+        measured = {}
+        for backend in ("slurm", "local"):
+            name = f"on-{backend}"
+            submitted = self.runner.run([*self.git_gpuspace, "sweep", name, "-p", "n=" + ",".join(map(str, range(runs_n))),
+                                         "--gpus", "1", "--backend", backend, "--detach", "--", *command], cwd=repo, env=env)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                import json
+
+                states = [r["state"] for r in json.loads(self.runner.output(
+                    [*self.git_gpuspace, "runs", "--json", "--sweep", name], cwd=repo, env=env))]
+                if not any(state in ("queued", "running") for state in states):
+                    break
+                time.sleep(1)
+            stamps = self.run_stamps(repo, name)
+            gaps = []
+            for uuid in {gpu for _, _, gpu in stamps}:
+                on_gpu = sorted((start, end) for start, end, gpu in stamps if gpu == uuid)
+                gaps += [later[0] - earlier[1] for earlier, later in zip(on_gpu, on_gpu[1:])]
+            measured[backend] = (submitted.seconds, statistics.median(gaps) if gaps else None)
+        self.figures.append(Figure(f"submitting a sweep of {runs_n} runs (worktrees made, then queued)",
+                                   "`sweep --backend slurm --detach`", "`sweep --backend local --detach`",
+                                   measured["slurm"][0], measured["local"][0], "ratio", None, "(reported)",
+                                   note="one sbatch of a job array against the local queue file"))
+        self.figures.append(Figure("gap from a run's end to the next run's start on its GPU, median",
+                                   "Slurm (one node, 2 GPUs)", "this machine's engine", measured["slurm"][1],
+                                   measured["local"][1], "ratio", None, "(reported)",
+                                   note="Slurm's scheduler starts the next array task; then our task starts its container"))
 
     def big_sweeps(self, repo: Path, env: dict[str, str]) -> None:
         """A sweep's dispatcher memory and engine calls per run, at two sweep sizes."""
