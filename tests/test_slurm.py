@@ -116,3 +116,16 @@ def test_verify_on_slurm_writes_the_same_notes(repo):
     assert result.returncode == 1 and " fail broken" in result.stdout, result.stdout + result.stderr
     shown = repo.git("log", "--notes=gpuspace/tests", "-1").stdout
     assert "Notes (gpuspace/tests):\n    fail" in shown and "GPU-" in shown
+
+
+def test_a_job_cancelled_behind_our_back_says_so_and_logs_follow_the_file(repo):
+    repo.ok("run", "--gpus", "none", "--backend", "slurm", "--detach", "--", "sh", "-c", "echo begun; sleep 300")
+    assert wait_for(lambda: runs(repo)[0]["state"] == "running", 30)
+    follower = subprocess.Popen(["git-gpuspace", "logs", "-f", runs(repo)[0]["id"]], cwd=repo.path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    subprocess.run(["scancel", runs(repo)[0]["job"]], check=True)  # not `runs stop`: someone else's scancel
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0 and "begun" in out, err
+    [record] = runs(repo)
+    assert record["state"] == "failed" and record["reason"].startswith("CANCELLED"), record

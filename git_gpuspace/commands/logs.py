@@ -15,7 +15,10 @@ from .exec import running_binding
 
 
 def _run_log(found: run_store.Run, args: argparse.Namespace) -> int:
-    """A run's output: live from the engine while it runs with -f, else its kept run.log."""
+    """A run's output: live from the engine while it runs with -f, else its kept run.log. A
+    Slurm run's log is followed in its data dir (the node's engine is not this machine's)."""
+    if args.follow and found.backend == "slurm" and found.state in ("queued", "running"):
+        return _follow_file(found)
     if args.follow and found.state == "running" and found.container:
         Engine().logs(found.container, follow=True, tail=args.tail if args.tail is not None else "all",
                       output=sys.stdout.buffer)
@@ -36,3 +39,28 @@ def run(args: argparse.Namespace) -> int:
     Engine().logs(binding.container, follow=args.follow, tail=args.tail if args.tail is not None else "all",
                   output=sys.stdout.buffer)
     return 0
+
+
+def _follow_file(found: run_store.Run) -> int:
+    """Print the run's log as it grows, until its job has ended and all of it is out."""
+    import time
+    from pathlib import Path
+
+    from ..runs import slurm
+
+    info = worktrees.discover()
+    offset = 0
+    while True:
+        slurm.refresh(info)
+        current = run_store.load(info.common_dir).find(found.id)
+        path = Path(current.data_dir or "") / "logs" / "run.log"
+        if current.data_dir and path.is_file():
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+            offset += len(chunk)
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        if current.state not in ("queued", "running"):
+            return 0
+        time.sleep(0.5)

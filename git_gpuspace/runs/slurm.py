@@ -166,14 +166,22 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
                 if run.reason == "stopping":
                     run.state, run.reason = "stopped", None
                 elif code is None:
-                    run.state, run.reason = "failed", "the job ended without the run's exit code (cancelled, timed out " \
-                                                      "or the node failed)"
+                    run.state, run.reason = "failed", _how_it_ended(run.job)
                 else:
                     run.state, run.exit_code, run.reason = ("succeeded" if code == 0 else "failed"), code, None
                 events.append(f"{run.id} {run.state}" + (f" (exit {run.exit_code})" if run.exit_code is not None else ""))
         if events or watched:
             current.save()
     return events
+
+
+def _how_it_ended(job: str) -> str:
+    """Slurm's word for a job that ended without the run's exit code (it keeps ended jobs a few
+    minutes: MinJobAge), e.g. TIMEOUT, CANCELLED, NODE_FAIL."""
+    shown = subprocess.run([command("scontrol"), "show", "job", job], capture_output=True, text=True)
+    found = next((word.split("=", 1)[1] for word in shown.stdout.split() if word.startswith("JobState=")), "")
+    return f"{found} (the job ended without the run's exit code)" if found else \
+        "the job ended without the run's exit code (cancelled, timed out or its node failed)"
 
 
 def _exit_code(run: Run) -> int | None:
