@@ -258,6 +258,19 @@ def private_engine(docker_client):
     engine.close()
 
 
+def overlap(records) -> int:
+    """The most runs that were running at one moment."""
+    import datetime as dt
+
+    events = sorted([(dt.datetime.fromisoformat(r["started"]), 1) for r in records]
+                    + [(dt.datetime.fromisoformat(r["finished"]), -1) for r in records])
+    most = current = 0
+    for _, step in events:
+        current += step
+        most = max(most, current)
+    return most
+
+
 def wait_for(condition, timeout: float = 30.0) -> bool:
     """Poll `condition` (for what the hooks do in the background) until true or timed out."""
     import time

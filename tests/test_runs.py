@@ -11,24 +11,11 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import overlap, wait_for
 
 
 def runs(repo, *args):
     return json.loads(repo.ok("runs", "--json", *args).stdout)
-
-
-def overlap(records) -> int:
-    """The most runs that were running at one moment."""
-    import datetime as dt
-
-    events = sorted([(dt.datetime.fromisoformat(r["started"]), 1) for r in records]
-                    + [(dt.datetime.fromisoformat(r["finished"]), -1) for r in records])
-    most = current = 0
-    for _, step in events:
-        current += step
-        most = max(most, current)
-    return most
 
 
 def test_run_is_pinned_to_a_snapshot_and_exits_with_the_commands_code(repo, tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENGINE_REQUIRED, wait_for
+from conftest import ENGINE_REQUIRED, overlap, wait_for
 
 SLURM_CONF = Path(os.environ.get("GPUSPACE_TEST_DIR", "/var/lib/gpuspace-test")) / "slurm" / "slurm.conf"
 
@@ -32,18 +32,6 @@ def cluster(monkeypatch):
 
 def runs(repo, *args) -> list[dict]:
     return json.loads(repo.ok("runs", "--json", *args).stdout)
-
-
-def overlap(records) -> int:
-    import datetime as dt
-
-    events = sorted([(dt.datetime.fromisoformat(r["started"]), 1) for r in records]
-                    + [(dt.datetime.fromisoformat(r["finished"]), -1) for r in records])
-    most = current = 0
-    for _, step in events:
-        current += step
-        most = max(most, current)
-    return most
 
 
 def test_a_2x2_sweep_on_two_slurm_gpus(repo):
