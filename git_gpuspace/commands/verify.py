@@ -27,9 +27,10 @@ def run(args: argparse.Namespace) -> int:
     checks = _chosen(info, args.name, command)
     commits = _commits(info, args.target)
     from ..config import effective
-    from ..runs import slurm
 
-    backend = slurm.check_backend(args.backend or effective(state.load(info.common_dir).defaults, {})["backend"])
+    backend = args.backend or effective(state.load(info.common_dir).defaults, {})["backend"]
+    if backend not in ("local", "slurm"):
+        raise UsageError(f"unknown backend '{backend}'", hint="local or slurm")
     return check_commits(info, checks, commits, args.jobs, args.keep_going, args.force, backend=backend)
 
 
@@ -65,13 +66,14 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
             slurm.submit(info, [wanted[(check.name, c)] for c in commits if (check.name, c) in wanted],
                          state.load(info.common_dir).defaults, jobs)
     if wanted:
-        from ..runs import slurm
-        from ..runs.dispatch import dispatch
-
         try:
             if backend == "slurm":
+                from ..runs import slurm
+
                 slurm.follow(info, set(wanted.values()))
             else:
+                from ..runs.dispatch import dispatch
+
                 dispatch(info, set(wanted.values()), stop_on_failure=not keep_going)
         except KeyboardInterrupt:
             print("git-gpuspace: dispatching stopped; checks already started go on. `git gpuspace runs resume` "
