@@ -196,6 +196,7 @@ def make_env(base: Path, seed: str, image: str) -> dict[str, str]:
         PATH=os.pathsep.join([str(FAKES), str(gpuspace_script().parent), os.environ.get("PATH", "")]),
         FAKE_GPU_SEED=seed,
         FAKE_GPU_COUNT="8",
+        GPUSPACE_GPU_SOURCE="nvidia-smi",  # the stand-in, even where NVML would find real GPUs
         GIT_AUTHOR_NAME="Bench",
         GIT_AUTHOR_EMAIL="bench@example.com",
         GIT_COMMITTER_NAME="Bench",

@@ -1,8 +1,9 @@
 """Named points where tests inject faults, as git does with its GIT_TEST_* variables.
 
 GPUSPACE_FAULT_POINT=<name> and GPUSPACE_FAULT_ACTION=kill (SIGKILL this process, as a
-power cut would) or run:<shell command> (e.g. stop the engine mid-command). Unset, each
-checkpoint costs one dictionary lookup.
+power cut would), fail (an error there, as a full disk or a dead engine would give: what was
+made must be rolled back) or run:<shell command> (e.g. stop the engine mid-command). Unset,
+each checkpoint costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -18,5 +19,9 @@ def checkpoint(name: str) -> None:
     action = os.environ.get("GPUSPACE_FAULT_ACTION", "kill")
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "fail":
+        from .errors import GpuspaceError
+
+        raise GpuspaceError(f"injected failure at {name}")
     elif action.startswith("run:"):
         subprocess.run(action[len("run:"):], shell=True, check=False)

@@ -193,6 +193,7 @@ def _data_dir(settings: Settings, name: str, undo: Rollback, origin: tuple[Path,
         path, made = workspace.create_data_dir(root, name, origin)
     if made:
         undo.push(f"remove data dir {path}", lambda: shutil.rmtree(path, ignore_errors=True))
+        checkpoint("after-data-dir")
     names = {port.name for port in settings.ports}
     if "jupyter" in names:
         workspace.jupyter_token(path)

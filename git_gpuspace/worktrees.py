@@ -360,6 +360,7 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
                 if not added:
                     raise UsageError(f"a branch named '{checkout.branch}' already exists")
                 created_branch = True
+                checkpoint("after-branch-create")
                 if checkout.track:
                     _set_upstream(repo, checkout.branch, *checkout.track)
             path.mkdir(parents=True, exist_ok=True)

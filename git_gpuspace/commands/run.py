@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import gpus, state, worktrees
 from ..containers import Engine
 from ..errors import GpusUnavailable, UsageError
+from ..faults import checkpoint
 from ..lifecycle import Rollback, resolve_worktree
 from ..config import effective
 from ..runs import grid, slurm
@@ -148,9 +149,11 @@ def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: 
                 worktree = worktrees.add(info, Path(run.worktree), worktrees.Checkout(commit=commit))
                 undo.push(f"remove worktree {worktree.path}",
                           lambda w=worktree: worktrees.remove(info, w, force=True))
+                checkpoint("after-run-worktree")
                 ref = f"refs/gpuspace/runs/{run.id}"
                 worktrees.set_ref(info, ref, commit)  # nothing a run ran is garbage-collected
                 undo.push(f"delete {ref}", lambda r=ref: worktrees.delete_ref(info, r))
+                checkpoint("after-run-ref")
     except BaseException:
         with run_store.locked(info.common_dir) as runs:
             runs.runs = [run for run in runs.runs if run.id not in ids]
