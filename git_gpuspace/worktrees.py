@@ -45,6 +45,8 @@ def git(*args: str, cwd: Path | None = None, in_worktree: bool = False) -> subpr
         return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
     except FileNotFoundError:
+        if cwd is not None and not os.path.isdir(cwd):  # removed meanwhile (another command): git's failure
+            return subprocess.CompletedProcess(["git", *args], 128, "", f"fatal: cannot change to '{cwd}'")
         raise WorktreeError("git is not on PATH", hint="install git") from None
 
 

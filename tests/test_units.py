@@ -207,3 +207,11 @@ def test_the_pyxis_job_script_runs_the_container_through_srun(tmp_path):
     assert "/shared/d2:/data" in text and "0.01" in text
     plain = _script(info, runs[:1])
     assert "_slurm-task s-1" in plain and "srun" not in plain
+
+
+def test_git_in_a_directory_removed_meanwhile_is_a_git_failure_not_a_missing_git(tmp_path):
+    """A worktree another command just removed: `status` must not say that git is missing."""
+    from git_gpuspace import worktrees
+
+    result = worktrees.git("status", "--porcelain", cwd=tmp_path / "gone", in_worktree=True)
+    assert result.returncode == 128 and "cannot change to" in result.stderr
