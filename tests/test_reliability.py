@@ -187,7 +187,7 @@ def test_bound_containers_come_back_after_the_engine_is_killed(repo, tmp_path, p
     os.kill(private_engine.process.pid, signal.SIGKILL)
     private_engine.process.wait()
     private_engine.process = None
-    time.sleep(2)  # its containerd notices and goes, as after a crash
+    time.sleep(4)  # its containerd notices and goes, as after a crash
     private_engine.start()
 
     def states():
