@@ -23,7 +23,7 @@ from docker.utils.socket import STDOUT, frames_iter
 import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
-from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime, PortTaken, StateError
+from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime, PortTaken, StateError, UsageError
 from .model import Holder, Limits, PortMap, current_user, name_digest
 
 LABEL_REPO = "gpuspace.repo"  # the repo's common git dir: present on every container we own
@@ -214,6 +214,12 @@ class Engine:
                 return True
             except docker.errors.ImageNotFound:
                 return False
+            except docker.errors.APIError as error:
+                if error.status_code == 400:  # the engine's word on the reference itself
+                    raise UsageError(f"'{image}' is not a valid image reference ({_explain(error)})",
+                                     hint="name an image as NAME[:TAG] or NAME@DIGEST, e.g. pytorch/pytorch:2.7.0-"
+                                     "cuda12.6-cudnn9-runtime") from None
+                raise _translate(error, f"cannot look up image '{image}'") from None
 
     def pull(self, image: str, progress=sys.stderr) -> None:
         """Pull with one progress line per layer change; a failure is ImageUnavailable."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import secrets
 
+import pytest
+
 from conftest import TEST_IMAGE, container_env
 
 
@@ -133,3 +135,17 @@ def test_a_mount_inside_the_worktree_follows_git_worktree_move(repo, tmp_path):
     assert {m["Destination"]: m["Source"] for m in container.attrs["Mounts"]}["/datasets"] == str(new / "datasets")
     [record] = [r for r in repo.status() if r["branch"] == "dc"]
     assert record["state"] == "running" and record["path"] == str(new)
+
+
+@pytest.mark.parametrize("how", ["flag", "devcontainer.json"])
+def test_an_image_reference_the_engine_refuses_is_one_line_and_nothing_is_made(repo, tmp_path, how):
+    extra = []
+    if how == "flag":
+        extra = ["--image", "ubuntu:${X}"]
+    else:
+        commit_devcontainer(repo, '{"image": "ubuntu:bad reference"}')
+    before = repo.snapshot(tmp_path / "wts")
+    result = repo.gs("add", "-b", "img", str(tmp_path / "wts" / "img"), "--gpus", "none", *extra)
+    assert result.returncode == 2, result.stderr
+    assert "is not a valid image reference" in result.stderr and "internal error" not in result.stderr
+    assert repo.snapshot(tmp_path / "wts") == before and not (tmp_path / "wts" / "img").exists()
