@@ -12,6 +12,7 @@ exclusive GPU allocation.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -183,8 +184,10 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
         config.ports.append(_forward_port(path, entry))
     for entry in document.get("mounts") or []:
         mount = _mount(path, entry, expand)
-        if mount is None:
-            config.unsupported.append(f"mount {entry}")
+        if mount is None:  # named as the file writes it: a string, or an object's key=value pairs
+            shown = entry if isinstance(entry, str) else ",".join(f"{key}={value}" for key, value in entry.items()) \
+                if isinstance(entry, dict) else json.dumps(entry)
+            config.unsupported.append(f"mount {shown}")
             continue
         source, target, read_only = mount
         resolved = Path(source).resolve()  # mounted as resolved now: a later symlink swap is caught at use

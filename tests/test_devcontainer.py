@@ -149,3 +149,10 @@ def test_an_image_reference_the_engine_refuses_is_one_line_and_nothing_is_made(r
     assert result.returncode == 2, result.stderr
     assert "is not a valid image reference" in result.stderr and "internal error" not in result.stderr
     assert repo.snapshot(tmp_path / "wts") == before and not (tmp_path / "wts" / "img").exists()
+
+
+def test_a_mount_that_is_not_applied_is_named_as_the_file_writes_it(repo, tmp_path):
+    commit_devcontainer(repo, '{"image": "gpuspace-test:latest", "mounts": [{"type": "volume", "target": "/cache2"}]}')
+    added = repo.gs("add", "-b", "vol", str(tmp_path / "vol"), "--gpus", "none")
+    assert added.returncode == 0, added.stderr
+    assert "mount type=volume,target=/cache2" in added.stderr and "{'" not in added.stderr
