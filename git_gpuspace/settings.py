@@ -65,6 +65,10 @@ def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontai
     hosts = [port.host_port for port in ports if port.host_port is not None]
     if len(set(hosts)) != len(hosts):
         raise UsageError("the same host port is asked for twice")
+    if ports and extra.get("host_options", {}).get("network_mode") == "host":
+        raise UsageError(f"ports ({', '.join(names)}) cannot be published with runArgs --network host: the "
+                         f"container uses the host's ports directly", hint="drop one of them from devcontainer.json "
+                         "(or the --jupyter/--ssh/--port flags)")
     return Settings(
         image=image,
         gpu_spec=str(merged["gpus"]),

@@ -156,3 +156,12 @@ def test_a_mount_that_is_not_applied_is_named_as_the_file_writes_it(repo, tmp_pa
     added = repo.gs("add", "-b", "vol", str(tmp_path / "vol"), "--gpus", "none")
     assert added.returncode == 0, added.stderr
     assert "mount type=volume,target=/cache2" in added.stderr and "{'" not in added.stderr
+
+
+def test_host_network_and_published_ports_are_refused_in_one_line(repo, tmp_path):
+    commit_devcontainer(repo, '{"image": "gpuspace-test:latest", "runArgs": ["--network=host"], "forwardPorts": [8888]}')
+    before = repo.snapshot(tmp_path / "wts")
+    result = repo.gs("add", "-b", "net", str(tmp_path / "wts" / "net"), "--gpus", "none", "--trust")
+    assert result.returncode == 2, result.stderr
+    assert "cannot be published with runArgs --network host" in result.stderr and "internal error" not in result.stderr
+    assert repo.snapshot(tmp_path / "wts") == before
