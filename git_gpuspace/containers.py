@@ -247,7 +247,7 @@ class Engine:
         try:
             with self._calls():
                 for event in self.api.build(path=str(context), dockerfile=str(dockerfile), tag=tag, buildargs=args,
-                                            rm=True, decode=True):
+                                            rm=True, forcerm=True, decode=True):  # forcerm: a failed step leaves no container
                     if "error" in event:
                         raise ImageUnavailable(f"building {dockerfile} failed: {event['error'].strip()}")
                     if event.get("stream", "").strip():

@@ -165,3 +165,16 @@ def test_host_network_and_published_ports_are_refused_in_one_line(repo, tmp_path
     assert result.returncode == 2, result.stderr
     assert "cannot be published with runArgs --network host" in result.stderr and "internal error" not in result.stderr
     assert repo.snapshot(tmp_path / "wts") == before
+
+
+def test_a_failed_build_leaves_no_container_behind(repo, tmp_path, docker_client):
+    folder = repo.path / ".devcontainer"
+    folder.mkdir()
+    (folder / "Dockerfile").write_text(f"FROM {TEST_IMAGE}\nRUN echo {secrets.token_hex(4)} && false\n")
+    (folder / "devcontainer.json").write_text('{"build": {"dockerfile": "Dockerfile"}}')
+    repo.git("add", ".")
+    repo.git("commit", "-q", "-m", "a build that fails")
+    before = {c.id for c in docker_client.containers.list(all=True)}
+    result = repo.gs("add", "-b", "b", str(tmp_path / "b"), "--gpus", "none", "--trust")
+    assert result.returncode != 0 and "failed" in result.stderr
+    assert {c.id for c in docker_client.containers.list(all=True)} - before == set()  # not even the step's
