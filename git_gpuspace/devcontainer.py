@@ -201,9 +201,10 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
         else:
             config.skipped.append("postCreateCommand")
     requirements = document.get("hostRequirements") or {}
-    if isinstance(requirements, dict) and "gpu" in requirements:
-        gpu = requirements["gpu"]
-        config.gpu = True if isinstance(gpu, dict) else gpu
+    if isinstance(requirements, dict):
+        if "gpu" in requirements:
+            gpu = requirements["gpu"]
+            config.gpu = True if isinstance(gpu, dict) else gpu
         config.unsupported += [f"hostRequirements.{key}" for key in requirements if key != "gpu"]
     _run_args(path, document.get("runArgs") or [], config, trust, repo_root, worktree)
     return config

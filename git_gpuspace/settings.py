@@ -168,6 +168,10 @@ def settings_for_worktree(
     (`trust_it`: --trust, which records that trust); its notices go to stderr."""
     path = devcontainer.locate(worktree.path, devcontainer_name)
     if path is None:
+        named = sorted(p.parent.name for p in (worktree.path / ".devcontainer").glob("*/devcontainer.json"))
+        if named and notices:  # only named configurations: none is taken unless one is chosen
+            print(f"git-gpuspace: .devcontainer has configurations {', '.join(named)} and no default one; "
+                  f"none was used (--devcontainer {named[0]} chooses one)", file=sys.stderr)
         return settings_from(repo_defaults, flags, share)
     content = devcontainer.read(path, worktree.path, info.anchor)
     if trust_it:

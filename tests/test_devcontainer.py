@@ -178,3 +178,15 @@ def test_a_failed_build_leaves_no_container_behind(repo, tmp_path, docker_client
     result = repo.gs("add", "-b", "b", str(tmp_path / "b"), "--gpus", "none", "--trust")
     assert result.returncode != 0 and "failed" in result.stderr
     assert {c.id for c in docker_client.containers.list(all=True)} - before == set()  # not even the step's
+
+
+def test_nothing_of_a_devcontainer_is_dropped_silently(repo, tmp_path):
+    commit_devcontainer(repo, '{"image": "gpuspace-test:latest", "hostRequirements": {"cpus": 8, "memory": "32gb"}}')
+    added = repo.gs("add", "-b", "req", str(tmp_path / "req"), "--gpus", "none")
+    assert "hostRequirements.cpus" in added.stderr and "hostRequirements.memory" in added.stderr, added.stderr
+    repo.git("rm", "-q", "-r", ".devcontainer")
+    repo.git("commit", "-q", "-m", "only named ones")
+    commit_devcontainer(repo, '{"image": "gpuspace-test:latest"}', name="gpu")
+    named = repo.gs("add", "-b", "named", str(tmp_path / "named"), "--gpus", "none")
+    assert named.returncode == 0, named.stderr
+    assert "configurations gpu and no default one" in named.stderr and "--devcontainer gpu" in named.stderr
