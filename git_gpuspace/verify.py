@@ -39,7 +39,6 @@ class Check:
 class Verdict:
     passed: bool
     text: str
-    checked: str | None = None  # the commit whose run gave it
     own: bool = True  # False: found by the commit's tree, from another commit with that tree
 
     @property
@@ -139,5 +138,4 @@ def _tree(repo, commit: str) -> bytes:
 
 def _parse(raw: bytes, own: bool = True) -> Verdict:
     text = raw.decode(errors="replace")
-    commit = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("commit:")), None)
-    return Verdict(text.split("\n", 1)[0].strip() == "pass", text, commit, own)
+    return Verdict(text.split("\n", 1)[0].strip() == "pass", text, own)

@@ -35,12 +35,17 @@ HEADS = b"refs/heads/"
 ZERO = b"0" * 40
 
 
+def own_env() -> dict[str, str]:
+    """The environment without what names another repository to git (GIT_DIR and the like)."""
+    return {key: value for key, value in os.environ.items()
+            if key not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")}
+
+
 def git(*args: str, cwd: Path | None = None, in_worktree: bool = False) -> subprocess.CompletedProcess:
     """The git CLI, for what must read exactly as git reads it (revision syntax with reflogs,
     the status `git worktree remove` checks, the committer identity). It sees the environment
     the user gave us (GIT_DIR and all), except `in_worktree`: then the worktree at `cwd`."""
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")} if in_worktree else None
+    env = own_env() if in_worktree else None
     try:
         return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL)
@@ -411,8 +416,7 @@ def run_post_checkout(info: RepoInfo, worktree: Worktree) -> int:
     hook = hooks / "post-checkout"
     if not (hook.is_file() and os.access(hook, os.X_OK)):
         return 0
-    env = {key: value for key, value in os.environ.items() if key not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
-    env[ADDING] = str(worktree.path)
+    env = {**own_env(), ADDING: str(worktree.path)}
     try:
         return subprocess.run([str(hook), ZERO.decode(), worktree.head or ZERO.decode(), "1"], cwd=worktree.path,
                               env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False).returncode

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[str], jobs: int = 1,
-                  keep_going: bool = False, force: bool = False, quiet: bool = False, backend: str = "local") -> int:
+                  keep_going: bool = False, force: bool = False, backend: str = "local") -> int:
     """Each check on each commit (oldest first): a tree already checked gets that verdict, the
     rest are queued and dispatched here. One line per commit and check; 0 when all pass."""
     wanted: dict[tuple[str, str], str] = {}  # (check, commit) -> run id
@@ -89,10 +89,9 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
             run = runs.get(wanted.get((check.name, commit), ""))
             word = found.word if found else ("not run" if run is None or run.state == "stopped" else run.state)
             all_passed &= word == "pass"
-            if not quiet:
-                cached = " (cached)" if found and (check.name, commit) not in wanted else ""
-                label = f" [{check.name}]" if len(checks) > 1 else ""
-                print(f"{commit[:7]} {word}{cached}{label} {subjects.get(commit, '')}")
+            cached = " (cached)" if found and (check.name, commit) not in wanted else ""
+            label = f" [{check.name}]" if len(checks) > 1 else ""
+            print(f"{commit[:7]} {word}{cached}{label} {subjects.get(commit, '')}")
     return 0 if all_passed else 1
 
 
