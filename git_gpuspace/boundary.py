@@ -34,12 +34,13 @@ Bind = tuple[str, str, bool]  # (host path, container path, read-only)
 
 
 def git_binds(worktree: Path, common_dir: Path, main: bool, admin_id: str | None,
-              hooks_path: str | None = None) -> list[Bind]:
+              hooks_path: str | None = None, workspace: str = WORKSPACE) -> list[Bind]:
     """The mounts that give a container this worktree's git, protected as above.
 
-    `admin_id`: a linked worktree's admin dir name under `worktrees/`.
+    `admin_id`: a linked worktree's admin dir name under `worktrees/`; `workspace`: where the
+    worktree is mounted.
     """
-    target = Path(WORKSPACE, ".git") if main else common_dir
+    target = Path(workspace, ".git") if main else common_dir
     binds: list[Bind] = [(str(common_dir), str(target), True)]
     for name in WRITABLE:
         path = common_dir / name
@@ -53,11 +54,11 @@ def git_binds(worktree: Path, common_dir: Path, main: bool, admin_id: str | None
         (admin / "config.worktree").touch()  # exists, so that it is mounted read-only (git ignores it unless enabled)
         binds += [(str(admin / name), str(admin / name), True) for name in PINNED if (admin / name).is_file()]
         binds += _module_binds(admin / "modules")
-        binds.append((str(worktree / ".git"), f"{WORKSPACE}/.git", True))
+        binds.append((str(worktree / ".git"), f"{workspace}/.git", True))
     hooks = _hooks_inside(worktree, hooks_path)
     if hooks is not None:
         hooks.mkdir(parents=True, exist_ok=True)
-        binds.append((str(hooks), f"{WORKSPACE}/{hooks.relative_to(worktree)}", True))
+        binds.append((str(hooks), f"{workspace}/{hooks.relative_to(worktree)}", True))
     return binds
 
 

@@ -53,8 +53,12 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     # (host path, container path, read-only): the git dir as boundary.py lays it out, data, caches
     binds: list[tuple[str, str, bool]] = field(default_factory=list)
-    command: list[str] = field(default_factory=list)  # the first process; it keeps the container up
+    command: list[str] | None = field(default_factory=list)  # the first process (None: the image's own)
     host_options: dict = field(default_factory=dict)  # trusted extras for the host config (privileged, ...)
+    volumes: list[tuple[str, str, str, bool]] = field(default_factory=list)  # (volume|tmpfs, source, target, ro)
+    workspace: str = WORKSPACE  # where the worktree is mounted
+    workdir: str = WORKSPACE
+    user: str | None = None  # the image's user unless the uid mapping runs the invoking user
     # a binding's comes back with the engine (after a crash or a reboot too) unless `stop` said
     # otherwise; a run's does not (it is then interrupted), nor one made with --no-start
     restart: bool = True
@@ -208,12 +212,19 @@ class Engine:
         return {port["PublicPort"] for entry in found for port in entry.get("Ports") or [] if port.get("PublicPort")}
 
     def has_image(self, image: str) -> bool:
+        return self.image_attrs(image) is not None
+
+    def image_id(self, image: str) -> str | None:
+        attrs = self.image_attrs(image)
+        return attrs["Id"] if attrs else None
+
+    def image_attrs(self, image: str) -> dict | None:
+        """The engine's inspect of a local image; None when there is none of that name."""
         with self._calls():
             try:
-                self.api.inspect_image(image)
-                return True
+                return self.api.inspect_image(image)
             except docker.errors.ImageNotFound:
-                return False
+                return None
             except docker.errors.APIError as error:
                 if error.status_code == 400:  # the engine's word on the reference itself
                     raise UsageError(f"'{image}' is not a valid image reference ({_explain(error)})",
@@ -241,19 +252,42 @@ class Engine:
         except docker.errors.APIError as error:
             raise ImageUnavailable(f"cannot pull image '{image}': {_explain(error)}", hint=_PULL_HINT) from None
 
-    def build(self, context: Path, dockerfile: Path, tag: str, args: dict[str, str], progress=sys.stderr) -> None:
-        """Build with the engine, showing its output; a failure is ImageUnavailable."""
-        print(f"Building {tag} from {dockerfile} ...", file=progress, flush=True)
+    def build(self, context: Path, dockerfile: Path, tag: str, args: dict[str, str], progress=sys.stderr,
+              what: str | None = None, **options) -> None:
+        """Build with the engine, showing its output; a failure is ImageUnavailable. `options`:
+        the SDK's build() arguments (target, cache_from, labels, extra_hosts, ...)."""
+        what = what or str(dockerfile)
+        print(f"Building {tag} from {what} ...", file=progress, flush=True)
         try:
             with self._calls():
                 for event in self.api.build(path=str(context), dockerfile=str(dockerfile), tag=tag, buildargs=args,
-                                            rm=True, forcerm=True, decode=True):  # forcerm: a failed step leaves no container
+                                            rm=True, forcerm=True, decode=True,  # forcerm: a failed step leaves no container
+                                            **{key: value for key, value in options.items() if value}):
                     if "error" in event:
-                        raise ImageUnavailable(f"building {dockerfile} failed: {event['error'].strip()}")
+                        raise ImageUnavailable(f"building {what} failed: {event['error'].strip()}")
                     if event.get("stream", "").strip():
                         print(f"  {event['stream'].rstrip()}", file=progress, flush=True)
         except docker.errors.APIError as error:
-            raise ImageUnavailable(f"building {dockerfile} failed: {_explain(error)}") from None
+            raise ImageUnavailable(f"building {what} failed: {_explain(error)}") from None
+
+    def volume_options(self, name: str) -> dict:
+        """An existing volume's driver options ({} for a plain or a missing volume)."""
+        with self._calls():
+            try:
+                return self.api.inspect_volume(name).get("Options") or {}
+            except docker.errors.NotFound:
+                return {}
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot look up volume '{name}'") from None
+
+    def container_env(self, name: str) -> dict[str, str]:
+        """The container's environment (the image's and ours), for `${containerEnv:VAR}`."""
+        with self._calls():
+            try:
+                pairs = self.api.inspect_container(name)["Config"].get("Env") or []
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot inspect container '{name}'") from None
+        return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
 
     def ensure_image(self, image: str) -> None:
         if not self.has_image(image):
@@ -263,9 +297,11 @@ class Engine:
         user, identity_env, tmpfs = _identity()
         host_config = self.api.create_host_config(
             mounts=[
-                Mount(target=WORKSPACE, source=str(spec.worktree), type="bind"),
+                Mount(target=spec.workspace, source=str(spec.worktree), type="bind"),
                 *(Mount(target=target, source=source, type="bind", read_only=read_only)
                   for source, target, read_only in spec.binds),
+                *(Mount(target=target, source=source or None, type=kind, read_only=read_only)
+                  for kind, source, target, read_only in spec.volumes),
             ],
             port_bindings={f"{p.container_port}/tcp": (p.address, p.host_port) for p in spec.ports},
             device_requests=[DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
@@ -288,8 +324,8 @@ class Engine:
                     command=spec.command,
                     name=spec.name,
                     labels=spec.labels,
-                    working_dir=WORKSPACE,
-                    user=user,
+                    working_dir=spec.workdir,
+                    user=user or spec.user,
                     environment={**identity_env, **spec.env},
                     ports=[port.container_port for port in spec.ports],
                     host_config=host_config,
@@ -313,8 +349,9 @@ class Engine:
             except docker.errors.APIError as error:
                 raise _translate(error, f"cannot update container '{name}'") from None
 
-    def exec(self, name: str, command: list[str], env: dict[str, str], output=None, stdin=None) -> tuple[int, bytes]:
-        """Run `command` in the container at /workspace, without a TTY; stream or capture its output.
+    def exec(self, name: str, command: list[str], env: dict[str, str], output=None, stdin=None,
+             user: str | None = None) -> tuple[int, bytes]:
+        """Run `command` in the container's working dir, without a TTY; stream or capture its output.
 
         With `output` (a pair of binary streams for stdout and stderr) the output goes there as it
         comes and the returned bytes are empty; otherwise stdout and stderr are captured together.
@@ -322,8 +359,8 @@ class Engine:
         """
         with self._calls():
             try:
-                created = self.api.exec_create(name, command, environment=env, workdir=WORKSPACE,
-                                               stdin=stdin is not None)
+                created = self.api.exec_create(name, command, environment=env, stdin=stdin is not None,
+                                               user=user or "")
                 captured = bytearray()
                 if stdin is not None:
                     frames = self._exec_with_input(created["Id"], stdin)
@@ -431,7 +468,9 @@ class Engine:
             except docker.errors.APIError:
                 pass  # not running, or stuck: remove(force) below settles it
             try:
-                self.api.remove_container(name, force=True)
+                # v: its anonymous volumes too (a devcontainer.json mount without a source), as
+                # `docker run --rm` does; named volumes are kept
+                self.api.remove_container(name, force=True, v=True)
             except docker.errors.NotFound:
                 pass
             except docker.errors.APIError as error:

@@ -1,11 +1,13 @@
-"""`.devcontainer/devcontainer.json`: what ML repos put there, taken as far as it is safe.
+"""`.devcontainer/devcontainer.json`: read as the reference implementation (devcontainers/cli)
+reads it, and taken as far as it is safe.
 
 The file comes from the repository, so it is untrusted until the user trusts its content
 (`git gpuspace trust`, or `--trust`; see trust.py). Untrusted, the container is made with the
 safe subset: no lifecycle commands, no `${localEnv:...}` (the host's environment stays on the
 host), and no privileged mode, host namespaces, capabilities, devices, Docker socket or host
 paths outside the repository. What is skipped is named in one notice, with the command that
-trusts the file; what we do not support in another. `--gpus` in runArgs never overrides the
+trusts the file; what we do not support in another; a configuration we cannot make as written
+(a Compose one) is refused before anything is made. `--gpus` in runArgs never overrides the
 exclusive GPU allocation.
 """
 
@@ -19,17 +21,28 @@ import shlex
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import json5
 
+from . import features as features_module
 from .errors import UsageError
-from .model import PortRequest
+from .model import PortRequest, mount_parts, mount_text
+from .workspace import CACHE_MOUNT, DATA_MOUNT
 
 MAX_BYTES = 1 << 20  # a devcontainer.json is a few KiB; a huge one is an attack on the parser
-SUPPORTED = {"name", "image", "build", "containerEnv", "forwardPorts", "mounts", "postCreateCommand",
-             "hostRequirements", "runArgs"}
+DEFAULT_WORKSPACE = "/workspace"
+# In the order the spec runs them: the first three once, after the container's first start;
+# postStartCommand after every start.
+LIFECYCLE = ("onCreateCommand", "updateContentCommand", "postCreateCommand", "postStartCommand")
+SUPPORTED = {"name", "image", "build", "dockerFile", "context", "containerEnv", "forwardPorts", "mounts",
+             "hostRequirements", "runArgs", "features", "remoteUser", "containerUser", "workspaceFolder",
+             "workspaceMount", "overrideCommand", "init", "privileged", "capAdd", "securityOpt", *LIFECYCLE,
+             "waitFor",  # every command has finished before `add` returns, so any waitFor holds
+             "$schema"}  # names the schema, asks for nothing
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "0.0.0.0", "::1")
+_VARIABLE = re.compile(r"\$\{(.*?)\}")  # as the reference: non-greedy, the name may carry ":args"
 
 
 @dataclass
@@ -37,23 +50,60 @@ class Build:
     dockerfile: Path
     context: Path
     args: dict[str, str]
+    target: str | None = None
+    cache_from: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # Docker SDK build() arguments from build.options
 
-    def tag(self) -> str:
-        """Content-addressed: same Dockerfile, args and context files, same tag, so a built
-        image is reused (by any worktree) while nothing it is made of changed."""
+    def base_images(self) -> list[str]:
+        """The images the Dockerfile starts from (its FROM lines, build args filled in), so that a
+        changed base image makes a new build."""
+        return base_images(self.dockerfile.read_text(errors="replace"), self.args)
+
+    def tag(self, base_ids: dict[str, str]) -> str:
+        """Content-addressed: same Dockerfile, args, target, options, base images and context
+        files, same tag, so a built image is reused (by any worktree) while nothing it is made
+        of changed."""
         digest = hashlib.sha256()
         digest.update(self.dockerfile.read_bytes())
-        digest.update(repr(sorted(self.args.items())).encode())
+        digest.update(repr((sorted(self.args.items()), self.target, self.cache_from,
+                            sorted(self.options.items()), sorted(base_ids.items()))).encode())
         for root, dirs, files in os.walk(self.context):  # does not descend into symlinked dirs
             dirs[:] = sorted(d for d in dirs if d != ".git")
             for name in sorted(files):
                 path = Path(root) / name
                 digest.update(f"{path.relative_to(self.context)}\0".encode())
-                digest.update(_content_of(path))
+                digest.update(content_of(path))
         return f"gpuspace-build/devcontainer:{digest.hexdigest()[:16]}"
 
 
-def _content_of(path: Path) -> bytes:
+def base_images(dockerfile: str, args: dict[str, str]) -> list[str]:
+    """FROM images of a Dockerfile, `ARG` defaults and build args substituted; stage names and
+    `scratch` are not images."""
+    values: dict[str, str] = {}
+    stages: set[str] = set()
+    images = []
+    for line in re.sub(r"\\\n", " ", dockerfile).splitlines():
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        instruction = words[0].upper()
+        if instruction == "ARG" and not images and len(words) > 1:
+            name, _, default = words[1].partition("=")
+            values[name] = args.get(name, default.strip("\"'"))
+        elif instruction == "FROM":
+            rest = [word for word in words[1:] if not word.startswith("--")]
+            if not rest:
+                continue
+            image = re.sub(r"\$\{?(\w+)(?::-([^}]*))?\}?",
+                           lambda m: values.get(m.group(1)) or m.group(2) or "", rest[0])
+            if len(rest) >= 3 and rest[1].upper() == "AS":
+                stages.add(rest[2].lower())
+            if image.lower() not in stages and image != "scratch" and image not in images:
+                images.append(image)
+    return images
+
+
+def content_of(path: Path) -> bytes:
     """What the build would take of an entry: a link's target text, a regular file's bytes; a
     device or FIFO only by its kind (reading /dev/zero or a FIFO would never end)."""
     try:
@@ -76,16 +126,23 @@ class Devcontainer:
     path: Path
     image: str | None = None
     build: Build | None = None
+    features: list[features_module.Feature] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     ports: list[PortRequest] = field(default_factory=list)
-    mounts: list[str] = field(default_factory=list)  # "source:target[:ro]"
-    post_create: Any = None
+    mounts: list[str] = field(default_factory=list)  # as model.mount_text writes them
+    lifecycle: dict[str, Any] = field(default_factory=dict)  # trusted only: LIFECYCLE key -> command
+    override_command: bool = True
+    workspace: str | None = None  # where the worktree is mounted (workspaceMount / workspaceFolder)
+    workdir: str | None = None  # workspaceFolder: where commands start
+    container_user: str | None = None
+    remote_user: str | None = None
     gpu: Any = None  # hostRequirements.gpu: True, "optional", a count, or None
     layer: dict[str, Any] = field(default_factory=dict)  # settings it gives: memory, cpus, shm_size
-    host_options: dict[str, Any] = field(default_factory=dict)  # trusted runArgs: privileged, cap_add, ...
+    host_options: dict[str, Any] = field(default_factory=dict)  # trusted: privileged, cap_add, ...
     unsupported: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # what only a trusted file may ask for
     worktree: Path | None = None
+    trusted: bool = False
 
     def notices(self) -> list[str]:
         lines = []
@@ -131,8 +188,79 @@ def read(path: Path, worktree: Path, repo_root: Path) -> bytes:
     return content
 
 
-def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: bool) -> Devcontainer:
-    """Parse `content` (the bytes of `path`); `trust`: the user trusts exactly these bytes."""
+def devcontainer_id(path: Path, worktree: Path) -> str:
+    """`${devcontainerId}` as the reference computes it: the sha256 of its id labels as JSON
+    (keys sorted), in base 32, 52 digits. Stable across rebuilds of one worktree's container."""
+    labels = {"devcontainer.config_file": str(path), "devcontainer.local_folder": str(worktree)}
+    text = json.dumps(dict(sorted(labels.items())), separators=(",", ":"), ensure_ascii=False)
+    number = int(hashlib.sha256(text.encode("utf-8")).hexdigest(), 16)
+    digits = ""
+    while number:
+        number, digit = divmod(number, 32)
+        digits = "0123456789abcdefghijklmnopqrstuv"[digit] + digits
+    return digits.rjust(52, "0")
+
+
+class Substitution:
+    """The spec's variables, in every string of the file. `${containerEnv:VAR}` is left for
+    later (it is known only once the container exists: see `container_substitute`); the host's
+    environment (`localEnv`, `env`) is read only for a trusted file."""
+
+    def __init__(self, config: Devcontainer, worktree: Path, trust: bool) -> None:
+        self.config, self.trust = config, trust
+        self.variables = {
+            "localWorkspaceFolder": str(worktree),
+            "localWorkspaceFolderBasename": worktree.name,
+            "devcontainerId": devcontainer_id(config.path, worktree),
+        }
+
+    def set_container_folder(self, folder: str) -> None:
+        self.variables["containerWorkspaceFolder"] = folder
+        self.variables["containerWorkspaceFolderBasename"] = Path(folder).name
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return _VARIABLE.sub(self._replace, value)
+        if isinstance(value, list):
+            return [self(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self(item) for key, item in value.items()}
+        return value
+
+    def _replace(self, match: re.Match) -> str:
+        name, *args = match.group(1).split(":")
+        if name in ("localEnv", "env"):
+            if not args or not args[0]:
+                raise UsageError(f"{self.config.path}: '{match.group(0)}' names no environment variable")
+            default = args[1] if len(args) > 1 else ""
+            if not self.trust:
+                _once(self.config.skipped, match.group(0))  # the host's environment is not the repo's to read
+                return default
+            return os.environ.get(args[0], default)
+        return self.variables.get(name, match.group(0))
+
+
+def container_substitute(value: Any, container_env: dict[str, str]) -> Any:
+    """`${containerEnv:VAR[:default]}` from the container's own environment."""
+    if isinstance(value, list):
+        return [container_substitute(item, container_env) for item in value]
+    if isinstance(value, dict):
+        return {key: container_substitute(item, container_env) for key, item in value.items()}
+    if not isinstance(value, str):
+        return value
+
+    def replace(match: re.Match) -> str:
+        name, *args = match.group(1).split(":")
+        if name != "containerEnv" or not args:
+            return match.group(0)
+        return container_env.get(args[0], args[1] if len(args) > 1 else "")
+    return _VARIABLE.sub(replace, value)
+
+
+def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: bool,
+         fetch: Callable[[str], Path] | None = None) -> Devcontainer:
+    """Parse `content` (the bytes of `path`); `trust`: the user trusts exactly these bytes.
+    `fetch`: brings a registry feature's folder (features.fetch_oci unless told)."""
     try:
         document = json5.loads(content.decode("utf-8"))
     except UnicodeDecodeError as error:
@@ -141,65 +269,48 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
         raise UsageError(f"{path} is not valid JSON with comments: {error}") from None
     if not isinstance(document, dict):
         raise UsageError(f"{path}: the top level must be an object")
-    config = Devcontainer(path=path, worktree=worktree)
+    if "dockerComposeFile" in document:
+        raise UsageError(f"{path}: a Compose-based configuration (dockerComposeFile, service) is not supported; "
+                         f"nothing was made",
+                         hint="give the worktree a devcontainer.json with \"image\" or \"build\" (or choose one with "
+                              "--devcontainer NAME), or pass --image")
+    config = Devcontainer(path=path, worktree=worktree, trusted=trust)
     config.unsupported = sorted(key for key in document if key not in SUPPORTED)
+    substitute = Substitution(config, worktree, trust)
+    _workspace(path, document, config, substitute, repo_root)
+    substitute.set_container_folder(config.workdir or config.workspace or DEFAULT_WORKSPACE)
+    document = substitute(document)
     base = path.parent
-    variables = {
-        "localWorkspaceFolder": str(worktree),
-        "localWorkspaceFolderBasename": worktree.name,
-        "containerWorkspaceFolder": "/workspace",
-        "containerWorkspaceFolderBasename": "workspace",
-    }
-
-    def local_env(match: re.Match) -> str:
-        if trust:
-            return os.environ.get(match.group(1), match.group(2) or "")
-        _once(config.skipped, match.group(0))  # the host's environment is not the repo's to read
-        return match.group(2) or ""
-
-    def expand(value: Any) -> str:
-        text = re.sub(r"\$\{localEnv:([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}", local_env, str(value))
-        return re.sub(r"\$\{([A-Za-z]+)\}", lambda m: variables.get(m.group(1), m.group(0)), text)
 
     if "image" in document:
         config.image = _string(path, "image", document["image"])
-    if "build" in document:
-        build = document["build"]
-        if not isinstance(build, dict):
-            raise UsageError(f"{path}: 'build' must be an object")
-        dockerfile = base / _string(path, "build.dockerfile", build.get("dockerfile", "Dockerfile"))
-        context = (base / _string(path, "build.context", build.get("context", "."))).resolve()
-        for what, where in (("dockerfile", dockerfile), ("context", context)):
-            if not inside(where.resolve(), repo_root, worktree):
-                raise UsageError(f"{path}: build.{what} {where} is outside the repository")
-        if not dockerfile.is_file():
-            raise UsageError(f"{path}: build.dockerfile {dockerfile} does not exist")
-        config.build = Build(dockerfile.resolve(), context, {str(k): expand(v) for k, v in (build.get("args") or {}).items()})
-        config.unsupported += [f"build.{key}" for key in build if key not in ("dockerfile", "context", "args")]
+    if "build" in document or "dockerFile" in document:
+        config.build = _build(path, document, base, repo_root, worktree, trust, config)
     env = document.get("containerEnv") or {}
     if not isinstance(env, dict):
         raise UsageError(f"{path}: 'containerEnv' must be an object")
-    config.env = {str(key): expand(value) for key, value in env.items()}
-    for entry in document.get("forwardPorts") or []:
-        config.ports.append(_forward_port(path, entry))
+    config.env = {str(key): _env_text(path, key, value) for key, value in env.items()}
+    _ports(path, document.get("forwardPorts") or [], config)
     for entry in document.get("mounts") or []:
-        mount = _mount(path, entry, expand)
-        if mount is None:  # named as the file writes it: a string, or an object's key=value pairs
-            shown = entry if isinstance(entry, str) else ",".join(f"{key}={value}" for key, value in entry.items()) \
-                if isinstance(entry, dict) else json.dumps(entry)
-            config.unsupported.append(f"mount {shown}")
-            continue
-        source, target, read_only = mount
-        resolved = Path(source).resolve()  # mounted as resolved now: a later symlink swap is caught at use
-        if not trust and (resolved.as_posix() in DOCKER_SOCKETS or not inside(resolved, repo_root, worktree)):
-            config.skipped.append(f"mount of {source}")
-            continue
-        config.mounts.append(f"{resolved}:{target}" + (":ro" if read_only else ""))
-    if "postCreateCommand" in document:
-        if trust:
-            config.post_create = document["postCreateCommand"]
-        else:
-            config.skipped.append("postCreateCommand")
+        _take_mount(path, entry, config, trust, repo_root, worktree)
+    for key in LIFECYCLE:
+        if key in document:
+            _check_command(path, key, document[key])
+            if trust:
+                config.lifecycle[key] = document[key]
+            else:
+                config.skipped.append(key)
+    for key in ("initializeCommand", "postAttachCommand"):
+        if key in config.unsupported:  # named with why
+            config.unsupported[config.unsupported.index(key)] = f"{key} ({_WHY_NOT[key]})"
+    if "overrideCommand" in document:
+        if not isinstance(document["overrideCommand"], bool):
+            raise UsageError(f"{path}: 'overrideCommand' must be true or false")
+        config.override_command = document["overrideCommand"]
+    for key, attribute in (("containerUser", "container_user"), ("remoteUser", "remote_user")):
+        if key in document:
+            setattr(config, attribute, _string(path, key, document[key]))
+    _host_fields(path, document, config, trust)
     requirements = document.get("hostRequirements") or {}
     if isinstance(requirements, dict):
         if "gpu" in requirements:
@@ -207,7 +318,268 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
             config.gpu = True if isinstance(gpu, dict) else gpu
         config.unsupported += [f"hostRequirements.{key}" for key in requirements if key != "gpu"]
     _run_args(path, document.get("runArgs") or [], config, trust, repo_root, worktree)
+    features = document.get("features") or {}
+    if not isinstance(features, dict):
+        raise UsageError(f"{path}: 'features' must be an object (feature id -> options)")
+    for key, options in features.items():
+        feature = features_module.resolve(path, key, options, base, repo_root, worktree, fetch)
+        if feature is None:
+            config.unsupported.append(f"feature {key} (only a local folder or an OCI reference)")
+            continue
+        config.features.append(feature)
+        _feature_contributions(path, feature, config, trust, repo_root, worktree)
     return config
+
+
+_WHY_NOT = {"initializeCommand": "it runs on the host", "postAttachCommand": "nothing attaches"}
+
+
+def _workspace(path: Path, document: dict, config: Devcontainer, substitute: Substitution, repo_root: Path) -> None:
+    """workspaceMount (the worktree itself, mounted elsewhere) and workspaceFolder (where commands
+    start; the mount's target when there is no workspaceMount). A workspaceMount of anything else
+    is named and both are left, so that nothing is half-applied."""
+    folder = substitute(document.get("workspaceFolder"))
+    mount = substitute(document.get("workspaceMount"))
+    if folder is not None:
+        _container_path(path, "workspaceFolder", _string(path, "workspaceFolder", folder))
+    if mount is not None:
+        fields = _mount_fields(path, mount)
+        source = fields.get("source") or fields.get("src") or ""
+        target = fields.get("target") or fields.get("destination") or fields.get("dst") or ""
+        if fields.get("type", "volume") != "bind" or not source or Path(source).resolve() != config.worktree.resolve():
+            config.unsupported.append(f"workspaceMount {_shown(mount)} (only the worktree itself can be mounted)"
+                                      + (", so workspaceFolder too" if folder is not None else ""))
+            return
+        config.workspace = _container_path(path, "workspaceMount target", target)
+    if folder is not None:
+        config.workdir = folder
+        config.workspace = config.workspace or folder
+
+
+def _container_path(path: Path, key: str, value: str) -> str:
+    if not value.startswith("/") or value.rstrip("/") == "" or ".." in value.split("/"):
+        raise UsageError(f"{path}: {key} {value!r} must be an absolute path in the container, not /")
+    return value.rstrip("/")
+
+
+def _build(path: Path, document: dict, base: Path, repo_root: Path, worktree: Path, trust: bool,
+           config: Devcontainer) -> Build:
+    """`build` (dockerfile, context, args, target, cacheFrom, options), or the older top-level
+    `dockerFile` / `context`."""
+    build = document.get("build", {})
+    if not isinstance(build, dict):
+        raise UsageError(f"{path}: 'build' must be an object")
+    if "dockerFile" in document and "dockerfile" not in build:
+        build = {**build, "dockerfile": document["dockerFile"]}
+        if "context" in document:
+            build["context"] = document["context"]
+    elif "context" in document:
+        config.unsupported.append("context (without dockerFile)")
+    dockerfile = base / _string(path, "build.dockerfile", build.get("dockerfile", "Dockerfile"))
+    context = (base / _string(path, "build.context", build.get("context", "."))).resolve()
+    for what, where in (("dockerfile", dockerfile), ("context", context)):
+        if not inside(where.resolve(), repo_root, worktree):
+            raise UsageError(f"{path}: build.{what} {where} is outside the repository")
+    if not dockerfile.is_file():
+        raise UsageError(f"{path}: build.dockerfile {dockerfile} does not exist")
+    args = build.get("args") or {}
+    if not isinstance(args, dict):
+        raise UsageError(f"{path}: 'build.args' must be an object")
+    target = _string(path, "build.target", build["target"]) if "target" in build else None
+    cache_from = build.get("cacheFrom") or []
+    cache_from = [cache_from] if isinstance(cache_from, str) else cache_from
+    if not isinstance(cache_from, list) or not all(isinstance(item, str) for item in cache_from):
+        raise UsageError(f"{path}: 'build.cacheFrom' must be a string or a list of strings")
+    result = Build(dockerfile.resolve(), context, {str(k): _env_text(path, k, v) for k, v in args.items()},
+                   target, list(cache_from))
+    _build_options(path, build.get("options") or [], result, config, trust)
+    config.unsupported += [f"build.{key}" for key in build
+                           if key not in ("dockerfile", "context", "args", "target", "cacheFrom", "options")]
+    return result
+
+
+# `docker build` flags in build.options, by the Docker SDK build() argument they become
+_BUILD_VALUE_OPTIONS = {"--build-arg": "buildargs", "--label": "labels", "--add-host": "extra_hosts",
+                        "--platform": "platform", "--network": "network_mode", "--target": "target"}
+_BUILD_SWITCHES = {"--pull": "pull", "--no-cache": "nocache"}
+
+
+def _build_options(path: Path, options: Any, build: Build, config: Devcontainer, trust: bool) -> None:
+    if not isinstance(options, list) or not all(isinstance(option, str) for option in options):
+        raise UsageError(f"{path}: 'build.options' must be a list of strings")
+    tokens = [token for option in options for token in shlex.split(option)]
+    i = 0
+    while i < len(tokens):
+        flag, value = tokens[i], None
+        if "=" in flag and flag.startswith("--"):
+            flag, value = flag.split("=", 1)
+        elif flag in _BUILD_VALUE_OPTIONS and i + 1 < len(tokens):
+            value = tokens[i + 1]
+            i += 1
+        i += 1
+        shown = f"build.options {flag}" + (f" {value}" if value is not None else "")
+        if flag in _BUILD_SWITCHES and value is None:
+            build.options[_BUILD_SWITCHES[flag]] = True
+        elif flag in _BUILD_VALUE_OPTIONS and value:
+            option = _BUILD_VALUE_OPTIONS[flag]
+            if option == "network_mode" and value == "host" and not trust:
+                config.skipped.append(shown)  # build steps on the host's network: only for a trusted file
+            elif option == "target":
+                build.target = value
+            elif option in ("buildargs", "labels"):
+                key, _, text = value.partition("=")
+                if option == "buildargs":
+                    build.args[key] = text if "=" in value else os.environ.get(key, "") if trust else ""
+                else:
+                    build.options.setdefault("labels", {})[key] = text
+            elif option == "extra_hosts":
+                host, _, address = value.partition(":")
+                build.options.setdefault("extra_hosts", {})[host] = address
+            else:
+                build.options[option] = value
+        else:
+            config.unsupported.append(shown)
+
+
+def _env_text(path: Path, key: Any, value: Any) -> str:
+    """An environment value as the reference writes it: strings as they are, other JSON scalars
+    in JSON (`true`, `1`), never Python's `True`."""
+    if isinstance(value, str):
+        return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    raise UsageError(f"{path}: the value of '{key}' must be a string, number or boolean")
+
+
+def _ports(path: Path, entries: Any, config: Devcontainer) -> None:
+    """forwardPorts: a port, or "host:port" where the host is this container (another name is
+    another service's port: there is no such service here). One container port is one entry."""
+    if not isinstance(entries, list):
+        raise UsageError(f"{path}: 'forwardPorts' must be a list")
+    for entry in entries:
+        if isinstance(entry, int) and not isinstance(entry, bool) and 1 <= entry <= 65535:
+            host, number = "localhost", entry
+        elif isinstance(entry, str) and (found := re.fullmatch(r"(?:([\w.:-]+):)?(\d{1,5})", entry)) \
+                and 1 <= int(found.group(2)) <= 65535:
+            host, number = found.group(1) or "localhost", int(found.group(2))
+        else:
+            raise UsageError(f"{path}: forwardPorts entry {entry!r} is not a port")
+        if host not in LOCAL_HOSTS:
+            config.unsupported.append(f"forwardPorts {entry} (a port of another service)")
+        elif number not in {port.container_port for port in config.ports}:
+            config.ports.append(PortRequest(f"port-{number}", number))
+
+
+def _mount_fields(path: Path, entry: Any) -> dict[str, Any]:
+    """A mount as "type=…,source=…,target=…[,readonly]" or as an object."""
+    if isinstance(entry, str):
+        return dict(part.split("=", 1) if "=" in part else (part, "true") for part in entry.split(",") if part)
+    if isinstance(entry, dict):
+        return {str(k): v for k, v in entry.items()}
+    raise UsageError(f"{path}: mounts entry {entry!r} is neither a string nor an object")
+
+
+def _shown(entry: Any) -> str:
+    """A mount named as the file writes it: a string, or an object's key=value pairs."""
+    if isinstance(entry, dict):
+        return ",".join(f"{key}={value}" for key, value in entry.items())
+    return entry if isinstance(entry, str) else json.dumps(entry)
+
+
+_MOUNT_KEYS = {"type", "source", "src", "target", "destination", "dst", "readonly", "ro", "consistency"}
+
+
+def _take_mount(path: Path, entry: Any, config: Devcontainer, trust: bool, repo_root: Path, worktree: Path) -> None:
+    """A bind, volume (Docker's and the spec's default type) or tmpfs mount. A bind's source is
+    mounted as resolved now (a later symlink swap is caught at use); untrusted, only one inside
+    the repository, never the Docker socket."""
+    fields = _mount_fields(path, entry)
+    kind = str(fields.get("type", "volume"))
+    source = str(fields.get("source") or fields.get("src") or "")
+    target = str(fields.get("target") or fields.get("destination") or fields.get("dst") or "")
+    read_only = str(fields.get("readonly", fields.get("ro", "false"))).lower() in ("true", "1", "yes")
+    unknown = sorted(set(fields) - _MOUNT_KEYS)
+    if kind not in ("bind", "volume", "tmpfs") or unknown:
+        config.unsupported.append(f"mount {_shown(entry)}" + (f" ({', '.join(unknown)})" if unknown else ""))
+        return
+    if not target:
+        raise UsageError(f"{path}: mounts entry {_shown(entry)!r} needs a target")
+    _container_path(path, f"mount target of {_shown(entry)}", target)
+    if ":" in source or ":" in target:
+        raise UsageError(f"{path}: mounts entry {_shown(entry)!r}: ':' in a mount path is not supported")
+    if kind == "bind":
+        if not source.startswith("/"):
+            raise UsageError(f"{path}: bind mount {_shown(entry)!r}: the source must be an absolute path",
+                             hint="write it as ${localWorkspaceFolder}/..., or leave out type=bind for a named volume")
+        resolved = Path(source).resolve()
+        if not trust and (resolved.as_posix() in DOCKER_SOCKETS or not inside(resolved, repo_root, worktree)):
+            config.skipped.append(f"mount of {source}")
+            return
+        source = str(resolved)
+    elif kind == "volume" and source and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", source):
+        raise UsageError(f"{path}: volume mount {_shown(entry)!r}: {source!r} is not a volume name")
+    if target in (config.workspace or DEFAULT_WORKSPACE, DATA_MOUNT, CACHE_MOUNT) or target.startswith(CACHE_MOUNT + "/"):
+        # the worktree, the data dir and the caches are mounted there already (an exported
+        # devcontainer.json names the data dir so: it is read back as it was made)
+        config.unsupported.append(f"mount {_shown(entry)} (git-gpuspace mounts its own {target})")
+        return
+    # one mount per target, the last one written winning (as the reference merges them)
+    config.mounts = [mount for mount in config.mounts if mount_parts(mount)[2] != target]
+    config.mounts.append(mount_text(kind, "" if kind == "tmpfs" else source, target, read_only))
+
+
+def _check_command(path: Path, key: str, command: Any) -> None:
+    """A lifecycle command: a shell string, an argv list, or an object of those (run in turn)."""
+    steps = list(command.values()) if isinstance(command, dict) else [command]
+    for step in steps:
+        if not (isinstance(step, str) or (isinstance(step, list) and step and all(isinstance(w, str) for w in step))):
+            raise UsageError(f"{path}: '{key}' must be a string, a list of strings, or an object of those")
+
+
+def _host_fields(path: Path, document: dict, config: Devcontainer, trust: bool) -> None:
+    """Top-level `privileged`, `capAdd`, `securityOpt`, `init`: the same rule as in runArgs."""
+    if document.get("privileged") is True:
+        _trusted_option(config, trust, "privileged", "privileged", True)
+    elif "privileged" in document and document["privileged"] is not False:
+        raise UsageError(f"{path}: 'privileged' must be true or false")
+    for key, option in (("capAdd", "cap_add"), ("securityOpt", "security_opt")):
+        values = document.get(key) or []
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            raise UsageError(f"{path}: '{key}' must be a list of strings")
+        for value in values:
+            _trusted_option(config, trust, f"{key} {value}", option, value)
+    if "init" in document:
+        if not isinstance(document["init"], bool):
+            raise UsageError(f"{path}: 'init' must be true or false")
+        if document["init"] is False:
+            config.unsupported.append("init false (every container runs an init process)")
+
+
+def _trusted_option(config: Devcontainer, trust: bool, shown: str, option: str, value: Any) -> None:
+    if not trust:
+        _once(config.skipped, shown)
+    elif option == "privileged":
+        config.host_options["privileged"] = True
+    elif option in _LISTS:
+        if value not in config.host_options.setdefault(option, []):
+            config.host_options[option].append(value)
+    else:
+        config.host_options[option] = value
+
+
+def _feature_contributions(path: Path, feature: features_module.Feature, config: Devcontainer, trust: bool,
+                           repo_root: Path, worktree: Path) -> None:
+    """What a feature's metadata adds to the container: the same rules as the file's own fields."""
+    metadata = feature.metadata
+    where = f"feature {feature.key}"
+    for key in metadata:
+        if key in features_module.CONTRIBUTES_UNSUPPORTED:
+            config.unsupported.append(f"{where}: {key}")
+    # its containerEnv is in the derived image (ENV), as the reference puts it there
+    _host_fields(path, {key: metadata[key] for key in ("privileged", "capAdd", "securityOpt", "init") if key in metadata},
+                 config, trust)
+    for entry in metadata.get("mounts") or []:
+        _take_mount(path, entry, config, trust, repo_root, worktree)
 
 
 def _once(items: list[str], item: str) -> None:
@@ -225,34 +597,6 @@ def inside(path: Path, *roots: Path) -> bool:
     return any(path == root.resolve() or root.resolve() in path.parents for root in roots)
 
 
-def _forward_port(path: Path, entry: Any) -> PortRequest:
-    if isinstance(entry, int) and not isinstance(entry, bool) and 1 <= entry <= 65535:
-        return PortRequest(f"port-{entry}", entry)
-    if isinstance(entry, str) and re.fullmatch(r"(?:[\w.-]+:)?\d{1,5}", entry):
-        number = int(entry.rsplit(":", 1)[-1])
-        if 1 <= number <= 65535:
-            return PortRequest(f"port-{number}", number)
-    raise UsageError(f"{path}: forwardPorts entry {entry!r} is not a port")
-
-
-def _mount(path: Path, entry: Any, expand) -> tuple[str, str, bool] | None:
-    """A bind mount from "source=…,target=…,type=bind" or {"source", "target", "type"}."""
-    if isinstance(entry, str):
-        fields = dict(part.split("=", 1) if "=" in part else (part, "true") for part in entry.split(","))
-    elif isinstance(entry, dict):
-        fields = {str(k): v for k, v in entry.items()}
-    else:
-        raise UsageError(f"{path}: mounts entry {entry!r} is neither a string nor an object")
-    if fields.get("type", "bind") != "bind":
-        return None
-    source = fields.get("source") or fields.get("src")
-    target = fields.get("target") or fields.get("destination") or fields.get("dst")
-    if not source or not target:
-        raise UsageError(f"{path}: mounts entry {entry!r} needs a source and a target")
-    read_only = str(fields.get("readonly", fields.get("ro", "false"))).lower() in ("true", "1", "yes")
-    return expand(source), expand(target), read_only
-
-
 # runArgs we take (values go to settings or env), and the ones only --trust allows, by the
 # Docker SDK host-config option they become (lists collect repeated flags).
 _VALUE_FLAGS = {"--shm-size": "shm_size", "--memory": "memory", "-m": "memory", "--cpus": "cpus"}
@@ -260,6 +604,7 @@ _TRUSTED_ONLY = {"--privileged": "privileged", "--cap-add": "cap_add", "--networ
                  "--net": "network_mode", "--ipc": "ipc_mode", "--pid": "pid_mode", "--device": "devices",
                  "--security-opt": "security_opt", "-v": "volume", "--volume": "volume"}
 _LISTS = {"cap_add", "devices", "security_opt"}
+_SWITCHES = {"--privileged", "--init"}
 
 
 def _run_args(path: Path, args: list, config: Devcontainer, trust: bool, repo_root: Path, worktree: Path) -> None:
@@ -271,32 +616,30 @@ def _run_args(path: Path, args: list, config: Devcontainer, trust: bool, repo_ro
         flag, value = tokens[i], None
         if "=" in flag and flag.startswith("--"):
             flag, value = flag.split("=", 1)
-        elif flag.startswith("-") and i + 1 < len(tokens) and not tokens[i + 1].startswith("-") and flag != "--privileged":
+        elif flag.startswith("-") and i + 1 < len(tokens) and not tokens[i + 1].startswith("-") and flag not in _SWITCHES:
             value = tokens[i + 1]
             i += 1
         i += 1
         shown = flag + (f" {value}" if value is not None else "")
         if flag == "--gpus":
             config.unsupported.append(f"runArgs {shown} (GPUs come from the exclusive allocation)")
+        elif flag == "--init" and value is None:
+            pass  # every container runs an init process
         elif flag in _VALUE_FLAGS and value is not None:
             config.layer[_VALUE_FLAGS[flag]] = value
         elif flag in ("-e", "--env") and value and "=" in value:
             key, text = value.split("=", 1)
             config.env[key] = text
         elif flag in _TRUSTED_ONLY and (value is not None or flag == "--privileged"):
-            if not trust:
-                config.skipped.append(f"runArgs {shown}")
-                continue
             option = _TRUSTED_ONLY[flag]
-            if option == "volume":
-                source, target, *mode = value.split(":")
-                config.mounts.append(f"{source}:{target}" + (":ro" if mode[:1] == ["ro"] else ""))
-            elif option == "privileged":
-                config.host_options["privileged"] = True
-            elif option in _LISTS:
-                config.host_options.setdefault(option, []).append(value)
+            if option != "volume":
+                _trusted_option(config, trust, f"runArgs {shown}", option, value)
+            elif not trust:
+                config.skipped.append(f"runArgs {shown}")
             else:
-                config.host_options[option] = value
+                source, target, *mode = value.split(":")
+                config.mounts.append(mount_text("bind" if source.startswith("/") else "volume", source, target,
+                                                mode[:1] == ["ro"]))
         else:
             config.unsupported.append(f"runArgs {shown}")
 

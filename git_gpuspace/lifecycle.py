@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from . import allocate, boundary, gpus, workspace, worktrees
+from . import allocate, boundary, devcontainer, features, gpus, workspace, worktrees
 from . import state as state_module
 from .containers import LABEL_REPO, LABEL_WORKTREE, ContainerInfo, ContainerSpec, Engine, container_name, labels_for
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
 from .locking import host_gpu_lock
-from .model import Binding, Gpu, Holder, PortMap
+from .model import Binding, Gpu, Holder, PortMap, mount_parts
 from .settings import Settings, checked_settings
 from .specs import parse_gpus
 from .state import State
@@ -74,14 +75,65 @@ def prepare(settings: Settings, engine: Engine | None = None, released: frozense
         managed = release_vanished(engine, engine.list_managed())
         allocate.choose(settings.request, plan.inventory,
                         leases([c for c in managed if c.name not in released]), settings.share, settings.pack)
+    image = settings.image
     if settings.build is not None:
-        tag = settings.build.tag()
-        if not engine.has_image(tag):
-            engine.build(settings.build.context, settings.build.dockerfile, tag, settings.build.args)
-        plan.settings = replace(settings, image=tag)
+        image = _built_image(engine, settings.build)
     else:
-        engine.ensure_image(settings.image)
+        engine.ensure_image(image)
+    if settings.features:
+        image = _image_with_features(engine, image, settings)
+    if not settings.trusted:
+        _check_volumes(engine, settings.mounts)
+    plan.settings = replace(settings, image=image)
     return plan
+
+
+def _built_image(engine: Engine, build: devcontainer.Build) -> str:
+    """The Dockerfile's image, built unless an image of the same inputs (base images too) exists."""
+    base_ids = {}
+    for base in build.base_images():
+        base_id = engine.image_id(base)
+        if base_id is None:  # the build would pull it; pulled now so that its id is part of the tag
+            engine.pull(base)
+            base_id = engine.image_id(base) or ""
+        base_ids[base] = base_id
+    tag = build.tag(base_ids)
+    if not engine.has_image(tag):
+        engine.build(build.context, build.dockerfile, tag, build.args, target=build.target,
+                     cache_from=build.cache_from, **build.options)
+    return tag
+
+
+def _image_with_features(engine: Engine, base: str, settings: Settings) -> str:
+    """`base` with the features installed, in the order installsAfter asks for."""
+    engine.ensure_image(base)
+    attrs = engine.image_attrs(base) or {}
+    derived = features.DerivedImage(base, attrs.get("Id", ""), (attrs.get("Config") or {}).get("User") or "",
+                                    features.ordered(list(settings.features)), settings.container_user,
+                                    settings.remote_user)
+    tag = derived.tag()
+    if not engine.has_image(tag):
+        context = derived.context()
+        try:
+            engine.build(context, context / "Dockerfile", tag, {},
+                         what=f"features {', '.join(f.key for f in derived.features)}")
+        finally:
+            shutil.rmtree(context, ignore_errors=True)
+    return tag
+
+
+def _check_volumes(engine: Engine, mounts: tuple[str, ...]) -> None:
+    """A volume an untrusted devcontainer.json names is a fresh one, or a plain one: an existing
+    volume with driver options may be a host directory in disguise (`-o bind,device=/`)."""
+    for mount in mounts:
+        kind, source, target, _ = mount_parts(mount)
+        if kind != "volume" or not source:
+            continue
+        options = engine.volume_options(source)
+        if options:
+            raise UsageError(f"the devcontainer.json mounts volume '{source}' at {target}, an existing volume with "
+                             f"driver options ({', '.join(sorted(options))}): it may be a host directory; nothing was made",
+                             hint="review the file and trust it (`git gpuspace trust`, or --trust) to mount it")
 
 
 def release_vanished(engine: Engine, containers: list[ContainerInfo]) -> list[ContainerInfo]:
@@ -174,15 +226,20 @@ def bind_worktree(
         gpu_request=settings.gpu_spec,
         ports=ports,
         data_dir=str(data_dir),
-        env=dict(settings.env),
-        mounts=list(settings.mounts),
-        host_options=dict(settings.host_options),
-        devcontainer=settings.devcontainer,
+        **_kept_settings(settings),
     )
     state.bindings = [b for b in state.bindings if b is not replacing and b.path != binding.path]
     state.bindings.append(binding)  # (a pending binding for this worktree is replaced too)
     state.save()
     return binding, chosen
+
+
+def _kept_settings(settings: Settings) -> dict:
+    """What a binding keeps of its devcontainer.json, to make its container again as it was."""
+    return dict(env=dict(settings.env), mounts=list(settings.mounts), host_options=dict(settings.host_options),
+                devcontainer=settings.devcontainer, workspace=settings.workspace, workdir=settings.workdir,
+                container_user=settings.container_user, remote_user=settings.remote_user,
+                override_command=settings.override_command)
 
 
 def _data_dir(settings: Settings, name: str, undo: Rollback, origin: tuple[Path, Path]) -> Path:
@@ -206,7 +263,8 @@ def _container_binds(info: worktrees.RepoInfo, worktree: worktrees.Worktree, set
                      data_dir: Path) -> list[tuple[str, str, bool]]:
     """The git dir as boundary.py lays it out, then the data dir, caches and asked-for mounts."""
     hooks_path = worktrees.config_value(info, "core", "hooksPath")
-    binds = boundary.git_binds(worktree.path, info.common_dir, worktree.is_main, worktree.admin_id, hooks_path)
+    binds = boundary.git_binds(worktree.path, info.common_dir, worktree.is_main, worktree.admin_id, hooks_path,
+                               settings.workspace or boundary.WORKSPACE)
     return binds + _workspace_binds(settings, data_dir)
 
 
@@ -218,8 +276,9 @@ def _workspace_binds(settings: Settings, data_dir: Path) -> list[tuple[str, str,
         passwd, group = workspace.accounts(os.getuid(), os.getgid())
         binds += [(str(passwd), "/etc/passwd", True), (str(group), "/etc/group", True)]
     for mount in settings.mounts:
-        source, target, *mode = mount.split(":")
-        binds.append((source, target, mode == ["ro"]))
+        kind, source, target, read_only = mount_parts(mount)
+        if kind == "bind":
+            binds.append((source, target, read_only))
     return binds
 
 
@@ -270,8 +329,12 @@ def _claim_and_create(
                 env={**workspace.environment(ports, workspace.context(worktree.path, worktree.branch, worktree.head)),
                      **settings.env, **(run.env if run else {})},
                 binds=binds,
-                command=run.command if run else workspace.command(),
+                command=run.command if run else workspace.command() if settings.override_command else None,
                 host_options=settings.host_options,
+                volumes=[parts for parts in map(mount_parts, settings.mounts) if parts[0] != "bind"],
+                workspace=settings.workspace or boundary.WORKSPACE,
+                workdir=settings.workdir or settings.workspace or boundary.WORKSPACE,
+                user=settings.container_user,
                 restart=run is None and keep_up,
             )
         )
@@ -304,10 +367,7 @@ def record_pending(state: State, info: worktrees.RepoInfo, worktree: worktrees.W
         pending=reason,
         ports=[PortMap(p.name, p.container_port, p.host_port or 0, settings.address) for p in settings.ports],
         data_dir=settings.data_dir,
-        env=dict(settings.env),
-        mounts=list(settings.mounts),
-        host_options=dict(settings.host_options),
-        devcontainer=settings.devcontainer,
+        **_kept_settings(settings),
     )
     state.remove(binding.path)
     state.bindings.append(binding)
@@ -387,15 +447,31 @@ def require_unbound(state: State, path: Path) -> None:
         raise GpuspaceError(f"'{path}' is already bound", hint="see `git gpuspace status`")
 
 
-def run_post_create(engine: Engine, binding: Binding, command: object) -> None:
-    """devcontainer.json's postCreateCommand, once, after the first start. A failure warns:
-    the container is up and the user can fix and rerun it by hand."""
-    if not command:
+def run_lifecycle(engine: Engine, binding: Binding, commands: dict, first_start: bool) -> None:
+    """A trusted devcontainer.json's commands in the spec's order: onCreateCommand,
+    updateContentCommand and postCreateCommand after the first start, postStartCommand after
+    every start; as remoteUser, `${containerEnv:VAR}` from the container. A failure warns and
+    stops the ones after it (as the reference does): the container is up, and the user can fix
+    and rerun it by hand."""
+    keys = devcontainer.LIFECYCLE if first_start else ("postStartCommand",)
+    wanted = [(key, commands[key]) for key in keys if commands.get(key)]
+    if not wanted:
         return
-    steps = list(command.values()) if isinstance(command, dict) else [command]
-    for step in steps:
-        argv = ["sh", "-c", step] if isinstance(step, str) else [str(part) for part in step]
-        print(f"Running postCreateCommand: {' '.join(argv) if not isinstance(step, str) else step}", file=sys.stderr)
-        code, _ = engine.exec(binding.container, argv, {}, output=(sys.stderr.buffer, sys.stderr.buffer))
-        if code != 0:
-            print(f"git-gpuspace: warning: postCreateCommand exited with {code}", file=sys.stderr)
+    container_env = engine.container_env(binding.container)
+    for key, command in wanted:
+        command = devcontainer.container_substitute(command, container_env)
+        for step in list(command.values()) if isinstance(command, dict) else [command]:
+            argv = ["sh", "-c", step] if isinstance(step, str) else [str(part) for part in step]
+            print(f"Running {key}: {step if isinstance(step, str) else shlex.join(argv)}", file=sys.stderr)
+            code, _ = engine.exec(binding.container, argv, {}, output=(sys.stderr.buffer, sys.stderr.buffer),
+                                  user=exec_user(binding))
+            if code != 0:
+                print(f"git-gpuspace: warning: {key} exited with {code}; the commands after it were not run",
+                      file=sys.stderr)
+                return
+
+
+def exec_user(binding: Binding) -> str | None:
+    """Who commands run as: remoteUser, unless the uid mapping runs everything as the invoking
+    user (the reference's updateRemoteUserUID gives the remote user that uid too)."""
+    return binding.remote_user if os.getuid() == 0 else None

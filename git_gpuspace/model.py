@@ -113,6 +113,11 @@ class Binding:
     mounts: list[str] = field(default_factory=list)  # extra "source:target[:ro]" binds
     host_options: dict = field(default_factory=dict)  # trusted devcontainer runArgs (privileged, cap_add, ...)
     devcontainer: str | None = None  # the devcontainer.json it was made from, relative to the worktree
+    workspace: str | None = None  # where the worktree is mounted, when not /workspace (workspaceMount)
+    workdir: str | None = None  # where commands start, when not the workspace (workspaceFolder)
+    container_user: str | None = None  # devcontainer.json containerUser / remoteUser
+    remote_user: str | None = None
+    override_command: bool = True  # False: the image's own command is the container's
     extra: dict = field(default_factory=dict)  # keys this version does not know: kept as they are
     created: _dt.datetime = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
@@ -125,3 +130,20 @@ def current_user() -> str:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         return str(os.getuid())
+
+
+def mount_parts(text: str) -> tuple[str, str, str, bool]:
+    """A binding's mount as kept in the state file: (type, source, target, read-only).
+
+    "SOURCE:TARGET[:ro]" is a bind (its source is an absolute path), "volume:NAME:TARGET[:ro]" a
+    named volume (no name: an anonymous one), "tmpfs::TARGET" a tmpfs."""
+    kind = "bind"
+    if text.startswith(("volume:", "tmpfs:")):
+        kind, text = text.split(":", 1)
+    source, target, *mode = text.split(":")
+    return kind, source, target, mode == ["ro"]
+
+
+def mount_text(kind: str, source: str, target: str, read_only: bool) -> str:
+    prefix = "" if kind == "bind" else f"{kind}:"
+    return f"{prefix}{source}:{target}" + (":ro" if read_only else "")

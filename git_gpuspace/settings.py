@@ -8,9 +8,9 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import config, devcontainer, gpus, trust, workspace, worktrees
+from . import config, devcontainer, features, gpus, trust, workspace, worktrees
 from .errors import StateError, UsageError
-from .model import Binding, GpuRequest, Limits, PortRequest
+from .model import Binding, GpuRequest, Limits, PortRequest, mount_parts, mount_text
 from .specs import MIN_MEMORY, parse_address, parse_cpus, parse_gpus, parse_limit, parse_port, parse_size
 
 
@@ -30,11 +30,18 @@ class Settings:
     data_dir: str | None = None  # an existing binding's own data dir, kept
     ssh_keys: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
-    mounts: tuple[str, ...] = ()  # "source:target[:ro]"
-    post_create: object = None  # devcontainer.json postCreateCommand: run once, after the first start
+    mounts: tuple[str, ...] = ()  # as model.mount_text writes them
+    lifecycle: dict = field(default_factory=dict)  # a trusted devcontainer.json's commands, by LIFECYCLE key
     host_options: dict = field(default_factory=dict)
     build: object = None  # devcontainer.Build: the image is built, not pulled
+    features: tuple = ()  # features.Feature: installed into an image derived from `image` (or the build)
     devcontainer: str | None = None  # the devcontainer.json used, relative to the worktree
+    trusted: bool = False  # the devcontainer.json is trusted (a repo-named volume may be any volume)
+    override_command: bool = True  # False: the image's own command runs (devcontainer.json overrideCommand)
+    workspace: str | None = None  # where the worktree is mounted, when not /workspace
+    workdir: str | None = None  # where commands start, when not the workspace
+    container_user: str | None = None
+    remote_user: str | None = None
 
 
 def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontainer.Devcontainer | None" = None) -> Settings:
@@ -48,8 +55,12 @@ def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontai
         merged["gpus"] = devcontainer.gpu_spec(dev.gpu, str(merged["gpus"]),
                                                len(gpus.inventory()) if dev.gpu == "optional" else 0,
                                                from_flag=flags.get("gpus") is not None)
-        extra = dict(ports=dev.ports, env=dict(dev.env), mounts=tuple(dev.mounts), post_create=dev.post_create,
-                     host_options=dict(dev.host_options), build=dev.build if flags.get("image") is None else None)
+        own_image = flags.get("image") is None  # --image replaces the file's image, build and features
+        extra = dict(ports=dev.ports, env=dict(dev.env), mounts=tuple(dev.mounts), lifecycle=dict(dev.lifecycle),
+                     host_options=dict(dev.host_options), build=dev.build if own_image else None,
+                     features=tuple(dev.features) if own_image else (), trusted=dev.trusted,
+                     override_command=dev.override_command, workspace=dev.workspace, workdir=dev.workdir,
+                     container_user=dev.container_user, remote_user=dev.remote_user)
     image = str(merged["image"]).strip()
     if not image:
         raise UsageError("the image name is empty", hint="pass --image NAME[:TAG]")
@@ -58,7 +69,15 @@ def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontai
         cpus=parse_cpus(str(merged["cpus"])) if merged.get("cpus") else None,
         shm_bytes=parse_size(str(merged["shm_size"]), "--shm-size") if merged.get("shm_size") else None,
     )
-    ports = [*extra.pop("ports", ()), *_service_ports(merged), *(parse_port(text) for text in flags.get("ports") or ())]
+    services = _service_ports(merged)
+    if services and not extra.get("override_command", True):
+        raise UsageError(f"devcontainer.json sets overrideCommand to false, so the image's own command runs and "
+                         f"{', '.join(port.name for port in services)} cannot be started with it",
+                         hint="drop --jupyter/--ssh/--tensorboard, or start the service from the image's command")
+    # a forwarded port a service already publishes is that service's (--jupyter and forwardPorts [8888])
+    served = {port.container_port for port in services}
+    forwarded = [port for port in extra.pop("ports", ()) if port.container_port not in served]
+    ports = [*forwarded, *services, *(parse_port(text) for text in flags.get("ports") or ())]
     names = [port.name for port in ports]
     if len(set(names)) != len(names):
         raise UsageError(f"port name {next(n for n in names if names.count(n) > 1)!r} is given twice")
@@ -119,6 +138,11 @@ def settings_of(binding: Binding) -> Settings:
         mounts=tuple(binding.mounts),
         host_options=dict(binding.host_options),
         devcontainer=binding.devcontainer,
+        override_command=binding.override_command,
+        workspace=binding.workspace,
+        workdir=binding.workdir,
+        container_user=binding.container_user,
+        remote_user=binding.remote_user,
     )
 
 
@@ -130,26 +154,29 @@ def checked_settings(info: worktrees.RepoInfo, state_path: Path, index: int, bin
     that asks for more is refused, naming the key; nothing is done."""
     where = f"{state_path}: bindings[{index}]"
     hint = "the state file asks for more than you allowed: fix the entry, or trust the devcontainer.json that asks for it"
-    allowed = _trusted_asks(info, binding, worktree) if binding.host_options or binding.mounts else None
+    allowed = trusted_devcontainer(info, binding, worktree) if binding.host_options or binding.mounts else None
     for key, value in binding.host_options.items():
         if allowed is None or allowed.host_options.get(key) != value:
             raise StateError(f"{where}.host_options.{key} = {value!r} is not asked for by a trusted "
                              f"devcontainer.json; nothing was done", hint=hint)
     mounts = []
     for mount in binding.mounts:
-        source, target, *mode = mount.split(":")
+        kind, source, target, read_only = mount_parts(mount)
+        if kind != "bind":
+            mounts.append(mount)
+            continue
         resolved = os.path.realpath(source)
         if not devcontainer.inside(Path(resolved), info.anchor, worktree.path) and (
                 allowed is None or mount not in allowed.mounts):
             raise StateError(f"{where}.mounts: {source} resolves to {resolved}, outside the repository, and no "
                              f"trusted devcontainer.json asks for it; nothing was done", hint=hint)
-        mounts.append(":".join([resolved, target, *mode]))
+        mounts.append(mount_text(kind, resolved, target, read_only))
     if binding.data_dir:
         workspace.checked_data_dir(binding.data_dir, binding.container, where)
-    return replace(settings_of(binding), mounts=tuple(mounts))
+    return replace(settings_of(binding), mounts=tuple(mounts), trusted=allowed is not None)
 
 
-def _trusted_asks(info: worktrees.RepoInfo, binding: Binding, worktree: worktrees.Worktree):
+def trusted_devcontainer(info: worktrees.RepoInfo, binding: Binding, worktree: worktrees.Worktree):
     """The worktree's devcontainer.json as a trusted file asks, or None when it is not trusted now."""
     path = worktree.path / binding.devcontainer if binding.devcontainer else devcontainer.locate(worktree.path, None)
     if path is None or not path.is_file():
@@ -157,7 +184,7 @@ def _trusted_asks(info: worktrees.RepoInfo, binding: Binding, worktree: worktree
     content = devcontainer.read(path, worktree.path, info.anchor)
     if not trust.is_trusted(info.common_dir, content):
         return None
-    return devcontainer.load(path, content, worktree.path, info.anchor, True)
+    return devcontainer.load(path, content, worktree.path, info.anchor, True, fetch=features.cached_oci)
 
 
 def settings_for_worktree(
@@ -179,4 +206,7 @@ def settings_for_worktree(
     dev = devcontainer.load(path, content, worktree.path, info.anchor, trust.is_trusted(info.common_dir, content))
     for notice in dev.notices() if notices else []:
         print(f"git-gpuspace: {notice}", file=sys.stderr)
+    replaced = [what for what, asked in (("image", dev.image), ("build", dev.build), ("features", dev.features)) if asked]
+    if flags.get("image") is not None and replaced and notices:
+        print(f"git-gpuspace: --image {flags['image']} replaces the {path.name}'s {', '.join(replaced)}", file=sys.stderr)
     return replace(settings_from(repo_defaults, flags, share, dev), devcontainer=str(path.relative_to(worktree.path)))

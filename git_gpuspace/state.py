@@ -64,14 +64,14 @@ class State:
         if self.pre_push:
             document["pre_push"] = list(self.pre_push)
         document["bindings"] = [_binding_to_toml(b) for b in self.bindings]
-        _atomic_write(self.path, tomli_w.dumps(document).encode())
+        atomic_write(self.path, tomli_w.dumps(document).encode())
         self._write_hook_index()
 
     def _write_hook_index(self) -> None:
         """What the hook's shell fast path reads instead of parsing TOML on every checkout:
         the bound paths (one per line) and, while any binding waits, a 'pending' marker."""
         paths = "".join(f"{b.path}\n" for b in self.bindings if "\n" not in b.path)
-        _atomic_write(self.path.parent / PATHS_NAME, paths.encode())
+        atomic_write(self.path.parent / PATHS_NAME, paths.encode())
         for name, wanted in ((PENDING_NAME, any(b.pending for b in self.bindings)),
                              (ON_COMMIT_NAME, any(c.get("on_commit") for c in self.checks.values()))):
             marker = self.path.parent / name
@@ -160,12 +160,15 @@ def parse(path: Path, raw: bytes) -> State:
 
 _TOP_LEVEL = {"schema", "defaults", "bindings", "auto_bind", "checks", "pre_push"}
 _BINDING_KEYS = {"path", "container", "image", "branch", "gpus", "limits", "share", "created", "worktree_id",
-                 "gpu_request", "pending", "data_dir", "devcontainer", "ports", "env", "mounts", "host_options"}
+                 "gpu_request", "pending", "data_dir", "devcontainer", "ports", "env", "mounts", "host_options",
+                 "workspace", "workdir", "container_user", "remote_user", "override_command"}
 # what a trusted devcontainer.json's runArgs may ask for (devcontainer.py), and nothing else
 HOST_OPTIONS = {"privileged": bool, "cap_add": list, "network_mode": str, "ipc_mode": str, "pid_mode": str,
                 "devices": list, "security_opt": list}
 
 
+_OPTIONAL_STRINGS = ("worktree_id", "gpu_request", "pending", "data_dir", "devcontainer", "workspace", "workdir",
+                     "container_user", "remote_user")
 _FIX_HINT = "fix or move the file by hand; git-gpuspace will not overwrite it"
 
 
@@ -208,11 +211,13 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
     if "cpus" in limits:
         _require(path, f"{where}.limits.cpus", limits["cpus"], (int, float), "a number")
     share = _require(path, f"{where}.share", entry.get("share", False), bool, "true or false")
+    override_command = _require(path, f"{where}.override_command", entry.get("override_command", True), bool,
+                                "true or false")
     created = entry.get("created")
     if created is not None:
         _require(path, f"{where}.created", created, _dt.datetime, "a date-time")
     optional: dict[str, Any] = {}
-    for key in ("worktree_id", "gpu_request", "pending", "data_dir", "devcontainer"):
+    for key in _OPTIONAL_STRINGS:
         if entry.get(key) is not None:
             optional[key] = _require(path, f"{where}.{key}", entry[key], str, "a string")
     ports = []
@@ -252,6 +257,7 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
             shm_bytes=limits.get("shm_size"),
         ),
         share=share,
+        override_command=override_command,
         **optional,
     )
     if created is not None:
@@ -270,7 +276,7 @@ def _binding_to_toml(binding: Binding) -> dict[str, Any]:
         share=binding.share,
         created=binding.created,
     )
-    for key in ("worktree_id", "gpu_request", "pending", "data_dir", "devcontainer"):
+    for key in _OPTIONAL_STRINGS:
         if getattr(binding, key) is not None:
             entry[key] = getattr(binding, key)
     if binding.ports:
@@ -281,6 +287,8 @@ def _binding_to_toml(binding: Binding) -> dict[str, Any]:
         entry["mounts"] = list(binding.mounts)
     if binding.host_options:
         entry["host_options"] = dict(binding.host_options)
+    if not binding.override_command:
+        entry["override_command"] = False
     limits = {
         key: value
         for key, value in (
@@ -295,14 +303,14 @@ def _binding_to_toml(binding: Binding) -> dict[str, Any]:
     return entry
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes,
+                 hint: str = "free some space, or make the git dir writable; the old file is unchanged") -> None:
     """Write beside the target, fsync, then rename: readers see the old or the new file. A full
-    disk or a read-only git dir is one line naming the file; nothing is left behind."""
+    disk or a read-only dir is one line naming the file; nothing is left behind."""
     try:
         _write_and_rename(path, data)
     except OSError as error:
-        raise StateError(f"cannot write {path}: {error.strerror or error}",
-                         hint="free some space, or make the git dir writable; the old file is unchanged") from None
+        raise StateError(f"cannot write {path}: {error.strerror or error}", hint=hint) from None
 
 
 def _write_and_rename(path: Path, data: bytes) -> None:

@@ -237,7 +237,7 @@ warn() { echo "git-gpuspace: $2" >&2; echo "$2" > "$state/service-$1"; }
 if [ -n "${GPUSPACE_JUPYTER_PORT:-}" ]; then
   if command -v jupyter >/dev/null 2>&1; then
     JUPYTER_TOKEN=$(cat "$state/jupyter-token") jupyter lab --ip=0.0.0.0 --port="$GPUSPACE_JUPYTER_PORT" \
-      --no-browser --allow-root --ServerApp.root_dir=/workspace >>/data/logs/jupyter.log 2>&1 &
+      --no-browser --allow-root --ServerApp.root_dir="$PWD" >>/data/logs/jupyter.log 2>&1 &
   else warn jupyter "jupyter is not in this image"; fi
 fi
 if [ -n "${GPUSPACE_SSH_PORT:-}" ]; then

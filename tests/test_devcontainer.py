@@ -40,12 +40,13 @@ def test_fields_taken_and_unsafe_ones_refused(repo, tmp_path, docker_client):
       "runArgs": ["--gpus", "all", "--shm-size=2g", "--privileged", "--cap-add=SYS_ADMIN", "--network=host", "-e", "FROM_RUNARGS=1"],
       "postCreateCommand": "echo created > /workspace/.post-create",
       "hostRequirements": {{"gpu": true}},
-      "features": {{"ghcr.io/devcontainers/features/python:1": {{}}}},
+      "features": {{"https://example.com/features/python.tgz": {{}}}},
       "customizations": {{"vscode": {{}}}},
     }}""", extra={"datasets/README": "data\n"})
 
     result = repo.ok("add", "-b", "dc", str(tmp_path / "dc"))
-    assert "not supported, ignored: customizations, features, runArgs --gpus all" in result.stderr
+    assert ("not supported, ignored: customizations, runArgs --gpus all (GPUs come from the exclusive allocation), "
+            "feature https://example.com/features/python.tgz (only a local folder or an OCI reference)") in result.stderr
     refused = next(line for line in result.stderr.splitlines() if "is not trusted, so it was made without" in line)
     for what in (f"mount of {outside}", "mount of /var/run/docker.sock", "runArgs --privileged",
                  "runArgs --cap-add SYS_ADMIN", "runArgs --network host", "postCreateCommand"):
@@ -152,10 +153,11 @@ def test_an_image_reference_the_engine_refuses_is_one_line_and_nothing_is_made(r
 
 
 def test_a_mount_that_is_not_applied_is_named_as_the_file_writes_it(repo, tmp_path):
-    commit_devcontainer(repo, '{"image": "gpuspace-test:latest", "mounts": [{"type": "volume", "target": "/cache2"}]}')
+    commit_devcontainer(repo, '{"image": "gpuspace-test:latest", '
+                              '"mounts": [{"type": "volume", "target": "/cache2", "volume-opt": "o=bind"}]}')
     added = repo.gs("add", "-b", "vol", str(tmp_path / "vol"), "--gpus", "none")
     assert added.returncode == 0, added.stderr
-    assert "mount type=volume,target=/cache2" in added.stderr and "{'" not in added.stderr
+    assert "mount type=volume,target=/cache2,volume-opt=o=bind (volume-opt)" in added.stderr and "{'" not in added.stderr
 
 
 def test_host_network_and_published_ports_are_refused_in_one_line(repo, tmp_path):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import container_env
+
 
 def by_branch(repo, branch: str) -> dict:
     return next(r for r in repo.status() if r["branch"] == branch)
@@ -90,6 +92,18 @@ DEVCONTAINER_REFUSALS = [
     ('"runArgs": ["--network", "host"]', "runArgs --network host"),
     ('"mounts": ["source=${localWorkspaceFolder}/../../../..,target=/host,type=bind"]', "mount of /"),
     ('"mounts": ["source=/var/run/docker.sock,target=/var/run/docker.sock,type=bind"]', "mount of /var/run/docker.sock"),
+    ('"runArgs": ["--net=host"]', "runArgs --net host"),
+    # the top-level fields: one rule with their runArgs forms
+    ('"privileged": true', "privileged"),
+    ('"capAdd": ["SYS_ADMIN"]', "capAdd SYS_ADMIN"),
+    ('"securityOpt": ["seccomp=unconfined"]', "securityOpt seccomp=unconfined"),
+    # the host's environment, and commands
+    ('"containerEnv": {"T": "${localEnv:HOME}"}', "${localEnv:HOME}"),
+    ('"containerEnv": {"T": "${env:HOME}"}', "${env:HOME}"),
+    ('"onCreateCommand": "touch /tmp/ran"', "onCreateCommand"),
+    ('"updateContentCommand": "touch /tmp/ran"', "updateContentCommand"),
+    ('"postCreateCommand": "touch /tmp/ran"', "postCreateCommand"),
+    ('"postStartCommand": "touch /tmp/ran"', "postStartCommand"),
 ]
 
 
@@ -110,6 +124,8 @@ def test_each_widening_devcontainer_request_needs_trust(repo, tmp_path, field, n
     assert not host.get("SecurityOpt") and not host["Privileged"] and not host.get("CapAdd")
     assert host["NetworkMode"] != "host" and "/host" not in mounts and "/host-etc" not in mounts
     assert "/var/run/docker.sock" not in mounts
+    assert container.exec_run(["ls", "/tmp/ran"]).exit_code != 0  # no command ran
+    assert "T" not in container_env(container) or container_env(container)["T"] == ""
 
 
 @pytest.mark.parametrize("point", ["after-branch-create", "after-worktree-add", "after-data-dir",

@@ -22,7 +22,7 @@ from ..lifecycle import (
     leases,
     prepare,
     require_unbound,
-    run_post_create,
+    run_lifecycle,
 )
 from ..settings import settings_for_worktree, settings_from
 from ..model import Binding, Gpu
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 time.sleep(WAIT_POLL_S)
     report(binding, chosen, started=not args.no_start)
     if not args.no_start:
-        run_post_create(engine, binding, settings.post_create)
+        run_lifecycle(engine, binding, plan.settings.lifecycle, first_start=True)
         workspace.report_services(binding, workspace.wait_for_services(binding))
     return 0
 

@@ -6,7 +6,7 @@ import argparse
 
 from .. import state, worktrees
 from ..errors import UsageError
-from ..lifecycle import Rollback, bind_worktree, prepare, require_unbound, resolve_worktree, run_post_create
+from ..lifecycle import Rollback, bind_worktree, prepare, require_unbound, resolve_worktree, run_lifecycle
 from ..settings import settings_for_worktree
 from ..reconcile import converge_quietly
 from .add import flag_settings, report
@@ -33,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
             binding, chosen = bind_worktree(info, plan, current, worktree, start=not args.no_start, undo=undo)
     report(binding, chosen, started=not args.no_start)
     if not args.no_start:
-        run_post_create(plan.engine, binding, settings.post_create)
+        run_lifecycle(plan.engine, binding, plan.settings.lifecycle, first_start=True)
     return 0

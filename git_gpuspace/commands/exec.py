@@ -12,9 +12,9 @@ import subprocess
 import sys
 
 from .. import state, workspace, worktrees
-from ..containers import WORKSPACE, Engine
+from ..containers import Engine
 from ..errors import GpuspaceError, UsageError
-from ..lifecycle import resolve_worktree
+from ..lifecycle import exec_user, resolve_worktree
 from ..model import Binding
 
 SHELL = ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"]
@@ -32,9 +32,12 @@ def run(args: argparse.Namespace) -> int:
     docker_cli = shutil.which("docker")
     if interactive and docker_cli:
         flags = [item for key, value in env.items() for item in ("-e", f"{key}={value}")]
-        return subprocess.call([docker_cli, "exec", "-it", "-w", WORKSPACE, *flags, binding.container, *command])
+        user = exec_user(binding)
+        flags += ["--user", user] if user else []
+        return subprocess.call([docker_cli, "exec", "-it", *flags, binding.container, *command])
     piped = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer  # a pipe, a file, a heredoc
-    code, _ = engine.exec(binding.container, command, env, output=(sys.stdout.buffer, sys.stderr.buffer), stdin=piped)
+    code, _ = engine.exec(binding.container, command, env, output=(sys.stdout.buffer, sys.stderr.buffer), stdin=piped,
+                          user=exec_user(binding))
     return code
 
 

@@ -16,7 +16,7 @@ from .. import state, worktrees
 from ..cli import report_internal_error
 from ..containers import Engine
 from ..errors import GpuspaceError
-from ..lifecycle import Rollback, bind_worktree, prepare, record_pending, resolve_worktree, run_post_create
+from ..lifecycle import Rollback, bind_worktree, prepare, record_pending, resolve_worktree, run_lifecycle
 from ..settings import settings_for_worktree
 from ..reconcile import converge
 from .add import report
@@ -57,7 +57,7 @@ def _bind_new_worktree() -> None:
                 return
             with Rollback() as undo:
                 binding, chosen = bind_worktree(info, plan, current, worktree, start=True, undo=undo)
-        run_post_create(plan.engine, binding, settings.post_create)
+        run_lifecycle(plan.engine, binding, plan.settings.lifecycle, first_start=True)
     except GpuspaceError as error:
         with state.locked(info.common_dir) as current:
             if _unbound(current, worktree):

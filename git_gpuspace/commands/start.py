@@ -7,8 +7,8 @@ import argparse
 from .. import state, workspace, worktrees
 from ..containers import Engine
 from ..errors import GpuspaceError
-from ..lifecycle import Rollback, bind_worktree, owner_of, prepare, recreate, resolve_worktree
-from ..settings import checked_settings
+from ..lifecycle import Rollback, bind_worktree, owner_of, prepare, recreate, resolve_worktree, run_lifecycle
+from ..settings import checked_settings, trusted_devcontainer
 from ..reconcile import converge_quietly
 
 
@@ -33,12 +33,13 @@ def run(args: argparse.Namespace) -> int:
                 engine.keep_up(binding.container, False)  # stopped stays stopped, through engine restarts too
                 print(f"Stopped {binding.container} (its GPUs stay reserved; `git gpuspace remove` frees them)")
                 return 0
+        fresh = binding.pending or binding.container not in {c.name for c in engine.list_managed()}
         if binding.pending:
             plan = prepare(checked_settings(info, current.path, current.bindings.index(binding), binding, worktree), engine)
             with Rollback() as undo:
                 binding, _ = bind_worktree(info, plan, current, worktree, start=True, undo=undo)
             print(f"Started {binding.container} (was pending)")
-        elif binding.container not in {c.name for c in engine.list_managed()}:
+        elif fresh:
             binding = recreate(info, engine, current, binding, worktree)
             print(f"Made {binding.container} again (the container was gone) and started it")
         else:
@@ -46,5 +47,10 @@ def run(args: argparse.Namespace) -> int:
             engine.start(binding.container)
             print(f"{'Restarted' if args.verb == 'restart' else 'Started'} {binding.container}")
         converge_quietly(info, engine, current)
+    # postStartCommand after every start (a new container's all of them), from the devcontainer.json
+    # as it is trusted now
+    trusted = trusted_devcontainer(info, binding, worktree) if binding.devcontainer else None
+    if trusted is not None:
+        run_lifecycle(engine, binding, trusted.lifecycle, first_start=bool(fresh))
     workspace.report_services(binding, workspace.wait_for_services(binding))
     return 0

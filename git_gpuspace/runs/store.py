@@ -98,7 +98,7 @@ class Runs:
             "sweeps": [{key: value for key, value in asdict(s).items() if value is not None} for s in self.sweeps.values()],
             "runs": [{key: value for key, value in asdict(r).items() if value is not None} for r in self.runs],
         }
-        state._atomic_write(self.path, tomli_w.dumps(document).encode())
+        state.atomic_write(self.path, tomli_w.dumps(document).encode())
 
 
 def load(common_dir: Path) -> Runs:

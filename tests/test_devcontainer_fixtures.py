@@ -1,0 +1,629 @@
+"""devcontainer.json as the reference implementation (devcontainers/cli) reads it.
+
+One table, `CASES`: each row is a configuration mirroring a fixture of the reference's test
+suite (`src/test/configs/<name>`, `src/test/container-features/configs/<name>`) or a line of the
+spec, made with `git gpuspace add` on the real engine, and its outcome:
+
+- applied: the container is made, and `check` reads what `docker inspect` (or the container)
+  must show;
+- named: made, and the notice names what is not supported (or what only trust allows);
+- refused: one line naming the problem, exit 2, and nothing made (no worktree, branch or
+  container).
+
+The parser's own rules (substitution, mounts, ports, build stages, feature options) are
+tested without the engine at the end of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import tarfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from conftest import TEST_IMAGE, container_env
+from git_gpuspace import devcontainer, features
+from git_gpuspace.errors import UsageError
+
+IMAGE = TEST_IMAGE
+
+
+@dataclass
+class Case:
+    name: str
+    mirrors: str  # the reference fixture or spec section this row stands for
+    files: dict[str, str]  # relative to the repository root; "{registry}" is the test registry
+    outcome: str  # applied | named | refused
+    check: Callable | None = None  # applied: check(container, worktree, result)
+    says: tuple[str, ...] = ()  # named/applied: in the notices; refused: in the error
+    flags: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def sh(container, command: str) -> str:
+    result = container.exec_run(["sh", "-c", command])
+    assert result.exit_code == 0, result.output
+    return result.output.decode().strip()
+
+
+def mounts_by_target(container) -> dict[str, dict]:
+    return {mount["Target"]: mount for mount in container.attrs["HostConfig"].get("Mounts") or []}
+
+
+def feature_files(folder: str, metadata: dict, install: str) -> dict[str, str]:
+    return {f"{folder}/devcontainer-feature.json": json.dumps(metadata),
+            f"{folder}/install.sh": f"#!/bin/sh\nset -e\nmkdir -p /usr/local\n{install}\n"}
+
+
+# --- checks of the applied rows -------------------------------------------------------------
+
+def check_image(container, worktree, result):
+    assert container_env(container)["TEST_CE"] == "TEST_VALUE3"
+    # postCreateCommand ran, in the container, with ${containerEnv:TEST_CE} from the container
+    assert sh(container, "cat /tmp/postCreateCommand.txt") == "Val: TEST_VALUE3 TEST_VALUE3"
+
+
+def check_target(container, worktree, result):
+    assert sh(container, "cat /test-marker") == "||test-content||18"  # the target stage, not the last
+    image = container.client.images.get(container.attrs["Config"]["Image"])
+    assert image.labels.get("test_build_options") == "success"  # build.options --label
+    assert sh(container, "ls /tmp/postCreateCommand.testmarker /tmp/postStartCommand.testmarker")
+
+
+def check_legacy_build(container, worktree, result):
+    assert sh(container, "cat /marker.txt") == "from the context"
+    assert container.attrs["Config"]["Image"].startswith("gpuspace-build/devcontainer:")
+
+
+def check_parallel(container, worktree, result):
+    assert sh(container, "ls /tmp | grep -c testmarker") == "4"
+
+
+def check_mounts(container, worktree, result):
+    mounts = mounts_by_target(container)
+    anonymous = mounts["/home/test_devcontainer_config"]
+    assert anonymous["Type"] == "volume" and anonymous.get("Source", "") in ("", None)
+    named = {m["Destination"]: m for m in container.attrs["Mounts"]}["/home/test_devcontainer_config"]
+    assert named["Type"] == "volume" and named["Name"] not in ("", "undefined")
+    history = mounts["/commandhistory"]  # no type: a volume, as Docker and the spec default
+    assert history["Type"] == "volume" and history["Source"] == "gpuspace-test-bashhistory"
+    assert mounts["/scratch"]["Type"] == "tmpfs"
+    assert sh(container, "grep ' /scratch ' /proc/mounts").split()[2] == "tmpfs"
+
+
+def check_metadata_features(container, worktree, result):
+    assert sh(container, "ls /localFeatureA /localFeatureB")  # both install.sh ran
+    host = container.attrs["HostConfig"]
+    assert host["Privileged"] is False  # localFeatureB asks for it; the file is not trusted
+
+
+def check_local_features(container, worktree, result):
+    assert sh(container, "cat /usr/local/greeting") == "Hello there!!!!"  # given options, and one not declared
+    assert sh(container, "cat /usr/local/favorite") == "gold blue"  # given, and a declared default
+    assert sh(container, "cat /usr/local/order") == "A B"  # B installsAfter A, though written first
+    env = container_env(container)
+    assert env["PATH"].startswith("/opt/featureB/bin:")  # its containerEnv, ${PATH} expanded in the image
+
+
+def check_variables(container, worktree, result):
+    env = container_env(container)
+    assert env["LOCAL"] == str(worktree) and env["BASENAME"] == worktree.name
+    assert env["CWF"] == "/workspace" and env["CWFB"] == "workspace"
+    config = worktree / ".devcontainer" / "devcontainer.json"
+    assert env["ID"] == reference_devcontainer_id({"devcontainer.local_folder": str(worktree),
+                                                   "devcontainer.config_file": str(config)})
+    assert env["DEFAULTED"] == "default"  # ${localEnv:X:default:a:b}: the reference takes args[1] only
+    assert env["ALIAS"] == "from the host"  # ${env:VAR} is ${localEnv:VAR}
+    assert env["UNKNOWN"] == "[$${severity}] [$${walltime:%Y-%m-%d}]"  # unknown variables stay as written
+    assert env["FLAG"] == "true" and env["COUNT"] == "1"  # JSON values as JSON, not Python's True
+    assert env["FROM_RUNARGS"] == "/workspace/runargs"  # runArgs are substituted too
+    assert sh(container, "cat /tmp/cwf") == "/workspace"  # and lifecycle commands
+
+
+def check_image_variable(container, worktree, result):
+    assert container.attrs["Config"]["Image"] == IMAGE
+
+
+def check_workspace(container, worktree, result):
+    folder = f"/workspaces/{worktree.name}"
+    assert {m["Destination"]: m["Source"] for m in container.attrs["Mounts"]}[folder] == str(worktree)
+    assert container.attrs["Config"]["WorkingDir"] == f"{folder}/src"
+    assert sh(container, "pwd") == f"{folder}/src"
+    assert sh(container, f"cat {folder}/.git").startswith("gitdir: ")  # git's link, where the worktree is
+    assert "/workspace" not in {m["Destination"] for m in container.attrs["Mounts"]}
+
+
+def check_users(container, worktree, result):
+    if os.getuid() == 0:
+        assert container.attrs["Config"]["User"] == "nobody"
+        assert sh(container, "id -un") == "nobody"
+        assert sh(container, "cat /tmp/who") == "root"  # remoteUser runs the lifecycle commands
+    else:  # the uid mapping runs everything as the invoking user, as updateRemoteUserUID would
+        assert container.attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
+
+
+def check_override_command(container, worktree, result):
+    assert container.attrs["Config"]["Cmd"] == ["sleep", "1000"]
+    assert container.attrs["State"]["Running"]
+
+
+def check_host_fields(container, worktree, result):
+    host = container.attrs["HostConfig"]
+    assert host["Init"] is True and host["Privileged"] is True
+    assert host["CapAdd"] == ["SYS_PTRACE"] and "seccomp=unconfined" in host["SecurityOpt"]
+
+
+def check_host_fields_untrusted(container, worktree, result):
+    host = container.attrs["HostConfig"]
+    assert host["Init"] is True and host["Privileged"] is False
+    assert not host.get("CapAdd") and "seccomp=unconfined" not in (host.get("SecurityOpt") or [])
+
+
+def check_ports(container, worktree, result):
+    published = container.attrs["HostConfig"]["PortBindings"]
+    assert set(published) == {"8080/tcp", "8888/tcp"}  # one per container port; 5432 is the db's
+    labels = container.labels["gpuspace.ports"]
+    assert "jupyter=8888:" in labels and "port-8888" not in labels and labels.count("=8080:") == 1
+
+
+def check_oci_feature(container, worktree, result):
+    assert sh(container, "cat /usr/local/hello") == "howdy"
+
+
+def check_data_dir_kept(container, worktree, result):
+    assert mounts_by_target(container)["/data"]["Type"] == "bind"  # the binding's own data dir
+
+
+def check_named_only(container, worktree, result):
+    assert container.attrs["State"]["Running"]
+
+
+# --- the table ----------------------------------------------------------------------------
+
+DEVCONTAINER = ".devcontainer/devcontainer.json"
+TARGET_DOCKERFILE = f"""FROM {IMAGE} AS false-start
+RUN echo false-start > /test-marker
+FROM {IMAGE} AS desired-image
+ARG VARIANT
+RUN echo "||test-content||$VARIANT" > /test-marker
+FROM desired-image AS false-finish
+RUN echo false-finish > /test-marker
+"""
+
+CASES = [
+    Case("image", "configs/image", {DEVCONTAINER: json.dumps({
+        "image": IMAGE,
+        "postCreateCommand": 'echo "Val: $TEST_CE ${containerEnv:TEST_CE}" > /tmp/postCreateCommand.txt',
+        "runArgs": ["-e", "TEST_CE=TEST_VALUE3"],
+        "remoteEnv": {"TEST": "ENV", "CONTAINER_PATH": "${containerEnv:PATH}"}})},
+        "applied", check_image, says=("not supported, ignored: remoteEnv",), flags=("--trust",)),
+    Case("dockerfile-with-target", "configs/dockerfile-with-target", {
+        ".devcontainer/Dockerfile": TARGET_DOCKERFILE,
+        DEVCONTAINER: json.dumps({
+            "build": {"dockerfile": "Dockerfile", "target": "desired-image", "args": {"VARIANT": "18"},
+                      "options": ["--label", "test_build_options=success"], "cacheFrom": IMAGE},
+            "postCreateCommand": "touch /tmp/postCreateCommand.testmarker",
+            "postStartCommand": "touch /tmp/postStartCommand.testmarker",
+            "postAttachCommand": "touch /tmp/postAttachCommand.testmarker"})},
+        "applied", check_target, says=("postAttachCommand (nothing attaches)",), flags=("--trust",)),
+    Case("legacy-dockerFile", "configs/dockerfile-without-features (the schema's older dockerFile/context form)", {
+        ".devcontainer/Dockerfile": f"FROM {IMAGE}\nCOPY marker.txt /marker.txt\n",
+        "marker.txt": "from the context\n",
+        DEVCONTAINER: json.dumps({"dockerFile": "Dockerfile", "context": ".."})},
+        "applied", check_legacy_build),
+    Case("parallel-commands", "configs/dockerfile-with-parallel-commands", {DEVCONTAINER: json.dumps({
+        "image": IMAGE,
+        "postCreateCommand": {"post-create-command-1": "touch /tmp/postCreateCommand1.testmarker",
+                              "post-create-command-2": ["touch", "/tmp/postCreateCommand2.testmarker"]},
+        "postStartCommand": {"post-start-command-1": "touch /tmp/postStartCommand1.testmarker",
+                             "post-start-command-2": "touch /tmp/postStartCommand2.testmarker"}})},
+        "applied", check_parallel, flags=("--trust",)),
+    Case("mounts", "configs/image-with-mounts; the cli repo's own bash-history mount", {DEVCONTAINER: json.dumps({
+        "image": IMAGE,
+        "mounts": [{"target": "/home/test_devcontainer_config", "type": "volume"},
+                   "source=gpuspace-test-bashhistory,target=/commandhistory",
+                   "type=tmpfs,target=/scratch"]})},
+        "applied", check_mounts),
+    Case("image-metadata", "configs/image-metadata (local features with metadata)", {
+        **feature_files(".devcontainer/localFeatureA", {
+            "id": "localFeatureA", "version": "1.0.0", "init": True,
+            "customizations": {"vscode": {"extensions": ["extensionA"]}},
+            "updateContentCommand": ["one", "two"]}, "touch /localFeatureA"),
+        **feature_files(".devcontainer/localFeatureB", {"id": "localFeatureB", "version": "1.0.0", "privileged": True},
+                        "touch /localFeatureB"),
+        DEVCONTAINER: json.dumps({"image": IMAGE, "features": {"./localFeatureA": "latest", "./localFeatureB": "latest"}})},
+        "applied", check_metadata_features,
+        says=("feature ./localFeatureA: customizations", "feature ./localFeatureA: updateContentCommand",
+              "made without: privileged")),
+    Case("local-features", "container-features/configs/dockerfile-with-v2-local-features-config-inside-dev-container-folder", {
+        ".devcontainer/Dockerfile": f"FROM {IMAGE}\n",
+        **feature_files(".devcontainer/localFeatureA", {
+            "id": "localFeatureA", "options": {"greeting": {"type": "string", "default": "hey"}}},
+            'echo "$GREETING$PUNCTUATION" > /usr/local/greeting\necho -n "A " >> /usr/local/order'),
+        **feature_files(".devcontainer/localFeatureB", {
+            "id": "localFeatureB", "installsAfter": ["localFeatureA"],
+            "containerEnv": {"PATH": "/opt/featureB/bin:${PATH}"},
+            "options": {"favorite": {"type": "string", "default": "red"}, "color": {"type": "string", "default": "blue"}}},
+            'echo "$FAVORITE $COLOR" > /usr/local/favorite\necho -n "B" >> /usr/local/order'),
+        DEVCONTAINER: json.dumps({"build": {"dockerfile": "Dockerfile"}, "features": {
+            "./localFeatureB": {"favorite": "gold"},
+            "./localFeatureA": {"greeting": "Hello there", "punctuation": "!!!!"}}})},
+        "applied", check_local_features),
+    Case("variables", "spec: variables in devcontainer.json (the full list); configs/image-containerEnv-issue", {
+        DEVCONTAINER: json.dumps({
+            "image": IMAGE,
+            "containerEnv": {"LOCAL": "${localWorkspaceFolder}", "BASENAME": "${localWorkspaceFolderBasename}",
+                             "CWF": "${containerWorkspaceFolder}", "CWFB": "${containerWorkspaceFolderBasename}",
+                             "ID": "${devcontainerId}", "DEFAULTED": "${localEnv:GPUSPACE_UNSET_VARIABLE:default:a:b}",
+                             "ALIAS": "${env:GPUSPACE_FIXTURE_VALUE}",
+                             "UNKNOWN": "[$${severity}] [$${walltime:%Y-%m-%d}]", "FLAG": True, "COUNT": 1},
+            "runArgs": ["-e", "FROM_RUNARGS=${containerWorkspaceFolder}/runargs"],
+            "postCreateCommand": "echo ${containerWorkspaceFolder} > /tmp/cwf"})},
+        "applied", check_variables, flags=("--trust",), env={"GPUSPACE_FIXTURE_VALUE": "from the host"}),
+    Case("image-variable", "issue: image is substituted like every string", {
+        DEVCONTAINER: json.dumps({"image": IMAGE.split(":")[0] + ":${localEnv:GPUSPACE_UNSET_TAG:" + IMAGE.split(":")[1] + "}"})},
+        "applied", check_image_variable, says=("made without: ${localEnv:GPUSPACE_UNSET_TAG:",)),
+    Case("workspace", "spec: workspaceMount / workspaceFolder (the reference's default shape)", {
+        "src/train.py": "print('hi')\n",
+        DEVCONTAINER: json.dumps({
+            "image": IMAGE,
+            "workspaceMount": "source=${localWorkspaceFolder},target=/workspaces/${localWorkspaceFolderBasename},type=bind",
+            "workspaceFolder": "/workspaces/${localWorkspaceFolderBasename}/src"})},
+        "applied", check_workspace),
+    Case("users", "configs/updateUID (remoteUser) and spec containerUser", {DEVCONTAINER: json.dumps({
+        "image": IMAGE, "containerUser": "nobody", "remoteUser": "root", "postCreateCommand": "id -un > /tmp/who"})},
+        "applied", check_users, flags=("--trust",)),
+    Case("override-command", "spec: overrideCommand false", {
+        ".devcontainer/Dockerfile": f'FROM {IMAGE}\nCMD ["sleep", "1000"]\n',
+        DEVCONTAINER: json.dumps({"build": {"dockerfile": "Dockerfile"}, "overrideCommand": False})},
+        "applied", check_override_command),
+    Case("host-fields-trusted", "spec: init, privileged, capAdd, securityOpt (trusted)", {DEVCONTAINER: json.dumps({
+        "image": IMAGE, "init": True, "privileged": True, "capAdd": ["SYS_PTRACE"], "securityOpt": ["seccomp=unconfined"]})},
+        "applied", check_host_fields, flags=("--trust", "--no-start")),
+    Case("host-fields-untrusted", "spec: the same, not trusted", {DEVCONTAINER: json.dumps({
+        "image": IMAGE, "init": True, "privileged": True, "capAdd": ["SYS_PTRACE"], "securityOpt": ["seccomp=unconfined"]})},
+        "named", check_host_fields_untrusted,
+        says=("made without: privileged, capAdd SYS_PTRACE, securityOpt seccomp=unconfined",)),
+    Case("ports", "spec: forwardPorts [3000, \"db:5432\"]; issue: one entry per container port", {
+        DEVCONTAINER: json.dumps({"image": IMAGE, "forwardPorts": [8080, "localhost:8080", "db:5432", 8888]})},
+        "applied", check_ports, says=("forwardPorts db:5432 (a port of another service)",), flags=("--jupyter",)),
+    Case("oci-feature", "container-features/configs/dockerfile-with-v2-oci-features (a local registry)", {
+        DEVCONTAINER: json.dumps({"image": IMAGE, "features": {"{registry}/features/hello:1": {"greeting": "howdy"}}})},
+        "applied", check_oci_feature),
+    Case("initialize-command", "configs/image-with-parallel-initialize-command", {DEVCONTAINER: json.dumps({
+        "image": IMAGE, "initializeCommand": {"touch-test1": "touch ${localWorkspaceFolder}/initializeCommand.1.testMarker"},
+        "customizations": {"vscode": {}}, "hostRequirements": {"cpus": 8, "memory": "32gb"},
+        "features": {"https://example.com/feature.tgz": {}}})},
+        "named", check_named_only,
+        says=("initializeCommand (it runs on the host)", "customizations", "hostRequirements.cpus",
+              "hostRequirements.memory", "feature https://example.com/feature.tgz"), flags=("--trust",)),
+    Case("compose", "configs/compose-image-without-features-minimal", {
+        ".devcontainer/docker-compose.yml": "services:\n  app:\n    image: ubuntu:latest\n    command: sleep infinity\n",
+        DEVCONTAINER: json.dumps({"dockerComposeFile": "docker-compose.yml", "service": "app",
+                                  "workspaceFolder": "/workspace", "postCreateCommand": "echo hi"})},
+        "refused", says=("a Compose-based configuration (dockerComposeFile, service) is not supported",),
+        flags=("--trust",)),
+    Case("legacy-feature-id", "configs/image-with-local-feature (no ./)", {
+        ".devcontainer/myfeature/devcontainer-feature.json": "",
+        DEVCONTAINER: json.dumps({"image": IMAGE, "features": {"myfeature": {}}})},
+        "refused", says=("feature 'myfeature' names neither a folder nor a registry", '"./myfeature"')),
+    Case("relative-bind", "issue: a bind mount's source must be absolute", {
+        DEVCONTAINER: json.dumps({"image": IMAGE, "mounts": ["type=bind,source=data,target=/data2"]})},
+        "refused", says=("the source must be an absolute path",)),
+    Case("unreachable-feature", "spec: features from a registry that cannot be reached", {
+        DEVCONTAINER: json.dumps({"image": IMAGE, "features": {"localhost:1/features/missing:1": {}}})},
+        "refused", says=("cannot fetch feature localhost:1/features/missing:1",)),
+    Case("mount-over-data", "git-gpuspace's own mounts (an exported devcontainer.json names the data dir so)", {
+        DEVCONTAINER: json.dumps({"image": IMAGE, "mounts": ["type=volume,source=x,target=/data"]})},
+        "named", check_data_dir_kept, says=("mount type=volume,source=x,target=/data (git-gpuspace mounts its own /data)",)),
+    Case("override-command-and-jupyter", "spec: overrideCommand false with a service", {
+        DEVCONTAINER: json.dumps({"image": IMAGE, "overrideCommand": False})},
+        "refused", says=("overrideCommand to false", "jupyter cannot be started"), flags=("--jupyter",)),
+    Case("bad-image-reference", "issue: a reference the engine refuses, after substitution", {
+        DEVCONTAINER: json.dumps({"image": "ubuntu:${localEnv:GPUSPACE_UNSET_TAG:bad tag}"})},
+        "refused", says=("is not a valid image reference",)),
+]
+
+
+def reference_devcontainer_id(labels: dict[str, str]) -> str:
+    """The reference's formula, written out again here (sha256 of the sorted labels' JSON, base 32)."""
+    text = json.dumps({key: labels[key] for key in sorted(labels)}, separators=(",", ":"), ensure_ascii=False)
+    number, digits = int(hashlib.sha256(text.encode()).hexdigest(), 16), ""
+    while number:
+        number, digit = divmod(number, 32)
+        digits = "0123456789abcdefghijklmnopqrstuv"[digit] + digits
+    return digits.rjust(52, "0")
+
+
+@pytest.fixture
+def feature_registry():
+    """A registry serving one Dev Container Feature as the spec publishes it: an OCI manifest
+    whose config is `application/vnd.devcontainers` and whose one layer is a plain tar of the
+    feature's folder. Yields its host:port."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, text in (("devcontainer-feature.json", json.dumps({"id": "hello", "version": "1.0.0", "options": {
+                "greeting": {"type": "string", "default": "hey"}}})),
+                           ("install.sh", '#!/bin/sh\nmkdir -p /usr/local\necho "$GREETING" > /usr/local/hello\n')):
+            data = text.encode()
+            info = tarfile.TarInfo(f"./{name}")
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+    layer, config = archive.getvalue(), b"{}"
+    blobs = {"sha256:" + hashlib.sha256(blob).hexdigest(): blob for blob in (layer, config)}
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.devcontainers", "size": len(config),
+                   "digest": "sha256:" + hashlib.sha256(config).hexdigest()},
+        "layers": [{"mediaType": "application/vnd.devcontainers.layer.v1+tar", "size": len(layer),
+                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
+                    "annotations": {"org.opencontainers.image.title": "devcontainer-feature-hello.tgz"}}],
+    }).encode()
+
+    class Registry(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            body, media = None, "application/octet-stream"
+            if path.rstrip("/") == "/v2":
+                body, media = b"{}", "application/json"
+            elif path == "/v2/features/hello/manifests/1":
+                body, media = manifest, "application/vnd.oci.image.manifest.v1+json"
+            elif path.startswith("/v2/features/hello/blobs/"):
+                body = blobs.get(path.rsplit("/", 1)[1])
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Type", media)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            if body and self.command == "GET":
+                self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_fixture(case: Case, repo, tmp_path, monkeypatch, docker_client, request):
+    registry = request.getfixturevalue("feature_registry") if case.name == "oci-feature" else ""
+    for name, text in case.files.items():
+        path = repo.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.replace("{registry}", registry))
+        if name.endswith("install.sh"):
+            path.chmod(0o755)
+    repo.git("add", ".")
+    repo.git("commit", "-q", "-m", f"devcontainer: {case.name}")
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
+    worktree = tmp_path / "wts" / case.name
+    before = repo.snapshot(tmp_path / "wts")
+    result = repo.gs("add", "-b", case.name, str(worktree), "--gpus", "none", *case.flags)
+    if case.outcome == "refused":
+        assert result.returncode == 2, result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.startswith("git-gpuspace: error:")]
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        for text in case.says:
+            assert text in result.stderr, result.stderr
+        assert repo.snapshot(tmp_path / "wts") == before and not worktree.exists()
+        assert case.name not in repo.branches() and not repo.containers()
+        return
+    assert result.returncode == 0, result.stderr
+    notices = " ".join(line for line in result.stderr.splitlines() if "devcontainer.json" in line)
+    for text in case.says:
+        assert text in notices, result.stderr
+    if case.outcome == "named":
+        assert case.says and notices
+    [container] = repo.containers()
+    container.reload()
+    case.check(container, worktree, result)
+    assert not (worktree / "initializeCommand.1.testMarker").exists()  # nothing ran on the host
+    if case.name == "mounts":
+        repo.ok("remove", "--force", case.name)
+        docker_client.volumes.get("gpuspace-test-bashhistory").remove()
+
+
+def test_the_table_has_each_outcome():
+    outcomes = [case.outcome for case in CASES]
+    assert {outcome: outcomes.count(outcome) for outcome in ("applied", "named", "refused")} == {
+        "applied": 15, "named": 3, "refused": 6}
+
+
+def test_post_start_runs_after_every_start_and_post_create_once(repo, tmp_path):
+    (repo.path / ".devcontainer").mkdir()
+    (repo.path / DEVCONTAINER).write_text(json.dumps({
+        "image": IMAGE, "onCreateCommand": "echo onCreate >> /tmp/order", "updateContentCommand": "echo update >> /tmp/order",
+        "postCreateCommand": "echo postCreate >> /tmp/order", "postStartCommand": "echo postStart >> /tmp/order"}))
+    repo.git("add", ".")
+    repo.git("commit", "-q", "-m", "lifecycle")
+    repo.ok("add", "-b", "life", str(tmp_path / "life"), "--gpus", "none", "--trust")
+    [container] = repo.containers()
+    assert sh(container, "cat /tmp/order").split() == ["onCreate", "update", "postCreate", "postStart"]
+    repo.ok("restart", "life")
+    assert sh(container, "cat /tmp/order").split() == ["onCreate", "update", "postCreate", "postStart", "postStart"]
+
+
+def test_a_changed_base_image_is_built_again(repo, tmp_path, docker_client):
+    """The build's tag hashes the base image's id: the same Dockerfile on a new base is a new build."""
+    base = f"gpuspace-test-base:{os.getpid()}"
+    docker_client.images.get(IMAGE).tag(base)
+    (repo.path / ".devcontainer").mkdir()
+    (repo.path / ".devcontainer/Dockerfile").write_text(f"FROM {base}\nRUN cat /base-marker 2>/dev/null > /seen || true\n")
+    (repo.path / DEVCONTAINER).write_text(json.dumps({"build": {"dockerfile": "Dockerfile"}}))
+    repo.git("add", ".")
+    repo.git("commit", "-q", "-m", "build")
+    first = repo.ok("add", "-b", "one", str(tmp_path / "one"), "--gpus", "none")
+    assert "Building" in first.stderr
+    again = repo.ok("add", "-b", "two", str(tmp_path / "two"), "--gpus", "none")
+    assert "Building" not in again.stderr  # nothing changed: reused
+    changed = docker_client.containers.run(IMAGE, ["sh", "-c", "echo new > /base-marker"], detach=True)
+    changed.wait()
+    changed.commit(*base.split(":"))
+    changed.remove()
+    third = repo.ok("add", "-b", "three", str(tmp_path / "three"), "--gpus", "none")
+    assert "Building" in third.stderr, third.stderr
+    container = next(c for c in repo.containers() if c.labels["gpuspace.branch"] == "three")
+    assert sh(container, "cat /seen") == "new"
+    for branch in ("one", "two", "three"):
+        repo.ok("remove", "--force", branch)
+    docker_client.images.remove(base, force=True)
+
+
+# --- the parser, without the engine -----------------------------------------------------------
+
+def parse(tmp_path: Path, document: dict | str, trust: bool = True, files: dict[str, str] | None = None,
+          fetch=None) -> devcontainer.Devcontainer:
+    worktree = tmp_path / "wt"
+    (worktree / ".devcontainer").mkdir(parents=True, exist_ok=True)
+    for name, text in (files or {}).items():
+        (worktree / name).parent.mkdir(parents=True, exist_ok=True)
+        (worktree / name).write_text(text)
+    path = worktree / ".devcontainer" / "devcontainer.json"
+    content = (document if isinstance(document, str) else json.dumps(document)).encode()
+    path.write_bytes(content)
+    return devcontainer.load(path, content, worktree, worktree, trust, fetch)
+
+
+def test_substitution_follows_the_reference(tmp_path, monkeypatch):
+    monkeypatch.setenv("SET_TO_EMPTY", "")
+    monkeypatch.delenv("NOT_SET", raising=False)
+    config = parse(tmp_path, {"containerEnv": {
+        "A": "bar${localEnv:NOT_SET:default:a:b:c}bar", "B": "${localEnv:SET_TO_EMPTY:default}", "C": "${localEnv:NOT_SET}",
+        "D": "${localEnv:NOT_SET:}", "E": "${unknown} ${containerEnv:PATH}", "F": "${localEnv:NOT_SET:${x}}"}})
+    assert config.env["A"] == "bardefaultbar"
+    assert config.env["B"] == "" and config.env["C"] == "" and config.env["D"] == ""
+    assert config.env["E"] == "${unknown} ${containerEnv:PATH}"  # containerEnv: once the container exists
+    assert config.env["F"] == "${x}"  # lazy: the first } ends the variable (default "${x"), as in the reference
+    with pytest.raises(UsageError, match="names no environment variable"):
+        parse(tmp_path, {"containerEnv": {"X": "${localEnv}"}})
+
+
+def test_devcontainer_id_matches_the_reference_values():
+    assert reference_devcontainer_id({"a": "b"}) == "1mqafr5h2iu6dhh3k1m4vtnuhml2uiec4s7bntt1v0f25ao63i1n"
+    path, folder = Path("/home/u/proj/.devcontainer/devcontainer.json"), Path("/home/u/proj")
+    assert devcontainer.devcontainer_id(path, folder) == "14ak8ob72e8kj9tspe40d7s4kp04qkoe2serr1g7b3oea7nffegl"
+
+
+def test_container_substitute_reads_the_container_env():
+    command = {"x": "echo ${containerEnv:HOME} ${containerEnv:NOPE:fallback} ${localWorkspaceFolder}"}
+    assert devcontainer.container_substitute(command, {"HOME": "/root"}) == {"x": "echo /root fallback ${localWorkspaceFolder}"}
+
+
+def test_mounts_default_to_volumes_and_keep_the_last_per_target(tmp_path):
+    config = parse(tmp_path, {"mounts": [
+        "source=history,target=/h", {"type": "volume", "target": "/anon"}, "type=tmpfs,target=/t",
+        "type=bind,source=${localWorkspaceFolder}/data,target=/d,readonly", "source=second,target=/h"]},
+        files={"data/x": ""})
+    assert config.mounts == ["volume::/anon", "tmpfs::/t", f"{tmp_path / 'wt' / 'data'}:/d:ro", "volume:second:/h"]
+    with pytest.raises(UsageError, match="is not a volume name"):
+        parse(tmp_path, {"mounts": ["source=../etc,target=/x"]})
+
+
+def test_ports_are_one_per_container_port(tmp_path):
+    config = parse(tmp_path, {"forwardPorts": [8080, "localhost:8080", "127.0.0.1:9000", "db:5432"]})
+    assert [(port.name, port.container_port) for port in config.ports] == [("port-8080", 8080), ("port-9000", 9000)]
+    assert config.unsupported == ["forwardPorts db:5432 (a port of another service)"]
+
+
+def test_base_images_of_a_multi_stage_dockerfile():
+    text = "ARG VARIANT=18\nARG BASE\nFROM --platform=linux/amd64 node:${VARIANT} AS build\nFROM build AS test\n" \
+           "FROM scratch\nFROM $BASE\n"
+    assert devcontainer.base_images(text, {"BASE": "python:3.11"}) == ["node:18", "python:3.11"]
+    assert devcontainer.base_images(text, {"VARIANT": "20"})[0] == "node:20"
+
+
+def test_feature_options_become_environment_as_in_the_reference(tmp_path):
+    feature = features.Feature("./f", tmp_path, {"jupyter-lab": True, "1abc": "x"},
+                               {"options": {"version": {"default": "latest"}, "color": {"default": "blue"}}})
+    assert feature.environment() == {"VERSION": "latest", "COLOR": "blue", "JUPYTER_LAB": "true", "_ABC": "x"}
+    assert features.Feature("./f", tmp_path, "3.11", {"options": {"version": {"default": "latest"}}}).environment() \
+        == {"VERSION": "3.11"}
+    assert features.Feature("./f", tmp_path, "3.11", {"options": {}}).environment() == {}  # no version option
+
+
+def test_untrusted_file_skips_what_needs_trust_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("SECRET", "s3cret")
+    config = parse(tmp_path, {"containerEnv": {"T": "${localEnv:SECRET}"}, "postStartCommand": "x",
+                              "capAdd": ["NET_ADMIN"], "build": {"dockerfile": "Dockerfile", "options": ["--network=host"]}},
+                   trust=False, files={".devcontainer/Dockerfile": "FROM x\n"})
+    assert config.env["T"] == "" and not config.lifecycle and not config.host_options
+    assert config.skipped == ["${localEnv:SECRET}", "build.options --network host", "postStartCommand",
+                              "capAdd NET_ADMIN"]
+
+
+def test_an_existing_volume_with_driver_options_needs_trust(repo, tmp_path, docker_client):
+    """A volume made as `-o bind,device=<dir>` is a host directory: an untrusted file naming it
+    is refused, nothing made; trusted, it is mounted."""
+    host_dir = tmp_path / "host-secrets"
+    host_dir.mkdir()
+    (host_dir / "key").write_text("secret")
+    name = f"gpuspace-test-disguised-{os.getpid()}"
+    docker_client.volumes.create(name, driver_opts={"type": "none", "o": "bind", "device": str(host_dir)})
+    try:
+        (repo.path / ".devcontainer").mkdir()
+        (repo.path / DEVCONTAINER).write_text(json.dumps({"image": IMAGE, "mounts": [f"source={name},target=/v"]}))
+        repo.git("add", ".")
+        repo.git("commit", "-q", "-m", "a volume")
+        refused = repo.gs("add", "-b", "v1", str(tmp_path / "v1"), "--gpus", "none")
+        assert refused.returncode == 2 and f"volume '{name}'" in refused.stderr and "driver options" in refused.stderr
+        assert not (tmp_path / "v1").exists() and not repo.containers()
+        repo.ok("add", "-b", "v2", str(tmp_path / "v2"), "--gpus", "none", "--trust")
+        [container] = repo.containers()
+        assert sh(container, "cat /v/key") == "secret"
+        repo.ok("remove", "--force", "v2")
+    finally:
+        docker_client.volumes.get(name).remove(force=True)
+
+
+def test_the_derived_image_tag_hashes_every_input(tmp_path):
+    folder = tmp_path / "feature"
+    folder.mkdir()
+    (folder / "install.sh").write_text("echo one\n")
+    feature = features.Feature("./feature", folder, {"a": "1"}, {})
+    tag = features.DerivedImage("base", "sha256:1", "", [feature]).tag()
+    assert features.DerivedImage("base", "sha256:1", "", [feature]).tag() == tag
+    assert features.DerivedImage("base", "sha256:2", "", [feature]).tag() != tag  # the base image changed
+    assert features.DerivedImage("base", "sha256:1", "", [features.Feature("./feature", folder, {"a": "2"}, {})]).tag() != tag
+    assert features.DerivedImage("base", "sha256:1", "", [feature], remote_user="me").tag() != tag
+    (folder / "install.sh").write_text("echo two\n")
+    assert features.DerivedImage("base", "sha256:1", "", [feature]).tag() != tag  # a file of the feature changed
+
+
+def test_build_fields_are_read(tmp_path):
+    config = parse(tmp_path, {"build": {"dockerfile": "Dockerfile", "target": "gpu", "cacheFrom": ["a:1", "b:2"],
+                                        "options": ["--build-arg", "X=1", "--add-host=db:10.0.0.2", "--pull", "--squash"]}},
+                   files={".devcontainer/Dockerfile": "FROM x\n"})
+    assert config.build.target == "gpu" and config.build.cache_from == ["a:1", "b:2"]
+    assert config.build.args == {"X": "1"}
+    assert config.build.options == {"extra_hosts": {"db": "10.0.0.2"}, "pull": True}
+    assert config.unsupported == ["build.options --squash"]
+
+
+def test_image_flag_replaces_the_files_image_build_and_features_and_says_so(repo, tmp_path):
+    (repo.path / ".devcontainer").mkdir()
+    (repo.path / ".devcontainer/Dockerfile").write_text(f"FROM {IMAGE}\nRUN false\n")
+    (repo.path / DEVCONTAINER).write_text(json.dumps({"build": {"dockerfile": "Dockerfile"},
+                                                      "features": {"./nowhere": {}}}))
+    (repo.path / ".devcontainer/nowhere").mkdir()
+    for name in ("devcontainer-feature.json", "install.sh"):
+        (repo.path / ".devcontainer/nowhere" / name).write_text("{}" if name.endswith("json") else "exit 1\n")
+    repo.git("add", ".")
+    repo.git("commit", "-q", "-m", "build and feature")
+    result = repo.ok("add", "-b", "flag", str(tmp_path / "flag"), "--gpus", "none", "--image", IMAGE)
+    assert f"--image {IMAGE} replaces the devcontainer.json's build, features" in result.stderr
+    assert "Building" not in result.stderr
+    [container] = repo.containers()
+    assert container.attrs["Config"]["Image"] == IMAGE
