@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import platformdirs
 import tomli_w
 
 from .errors import StateError
+from .state import atomic_write
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -103,7 +102,4 @@ def save_user(defaults: dict[str, Any]) -> None:
     except FileNotFoundError:
         document = {}
     document["defaults"] = defaults
-    fd, temporary = tempfile.mkstemp(prefix=".config.toml.", dir=path.parent)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(tomli_w.dumps(document).encode())
-    os.replace(temporary, path)
+    atomic_write(path, tomli_w.dumps(document).encode(), hint="free some space; the old file is unchanged")
