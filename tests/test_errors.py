@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import gpuspace
@@ -109,6 +111,30 @@ def test_inside_the_git_directory(plain_repo):
 def test_unknown_worktree_name(repo):
     result = repo.gs("remove", "no-such-worktree")
     _assert_refused(result, 2, "no worktree 'no-such-worktree'")
+
+
+def test_an_engine_without_the_hook_is_made_so_on_a_host_that_has_one(repo, tmp_path, docker_client):
+    """On a host with NVIDIA's hook on the system PATH (put there now when this host has none),
+    the engine without it still has none: the suite runs the same on a GPU host."""
+    import shutil
+
+    from conftest import FAKES, PrivateEngine
+
+    hook = Path("/usr/local/sbin/nvidia-container-runtime-hook")
+    placed = not hook.exists()
+    if placed:
+        hook.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FAKES / "nvidia-container-runtime-hook", hook)
+    engine = None
+    try:
+        engine = PrivateEngine(with_nvidia_hook=False, image_source=docker_client)
+        result = repo.gs("add", "-b", "exp", str(tmp_path / "wt"), "--gpus", "1", env={"DOCKER_HOST": engine.host})
+        _assert_refused(result, 1, "no NVIDIA runtime")
+    finally:
+        if engine is not None:
+            engine.close()
+        if placed:
+            hook.unlink()
 
 
 def test_engine_without_nvidia_runtime(repo, tmp_path, no_nvidia_engine):
