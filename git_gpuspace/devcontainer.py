@@ -291,7 +291,10 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
         raise UsageError(f"{path}: 'containerEnv' must be an object")
     config.env = {str(key): _env_text(path, key, value) for key, value in env.items()}
     _ports(path, document.get("forwardPorts") or [], config)
-    for entry in document.get("mounts") or []:
+    mounts = document.get("mounts") or []
+    if not isinstance(mounts, list):
+        raise UsageError(f"{path}: 'mounts' must be a list")
+    for entry in mounts:
         _take_mount(path, entry, config, trust, repo_root, worktree)
     for key in LIFECYCLE:
         if key in document:
@@ -312,11 +315,12 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
             setattr(config, attribute, _string(path, key, document[key]))
     _host_fields(path, document, config, trust)
     requirements = document.get("hostRequirements") or {}
-    if isinstance(requirements, dict):
-        if "gpu" in requirements:
-            gpu = requirements["gpu"]
-            config.gpu = True if isinstance(gpu, dict) else gpu
-        config.unsupported += [f"hostRequirements.{key}" for key in requirements if key != "gpu"]
+    if not isinstance(requirements, dict):
+        raise UsageError(f"{path}: 'hostRequirements' must be an object")
+    if "gpu" in requirements:
+        gpu = requirements["gpu"]
+        config.gpu = True if isinstance(gpu, dict) else gpu
+    config.unsupported += [f"hostRequirements.{key}" for key in requirements if key != "gpu"]
     _run_args(path, document.get("runArgs") or [], config, trust, repo_root, worktree)
     features = document.get("features") or {}
     if not isinstance(features, dict):

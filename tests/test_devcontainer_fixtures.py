@@ -21,6 +21,7 @@ import http.server
 import io
 import json
 import os
+import re
 import tarfile
 import threading
 from dataclasses import dataclass, field
@@ -627,3 +628,19 @@ def test_image_flag_replaces_the_files_image_build_and_features_and_says_so(repo
     assert "Building" not in result.stderr
     [container] = repo.containers()
     assert container.attrs["Config"]["Image"] == IMAGE
+
+
+@pytest.mark.parametrize("document, message", [
+    ({"mounts": "source=x,target=/y"}, "'mounts' must be a list"),
+    ({"hostRequirements": "gpu"}, "'hostRequirements' must be an object"),
+    ({"forwardPorts": 8080}, "'forwardPorts' must be a list"),
+    ({"features": ["./f"]}, "'features' must be an object"),
+    ({"overrideCommand": "no"}, "'overrideCommand' must be true or false"),
+    ({"capAdd": "SYS_ADMIN"}, "'capAdd' must be a list of strings"),
+    ({"postCreateCommand": {"a": 1}}, "'postCreateCommand' must be a string, a list of strings, or an object"),
+    ({"workspaceFolder": "relative/dir"}, "workspaceFolder 'relative/dir' must be an absolute path"),
+    ({"containerEnv": {"X": [1]}}, "the value of 'X' must be a string, number or boolean"),
+])
+def test_a_field_of_the_wrong_type_is_one_clear_error(tmp_path, document, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        parse(tmp_path, document)
