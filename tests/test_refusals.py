@@ -344,6 +344,9 @@ def test_ssh_without_a_public_key_is_refused(repo, tmp_path, key, message):
 
 MALFORMED = [("gpus", "two", "invalid GPU id 'two'"), ("memory", "lots", "invalid --memory 'lots'"),
              ("cpus", "many", "invalid --cpus 'many'"), ("shm-size", "big", "invalid --shm-size 'big'")]
+# keys only `config set` takes: refused when set, not at the next run
+CONFIG_ONLY = [("backend", "foo", "unknown backend 'foo'"),
+               ("slurm.container", "podman", "slurm.container must be docker or pyxis, not 'podman'")]
 
 
 @pytest.mark.parametrize("option, value, message", MALFORMED, ids=[f"--{m[0]}" for m in MALFORMED])
@@ -355,7 +358,8 @@ def test_init_refuses_a_malformed_default_and_changes_nothing(plain_repo, option
     assert (on_disk(plain_repo, plain_repo.path), sorted(p.name for p in hooks.iterdir())) == before
 
 
-@pytest.mark.parametrize("option, value, message", MALFORMED, ids=[m[0].replace("-", "_") for m in MALFORMED])
+@pytest.mark.parametrize("option, value, message", MALFORMED + CONFIG_ONLY,
+                         ids=[m[0].replace("-", "_") for m in MALFORMED + CONFIG_ONLY])
 def test_config_set_refuses_a_malformed_value(plain_repo, option, value, message):
     """A repo default that would make every later add fail is refused; the file is not rewritten."""
     plain_repo.ok("config", "set", "memory", "4g")

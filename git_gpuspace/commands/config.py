@@ -6,6 +6,7 @@ import argparse
 
 from .. import config, state, worktrees
 from ..errors import GpuspaceError, UsageError
+from ..runs.slurm import check_backend
 from ..settings import settings_from
 
 
@@ -57,5 +58,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _validate(user: dict, repo_defaults: dict) -> None:
-    """Refuse a value that would make every later add fail."""
-    settings_from({**user, **repo_defaults}, {}, share=False)
+    """Refuse a value that would make every later add (or run) fail."""
+    merged = {**user, **repo_defaults}
+    settings_from(merged, {}, share=False)
+    if "backend" in merged:
+        check_backend(str(merged["backend"]))
+    if merged.get("slurm.container") not in (None, "", "docker", "pyxis"):
+        raise UsageError(f"slurm.container must be docker or pyxis, not '{merged['slurm.container']}'",
+                         hint="pyxis runs the container with srun --container-image; docker with the node's engine")
