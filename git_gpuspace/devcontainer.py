@@ -344,8 +344,8 @@ def _workspace(path: Path, document: dict, config: Devcontainer, substitute: Sub
     is named and both are left, so that nothing is half-applied."""
     folder = substitute(document.get("workspaceFolder"))
     mount = substitute(document.get("workspaceMount"))
-    if folder is not None:
-        _container_path(path, "workspaceFolder", _string(path, "workspaceFolder", folder))
+    if folder is not None:  # as one path: "/src/" is "/src"
+        folder = _container_path(path, "workspaceFolder", _string(path, "workspaceFolder", folder))
     if mount is not None:
         fields = _mount_fields(path, mount)
         source = fields.get("source") or fields.get("src") or ""
@@ -508,7 +508,7 @@ def _take_mount(path: Path, entry: Any, config: Devcontainer, trust: bool, repo_
         return
     if not target:
         raise UsageError(f"{path}: mounts entry {_shown(entry)!r} needs a target")
-    _container_path(path, f"mount target of {_shown(entry)}", target)
+    target = _container_path(path, f"mount target of {_shown(entry)}", target)  # "/x/" is "/x"
     if ":" in source or ":" in target:
         raise UsageError(f"{path}: mounts entry {_shown(entry)!r}: ':' in a mount path is not supported")
     if kind == "bind":

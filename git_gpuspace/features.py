@@ -135,7 +135,8 @@ def fetch_oci(reference: str) -> Path:
     cache = folder.parent
     cache.mkdir(parents=True, exist_ok=True)
     download = Path(tempfile.mkdtemp(prefix="pull-", dir=cache))
-    insecure = registry.split(":")[0] in _LOCAL_REGISTRIES
+    insecure = (registry.rpartition(":")[0] if re.search(r":\d+$", registry) else registry) in _LOCAL_REGISTRIES
+    unpacked = None
     try:
         _reachable(registry, insecure)
         client = oras.client.OrasClient(insecure=insecure)
@@ -153,6 +154,8 @@ def fetch_oci(reference: str) -> Path:
                               "the repository (\"./my-feature\") needs no registry") from None
     finally:
         shutil.rmtree(download, ignore_errors=True)
+        if unpacked is not None:  # gone after the rename; left when unpacking was refused
+            shutil.rmtree(unpacked, ignore_errors=True)
     return folder
 
 

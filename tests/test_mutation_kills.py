@@ -494,8 +494,10 @@ def test_save_user_that_fails_leaves_the_old_file_and_no_temporary(monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full_disk)
-    with pytest.raises(StateError, match="cannot write .*config.toml: No space left on device"):
+    with pytest.raises(StateError) as refused:
         config.save_user({"image": "new"})
+    assert str(refused.value) == f"cannot write {user_config()}: No space left on device"
+    assert refused.value.hint == "free some space; the old file is unchanged"
     assert config.load_user() == {"image": "old"}
     assert sorted(p.name for p in user_config().parent.iterdir()) == ["config.toml"]
 
