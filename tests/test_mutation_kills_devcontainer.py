@@ -691,11 +691,18 @@ def test_content_of_a_fifo_is_its_kind_and_a_missing_file_unreadable(tmp_path):
     assert devcontainer.content_of(tmp_path / "missing") == b"unreadable"
 
 
-def test_content_of_a_file_that_cannot_be_opened_is_unreadable(tmp_path):
+def test_content_of_a_file_that_cannot_be_opened_is_unreadable(tmp_path, monkeypatch):
+    """Refused at open (mode 0 for a user; the call itself refused, so that root sees it too)."""
     (tmp_path / "f").write_text("x")
     (tmp_path / "f").chmod(0)
-    if os.access(tmp_path / "f", os.R_OK):
-        pytest.skip("root reads every file")
+    real_open = os.open
+
+    def refused(path, flags, *args, **kwargs):
+        if str(path) == str(tmp_path / "f"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refused)
     assert devcontainer.content_of(tmp_path / "f") == b"unreadable"
 
 
