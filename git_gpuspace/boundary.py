@@ -87,6 +87,18 @@ def _module_binds(modules: Path) -> list[Bind]:
     return binds
 
 
+def protected_paths(worktree: Path, common_dir: Path, anchor: Path, hooks_path: str | None) -> tuple[Path, ...]:
+    """What an extra mount must not expose writable (it would bypass the layout above): the git
+    dir, each `.git` (a worktree's root holds one) and a hooks dir inside the worktree."""
+    hooks = _hooks_inside(worktree, hooks_path)
+    return (common_dir.resolve(), worktree / ".git", anchor / ".git", *((hooks,) if hooks else ()))
+
+
+def exposes(path: Path, protected: tuple[Path, ...]) -> bool:
+    """`path` is one of them, lies inside one, or holds one."""
+    return ".git" in path.parts or any(path == p or p in path.parents or path in p.parents for p in protected)
+
+
 def _hooks_inside(worktree: Path, hooks_path: str | None) -> Path | None:
     """`core.hooksPath` when it lies in the worktree (relative paths are, as git reads them)."""
     if not hooks_path:

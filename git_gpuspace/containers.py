@@ -270,15 +270,40 @@ class Engine:
         except docker.errors.APIError as error:
             raise ImageUnavailable(f"building {what} failed: {_explain(error)}") from None
 
-    def volume_options(self, name: str) -> dict:
-        """An existing volume's driver options ({} for a plain or a missing volume)."""
+    def volume_attrs(self, name: str) -> dict | None:
+        """The engine's inspect of a volume; None when there is none of that name."""
         with self._calls():
             try:
-                return self.api.inspect_volume(name).get("Options") or {}
+                return self.api.inspect_volume(name)
             except docker.errors.NotFound:
-                return {}
+                return None
             except docker.errors.APIError as error:
                 raise _translate(error, f"cannot look up volume '{name}'") from None
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        with self._calls():
+            try:
+                self.api.create_volume(name, labels=labels)
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot create volume '{name}'") from None
+
+    def remove_volume(self, name: str) -> None:
+        with self._calls():
+            try:
+                self.api.remove_volume(name)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot remove volume '{name}'") from None
+
+    def never_started(self, name: str) -> bool:
+        """Made but not started yet (`add --no-start`): its first start is still to come."""
+        with self._calls():
+            try:
+                started = self.api.inspect_container(name)["State"].get("StartedAt") or ""
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot inspect container '{name}'") from None
+        return started.startswith("0001-01-01")
 
     def container_env(self, name: str) -> dict[str, str]:
         """The container's environment (the image's and ours), for `${containerEnv:VAR}`."""

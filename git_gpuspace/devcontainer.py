@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import json5
 
+from . import boundary
 from . import features as features_module
 from .errors import UsageError
 from .model import PortRequest, mount_parts, mount_text
@@ -143,6 +144,7 @@ class Devcontainer:
     skipped: list[str] = field(default_factory=list)  # what only a trusted file may ask for
     worktree: Path | None = None
     trusted: bool = False
+    protected: tuple[Path, ...] = ()  # what an untrusted mount may not expose (the git dir, hooks)
 
     def notices(self) -> list[str]:
         lines = []
@@ -258,9 +260,10 @@ def container_substitute(value: Any, container_env: dict[str, str]) -> Any:
 
 
 def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: bool,
-         fetch: Callable[[str], Path] | None = None) -> Devcontainer:
+         fetch: Callable[[str], Path] | None = None, protected: tuple[Path, ...] = ()) -> Devcontainer:
     """Parse `content` (the bytes of `path`); `trust`: the user trusts exactly these bytes.
-    `fetch`: brings a registry feature's folder (features.fetch_oci unless told)."""
+    `fetch`: brings a registry feature's folder (features.fetch_oci unless told); `protected`:
+    paths no untrusted mount may expose (boundary.protected_paths; each `.git` always)."""
     try:
         document = json5.loads(content.decode("utf-8"))
     except UnicodeDecodeError as error:
@@ -274,7 +277,8 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
                          f"nothing was made",
                          hint="give the worktree a devcontainer.json with \"image\" or \"build\" (or choose one with "
                               "--devcontainer NAME), or pass --image")
-    config = Devcontainer(path=path, worktree=worktree, trusted=trust)
+    config = Devcontainer(path=path, worktree=worktree, trusted=trust,
+                          protected=(*protected, worktree / ".git", repo_root / ".git"))
     config.unsupported = sorted(key for key in document if key not in SUPPORTED)
     substitute = Substitution(config, worktree, trust)
     _workspace(path, document, config, substitute, repo_root)
@@ -357,7 +361,14 @@ def _workspace(path: Path, document: dict, config: Devcontainer, substitute: Sub
         config.workspace = _container_path(path, "workspaceMount target", target)
     if folder is not None:
         config.workdir = folder
-        config.workspace = config.workspace or folder
+        # without workspaceMount the reference mounts at /workspaces/<name> and starts in the
+        # folder; a folder elsewhere is where we mount the worktree
+        default = f"/workspaces/{config.worktree.name}"
+        config.workspace = config.workspace or (default if folder.startswith(default + "/") else folder)
+    for reserved in (DATA_MOUNT, CACHE_MOUNT, "/home/gpuspace"):
+        if config.workspace and (config.workspace == reserved or config.workspace.startswith(reserved + "/")):
+            raise UsageError(f"{path}: the worktree cannot be mounted at {config.workspace}: git-gpuspace mounts "
+                             f"{reserved} itself", hint="choose another workspaceFolder / workspaceMount target")
 
 
 def _container_path(path: Path, key: str, value: str) -> str:
@@ -426,7 +437,7 @@ def _build_options(path: Path, options: Any, build: Build, config: Devcontainer,
             build.options[_BUILD_SWITCHES[flag]] = True
         elif flag in _BUILD_VALUE_OPTIONS and value:
             option = _BUILD_VALUE_OPTIONS[flag]
-            if option == "network_mode" and value == "host" and not trust:
+            if option == "network_mode" and value not in ("default", "bridge", "none") and not trust:
                 config.skipped.append(shown)  # build steps on the host's network: only for a trusted file
             elif option == "target":
                 build.target = value
@@ -516,7 +527,8 @@ def _take_mount(path: Path, entry: Any, config: Devcontainer, trust: bool, repo_
             raise UsageError(f"{path}: bind mount {_shown(entry)!r}: the source must be an absolute path",
                              hint="write it as ${localWorkspaceFolder}/..., or leave out type=bind for a named volume")
         resolved = Path(source).resolve()
-        if not trust and (resolved.as_posix() in DOCKER_SOCKETS or not inside(resolved, repo_root, worktree)):
+        if not trust and (resolved.as_posix() in DOCKER_SOCKETS or not inside(resolved, repo_root, worktree)
+                          or boundary.exposes(resolved, config.protected)):
             config.skipped.append(f"mount of {source}")
             return
         source = str(resolved)
@@ -573,17 +585,25 @@ def _trusted_option(config: Devcontainer, trust: bool, shown: str, option: str, 
 
 def _feature_contributions(path: Path, feature: features_module.Feature, config: Devcontainer, trust: bool,
                            repo_root: Path, worktree: Path) -> None:
-    """What a feature's metadata adds to the container: the same rules as the file's own fields."""
+    """What a feature's metadata adds to the container. Trust covers the devcontainer.json's
+    bytes, not a feature's folder or a registry's tag, so a feature's own host options are named
+    and not applied (the file itself may ask for them), and its mounts follow the untrusted rules."""
     metadata = feature.metadata
     where = f"feature {feature.key}"
     for key in metadata:
         if key in features_module.CONTRIBUTES_UNSUPPORTED:
             config.unsupported.append(f"{where}: {key}")
     # its containerEnv is in the derived image (ENV), as the reference puts it there
-    _host_fields(path, {key: metadata[key] for key in ("privileged", "capAdd", "securityOpt", "init") if key in metadata},
-                 config, trust)
-    for entry in metadata.get("mounts") or []:
-        _take_mount(path, entry, config, trust, repo_root, worktree)
+    for key in ("privileged", "capAdd", "securityOpt"):
+        if metadata.get(key):
+            config.unsupported.append(f"{where}: {key} (ask for it in {path.name} itself)")
+    if metadata.get("init") is False:
+        config.unsupported.append(f"{where}: init false (every container runs an init process)")
+    mounts = metadata.get("mounts") or []
+    if not isinstance(mounts, list):
+        raise UsageError(f"{path}: {where}: 'mounts' in devcontainer-feature.json must be a list")
+    for entry in mounts:
+        _take_mount(path, entry, config, False, repo_root, worktree)
 
 
 def _once(items: list[str], item: str) -> None:
@@ -640,6 +660,8 @@ def _run_args(path: Path, args: list, config: Devcontainer, trust: bool, repo_ro
                 _trusted_option(config, trust, f"runArgs {shown}", option, value)
             elif not trust:
                 config.skipped.append(f"runArgs {shown}")
+            elif value.count(":") not in (1, 2):
+                raise UsageError(f"{path}: runArgs {shown}: write -v SOURCE:TARGET[:ro]")
             else:
                 source, target, *mode = value.split(":")
                 config.mounts.append(mount_text("bind" if source.startswith("/") else "volume", source, target,

@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import socket
+import stat
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -31,6 +32,9 @@ CONTRIBUTES_UNSUPPORTED = ("entrypoint", "customizations", "dependsOn", "onCreat
                            "postCreateCommand", "postStartCommand", "postAttachCommand")
 _OCI_REFERENCE = re.compile(r"[a-z0-9.-]+(?::\d+)?/[a-z0-9._/-]+(?::[\w.-]+|@sha256:[0-9a-f]{64})")
 _LOCAL_REGISTRIES = ("localhost", "127.0.0.1", "[::1]")  # plain HTTP, as Docker allows for loopback
+LAYER_TYPE = "application/vnd.devcontainers.layer.v1+tar"
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_METADATA_BYTES = 1 << 20
 
 
 @dataclass
@@ -58,6 +62,7 @@ class Feature:
         return {_safe_id(name): _text(value) for name, value in values.items()}
 
     def container_env(self) -> dict[str, str]:
+        """Its containerEnv, for ENV lines: names are checked when the feature is read."""
         env = self.metadata.get("containerEnv") or {}
         return {str(key): _text(value) for key, value in env.items()} if isinstance(env, dict) else {}
 
@@ -101,12 +106,33 @@ def resolve(path: Path, key: str, options: Any, base: Path, repo_root: Path, wor
             raise UsageError(f"{path}: feature {key} has no {name}", hint=f"a feature is a folder with "
                              f"devcontainer-feature.json and install.sh (looked in {folder})")
     try:
-        metadata = json5.loads((folder / "devcontainer-feature.json").read_text())
+        metadata = json5.loads(_read_metadata(folder / "devcontainer-feature.json").decode("utf-8"))
+    except OSError as error:
+        raise UsageError(f"{path}: feature {key}: cannot read devcontainer-feature.json: "
+                         f"{error.strerror or error}") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise UsageError(f"{path}: feature {key}: devcontainer-feature.json is not valid JSON: {error}") from None
     if not isinstance(metadata, dict):
         raise UsageError(f"{path}: feature {key}: devcontainer-feature.json must be an object")
+    env = metadata.get("containerEnv") or {}
+    if not isinstance(env, dict) or not all(isinstance(name, str) and _ENV_NAME.fullmatch(name) for name in env):
+        raise UsageError(f"{path}: feature {key}: containerEnv in devcontainer-feature.json must map variable "
+                         f"names (letters, digits, _) to values")
+    if not isinstance(metadata.get("options") or {}, dict):
+        raise UsageError(f"{path}: feature {key}: options in devcontainer-feature.json must be an object")
     return Feature(key, folder, options if isinstance(options, str) else dict(options), metadata)
+
+
+def _read_metadata(path: Path) -> bytes:
+    """A regular file, not through a link, of a sane size (a FIFO or /dev/zero would never end)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise OSError(0, "not a regular file")
+        content = handle.read(MAX_METADATA_BYTES + 1)
+    if len(content) > MAX_METADATA_BYTES:
+        raise OSError(0, f"larger than {MAX_METADATA_BYTES >> 20} MiB")
+    return content
 
 
 def _cache_folder(reference: str) -> tuple[str, Path]:
@@ -140,11 +166,22 @@ def fetch_oci(reference: str) -> Path:
     try:
         _reachable(registry, insecure)
         client = oras.client.OrasClient(insecure=insecure)
-        files = client.pull(target=target, outdir=str(download))
-        if len(files) != 1:
-            raise ValueError(f"expected one layer, found {len(files)}")
+        # the manifest and the one blob only: the library's own pull unpacks some layer types
+        # itself, without the checks below
+        layers = client.get_manifest(target).get("layers") or []
+        if len(layers) != 1:
+            raise ValueError(f"expected one layer, found {len(layers)}")
+        digest = str(layers[0].get("digest", ""))
+        if layers[0].get("mediaType") != LAYER_TYPE or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise ValueError(f"its layer is not a Dev Container Feature ({LAYER_TYPE} with a sha256 digest)")
+        archive_path = download / "layer.tar"
+        client.download_blob(target, digest, str(archive_path))
+        if "sha256:" + _sha256_of(archive_path) != digest:
+            raise ValueError("the layer does not match its digest")
+        if not hasattr(tarfile, "data_filter"):
+            raise ValueError("this Python cannot unpack an archive safely (3.10.12, 3.11.4 or later needed)")
         unpacked = Path(tempfile.mkdtemp(prefix="unpacked-", dir=cache))
-        with tarfile.open(files[0]) as archive:
+        with tarfile.open(archive_path) as archive:
             archive.extractall(unpacked, filter="data")  # no links out, no device files, no absolute paths
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(unpacked, folder)
@@ -157,6 +194,14 @@ def fetch_oci(reference: str) -> Path:
         if unpacked is not None:  # gone after the rename; left when unpacking was refused
             shutil.rmtree(unpacked, ignore_errors=True)
     return folder
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _reachable(registry: str, insecure: bool) -> None:

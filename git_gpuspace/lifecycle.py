@@ -82,8 +82,6 @@ def prepare(settings: Settings, engine: Engine | None = None, released: frozense
         engine.ensure_image(image)
     if settings.features:
         image = _image_with_features(engine, image, settings)
-    if not settings.trusted:
-        _check_volumes(engine, settings.mounts)
     plan.settings = replace(settings, image=image)
     return plan
 
@@ -122,18 +120,27 @@ def _image_with_features(engine: Engine, base: str, settings: Settings) -> str:
     return tag
 
 
-def _check_volumes(engine: Engine, mounts: tuple[str, ...]) -> None:
-    """A volume an untrusted devcontainer.json names is a fresh one, or a plain one: an existing
-    volume with driver options may be a host directory in disguise (`-o bind,device=/`)."""
-    for mount in mounts:
+def _claim_volumes(engine: Engine, settings: Settings, common_dir: Path, undo: Rollback) -> None:
+    """A named volume an untrusted devcontainer.json (or the state file) names is one this
+    repository made, or is made now, labelled for it: an existing volume of anyone else's may
+    hold their data, and one with driver options may be a host directory (`-o bind,device=/`)."""
+    for mount in settings.mounts:
         kind, source, target, _ = mount_parts(mount)
-        if kind != "volume" or not source:
+        if kind != "volume" or not source or mount in settings.trusted_mounts:
             continue
-        options = engine.volume_options(source)
-        if options:
+        attrs = engine.volume_attrs(source)
+        if attrs is None:
+            engine.create_volume(source, {LABEL_REPO: str(common_dir)})
+            undo.push(f"remove volume {source}", lambda name=source: engine.remove_volume(name))
+            continue
+        hint = "review the file and trust it (`git gpuspace trust`, or --trust) to mount it"
+        if attrs.get("Options"):
             raise UsageError(f"the devcontainer.json mounts volume '{source}' at {target}, an existing volume with "
-                             f"driver options ({', '.join(sorted(options))}): it may be a host directory; nothing was made",
-                             hint="review the file and trust it (`git gpuspace trust`, or --trust) to mount it")
+                             f"driver options ({', '.join(sorted(attrs['Options']))}): it may be a host directory; "
+                             f"nothing was made", hint=hint)
+        if (attrs.get("Labels") or {}).get(LABEL_REPO) != str(common_dir):
+            raise UsageError(f"the devcontainer.json mounts volume '{source}' at {target}, an existing volume this "
+                             f"repository did not make: it may hold another project's data; nothing was made", hint=hint)
 
 
 def release_vanished(engine: Engine, containers: list[ContainerInfo]) -> list[ContainerInfo]:
@@ -315,6 +322,7 @@ def _claim_and_create(
                 workspace.host_port_free, str(worktree.path),
             )
         uuids = [gpu.uuid for gpu in chosen]
+        _claim_volumes(engine, settings, info.common_dir, undo)
         engine.create(
             ContainerSpec(
                 name=name,

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import config, devcontainer, features, gpus, trust, workspace, worktrees
+from . import boundary, config, devcontainer, features, gpus, trust, workspace, worktrees
 from .errors import StateError, UsageError
 from .model import Binding, GpuRequest, Limits, PortRequest, mount_parts, mount_text
 from .specs import MIN_MEMORY, parse_address, parse_cpus, parse_gpus, parse_limit, parse_port, parse_size
@@ -36,7 +36,8 @@ class Settings:
     build: object = None  # devcontainer.Build: the image is built, not pulled
     features: tuple = ()  # features.Feature: installed into an image derived from `image` (or the build)
     devcontainer: str | None = None  # the devcontainer.json used, relative to the worktree
-    trusted: bool = False  # the devcontainer.json is trusted (a repo-named volume may be any volume)
+    trusted: bool = False  # the devcontainer.json is trusted
+    trusted_mounts: tuple[str, ...] = ()  # mounts a trusted devcontainer.json asks for (a volume may be any)
     override_command: bool = True  # False: the image's own command runs (devcontainer.json overrideCommand)
     workspace: str | None = None  # where the worktree is mounted, when not /workspace
     workdir: str | None = None  # where commands start, when not the workspace
@@ -59,6 +60,7 @@ def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontai
         extra = dict(ports=dev.ports, env=dict(dev.env), mounts=tuple(dev.mounts), lifecycle=dict(dev.lifecycle),
                      host_options=dict(dev.host_options), build=dev.build if own_image else None,
                      features=tuple(dev.features) if own_image else (), trusted=dev.trusted,
+                     trusted_mounts=tuple(dev.mounts) if dev.trusted else (),
                      override_command=dev.override_command, workspace=dev.workspace, workdir=dev.workdir,
                      container_user=dev.container_user, remote_user=dev.remote_user)
     image = str(merged["image"]).strip()
@@ -166,14 +168,16 @@ def checked_settings(info: worktrees.RepoInfo, state_path: Path, index: int, bin
             mounts.append(mount)
             continue
         resolved = os.path.realpath(source)
-        if not devcontainer.inside(Path(resolved), info.anchor, worktree.path) and (
+        if (not devcontainer.inside(Path(resolved), info.anchor, worktree.path)
+                or boundary.exposes(Path(resolved), protected_paths(info, worktree))) and (
                 allowed is None or mount not in allowed.mounts):
-            raise StateError(f"{where}.mounts: {source} resolves to {resolved}, outside the repository, and no "
-                             f"trusted devcontainer.json asks for it; nothing was done", hint=hint)
+            raise StateError(f"{where}.mounts: {source} resolves to {resolved}, outside the repository or into its "
+                             f"git dir, and no trusted devcontainer.json asks for it; nothing was done", hint=hint)
         mounts.append(mount_text(kind, resolved, target, read_only))
     if binding.data_dir:
         workspace.checked_data_dir(binding.data_dir, binding.container, where)
-    return replace(settings_of(binding), mounts=tuple(mounts), trusted=allowed is not None)
+    return replace(settings_of(binding), mounts=tuple(mounts), trusted=allowed is not None,
+                   trusted_mounts=tuple(m for m in mounts if allowed is not None and m in allowed.mounts))
 
 
 def trusted_devcontainer(info: worktrees.RepoInfo, binding: Binding, worktree: worktrees.Worktree):
@@ -184,7 +188,14 @@ def trusted_devcontainer(info: worktrees.RepoInfo, binding: Binding, worktree: w
     content = devcontainer.read(path, worktree.path, info.anchor)
     if not trust.is_trusted(info.common_dir, content):
         return None
-    return devcontainer.load(path, content, worktree.path, info.anchor, True, fetch=features.cached_oci)
+    return devcontainer.load(path, content, worktree.path, info.anchor, True, fetch=features.cached_oci,
+                             protected=protected_paths(info, worktree))
+
+
+def protected_paths(info: worktrees.RepoInfo, worktree: worktrees.Worktree) -> tuple[Path, ...]:
+    """boundary.protected_paths of this worktree (core.hooksPath as git reads it, where there is a git dir)."""
+    hooks_path = worktrees.config_value(info, "core", "hooksPath") if (info.common_dir / "HEAD").is_file() else None
+    return boundary.protected_paths(worktree.path, info.common_dir, info.anchor, hooks_path)
 
 
 def settings_for_worktree(
@@ -203,7 +214,8 @@ def settings_for_worktree(
     content = devcontainer.read(path, worktree.path, info.anchor)
     if trust_it:
         trust.grant(info.common_dir, path, content)
-    dev = devcontainer.load(path, content, worktree.path, info.anchor, trust.is_trusted(info.common_dir, content))
+    dev = devcontainer.load(path, content, worktree.path, info.anchor, trust.is_trusted(info.common_dir, content),
+                            protected=protected_paths(info, worktree))
     for notice in dev.notices() if notices else []:
         print(f"git-gpuspace: {notice}", file=sys.stderr)
     replaced = [what for what, asked in (("image", dev.image), ("build", dev.build), ("features", dev.features)) if asked]

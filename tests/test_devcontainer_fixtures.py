@@ -103,7 +103,7 @@ def check_mounts(container, worktree, result):
 def check_metadata_features(container, worktree, result):
     assert sh(container, "ls /localFeatureA /localFeatureB")  # both install.sh ran
     host = container.attrs["HostConfig"]
-    assert host["Privileged"] is False  # localFeatureB asks for it; the file is not trusted
+    assert host["Privileged"] is False  # localFeatureB asks for it: trust covers the file, not the feature
 
 
 def check_local_features(container, worktree, result):
@@ -243,7 +243,7 @@ CASES = [
         DEVCONTAINER: json.dumps({"image": IMAGE, "features": {"./localFeatureA": "latest", "./localFeatureB": "latest"}})},
         "applied", check_metadata_features,
         says=("feature ./localFeatureA: customizations", "feature ./localFeatureA: updateContentCommand",
-              "made without: privileged")),
+              "feature ./localFeatureB: privileged (ask for it in devcontainer.json itself)")),
     Case("local-features", "container-features/configs/dockerfile-with-v2-local-features-config-inside-dev-container-folder", {
         ".devcontainer/Dockerfile": f"FROM {IMAGE}\n",
         **feature_files(".devcontainer/localFeatureA", {
@@ -644,3 +644,43 @@ def test_image_flag_replaces_the_files_image_build_and_features_and_says_so(repo
 def test_a_field_of_the_wrong_type_is_one_clear_error(tmp_path, document, message):
     with pytest.raises(UsageError, match=re.escape(message)):
         parse(tmp_path, document)
+
+
+def test_a_volume_another_project_made_is_not_mounted_by_an_untrusted_file(repo, tmp_path, docker_client):
+    """A plain volume of someone else's may hold their data: refused, nothing made; a volume
+    this repository made (labelled for it) is its own to mount again."""
+    theirs, ours = f"gpuspace-test-theirs-{os.getpid()}", f"gpuspace-test-ours-{os.getpid()}"
+    docker_client.volumes.create(theirs)
+    try:
+        (repo.path / ".devcontainer").mkdir()
+        (repo.path / DEVCONTAINER).write_text(json.dumps({"image": IMAGE, "mounts": [f"source={theirs},target=/v"]}))
+        repo.git("add", ".")
+        repo.git("commit", "-q", "-m", "their volume")
+        refused = repo.gs("add", "-b", "t1", str(tmp_path / "t1"), "--gpus", "none")
+        assert refused.returncode == 2 and "an existing volume this repository did not make" in refused.stderr
+        assert not (tmp_path / "t1").exists() and not repo.containers()
+        (repo.path / DEVCONTAINER).write_text(json.dumps({"image": IMAGE, "mounts": [f"source={ours},target=/v"]}))
+        repo.git("commit", "-q", "-am", "our volume")
+        repo.ok("add", "-b", "o1", str(tmp_path / "o1"), "--gpus", "none")
+        assert docker_client.volumes.get(ours).attrs["Labels"]["gpuspace.repo"] == str(repo.common_dir)
+        repo.ok("add", "-b", "o2", str(tmp_path / "o2"), "--gpus", "none")  # made by this repository: mounted again
+        for branch in ("o1", "o2"):
+            repo.ok("remove", "--force", branch)
+    finally:
+        for name in (theirs, ours):
+            try:
+                docker_client.volumes.get(name).remove(force=True)
+            except Exception:  # noqa: BLE001 - not made
+                pass
+
+
+def test_a_container_made_without_starting_runs_its_create_commands_at_its_first_start(repo, tmp_path):
+    (repo.path / ".devcontainer").mkdir()
+    (repo.path / DEVCONTAINER).write_text(json.dumps({
+        "image": IMAGE, "onCreateCommand": "echo onCreate >> /tmp/order", "postStartCommand": "echo postStart >> /tmp/order"}))
+    repo.git("add", ".")
+    repo.git("commit", "-q", "-m", "lifecycle")
+    repo.ok("add", "-b", "later", str(tmp_path / "later"), "--gpus", "none", "--trust", "--no-start")
+    repo.ok("start", "later")
+    [container] = repo.containers()
+    assert sh(container, "cat /tmp/order").split() == ["onCreate", "postStart"]

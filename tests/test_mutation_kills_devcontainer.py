@@ -888,7 +888,8 @@ def test_an_untrusted_bind_of_the_docker_socket_is_skipped_even_inside_the_repos
 
 
 def test_a_bind_into_the_repository_from_another_worktree_is_inside(tmp_path):
-    """Inside: the repository's root or the worktree, or below one of them."""
+    """Inside: below the repository's root or the worktree; a root itself holds a `.git`, which
+    no untrusted mount may expose."""
     repo, worktree = tmp_path / "repo", tmp_path / "wt"
     (repo / "shared").mkdir(parents=True)
     (worktree / ".devcontainer").mkdir(parents=True)
@@ -897,8 +898,8 @@ def test_a_bind_into_the_repository_from_another_worktree_is_inside(tmp_path):
                                      f"type=bind,source={worktree},target=/w", f"type=bind,source={tmp_path},target=/t",
                                      f"type=bind,source={repo}x,target=/x"]}).encode()
     config = devcontainer.load(path, content, worktree, repo, False)
-    assert config.mounts == [f"{repo}:/r", f"{repo}/shared:/s", f"{worktree}:/w"]
-    assert config.skipped == [f"mount of {tmp_path}", f"mount of {repo}x"]
+    assert config.mounts == [f"{repo}/shared:/s"]
+    assert config.skipped == [f"mount of {repo}", f"mount of {worktree}", f"mount of {tmp_path}", f"mount of {repo}x"]
 
 
 def test_inside_compares_resolved_roots(tmp_path):
@@ -1047,7 +1048,7 @@ def test_trusted_run_args_become_host_options_and_mounts(tmp_path):
     config = run_args(tmp_path, ["--privileged", "--cap-add", "SYS_PTRACE", "--cap-add=SYS_PTRACE", "--net", "none",
                                  "--ipc=host", "--pid", "host", "--device", "/dev/fuse", "--device=/dev/kvm",
                                  "--security-opt", "seccomp=unconfined", "-v", "/src:/dst:ro", "--volume=vol:/v",
-                                 "-v", "/a:/b:rw", "-v", "/c:/d:ro:z"])
+                                 "-v", "/a:/b:rw", "-v", "/c:/d:ro"])
     assert config.host_options == {"privileged": True, "cap_add": ["SYS_PTRACE"], "network_mode": "none",
                                    "ipc_mode": "host", "pid_mode": "host", "devices": ["/dev/fuse", "/dev/kvm"],
                                    "security_opt": ["seccomp=unconfined"]}
@@ -1131,20 +1132,24 @@ def test_features_must_be_an_object(tmp_path, value):
     says(tmp_path, {"features": value}, "'features' must be an object (feature id -> options)")
 
 
-def test_what_a_feature_contributes_follows_the_files_rules(tmp_path):
+def test_what_a_feature_contributes_is_named_or_follows_the_untrusted_rules(tmp_path):
+    """Trust covers the devcontainer.json's bytes, not a feature's folder: a feature's own host
+    options are named, never applied, and its mounts are taken as an untrusted file's."""
     base = tmp_path / "wt" / ".devcontainer"
     feature_folder(base, "f", {"id": "f", "privileged": True, "capAdd": ["SYS_PTRACE"], "securityOpt": ["a=b"],
                                "init": False, "entrypoint": "/e", "customizations": {}, "postStartCommand": "x",
                                "containerEnv": {"A": "1"}, "name": "F",
                                "mounts": ["source=fv,target=/fv", {"type": "bind", "source": "/etc", "target": "/e"}]})
     config = parse(tmp_path, {"features": {"./f": {}}}, trust=False)
-    assert config.unsupported == ["feature ./f: entrypoint", "feature ./f: customizations",
-                                  "feature ./f: postStartCommand", "init false (every container runs an init process)"]
-    assert config.skipped == ["privileged", "capAdd SYS_PTRACE", "securityOpt a=b", "mount of /etc"]
-    assert config.mounts == ["volume:fv:/fv"] and config.env == {} and config.host_options == {}
-    trusted = parse(tmp_path, {"features": {"./f": {}}})
-    assert trusted.host_options == {"privileged": True, "cap_add": ["SYS_PTRACE"], "security_opt": ["a=b"]}
-    assert trusted.mounts == ["volume:fv:/fv", "/etc:/e"]
+    named = ["feature ./f: entrypoint", "feature ./f: customizations", "feature ./f: postStartCommand",
+             "feature ./f: privileged (ask for it in devcontainer.json itself)",
+             "feature ./f: capAdd (ask for it in devcontainer.json itself)",
+             "feature ./f: securityOpt (ask for it in devcontainer.json itself)",
+             "feature ./f: init false (every container runs an init process)"]
+    for trust in (False, True):
+        config = parse(tmp_path, {"features": {"./f": {}}}, trust=trust)
+        assert config.unsupported == named and config.skipped == ["mount of /etc"]
+        assert config.mounts == ["volume:fv:/fv"] and config.env == {} and config.host_options == {}
 
 
 def test_a_feature_contributes_only_host_fields_it_has(tmp_path):
@@ -1153,9 +1158,9 @@ def test_a_feature_contributes_only_host_fields_it_has(tmp_path):
     assert config.unsupported == ["init false (every container runs an init process)"]
 
 
-def test_a_features_bad_host_field_is_refused_as_the_files_own(tmp_path):
-    feature_folder(tmp_path / "wt" / ".devcontainer", "f", {"privileged": "yes"})
-    says(tmp_path, {"features": {"./f": {}}}, "'privileged' must be true or false")
+def test_a_features_mounts_of_the_wrong_type_are_one_error(tmp_path):
+    feature_folder(tmp_path / "wt" / ".devcontainer", "f", {"mounts": "source=v,target=/v"})
+    says(tmp_path, {"features": {"./f": {}}}, "feature ./f: 'mounts' in devcontainer-feature.json must be a list")
 
 
 # ---------------------------------------------------------------- locate and read
@@ -1594,7 +1599,7 @@ def registry():
     manifests: dict[str, bytes] = {}
     blobs: dict[str, bytes] = {}
 
-    def serve(name: str, tag: str, layers: list[bytes]) -> None:
+    def serve(name: str, tag: str, layers: list[bytes], media_type: str = features.LAYER_TYPE) -> None:
         config = b"{}"
         for blob in (config, *layers):
             blobs["sha256:" + hashlib.sha256(blob).hexdigest()] = blob
@@ -1602,7 +1607,7 @@ def registry():
             "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.devcontainers", "size": len(config),
                        "digest": "sha256:" + hashlib.sha256(config).hexdigest()},
-            "layers": [{"mediaType": "application/vnd.devcontainers.layer.v1+tar", "size": len(layer),
+            "layers": [{"mediaType": media_type, "size": len(layer),
                         "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
                         "annotations": {"org.opencontainers.image.title": f"layer-{number}.tar"}}
                        for number, layer in enumerate(layers)],
@@ -1943,8 +1948,8 @@ def test_a_devcontainer_layer_gives_its_settings(tmp_path, user_image):
         image="dev:img", gpu_spec="1", request=GpuRequest(count=1),
         limits=Limits(memory_bytes=2 << 30, cpus=2.0, shm_bytes=1 << 30), ports=(PortRequest("port-9000", 9000),),
         data_root=str(config_data_root()), env={"A": "1"}, mounts=("volume:v:/v",), lifecycle={"postCreateCommand": "make"},
-        host_options={"cap_add": ["X"]}, trusted=True, workspace="/src", workdir="/src", container_user="c",
-        remote_user="r")
+        host_options={"cap_add": ["X"]}, trusted=True, trusted_mounts=("volume:v:/v",), workspace="/src", workdir="/src",
+        container_user="c", remote_user="r")
 
 
 def test_the_settings_do_not_share_the_devcontainers_objects(tmp_path, user_image):
@@ -2153,8 +2158,8 @@ def test_a_bind_mount_out_of_the_repository_needs_a_trusted_file_that_asks_for_i
     (worktree.path / "escape").symlink_to(tmp_path / "outside")
     error = checked_refusal(checkout, tmp_path, mounts=[f"{worktree.path}/escape:/e"])
     assert str(error) == (f"{tmp_path / 'state.toml'}: bindings[3].mounts: {worktree.path}/escape resolves to "
-                          f"{tmp_path / 'outside'}, outside the repository, and no trusted devcontainer.json asks for it; "
-                          f"nothing was done")
+                          f"{tmp_path / 'outside'}, outside the repository or into its git dir, and no trusted "
+                          f"devcontainer.json asks for it; nothing was done")
     write_devcontainer(worktree, {"mounts": [f"type=bind,source={tmp_path / 'outside'},target=/e"]}, True, info)
     checked_refusal(checkout, tmp_path, mounts=[f"{worktree.path}/escape:/e"])  # the file asks for another source
     made = checked(checkout, tmp_path, mounts=[f"{tmp_path / 'outside'}:/e"])
@@ -2180,9 +2185,11 @@ def test_the_data_dir_must_be_one_git_gpuspace_made(checkout, tmp_path):
 def test_a_trusted_file_is_read_with_its_features_from_the_cache(checkout, tmp_path, monkeypatch):
     info, worktree = checkout
     feature_folder(cache_of("ghcr.io/x/f:1").parent, cache_of("ghcr.io/x/f:1").name, {"capAdd": ["F"]})
-    write_devcontainer(worktree, {"features": {"ghcr.io/x/f:1": {}}}, True, info)
+    write_devcontainer(worktree, {"features": {"ghcr.io/x/f:1": {}}, "capAdd": ["X"]}, True, info)
     monkeypatch.setattr(features, "fetch_oci", lambda reference: pytest.fail("fetched"))
-    assert checked(checkout, tmp_path, host_options={"cap_add": ["F"]}).host_options == {"cap_add": ["F"]}
+    assert checked(checkout, tmp_path, host_options={"cap_add": ["X"]}).host_options == {"cap_add": ["X"]}
+    with pytest.raises(StateError, match="cap_add"):  # the feature's own capAdd is never granted
+        checked(checkout, tmp_path, host_options={"cap_add": ["X", "F"]})
 
 
 def test_a_trusted_file_with_a_build_and_a_feature_is_read_against_the_repository(checkout, tmp_path):
@@ -2191,8 +2198,8 @@ def test_a_trusted_file_with_a_build_and_a_feature_is_read_against_the_repositor
     (info.main_path / "Dockerfile").write_text("FROM x\n")
     write_devcontainer(worktree, {"build": {"dockerfile": str(info.main_path / "Dockerfile")}, "capAdd": ["X"],
                                   "features": {"../../repo/f": {}}}, True, info)
-    made = checked(checkout, tmp_path, host_options={"cap_add": ["X", "F"]})
-    assert made.host_options == {"cap_add": ["X", "F"]} and made.trusted is True
+    made = checked(checkout, tmp_path, host_options={"cap_add": ["X"]})
+    assert made.host_options == {"cap_add": ["X"]} and made.trusted is True
 
 
 def test_trusted_devcontainer_is_none_without_a_trusted_file(checkout):
@@ -2295,3 +2302,77 @@ def test_an_image_flag_names_what_it_replaces(checkout, capsys):
     write_devcontainer(worktree, {}, True, info)
     assert for_worktree(checkout, {"image": "flag"}).image == "flag"
     assert capsys.readouterr().err == ""
+
+
+def test_a_bind_mount_of_the_git_dir_in_the_state_file_needs_a_trusted_file_that_asks_for_it(checkout, tmp_path):
+    """Inside the repository but exposing its git dir (or a root holding a `.git`): refused too."""
+    info, worktree = checkout
+    for source in (info.common_dir, worktree.path, info.main_path, info.common_dir / "hooks"):
+        error = checked_refusal(checkout, tmp_path, mounts=[f"{source}:/g"])
+        assert "outside the repository or into its git dir" in str(error)
+
+
+def test_a_layer_of_another_type_is_refused_and_never_unpacked(registry, no_proxy, tmp_path):
+    """A gzipped image layer is what the library would unpack itself, through links: refused
+    before anything is written."""
+    import gzip
+
+    host, serve = registry
+    serve("features/gz", "1", [gzip.compress(tar_of(FEATURE_TAR))], media_type="application/vnd.oci.image.layer.v1.tar+gzip")
+    message = str(fetch_refusal(f"{host}/features/gz:1"))
+    assert "its layer is not a Dev Container Feature" in message
+    assert not cache_of(f"{host}/features/gz:1").exists()
+
+
+@pytest.mark.parametrize("network", ["container:db", "my-project_default"])
+def test_an_untrusted_build_joins_no_other_network(tmp_path, network):
+    config = parse(tmp_path, {"build": {"dockerfile": "Dockerfile", "options": [f"--network={network}"]}}, trust=False,
+                   files={".devcontainer/Dockerfile": "FROM x\n"})
+    assert "network_mode" not in config.build.options and config.skipped == [f"build.options --network {network}"]
+    config = parse(tmp_path, {"build": {"dockerfile": "Dockerfile", "options": ["--network=none"]}}, trust=False,
+                   files={".devcontainer/Dockerfile": "FROM x\n"})
+    assert config.build.options == {"network_mode": "none"}
+
+
+def test_a_features_container_env_names_are_variable_names(tmp_path):
+    feature_folder(tmp_path / "wt" / ".devcontainer", "f", {"containerEnv": {"A B\nRUN echo pwned": "x"}})
+    says(tmp_path, {"features": {"./f": {}}}, "feature ./f: containerEnv in devcontainer-feature.json must map "
+                                             "variable names (letters, digits, _) to values")
+
+
+def test_a_features_metadata_is_not_read_through_a_link(tmp_path):
+    folder = feature_folder(tmp_path / "wt" / ".devcontainer", "f", {"id": "f"})
+    (tmp_path / "elsewhere.json").write_text("{}")
+    (folder / "devcontainer-feature.json").unlink()
+    (folder / "devcontainer-feature.json").symlink_to(tmp_path / "elsewhere.json")
+    error = refusal(tmp_path, {"features": {"./f": {}}})
+    assert "feature ./f: cannot read devcontainer-feature.json" in str(error)
+
+
+def test_a_workspace_folder_under_the_references_default_mounts_its_root(tmp_path):
+    config = parse(tmp_path, {"workspaceFolder": "/workspaces/wt/src"})
+    assert (config.workspace, config.workdir) == ("/workspaces/wt", "/workspaces/wt/src")
+    config = parse(tmp_path, {"workspaceFolder": "/code/"})
+    assert (config.workspace, config.workdir) == ("/code", "/code")
+
+
+@pytest.mark.parametrize("folder", ["/data", "/cache/pip", "/home/gpuspace"])
+def test_the_worktree_is_not_mounted_over_our_own_mounts(tmp_path, folder):
+    error = refusal(tmp_path, {"workspaceFolder": folder})
+    assert f"the worktree cannot be mounted at {folder}" in str(error)
+
+
+def test_a_volume_flag_with_one_field_is_one_error(tmp_path):
+    says(tmp_path, {"runArgs": ["-v", "/data"]}, "runArgs -v /data: write -v SOURCE:TARGET[:ro]")
+
+
+def test_an_untrusted_bind_of_the_git_dir_or_a_root_is_skipped(tmp_path):
+    worktree = tmp_path / "wt"
+    (worktree / ".devcontainer").mkdir(parents=True)
+    (worktree / ".git").write_text("gitdir: /elsewhere\n")
+    (worktree / "sub").mkdir()
+    config = parse(tmp_path, {"mounts": ["type=bind,source=${localWorkspaceFolder}/.git,target=/g",
+                                         "type=bind,source=${localWorkspaceFolder},target=/w",
+                                         "type=bind,source=${localWorkspaceFolder}/sub,target=/s"]}, trust=False)
+    assert config.mounts == [f"{worktree}/sub:/s"]
+    assert config.skipped == [f"mount of {worktree}/.git", f"mount of {worktree}"]

@@ -93,6 +93,10 @@ DEVCONTAINER_REFUSALS = [
     ('"mounts": ["source=${localWorkspaceFolder}/../../../..,target=/host,type=bind"]', "mount of /"),
     ('"mounts": ["source=/var/run/docker.sock,target=/var/run/docker.sock,type=bind"]', "mount of /var/run/docker.sock"),
     ('"runArgs": ["--net=host"]', "runArgs --net host"),
+    # the git dir, or a root holding a .git, mounted a second time (writable, past the boundary)
+    ('"mounts": ["source=${localWorkspaceFolder}/.git,target=/host,type=bind"]', "/.git"),
+    ('"mounts": ["source=${localWorkspaceFolder},target=/host,type=bind"]', "mount of /"),
+    ('"mounts": ["source=${localWorkspaceFolder}/../project/.git,target=/host,type=bind"]', "project/.git"),
     # the top-level fields: one rule with their runArgs forms
     ('"privileged": true', "privileged"),
     ('"capAdd": ["SYS_ADMIN"]', "capAdd SYS_ADMIN"),

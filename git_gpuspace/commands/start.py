@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
             binding = recreate(info, engine, current, binding, worktree)
             print(f"Made {binding.container} again (the container was gone) and started it")
         else:
+            fresh = engine.never_started(binding.container)  # made with --no-start: its create commands are due
             engine.keep_up(binding.container, True)
             engine.start(binding.container)
             print(f"{'Restarted' if args.verb == 'restart' else 'Started'} {binding.container}")
