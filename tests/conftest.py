@@ -141,8 +141,13 @@ def make_repo(path: Path, client=None, files: int = 3) -> Repo:
 
 
 def _remove_containers(client, repo: Repo) -> None:
+    import docker.errors
+
     for container in repo.containers():
-        container.remove(force=True)
+        try:
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass  # a run's container, removed by its dispatcher in between
 
 
 @pytest.fixture
