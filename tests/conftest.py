@@ -114,7 +114,9 @@ class Repo:
 
     def containers(self) -> list:
         assert self.client is not None
-        return self.client.containers.list(all=True, filters={"label": f"{LABEL_REPO}={self.common_dir}"})
+        # ignore_removed: a run's container its dispatcher removes between the list and its inspect
+        return self.client.containers.list(all=True, filters={"label": f"{LABEL_REPO}={self.common_dir}"},
+                                           ignore_removed=True)
 
     def snapshot(self, worktrees_dir: Path) -> tuple:
         """Everything a refused command must leave unchanged."""
