@@ -97,7 +97,7 @@ def resolve(path: Path, key: str, options: Any, base: Path, repo_root: Path, wor
     elif "/" not in key:
         raise UsageError(f"{path}: feature '{key}' names neither a folder nor a registry: a feature in a folder is "
                          f"written \"./{key}\"", hint="the short ids of the old feature format are not supported")
-    elif _OCI_REFERENCE.fullmatch(key if ":" in key.split("/")[-1] or "@" in key else f"{key}:latest"):
+    elif _OCI_REFERENCE.fullmatch(_with_tag(key)):
         folder = (fetch or fetch_oci)(key)
     else:
         return None
@@ -135,11 +135,16 @@ def _read_metadata(path: Path) -> bytes:
     return content
 
 
+def _with_tag(reference: str) -> str:
+    """`:latest` where the reference names no tag or digest, as the reference does."""
+    return reference if ":" in reference.split("/")[-1] or "@" in reference else f"{reference}:latest"
+
+
 def _cache_folder(reference: str) -> tuple[str, Path]:
     """The reference with its tag (`:latest` when none), and where its feature is kept."""
     from platformdirs import user_cache_dir
 
-    target = reference if ":" in reference.split("/")[-1] or "@" in reference else f"{reference}:latest"
+    target = _with_tag(reference)
     return target, Path(user_cache_dir("git-gpuspace")) / "features" / hashlib.sha256(target.encode()).hexdigest()[:16]
 
 

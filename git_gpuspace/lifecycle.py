@@ -104,8 +104,7 @@ def _built_image(engine: Engine, build: devcontainer.Build) -> str:
 
 def _image_with_features(engine: Engine, base: str, settings: Settings) -> str:
     """`base` with the features installed, in the order installsAfter asks for."""
-    engine.ensure_image(base)
-    attrs = engine.image_attrs(base) or {}
+    attrs = engine.image_attrs(base) or {}  # there: pulled or built just before
     derived = features.DerivedImage(base, attrs.get("Id", ""), (attrs.get("Config") or {}).get("User") or "",
                                     features.ordered(list(settings.features)), settings.container_user,
                                     settings.remote_user)
