@@ -91,7 +91,12 @@ def protected_paths(worktree: Path, common_dir: Path, anchor: Path, hooks_path: 
     """What an extra mount must not expose writable (it would bypass the layout above): the git
     dir, each `.git` (a worktree's root holds one) and a hooks dir inside the worktree."""
     hooks = _hooks_inside(worktree, hooks_path)
-    return (common_dir.resolve(), worktree / ".git", anchor / ".git", *((hooks,) if hooks else ()))
+    return (common_dir.resolve(), *dot_git(worktree, anchor), *((hooks,) if hooks else ()))
+
+
+def dot_git(*roots: Path) -> tuple[Path, ...]:
+    """Each root's `.git`: the git dir in a main worktree, the file pointing at it in a linked one."""
+    return tuple(root / ".git" for root in roots)
 
 
 def exposes(path: Path, protected: tuple[Path, ...]) -> bool:

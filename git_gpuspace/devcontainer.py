@@ -278,10 +278,10 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
                          hint="give the worktree a devcontainer.json with \"image\" or \"build\" (or choose one with "
                               "--devcontainer NAME), or pass --image")
     config = Devcontainer(path=path, worktree=worktree, trusted=trust,
-                          protected=(*protected, worktree / ".git", repo_root / ".git"))
+                          protected=(*protected, *boundary.dot_git(worktree, repo_root)))
     config.unsupported = sorted(key for key in document if key not in SUPPORTED)
     substitute = Substitution(config, worktree, trust)
-    _workspace(path, document, config, substitute, repo_root)
+    _workspace(path, document, config, substitute)
     substitute.set_container_folder(config.workdir or config.workspace or DEFAULT_WORKSPACE)
     document = substitute(document)
     base = path.parent
@@ -325,7 +325,7 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
         gpu = requirements["gpu"]
         config.gpu = True if isinstance(gpu, dict) else gpu
     config.unsupported += [f"hostRequirements.{key}" for key in requirements if key != "gpu"]
-    _run_args(path, document.get("runArgs") or [], config, trust, repo_root, worktree)
+    _run_args(path, document.get("runArgs") or [], config, trust)
     features = document.get("features") or {}
     if not isinstance(features, dict):
         raise UsageError(f"{path}: 'features' must be an object (feature id -> options)")
@@ -335,14 +335,14 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
             config.unsupported.append(f"feature {key} (only a local folder or an OCI reference)")
             continue
         config.features.append(feature)
-        _feature_contributions(path, feature, config, trust, repo_root, worktree)
+        _feature_contributions(path, feature, config, repo_root, worktree)
     return config
 
 
 _WHY_NOT = {"initializeCommand": "it runs on the host", "postAttachCommand": "nothing attaches"}
 
 
-def _workspace(path: Path, document: dict, config: Devcontainer, substitute: Substitution, repo_root: Path) -> None:
+def _workspace(path: Path, document: dict, config: Devcontainer, substitute: Substitution) -> None:
     """workspaceMount (the worktree itself, mounted elsewhere) and workspaceFolder (where commands
     start; the mount's target when there is no workspaceMount). A workspaceMount of anything else
     is named and both are left, so that nothing is half-applied."""
@@ -583,8 +583,8 @@ def _trusted_option(config: Devcontainer, trust: bool, shown: str, option: str, 
         config.host_options[option] = value
 
 
-def _feature_contributions(path: Path, feature: features_module.Feature, config: Devcontainer, trust: bool,
-                           repo_root: Path, worktree: Path) -> None:
+def _feature_contributions(path: Path, feature: features_module.Feature, config: Devcontainer, repo_root: Path,
+                           worktree: Path) -> None:
     """What a feature's metadata adds to the container. Trust covers the devcontainer.json's
     bytes, not a feature's folder or a registry's tag, so a feature's own host options are named
     and not applied (the file itself may ask for them), and its mounts follow the untrusted rules."""
@@ -631,7 +631,7 @@ _LISTS = {"cap_add", "devices", "security_opt"}
 _SWITCHES = {"--privileged", "--init"}
 
 
-def _run_args(path: Path, args: list, config: Devcontainer, trust: bool, repo_root: Path, worktree: Path) -> None:
+def _run_args(path: Path, args: list, config: Devcontainer, trust: bool) -> None:
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
         raise UsageError(f"{path}: 'runArgs' must be a list of strings")
     tokens = [token for arg in args for token in (shlex.split(arg) if " " in arg and not arg.startswith("-e") else [arg])]
@@ -665,7 +665,7 @@ def _run_args(path: Path, args: list, config: Devcontainer, trust: bool, repo_ro
             else:
                 source, target, *mode = value.split(":")
                 config.mounts.append(mount_text("bind" if source.startswith("/") else "volume", source, target,
-                                                mode[:1] == ["ro"]))
+                                                mode == ["ro"]))
         else:
             config.unsupported.append(f"runArgs {shown}")
 

@@ -128,16 +128,16 @@ def _read_metadata(path: Path) -> bytes:
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise OSError(0, "not a regular file")
+            raise OSError("not a regular file")
         content = handle.read(MAX_METADATA_BYTES + 1)
     if len(content) > MAX_METADATA_BYTES:
-        raise OSError(0, f"larger than {MAX_METADATA_BYTES >> 20} MiB")
+        raise OSError(f"larger than {MAX_METADATA_BYTES >> 20} MiB")
     return content
 
 
 def _with_tag(reference: str) -> str:
     """`:latest` where the reference names no tag or digest, as the reference does."""
-    return reference if ":" in reference.split("/")[-1] or "@" in reference else f"{reference}:latest"
+    return reference if ":" in reference.split("/")[-1] else f"{reference}:latest"  # a digest has one too
 
 
 def _cache_folder(reference: str) -> tuple[str, Path]:
@@ -176,8 +176,9 @@ def fetch_oci(reference: str) -> Path:
         layers = client.get_manifest(target).get("layers") or []
         if len(layers) != 1:
             raise ValueError(f"expected one layer, found {len(layers)}")
-        digest = str(layers[0].get("digest", ""))
-        if layers[0].get("mediaType") != LAYER_TYPE or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+        digest = layers[0].get("digest")
+        if (layers[0].get("mediaType") != LAYER_TYPE or not isinstance(digest, str)
+                or not re.fullmatch(r"sha256:[0-9a-f]{64}", digest)):
             raise ValueError(f"its layer is not a Dev Container Feature ({LAYER_TYPE} with a sha256 digest)")
         archive_path = download / "layer.tar"
         client.download_blob(target, digest, str(archive_path))

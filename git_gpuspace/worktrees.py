@@ -20,7 +20,6 @@ from dulwich.config import ConfigFile
 from dulwich.errors import NotGitRepository
 from dulwich.filters import FilterError
 from dulwich.index import InvalidPathError
-from dulwich.objectspec import parse_commit
 from dulwich.refs import check_ref_format
 from dulwich.reflog import format_reflog_line
 from dulwich.repo import Repo

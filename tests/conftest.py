@@ -380,3 +380,78 @@ def local_registry(docker_client):
             docker_client.images.remove(reference, force=True)
         except Exception:  # noqa: BLE001 - not pulled, or already gone
             pass
+
+
+class FeatureRegistry:
+    """An OCI registry on 127.0.0.1 serving Dev Container Features as the spec publishes them:
+    a manifest whose config is `application/vnd.devcontainers` and whose layers are tars of the
+    feature's folder."""
+
+    LAYER_TYPE = "application/vnd.devcontainers.layer.v1+tar"
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.manifests: dict[str, bytes] = {}
+        self.blobs: dict[str, bytes] = {}
+        registry = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                path = self.path.split("?")[0]
+                body, media = None, "application/octet-stream"
+                if path.rstrip("/") == "/v2":
+                    body, media = b"{}", "application/json"
+                elif path in registry.manifests:
+                    body, media = registry.manifests[path], "application/vnd.oci.image.manifest.v1+json"
+                elif "/blobs/" in path:
+                    body = registry.blobs.get(path.rsplit("/", 1)[1])
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Type", media)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                if body and self.command == "GET":
+                    self.wfile.write(body)
+
+            do_HEAD = do_GET
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def serve(self, name: str, tag: str, layers: list[bytes], media_type: str = LAYER_TYPE,
+              digest: object = None) -> str:
+        """Publish `<host>/<name>:<tag>` and return that reference. `digest`: what the manifest says
+        the (one) layer's digest is, the layer being served under it."""
+        import hashlib
+
+        def sha256(blob: bytes) -> str:
+            return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+        config = b"{}"
+        self.blobs.update({sha256(blob): blob for blob in (config, *layers)})
+        if isinstance(digest, str):
+            self.blobs[digest] = layers[0]
+        self.manifests[f"/v2/{name}/manifests/{tag}"] = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.devcontainers", "size": len(config), "digest": sha256(config)},
+            "layers": [{"mediaType": media_type, "size": len(layer), "digest": digest or sha256(layer),
+                        "annotations": {"org.opencontainers.image.title": f"devcontainer-feature-{number}.tgz"}}
+                       for number, layer in enumerate(layers)],
+        }).encode()
+        return f"{self.host}/{name}:{tag}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def feature_registry():
+    registry = FeatureRegistry()
+    yield registry
+    registry.close()

@@ -17,13 +17,11 @@ tested without the engine at the end of the file.
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import os
 import re
 import tarfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -345,10 +343,9 @@ def reference_devcontainer_id(labels: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def feature_registry():
-    """A registry serving one Dev Container Feature as the spec publishes it: an OCI manifest
-    whose config is `application/vnd.devcontainers` and whose one layer is a plain tar of the
-    feature's folder. Yields its host:port."""
+def hello_registry(feature_registry):
+    """conftest's registry serving one feature, `<host>/features/hello:1`, with an option whose
+    value install.sh writes. Yields its host:port."""
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
         for name, text in (("devcontainer-feature.json", json.dumps({"id": "hello", "version": "1.0.0", "options": {
@@ -358,48 +355,13 @@ def feature_registry():
             info = tarfile.TarInfo(f"./{name}")
             info.size, info.mode = len(data), 0o755
             tar.addfile(info, io.BytesIO(data))
-    layer, config = archive.getvalue(), b"{}"
-    blobs = {"sha256:" + hashlib.sha256(blob).hexdigest(): blob for blob in (layer, config)}
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.devcontainers", "size": len(config),
-                   "digest": "sha256:" + hashlib.sha256(config).hexdigest()},
-        "layers": [{"mediaType": "application/vnd.devcontainers.layer.v1+tar", "size": len(layer),
-                    "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
-                    "annotations": {"org.opencontainers.image.title": "devcontainer-feature-hello.tgz"}}],
-    }).encode()
-
-    class Registry(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            path = self.path.split("?")[0]
-            body, media = None, "application/octet-stream"
-            if path.rstrip("/") == "/v2":
-                body, media = b"{}", "application/json"
-            elif path == "/v2/features/hello/manifests/1":
-                body, media = manifest, "application/vnd.oci.image.manifest.v1+json"
-            elif path.startswith("/v2/features/hello/blobs/"):
-                body = blobs.get(path.rsplit("/", 1)[1])
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Type", media)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            if body and self.command == "GET":
-                self.wfile.write(body)
-
-        do_HEAD = do_GET
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    feature_registry.serve("features/hello", "1", [archive.getvalue()])
+    yield feature_registry.host
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_fixture(case: Case, repo, tmp_path, monkeypatch, docker_client, request):
-    registry = request.getfixturevalue("feature_registry") if case.name == "oci-feature" else ""
+    registry = request.getfixturevalue("hello_registry") if case.name == "oci-feature" else ""
     for name, text in case.files.items():
         path = repo.path / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,23 +4,22 @@ As tests/test_mutation_kills.py does for the other pure modules: every message a
 pinned in full, and every boundary and branch, so that scripts/mutation's changes to
 devcontainer.py, features.py and settings.py fail a test. Engine-free and fast: the parser is
 called directly (as the parser section of tests/test_devcontainer_fixtures.py does), a feature
-registry is a small in-process HTTP server, and the GPU inventory is conftest's stand-in
-nvidia-smi.
+registry is conftest's in-process one (feature_registry), and the GPU inventory is conftest's
+stand-in nvidia-smi.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import os
 import shutil
 import socket
 import stat
+import subprocess
 import tarfile
 import tempfile
-import threading
 from pathlib import Path
 
 import pytest
@@ -123,7 +122,7 @@ def test_null_lists_and_objects_count_as_empty(tmp_path):
 def test_unknown_keys_are_named_sorted(tmp_path):
     config = parse(tmp_path, {"zeta": 1, "image": "x", "alpha": 2, "$schema": "s", "waitFor": "postCreateCommand"})
     assert config.unsupported == ["alpha", "zeta"]
-    assert config.notices() == [f"devcontainer.json: not supported, ignored: alpha, zeta"]
+    assert config.notices() == ["devcontainer.json: not supported, ignored: alpha, zeta"]
 
 
 @pytest.mark.parametrize("key,why", [("initializeCommand", "it runs on the host"),
@@ -1146,8 +1145,8 @@ def test_what_a_feature_contributes_is_named_or_follows_the_untrusted_rules(tmp_
              "feature ./f: capAdd (ask for it in devcontainer.json itself)",
              "feature ./f: securityOpt (ask for it in devcontainer.json itself)",
              "feature ./f: init false (every container runs an init process)"]
-    for trust in (False, True):
-        config = parse(tmp_path, {"features": {"./f": {}}}, trust=trust)
+    for trusted in (False, True):
+        config = parse(tmp_path, {"features": {"./f": {}}}, trust=trusted)
         assert config.unsupported == named and config.skipped == ["mount of /etc"]
         assert config.mounts == ["volume:fv:/fv"] and config.env == {} and config.host_options == {}
 
@@ -1592,56 +1591,6 @@ def tar_of(entries: dict[str, str | None]) -> bytes:
 FEATURE_TAR = {"./devcontainer-feature.json": '{"id": "hello"}', "./install.sh": "#!/bin/sh\necho hello\n"}
 
 
-@pytest.fixture
-def registry():
-    """An OCI registry serving features: `serve(name, tag, layers)` publishes one (each layer
-    the bytes of a tar); yields (host:port, serve)."""
-    manifests: dict[str, bytes] = {}
-    blobs: dict[str, bytes] = {}
-
-    def serve(name: str, tag: str, layers: list[bytes], media_type: str = features.LAYER_TYPE) -> None:
-        config = b"{}"
-        for blob in (config, *layers):
-            blobs["sha256:" + hashlib.sha256(blob).hexdigest()] = blob
-        manifests[f"/v2/{name}/manifests/{tag}"] = json.dumps({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.devcontainers", "size": len(config),
-                       "digest": "sha256:" + hashlib.sha256(config).hexdigest()},
-            "layers": [{"mediaType": media_type, "size": len(layer),
-                        "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
-                        "annotations": {"org.opencontainers.image.title": f"layer-{number}.tar"}}
-                       for number, layer in enumerate(layers)],
-        }).encode()
-
-    class Registry(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            path = self.path.split("?")[0]
-            body, media = None, "application/octet-stream"
-            if path.rstrip("/") == "/v2":
-                body, media = b"{}", "application/json"
-            elif path in manifests:
-                body, media = manifests[path], "application/vnd.oci.image.manifest.v1+json"
-            elif "/blobs/" in path:
-                body = blobs.get(path.rsplit("/", 1)[1])
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Type", media)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            if body and self.command == "GET":
-                self.wfile.write(body)
-
-        do_HEAD = do_GET
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}", serve
-    server.shutdown()
-    server.server_close()
-
-
 def cache_of(target: str) -> Path:
     return Path(os.environ["XDG_CACHE_HOME"]) / "git-gpuspace" / "features" / hashlib.sha256(target.encode()).hexdigest()[:16]
 
@@ -1652,9 +1601,9 @@ def no_proxy(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
-def test_a_feature_is_fetched_into_the_users_cache(registry, no_proxy, tmp_path, monkeypatch):
+def test_a_feature_is_fetched_into_the_users_cache(feature_registry, no_proxy, tmp_path, monkeypatch):
     """Only into the cache: not the current directory, not TMPDIR (the unpacked folder is renamed into place)."""
-    host, serve = registry
+    host, serve = feature_registry.host, feature_registry.serve
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
     serve("features/hello", "1", [tar_of(FEATURE_TAR)])
@@ -1668,22 +1617,22 @@ def test_a_feature_is_fetched_into_the_users_cache(registry, no_proxy, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_reference_without_a_tag_is_fetched_as_latest(registry, no_proxy):
-    host, serve = registry
+def test_a_reference_without_a_tag_is_fetched_as_latest(feature_registry, no_proxy):
+    host, serve = feature_registry.host, feature_registry.serve
     serve("features/hello", "latest", [tar_of(FEATURE_TAR)])
     assert features.fetch_oci(f"{host}/features/hello") == cache_of(f"{host}/features/hello:latest")
 
 
-def test_a_feature_in_the_file_is_resolved_from_its_registry(tmp_path, registry, no_proxy):
-    host, serve = registry
+def test_a_feature_in_the_file_is_resolved_from_its_registry(tmp_path, feature_registry, no_proxy):
+    host, serve = feature_registry.host, feature_registry.serve
     serve("features/hello", "1", [tar_of(FEATURE_TAR)])
     config = parse(tmp_path, {"features": {f"{host}/features/hello:1": {}}})
     [feature] = config.features
     assert feature.folder == cache_of(f"{host}/features/hello:1") and feature.metadata == {"id": "hello"}
 
 
-def test_a_cached_feature_is_read_without_the_network(registry, no_proxy, monkeypatch):
-    host, serve = registry
+def test_a_cached_feature_is_read_without_the_network(feature_registry, no_proxy, monkeypatch):
+    host, serve = feature_registry.host, feature_registry.serve
     serve("features/hello", "1", [tar_of(FEATURE_TAR)])
     assert features.cached_oci(f"{host}/features/hello:1") == cache_of(f"{host}/features/hello:1")  # fetched now
     assert (cache_of(f"{host}/features/hello:1") / "install.sh").is_file()
@@ -1701,30 +1650,30 @@ def fetch_refusal(reference: str, clean: bool = True) -> UsageError:
     return refused.value
 
 
-def test_a_feature_of_two_layers_is_refused(registry, no_proxy):
-    host, serve = registry
+def test_a_feature_of_two_layers_is_refused(feature_registry, no_proxy):
+    host, serve = feature_registry.host, feature_registry.serve
     serve("features/two", "1", [tar_of(FEATURE_TAR), tar_of({"./other": "x"})])
     assert str(fetch_refusal(f"{host}/features/two:1")) == f"cannot fetch feature {host}/features/two:1: expected one layer, found 2"
 
 
-def test_a_feature_whose_archive_links_out_is_refused(registry, no_proxy):
-    host, serve = registry
+def test_a_feature_whose_archive_links_out_is_refused(feature_registry, no_proxy):
+    host, serve = feature_registry.host, feature_registry.serve
     serve("features/evil", "1", [tar_of({**FEATURE_TAR, "./escape/../../../x": "x"})])
     message = str(fetch_refusal(f"{host}/features/evil:1", clean=False))
     assert message.startswith(f"cannot fetch feature {host}/features/evil:1: ") and "outside the destination" in message
     assert not cache_of(f"{host}/features/evil:1").exists()
 
 
-def test_a_feature_whose_archive_has_an_absolute_link_is_refused(registry, no_proxy):
-    host, serve = registry
+def test_a_feature_whose_archive_has_an_absolute_link_is_refused(feature_registry, no_proxy):
+    host, serve = feature_registry.host, feature_registry.serve
     serve("features/link", "1", [tar_of({**FEATURE_TAR, "./passwd": None})])
     message = str(fetch_refusal(f"{host}/features/link:1", clean=False))
     assert message == f"cannot fetch feature {host}/features/link:1: './passwd' is a link to an absolute path"
     assert not cache_of(f"{host}/features/link:1").exists()
 
 
-def test_a_refused_archive_leaves_nothing_in_the_cache(registry, no_proxy):
-    host, serve = registry
+def test_a_refused_archive_leaves_nothing_in_the_cache(feature_registry, no_proxy):
+    host, serve = feature_registry.host, feature_registry.serve
     serve("features/evil", "1", [tar_of({**FEATURE_TAR, "./escape/../../../x": "x"})])
     fetch_refusal(f"{host}/features/evil:1")
 
@@ -1737,8 +1686,8 @@ def test_an_unreachable_registry_is_named_at_once(no_proxy):
     assert message == f"cannot fetch feature 127.0.0.1:{port}/features/hello:1: cannot reach 127.0.0.1:{port}: Connection refused"
 
 
-def test_a_feature_that_fails_after_an_older_fetch_keeps_the_old_one(registry, no_proxy):
-    host, serve = registry
+def test_a_feature_that_fails_after_an_older_fetch_keeps_the_old_one(feature_registry, no_proxy):
+    host, serve = feature_registry.host, feature_registry.serve
     serve("features/hello", "1", [tar_of(FEATURE_TAR)])
     folder = features.fetch_oci(f"{host}/features/hello:1")
     serve("features/hello", "1", [tar_of(FEATURE_TAR), tar_of(FEATURE_TAR | {"./x": "y"})])
@@ -2312,12 +2261,12 @@ def test_a_bind_mount_of_the_git_dir_in_the_state_file_needs_a_trusted_file_that
         assert "outside the repository or into its git dir" in str(error)
 
 
-def test_a_layer_of_another_type_is_refused_and_never_unpacked(registry, no_proxy, tmp_path):
+def test_a_layer_of_another_type_is_refused_and_never_unpacked(feature_registry, no_proxy, tmp_path):
     """A gzipped image layer is what the library would unpack itself, through links: refused
     before anything is written."""
     import gzip
 
-    host, serve = registry
+    host, serve = feature_registry.host, feature_registry.serve
     serve("features/gz", "1", [gzip.compress(tar_of(FEATURE_TAR))], media_type="application/vnd.oci.image.layer.v1.tar+gzip")
     message = str(fetch_refusal(f"{host}/features/gz:1"))
     assert "its layer is not a Dev Container Feature" in message
@@ -2376,3 +2325,154 @@ def test_an_untrusted_bind_of_the_git_dir_or_a_root_is_skipped(tmp_path):
                                          "type=bind,source=${localWorkspaceFolder}/sub,target=/s"]}, trust=False)
     assert config.mounts == [f"{worktree}/sub:/s"]
     assert config.skipped == [f"mount of {worktree}/.git", f"mount of {worktree}"]
+
+
+# ---------------------------------------------------------------- the boundary's later rules, exactly
+
+
+def test_a_workspace_over_our_own_mounts_says_what_to_choose(tmp_path):
+    error = says(tmp_path, {"workspaceFolder": "/data"},
+                 "the worktree cannot be mounted at /data: git-gpuspace mounts /data itself")
+    assert error.hint == "choose another workspaceFolder / workspaceMount target"
+
+
+@pytest.mark.parametrize("network", ["default", "bridge", "none"])
+def test_an_untrusted_build_may_use_the_engines_own_build_networks(tmp_path, network):
+    config = parse(tmp_path, {"build": {"dockerfile": "Dockerfile", "options": [f"--network={network}"]}}, trust=False,
+                   files={".devcontainer/Dockerfile": "FROM x\n"})
+    assert config.build.options == {"network_mode": network} and config.skipped == []
+
+
+def test_an_untrusted_bind_inside_a_worktree_outside_the_repositorys_root_is_mounted(tmp_path):
+    """A linked worktree lies beside the main one: inside means below either."""
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "wt" / "data").mkdir(parents=True)
+    config = parse(tmp_path, {"mounts": ["type=bind,source=${localWorkspaceFolder}/data,target=/d"]}, trust=False,
+                   repo_root=tmp_path / "repo")
+    assert config.mounts == [f"{tmp_path / 'wt' / 'data'}:/d"] and config.skipped == []
+
+
+def test_a_features_options_declaration_must_be_an_object(tmp_path):
+    feature_folder(tmp_path / "wt" / ".devcontainer", "f", {"options": ["version"]})
+    error = resolve_refusal(tmp_path, "./f")
+    assert str(error) == (f"{where(tmp_path)}: feature ./f: options in devcontainer-feature.json must be an object")
+
+
+def test_a_features_metadata_through_a_link_is_refused_with_the_systems_reason(tmp_path):
+    folder = feature_folder(tmp_path / "wt" / ".devcontainer", "f")
+    (tmp_path / "elsewhere.json").write_text("{}")
+    (folder / "devcontainer-feature.json").unlink()
+    (folder / "devcontainer-feature.json").symlink_to(tmp_path / "elsewhere.json")
+    error = resolve_refusal(tmp_path, "./f")
+    assert str(error) == (f"{where(tmp_path)}: feature ./f: cannot read devcontainer-feature.json: "
+                          f"Too many levels of symbolic links")
+
+
+def test_a_features_metadata_swapped_for_a_fifo_after_the_check_is_refused_at_once(tmp_path, monkeypatch):
+    folder = feature_folder(tmp_path / "wt" / ".devcontainer", "f")
+    (folder / "devcontainer-feature.json").unlink()
+    os.mkfifo(folder / "devcontainer-feature.json")
+    monkeypatch.setattr(Path, "is_file", lambda self: True)
+    error = resolve_refusal(tmp_path, "./f")
+    assert str(error) == f"{where(tmp_path)}: feature ./f: cannot read devcontainer-feature.json: not a regular file"
+
+
+def test_a_features_metadata_of_up_to_one_mib_is_read_whole(tmp_path):
+    limit = features.MAX_METADATA_BYTES
+    folder = feature_folder(tmp_path / "wt" / ".devcontainer", "f", '{"id": "f"' + " " * (limit - 11) + "}")
+    assert (folder / "devcontainer-feature.json").stat().st_size == limit
+    assert resolve(tmp_path, "./f").metadata == {"id": "f"}
+    (folder / "devcontainer-feature.json").write_text('{"id": "f"' + " " * (limit - 10) + "}")
+    error = resolve_refusal(tmp_path, "./f")
+    assert str(error) == f"{where(tmp_path)}: feature ./f: cannot read devcontainer-feature.json: larger than 1 MiB"
+
+
+def test_a_huge_features_metadata_is_refused_after_reading_one_mib(tmp_path):
+    """A terabyte (sparse) is refused as any file over the limit: only the limit is read."""
+    folder = feature_folder(tmp_path / "wt" / ".devcontainer", "f")
+    os.truncate(folder / "devcontainer-feature.json", 1 << 40)
+    error = resolve_refusal(tmp_path, "./f")
+    assert str(error) == f"{where(tmp_path)}: feature ./f: cannot read devcontainer-feature.json: larger than 1 MiB"
+
+
+def test_a_layer_that_does_not_match_its_digest_is_refused(feature_registry, no_proxy):
+    host, serve = feature_registry.host, feature_registry.serve
+    claimed = "sha256:" + hashlib.sha256(b"another layer").hexdigest()
+    serve("features/forged", "1", [tar_of(FEATURE_TAR)], digest=claimed)
+    message = str(fetch_refusal(f"{host}/features/forged:1"))
+    assert message == f"cannot fetch feature {host}/features/forged:1: the layer does not match its digest"
+    assert not cache_of(f"{host}/features/forged:1").exists()
+
+
+@pytest.mark.parametrize("digest", [12, "sha256:short", "sha512:" + "0" * 128])
+def test_a_layer_without_a_sha256_digest_is_refused(feature_registry, no_proxy, digest):
+    host, serve = feature_registry.host, feature_registry.serve
+    serve("features/odd", "1", [tar_of(FEATURE_TAR)], digest=digest)
+    assert str(fetch_refusal(f"{host}/features/odd:1")) == (
+        f"cannot fetch feature {host}/features/odd:1: its layer is not a Dev Container Feature "
+        f"({features.LAYER_TYPE} with a sha256 digest)")
+
+
+def test_a_python_that_cannot_unpack_safely_fetches_nothing(feature_registry, no_proxy, monkeypatch):
+    host, serve = feature_registry.host, feature_registry.serve
+    serve("features/hello", "1", [tar_of(FEATURE_TAR)])
+    monkeypatch.delattr(tarfile, "data_filter")
+    assert str(fetch_refusal(f"{host}/features/hello:1")) == (
+        f"cannot fetch feature {host}/features/hello:1: this Python cannot unpack an archive safely "
+        f"(3.10.12, 3.11.4 or later needed)")
+    assert not cache_of(f"{host}/features/hello:1").exists()
+
+
+def test_a_reference_with_a_digest_gets_no_tag(feature_registry, no_proxy):
+    host, serve = feature_registry.host, feature_registry.serve
+    digest = "sha256:" + "a" * 64
+    serve("features/hello", digest, [tar_of(FEATURE_TAR)])
+    assert features.fetch_oci(f"{host}/features/hello@{digest}") == cache_of(f"{host}/features/hello@{digest}")
+
+
+def test_an_untrusted_devcontainers_mounts_are_not_trusted_mounts(tmp_path, user_image):
+    made = settings.settings_from({}, {}, False, dev_config(tmp_path, {"mounts": ["source=v,target=/v"]}, trust=False))
+    assert made.mounts == ("volume:v:/v",) and made.trusted_mounts == ()
+
+
+def test_the_trusted_mounts_of_a_binding_are_those_its_trusted_file_asks_for(checkout, tmp_path):
+    info, worktree = checkout
+    write_devcontainer(worktree, {"mounts": ["source=v,target=/v"]}, True, info)
+    made = checked(checkout, tmp_path, mounts=["volume:v:/v", "volume:w:/w"])
+    assert made.mounts == ("volume:v:/v", "volume:w:/w") and made.trusted_mounts == ("volume:v:/v",)
+
+
+@pytest.fixture
+def hooks_checkout(tmp_path):
+    """A repository made by git whose core.hooksPath is `.githooks` (in each worktree, as git
+    reads a relative one), and a linked worktree `wt` with that folder."""
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "config", "core.hooksPath", ".githooks"], check=True)
+    (tmp_path / "wt" / ".githooks").mkdir(parents=True)
+    return RepoInfo(common_dir=(repo / ".git").resolve(), main_path=repo), Worktree(path=tmp_path / "wt", branch="b", head=None)
+
+
+def test_the_protected_paths_hold_the_hooks_folder_git_reads(hooks_checkout):
+    info, worktree = hooks_checkout
+    assert settings.protected_paths(info, worktree) == (
+        info.common_dir, worktree.path / ".git", info.main_path / ".git", worktree.path / ".githooks")
+
+
+def test_an_untrusted_bind_of_the_hooks_folder_is_skipped(hooks_checkout, capsys):
+    info, worktree = hooks_checkout
+    write_devcontainer(worktree, {"image": "dev", "mounts": ["type=bind,source=${localWorkspaceFolder}/.githooks,target=/h"]},
+                       False, info)
+    assert for_worktree(hooks_checkout).mounts == ()
+    assert f"made without: mount of {worktree.path / '.githooks'};" in capsys.readouterr().err
+
+
+def test_a_trusted_files_feature_may_not_mount_the_hooks_folder(hooks_checkout):
+    """Trust covers the file's bytes; a feature's mounts follow the untrusted rules."""
+    info, worktree = hooks_checkout
+    feature_folder(worktree.path / ".devcontainer", "f", {"mounts": [
+        {"type": "bind", "source": str(worktree.path / ".githooks"), "target": "/h"}]})
+    write_devcontainer(worktree, {"image": "dev", "features": {"./f": {}}}, True, info)
+    binding = Binding(path=str(worktree.path), container="gpuspace-r-wt-1", image="dev")
+    dev = settings.trusted_devcontainer(info, binding, worktree)
+    assert dev.mounts == [] and dev.skipped == [f"mount of {worktree.path / '.githooks'}"]

@@ -92,18 +92,14 @@ docs/SECURITY.md
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import http.server
 import io
 import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -856,57 +852,6 @@ def test_a_slurm_task_without_an_allocation_gets_no_gpu_never_all(slurm_run, mon
 # --- features from a registry (SECURITY.md: unpacked with tar's `data` filter: no absolute paths,
 # links out of the folder or device files) ---
 
-@pytest.fixture
-def feature_registry():
-    """A registry serving Dev Container Features as the spec publishes them (an OCI manifest whose
-    one layer is a tar of the feature's folder). `serve(name, tar)` publishes `<host>/features/<name>:1`."""
-    published: dict[str, tuple[bytes, dict[str, bytes]]] = {}
-
-    def serve(name: str, layer: bytes) -> str:
-        config = b"{}"
-        blobs = {"sha256:" + hashlib.sha256(blob).hexdigest(): blob for blob in (layer, config)}
-        manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {"mediaType": "application/vnd.devcontainers", "size": len(config),
-                       "digest": "sha256:" + hashlib.sha256(config).hexdigest()},
-            "layers": [{"mediaType": "application/vnd.devcontainers.layer.v1+tar", "size": len(layer),
-                        "digest": "sha256:" + hashlib.sha256(layer).hexdigest(),
-                        "annotations": {"org.opencontainers.image.title": f"devcontainer-feature-{name}.tgz"}}],
-        }).encode()
-        published[name] = (manifest, blobs)
-        return f"127.0.0.1:{server.server_address[1]}/features/{name}:1"
-
-    class Registry(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            path = self.path.split("?")[0]
-            body, media = None, "application/octet-stream"
-            found = re.fullmatch(r"/v2/features/([\w-]+)/(manifests|blobs)/(.+)", path)
-            if path.rstrip("/") == "/v2":
-                body, media = b"{}", "application/json"
-            elif found and found.group(1) in published:
-                manifest, blobs = published[found.group(1)]
-                if found.group(2) == "manifests":
-                    body, media = manifest, "application/vnd.oci.image.manifest.v1+json"
-                else:
-                    body = blobs.get(found.group(3))
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Type", media)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            if body and self.command == "GET":
-                self.wfile.write(body)
-
-        do_HEAD = do_GET
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Registry)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield serve
-    server.shutdown()
-
-
 def feature_tar(*hostile: tarfile.TarInfo) -> bytes:
     """A feature's folder that would install fine, with `hostile` entries after its two files."""
     archive = io.BytesIO()
@@ -947,7 +892,7 @@ def test_a_feature_archive_that_reaches_out_of_its_folder_is_refused(repo, tmp_p
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "victim").write_text("keep\n")
-    reference = feature_registry("evil", feature_tar(*entries(outside)))
+    reference = feature_registry.serve("features/evil", "1", [feature_tar(*entries(outside))])
     commit_devcontainer(repo, json.dumps({"image": TEST_IMAGE, "features": {reference: {}}}))
     before = repo.snapshot(tmp_path / "wts")
     result = repo.gs("add", "-b", "f", str(tmp_path / "wts" / "f"), "--gpus", "none")
@@ -961,7 +906,7 @@ def test_a_feature_archive_entry_with_an_absolute_path_stays_in_its_folder(tmp_p
     """tar's data filter strips the leading / rather than refusing: the file lands inside the feature's folder."""
     outside = tmp_path / "outside"
     outside.mkdir()
-    reference = feature_registry("absolute", feature_tar(_entry(str(outside / "planted"))))
+    reference = feature_registry.serve("features/absolute", "1", [feature_tar(_entry(str(outside / "planted")))])
     folder = features.fetch_oci(reference)
     assert list(outside.iterdir()) == []
     assert (folder / str(outside / "planted")[1:]).read_text() == "planted\n"  # the leading / stripped
