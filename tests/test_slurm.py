@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -64,8 +65,9 @@ def test_pending_for_resources_then_stopped(repo):
     repo.ok("run", "--gpus", "2", "--backend", "slurm", "--detach", "--", "sleep", "60")
     repo.ok("run", "--gpus", "1", "--backend", "slurm", "--detach", "--", "sleep", "60")
     assert wait_for(lambda: [r["state"] for r in runs(repo)] == ["running", "queued"], 30), runs(repo)
-    listed = repo.ok("runs").stdout
-    assert "queued (PENDING (Resources))" in listed
+    # Slurm's reason as squeue gives it: Resources, or Priority after some scheduler passes
+    assert wait_for(lambda: re.search(r"queued \(PENDING \((Resources|Priority)\)\)", repo.ok("runs").stdout), 30), \
+        repo.ok("runs").stdout
     stopped = repo.ok("runs", "stop", runs(repo)[0]["id"])
     assert "Cancelled 1 Slurm job" in stopped.stdout
     assert wait_for(lambda: runs(repo)[0]["state"] == "stopped", 30)
