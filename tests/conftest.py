@@ -96,6 +96,17 @@ class Repo:
     def gs(self, *args: str, cwd: Path | None = None, env: dict | None = None):
         return gpuspace(*args, cwd=cwd or self.path, env=env)
 
+    def commit(self, files: dict[str, str], message: str) -> None:
+        """Write `files` (paths relative to the repository; an `install.sh` executable) and commit them."""
+        for name, text in files.items():
+            path = self.path / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            if name.endswith("install.sh"):
+                path.chmod(0o755)
+        self.git("add", ".")
+        self.git("commit", "-q", "-m", message)
+
     def ok(self, *args: str, cwd: Path | None = None):
         result = self.gs(*args, cwd=cwd)
         assert result.returncode == 0, f"git gpuspace {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"

@@ -362,14 +362,8 @@ def hello_registry(feature_registry):
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_fixture(case: Case, repo, tmp_path, monkeypatch, docker_client, request):
     registry = request.getfixturevalue("hello_registry") if case.name == "oci-feature" else ""
-    for name, text in case.files.items():
-        path = repo.path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.replace("{registry}", registry))
-        if name.endswith("install.sh"):
-            path.chmod(0o755)
-    repo.git("add", ".")
-    repo.git("commit", "-q", "-m", f"devcontainer: {case.name}")
+    repo.commit({name: text.replace("{registry}", registry) for name, text in case.files.items()},
+                f"devcontainer: {case.name}")
     for key, value in case.env.items():
         monkeypatch.setenv(key, value)
     worktree = tmp_path / "wts" / case.name
@@ -406,12 +400,10 @@ def test_the_table_has_each_outcome():
 
 
 def test_post_start_runs_after_every_start_and_post_create_once(repo, tmp_path):
-    (repo.path / ".devcontainer").mkdir()
-    (repo.path / DEVCONTAINER).write_text(json.dumps({
+    repo.commit({DEVCONTAINER: json.dumps({
         "image": IMAGE, "onCreateCommand": "echo onCreate >> /tmp/order", "updateContentCommand": "echo update >> /tmp/order",
-        "postCreateCommand": "echo postCreate >> /tmp/order", "postStartCommand": "echo postStart >> /tmp/order"}))
-    repo.git("add", ".")
-    repo.git("commit", "-q", "-m", "lifecycle")
+        "postCreateCommand": "echo postCreate >> /tmp/order", "postStartCommand": "echo postStart >> /tmp/order"})},
+                "lifecycle")
     repo.ok("add", "-b", "life", str(tmp_path / "life"), "--gpus", "none", "--trust")
     [container] = repo.containers()
     assert sh(container, "cat /tmp/order").split() == ["onCreate", "update", "postCreate", "postStart"]
@@ -423,11 +415,8 @@ def test_a_changed_base_image_is_built_again(repo, tmp_path, docker_client):
     """The build's tag hashes the base image's id: the same Dockerfile on a new base is a new build."""
     base = f"gpuspace-test-base:{os.getpid()}"
     docker_client.images.get(IMAGE).tag(base)
-    (repo.path / ".devcontainer").mkdir()
-    (repo.path / ".devcontainer/Dockerfile").write_text(f"FROM {base}\nRUN cat /base-marker 2>/dev/null > /seen || true\n")
-    (repo.path / DEVCONTAINER).write_text(json.dumps({"build": {"dockerfile": "Dockerfile"}}))
-    repo.git("add", ".")
-    repo.git("commit", "-q", "-m", "build")
+    repo.commit({".devcontainer/Dockerfile": f"FROM {base}\nRUN cat /base-marker 2>/dev/null > /seen || true\n",
+                 DEVCONTAINER: json.dumps({"build": {"dockerfile": "Dockerfile"}})}, "build")
     first = repo.ok("add", "-b", "one", str(tmp_path / "one"), "--gpus", "none")
     assert "Building" in first.stderr
     again = repo.ok("add", "-b", "two", str(tmp_path / "two"), "--gpus", "none")
@@ -536,10 +525,7 @@ def test_an_existing_volume_with_driver_options_needs_trust(repo, tmp_path, dock
     name = f"gpuspace-test-disguised-{os.getpid()}"
     docker_client.volumes.create(name, driver_opts={"type": "none", "o": "bind", "device": str(host_dir)})
     try:
-        (repo.path / ".devcontainer").mkdir()
-        (repo.path / DEVCONTAINER).write_text(json.dumps({"image": IMAGE, "mounts": [f"source={name},target=/v"]}))
-        repo.git("add", ".")
-        repo.git("commit", "-q", "-m", "a volume")
+        repo.commit({DEVCONTAINER: json.dumps({"image": IMAGE, "mounts": [f"source={name},target=/v"]})}, "a volume")
         refused = repo.gs("add", "-b", "v1", str(tmp_path / "v1"), "--gpus", "none")
         assert refused.returncode == 2 and f"volume '{name}'" in refused.stderr and "driver options" in refused.stderr
         assert not (tmp_path / "v1").exists() and not repo.containers()
@@ -576,15 +562,10 @@ def test_build_fields_are_read(tmp_path):
 
 
 def test_image_flag_replaces_the_files_image_build_and_features_and_says_so(repo, tmp_path):
-    (repo.path / ".devcontainer").mkdir()
-    (repo.path / ".devcontainer/Dockerfile").write_text(f"FROM {IMAGE}\nRUN false\n")
-    (repo.path / DEVCONTAINER).write_text(json.dumps({"build": {"dockerfile": "Dockerfile"},
-                                                      "features": {"./nowhere": {}}}))
-    (repo.path / ".devcontainer/nowhere").mkdir()
-    for name in ("devcontainer-feature.json", "install.sh"):
-        (repo.path / ".devcontainer/nowhere" / name).write_text("{}" if name.endswith("json") else "exit 1\n")
-    repo.git("add", ".")
-    repo.git("commit", "-q", "-m", "build and feature")
+    repo.commit({".devcontainer/Dockerfile": f"FROM {IMAGE}\nRUN false\n",
+                 DEVCONTAINER: json.dumps({"build": {"dockerfile": "Dockerfile"}, "features": {"./nowhere": {}}}),
+                 ".devcontainer/nowhere/devcontainer-feature.json": "{}", ".devcontainer/nowhere/install.sh": "exit 1\n"},
+                "build and feature")
     result = repo.ok("add", "-b", "flag", str(tmp_path / "flag"), "--gpus", "none", "--image", IMAGE)
     assert f"--image {IMAGE} replaces the devcontainer.json's build, features" in result.stderr
     assert "Building" not in result.stderr
@@ -614,15 +595,11 @@ def test_a_volume_another_project_made_is_not_mounted_by_an_untrusted_file(repo,
     theirs, ours = f"gpuspace-test-theirs-{os.getpid()}", f"gpuspace-test-ours-{os.getpid()}"
     docker_client.volumes.create(theirs)
     try:
-        (repo.path / ".devcontainer").mkdir()
-        (repo.path / DEVCONTAINER).write_text(json.dumps({"image": IMAGE, "mounts": [f"source={theirs},target=/v"]}))
-        repo.git("add", ".")
-        repo.git("commit", "-q", "-m", "their volume")
+        repo.commit({DEVCONTAINER: json.dumps({"image": IMAGE, "mounts": [f"source={theirs},target=/v"]})}, "their volume")
         refused = repo.gs("add", "-b", "t1", str(tmp_path / "t1"), "--gpus", "none")
         assert refused.returncode == 2 and "an existing volume this repository did not make" in refused.stderr
         assert not (tmp_path / "t1").exists() and not repo.containers()
-        (repo.path / DEVCONTAINER).write_text(json.dumps({"image": IMAGE, "mounts": [f"source={ours},target=/v"]}))
-        repo.git("commit", "-q", "-am", "our volume")
+        repo.commit({DEVCONTAINER: json.dumps({"image": IMAGE, "mounts": [f"source={ours},target=/v"]})}, "our volume")
         repo.ok("add", "-b", "o1", str(tmp_path / "o1"), "--gpus", "none")
         assert docker_client.volumes.get(ours).attrs["Labels"]["gpuspace.repo"] == str(repo.common_dir)
         repo.ok("add", "-b", "o2", str(tmp_path / "o2"), "--gpus", "none")  # made by this repository: mounted again
@@ -637,11 +614,9 @@ def test_a_volume_another_project_made_is_not_mounted_by_an_untrusted_file(repo,
 
 
 def test_a_container_made_without_starting_runs_its_create_commands_at_its_first_start(repo, tmp_path):
-    (repo.path / ".devcontainer").mkdir()
-    (repo.path / DEVCONTAINER).write_text(json.dumps({
-        "image": IMAGE, "onCreateCommand": "echo onCreate >> /tmp/order", "postStartCommand": "echo postStart >> /tmp/order"}))
-    repo.git("add", ".")
-    repo.git("commit", "-q", "-m", "lifecycle")
+    repo.commit({DEVCONTAINER: json.dumps({
+        "image": IMAGE, "onCreateCommand": "echo onCreate >> /tmp/order", "postStartCommand": "echo postStart >> /tmp/order"})},
+                "lifecycle")
     repo.ok("add", "-b", "later", str(tmp_path / "later"), "--gpus", "none", "--trust", "--no-start")
     repo.ok("start", "later")
     [container] = repo.containers()

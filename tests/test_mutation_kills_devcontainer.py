@@ -654,14 +654,8 @@ def test_a_build_tag_follows_the_context_files_but_not_git(tmp_path):
     assert len({tag, second, build.tag({})}) == 3
 
 
-def test_a_build_tag_does_not_depend_on_the_order_the_file_system_lists(tmp_path, monkeypatch):
-    build = make_build(tmp_path)
-    context = tmp_path / "context"
-    for name in ("b", "a", "c"):
-        (context / name).mkdir()
-        (context / name / "z").write_text(name)
-        (context / name / "y").write_text(name)
-    tag = build.tag({})
+def list_in_reverse(monkeypatch) -> None:
+    """os.walk lists every folder's entries in the reverse order from now on."""
     walk = os.walk
 
     def reversed_walk(top):
@@ -671,6 +665,17 @@ def test_a_build_tag_does_not_depend_on_the_order_the_file_system_lists(tmp_path
             yield root, dirs, files
 
     monkeypatch.setattr(os, "walk", reversed_walk)
+
+
+def test_a_build_tag_does_not_depend_on_the_order_the_file_system_lists(tmp_path, monkeypatch):
+    build = make_build(tmp_path)
+    context = tmp_path / "context"
+    for name in ("b", "a", "c"):
+        (context / name).mkdir()
+        (context / name / "z").write_text(name)
+        (context / name / "y").write_text(name)
+    tag = build.tag({})
+    list_in_reverse(monkeypatch)
     assert build.tag({}) == tag
 
 
@@ -1501,15 +1506,7 @@ def test_a_derived_image_tag_does_not_depend_on_the_listing_order(tmp_path, monk
         (tmp_path / "feature" / name / "z").write_text(name)
         (tmp_path / "feature" / name / "y").write_text(name)
     tag = image.tag()
-    walk = os.walk
-
-    def reversed_walk(top):
-        for root, dirs, files in walk(top):
-            dirs.reverse()
-            files.reverse()
-            yield root, dirs, files
-
-    monkeypatch.setattr(os, "walk", reversed_walk)
+    list_in_reverse(monkeypatch)
     assert image.tag() == tag
 
 
