@@ -68,12 +68,7 @@ class Build:
         digest.update(self.dockerfile.read_bytes())
         digest.update(repr((sorted(self.args.items()), self.target, self.cache_from,
                             sorted(self.options.items()), sorted(base_ids.items()))).encode())
-        for root, dirs, files in os.walk(self.context):  # does not descend into symlinked dirs
-            dirs[:] = sorted(d for d in dirs if d != ".git")
-            for name in sorted(files):
-                path = Path(root) / name
-                digest.update(f"{path.relative_to(self.context)}\0".encode())
-                digest.update(content_of(path))
+        hash_tree(digest, self.context, skip=".git")
         return f"gpuspace-build/devcontainer:{digest.hexdigest()[:16]}"
 
 
@@ -102,6 +97,17 @@ def base_images(dockerfile: str, args: dict[str, str]) -> list[str]:
             if image.lower() not in stages and image != "scratch" and image not in images:
                 images.append(image)
     return images
+
+
+def hash_tree(digest: Any, folder: Path, skip: str | None = None) -> None:
+    """Feed `digest` each entry's path and content_of, in an order the file system does not
+    choose; `skip`: a folder name left out (git's own). Symlinked folders are not descended."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d != skip)
+        for name in sorted(files):
+            path = Path(root) / name
+            digest.update(f"{path.relative_to(folder)}\0".encode())
+            digest.update(content_of(path))
 
 
 def content_of(path: Path) -> bytes:

@@ -256,18 +256,13 @@ class DerivedImage:
     remote_user: str | None = None
 
     def tag(self) -> str:
+        from .devcontainer import hash_tree
+
         digest = hashlib.sha256(f"{self.base}\0{self.base_id}\0{self.base_user}\0{self.container_user}\0"
                                 f"{self.remote_user}".encode())
         for feature in self.features:
             digest.update(f"\0{feature.key}\0{sorted(feature.environment().items())}".encode())
-            for root, dirs, files in os.walk(feature.folder):
-                dirs.sort()
-                for name in sorted(files):
-                    entry = Path(root) / name
-                    digest.update(f"{entry.relative_to(feature.folder)}\0".encode())
-                    from .devcontainer import content_of
-
-                    digest.update(content_of(entry))
+            hash_tree(digest, feature.folder)
         return f"gpuspace-build/features:{digest.hexdigest()[:16]}"
 
     def dockerfile(self) -> str:

@@ -162,6 +162,7 @@ def checked_settings(info: worktrees.RepoInfo, state_path: Path, index: int, bin
             raise StateError(f"{where}.host_options.{key} = {value!r} is not asked for by a trusted "
                              f"devcontainer.json; nothing was done", hint=hint)
     mounts = []
+    protected = protected_paths(info, worktree)
     for mount in binding.mounts:
         kind, source, target, read_only = mount_parts(mount)
         if kind != "bind":
@@ -169,7 +170,7 @@ def checked_settings(info: worktrees.RepoInfo, state_path: Path, index: int, bin
             continue
         resolved = os.path.realpath(source)
         if (not devcontainer.inside(Path(resolved), info.anchor, worktree.path)
-                or boundary.exposes(Path(resolved), protected_paths(info, worktree))) and (
+                or boundary.exposes(Path(resolved), protected)) and (
                 allowed is None or mount not in allowed.mounts):
             raise StateError(f"{where}.mounts: {source} resolves to {resolved}, outside the repository or into its "
                              f"git dir, and no trusted devcontainer.json asks for it; nothing was done", hint=hint)
