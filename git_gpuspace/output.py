@@ -1,13 +1,29 @@
-"""Plain-text tables for people; JSON goes through json.dumps directly."""
+"""Plain-text tables for people; JSON goes through json.dumps directly (which escapes what it must)."""
 
 from __future__ import annotations
 
+import re
+
+# C0 controls, DEL and C1 controls: a branch name, a parameter value or a metric name read from
+# a repository or a container may carry them, and a terminal would act on them (ESC starts a
+# colour or a cursor move, CR overwrites the line). The backslash is escaped too, so that what
+# is shown reads back one way only.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
+def escape(text: object) -> str:
+    """`text` safe to print: each control character as `\\xNN` (ESC as `\\x1b`), a backslash as `\\\\`."""
+    return _UNSAFE.sub(lambda m: "\\\\" if m.group() == "\\" else f"\\x{ord(m.group()):02x}", str(text))
+
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    """Columns padded to their widest cell; every cell escaped (see `escape`)."""
+    headers = [escape(cell) for cell in headers]
+    rows = [[escape(cell) for cell in row] for row in rows]
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
     lines = [headers, *rows]
     return "\n".join(
-        "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines
     )
 
 

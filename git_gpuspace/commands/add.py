@@ -26,6 +26,7 @@ from ..lifecycle import (
 )
 from ..settings import settings_for_worktree, settings_from
 from ..model import Binding, Gpu
+from ..output import escape
 from ..reconcile import converge_quietly
 from ..specs import format_size
 
@@ -171,7 +172,7 @@ def _undo_worktree(
 
 def report(binding: Binding, chosen: list[Gpu], started: bool, stream: TextIO = sys.stdout) -> None:
     where = f"branch {binding.branch}" if binding.branch else "detached HEAD"
-    print(f"Worktree {binding.path} ({where})", file=stream)
+    print(escape(f"Worktree {binding.path} ({where})"), file=stream)  # a branch name is anyone's to choose
     gpu_text = ", ".join(f"GPU {gpu.index}" + (f" ({gpu.name})" if gpu.name else "") for gpu in chosen) or "no GPU"
     limits = [
         f"{label} {value}"
@@ -184,6 +185,7 @@ def report(binding: Binding, chosen: list[Gpu], started: bool, stream: TextIO = 
     ]
     verb = "running" if started else "created (not started)"
     print(
-        f"Container {binding.container} {verb}: {binding.image}, {gpu_text}" + (f", {', '.join(limits)}" if limits else ""),
+        escape(f"Container {binding.container} {verb}: {binding.image}, {gpu_text}"
+               + (f", {', '.join(limits)}" if limits else "")),
         file=stream,
     )

@@ -1,11 +1,12 @@
-"""`git gpuspace logs [-f] [--tail N] <worktree>`: the container's output."""
+"""`git gpuspace logs [-f] [--tail N] <worktree>`: the container's output, exactly as it was written,
+on stdout; a header line on stderr says whose output it is."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .. import worktrees
+from .. import output, worktrees
 from ..errors import UsageError
 from ..containers import Engine
 from ..lifecycle import resolve_worktree
@@ -17,14 +18,21 @@ from .exec import running_binding
 def _run_log(found: run_store.Run, args: argparse.Namespace) -> int:
     """A run's output: live from the engine while it runs with -f, else its kept run.log. A
     Slurm run's log is followed in its data dir (the node's engine is not this machine's)."""
+    header = (f"run {found.id}" + (f" of sweep {found.sweep}" if found.sweep else "")
+              + "".join(f" {key}={value}" for key, value in found.params.items())
+              + f" at {found.commit[:8]}: {found.state}"
+              + (f" (exit {found.exit_code})" if found.exit_code is not None else ""))
     if args.follow and found.backend == "slurm" and found.state in ("queued", "running"):
+        _header(header)
         return _follow_file(found)
     if args.follow and found.state == "running" and found.container:
+        _header(header)
         Engine().logs(found.container, follow=True, tail=args.tail if args.tail is not None else "all",
                       output=sys.stdout.buffer)
         return 0
     if not found.data_dir:
         raise UsageError(f"run {found.id} has not started yet ({found.state})")
+    _header(header)
     lines = results.read_log(found.data_dir).splitlines(keepends=True)
     sys.stdout.write("".join(lines[-args.tail:] if args.tail else lines))
     return 0
@@ -36,9 +44,17 @@ def run(args: argparse.Namespace) -> int:
     if found is not None:
         return _run_log(found, args)
     binding = running_binding(info, resolve_worktree(info, args.worktree))
+    _header(f"container {binding.container} of {binding.path}"
+            + (f" (branch {binding.branch})" if binding.branch else " (detached HEAD)"))
     Engine().logs(binding.container, follow=args.follow, tail=args.tail if args.tail is not None else "all",
                   output=sys.stdout.buffer)
     return 0
+
+
+def _header(line: str) -> None:
+    """Whose output follows, on stderr (stdout is the log itself, for pipes); its values escaped:
+    a branch name or a parameter value is anyone's to choose."""
+    print(f"==> {output.escape(line)} <==", file=sys.stderr, flush=True)
 
 
 def _follow_file(found: run_store.Run) -> int:

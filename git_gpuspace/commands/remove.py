@@ -10,6 +10,7 @@ from ..containers import Engine
 from ..errors import UsageError, WorktreeError
 from ..faults import checkpoint
 from ..lifecycle import absolute, resolve_worktree, unbind
+from ..output import escape
 from ..reconcile import converge_quietly
 
 
@@ -51,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if binding is not None:
         print(f"Removed container {binding.container}" + ("; GPUs released" if binding.gpus else ""))
     if not args.keep_worktree:
-        print(f"Removed worktree {worktree.path}" + (f" (branch {worktree.branch} kept)" if worktree.branch else ""))
+        print(escape(f"Removed worktree {worktree.path}"
+                     + (f" (branch {worktree.branch} kept)" if worktree.branch else "")))
     return 0
 
 

@@ -50,11 +50,11 @@ def _chosen(runs: run_store.Runs, args: argparse.Namespace, verb: str) -> list[r
     if args.run:
         found = runs.find(args.run)
         if found is None:
-            raise UsageError(f"no run '{args.run}'", hint="`git gpuspace runs` lists them")
+            raise UsageError(f"no run '{output.escape(args.run)}'", hint="`git gpuspace runs` lists them")
         return [found]
     if args.sweep:
         if args.sweep not in runs.sweeps:
-            raise UsageError(f"no sweep '{args.sweep}'", hint="`git gpuspace runs` lists the runs and their sweeps")
+            raise UsageError(f"no sweep '{output.escape(args.sweep)}'", hint="`git gpuspace runs` lists the runs and their sweeps")
         return [run for run in runs.runs if run.sweep == args.sweep]
     if verb == "clean":
         return list(runs.runs)
@@ -81,7 +81,7 @@ def _stop(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
         slurm.cancel(on_slurm)
         slurm.refresh(info)
         print(f"Cancelled {len(on_slurm)} Slurm job{'s' if len(on_slurm) > 1 else ''}: "
-              + ", ".join(f"{run.id} ({run.job})" for run in on_slurm))
+              + output.escape(", ".join(f"{run.id} ({run.job})" for run in on_slurm)))
     engine = Engine()
     with run_store.locked(info.common_dir) as runs:
         chosen = [run for run in _chosen(runs, args, "stop") if run.backend == "local"]
@@ -98,13 +98,14 @@ def _stop(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     with run_store.locked(info.common_dir) as runs:
         for run in runs.runs:
             if run.id in {r.id for r in running} and run.state == "running":
-                print(finish(run, by_run.get(run.id)))
+                print(output.escape(finish(run, by_run.get(run.id))))
                 if run.id in by_run:
                     engine.remove(by_run[run.id].name)
         runs.save()
     dropped = [r for r in chosen if r.state == "stopped" and r.reason == "dropped before it started"]
     if dropped:
-        print(f"Dropped {len(dropped)} queued run{'s' if len(dropped) > 1 else ''}: {', '.join(r.id for r in dropped)}")
+        print(f"Dropped {len(dropped)} queued run{'s' if len(dropped) > 1 else ''}: "
+              f"{output.escape(', '.join(r.id for r in dropped))}")
     if not running and not dropped and not on_slurm:
         print("Nothing to stop" + ("" if args.all or args.run else " (queued runs stay queued; --all drops them)"))
     return 0
@@ -120,7 +121,7 @@ def _retry(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
             run.state, run.reason, run.exit_code = "queued", None, None
             run.started = run.finished = run.container = None
         runs.save()
-    print(f"Queued again: {', '.join(run.id for run in chosen)}", file=sys.stderr)
+    print(f"Queued again: {output.escape(', '.join(run.id for run in chosen))}", file=sys.stderr)
     return dispatch_and_report(info, {run.id for run in chosen})
 
 
@@ -158,7 +159,7 @@ def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
         key, descending = args.sort.lstrip("-"), args.sort.startswith("-")
         if records and not any(key in r["metrics"] for r in records):
             raise UsageError(f"no run has a metric '{key}'",
-                             hint=f"metrics seen: {', '.join(sorted({m for r in records for m in r['metrics']})) or 'none'}")
+                             hint=f"metrics seen: {output.escape(', '.join(sorted({m for r in records for m in r['metrics']}))) or 'none'}")
         present = sorted((r for r in records if key in r["metrics"]), key=lambda r: r["metrics"][key], reverse=descending)
         records = present + [r for r in records if key not in r["metrics"]]
     names = sorted({name for r in records for name in r["metrics"]})
@@ -176,8 +177,8 @@ def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
              *[f"{r['metrics'][n]:g}" if n in r["metrics"] else "-" for n in names]] for r in records]
     if args.csv:
         writer = csv.writer(sys.stdout)
-        writer.writerow([h.lower() for h in headers])
-        writer.writerows(rows)
+        writer.writerow([output.escape(h.lower()) for h in headers])
+        writer.writerows([[output.escape(cell) for cell in row] for row in rows])
         return 0
     print(output.table(headers, rows))
     if any(r["state"] == "queued" for r in records) and not alive(info):

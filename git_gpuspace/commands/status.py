@@ -80,13 +80,14 @@ def run(args: argparse.Namespace) -> int:
                        + (["CHECKS"] if current.checks else []), rows))
     for record in records:
         if record["reason"]:
-            print(f"  {record['path']}  pending: {record['reason']}" + ("; retrying now" if retrying else ""))
+            print(f"  {output.escape(record['path'])}  pending: {output.escape(record['reason'])}"
+                  + ("; retrying now" if retrying else ""))
         for name, url in record["urls"].items():
-            print(f"  {record['path']}  {name}: {url}")
+            print(output.escape(f"  {record['path']}  {name}: {url}"))
         for name, why in record["services_down"].items():
-            print(f"  {record['path']}  {name}: down ({why})")
+            print(output.escape(f"  {record['path']}  {name}: down ({why})"))
     for line in _run_summary(runs):
-        print(line)
+        print(output.escape(line))
     if any(run.state == "queued" for run in runs) and not alive(info):
         print("git-gpuspace: runs are queued and no dispatcher is running: `git gpuspace runs resume`", file=sys.stderr)
     return 0

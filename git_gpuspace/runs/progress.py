@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TextIO
 
+from ..output import escape
 from .store import Run
 
 
@@ -18,7 +19,7 @@ class Progress:
 
     def event(self, line: str) -> None:
         self._clear()
-        print(line, file=self.out, flush=True)
+        print(escape(line), file=self.out, flush=True)  # it names a run's command: its values are anyone's
 
     def changes(self, runs: list[Run]) -> None:
         """Lines for state changes made by another dispatcher (we only follow it)."""
@@ -34,7 +35,7 @@ class Progress:
             return
         self._clear()
         counts = Counter(run.state for run in runs)
-        lines = [f"  {run.id:<16} running {run.duration_s or 0:7.1f} s  {' '.join(run.command)[:60]}"
+        lines = [f"  {run.id:<16} running {run.duration_s or 0:7.1f} s  {escape(' '.join(run.command))[:60]}"
                  for run in runs if run.state == "running"]
         lines.append("  " + ", ".join(f"{counts[state]} {state}" for state in ("queued", "running", "succeeded",
                                                                                 "failed", "stopped")))
