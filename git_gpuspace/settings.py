@@ -11,7 +11,7 @@ from pathlib import Path
 from . import boundary, config, devcontainer, features, gpus, trust, workspace, worktrees
 from .errors import StateError, UsageError
 from .model import Binding, GpuRequest, Limits, PortRequest, mount_parts, mount_text
-from .specs import MIN_MEMORY, parse_address, parse_cpus, parse_gpus, parse_limit, parse_port, parse_size
+from .specs import MIN_MEMORY, parse_address, parse_cpus, parse_gpus, parse_limit, parse_port
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,13 @@ def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontai
     image = str(merged["image"]).strip()
     if not image:
         raise UsageError("the image name is empty", hint="pass --image NAME[:TAG]")
+    memory_name, memory_hint = _limit_origin("memory", "--memory", flags, dev)
+    shm_name, shm_hint = _limit_origin("shm_size", "--shm-size", flags, dev)
     limits = Limits(
-        memory_bytes=parse_limit(str(merged["memory"]), "--memory", MIN_MEMORY) if merged.get("memory") else None,
+        memory_bytes=parse_limit(str(merged["memory"]), memory_name, MIN_MEMORY, memory_hint)
+        if merged.get("memory") else None,
         cpus=parse_cpus(str(merged["cpus"])) if merged.get("cpus") else None,
-        shm_bytes=parse_size(str(merged["shm_size"]), "--shm-size") if merged.get("shm_size") else None,
+        shm_bytes=parse_limit(str(merged["shm_size"]), shm_name, hint=shm_hint) if merged.get("shm_size") else None,
     )
     services = _service_ports(merged)
     if services and not extra.get("override_command", True):
@@ -102,6 +105,14 @@ def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontai
         ssh_keys=tuple(flags.get("ssh_keys") or ()),
         **extra,
     )
+
+
+def _limit_origin(key: str, flag: str, flags: dict, dev: "devcontainer.Devcontainer | None") -> tuple[str, str | None]:
+    """How a limit is named in an error, and its hint: by the repository's file when the file
+    gave it (a flag wins over the file)."""
+    if dev is not None and key in dev.layer and flags.get(key) is None:
+        return f"{dev.path.name} runArgs {flag}", f"pass {flag} SIZE to override the file; nothing was made"
+    return flag, None
 
 
 def _service_ports(merged: dict) -> list[PortRequest]:
@@ -217,9 +228,21 @@ def settings_for_worktree(
         trust.grant(info.common_dir, path, content)
     dev = devcontainer.load(path, content, worktree.path, info.anchor, trust.is_trusted(info.common_dir, content),
                             protected=protected_paths(info, worktree))
+    made = settings_from(repo_defaults, flags, share, dev)  # refused in one line, before any notice
     for notice in dev.notices() if notices else []:
         print(f"git-gpuspace: {notice}", file=sys.stderr)
     replaced = [what for what, asked in (("image", dev.image), ("build", dev.build), ("features", dev.features)) if asked]
     if flags.get("image") is not None and replaced and notices:
         print(f"git-gpuspace: --image {flags['image']} replaces the {path.name}'s {', '.join(replaced)}", file=sys.stderr)
-    return replace(settings_from(repo_defaults, flags, share, dev), devcontainer=str(path.relative_to(worktree.path)))
+    if notices and _asks_for_gpus(dev, flags):
+        print(f"git-gpuspace: {path.name} is not trusted and asks for {dev.gpu} GPUs (hostRequirements.gpu), so "
+              f"{made.request.count} will be claimed; pass --gpus N to claim fewer, or review the file and run "
+              f"`git gpuspace trust {worktree.path}` to accept it", file=sys.stderr)
+    return replace(made, devcontainer=str(path.relative_to(worktree.path)))
+
+
+def _asks_for_gpus(dev: devcontainer.Devcontainer, flags: dict) -> bool:
+    """An untrusted file that takes more than one GPU from everyone else (a --gpus flag wins)."""
+    count = dev.gpu
+    return (not dev.trusted and flags.get("gpus") is None and isinstance(count, int) and not isinstance(count, bool)
+            and count > 1)

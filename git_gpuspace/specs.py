@@ -35,12 +35,13 @@ def host_memory() -> int | None:
         return None
 
 
-def parse_limit(text: str, what: str, minimum: int = 1) -> int:
-    """A memory-like limit: a size no larger than this host's memory."""
+def parse_limit(text: str, what: str, minimum: int = 1, hint: str | None = None) -> int:
+    """A memory-like limit (--memory, --shm-size: /dev/shm is memory too): a size no larger than
+    this host's memory."""
     size = parse_size(text, what, minimum)
     total = host_memory()
     if total and size > total:
-        raise UsageError(f"{what} {text} is more than this host's memory ({format_size(total)})")
+        raise UsageError(f"{what} {text} is more than this host's memory ({format_size(total)})", hint=hint)
     return size
 
 
