@@ -1,23 +1,17 @@
-"""What of the repository's git dir a container sees, and how: git works inside, but nothing the
-host's git executes or trusts can be changed from there.
+"""What of the repository's git a container sees, and how: nothing of the host's git dir is
+writable from any container.
 
-The host's git runs hooks from `hooks/` (or `core.hooksPath`) and commands named in `config`
-(`core.fsmonitor`, filters, `core.sshCommand`); git-gpuspace trusts its state file. So:
-
-- the common dir is mounted read-only *as a directory*: a file the host replaces by rename
-  (git's `config.lock` -> `config`, the state writer's temp file -> `gpuspace.toml`) shows up
-  read-only too, which a mount of the single file would not (it would keep the old inode);
-- `objects/`, `refs/` and `logs/` are mounted writable over it, and so is this worktree's own
-  admin dir (`worktrees/<id>`: HEAD, index, its lock files), so status, add, commit, branch and
-  log work;
-- in that admin dir, `commondir` and `gitdir` (which say where the repo and the worktree are),
-  `config.worktree` and the hooks and config of submodule git dirs are read-only again, and the
-  worktree's `.git` file too, so a container cannot point the host's git elsewhere;
-- the state lock is masked by /dev/null, so a container cannot hold the host's lock;
-- a `core.hooksPath` inside the worktree is read-only.
-
-In the main worktree's container git can read but not commit: its HEAD and index live in the
-common dir itself (see docs/SECURITY.md).
+- The common dir is mounted read-only, as a directory, at its own absolute path: the private
+  git dir's alternates name its `objects/` (valid on both sides), and the container's git
+  fetches the host's branches from it. A file the host replaces by rename (git's `config.lock`
+  -> `config`) shows up read-only too, which a mount of the single file would not.
+- A bound container's git works on a private git dir of its own (private_git.py), mounted
+  writable; `<workspace>/.git` points at it (a read-only file over a linked worktree's `.git`;
+  the main worktree's `.git` is that dir itself in the container).
+- A run's container (a pinned commit) gets no writable git at all: the worktree's `.git` file
+  read-only, naming the read-only admin dir.
+- The state lock is masked by /dev/null (a read-only file can still be flock'ed).
+- A `core.hooksPath` inside the worktree is read-only: the host's git runs those hooks.
 """
 
 from __future__ import annotations
@@ -25,36 +19,31 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import UsageError
+
 WORKSPACE = "/workspace"
-WRITABLE = ("objects", "refs", "logs")  # what git writes outside a worktree's admin dir
-PINNED = ("commondir", "gitdir", "config.worktree")  # in the admin dir: where git looks, and config
 LOCK_NAME = "gpuspace.lock"
 
 Bind = tuple[str, str, bool]  # (host path, container path, read-only)
 
 
-def git_binds(worktree: Path, common_dir: Path, main: bool, admin_id: str | None,
-              hooks_path: str | None = None, workspace: str = WORKSPACE) -> list[Bind]:
-    """The mounts that give a container this worktree's git, protected as above.
-
-    `admin_id`: a linked worktree's admin dir name under `worktrees/`; `workspace`: where the
-    worktree is mounted.
-    """
-    target = Path(workspace, ".git") if main else common_dir
-    binds: list[Bind] = [(str(common_dir), str(target), True)]
-    for name in WRITABLE:
-        path = common_dir / name
-        path.mkdir(exist_ok=True)  # git makes logs/ with the first reflog entry; it must exist to be mounted
-        binds.append((str(path), str(target / name), False))
+def git_binds(worktree: Path, common_dir: Path, main: bool, private, hooks_path: str | None = None,
+              workspace: str = WORKSPACE) -> list[Bind]:
+    """The mounts that give a container this worktree's git, as above. `private`: the binding's
+    PrivateGit (None for a run); `workspace`: where the worktree is mounted."""
+    dot_git = f"{workspace}/.git"
+    if Path(dot_git) == common_dir:
+        raise UsageError(f"the workspace folder {workspace} is the repository's own path: the container's git "
+                         f"and the repository's would be one", hint="choose another workspaceFolder")
+    binds: list[Bind] = [(str(common_dir), str(common_dir), True)]
     if (common_dir / LOCK_NAME).exists():
-        binds.append(("/dev/null", str(target / LOCK_NAME), True))
-    if not main:
-        admin = admin_dir(common_dir, admin_id)
-        binds.append((str(admin), str(admin), False))
-        (admin / "config.worktree").touch()  # exists, so that it is mounted read-only (git ignores it unless enabled)
-        binds += [(str(admin / name), str(admin / name), True) for name in PINNED if (admin / name).is_file()]
-        binds += _module_binds(admin / "modules")
-        binds.append((str(worktree / ".git"), f"{workspace}/.git", True))
+        binds.append(("/dev/null", str(common_dir / LOCK_NAME), True))
+    if private is None:
+        binds.append((str(common_dir) if main else str(worktree / ".git"), dot_git, True))
+    elif main:
+        binds.append((str(private.repo), dot_git, False))
+    else:
+        binds += [(str(private.repo), str(private.repo), False), (str(private.dot_git), dot_git, True)]
     hooks = _hooks_inside(worktree, hooks_path)
     if hooks is not None:
         hooks.mkdir(parents=True, exist_ok=True)
@@ -71,20 +60,6 @@ def admin_dir(common_dir: Path, admin_id: str | None) -> Path:
         raise WorktreeError(f"the worktree's admin dir '{path}' is not a directory of this repository",
                             hint="`git worktree repair` fixes a worktree whose .git file points elsewhere")
     return path
-
-
-def _module_binds(modules: Path) -> list[Bind]:
-    """Submodule git dirs of a linked worktree (`worktrees/<id>/modules/...`): hooks and config."""
-    binds: list[Bind] = []
-    if not modules.is_dir() or modules.is_symlink():
-        return binds
-    for root, dirs, _files in os.walk(modules):
-        here = Path(root)
-        if (here / "HEAD").is_file():
-            binds += [(str(here / name), str(here / name), True) for name in ("hooks", "config", "info")
-                      if (here / name).exists() and not (here / name).is_symlink()]
-            dirs[:] = [d for d in dirs if d == "modules"]  # nested submodules only
-    return binds
 
 
 def protected_paths(worktree: Path, common_dir: Path, anchor: Path, hooks_path: str | None) -> tuple[Path, ...]:

@@ -101,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = verbs.add_parser("status", help="every worktree with its branch, container, GPUs and image")
     status.add_argument("--json", action="store_true", help="machine-readable output (schema in the README)")
 
+    syncing = verbs.add_parser("sync", help="bring commits made in containers into their worktrees' branches, and "
+                               "the host's into the containers",
+                               description="Each bound container's git has its own git dir. `sync` imports the "
+                               "commits a container made on its worktree's branch (fast-forward only, checked as "
+                               "data), and gives the container the host's commits.")
+    syncing.add_argument("worktrees", nargs="*", metavar="WORKTREE",
+                         help="path, directory name or branch (default: every bound worktree)")
+
     gpus = verbs.add_parser("gpus", help="the host's GPUs and who holds each")
     gpus.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -267,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     task.add_argument("run")
 
     hook = verbs.add_parser("_hook")  # what the installed hooks call; not for people
-    hook.add_argument("event", choices=("new-worktree", "converge", "verify", "pre-push"))
+    hook.add_argument("event", choices=("new-worktree", "converge", "verify", "pre-push", "sync"))
     return parser
 
 

@@ -35,6 +35,8 @@ LABEL_PORTS = "gpuspace.ports"  # name=container:host@address,... : host ports s
 LABEL_PACK = "gpuspace.pack"  # a sweep's runs that may share a GPU with each other (--runs-per-gpu)
 LABEL_RUN = "gpuspace.run"  # a run's id: its container's main process is the run's command
 LABEL_USER = "gpuspace.user"  # who made it (for `gpus`: whose GPU it is)
+LABEL_GIT = "gpuspace.git"  # PRIVATE_GIT: its git is a private git dir (containers made before share the host's)
+PRIVATE_GIT = "private"
 
 WORKSPACE = "/workspace"
 HOME_IN_CONTAINER = "/home/gpuspace"

@@ -10,9 +10,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from . import allocate, boundary, devcontainer, features, gpus, workspace, worktrees
+from . import allocate, boundary, devcontainer, features, gpus, private_git, workspace, worktrees
 from . import state as state_module
-from .containers import LABEL_REPO, LABEL_WORKTREE, ContainerInfo, ContainerSpec, Engine, container_name, labels_for
+from .containers import (LABEL_GIT, LABEL_REPO, LABEL_WORKTREE, PRIVATE_GIT, ContainerInfo, ContainerSpec, Engine,
+                         container_name, labels_for)
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
 from .locking import host_gpu_lock
@@ -212,7 +213,8 @@ def bind_worktree(
     settings = plan.settings
     name = container_name(info.name, worktree.path, info.common_dir)
     data_dir = _data_dir(settings, name, undo, (info.common_dir, worktree.path))
-    binds = _container_binds(info, worktree, settings, data_dir)
+    private = _private_git(info, worktree, name, replacing, undo)
+    binds = _container_binds(info, worktree, settings, data_dir, private)
     old = replacing.container if replacing else None
     chosen, ports = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, old, keep_up=start)
     checkpoint("after-container-create")
@@ -238,6 +240,22 @@ def bind_worktree(
     state.bindings.append(binding)  # (a pending binding for this worktree is replaced too)
     state.save()
     return binding, chosen
+
+
+def _private_git(info: worktrees.RepoInfo, worktree: worktrees.Worktree, name: str, replacing: Binding | None,
+                 undo: Rollback) -> private_git.PrivateGit:
+    """The container's own git dir: made from the worktree now, or the one of the binding this
+    container replaces (what its container committed there stays, under the new name)."""
+    private = private_git.for_container(name)
+    before = private_git.for_container(replacing.container) if replacing is not None else None
+    if before is not None and before.exists():
+        private_git.move(before, private)
+        undo.push(f"move private git dir back to {before.home}", lambda: private_git.move(private, before))
+        return private
+    private_git.create(info, worktree, private)
+    undo.push(f"remove private git dir {private.home}", lambda: private_git.remove(private))
+    checkpoint("after-private-git")
+    return private
 
 
 def _kept_settings(settings: Settings) -> dict:
@@ -266,10 +284,11 @@ def _data_dir(settings: Settings, name: str, undo: Rollback, origin: tuple[Path,
 
 
 def _container_binds(info: worktrees.RepoInfo, worktree: worktrees.Worktree, settings: Settings,
-                     data_dir: Path) -> list[tuple[str, str, bool]]:
-    """The git dir as boundary.py lays it out, then the data dir, caches and asked-for mounts."""
+                     data_dir: Path, private: private_git.PrivateGit | None) -> list[tuple[str, str, bool]]:
+    """The git dir as boundary.py lays it out, then the data dir, caches and asked-for mounts.
+    `private`: the binding's own git dir; a run (None) gets no writable git."""
     hooks_path = worktrees.config_value(info, "core", "hooksPath")
-    binds = boundary.git_binds(worktree.path, info.common_dir, worktree.is_main, worktree.admin_id, hooks_path,
+    binds = boundary.git_binds(worktree.path, info.common_dir, worktree.is_main, private, hooks_path,
                                settings.workspace or boundary.WORKSPACE)
     return binds + _workspace_binds(settings, data_dir)
 
@@ -329,7 +348,7 @@ def _claim_and_create(
                 worktree=worktree.path,
                 labels={**labels_for(info.common_dir, worktree.path, worktree.branch, uuids, settings.share, ports,
                                      settings.pack[0] if settings.pack else ""),
-                        **(run.labels if run else {})},
+                        **(run.labels if run else {LABEL_GIT: PRIVATE_GIT})},
                 gpus=uuids,
                 limits=settings.limits,
                 ports=ports,
@@ -354,7 +373,7 @@ def start_run(info: worktrees.RepoInfo, plan: Plan, worktree: worktrees.Worktree
     """Claim GPUs for a run and start its container: (container name, GPUs, data dir)."""
     name = container_name(info.name, worktree.path, info.common_dir)
     data_dir = _data_dir(plan.settings, name, undo, (info.common_dir, worktree.path))
-    binds = _container_binds(info, worktree, plan.settings, data_dir)
+    binds = _container_binds(info, worktree, plan.settings, data_dir, None)
     chosen, _ = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, run=run)
     plan.engine.start(name)
     return name, chosen, data_dir
@@ -411,6 +430,7 @@ def unbind(engine: Engine, state: State, binding: Binding) -> None:
     state.save()
     checkpoint("after-unbind-save")
     engine.remove(binding.container)
+    private_git.remove(private_git.for_container(binding.container))
 
 
 def owner_of(state: State, binding: Binding) -> tuple[str, str]:

@@ -33,6 +33,7 @@ FILE_NAME = "gpuspace.toml"
 LOCK_NAME = "gpuspace.lock"
 PATHS_NAME = "gpuspace.paths"
 PENDING_NAME = "gpuspace.pending"
+GITDIRS_NAME = "gpuspace.gitdirs"
 ON_COMMIT_NAME = "gpuspace.verify-on-commit"  # a check runs on each commit: the post-commit hook queues it
 
 
@@ -69,9 +70,14 @@ class State:
 
     def _write_hook_index(self) -> None:
         """What the hook's shell fast path reads instead of parsing TOML on every checkout:
-        the bound paths (one per line) and, while any binding waits, a 'pending' marker."""
+        the bound paths (one per line), their containers' private git dirs (whose reflogs say
+        when a container committed) and, while any binding waits, a 'pending' marker."""
+        from .private_git import for_container
+
         paths = "".join(f"{b.path}\n" for b in self.bindings if "\n" not in b.path)
         atomic_write(self.path.parent / PATHS_NAME, paths.encode())
+        homes = "".join(f"{for_container(b.container).home}\n" for b in self.bindings if not b.pending)
+        atomic_write(self.path.parent / GITDIRS_NAME, homes.encode())
         for name, wanted in ((PENDING_NAME, any(b.pending for b in self.bindings)),
                              (ON_COMMIT_NAME, any(c.get("on_commit") for c in self.checks.values()))):
             marker = self.path.parent / name

@@ -1,5 +1,6 @@
 """The container boundary: code in a container cannot change what the host's git executes or
-what git-gpuspace trusts, while git still works inside. Each attack is made by a real process
+what git-gpuspace trusts, while git still works inside (on a git dir of its own: see also
+test_private_git.py). Each attack is made by a real process
 in a real container, and judged by real git commands on the host afterwards."""
 
 from __future__ import annotations
@@ -59,17 +60,19 @@ def test_container_cannot_plant_hooks_config_or_state_but_git_works(repo, tmp_pa
         assert "Read-only file system" in output or "busy" in output, (name, output)
     assert {p: p.read_bytes() for p in before} == before
     assert not (repo.common_dir / "hooks" / "post-checkout").exists()
-    assert_host_git_is_unharmed(repo, tmp_path / "wt", marker)
 
-    # git itself works inside: status, add, commit, branch, log
+    # git itself works inside: status, add, commit, branch, log; the commit comes in by `sync`,
+    # the container's other branches stay its own
     code, output = sh(container, "echo new > made.txt && git status --short && git add made.txt"
                                  " && git commit -q -m 'from the container' && git branch from-container"
                                  " && git log --oneline -1")
     assert code == 0, output
     assert "from the container" in output
+    repo.ok("sync")
     assert repo.git("log", "-1", "--format=%s", cwd=tmp_path / "wt").stdout.strip() == "from the container"
-    assert "from-container" in repo.branches()
+    assert "from-container" not in repo.branches()
     assert repo.git("status", "--porcelain", cwd=tmp_path / "wt").stdout == ""
+    assert_host_git_is_unharmed(repo, tmp_path / "wt", marker)
 
 
 def test_protection_survives_the_host_replacing_files_by_rename(repo, tmp_path):
@@ -97,11 +100,11 @@ def test_container_cannot_hold_the_hosts_state_lock(repo, tmp_path):
     assert time.monotonic() - started < 5
 
 
-def test_main_worktree_container_reads_git_but_cannot_change_what_the_host_runs(repo, tmp_path):
+def test_main_worktree_container_cannot_change_what_the_host_runs(repo, tmp_path):
     repo.ok("bind", "--gpus", "none")
     [container] = repo.containers()
     marker = tmp_path / "PWNED"
-    for name, script in attacks("/workspace/.git", None, marker).items():
+    for name, script in attacks(repo.common_dir, None, marker).items():
         code, output = sh(container, script.replace("/worktrees/other/", "/"))
         assert code != 0, f"{name}: the container could write it"
     code, output = sh(container, "git status --short && git log --oneline -1")

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 
-from .. import state, workspace, worktrees
+from .. import private_git, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import GpuspaceError, UsageError
 from ..lifecycle import exec_user, resolve_worktree
@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         raise UsageError("no command given", hint="git gpuspace exec <worktree> -- <command> [args...]")
     worktree, binding, engine = running_container(args.worktree)
+    worktree = _synced(worktree, binding, engine)
     env = workspace.context(worktree.path, worktree.branch, worktree.head)  # fresh: the branch may have moved
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     docker_cli = shutil.which("docker")
@@ -39,6 +40,13 @@ def run(args: argparse.Namespace) -> int:
     code, _ = engine.exec(binding.container, command, env, output=(sys.stdout.buffer, sys.stderr.buffer), stdin=piped,
                           user=exec_user(binding))
     return code
+
+
+def _synced(worktree: worktrees.Worktree, binding: Binding, engine: Engine) -> worktrees.Worktree:
+    """The container's git and the host's agree before the command runs (commits either side made)."""
+    info = worktrees.discover()
+    found = private_git.sync_bindings(info, engine, [binding], [worktree], {binding.container}).get(binding.path)
+    return worktrees.find_worktree(info, worktree.path) or worktree if found and found.moved else worktree
 
 
 def running_container(target: str | None) -> tuple[worktrees.Worktree, Binding, Engine]:

@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
             _verify_new_commit()
         elif args.event == "pre-push":
             return _pre_push(sys.stdin.read())
+        elif args.event == "sync":
+            _sync()
         else:
             _converge()
     except GpuspaceError as error:
@@ -81,6 +83,17 @@ def _converge() -> None:
     with state.locked(info.common_dir) as current:
         for action in converge(info, Engine(), current, retry_pending=True):
             print(action)
+
+
+def _sync() -> None:
+    """In the background, after a commit or checkout: commits cross between the containers' own
+    git dirs and the repository, as `git gpuspace sync` does."""
+    from .. import private_git
+
+    info = worktrees.discover()
+    engine = Engine()
+    private_git.sync_bindings(info, engine, state.load(info.common_dir).bindings, worktrees.list_worktrees(info),
+                              private_git.running_names(engine.list_managed()))
 
 
 def _verify_new_commit() -> None:

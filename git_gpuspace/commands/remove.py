@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from .. import state, workspace, worktrees
+from .. import private_git, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import UsageError, WorktreeError
 from ..faults import checkpoint
@@ -30,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"Removed container {binding.container} (worktree {binding.path} was already gone)")
             return 0
         binding = current.find(worktree.path)
+        engine = Engine() if binding is not None else None  # unreachable: stop before changing anything
+        if binding is not None:  # what its container committed comes in before the worktree is judged
+            _import_first(info, engine, binding, worktree, args.force)
         if args.keep_worktree:
             if binding is None:
                 raise UsageError(f"'{worktree.path}' is not bound to a container")
@@ -38,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
         if args.purge and binding is not None and binding.data_dir:  # the state file is data: check before acting
             workspace.checked_data_dir(binding.data_dir, binding.container,
                                        f"{current.path}: bindings[{current.bindings.index(binding)}]")
-        engine = Engine() if binding is not None else None  # unreachable: stop before changing anything
         if binding is not None:
             unbind(engine, current, binding)
             checkpoint("after-unbind")
@@ -72,3 +74,13 @@ def _check_removable(worktree: worktrees.Worktree, force: bool) -> None:
             f"'{worktree.path}' contains modified or untracked files",
             hint="commit or stash them, or use --force to delete them",
         )
+
+
+def _import_first(info: worktrees.RepoInfo, engine: Engine, binding, worktree: worktrees.Worktree, force: bool) -> None:
+    """The container's commits come in before its git dir goes; like unpushed work, what cannot
+    come in (both sides moved, the container stopped) stops the removal unless --force."""
+    running = private_git.running_names(engine.list_managed())
+    found = private_git.sync_bindings(info, engine, [binding], [worktree], running).get(binding.path)
+    if found is not None and found.waiting and not force:
+        raise WorktreeError(f"the container of '{worktree.path}' has commits that are not in {worktree.branch} "
+                            f"on the host", hint="bring them in (see above), or use --force to drop them")

@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from .. import gpus, state, worktrees
+from .. import gpus, private_git, state, worktrees
 from ..containers import Engine
 from ..errors import GpusUnavailable, UsageError
 from ..faults import checkpoint
@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"a sweep named '{sweep}' exists", hint="choose another name, or --append to add runs to it")
     defaults = state.load(info.common_dir).defaults
     backend = slurm.check_backend(args.backend or effective(defaults, {})["backend"])
+    if args.commit is None:  # a container's commits come in first: the run pins what it committed
+        private_git.sync_here(info)
     commit, snapshot = _pin(info, args.commit)
     if backend == "local":
         Engine().ensure_image(settings.image)  # a pull, before anything is queued and outside the lock

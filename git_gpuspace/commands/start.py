@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import state, workspace, worktrees
-from ..containers import Engine
+from .. import private_git, state, workspace, worktrees
+from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
 from ..errors import GpuspaceError
 from ..lifecycle import Rollback, bind_worktree, owner_of, prepare, recreate, resolve_worktree, run_lifecycle
 from ..settings import checked_settings, trusted_devcontainer
@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
                 engine.keep_up(binding.container, False)  # stopped stays stopped, through engine restarts too
                 print(f"Stopped {binding.container} (its GPUs stay reserved; `git gpuspace remove` frees them)")
                 return 0
-        fresh = binding.pending or binding.container not in {c.name for c in engine.list_managed()}
+        listed = {c.name: c for c in engine.list_managed()}
+        fresh = binding.pending or binding.container not in listed
+        shared_git = not fresh and listed[binding.container].labels.get(LABEL_GIT) != PRIVATE_GIT
         if binding.pending:
             plan = prepare(checked_settings(info, current.path, current.bindings.index(binding), binding, worktree), engine)
             with Rollback() as undo:
@@ -42,12 +44,18 @@ def run(args: argparse.Namespace) -> int:
         elif fresh:
             binding = recreate(info, engine, current, binding, worktree)
             print(f"Made {binding.container} again (the container was gone) and started it")
+        elif shared_git:  # made by an earlier version: its git wrote the repository's git dir
+            binding = recreate(info, engine, current, binding, worktree)
+            fresh = True
+            print(f"Made {binding.container} again, with a git dir of its own (it wrote the repository's), "
+                  f"and started it")
         else:
             fresh = engine.never_started(binding.container)  # made with --no-start: its create commands are due
             engine.keep_up(binding.container, True)
             engine.start(binding.container)
             print(f"{'Restarted' if args.verb == 'restart' else 'Started'} {binding.container}")
         converge_quietly(info, engine, current)
+    private_git.sync_bindings(info, engine, [binding], [worktree], {binding.container})  # what the host committed meanwhile
     # postStartCommand after every start (a new container's all of them), from the devcontainer.json
     # as it is trusted now
     trusted = trusted_devcontainer(info, binding, worktree) if binding.devcontainer else None

@@ -7,8 +7,8 @@ import json
 import sys
 from collections import Counter
 
-from .. import gpus, hooks, output, reconcile, state, verify, workspace, worktrees
-from ..containers import Engine
+from .. import gpus, hooks, output, private_git, reconcile, state, verify, workspace, worktrees
+from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
 from ..errors import EngineUnavailable
 from ..runs import store as run_store
 from ..runs.dispatch import alive
@@ -32,6 +32,12 @@ def run(args: argparse.Namespace) -> int:
             ):
                 containers = engine.list_managed()
     current = state.load(info.common_dir)
+    if engine is not None:  # what containers committed comes in first: the heads shown are the imported ones
+        synced = private_git.sync_bindings(info, engine, current.bindings, known,
+                                             private_git.running_names(containers))
+        if any(outcome.moved for outcome in synced.values()):
+            known = worktrees.list_worktrees(info)
+        _warn_shared_git(current, containers or [])
     # a pending binding's cause may have gone (the engine is back, a GPU is free): retried in the
     # background, as the hooks do, so that status never waits for an image pull
     retrying = engine is not None and any(binding.pending for binding in current.bindings)
@@ -91,6 +97,17 @@ def run(args: argparse.Namespace) -> int:
     if any(run.state == "queued" for run in runs) and not alive(info):
         print("git-gpuspace: runs are queued and no dispatcher is running: `git gpuspace runs resume`", file=sys.stderr)
     return 0
+
+
+def _warn_shared_git(current: state.State, containers: list) -> None:
+    """Containers made by an earlier version write the repository's own git dir."""
+    by_name = {container.name: container for container in containers}
+    for binding in current.bindings:
+        container = by_name.get(binding.container)
+        if container is not None and container.labels.get(LABEL_GIT) != PRIVATE_GIT:
+            print(f"git-gpuspace: warning: the container of {binding.path} writes the repository's git dir (made "
+                  f"by an earlier version); `git gpuspace restart {binding.path}` makes it again with a git dir of "
+                  f"its own", file=sys.stderr)
 
 
 def _run_summary(runs: list[run_store.Run]) -> list[str]:
