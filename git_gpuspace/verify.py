@@ -3,20 +3,24 @@ written when a check's run ends, and the same note on the commit's tree, so that
 that tree (a rebase that kept it) has its verdict without running again.
 
 A note's first line is `pass` or `fail`; then the exit code, duration, image, GPU and the path
-of the full log. `git log --notes=gpuspace/<check>` shows them.
+of the full log, and an SSH signature over the check, the commit or tree and that text
+(signing.py). A note counts only when that signature is by a key the user trusts: any other
+(unsigned, forged in a container, pushed by a collaborator whose key is not trusted, copied from
+another object) is "not checked". `git log --notes=gpuspace/<check>` shows them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from dataclasses import dataclass, field
 
 from dulwich.notes import Notes
 from dulwich.objects import Commit
 
 from . import worktrees
-from .errors import UsageError
+from .errors import GpuspaceError, UsageError
 from .runs.store import Run
 
 NOTES = "refs/notes/gpuspace/"
@@ -75,27 +79,55 @@ def sweep_of(name: str) -> str:
     return f"verify-{name}"
 
 
+@dataclass(frozen=True)
+class Ignored:
+    """A note that does not count, and why."""
+
+    commit: str
+    on_tree: bool  # the note was on the commit's tree
+    why: str
+
+    def line(self, name: str) -> str:
+        where = f"{self.commit[:7]}'s tree" if self.on_tree else self.commit[:7]
+        return f"git-gpuspace: ignored the note on {where} ({name}): {self.why}"
+
+
 def verdict(info: worktrees.RepoInfo, name: str, commit: str) -> Verdict | None:
     return verdicts(info, name, [commit])[commit]
 
 
-def verdicts(info: worktrees.RepoInfo, name: str, commits: list[str]) -> dict[str, Verdict | None]:
-    """The check's verdict for each commit: its own note, or one its tree got from another commit."""
-    found: dict[str, Verdict | None] = {}
+def verdicts(info: worktrees.RepoInfo, name: str, commits: list[str],
+             ignored: list[Ignored] | None = None) -> dict[str, Verdict | None]:
+    """The check's verdict for each commit: its own note, or one its tree got from another commit,
+    each only when signed by a trusted key; the notes that do not count go to `ignored`."""
+    found: dict[str, Verdict | None] = dict.fromkeys(commits)
     with contextlib.closing(info.open()) as repo:
         notes, ref = Notes(repo.object_store, repo.refs), (NOTES + name).encode()
         if ref not in repo.refs:
-            return dict.fromkeys(commits)
-        for commit in commits:
-            own = notes.get_note(commit.encode(), ref)
-            by_tree = notes.get_note(_tree(repo, commit), ref) if own is None else None
-            found[commit] = _parse(own) if own is not None else _parse(by_tree, own=False) if by_tree is not None else None
+            return found
+        from .signing import Verifier
+
+        seen: set[bytes] = set()  # a tree shared by commits of the range is said once
+        with Verifier(info) as verifier:
+            for commit in commits:
+                for own in (True, False):  # the commit's own note, else its tree's
+                    target = commit.encode() if own else _tree(repo, commit)
+                    note = notes.get_note(target, ref)
+                    if note is None:
+                        continue
+                    text, why = verifier.check(name, target.decode(), note)
+                    if why is None:
+                        found[commit] = _parse(text, own)
+                        break
+                    if ignored is not None and target not in seen:
+                        seen.add(target)
+                        ignored.append(Ignored(commit, not own, why))
     return found
 
 
 def copy_verdict(info: worktrees.RepoInfo, name: str, commit: str, found: Verdict) -> None:
     """A commit with an already checked tree gets that verdict as its own note."""
-    _write(info, name, commit, found.text, also_tree=False)
+    _write(info, name, commit, found.text, also_tree=False)  # signed again: for this commit
 
 
 def record(info: worktrees.RepoInfo, run: Run, image: str) -> None:
@@ -117,15 +149,23 @@ def record(info: worktrees.RepoInfo, run: Run, image: str) -> None:
         f"commit: {run.commit}",
         f"run: {run.id}",
     ]) + "\n"
-    _write(info, run.check or "default", run.commit, text, also_tree=True)
+    try:
+        _write(info, run.check or "default", run.commit, text, also_tree=True)
+    except GpuspaceError as error:  # the run is recorded all the same; the commit stays "not checked"
+        print(f"git-gpuspace: the verdict of {run.commit[:7]} ({run.check or 'default'}) was not written: {error}"
+              + (f" ({error.hint})" if error.hint else ""), file=sys.stderr)
 
 
 def _write(info: worktrees.RepoInfo, name: str, commit: str, text: str, also_tree: bool) -> None:
+    """The note on the commit (and its tree), each signed for where it is; it replaces any other."""
+    from .signing import Trust, sign
+
     who = worktrees.committer_ident()[0]
+    trust = Trust.load(info)
     with contextlib.closing(info.open()) as repo:
         notes, ref = Notes(repo.object_store, repo.refs), (NOTES + name).encode()
         for target in [commit.encode()] + ([_tree(repo, commit)] if also_tree else []):
-            notes.set_note(target, text.encode(), ref, author=who, committer=who,
+            notes.set_note(target, sign(name, target.decode(), text, trust), ref, author=who, committer=who,
                            message=f"git-gpuspace verify {name}".encode())
 
 
@@ -136,6 +176,5 @@ def _tree(repo, commit: str) -> bytes:
     return found.tree
 
 
-def _parse(raw: bytes, own: bool = True) -> Verdict:
-    text = raw.decode(errors="replace")
+def _parse(text: str, own: bool = True) -> Verdict:
     return Verdict(text.split("\n", 1)[0].strip() == "pass", text, own)

@@ -40,7 +40,10 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
     rest are queued and dispatched here. One line per commit and check; 0 when all pass."""
     wanted: dict[tuple[str, str], str] = {}  # (check, commit) -> run id
     for check in checks:
-        known = {} if force else verify.verdicts(info, check.name, commits)
+        ignored: list[verify.Ignored] = []
+        known = {} if force else verify.verdicts(info, check.name, commits, ignored)
+        for note in ignored:  # checked again below: the new verdict, signed, replaces that note
+            print(note.line(check.name), file=sys.stderr)
         queued_any = False
         for commit in commits:
             found = known.get(commit)
@@ -53,6 +56,10 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
             from ..settings import settings_from
             from .run import submit
 
+            if not queued_any:  # the verdicts will be signed: the key, or why not, before anything runs
+                from ..signing import ensure_key
+
+                ensure_key()
             if not queued_any and backend == "local":
                 settings = settings_from(state.load(info.common_dir).defaults, check.flags(), False)
                 Engine().ensure_image(settings.image)  # a pull, before anything is queued
