@@ -11,6 +11,7 @@ from pathlib import Path
 from . import boundary, config, devcontainer, features, gpus, trust, workspace, worktrees
 from .errors import StateError, UsageError
 from .model import Binding, GpuRequest, Limits, PortRequest, mount_parts, mount_text
+from .output import escape
 from .specs import MIN_MEMORY, parse_address, parse_cpus, parse_gpus, parse_limit, parse_port
 
 
@@ -198,7 +199,7 @@ def trusted_devcontainer(info: worktrees.RepoInfo, binding: Binding, worktree: w
     if path is None or not path.is_file():
         return None
     content = devcontainer.read(path, worktree.path, info.anchor)
-    if not trust.is_trusted(info.common_dir, content):
+    if not trust.is_trusted(info.common_dir, trust.coverage(path, content, worktree.path, info.anchor)):
         return None
     return devcontainer.load(path, content, worktree.path, info.anchor, True, fetch=features.cached_oci,
                              protected=protected_paths(info, worktree))
@@ -224,13 +225,16 @@ def settings_for_worktree(
                   f"none was used (--devcontainer {named[0]} chooses one)", file=sys.stderr)
         return settings_from(repo_defaults, flags, share)
     content = devcontainer.read(path, worktree.path, info.anchor)
-    if trust_it:
-        trust.grant(info.common_dir, path, content)
-    dev = devcontainer.load(path, content, worktree.path, info.anchor, trust.is_trusted(info.common_dir, content),
-                            protected=protected_paths(info, worktree))
+    covered = trust.coverage(path, content, worktree.path, info.anchor)
+    dev = devcontainer.load(path, content, worktree.path, info.anchor,
+                            trust_it or trust.is_trusted(info.common_dir, covered), protected=protected_paths(info, worktree))
     made = settings_from(repo_defaults, flags, share, dev)  # refused in one line, before any notice
+    granted = trust_it and trust.grant(info.common_dir, covered)  # recorded once the file is known to be usable
     for notice in dev.notices() if notices else []:
         print(f"git-gpuspace: {notice}", file=sys.stderr)
+    # what it would run, or now runs, that trusting it does not cover
+    if notices and covered.not_covered() and (granted or (dev.skipped and not dev.trusted)):
+        print(f"git-gpuspace: {escape(covered.not_covered())}", file=sys.stderr)
     replaced = [what for what, asked in (("image", dev.image), ("build", dev.build), ("features", dev.features)) if asked]
     if flags.get("image") is not None and replaced and notices:
         print(f"git-gpuspace: --image {flags['image']} replaces the {path.name}'s {', '.join(replaced)}", file=sys.stderr)

@@ -2030,13 +2030,18 @@ def checkout(tmp_path):
     return info, Worktree(path=worktree, branch="b", head=None)
 
 
+def covered(info: RepoInfo, worktree: Worktree, path: Path) -> trust.Coverage:
+    """What trusting the file at `path` covers, as it is now."""
+    return trust.coverage(path, path.read_bytes(), worktree.path, info.anchor)
+
+
 def write_devcontainer(worktree: Worktree, document: dict, trusted: bool, info: RepoInfo,
                        name: str = ".devcontainer/devcontainer.json") -> Path:
     path = worktree.path / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document))
     if trusted:
-        trust.grant(info.common_dir, path, path.read_bytes())
+        trust.grant(info.common_dir, covered(info, worktree, path))
     return path
 
 
@@ -2154,8 +2159,7 @@ def test_trusted_devcontainer_is_none_without_a_trusted_file(checkout):
     assert settings.trusted_devcontainer(info, binding, worktree) is None
     write_devcontainer(worktree, {"capAdd": ["X"]}, False, info)
     assert settings.trusted_devcontainer(info, binding, worktree) is None
-    trust.grant(info.common_dir, worktree.path / ".devcontainer/devcontainer.json",
-                (worktree.path / ".devcontainer/devcontainer.json").read_bytes())
+    trust.grant(info.common_dir, covered(info, worktree, worktree.path / ".devcontainer/devcontainer.json"))
     found = settings.trusted_devcontainer(info, binding, worktree)
     assert found.host_options == {"cap_add": ["X"]} and found.trusted is True
 
@@ -2226,9 +2230,10 @@ def test_trusting_a_devcontainer_records_it(checkout, capsys):
     path = write_devcontainer(worktree, {"image": "dev", "postCreateCommand": "x"}, False, info)
     made = for_worktree(checkout, trust_it=True, share=True)
     assert made.trusted is True and made.lifecycle == {"postCreateCommand": "x"} and made.share is True
-    assert [(r.repo, r.sha256, r.path) for r in trust.records()] == [
-        (str(info.common_dir), hashlib.sha256(path.read_bytes()).hexdigest(), str(path))]
-    assert trust.is_trusted(info.common_dir, path.read_bytes()) and capsys.readouterr().err == ""
+    assert [(r.repo, r.sha256, r.path, r.covers) for r in trust.records()] == [
+        (str(info.common_dir), covered(info, worktree, path).sha256, str(path), ".devcontainer/ (1 file)")]
+    assert covered(info, worktree, path).sha256 != hashlib.sha256(path.read_bytes()).hexdigest()  # not the file alone
+    assert trust.is_trusted(info.common_dir, covered(info, worktree, path)) and capsys.readouterr().err == ""
     assert for_worktree(checkout).trusted is True  # recorded
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import devcontainer, trust, worktrees
+from .. import devcontainer, output, trust, worktrees
 from ..errors import UsageError
 from ..lifecycle import resolve_worktree
 
@@ -14,7 +14,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         found = trust.records()
         for record in found:
-            print(f"{record.sha256[:12]}  {record.trusted:%Y-%m-%d %H:%M}  {record.path}")
+            covers = record.covers or "the file alone (an older record: it no longer matches; trust the file again)"
+            print(output.escape(f"{record.sha256[:12]}  {record.trusted:%Y-%m-%d %H:%M}  {record.path}  covers {covers}"))
         if not found:
             print("No devcontainer.json is trusted.")
         return 0
@@ -24,17 +25,21 @@ def run(args: argparse.Namespace) -> int:
     if path is None:
         raise UsageError(f"{worktree.path} has no devcontainer.json", hint="nothing to trust")
     content = devcontainer.read(path, worktree.path, info.anchor)
+    covered = trust.coverage(path, content, worktree.path, info.anchor)
     if args.revoke:
-        if trust.revoke(info.common_dir, path, content):
+        if trust.revoke(info.common_dir, path, covered):
             print(f"No longer trusted: {path}")
         else:
             print(f"{path} was not trusted")
         return 0
     asks = devcontainer.load(path, content, worktree.path, info.anchor, False).skipped  # and: it parses
-    if not trust.grant(info.common_dir, path, content):
-        print(f"{path} is already trusted (sha256 {trust.digest(content)[:12]})")
-        return 0
-    print(f"Trusted {path} as it is now (sha256 {trust.digest(content)[:12]}); a change makes it untrusted again.")
-    if asks:
-        print(f"It may now: {', '.join(asks)}")
+    if not trust.grant(info.common_dir, covered):
+        print(output.escape(f"{path} is already trusted (sha256 {covered.sha256[:12]}, covering {covered.describe()})"))
+    else:
+        print(output.escape(f"Trusted {path} as it is now (sha256 {covered.sha256[:12]}, covering "
+                            f"{covered.describe()}); a change to any of it makes it untrusted again."))
+        if asks:
+            print(output.escape(f"It may now: {', '.join(asks)}"))
+    if covered.not_covered():  # a repository's names: shown escaped
+        print(output.escape(f"Note: {covered.not_covered()}"))
     return 0
