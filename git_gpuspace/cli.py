@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                                description="Each bound container's git has its own git dir. `sync` imports the "
                                "commits a container made on its worktree's branch (fast-forward only, checked as "
                                "data), and gives the container the host's commits.")
-    syncing.add_argument("worktrees", nargs="*", metavar="WORKTREE",
+    syncing.add_argument("worktree", nargs="*", metavar="WORKTREE",
                          help="path, directory name or branch (default: every bound worktree)")
 
     gpus = verbs.add_parser("gpus", help="the host's GPUs and who holds each")

@@ -44,9 +44,10 @@ if TYPE_CHECKING:
 GITDIRS = "gitdirs"
 HEX = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 # what a fresh private git dir takes from the repository's own config (the rest is the host's)
-INHERITED = re.compile(r"^(core\.(filemode|ignorecase|symlinks|autocrlf|eol|safecrlf|precomposeunicode|"
-                       r"sparsecheckout|sparsecheckoutcone|repositoryformatversion)|extensions\.objectformat|"
-                       r"user\.name|user\.email)$")
+INHERITED = (("core", "repositoryformatversion"), ("core", "filemode"), ("core", "ignorecase"), ("core", "symlinks"),
+             ("core", "autocrlf"), ("core", "eol"), ("core", "safecrlf"), ("core", "precomposeunicode"),
+             ("core", "sparsecheckout"), ("core", "sparsecheckoutcone"), ("extensions", "objectformat"),
+             ("user", "name"), ("user", "email"))
 # a bundle is what the container's own commits weigh; more than this is refused, not stored
 IMPORT_LIMIT = int(os.environ.get("GPUSPACE_IMPORT_LIMIT_MB", "2048")) << 20
 
@@ -107,10 +108,13 @@ def create(info: worktrees.RepoInfo, worktree: worktrees.Worktree, private: Priv
     host_git_dir = _worktree_git_dir(info, worktree)
     head = f"ref: refs/heads/{worktree.branch}\n" if worktree.branch else f"{worktree.head}\n"
     (repo / "HEAD").write_text(head)
-    (repo / "config").write_text(_config(info))
     (repo / "objects" / "info" / "alternates").write_text(f"{info.common_dir / 'objects'}\n")
-    listed = _git(info, "for-each-ref", "--format=%(objectname) %(refname)", "refs/heads", "refs/tags")
-    (repo / "packed-refs").write_text("# pack-refs with: sorted \n" + listed)
+    with contextlib.closing(info.open()) as host:  # in-process: a binding costs no git process more
+        (repo / "config").write_text(_config(host.get_config()))
+        listed = sorted((prefix + name, sha) for prefix in (b"refs/heads/", b"refs/tags/")
+                        for name, sha in host.refs.as_dict(prefix).items())
+    (repo / "packed-refs").write_bytes(b"# pack-refs with: sorted \n" + b"".join(sha + b" " + name + b"\n"
+                                                                             for name, sha in listed))
     for source, target in ((host_git_dir / "index", repo / "index"),
                            (info.common_dir / "info" / "exclude", repo / "info" / "exclude"),
                            (host_git_dir / "info" / "sparse-checkout", repo / "info" / "sparse-checkout")):
@@ -121,11 +125,14 @@ def create(info: worktrees.RepoInfo, worktree: worktrees.Worktree, private: Priv
     private.synced.touch()
 
 
-def _config(info: worktrees.RepoInfo) -> str:
-    found = _git(info, "config", "--file", str(info.common_dir / "config"), "--get-regexp", INHERITED.pattern,
-                 check=False)
-    values = dict(line.split(" ", 1) for line in found.splitlines() if " " in line)
-    values = {"core.repositoryformatversion": "0", **values, "core.bare": "false", "core.logallrefupdates": "true"}
+def _config(config) -> str:
+    """The private git dir's config: a plain non-bare repository with the INHERITED settings of
+    the repository's own config (a dulwich ConfigFile)."""
+    values = {"core.repositoryformatversion": "0"}
+    for section, name in INHERITED:
+        with contextlib.suppress(KeyError):
+            values[f"{section}.{name}"] = config.get((section.encode(),), name.encode()).decode(errors="replace")
+    values.update({"core.bare": "false", "core.logallrefupdates": "true"})
     sections: dict[str, list[str]] = {}
     for key, value in values.items():
         section, name = key.rsplit(".", 1)

@@ -312,3 +312,17 @@ def test_a_stopped_container_waits_and_says_so(repo, tmp_path, flag):
     repo.ok("add", "-b", "wt", str(wt), "--gpus", "none", flag)
     result = repo.ok("sync")
     assert "in sync" in result.stdout
+
+
+def test_run_and_verify_take_what_the_container_committed(repo, tmp_path):
+    wt = tmp_path / "wt"
+    container = bound(repo, wt)
+    ok(container, "git commit -q --allow-empty -m 'made in the container'")
+    checked = repo.gs("verify", "--", "true", cwd=wt)
+    assert checked.returncode == 0 and "pass" in checked.stdout and "made in the container" in checked.stdout, \
+        checked.stdout + checked.stderr
+    ok(container, "git commit -q --allow-empty -m 'made in the container, then run'")
+    ran = repo.gs("run", "--gpus", "none", "--", "true", cwd=wt)
+    assert ran.returncode == 0, ran.stderr
+    assert f"at {head(repo, wt)[:8]}" in ran.stderr
+    assert repo.git("log", "-1", "--format=%s", cwd=wt).stdout.strip() == "made in the container, then run"

@@ -721,8 +721,11 @@ def test_the_pre_push_hook_refuses_commits_without_a_pass(plain_repo, tmp_path, 
     plain_repo.ok("hooks", "install", "--pre-push", "tests")
     plain_repo.git("commit", "-q", "--allow-empty", "-m", "unchecked")
     head = plain_repo.git("rev-parse", "HEAD").stdout.strip()
-    if verdict:
-        plain_repo.git("notes", "--ref=gpuspace/tests", "add", "-m", f"{verdict}\n\nexit code: 1", head)
+    if verdict:  # the user's own note, signed as `verify` signs it (an unsigned one is "not checked")
+        from git_gpuspace import verify, worktrees
+
+        verify._write(worktrees.discover(plain_repo.path), "tests", head, f"{verdict}\n\nexit code: 1\n",
+                      also_tree=False)
     pushed = plain_repo.git("push", "origin", "main", check=False)
     assert pushed.returncode != 0
     refusals = [line for line in pushed.stderr.splitlines() if line.startswith("git-gpuspace: push refused")]

@@ -193,7 +193,7 @@ def test_thousands_of_vanished_bindings_go_in_one_write(repo, tmp_path):
                                    "GPUSPACE_FAULT_ACTION": f"run:echo write >> {writes}"})
     assert pruned.returncode == 0, pruned.stderr
     assert pruned.stdout.count("is gone") == count
-    assert writes.read_text().count("write") == 2  # one save: the state file and the hooks' path index
+    assert writes.read_text().count("write") == 3  # one save: the state file and the hooks' two indexes (paths, git dirs)
     assert state.load(repo.common_dir).bindings == []
 
 

@@ -17,8 +17,8 @@ def run(args: argparse.Namespace) -> int:
     current = state.load(info.common_dir)
     known = worktrees.list_worktrees(info)
     bindings = current.bindings
-    if args.worktrees:
-        wanted = {str(resolve_worktree(info, target).path) for target in args.worktrees}
+    if args.worktree:
+        wanted = {str(resolve_worktree(info, target).path) for target in args.worktree}
         bindings = [binding for binding in bindings if binding.path in wanted]
         unbound = wanted - {binding.path for binding in bindings}
         if unbound:

@@ -165,8 +165,10 @@ def _commits(info: worktrees.RepoInfo, target: str | None) -> list[str]:
     """A range's commits oldest first (topological), one commit, or HEAD as committed."""
     if target is None:
         from ..lifecycle import resolve_worktree
+        from ..private_git import sync_here
 
         here = resolve_worktree(info, None)
+        sync_here(info)  # what the worktree's container committed comes in first: its HEAD is checked
         if worktrees.is_dirty(here.path):
             print("git-gpuspace: uncommitted changes are not checked: HEAD is checked as committed", file=sys.stderr)
         return [worktrees.head_commit(info)]
