@@ -597,9 +597,9 @@ def _trusted_option(config: Devcontainer, trust: bool, shown: str, option: str, 
 
 def _feature_contributions(path: Path, feature: features_module.Feature, config: Devcontainer, repo_root: Path,
                            worktree: Path) -> None:
-    """What a feature's metadata adds to the container. Trust covers the devcontainer.json's
-    bytes, not a feature's folder or a registry's tag, so a feature's own host options are named
-    and not applied (the file itself may ask for them), and its mounts follow the untrusted rules."""
+    """What a feature's metadata adds to the container. Trust covers a local feature's folder but
+    not a registry's tag, so a feature's own host options are named and not applied (the file
+    itself may ask for them), and its mounts follow the untrusted rules."""
     metadata = feature.metadata
     where = f"feature {feature.key}"
     for key in metadata:
