@@ -377,12 +377,14 @@ class Engine:
                 raise _translate(error, f"cannot update container '{name}'") from None
 
     def exec(self, name: str, command: list[str], env: dict[str, str], output=None, stdin=None,
-             user: str | None = None) -> tuple[int, bytes]:
+             user: str | None = None, timeout: float | None = None) -> tuple[int, bytes]:
         """Run `command` in the container's working dir, without a TTY; stream or capture its output.
 
         With `output` (a pair of binary streams for stdout and stderr) the output goes there as it
         comes and the returned bytes are empty; otherwise stdout and stderr are captured together.
         With `stdin` (a binary stream) the command reads it, and sees its end, as `docker exec -i`.
+        With `timeout` (seconds), output that has not ended by then is a GpuspaceError: what the
+        container runs decides when it ends, and the host must not wait for it forever.
         """
         with self._calls():
             try:
@@ -391,6 +393,8 @@ class Engine:
                 captured = bytearray()
                 if stdin is not None:
                     frames = self._exec_with_input(created["Id"], stdin)
+                elif timeout is not None:
+                    frames = self._exec_bounded(created["Id"], timeout, name)
                 else:
                     frames = self.api.exec_start(created["Id"], stream=True, demux=True)
                 for out, err in frames:
@@ -427,6 +431,44 @@ class Engine:
             for stream, data in frames_iter(sock, tty=False):
                 yield (data, None) if stream == STDOUT else (None, data)
         finally:
+            sock.close()
+
+    def _exec_bounded(self, exec_id: str, seconds: float, name: str) -> Iterator[tuple[bytes | None, bytes | None]]:
+        """exec_start on a socket, its frames read by a thread (the SDK's reads wait without a
+        bound); at the deadline the socket is shut, which ends that thread's read."""
+        import queue
+        import time
+
+        sock = self.api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        frames: queue.Queue = queue.Queue(maxsize=64)
+        done = object()
+
+        def pump() -> None:
+            try:
+                for frame in frames_iter(sock, tty=False):
+                    frames.put(frame)
+            except (OSError, ValueError):
+                pass  # shut or closed at the deadline
+            finally:
+                frames.put(done)
+
+        threading.Thread(target=pump, name="exec-output", daemon=True).start()
+        deadline = time.monotonic() + seconds
+        try:
+            while True:
+                try:
+                    frame = frames.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise GpuspaceError(f"the command in container '{name}' did not finish within {seconds:g} s "
+                                        f"(left running there)") from None
+                if frame is done:
+                    return
+                stream, data = frame
+                yield (data, None) if stream == STDOUT else (None, data)
+        finally:
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
             sock.close()
 
     def logs(self, name: str, follow: bool, tail: int | str, output) -> None:

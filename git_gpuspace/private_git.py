@@ -295,7 +295,8 @@ def _fetch_bundle(info, engine, binding, worktree, private, branch: str, host: s
         with open(bundle, "wb") as sink:
             code, _ = engine.exec(binding.container, ["git", f"--git-dir={git_dir}", "bundle", "create", "-",
                                                       f"refs/heads/{branch}", f"^{host}"], {},
-                                  output=(_Limited(sink, IMPORT_LIMIT), errors), user=exec_user(binding))
+                                  output=(_Limited(sink, IMPORT_LIMIT), errors), user=exec_user(binding),
+                                  timeout=_exec_timeout())
         if code != 0:
             detail = (errors.getvalue().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
             raise WorktreeError(f"{worktree.path}: the container's git could not hand over its commits on {branch}: "
@@ -453,13 +454,20 @@ def _push_in(info, engine, binding, worktree, host: str, switch: bool = False) -
     git_dir = in_container(private, worktree.is_main, binding.workspace or "/workspace")
     code, out = engine.exec(binding.container, ["sh", "-c", SYNC_IN, "sync-in", git_dir, str(info.common_dir),
                                                 worktree.branch or "", host, "1" if switch else "0"],
-                            {}, user=exec_user(binding))
+                            {}, user=exec_user(binding), timeout=_exec_timeout())
     if code != 0:
         detail = (out.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
         return Outcome(f"{worktree.path}: the container's git did not take the host's "
                        f"{worktree.branch or 'commit'}: {_printable(detail)}", problem=True)
     (private.home / "host-head").write_text(_host_head(worktree.branch, host))
     return Outcome()
+
+
+def _exec_timeout() -> float:
+    """The container's git decides when its output ends: bounded as the host's git commands are."""
+    from .worktrees import git_timeout
+
+    return git_timeout()
 
 
 def _printable(text: str) -> str:

@@ -326,3 +326,16 @@ def test_run_and_verify_take_what_the_container_committed(repo, tmp_path):
     assert ran.returncode == 0, ran.stderr
     assert f"at {head(repo, wt)[:8]}" in ran.stderr
     assert repo.git("log", "-1", "--format=%s", cwd=wt).stdout.strip() == "made in the container, then run"
+
+
+def test_a_container_whose_git_never_answers_holds_the_host_up_for_a_bounded_time(repo, tmp_path):
+    wt = tmp_path / "wt"
+    container = bound(repo, wt)
+    ok(container, "git commit -q --allow-empty -m waiting && mv /bin/git /bin/git.real"
+                  " && printf '#!/bin/sh\\necho stalling; exec sleep 600\\n' > /bin/git && chmod +x /bin/git")
+    started = time.monotonic()
+    result = repo.gs("sync", env={"GPUSPACE_GIT_TIMEOUT": "3"})
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1 and "did not finish within 3 s" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert repo.git("log", "-1", "--format=%s", cwd=wt).stdout.strip() == "initial"
