@@ -56,3 +56,8 @@ class PortTaken(GpuspaceError):
 
 class LockTimeout(GpuspaceError):
     """A lock stayed held past its bound (anyone on the host can flock the GPU claim lock)."""
+
+
+class NotARegularFile(GpuspaceError):
+    """A file git-gpuspace reads where a container or a repository writes is a FIFO, device,
+    socket or symlink: reading it could block forever or reach outside."""
