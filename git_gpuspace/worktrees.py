@@ -8,8 +8,11 @@ dir under `<common dir>/worktrees/<id>`), so the git CLI treats our worktrees as
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
+import signal
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from dulwich.repo import Repo
 from dulwich.worktree import list_worktrees as _dulwich_list_worktrees
 from dulwich.worktree import remove_worktree
 
+from . import untrusted_files
 from .checkout import init_linked_worktree, materialize
 from .errors import NotARepository, UsageError, WorktreeError
 from .faults import checkpoint
@@ -40,18 +44,63 @@ def own_env() -> dict[str, str]:
             if key not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR")}
 
 
-def git(*args: str, cwd: Path | None = None, in_worktree: bool = False) -> subprocess.CompletedProcess:
+GIT_TIMEOUT_ENV = "GPUSPACE_GIT_TIMEOUT"
+# A cold `git status` over a big tree takes tens of seconds; a FIFO where git reads a file
+# (a container can make one at `.gitignore`) takes forever.
+DEFAULT_GIT_TIMEOUT_S = 60.0
+
+
+def git_timeout() -> float:
+    """`GPUSPACE_GIT_TIMEOUT` seconds when set to a finite number > 0, else the default."""
+    try:
+        value = float(os.environ.get(GIT_TIMEOUT_ENV, ""))
+    except ValueError:
+        return DEFAULT_GIT_TIMEOUT_S
+    return value if math.isfinite(value) and value > 0 else DEFAULT_GIT_TIMEOUT_S
+
+
+def git(*args: str, cwd: Path | None = None, in_worktree: bool = False,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
     """The git CLI, for what must read exactly as git reads it (revision syntax with reflogs,
     the status `git worktree remove` checks, the committer identity). It sees the environment
-    the user gave us (GIT_DIR and all), except `in_worktree`: then the worktree at `cwd`."""
+    the user gave us (GIT_DIR and all), except `in_worktree`: then the worktree at `cwd`.
+
+    git reads files a container can write (`.gitignore`, `.gitattributes` in the worktree), so
+    it runs at most `timeout` seconds (git_timeout()); then git and all it started are killed
+    and a WorktreeError names the path."""
     env = own_env() if in_worktree else None
+    limit = timeout if timeout is not None else git_timeout()
     try:
-        return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+        # a session of its own: on time-out the whole group goes (git starts helpers)
+        process = subprocess.Popen(["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   encoding="utf-8", errors="surrogateescape", start_new_session=True)
     except FileNotFoundError:
         if cwd is not None and not os.path.isdir(cwd):  # removed meanwhile (another command): git's failure
             return subprocess.CompletedProcess(["git", *args], 128, "", f"fatal: cannot change to '{cwd}'")
         raise WorktreeError("git is not on PATH", hint="install git") from None
+    try:
+        stdout, stderr = process.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        where = os.path.abspath(cwd if cwd is not None else os.getcwd())
+        command = next((arg for arg in args if not arg.startswith("-")), "")
+        raise WorktreeError(
+            f"`git {command}` in '{where}' did not finish in {limit:g} s",
+            hint=f"something there blocks git (a FIFO or device where git reads a file?): "
+                 f"look with `find '{where}' -type p`",
+        ) from None
+    except BaseException:  # interrupted: git must not outlive us, blocked in an open() forever
+        _kill_group(process)
+        raise
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.communicate(timeout=5)  # reaped; a helper that left the group may hold the pipes
 
 
 @dataclass(frozen=True)
@@ -143,6 +192,7 @@ def _core_worktree(common_dir: Path) -> Path | None:
     # The later file wins, as in git. git reads config.worktree only with extensions.worktreeConfig;
     # reading it always can only make `add` refuse more.
     for name in ("config", "config.worktree"):
+        untrusted_files.require_regular(common_dir / name)  # dulwich opens it with a plain open()
         try:
             found = ConfigFile.from_path(str(common_dir / name)).get((b"core",), b"worktree")
         except (FileNotFoundError, KeyError):
@@ -185,6 +235,7 @@ def require_outside_git_dirs(info: RepoInfo, path: Path) -> None:
 
 
 def list_worktrees(info: RepoInfo) -> list[Worktree]:
+    _require_regular_admin_files(info.common_dir)
     with contextlib.closing(info.open()) as repo:
         try:
             entries = _dulwich_list_worktrees(repo)
@@ -216,6 +267,15 @@ def list_worktrees(info: RepoInfo) -> list[Worktree]:
         return found
 
 
+def _require_regular_admin_files(common_dir: Path) -> None:
+    """dulwich lists worktrees by opening HEAD and each admin dir's HEAD, gitdir and locked
+    with a plain open(): a FIFO there would hang it. A few stats; no container writes these."""
+    root = common_dir / "worktrees"
+    admin_dirs = sorted(root.iterdir()) if root.is_dir() else []
+    untrusted_files.require_regular(common_dir / "HEAD", *(admin_dir / name for admin_dir in admin_dirs
+                                                            for name in ("HEAD", "gitdir", "locked")))
+
+
 def prune_admin_dirs(info: RepoInfo, dry_run: bool = False) -> list[str]:
     """`git worktree prune`: remove the admin dirs of unlocked worktrees whose `.git` (or
     gitdir file) is gone. One being made is locked meanwhile, by git and by us."""
@@ -225,9 +285,11 @@ def prune_admin_dirs(info: RepoInfo, dry_run: bool = False) -> list[str]:
         if not admin_dir.is_dir() or (admin_dir / "locked").exists():
             continue
         try:
-            dot_git = Path((admin_dir / "gitdir").read_text(encoding="utf-8", errors="replace").strip())
+            dot_git = Path(untrusted_files.read_text(admin_dir / "gitdir", limit=1 << 16).strip())
         except FileNotFoundError:
             reason = "gitdir file does not exist"
+        except OSError:
+            continue  # unreadable is not gone
         else:
             if (admin_dir / dot_git if not dot_git.is_absolute() else dot_git).exists():
                 continue
@@ -241,7 +303,7 @@ def prune_admin_dirs(info: RepoInfo, dry_run: bool = False) -> list[str]:
 def _admin_id(path: Path) -> str | None:
     """A linked worktree's `.git` file says `gitdir: <common dir>/worktrees/<id>`."""
     try:
-        text = (path / ".git").read_text(encoding="utf-8", errors="replace")
+        text = untrusted_files.read_text(path / ".git", limit=1 << 16)
     except OSError:
         return None
     return Path(text.removeprefix("gitdir:").strip()).name if text.startswith("gitdir:") else None
@@ -563,11 +625,23 @@ def is_dirty(path: Path) -> bool | None:
 
 
 def dirty_of(paths: list[Path]) -> dict[Path, bool | None]:
-    """is_dirty for many worktrees at once: each is a git process of its own."""
+    """is_dirty for many worktrees at once: each is a git process of its own. One whose git
+    does not answer in time is unknown (None), said in a warning: the others are still shown."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def answer(path: Path) -> bool | WorktreeError | None:
+        try:
+            return is_dirty(path)
+        except WorktreeError as error:
+            return error
+
     with ThreadPoolExecutor(max_workers=min(8, len(paths) or 1)) as pool:
-        return dict(zip(paths, pool.map(is_dirty, paths)))
+        found = dict(zip(paths, pool.map(answer, paths)))
+    for path, value in found.items():
+        if isinstance(value, WorktreeError):
+            print(f"git-gpuspace: warning: {value}" + (f"\nhint: {value.hint}" if value.hint else ""), file=sys.stderr)
+            found[path] = None
+    return found
 
 
 def submodules_refused() -> WorktreeError:
@@ -633,23 +707,23 @@ class Snapshot:
 def snapshot(worktree: Path) -> Snapshot:
     """What `git stash create` records, without touching the worktree, index or branch: a commit
     whose parent is HEAD and whose tree is the index with the worktree's changes to tracked files."""
-    import stat
     import time
 
-    from dulwich import porcelain
     from dulwich.index import commit_tree
     from dulwich.objects import Blob, Commit
     from dulwich.repo import get_user_identity
 
+    # The worktree is the container's to write. git finds what changed, under git()'s time-out
+    # (dulwich's status opens every .gitignore with no bound: a FIFO there would hang us); we
+    # read only the changed files, and only regular files or symlinks.
+    untracked, changed, staged = _changes(worktree)
+    _require_git_file(worktree)
     with contextlib.closing(Repo(str(worktree))) as repo:
         try:
             head = repo.head()
         except KeyError:
             raise WorktreeError("the worktree has no commit yet", hint="make a first commit, then run") from None
-        status = porcelain.status(repo, untracked_files="normal")
-        untracked = [os.fsdecode(path) for path in status.untracked]
-        changed = set(status.unstaged)
-        if not changed and not any(status.staged.values()):
+        if not changed and not staged:
             return Snapshot(head.decode(), False, untracked)
         entries = []
         for path, entry in repo.open_index().items():
@@ -664,9 +738,10 @@ def snapshot(worktree: Path) -> Snapshot:
                     continue  # deleted in the worktree
                 if stat.S_ISLNK(info.st_mode):
                     data, mode = os.readlink(full), 0o120000
+                elif stat.S_ISDIR(info.st_mode):
+                    continue  # a directory where the file was: the file is gone, as git sees it
                 else:
-                    with open(full, "rb") as handle:
-                        data = handle.read()
+                    data = untrusted_files.read_bytes(os.fsdecode(full))
                     mode = 0o100755 if info.st_mode & 0o111 else 0o100644
                 blob = Blob.from_string(data)
                 repo.object_store.add_object(blob)
@@ -682,6 +757,35 @@ def snapshot(worktree: Path) -> Snapshot:
         commit.message = b"git-gpuspace: snapshot of uncommitted changes\n"
         repo.object_store.add_object(commit)
         return Snapshot(commit.id.decode(), True, untracked)
+
+
+def _changes(worktree: Path) -> tuple[list[str], set[bytes], bool]:
+    """(untracked paths, tracked paths changed in the worktree, whether the index differs from
+    HEAD), as `git status` sees them; --no-optional-locks: the index is not rewritten."""
+    found = git("--no-optional-locks", "status", "--porcelain=v1", "-z", "--no-renames",
+                "--untracked-files=normal", "--ignore-submodules=all", cwd=worktree, in_worktree=True)
+    if found.returncode != 0:
+        reason = found.stderr.strip().splitlines()[-1] if found.stderr.strip() else f"git exited with {found.returncode}"
+        raise WorktreeError(f"cannot read the status of '{worktree}': {reason}")
+    untracked, changed, staged = [], set(), False
+    for record in found.stdout.split("\0"):
+        if len(record) < 4:
+            continue
+        index_side, worktree_side, path = record[0], record[1], record[3:]
+        if index_side == "?":
+            untracked.append(path)
+            continue
+        staged = staged or index_side not in " !"
+        if worktree_side not in " !":
+            changed.add(os.fsencode(path))
+    return untracked, changed, staged
+
+
+def _require_git_file(worktree: Path) -> None:
+    """dulwich opens a linked worktree's `.git` file with a plain open(): never a FIFO."""
+    dot_git = worktree / ".git"
+    if not dot_git.is_dir():  # the main worktree's
+        untrusted_files.require_regular(dot_git)
 
 
 def set_ref(info: RepoInfo, ref: str, commit: str) -> None:
