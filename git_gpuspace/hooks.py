@@ -14,7 +14,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from .errors import GpuspaceError
+from . import untrusted_files
+from .errors import GpuspaceError, NotARegularFile
 from .worktrees import RepoInfo, config_value
 
 HOOK_NAMES = ("post-checkout", "post-commit", "post-merge")
@@ -47,11 +48,16 @@ def hook_text() -> str:
     return template.replace("@GPUSPACE_BIN@", str(console_script()).replace("'", "'\\''"))
 
 
-def is_ours(path: Path) -> bool:
+def _read(path: Path, limit: int | None = None) -> bytes | None:
+    """A hook's bytes; None when it is missing or no regular file (a FIFO would block the read)."""
     try:
-        return MARKER in path.read_text(errors="replace")[:200]
-    except OSError:
-        return False
+        return untrusted_files.read_bytes(path, limit, follow_symlinks=True)
+    except (OSError, NotARegularFile):
+        return None
+
+
+def is_ours(path: Path) -> bool:
+    return MARKER in (_read(path, 4096) or b"").decode(errors="replace")[:200]
 
 
 def chained_hooks(directory: Path, name: str) -> list[Path]:
@@ -79,7 +85,7 @@ def install(info: RepoInfo, pre_push: bool = False) -> list[str]:
     for name in HOOK_NAMES + (("pre-push",) if pre_push or is_ours(directory / "pre-push") else ()):
         hook = directory / name
         if is_ours(hook):
-            if hook.read_text() == text:
+            if _read(hook) == text.encode():
                 continue
             changes.append(f"updated {hook}")
         elif hook.exists() or hook.is_symlink():
@@ -131,10 +137,8 @@ def replaced(info: RepoInfo) -> list[Path]:
 
 
 def _same(one: Path, other: Path) -> bool:
-    try:
-        return one.read_bytes() == other.read_bytes()
-    except OSError:
-        return False
+    first = _read(one)
+    return first is not None and first == _read(other)
 
 
 def _write_executable(path: Path, text: str) -> None:

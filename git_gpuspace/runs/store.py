@@ -14,7 +14,7 @@ from typing import Iterator
 
 import tomli_w
 
-from .. import state
+from .. import state, untrusted_files
 from ..errors import StateError
 
 if sys.version_info >= (3, 11):
@@ -104,7 +104,8 @@ class Runs:
 def load(common_dir: Path) -> Runs:
     path = common_dir / FILE_NAME
     try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        # in the common dir, no container's to write; still never a FIFO or a symlink's target
+        document = tomllib.loads(untrusted_files.read_bytes(path).decode("utf-8"))
     except FileNotFoundError:
         return Runs(path)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
