@@ -27,6 +27,8 @@ def test_escape_shows_every_control_character_one_way():
     assert output.escape("a\x00b\x07c\td\x7fe\x9bf\u00e9") == "a\\x00b\\x07c\\x09d\\x7fe\\x9bf\u00e9"
     assert output.escape("C:\\x1b") == "C:\\\\x1b"  # a backslash is doubled: it never reads as an escape
     assert output.escape("plain value 1e-3") == "plain value 1e-3"
+    # the edges of each range: US and space, DEL, the last C1 control and NBSP
+    assert output.escape("\x1f \x7e\x7f\x80\x9f\xa0") == "\\x1f ~\\x7f\\x80\\x9f\xa0"
     assert output.table(["A", "B"], [[HOSTILE, "1"]]).splitlines() == [f"{'A'.ljust(len(SHOWN))}  B", f"{SHOWN}  1"]
 
 

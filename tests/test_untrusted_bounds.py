@@ -4,10 +4,13 @@ is refused beyond the host's, as --memory is; more than one GPU is named before 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from conftest import TEST_IMAGE, fake_gpu_uuids
 from test_devcontainer import commit_devcontainer, container_of
 
+from git_gpuspace import settings
+from git_gpuspace.devcontainer import Devcontainer
 from git_gpuspace.specs import format_size, host_memory
 
 
@@ -77,3 +80,12 @@ def test_more_than_one_gpu_asked_by_an_untrusted_file_is_named_before_it_is_clai
     repo.ok("remove", str(tmp_path / "three"))
     trusted = repo.ok("add", "-b", "trusted", str(tmp_path / "trusted"), "--trust")
     assert gpu_notices(trusted) == []
+
+
+def test_only_an_untrusted_count_above_one_without_a_flag_is_named():
+    def named(gpu, trusted=False, flags=None):
+        return settings._asks_for_gpus(Devcontainer(path=Path("d.json"), gpu=gpu, trusted=trusted), flags or {})
+
+    assert named(2) and named(8)
+    assert not any([named(1), named(0), named(True), named("optional"), named(None), named(2, trusted=True),
+                    named(2, flags={"gpus": "1"})])
