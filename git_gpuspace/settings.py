@@ -227,7 +227,8 @@ def settings_for_worktree(
     content = devcontainer.read(path, worktree.path, info.anchor)
     covered = trust.coverage(path, content, worktree.path, info.anchor)
     dev = devcontainer.load(path, content, worktree.path, info.anchor,
-                            trust_it or trust.is_trusted(info.common_dir, covered), protected=protected_paths(info, worktree))
+                            trust_it or trust.is_trusted(info.common_dir, covered),
+                            protected=protected_paths(info, worktree))
     made = settings_from(repo_defaults, flags, share, dev)  # refused in one line, before any notice
     granted = trust_it and trust.grant(info.common_dir, covered)  # recorded once the file is known to be usable
     for notice in dev.notices() if notices else []:

@@ -54,7 +54,8 @@ def _chosen(runs: run_store.Runs, args: argparse.Namespace, verb: str) -> list[r
         return [found]
     if args.sweep:
         if args.sweep not in runs.sweeps:
-            raise UsageError(f"no sweep '{output.escape(args.sweep)}'", hint="`git gpuspace runs` lists the runs and their sweeps")
+            raise UsageError(f"no sweep '{output.escape(args.sweep)}'",
+                             hint="`git gpuspace runs` lists the runs and their sweeps")
         return [run for run in runs.runs if run.sweep == args.sweep]
     if verb == "clean":
         return list(runs.runs)

@@ -15,7 +15,8 @@ def run(args: argparse.Namespace) -> int:
         found = trust.records()
         for record in found:
             covers = record.covers or "the file alone (an older record: it no longer matches; trust the file again)"
-            print(output.escape(f"{record.sha256[:12]}  {record.trusted:%Y-%m-%d %H:%M}  {record.path}  covers {covers}"))
+            print(output.escape(f"{record.sha256[:12]}  {record.trusted:%Y-%m-%d %H:%M}  {record.path}  "
+                                f"covers {covers}"))
         if not found:
             print("No devcontainer.json is trusted.")
         return 0
