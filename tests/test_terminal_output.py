@@ -33,11 +33,13 @@ def test_escape_shows_every_control_character_one_way():
 
 
 def test_sweep_values_and_metric_names_are_escaped_in_runs_csv_logs_and_progress(repo):
+    (repo.path / "notes\x1b[8m").write_text("an untracked file a container named\n")
     swept = repo.gs("sweep", "esc", "-p", f"tag={HOSTILE}", "--gpus", "none", "--", "sh", "-c",
                     f"printf '%s\\n' {{tag}}; printf 'loss=0.5 \\033[32mok\\n'; "
                     f"printf '{{\"acc\\\\u001b[2Jx\": 0.75}}' > /data/metrics.json")
     assert swept.returncode == 0, swept.stderr
     assert not raw_controls(swept.stderr) and f"'{SHOWN}'" in swept.stderr  # the started line: the value shell-quoted
+    assert "untracked files are not in the run: notes\\x1b[8m" in swept.stderr
 
     [record] = json.loads(repo.ok("runs", "--json").stdout)  # JSON: exact, as json.dumps escapes it
     assert record["params"] == {"tag": HOSTILE} and record["metrics"] == {"loss": 0.5, METRIC: 0.75}

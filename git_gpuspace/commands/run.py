@@ -13,6 +13,7 @@ from ..containers import Engine
 from ..errors import GpusUnavailable, UsageError
 from ..faults import checkpoint
 from ..lifecycle import Rollback, resolve_worktree
+from ..output import escape
 from ..config import effective
 from ..runs import grid, slurm
 from ..runs import store as run_store
@@ -118,7 +119,8 @@ def _pin(info: worktrees.RepoInfo, commit_ish: str | None) -> tuple[str, bool]:
         return worktrees.resolve_commit(info, commit_ish), False
     pinned = worktrees.snapshot(resolve_worktree(info, None).path)
     if pinned.untracked:
-        print(f"git-gpuspace: warning: untracked files are not in the run: {', '.join(pinned.untracked[:10])}"
+        # a container may have named them: shown escaped
+        print(f"git-gpuspace: warning: untracked files are not in the run: {escape(', '.join(pinned.untracked[:10]))}"
               + (f" and {len(pinned.untracked) - 10} more" if len(pinned.untracked) > 10 else ""), file=sys.stderr)
     return pinned.commit, pinned.snapshot
 
