@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from . import allocate, boundary, devcontainer, features, gpus, private_git, workspace, worktrees
+from . import allocate, boundary, devcontainer, features, gpus, private_git, untrusted_files, workspace, worktrees
 from . import state as state_module
 from .containers import (LABEL_GIT, LABEL_REPO, LABEL_WORKTREE, PRIVATE_GIT, ContainerInfo, ContainerSpec, Engine,
                          container_name, labels_for)
@@ -173,7 +173,10 @@ def _worktree_vanished(container: ContainerInfo) -> bool:
         return True
     try:
         for admin_dir in (common_dir / "worktrees").iterdir() if (common_dir / "worktrees").is_dir() else []:
-            gitdir = (admin_dir / "gitdir").read_text(errors="replace").strip() if (admin_dir / "gitdir").exists() else ""
+            try:  # a FIFO there is refused (GpuspaceError): the worktree counts as still there
+                gitdir = untrusted_files.read_text(admin_dir / "gitdir", limit=1 << 16).strip()
+            except FileNotFoundError:
+                gitdir = ""
             if gitdir and os.path.dirname(gitdir) == worktree:
                 return False  # git still has it (a drive not mounted now, say)
         binding = state_module.load(common_dir).find(worktree)

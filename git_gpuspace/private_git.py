@@ -151,6 +151,22 @@ def remove(private: PrivateGit) -> None:
         shutil.rmtree(private.home, ignore_errors=True)
 
 
+def discard(info: worktrees.RepoInfo, private: PrivateGit) -> str | None:
+    """A binding whose worktree is gone: its private git dir goes too, unless the container
+    committed there what no branch of the repository holds. Then it is kept, and said where."""
+    if not private.exists():
+        return None
+    head = _read_plain(private.home, "host-head", 4096) or ""
+    branch = head[len("ref: refs/heads/"):].strip() if head.startswith("ref: refs/heads/") else None
+    theirs = private_tip(private, branch) if branch else None
+    if theirs is None or _git(info, "for-each-ref", "--count=1", "--contains", theirs, "refs/heads",
+                              check=False).strip():
+        remove(private)
+        return None
+    return (f"kept {private.repo}: its container committed {theirs[:8]} on {branch}, which no branch here "
+            f"holds (what a container wrote: look before you use it)")
+
+
 def move(old: PrivateGit, new: PrivateGit) -> None:
     """A binding whose container is made under another name (its worktree moved) keeps its
     private git dir, and what the container committed there. The dot-git file names the new place."""
@@ -205,26 +221,10 @@ def private_tip(private: PrivateGit, branch: str) -> str | None:
 
 
 def _read_plain(top: Path, relative: str, limit: int) -> str | None:
-    """A regular file under `top`, opened component by component without following links."""
-    parts = relative.split("/")
-    try:
-        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        for part in parts[:-1]:
-            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-        leaf = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    with os.fdopen(leaf, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None
-        return handle.read(limit).decode("ascii", errors="replace")
+    from .untrusted_files import read_under
+
+    found = read_under(top, relative, limit)
+    return None if found is None else found.decode("ascii", errors="replace")
 
 
 # ---- both directions ----------------------------------------------------------------------------

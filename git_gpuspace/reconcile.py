@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import private_git
 from . import worktrees as git_worktrees
 from .containers import LABEL_REPO, LABEL_RUN, LABEL_WORKTREE, ContainerInfo, Engine
 from .errors import GpuspaceError
@@ -104,6 +105,8 @@ def converge(
             engine.remove(binding.container, owner_of(state, binding))
         actions.append(f"{would}remove{'' if dry_run else 'd'} container {binding.container} "
                        f"(worktree {binding.path} is gone)")
+        kept = None if dry_run else private_git.discard(info, private_git.for_container(binding.container))
+        actions += [kept] if kept else []
         progress.step()
     progress.close()
     if gone and not dry_run:

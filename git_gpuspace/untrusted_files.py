@@ -73,3 +73,28 @@ def require_regular(*paths: Path | str) -> None:
             continue  # absent or unreadable: the library says so as it would
         if not stat.S_ISREG(mode):
             raise refusal(path, mode)
+
+
+def read_under(top: Path | str, relative: str, limit: int) -> bytes | None:
+    """At most `limit` bytes of the regular file at `relative` under `top`, opened component by
+    component without following any link: None for anything else (missing, a link, a FIFO). For
+    folders a container fills, where even a directory on the way may be a link."""
+    parts = relative.split("/")
+    try:
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        leaf = os.open(parts[-1], _FLAGS, dir_fd=fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    with os.fdopen(leaf, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(leaf).st_mode):
+            return None
+        return handle.read(limit)

@@ -14,7 +14,6 @@ import hmac
 import os
 import secrets
 import shlex
-import stat
 from pathlib import Path
 
 import platformdirs
@@ -166,20 +165,10 @@ def _write_private(data_dir: Path, name: str, text: str) -> None:
 
 def read_private(data_dir: Path, name: str) -> str | None:
     """`.gpuspace/<name>` if it is a regular file (not a symlink, FIFO or device), else None."""
-    try:
-        directory = os.open(data_dir / PRIVATE, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=directory)
-    except OSError:
-        return None
-    finally:
-        os.close(directory)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None
-        return handle.read(1 << 16).decode(errors="replace")
+    from .untrusted_files import read_under
+
+    found = read_under(data_dir, f"{PRIVATE}/{name}", 1 << 16)
+    return None if found is None else found.decode(errors="replace")
 
 
 def ensure_caches() -> Path:

@@ -339,3 +339,18 @@ def test_a_container_whose_git_never_answers_holds_the_host_up_for_a_bounded_tim
     assert result.returncode == 1 and "did not finish within 3 s" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert repo.git("log", "-1", "--format=%s", cwd=wt).stdout.strip() == "initial"
+
+
+def test_a_worktree_git_removed_takes_its_private_git_dir_unless_commits_wait_there(repo, tmp_path):
+    gitdirs = Path(os.environ["XDG_STATE_HOME"], "git-gpuspace", "gitdirs")
+    clean, waiting = tmp_path / "clean", tmp_path / "waiting"
+    bound(repo, clean)
+    container = bound(repo, waiting)
+    ok(container, "git commit -q --allow-empty -m 'never came in'")
+    repo.ok("stop", str(waiting))
+    for path in (clean, waiting):
+        repo.git("worktree", "remove", "--force", str(path))
+    pruned = repo.ok("prune").stdout
+    assert "kept" in pruned and "never" not in pruned, pruned
+    [left] = list(gitdirs.iterdir())
+    assert left.name == container.name and str(left / "repo") in pruned
