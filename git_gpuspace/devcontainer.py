@@ -58,18 +58,28 @@ class Build:
     def base_images(self) -> list[str]:
         """The images the Dockerfile starts from (its FROM lines, build args filled in), so that a
         changed base image makes a new build."""
-        return base_images(self.dockerfile.read_text(errors="replace"), self.args)
+        return base_images(self._dockerfile_bytes().decode(errors="replace"), self.args)
 
     def tag(self, base_ids: dict[str, str]) -> str:
         """Content-addressed: same Dockerfile, args, target, options, base images and context
         files, same tag, so a built image is reused (by any worktree) while nothing it is made
         of changed."""
         digest = hashlib.sha256()
-        digest.update(self.dockerfile.read_bytes())
+        digest.update(self._dockerfile_bytes())
         digest.update(repr((sorted(self.args.items()), self.target, self.cache_from,
                             sorted(self.options.items()), sorted(base_ids.items()))).encode())
         hash_tree(digest, self.context, skip=".git")
         return f"gpuspace-build/devcontainer:{digest.hexdigest()[:16]}"
+
+
+    def _dockerfile_bytes(self) -> bytes:
+        """The worktree's Dockerfile, which a container can swap for a FIFO: refused, not waited on."""
+        from .untrusted_files import read_bytes
+
+        try:
+            return read_bytes(self.dockerfile, follow_symlinks=True)
+        except OSError as error:
+            raise UsageError(f"cannot read {self.dockerfile}: {error.strerror or error}") from None
 
 
 def base_images(dockerfile: str, args: dict[str, str]) -> list[str]:

@@ -164,7 +164,6 @@ def test_run_refuses_a_fifo_where_a_tracked_file_was(repo, tmp_path, fifos):
     assert status.returncode == 0, status.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="until runs/results.py and commands/logs.py read through untrusted_files")
 def test_fifos_a_run_leaves_in_its_data_dir_are_refused_not_read(repo, fifos):
     """The run's command replaces its log and writes metrics.json as FIFOs: its metrics are
     none, and `logs` refuses the log in one line (read with no writer, it would show nothing)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import output, worktrees
+from .. import output, untrusted_files, worktrees
 from ..errors import UsageError
 from ..containers import Engine
 from ..lifecycle import resolve_worktree
@@ -70,10 +70,11 @@ def _follow_file(found: run_store.Run) -> int:
         slurm.refresh(info)
         current = run_store.load(info.common_dir).find(found.id)
         path = Path(current.data_dir or "") / "logs" / "run.log"
-        if current.data_dir and path.is_file():
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read()
+        if current.data_dir:
+            try:  # the container writes it: never a FIFO (it would block), never through a symlink
+                chunk = untrusted_files.read_bytes(path, offset=offset)
+            except FileNotFoundError:
+                chunk = b""
             offset += len(chunk)
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()

@@ -70,9 +70,10 @@ def load_grid_file(path: str) -> tuple[dict[str, list[str]], list[dict[str, str]
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
-    try:
-        with open(path, "rb") as handle:
-            document = tomllib.load(handle)
+    from ..untrusted_files import read_bytes
+
+    try:  # a file in the worktree, which a container can swap for a FIFO: refused, not waited on
+        document = tomllib.loads(read_bytes(path, follow_symlinks=True).decode("utf-8", errors="replace"))
     except OSError as error:
         raise UsageError(f"cannot read the grid file {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:

@@ -5,9 +5,11 @@ of ours. The data dir is the container's to write, so files are opened without f
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
+
+from .. import untrusted_files
+from ..errors import NotARegularFile
 
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 METRIC = re.compile(rf"(?<![\w.-])([A-Za-z_][\w./-]*)\s*(?:=|:)\s*({NUMBER})(?![\w.])")
@@ -19,11 +21,11 @@ def metrics(data_dir: str | None) -> dict[str, float]:
     if not data_dir:
         return {}
     found: dict[str, float] = {}
-    text = _read(Path(data_dir) / LOG)
+    text = _read_data(Path(data_dir) / LOG)
     for line in text.splitlines():
         for name, value in METRIC.findall(line):
             found[name] = float(value)
-    written = _read(Path(data_dir) / "metrics.json")
+    written = _read_data(Path(data_dir) / "metrics.json")
     if written:
         try:
             document = json.loads(written)
@@ -36,15 +38,20 @@ def metrics(data_dir: str | None) -> dict[str, float]:
 
 
 def _read(path: Path) -> str:
+    """The file's last MAX_READ bytes; "" when there is none. What the container put there
+    instead of a regular file (a FIFO, a device, a symlink) raises NotARegularFile."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        return untrusted_files.read_bytes(path, MAX_READ, tail=True).decode(errors="replace")
     except OSError:
         return ""
-    with os.fdopen(fd, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size > MAX_READ:
-            handle.seek(size - MAX_READ)
-        return handle.read(MAX_READ).decode(errors="replace")
+
+
+def _read_data(path: Path) -> str:
+    """For metrics, which are data only: what is not a regular file holds none."""
+    try:
+        return _read(path)
+    except NotARegularFile:
+        return ""
 
 
 def read_log(data_dir: str) -> str:
