@@ -332,9 +332,11 @@ def run_guarded(function, args: argparse.Namespace) -> int:
         except Exception as error:
             raise _expected(error) or error
     except GpuspaceError as error:
-        print(f"git-gpuspace: error: {error}", file=sys.stderr)
+        from .output import printable  # names in a message may come from a repository or a container
+
+        print(f"git-gpuspace: error: {printable(error)}", file=sys.stderr)
         if error.hint:
-            print(f"hint: {error.hint}", file=sys.stderr)
+            print(f"hint: {printable(error.hint)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt as error:
         signum = getattr(error, "signum", signal.SIGINT)

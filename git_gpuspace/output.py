@@ -16,6 +16,15 @@ def escape(text: object) -> str:
     return _UNSAFE.sub(lambda m: "\\\\" if m.group() == "\\" else f"\\x{ord(m.group()):02x}", str(text))
 
 
+def printable(text: object) -> str:
+    """`text` with its control characters as `\\xNN` (backslashes as they are): for one-line
+    messages, which are read, not parsed back."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def table(headers: list[str], rows: list[list[str]]) -> str:
     """Columns padded to their widest cell; every cell escaped (see `escape`)."""
     headers = [escape(cell) for cell in headers]

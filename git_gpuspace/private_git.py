@@ -471,7 +471,9 @@ def _exec_timeout() -> float:
 
 
 def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)[:300]
+    from .output import printable
+
+    return printable(text)[:300]
 
 
 # ---- every binding at once ----------------------------------------------------------------------

@@ -84,3 +84,10 @@ def test_branch_and_path_names_are_escaped_in_add_status_logs_and_remove(repo, t
 
     removed = repo.ok("remove", str(path))
     assert not raw_controls(removed.stdout) and f"Removed worktree {shown_path} (branch b\\x9b31m kept)" in removed.stdout
+
+
+def test_names_in_error_lines_are_escaped(plain_repo):
+    result = plain_repo.gs("remove", HOSTILE)
+    assert result.returncode != 0
+    assert f"no worktree '{SHOWN}'" in result.stderr, result.stderr
+    assert raw_controls(result.stderr) == []
