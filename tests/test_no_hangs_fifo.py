@@ -168,7 +168,8 @@ def test_fifos_a_run_leaves_in_its_data_dir_are_refused_not_read(repo, fifos):
     """The run's command replaces its log and writes metrics.json as FIFOs: its metrics are
     none, and `logs` refuses the log in one line (read with no writer, it would show nothing)."""
     ran = bounded(repo, "run", "--gpus", "none", "--commit", "HEAD", "--", "sh", "-c",
-                  "echo loss=0.5; rm /data/logs/run.log && mkfifo /data/logs/run.log /data/metrics.json")
+                  "echo loss=0.5; until [ -e /data/logs/run.log ]; do sleep 0.05; done;"  # tee makes it, meanwhile
+                  " rm /data/logs/run.log && mkfifo /data/logs/run.log /data/metrics.json")
     assert ran.returncode == 0, ran.stderr
     [record] = json.loads(bounded(repo, "runs", "--json").stdout)
     log = Path(record["data_dir"]) / "logs" / "run.log"

@@ -298,7 +298,7 @@ def test_containers_made_before_are_made_again_on_restart(repo, tmp_path, docker
     labels = {k: v for k, v in container.labels.items() if k != "gpuspace.git"}
     name = container.name
     container.remove(force=True)
-    docker_client.containers.create(TEST_IMAGE, ["sleep", "infinity"], name=name, labels=labels)
+    docker_client.containers.create(TEST_IMAGE, ["sleep", "infinity"], name=name, labels=labels, init=True)
     docker_client.containers.get(name).start()
     assert "earlier version" in repo.ok("status").stderr
     repo.ok("restart", str(wt))

@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         current = queue.find(found.id)
         if current.state == "running" and current.reason != "stopping":
             current.state, current.exit_code, current.finished = ("succeeded" if code == 0 else "failed"), code, now()
-            queue.save()
-            if current.check:  # a `verify` check: its verdict is a git note, as for a local run
-                image = plan.settings.image
+            if current.check:  # a `verify` check: its verdict is a git note, as for a local run, written
+                image = plan.settings.image  # before the run reads as ended, so whoever sees it end finds the note
                 verify.record(info, current, f"{image} ({engine.api.inspect_image(image).get('Id', '?')})")
+            queue.save()
     return code
