@@ -227,6 +227,8 @@ def test_status_and_the_hooks_import(repo, tmp_path):
     repo.commit({"elsewhere.txt": "x\n"}, "a commit in the main worktree runs the hooks")
     assert wait_for(lambda: repo.git("log", "-1", "--format=%s", cwd=wt).stdout.strip() == "second")
     assert repo.git("status", "--porcelain", cwd=wt).stdout == ""
+    repo.git("checkout", "-q", "-b", "other", cwd=wt)  # a branch checked out here: the container's git follows
+    assert wait_for(lambda: sh(container, "git symbolic-ref --short HEAD")[1].strip() == "other")
 
 
 def test_remove_refuses_while_the_container_has_commits_the_host_lacks(repo, tmp_path):

@@ -23,6 +23,12 @@ from .add import report
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.event in ("converge", "sync", "verify"):
+        # in the background, from the worktree's top: git's GIT_DIR (a linked worktree's admin
+        # dir, which is no repository to open) and GIT_INDEX_FILE are the hook's, not ours
+        kept = worktrees.own_env()
+        os.environ.clear()
+        os.environ.update(kept)
     try:
         if args.event == "new-worktree":
             _bind_new_worktree()
