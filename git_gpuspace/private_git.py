@@ -103,7 +103,7 @@ def create(info: worktrees.RepoInfo, worktree: worktrees.Worktree, private: Priv
     private.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(private.home.parent, 0o700)
     repo = private.repo
-    for sub in ("objects/info", "objects/pack", "refs/heads", "refs/tags", "info", "logs"):
+    for sub in ("objects/info", "refs", "info"):  # what git needs to know a git dir; it makes the rest
         (repo / sub).mkdir(parents=True)
     host_git_dir = _worktree_git_dir(info, worktree)
     head = f"ref: refs/heads/{worktree.branch}\n" if worktree.branch else f"{worktree.head}\n"

@@ -127,8 +127,8 @@ def test_fifos_a_container_makes_hang_no_host_command(repo, tmp_path):
         code, output = sh(container, f"mkdir -p $(dirname {target}); rm -f {target}; mkfifo {target}")
         assert code != 0 and "Read-only file system" in output, output
     # its own git dir is its own to fill with FIFOs: the host reads them as data, or not at all
-    ok(container, "git pack-refs --all && rm -f $(git rev-parse --git-dir)/packed-refs"
-                  " && mkfifo $(git rev-parse --git-dir)/refs/heads/wt $(git rev-parse --git-dir)/packed-refs")
+    ok(container, "d=$(git rev-parse --git-dir) && rm -f $d/packed-refs && mkdir -p $d/refs/heads"
+                  " && mkfifo $d/refs/heads/wt $d/packed-refs")
     for command in (["git", "worktree", "list"], ["git", "branch"], ["git-gpuspace", "status"],
                     ["git-gpuspace", "sync"]):
         subprocess.run(command, cwd=repo.path, capture_output=True, timeout=60)
