@@ -12,21 +12,12 @@ from pathlib import Path
 import pytest
 
 from conftest import Repo, git
+from test_verify import commits
 
 CHECK = ["sh", "-c", "test ! -e broken"]
 SIGNATURE = "-----BEGIN SSH SIGNATURE-----"
 UNSIGNED = "not signed by a key you trust (unsigned)"
 MISMATCH = "its signature is not for this object, check and text (copied or edited)"
-
-
-def commits(repo, *names: str) -> list[str]:
-    made = []
-    for name in names:
-        (repo.path / name).write_text(name + "\n")
-        repo.git("add", name)
-        repo.git("commit", "-q", "-m", f"add {name}")
-        made.append(repo.git("rev-parse", "HEAD").stdout.strip())
-    return made
 
 
 def run_count(repo) -> int:
