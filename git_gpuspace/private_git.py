@@ -48,8 +48,7 @@ INHERITED = (("core", "repositoryformatversion"), ("core", "filemode"), ("core",
              ("core", "autocrlf"), ("core", "eol"), ("core", "safecrlf"), ("core", "precomposeunicode"),
              ("core", "sparsecheckout"), ("core", "sparsecheckoutcone"), ("extensions", "objectformat"),
              ("user", "name"), ("user", "email"))
-# a bundle is what the container's own commits weigh; more than this is refused, not stored
-IMPORT_LIMIT = int(os.environ.get("GPUSPACE_IMPORT_LIMIT_MB", "2048")) << 20
+IMPORT_LIMIT_ENV = "GPUSPACE_IMPORT_LIMIT_MB"
 
 
 @dataclass(frozen=True)
@@ -72,6 +71,11 @@ class PrivateGit:
     def journal(self) -> Path:
         """`<old> <new>` while an import moves the branch and then the index (crash-safe)."""
         return self.home / "import"
+
+    @property
+    def host_head(self) -> Path:
+        """What the host's worktree had checked out at the last look (`ref: ...` or a commit)."""
+        return self.home / "host-head"
 
     @property
     def synced(self) -> Path:
@@ -121,7 +125,7 @@ def create(info: worktrees.RepoInfo, worktree: worktrees.Worktree, private: Priv
         with contextlib.suppress(FileNotFoundError):
             target.write_bytes(source.read_bytes())
     private.dot_git.write_text(f"gitdir: {repo}\n")
-    (private.home / "host-head").write_text(_host_head(worktree.branch, worktree.head or ""))
+    private.host_head.write_text(_host_head(worktree.branch, worktree.head or ""))
     private.synced.touch()
 
 
@@ -156,7 +160,7 @@ def discard(info: worktrees.RepoInfo, private: PrivateGit) -> str | None:
     committed there what no branch of the repository holds. Then it is kept, and said where."""
     if not private.exists():
         return None
-    head = _read_plain(private.home, "host-head", 4096) or ""
+    head = _read_plain(private.home, private.host_head.name, 4096) or ""
     branch = head[len("ref: refs/heads/"):].strip() if head.startswith("ref: refs/heads/") else None
     theirs = private_tip(private, branch) if branch else None
     if theirs is None or _git(info, "for-each-ref", "--count=1", "--contains", theirs, "refs/heads",
@@ -252,7 +256,7 @@ def sync(info: worktrees.RepoInfo, engine, binding, worktree: worktrees.Worktree
         host = _git(info, "rev-parse", f"refs/heads/{branch}").strip()
     with contextlib.suppress(OSError):
         os.utime(private.synced)
-    if _host_head(branch, host) != _read_plain(private.home, "host-head", 4096):
+    if _host_head(branch, host) != _read_plain(private.home, private.host_head.name, 4096):
         # the host checked out another branch or commit here: the container's git follows it
         return _push_in(info, engine, binding, worktree, host, switch=True) if running else Outcome()
     theirs = private_tip(private, branch) if branch else None
@@ -295,7 +299,7 @@ def _fetch_bundle(info, engine, binding, worktree, private, branch: str, host: s
         with open(bundle, "wb") as sink:
             code, _ = engine.exec(binding.container, ["git", f"--git-dir={git_dir}", "bundle", "create", "-",
                                                       f"refs/heads/{branch}", f"^{host}"], {},
-                                  output=(_Limited(sink, IMPORT_LIMIT), errors), user=exec_user(binding),
+                                  output=(_Limited(sink, _import_limit()), errors), user=exec_user(binding),
                                   timeout=_exec_timeout())
         if code != 0:
             detail = (errors.getvalue().decode(errors="replace").strip().splitlines() or ["no output"])[-1]
@@ -312,17 +316,26 @@ def _fetch_bundle(info, engine, binding, worktree, private, branch: str, host: s
     return tip
 
 
+def _import_limit() -> int:
+    """A bundle weighs what the container's own commits weigh: more than this (MiB, default 2048)
+    is refused, not stored."""
+    try:
+        return max(1, int(os.environ.get(IMPORT_LIMIT_ENV, "2048"))) << 20
+    except ValueError:
+        return 2048 << 20
+
+
 class _Limited(io.RawIOBase):
     """A sink that refuses more than `limit` bytes: the container chooses how much it sends."""
 
     def __init__(self, sink, limit: int) -> None:
-        self.sink, self.left = sink, limit
+        self.sink, self.left, self.limit = sink, limit, limit
 
     def write(self, data) -> int:
         self.left -= len(data)
         if self.left < 0:
-            raise WorktreeError(f"the container's commits are larger than {IMPORT_LIMIT >> 20} MiB; nothing was "
-                                f"imported", hint="GPUSPACE_IMPORT_LIMIT_MB raises the limit")
+            raise WorktreeError(f"the container's commits are larger than {self.limit >> 20} MiB; nothing was "
+                                f"imported", hint=f"{IMPORT_LIMIT_ENV} raises the limit")
         return self.sink.write(data)
 
     def flush(self) -> None:
@@ -459,7 +472,7 @@ def _push_in(info, engine, binding, worktree, host: str, switch: bool = False) -
         detail = (out.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
         return Outcome(f"{worktree.path}: the container's git did not take the host's "
                        f"{worktree.branch or 'commit'}: {_printable(detail)}", problem=True)
-    (private.home / "host-head").write_text(_host_head(worktree.branch, host))
+    private.host_head.write_text(_host_head(worktree.branch, host))
     return Outcome()
 
 
@@ -479,9 +492,9 @@ def _printable(text: str) -> str:
 # ---- every binding at once ----------------------------------------------------------------------
 
 def sync_bindings(info: worktrees.RepoInfo, engine, bindings: list, known: list[worktrees.Worktree],
-                  running: set[str], quiet: bool = False) -> dict[str, Outcome]:
+                  running: set[str]) -> dict[str, Outcome]:
     """`sync` for each binding with a private git dir whose worktree git has (by path); what each
-    found is said on stderr (unless `quiet`). A binding another command is syncing is skipped.
+    found is said on stderr. A binding another command is syncing is skipped.
     `running`: the names of the containers that run (only their git can be asked)."""
     from .locking import file_lock
 
@@ -500,7 +513,7 @@ def sync_bindings(info: worktrees.RepoInfo, engine, bindings: list, known: list[
         except GpuspaceError as error:
             outcome = Outcome(f"{binding.path}: {error}", waiting=True, problem=True)
         found[binding.path] = outcome
-        if outcome.said and not quiet:
+        if outcome.said:
             print(f"git-gpuspace: {outcome.said}", file=sys.stderr)
     return found
 

@@ -46,7 +46,9 @@ def _synced(worktree: worktrees.Worktree, binding: Binding, engine: Engine) -> w
     """The container's git and the host's agree before the command runs (commits either side made)."""
     info = worktrees.discover()
     found = private_git.sync_bindings(info, engine, [binding], [worktree], {binding.container}).get(binding.path)
-    return worktrees.find_worktree(info, worktree.path) or worktree if found and found.moved else worktree
+    if found is None or not found.moved:
+        return worktree
+    return worktrees.find_worktree(info, worktree.path) or worktree  # its HEAD moved: the context says so
 
 
 def running_container(target: str | None) -> tuple[worktrees.Worktree, Binding, Engine]:

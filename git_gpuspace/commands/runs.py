@@ -50,12 +50,11 @@ def _chosen(runs: run_store.Runs, args: argparse.Namespace, verb: str) -> list[r
     if args.run:
         found = runs.find(args.run)
         if found is None:
-            raise UsageError(f"no run '{output.escape(args.run)}'", hint="`git gpuspace runs` lists them")
+            raise UsageError(f"no run '{args.run}'", hint="`git gpuspace runs` lists them")
         return [found]
     if args.sweep:
         if args.sweep not in runs.sweeps:
-            raise UsageError(f"no sweep '{output.escape(args.sweep)}'",
-                             hint="`git gpuspace runs` lists the runs and their sweeps")
+            raise UsageError(f"no sweep '{args.sweep}'", hint="`git gpuspace runs` lists the runs and their sweeps")
         return [run for run in runs.runs if run.sweep == args.sweep]
     if verb == "clean":
         return list(runs.runs)
@@ -160,7 +159,7 @@ def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
         key, descending = args.sort.lstrip("-"), args.sort.startswith("-")
         if records and not any(key in r["metrics"] for r in records):
             raise UsageError(f"no run has a metric '{key}'",
-                             hint=f"metrics seen: {output.escape(', '.join(sorted({m for r in records for m in r['metrics']}))) or 'none'}")
+                             hint=f"metrics seen: {', '.join(sorted({m for r in records for m in r['metrics']})) or 'none'}")
         present = sorted((r for r in records if key in r["metrics"]), key=lambda r: r["metrics"][key], reverse=descending)
         records = present + [r for r in records if key not in r["metrics"]]
     names = sorted({name for r in records for name in r["metrics"]})

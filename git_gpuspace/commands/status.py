@@ -105,9 +105,9 @@ def _warn_shared_git(current: state.State, containers: list) -> None:
     for binding in current.bindings:
         container = by_name.get(binding.container)
         if container is not None and container.labels.get(LABEL_GIT) != PRIVATE_GIT:
-            print(f"git-gpuspace: warning: the container of {binding.path} writes the repository's git dir (made "
-                  f"by an earlier version); `git gpuspace restart {binding.path}` makes it again with a git dir of "
-                  f"its own", file=sys.stderr)
+            print(output.escape(f"git-gpuspace: warning: the container of {binding.path} writes the repository's "
+                                f"git dir (made by an earlier version); `git gpuspace restart {binding.path}` makes "
+                                f"it again with a git dir of its own"), file=sys.stderr)
 
 
 def _run_summary(runs: list[run_store.Run]) -> list[str]:
