@@ -119,3 +119,67 @@ def test_a_job_cancelled_behind_our_back_says_so_and_logs_follow_the_file(repo):
     assert follower.returncode == 0 and "begun" in out, err
     [record] = runs(repo)
     assert record["state"] == "failed" and record["reason"].startswith("CANCELLED"), record
+
+
+def test_another_users_job_with_our_comment_is_neither_adopted_nor_cancelled(repo, tmp_path):
+    """Anyone can give a job the comment `gpuspace:<repo>:<run>`; only our own jobs are ours."""
+    from users import make_user, user_dir
+
+    other = make_user("gpuspace-other", docker=True)
+    repo.ok("config", "set", "slurm.extra", " --hold")  # our jobs stay pending: stopped at once, no container
+    killed = repo.gs("run", "--gpus", "none", "--backend", "slurm", "--detach", "--", "sleep", "300",
+                     env={"GPUSPACE_FAULT_POINT": "after-sbatch"})  # submitted, its job id not written down
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    [record] = runs(repo)
+    prefix = f"gpuspace:{repo.common_dir}:"
+    [ours] = [line.split("|")[0] for line in subprocess.run(["squeue", "--me", "-h", "-o", "%i|%k"], capture_output=True,
+                                                             text=True, check=True).stdout.splitlines()
+              if line.split("|", 1)[1].startswith(prefix)]
+    subprocess.run(["scancel", ours], check=True)  # so that the only job with its comment is the other user's
+    assert wait_for(lambda: ours not in squeue("%i"), 30)
+    theirs = other.run("sbatch", "--parsable", f"--comment={prefix}{record['id']}", "--output=/dev/null", "--wrap",
+                       "sleep 300", cwd=user_dir(other, tmp_path), env={"SLURM_CONF": str(SLURM_CONF)})
+    assert theirs.returncode == 0, theirs.stderr
+    theirs = theirs.stdout.strip().split(";")[0]
+    try:
+        resume = subprocess.Popen(["git-gpuspace", "runs", "resume"], cwd=repo.path, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        assert wait_for(lambda: runs(repo)[0]["job"], 30), runs(repo)
+        assert runs(repo)[0]["job"] != theirs  # submitted anew, not adopted
+        stopped = repo.ok("runs", "stop", record["id"])
+        assert theirs not in stopped.stdout
+        assert resume.wait(timeout=60) is not None
+        assert wait_for(lambda: runs(repo)[0]["state"] == "stopped", 30), runs(repo)
+        assert theirs in squeue("%i")  # their job goes on
+    finally:
+        subprocess.run(["scancel", theirs], capture_output=True)
+
+
+def squeue(fmt: str) -> list[str]:
+    """Every user's jobs, one field each."""
+    return subprocess.run(["squeue", "-h", "-o", fmt], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_stop_cancels_no_job_of_another_user_even_one_the_queue_names(repo, tmp_path):
+    """A queue file that names another user's job (adopted by a version that did not look at the
+    user) makes `runs stop` end our record of it, not their job."""
+    from git_gpuspace.runs import store
+    from users import make_user, user_dir
+
+    other = make_user("gpuspace-other", docker=True)
+    repo.ok("config", "set", "slurm.extra", " --hold")  # our own job stays pending: no task of it writes the queue
+    repo.ok("run", "--gpus", "none", "--backend", "slurm", "--detach", "--", "sleep", "300")
+    [record] = runs(repo)
+    theirs = other.run("sbatch", "--parsable", f"--comment=gpuspace:{repo.common_dir}:{record['id']}", "--output=/dev/null",
+                       "--wrap", "sleep 300", cwd=user_dir(other, tmp_path), env={"SLURM_CONF": str(SLURM_CONF)})
+    assert theirs.returncode == 0, theirs.stderr
+    theirs = theirs.stdout.strip().split(";")[0]
+    try:
+        with store.locked(repo.common_dir) as queue:
+            queue.find(record["id"]).job = theirs
+            queue.save()
+        repo.ok("runs", "stop", record["id"])
+        assert wait_for(lambda: runs(repo)[0]["state"] == "stopped", 30), runs(repo)
+        assert theirs in squeue("%i")
+    finally:
+        subprocess.run(["scancel", theirs, record["job"]], capture_output=True)

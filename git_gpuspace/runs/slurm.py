@@ -43,6 +43,12 @@ def command(name: str) -> str:
     return found
 
 
+def mine() -> str:
+    """The option that limits squeue/scancel to our own jobs: a cluster's queue holds everyone's,
+    and another user's job may carry a comment that looks like ours (by uid: works before --me)."""
+    return f"--user={os.getuid()}"
+
+
 def slurm(*args: str) -> subprocess.CompletedProcess:
     result = subprocess.run([command(args[0]), *args[1:]], capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if result.returncode != 0:
@@ -142,7 +148,7 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
     watched = [run for run in queue.runs if run.backend == "slurm" and run.job and run.state in ("queued", "running")]
     if not watched:
         return []
-    listed = slurm("squeue", "--noheader", "--array", "--format=%i|%T|%r|%b", "--jobs",
+    listed = slurm("squeue", mine(), "--noheader", "--array", "--format=%i|%T|%r|%b", "--jobs",
                    ",".join(sorted({run.job.split("_")[0] for run in watched}))) if watched else None
     seen = {}
     for line in (listed.stdout if listed else "").splitlines():
@@ -179,7 +185,9 @@ def _how_it_ended(job: str) -> str:
     """Slurm's word for a job that ended without the run's exit code (it keeps ended jobs a few
     minutes: MinJobAge), e.g. TIMEOUT, CANCELLED, NODE_FAIL."""
     shown = subprocess.run([command("scontrol"), "show", "job", job], capture_output=True, text=True)
-    found = next((word.split("=", 1)[1] for word in shown.stdout.split() if word.startswith("JobState=")), "")
+    words = shown.stdout.split()
+    ours = any(word.startswith("UserId=") and word.endswith(f"({os.getuid()})") for word in words)
+    found = next((word.split("=", 1)[1] for word in words if word.startswith("JobState=")), "") if ours else ""
     return f"{found} (the job ended without the run's exit code)" if found else \
         "the job ended without the run's exit code (cancelled, timed out or its node failed)"
 
@@ -210,18 +218,20 @@ def follow(info: worktrees.RepoInfo, wanted: set[str], out: TextIO = sys.stderr,
 def cancel(runs: list[Run]) -> None:
     jobs = [run.job for run in runs if run.job]
     if jobs:
-        slurm("scancel", *jobs)
+        slurm("scancel", mine(), *jobs)  # a job id that is not ours (any more) is left alone
 
 
 def find_submitted(info: worktrees.RepoInfo, run_ids: list[str]) -> dict[str, str]:
-    """Jobs of this repo that Slurm knows (by their comment): run id -> job id. For a submitter
-    that died between `sbatch` and writing the job id down."""
-    listed = slurm("squeue", "--noheader", "--array", "--format=%i|%k")
+    """Jobs of this repo that Slurm knows (by their comment, and ours: anyone can write such a
+    comment): run id -> job id. For a submitter that died between `sbatch` and writing the job
+    id down."""
+    listed = slurm("squeue", mine(), "--noheader", "--array", "--format=%i|%U|%k")
     found = {}
     prefix = f"gpuspace:{info.common_dir}:"
     for line in listed.stdout.splitlines():
-        job, _, text = line.partition("|")
-        if text.startswith(prefix):
+        job, _, rest = line.partition("|")
+        uid, _, text = rest.partition("|")
+        if uid.strip() == str(os.getuid()) and text.startswith(prefix):
             ids = text[len(prefix):].split(",")
             array, _, index = job.strip().partition("_")
             if index.isdigit() and int(index) < len(ids):
