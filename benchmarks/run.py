@@ -192,7 +192,6 @@ def make_env(base: Path, seed: str, image: str) -> dict[str, str]:
         XDG_DATA_HOME=str(home / "data"),
         XDG_STATE_HOME=str(home / "state"),
         XDG_CACHE_HOME=str(home / "cache"),
-        GPUSPACE_LOCK_DIR=str(base / "locks"),
         PATH=os.pathsep.join([str(FAKES), str(gpuspace_script().parent), os.environ.get("PATH", "")]),
         FAKE_GPU_SEED=seed,
         FAKE_GPU_COUNT="8",

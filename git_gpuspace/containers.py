@@ -38,6 +38,10 @@ LABEL_USER = "gpuspace.user"  # who made it (for `gpus`: whose GPU it is)
 LABEL_GIT = "gpuspace.git"  # PRIVATE_GIT: its git is a private git dir (containers made before share the host's)
 PRIVATE_GIT = "private"
 
+# The host-wide GPU claim (claim.py): a never-started container of this name, never one of ours
+# (container_name always ends in a digest, so no binding's container can take this name).
+CLAIM_NAME = "gpuspace-claim"
+
 WORKSPACE = "/workspace"
 HOME_IN_CONTAINER = "/home/gpuspace"
 STOP_TIMEOUT_S = 10
@@ -96,6 +100,11 @@ class ContainerInfo:
             pack=self.labels.get(LABEL_PACK, ""),
             user=self.labels.get(LABEL_USER) or _owner_name(self.labels.get(LABEL_REPO, "")),
         )
+
+
+class NameInUse(Exception):
+    """A container of that name exists already: the engine's 409 on create, which is what makes
+    creating a named container an atomic claim. Not a GpuspaceError: the caller decides."""
 
 
 def _owner_name(path: str) -> str:
@@ -194,6 +203,8 @@ class Engine:
         """Every container any repo of ours made on this engine, in one call."""
         with self._calls():
             found = self.api.containers(all=True, filters={"label": LABEL_REPO})
+        # The claim is no binding, even when its image carries our labels (the engine merges them in).
+        found = [entry for entry in found if "/" + CLAIM_NAME not in (entry.get("Names") or [])]
         return [
             ContainerInfo(
                 name=entry["Names"][0].lstrip("/") if entry.get("Names") else entry["Id"][:12],
@@ -360,6 +371,45 @@ class Engine:
                 )
             except docker.errors.APIError as error:
                 raise _translate(error, f"cannot create container '{spec.name}'") from None
+
+    def create_claim(self, name: str, image: str, labels: dict[str, str]) -> str:
+        """Create a container that is never started, only named: its id, or NameInUse when a
+        container of that name exists. `image` must be present (nothing is pulled here)."""
+        host_config = self.api.create_host_config(network_mode="none")  # no restart policy, no mounts
+        with self._calls():
+            try:
+                # a command of its own: the image's CMD may be empty, and it never runs anyway
+                created = self.api.create_container(image, command=["true"], name=name, labels=labels,
+                                                    host_config=host_config, detach=True)
+            except docker.errors.APIError as error:
+                if error.status_code == 409:
+                    raise NameInUse(name) from None
+                raise _translate(error, f"cannot create the container '{name}'") from None
+        return created["Id"]
+
+    def labels_of(self, name: str) -> tuple[str, dict[str, str]] | None:
+        """(id, labels) of the container of that name; None when there is none."""
+        with self._calls():
+            try:
+                attrs = self.api.inspect_container(name)
+            except docker.errors.NotFound:
+                return None
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot inspect container '{name}'") from None
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        return attrs.get("Id", ""), labels if isinstance(labels, dict) else {}
+
+    def remove_id(self, container_id: str) -> None:
+        """Delete that exact container (by id, not name: a name may be someone else's by now).
+        Gone already is fine."""
+        with self._calls():
+            try:
+                self.api.remove_container(container_id, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                if "already in progress" not in str(error):
+                    raise _translate(error, f"cannot remove container {container_id[:12]}") from None
 
     def start(self, name: str) -> None:
         with self._calls():

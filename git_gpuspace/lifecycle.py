@@ -12,11 +12,11 @@ from typing import Callable
 
 from . import allocate, boundary, devcontainer, features, gpus, private_git, untrusted_files, workspace, worktrees
 from . import state as state_module
+from .claim import engine_claim
 from .containers import (LABEL_GIT, LABEL_REPO, LABEL_WORKTREE, PRIVATE_GIT, ContainerInfo, ContainerSpec, Engine,
                          container_name, labels_for)
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
-from .locking import host_gpu_lock
 from .model import Binding, Gpu, Holder, PortMap, mount_parts
 from .settings import Settings, checked_settings
 from .specs import parse_gpus
@@ -325,7 +325,7 @@ def _claim_and_create(
     """Atomic across every repo on the host: the host claim lock is held from reading the
     leases (container labels) until the new labelled container exists."""
     settings, engine = plan.settings, plan.engine
-    with host_gpu_lock():
+    with engine_claim(engine, settings.image):
         managed = engine.list_managed()
         if not settings.request.none:
             managed = release_vanished(engine, managed)

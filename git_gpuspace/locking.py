@@ -1,8 +1,8 @@
 """Advisory file locks. The kernel drops them when a process dies, so no lock goes stale.
 
-But a live process can hold one forever (any local user can flock the world-writable GPU
-claim lock, a container can flock the repo's state lock), so every wait is bounded and
-the timeout names the holder.
+But a live process can hold one forever (a container can flock the repo's state lock), so
+every wait is bounded and the timeout names the holder. The host-wide GPU claim is no file
+lock: the engine holds it (claim.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import fcntl
 import math
 import os
 import pwd
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -108,23 +107,3 @@ def _describe(pid: str) -> str:
     if len(command) > 60:
         command = command[:57] + "..."
     return f" ({user}: {command})"
-
-
-def host_gpu_lock() -> contextlib.AbstractContextManager[bool]:
-    """The lock every repo of every user on this host takes while it claims GPUs.
-
-    It sits in a world-writable directory so that two users' repos serialize on the
-    same file; the claim itself is the labelled container created while it is held.
-    """
-    directory = Path(os.environ.get("GPUSPACE_LOCK_DIR") or tempfile.gettempdir()) / "git-gpuspace"
-    if not directory.is_dir():
-        directory.mkdir(exist_ok=True)
-        with contextlib.suppress(PermissionError):
-            os.chmod(directory, 0o1777)  # mkdir's mode is cut by the umask
-    path = directory / "gpu-claims.lock"
-    if not path.exists():
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        with contextlib.suppress(PermissionError):
-            os.fchmod(fd, 0o666)
-        os.close(fd)
-    return file_lock(path, 0o666, timeout=30)

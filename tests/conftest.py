@@ -31,7 +31,6 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     for name, sub in (("XDG_CONFIG_HOME", "config"), ("XDG_DATA_HOME", "data"), ("XDG_STATE_HOME", "state"), ("XDG_CACHE_HOME", "cache")):
         monkeypatch.setenv(name, str(home / sub))
-    monkeypatch.setenv("GPUSPACE_LOCK_DIR", str(tmp_path_factory.getbasetemp()))
     monkeypatch.setenv("PATH", f"{FAKES}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_GPU_SEED", secrets.token_hex(4))
     monkeypatch.setenv("FAKE_GPU_COUNT", "4")

@@ -265,7 +265,7 @@ def test_runs_as_the_invoking_user_with_a_writable_home(docker_client, tmp_path_
     os.chown(base, entry.pw_uid, entry.pw_gid)
     env = {
         "HOME": entry.pw_dir, "USER": user, "PATH": os.environ["PATH"], "FAKE_GPU_SEED": os.environ["FAKE_GPU_SEED"],
-        "GPUSPACE_LOCK_DIR": str(base), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@e",
     }
 
