@@ -56,12 +56,6 @@ FILES = [
         "directory (`$XDG_STATE_HOME/git-gpuspace/log` on Linux).",
     ),
     (
-        "$TMPDIR/git-gpuspace/gpu-claims.lock",
-        "The host-wide lock that serializes GPU claims of every repository and user, in a "
-        "world-writable directory (/tmp when `TMPDIR` is unset). It is held from reading the leases "
-        "(labels on the containers) until the new labelled container exists.",
-    ),
-    (
         "<hooks-dir>/post-checkout, post-commit, post-merge",
         "Hooks installed by `git gpuspace init` and `git gpuspace hooks install`, in `core.hooksPath` "
         "or the common git directory's hooks/. An existing hook is kept and chained.",
@@ -71,11 +65,12 @@ FILES = [
 ENVIRONMENT = [
     ("DOCKER_HOST", "The Docker engine to use (default unix:///var/run/docker.sock); DOCKER_TLS_VERIFY and DOCKER_CERT_PATH are honoured too."),
     (
-        "GPUSPACE_LOCK_DIR",
-        "The directory that holds git-gpuspace/gpu-claims.lock instead of the temporary directory. "
-        "Every user who shares the host's GPUs must see the same one.",
+        "GPUSPACE_LOCK_TIMEOUT",
+        "Seconds to wait for the GPU claim (default 30) or the repository's lock (60) before giving up "
+        "with an error that names the holder. The GPU claim is no file: it is a never-started container "
+        "named gpuspace-claim on the engine, created by whoever claims GPUs and removed right after; one "
+        "whose holder is provably dead is taken over.",
     ),
-    ("TMPDIR", "The temporary directory, where the GPU claim lock lives unless GPUSPACE_LOCK_DIR is set."),
     ("XDG_CONFIG_HOME", "Where the user configuration is looked up (default ~/.config)."),
     ("XDG_STATE_HOME", "Where the crash log is written (default ~/.local/state)."),
     ("PATH", "Searched for `git`, and for `nvidia-smi` when NVML cannot be loaded."),

@@ -68,8 +68,8 @@ def test_man_page_covers_every_command_and_option():
     assert "_hook" not in text  # internal verbs stay out
     for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "FILES", "ENVIRONMENT", "EXIT STATUS", "EXAMPLES", "SEE ALSO"):
         assert f".SH {section}\n" in text
-    for needle in ("gpuspace.toml", "gpuspace.lock", "config.toml", "crash.log", "gpu\\-claims.lock",
-                   "DOCKER_HOST", "GPUSPACE_LOCK_DIR", "XDG_CONFIG_HOME", "\\fB130\\fR", "\\fB70\\fR",
+    for needle in ("gpuspace.toml", "gpuspace.lock", "config.toml", "crash.log", "named gpuspace-claim",
+                   "DOCKER_HOST", "GPUSPACE_LOCK_TIMEOUT", "XDG_CONFIG_HOME", "\\fB130\\fR", "\\fB70\\fR",
                    "\\fBgit\\-worktree\\fR(1)", "\\fBdocker\\fR(1)", f"git\\-gpuspace {__version__}"):
         assert needle in text, needle
 
