@@ -9,11 +9,13 @@ it mounts elsewhere, and deletes a data dir only when it proves the dir is one i
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import hmac
 import os
 import secrets
 import shlex
+import shutil
 from pathlib import Path
 
 import platformdirs
@@ -40,18 +42,68 @@ ORIGIN = "origin"  # in PRIVATE: the repository (common dir) and worktree it was
 
 def create_data_dir(root: Path, name: str, origin: tuple[Path, Path] | None = None) -> tuple[Path, bool]:
     """The binding's data dir (checkpoints/, logs/, a private .gpuspace/); True if made now.
-    `origin`: (common dir, worktree) it is made for."""
+    `origin`: (common dir, worktree) it is made for.
+
+    A dir made now gets its owner mark first, so one left half-made (its undo failed too) is
+    still provably ours. When the file system says no (full, over quota, read-only...), what was
+    made now is undone and the error names the path and the cause."""
     path = root / name
-    made = not path.exists()
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)  # the user's alone, like their home
-    for sub in ("checkpoints", "logs"):
-        (path / sub).mkdir(exist_ok=True)
-    os.close(_private_dir(path))
-    if made:
-        _write_private(path, OWNER, _owner_mark(path))
-    if origin is not None and read_private(path, ORIGIN) is None:
-        _write_private(path, ORIGIN, f"{origin[0]}\n{origin[1]}\n")
+    made = False
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)  # the user's alone, like their home
+            made = True
+        except FileExistsError:
+            pass
+        if made:
+            _put_private(path, OWNER, _owner_mark(path))
+        for sub in ("checkpoints", "logs"):
+            (path / sub).mkdir(exist_ok=True)
+        os.close(_private_dir(path))
+        if origin is not None and read_private(path, ORIGIN) is None:
+            _put_private(path, ORIGIN, f"{origin[0]}\n{origin[1]}\n")
+    except BaseException as error:
+        if made:
+            shutil.rmtree(path, ignore_errors=True)
+        if isinstance(error, OSError):
+            verb = "make" if made or not path.is_dir() else "use"
+            raise GpuspaceError(f"cannot {verb} the data dir {path}: {_cause(error)}", hint=_hint(error)) from None
+        raise
     return path, made
+
+
+# Less than this left counts as none: what failed to write may have freed a little since.
+FULL_BYTES, FULL_INODES = 1 << 20, 16
+
+
+def disk_trouble(data_dir: Path) -> str | None:
+    """Why the data dir's file system takes no more, as `df` would show it: full, out of
+    inodes or read-only; None when it has room (or cannot be asked)."""
+    try:
+        found = os.statvfs(data_dir)
+    except OSError:
+        return None
+    if found.f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    if found.f_bavail * found.f_frsize < FULL_BYTES:
+        return "no space left on device"
+    if found.f_files and found.f_favail < FULL_INODES:  # f_files 0: the file system counts none
+        return "no inodes left on device"
+    return None
+
+
+def _cause(error: OSError) -> str:
+    """'No space left on device' -> 'no space left on device'."""
+    text = error.strerror or str(error)
+    return text[:1].lower() + text[1:]
+
+
+def _hint(error: OSError) -> str:
+    change = "or choose another data root: `git gpuspace config set data_root DIR`"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"free some space on that disk, {change}"
+    return f"check that you can write there, {change}"
 
 
 def data_dirs() -> list[Path]:
@@ -86,21 +138,26 @@ def checked_data_dir(text: str, container: str, where: str) -> Path:
     """A data dir named by the state file, which is data: an absolute, symlink-free path that we
     made (its owner mark is ours), or that is still to be made in one of the user's data roots
     under the container's name. Anything else is refused, naming the key."""
-    path = Path(text)
-    problem = None
-    if not path.is_absolute() or os.path.normpath(text) != text or ".." in path.parts:
-        problem = "is not a plain absolute path"
-    elif os.path.realpath(text) != text:
-        problem = f"leads through a symlink to {os.path.realpath(text)}"
-    elif path.exists():
-        if not _marked(path) and not (path.name == container and path.parent in trusted_roots()):
-            problem = "is not a data dir git-gpuspace made (it lacks our owner mark)"
-    elif not (path.name == container and path.parent in trusted_roots()):
-        problem = "is outside your data roots"
+    problem = data_dir_problem(text, container)
     if problem:
         raise StateError(f"{where}.data_dir {text!r} {problem}; nothing was done",
                          hint="the state file asks for more than git-gpuspace made: fix the entry by hand")
-    return path
+    return Path(text)
+
+
+def data_dir_problem(text: str, container: str) -> str | None:
+    """Why `text` is not provably a data dir of ours (see checked_data_dir), or None."""
+    path = Path(text)
+    if not path.is_absolute() or os.path.normpath(text) != text or ".." in path.parts:
+        return "is not a plain absolute path"
+    if os.path.realpath(text) != text:
+        return f"leads through a symlink to {os.path.realpath(text)}"
+    if path.exists():
+        if not _marked(path) and not (path.name == container and path.parent in trusted_roots()):
+            return "is not a data dir git-gpuspace made (it lacks our owner mark)"
+    elif not (path.name == container and path.parent in trusted_roots()):
+        return "is outside your data roots"
+    return None
 
 
 def _owner_mark(path: Path) -> str:
@@ -149,7 +206,14 @@ def _private_dir(data_dir: Path) -> int:
 
 def _write_private(data_dir: Path, name: str, text: str) -> None:
     """Write `.gpuspace/<name>` (0600) by rename inside the directory: a symlink the container
-    put at that name is replaced, never followed."""
+    put at that name is replaced, never followed. A full disk and the like are one line."""
+    try:
+        _put_private(data_dir, name, text)
+    except OSError as error:
+        raise GpuspaceError(f"cannot write {data_dir / PRIVATE / name}: {_cause(error)}", hint=_hint(error)) from None
+
+
+def _put_private(data_dir: Path, name: str, text: str) -> None:
     directory = _private_dir(data_dir)
     temporary = f".{name}.{secrets.token_hex(4)}"
     try:
