@@ -199,6 +199,7 @@ def test_a_run_whose_container_vanished_is_interrupted(repo):
     assert sweep.wait(timeout=60) == 1
     [record] = runs(repo)
     assert record["state"] == "failed" and record["reason"] == "interrupted"
+    assert record["exit_code"] is None  # not the kill's 137: the command never ended
 
 
 def test_status_summarizes_runs_per_sweep(repo):

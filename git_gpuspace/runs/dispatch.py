@@ -43,12 +43,17 @@ WATCH_S = 0.01  # ... and the running runs' exit files looked at this often
 PREPARING = "preparing"  # reason of a queued run whose worktree is still being made
 ACTIVE = ("created", "running", "restarting", "paused", "removing")
 # The command is the container's main process; its output also goes to /data/logs/run.log, and
-# its exit code to /data/.gpuspace/exit: a container that exited without writing it was killed
-# from outside (the engine or the machine died), so the run was interrupted, not failed.
+# its exit code to /data/.gpuspace/exit, which says `running` until then: a container that exited
+# with `running` there was killed from outside (the engine or the machine died), so the run was
+# interrupted. One that got to its end leaves it empty when its log or its code did not all fit (a
+# full disk): emptying or rewriting a file that exists needs no new inode (and mostly reuses its block).
 EXIT_FILE = "exit"
-WRAPPER = ('rm -f /data/.gpuspace/exit; mkdir -p /data/logs; { "$@"; echo $? > /tmp/.gpuspace-exit; } 2>&1 '
-           '| tee -a /data/logs/run.log; code=$(cat /tmp/.gpuspace-exit 2>/dev/null || echo 1); '
-           'echo "$code" > /data/.gpuspace/exit; exit "$code"')
+STARTED = "running"
+WRAPPER = ('rm -f /data/.gpuspace/exit; echo running > /data/.gpuspace/exit; mkdir -p /data/logs; '
+           '{ "$@"; echo $? > /tmp/.gpuspace-exit; } 2>&1 | tee -a /data/logs/run.log; logged=$?; '
+           'code=$(cat /tmp/.gpuspace-exit 2>/dev/null || echo 1); '
+           'if [ "$logged" = 0 ]; then echo "$code" > /data/.gpuspace/exit; else : > /data/.gpuspace/exit; fi; '
+           'exit "$code"')
 
 
 def container_command(argv: list[str]) -> list[str]:
@@ -129,8 +134,8 @@ def _watch(runs: Runs | None, poll: float) -> None:
 
 
 def exit_written(run: Run) -> int | None:
-    """The exit code the run's wrapper wrote when its command ended; None until then (or when
-    what is there is not one: the container writes that file, so it is read as data only)."""
+    """The exit code the run's wrapper wrote when its command ended; None until then (`running`,
+    or what is there is not one: the container writes that file, so it is read as data only)."""
     text = (workspace.read_private(Path(run.data_dir), EXIT_FILE) or "").strip() if run.data_dir else ""
     return int(text) if text.isdigit() and len(text) <= 3 else None
 
@@ -213,9 +218,15 @@ def _record_finished(info: worktrees.RepoInfo, runs: Runs, containers: list[Cont
 
 
 def finish(run: Run, container: ContainerInfo | None) -> str:
-    """Record how a run ended, from its container (None: gone); retry it while it may."""
+    """Record how a run ended, from its container (None: gone) and its exit file; retry it while
+    it may. Killed from outside, it is `interrupted` with no exit code; one whose log or exit code
+    its data disk did not take (full, read-only) failed for that, with its command's exit code."""
     stopping = run.reason == "stopping"
+    data_dir = Path(run.data_dir) if run.data_dir else None
+    raw = workspace.read_private(data_dir, EXIT_FILE) if data_dir else None
+    text = raw.strip() if raw is not None else None
     written = exit_written(run)
+    trouble = workspace.disk_trouble(data_dir) if data_dir and container is not None else None
     run.finished, run.reason = now(), None
     if container is None:
         run.exit_code = None
@@ -223,12 +234,21 @@ def finish(run: Run, container: ContainerInfo | None) -> str:
         run.exit_code = written     # exits with that code, so it is the container's
     else:
         run.exit_code = container.exit_code
+    # The wrapper got to its end if it wrote a code, or left no code where `running` was. With
+    # `running` still there it did not (unless the disk took no write: read-only), nor with no
+    # file at all (unless nothing could be made there).
+    ended = (written is not None or (text is not None and text != STARTED)
+             or (trouble is not None and (text is None or trouble == "read-only file system")))
     if stopping:
         run.state = "stopped"
-    elif container is None or run.exit_code is None or written is None:
-        run.state, run.reason = "failed", "interrupted"  # killed from outside: the engine or the machine died
-    else:
+    elif container is None or run.exit_code is None or not ended:  # killed: the engine or the machine died
+        run.state, run.reason, run.exit_code = "failed", "interrupted", None
+    elif written is None:  # it ended, but its log or exit code is not all there
+        cause = trouble or "its log or exit code could not be written"
+        run.state, run.reason = "failed", f"{cause} in /data ({data_dir})"
+    else:  # all of it kept: a failure on a full disk says why, most likely
         run.state = "succeeded" if run.exit_code == 0 else "failed"
+        run.reason = f"{trouble} in /data ({data_dir})" if trouble and run.exit_code else None
     line = f"{run.id} {run.state}" + (f" ({run.reason})" if run.reason else f" (exit {run.exit_code})") \
         + f" after {_seconds(run)}"
     if run.state == "failed" and run.retries > 0:
