@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -126,24 +127,42 @@ def _retry(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
 
 
 def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
-    """Finished runs go: their worktree, container and ref; their data dir too with --purge."""
+    """Finished runs go: their worktree, container and ref; their data dir too with --purge.
+
+    A data dir that cannot be proved ours (a container can delete its owner mark) is kept and
+    named, and the rest cleaned: a warning, not a failure, as `git clean` skips a repository
+    nested in the tree. One of ours that cannot be removed in full makes the exit status 1."""
+    kept, left = [], []
     with run_store.locked(info.common_dir) as runs:
         done = [run for run in _chosen(runs, args, "clean") if run.state in run_store.FINISHED]
-        for run in done:
-            if args.purge and run.data_dir and run.container:  # checked before anything is deleted
-                workspace.checked_data_dir(run.data_dir, run.container, f"{runs.path}: run {run.id}")
+        purge = []
+        for run in done:  # checked before anything is deleted
+            if args.purge and run.data_dir and os.path.lexists(run.data_dir):
+                problem = workspace.data_dir_problem(run.data_dir, run.container or "")
+                if problem:
+                    kept.append(f"{run.data_dir}: it {problem}")
+                else:
+                    purge.append(run.data_dir)
         for run in done:
             found = worktrees.find_worktree(info, Path(run.worktree))
             if found is not None:
                 worktrees.remove(info, found, force=True)
             worktrees.delete_ref(info, f"refs/gpuspace/runs/{run.id}")
-            if args.purge and run.data_dir:
+            if run.data_dir in purge:
                 shutil.rmtree(run.data_dir, ignore_errors=True)
+                if os.path.lexists(run.data_dir):
+                    left.append(run.data_dir)
         runs.runs = [run for run in runs.runs if run not in done]
         runs.sweeps = {name: sweep for name, sweep in runs.sweeps.items() if any(r.sweep == name for r in runs.runs)}
         runs.save()
-    print(f"Removed {len(done)} finished run{'s' if len(done) != 1 else ''}" + (" and their data" if args.purge else ""))
-    return 0
+    for line in kept:
+        print(f"git-gpuspace: warning: kept {output.escape(line)}; remove it by hand if it is yours", file=sys.stderr)
+    for path in left:
+        print(f"git-gpuspace: warning: could not remove all of {output.escape(path)} (files you may not delete?)",
+              file=sys.stderr)
+    print(f"Removed {len(done)} finished run{'s' if len(done) != 1 else ''}" + (" and their data" if args.purge else "")
+          + (f", but kept {len(kept)} data dir{'s' if len(kept) > 1 else ''} (see above)" if kept else ""))
+    return 1 if left else 0
 
 
 def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
