@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import stat
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from .containers import (LABEL_GIT, LABEL_REPO, LABEL_WORKTREE, PRIVATE_GIT, Con
                          container_name, labels_for)
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
-from .model import Binding, Gpu, Holder, PortMap, mount_parts
+from .model import Binding, Gpu, Holder, PortMap, current_user, mount_parts
 from .settings import Settings, checked_settings
 from .specs import parse_gpus
 from .state import State
@@ -146,10 +147,11 @@ def _claim_volumes(engine: Engine, settings: Settings, common_dir: Path, undo: R
 def release_vanished(engine: Engine, containers: list[ContainerInfo]) -> list[ContainerInfo]:
     """Containers (of any repo) that hold GPUs for a worktree that is gone, for git too, are
     removed and said so: nothing can use them and no command of that repo may come to clean up.
+    Only root removes another user's: to anyone else it stays held by that user (ask them).
     Their data dirs are kept. The others are returned."""
     kept = []
     for container in containers:
-        if container.gpus and _worktree_vanished(container):
+        if container.gpus and _releasable_by_us(container) and _worktree_vanished(container):
             try:
                 engine.remove(container.name)
             except GpuspaceError:
@@ -162,17 +164,33 @@ def release_vanished(engine: Engine, containers: list[ContainerInfo]) -> list[Co
     return kept
 
 
+def _releasable_by_us(container: ContainerInfo) -> bool:
+    """Ours (by its user label, else its repository's owner), or we are root. A name nobody
+    can tell ("?": an unreadable repository of an unlabelled container) is not ours."""
+    return os.getuid() == 0 or container.holder.user == current_user()
+
+
 def _worktree_vanished(container: ContainerInfo) -> bool:
-    """Its directory is gone and its repository no longer has it (nor a binding that moved with
-    it). Anything that cannot be read counts as still there."""
+    """Its directory is provably gone and its repository no longer has it (nor a binding that
+    moved with it). Anything that cannot be read counts as still there; a repository's main
+    worktree is never gone (its git dir went with it: nothing tells a deleted repository from a
+    drive not mounted now)."""
     worktree, repo = container.labels.get(LABEL_WORKTREE), container.labels.get(LABEL_REPO)
-    if not worktree or not repo or os.path.lexists(worktree):
+    if not worktree or not repo or not os.path.isabs(worktree) or not os.path.isabs(repo):
         return False
     common_dir = Path(repo)
-    if not os.path.lexists(common_dir):
+    if common_dir.name == ".git" and common_dir.parent == Path(worktree):
+        return False
+    if not _provably_absent(worktree):
+        return False
+    if _provably_absent(repo):
         return True
     try:
-        for admin_dir in (common_dir / "worktrees").iterdir() if (common_dir / "worktrees").is_dir() else []:
+        try:
+            admin_dirs = [Path(entry.path) for entry in os.scandir(common_dir / "worktrees")]
+        except FileNotFoundError:
+            admin_dirs = []
+        for admin_dir in admin_dirs:
             try:  # a FIFO there is refused (GpuspaceError): the worktree counts as still there
                 gitdir = untrusted_files.read_text(admin_dir / "gitdir", limit=1 << 16).strip()
             except FileNotFoundError:
@@ -184,6 +202,34 @@ def _worktree_vanished(container: ContainerInfo) -> bool:
         return False
     moved = binding is not None and binding.worktree_id and (common_dir / "worktrees" / binding.worktree_id).is_dir()
     return not moved
+
+
+def _provably_absent(path: str) -> bool:
+    """lstat says ENOENT, and the nearest ancestor that exists is a directory we can read and
+    search: then the name is really not there. lexists alone is also false when a folder on the
+    way cannot be searched (EACCES), loops (ELOOP) or fails (EIO): those count as present, as
+    does an ancestor that is a dangling symlink (a mount point not mounted now, say)."""
+    try:
+        os.lstat(path)
+        return False
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    ancestor = os.path.dirname(os.path.normpath(path))
+    while True:
+        try:
+            os.lstat(ancestor)
+            break
+        except FileNotFoundError:
+            ancestor = os.path.dirname(ancestor)
+        except OSError:
+            return False
+    try:
+        found = os.stat(ancestor)  # followed: /home -> /data/home is a folder, a dangling link is not
+    except OSError:
+        return False
+    return stat.S_ISDIR(found.st_mode) and os.access(ancestor, os.R_OK | os.X_OK)
 
 
 def leases(containers: list[ContainerInfo]) -> allocate.Leases:
