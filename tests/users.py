@@ -8,7 +8,7 @@
 Users persist across tests (useradd is slow and the name is the same each time); use one name per
 docker-group setting, since two tests asking for one name with different settings would race.
 The environment is the user's own HOME/USER plus the tests' PATH (it carries the stand-in nvidia-smi)
-and fake-GPU settings: nothing else of the test's (its lock dir, XDG dirs, DOCKER_HOST) unless passed.
+and fake-GPU settings: nothing else of the test's (its XDG dirs, DOCKER_HOST) unless passed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import pytest
 from conftest import ENGINE_REQUIRED
 
 PASSED_ON = ("FAKE_GPU_SEED", "FAKE_GPU_COUNT", "GPUSPACE_GPU_SOURCE",
-             "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+             "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL",
+             "PYTHONPATH")  # where the tests import the package from, when set: the same copy for both users
 
 
 @dataclass(frozen=True)
