@@ -121,8 +121,8 @@ def test_a_live_holder_makes_add_give_up_naming_it_and_nothing_is_made(repo, tmp
     # released with the holder's `with`: the same add now goes through
     with pytest.raises(Exception):
         docker_client.containers.get(claim.id)
-    repo.ok("add", "-b", "x", str(worktrees_dir / "x"), "--gpus", "1")
-    assert [r["state"] for r in repo.status() if r["branch"] == "x"] == ["running"]
+    added = repo.ok("add", "-b", "x", str(worktrees_dir / "x"), "--gpus", "1")
+    assert [r["state"] for r in repo.status() if r["branch"] == "x"] == ["running"], added.stderr
 
 
 def test_a_holder_killed_with_sigkill_is_taken_over_at_once(repo, tmp_path, docker_client):
@@ -188,8 +188,8 @@ def test_the_claim_is_no_binding_even_from_an_image_with_our_labels(repo, tmp_pa
             for result in (gpus, status, table):
                 assert CLAIM_NAME not in result.stdout + result.stderr
             records = json.loads(gpus.stdout)
-            assert all(record["holders"] == [] for record in records)
-            assert [r["branch"] for r in json.loads(status.stdout)] == ["main", "mine"]
+            assert all(record["holders"] == [] for record in records), records
+            assert [r["branch"] for r in json.loads(status.stdout)] == ["main", "mine"], status.stdout
             assert docker_client.containers.get(CLAIM_NAME).id == claim.id  # not released as vanished
     finally:
         docker_client.images.remove(image.id, force=True)
