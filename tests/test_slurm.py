@@ -126,7 +126,7 @@ def test_another_users_job_with_our_comment_is_neither_adopted_nor_cancelled(rep
     from users import make_user, user_dir
 
     other = make_user("gpuspace-other", docker=True)
-    repo.ok("config", "set", "slurm.extra", " --hold")  # our jobs stay pending: stopped at once, no container
+    repo.ok("config", "set", "slurm.extra", "--", "--hold")  # our jobs stay pending: stopped at once, no container
     killed = repo.gs("run", "--gpus", "none", "--backend", "slurm", "--detach", "--", "sleep", "300",
                      env={"GPUSPACE_FAULT_POINT": "after-sbatch"})  # submitted, its job id not written down
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -167,7 +167,7 @@ def test_stop_cancels_no_job_of_another_user_even_one_the_queue_names(repo, tmp_
     from users import make_user, user_dir
 
     other = make_user("gpuspace-other", docker=True)
-    repo.ok("config", "set", "slurm.extra", " --hold")  # our own job stays pending: no task of it writes the queue
+    repo.ok("config", "set", "slurm.extra", "--", "--hold")  # our own job stays pending: no task of it writes the queue
     repo.ok("run", "--gpus", "none", "--backend", "slurm", "--detach", "--", "sleep", "300")
     [record] = runs(repo)
     theirs = other.run("sbatch", "--parsable", f"--comment=gpuspace:{repo.common_dir}:{record['id']}", "--output=/dev/null",
