@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from .containers import CLAIM_NAME, NameInUse
-from .errors import LockTimeout
+from .errors import ClaimBusy
 from .locking import lock_timeout
 from .model import current_user
 
@@ -37,10 +37,6 @@ PREFIX = "gpuspace.claim."
 POLL_S = 0.03
 TIMEOUT_S = 30
 PID_MAX = 1 << 22  # the kernel's highest pid_max: anything above is no pid
-
-
-class ClaimBusy(LockTimeout):
-    """The GPU claim stayed held by a live (or unprovably dead) holder past the bound."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +71,10 @@ class Holder:
 
     def describe(self) -> str:
         """'pid 42 (alice: python train.py) since 12:00:01 UTC (5 s ago)', with what is known."""
+        return self.who() + _since(self.created)
+
+    def who(self) -> str:
+        """'pid 42 (alice: python train.py)', with what is known."""
         here = this_process()
         who = f"pid {self.pid}" if self.pid else "an unknown process"
         if self.machine_id and here.machine_id and self.machine_id != here.machine_id:
@@ -82,8 +82,7 @@ class Holder:
         elif self.pid_ns and here.pid_ns and self.pid_ns != here.pid_ns:
             who += " in another pid namespace"
         command = self.command if len(self.command) <= 60 else self.command[:57] + "..."
-        who += f" ({self.user or 'unknown user'}: {command or 'unknown command'})"
-        return who + _since(self.created)
+        return who + f" ({self.user or 'unknown user'}: {command or 'unknown command'})"
 
 
 def _since(created: str) -> str:
@@ -132,13 +131,17 @@ def _now() -> str:
 
 def provably_dead(holder: Holder, here: Holder) -> bool:
     """Only what this machine can prove: same machine, and an earlier boot, or (in our pid
-    namespace) its pid gone or now another process's. Anything unknown is alive."""
+    namespace) its pid gone or now another process's, or this very process (which is not
+    holding it while it asks: a claim of ours whose create answered too late, or whose removal
+    failed while the engine was away). Anything unknown is alive."""
     if not holder.machine_id or holder.machine_id != here.machine_id:
         return False
     if holder.boot_id and here.boot_id and holder.boot_id != here.boot_id:
         return True
     if holder.boot_id != here.boot_id or holder.pid_ns != here.pid_ns or not here.pid_ns or not holder.pid:
         return False
+    if holder.pid == here.pid and holder.start == here.start:
+        return True
     try:
         os.kill(holder.pid, 0)
     except ProcessLookupError:
@@ -177,7 +180,7 @@ def engine_claim(engine: "Engine", image: str, timeout: float | None = TIMEOUT_S
         if deadline is not None and time.monotonic() >= deadline:
             raise ClaimBusy(f"timed out after {bound:g} s waiting for the GPU claim, held by {holder.describe()}",
                             hint=f"wait for that command to finish, or stop it; if it is gone, "
-                                 f"`docker rm {CLAIM_NAME}` releases the claim")
+                                 f"`docker rm {CLAIM_NAME}` releases the claim", holder=holder.who())
         time.sleep(POLL_S)
     try:
         yield me

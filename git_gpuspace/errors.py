@@ -55,7 +55,15 @@ class PortTaken(GpuspaceError):
 
 
 class LockTimeout(GpuspaceError):
-    """A lock stayed held past its bound (anyone on the host can flock the GPU claim lock)."""
+    """A lock stayed held past its bound (a container can flock the repo's lock; a GPU claim's holder lives on)."""
+
+
+class ClaimBusy(LockTimeout):
+    """The GPU claim stayed held by a live (or not provably dead) holder past the bound."""
+
+    def __init__(self, message: str, hint: str | None = None, holder: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.holder = holder  # who holds it, without the time: the same holder reads the same
 
 
 class NotARegularFile(GpuspaceError):

@@ -11,9 +11,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from . import allocate, boundary, devcontainer, features, gpus, private_git, untrusted_files, workspace, worktrees
+from . import allocate, boundary, claim, devcontainer, features, gpus, private_git, untrusted_files, workspace, worktrees
 from . import state as state_module
-from .claim import engine_claim
 from .containers import (LABEL_GIT, LABEL_REPO, LABEL_WORKTREE, PRIVATE_GIT, ContainerInfo, ContainerSpec, Engine,
                          container_name, labels_for)
 from .errors import GpuspaceError, UsageError
@@ -64,6 +63,7 @@ class Plan:
     inventory: list[Gpu]
     # finished runs' containers, removed right after this claim: their GPUs count as free
     released: frozenset[str] = frozenset()
+    claim_wait: float | None = claim.TIMEOUT_S  # how long to wait for another holder of the GPU claim
 
 
 def prepare(settings: Settings, engine: Engine | None = None, released: frozenset[str] = frozenset()) -> Plan:
@@ -368,10 +368,10 @@ def _claim_and_create(
     run: RunSpec | None = None,
     keep_up: bool = True,
 ) -> tuple[list[Gpu], list[PortMap]]:
-    """Atomic across every repo on the host: the host claim lock is held from reading the
+    """Atomic across every repo on the host: the engine's GPU claim is held from reading the
     leases (container labels) until the new labelled container exists."""
     settings, engine = plan.settings, plan.engine
-    with engine_claim(engine, settings.image):
+    with claim.engine_claim(engine, settings.image, plan.claim_wait):
         managed = engine.list_managed()
         if not settings.request.none:
             managed = release_vanished(engine, managed)
@@ -417,13 +417,21 @@ def _claim_and_create(
     return chosen, ports
 
 
-def start_run(info: worktrees.RepoInfo, plan: Plan, worktree: worktrees.Worktree, run: RunSpec,
-              undo: Rollback) -> tuple[str, list[Gpu], Path]:
-    """Claim GPUs for a run and start its container: (container name, GPUs, data dir)."""
+def create_run(info: worktrees.RepoInfo, plan: Plan, worktree: worktrees.Worktree, run: RunSpec,
+               undo: Rollback) -> tuple[str, list[Gpu], Path]:
+    """Claim GPUs for a run and create its container, not started: (container name, GPUs, data
+    dir). Its GPUs are in the ledger from here; the caller records the start before it starts it."""
     name = container_name(info.name, worktree.path, info.common_dir)
     data_dir = _data_dir(plan.settings, name, undo, (info.common_dir, worktree.path))
     binds = _container_binds(info, worktree, plan.settings, data_dir, None)
     chosen, _ = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, run=run)
+    return name, chosen, data_dir
+
+
+def start_run(info: worktrees.RepoInfo, plan: Plan, worktree: worktrees.Worktree, run: RunSpec,
+              undo: Rollback) -> tuple[str, list[Gpu], Path]:
+    """Claim GPUs for a run and start its container: (container name, GPUs, data dir)."""
+    name, chosen, data_dir = create_run(info, plan, worktree, run, undo)
     plan.engine.start(name)
     return name, chosen, data_dir
 
@@ -454,7 +462,7 @@ def recreate(info: worktrees.RepoInfo, engine: Engine, state: State, binding: Bi
     """A new container for a binding (worktree moved, container lost), with the same GPUs,
     ports and data dir.
 
-    The old container goes inside the same host claim lock that claims its GPUs again, so no
+    The old container goes inside the same GPU claim that claims its GPUs again, so no
     other repo can take them in between.
     """
     same_gpus = ",".join(binding.gpus) or "none"

@@ -204,7 +204,7 @@ def test_only_a_provably_dead_holder_is_dead():
     def holder(**changes) -> Holder:
         return Holder(**{**vars(here), **changes})
 
-    assert not provably_dead(here, here)  # this very process
+    assert provably_dead(here, here)  # this very process, which asks: a claim of its own it lost track of
     assert provably_dead(holder(boot_id="another-boot"), here)
     assert provably_dead(holder(pid=gone), here)
     assert provably_dead(holder(start=str(int(here.start) + 1)), here)  # the pid now someone else's
@@ -231,3 +231,40 @@ def test_labels_are_read_as_untrusted_data(pid):
     assert Holder.from_labels({PREFIX + "pid": "42"}).pid == 42
     here = this_process()
     assert Holder.from_labels(here.labels()) == here
+
+
+def test_queued_runs_wait_for_a_held_claim_and_start_once_it_is_let_go(repo):
+    """The issue's row: a user holding the claim failed every queued run of others."""
+    with claim_holder() as holder:
+        sweep = subprocess.Popen(["git-gpuspace", "sweep", "wait", "-p", "n=1,2", "--gpus", "1", "--", "sh", "-c",
+                                  "echo {n}"], cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env={**os.environ, "GPUSPACE_LOCK_TIMEOUT": "0.5"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not repo.gs("runs", "--json").stdout.count('"queued"') == 2:
+            time.sleep(0.1)
+        time.sleep(2)  # several turns of the dispatcher, each timed out on the claim
+        assert sweep.poll() is None
+        assert [r["state"] for r in json.loads(repo.ok("runs", "--json").stdout)] == ["queued", "queued"]
+    assert sweep.wait(timeout=60) == 0
+    said = sweep.stderr.read()
+    assert said.count(f"queued runs wait for the GPU claim, held by pid {holder.pid}") == 1, said
+    assert [r["state"] for r in json.loads(repo.ok("runs", "--json").stdout)] == ["succeeded", "succeeded"]
+
+
+def test_a_claim_left_by_this_very_process_is_taken_over(docker_client):
+    """A claim whose create answered after the engine went away (or whose removal failed then)
+    names this process: it is stale the moment this process asks again."""
+    from git_gpuspace.claim import engine_claim, this_process
+    from git_gpuspace.containers import Engine
+
+    engine = Engine()
+    with engine_claim(engine, TEST_IMAGE):
+        pass  # no one else holds it now
+    left = engine.create_claim(CLAIM_NAME, TEST_IMAGE, this_process().labels())  # as the lost create left it
+    try:
+        began = time.monotonic()
+        with engine_claim(engine, TEST_IMAGE, timeout=5):
+            assert docker_client.containers.get(CLAIM_NAME).id != left
+        assert time.monotonic() - began < 3
+    finally:
+        engine.remove_id(left)
