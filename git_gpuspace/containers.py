@@ -548,6 +548,20 @@ class Engine:
                 return str(_translate(error, "GPU probe"))
         return None
 
+    def wait_stopped(self, name: str, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the container's process to end; True once it has
+        (or the container is gone)."""
+        with self._calls():
+            try:
+                self.api.wait(name, timeout=timeout, condition="not-running")
+            except docker.errors.NotFound:
+                pass
+            except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as error:
+                if "timed out" not in str(error).lower() and not isinstance(error, requests.exceptions.Timeout):
+                    raise
+                return False  # it still runs
+        return True
+
     def state_of(self, name: str) -> str | None:
         """The engine's word for the container's state; None when there is no such container."""
         return next((c.state for c in self.list_managed() if c.name == name), None)

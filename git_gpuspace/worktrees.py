@@ -449,6 +449,7 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
                 if logging:
                     _log_new_head(admin_dir, checkout, (who, when, zone))
                 materialize(worktree_repo, included=_inherit_worktree_config(info, admin_dir))
+            checkpoint("after-checkout")  # files written, the admin dir still locked "initializing"
             (admin_dir / "locked").unlink()
         except BaseException as error:
             if admin_dir is not None:
@@ -563,6 +564,27 @@ def forget_branch(info: RepoInfo, name: str) -> None:
             config.write_to_path()
 
 
+def discard_unfinished(info: RepoInfo, path: Path) -> None:
+    """Remove what an `add` at `path` cut short by kill -9 left: its admin dir (still locked
+    "initializing") and the directory with its partial checkout. Only for a path the caller
+    reserved for that add alone (nobody else's files can be there)."""
+    path = Path(os.path.abspath(path))
+    admin_root = info.common_dir / "worktrees"
+    for admin_dir in sorted(admin_root.iterdir()) if admin_root.is_dir() else []:
+        try:
+            gitdir = untrusted_files.read_text(admin_dir / "gitdir", limit=1 << 16).strip()
+        except FileNotFoundError:
+            gitdir = ""
+        except OSError:
+            continue
+        # one claimed but not yet written (no gitdir, still locked) is the add's when named for our path
+        claimed = not gitdir and (admin_dir / "locked").is_file() and _named_for(admin_dir.name, path.name)
+        if (gitdir and Path(gitdir).parent == path) or claimed:
+            shutil.rmtree(admin_dir, ignore_errors=True)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+
+
 def missing_parents(path: Path) -> list[Path]:
     """The directories `mkdir -p path` would create, deepest first."""
     missing = []
@@ -589,10 +611,20 @@ def _remove_tree(path: Path, made_dirs: list[Path]) -> None:
             directory.rmdir()
 
 
+def _identifier_base(basename: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "-" for c in basename).lstrip(".") or "worktree"
+
+
+def _named_for(identifier: str, basename: str) -> bool:
+    """Could `_claim_identifier` have given `identifier` for a worktree named `basename`?"""
+    base = _identifier_base(basename)
+    return identifier == base or (identifier.startswith(base) and identifier[len(base):].isdigit())
+
+
 def _claim_identifier(common_dir: Path, basename: str) -> str:
     """git's rule: the basename, with a number appended while that admin dir is taken; claimed
     by making it, as git does, so that two adds at once never share one."""
-    base = "".join(c if c.isalnum() or c in "._-" else "-" for c in basename).lstrip(".") or "worktree"
+    base = _identifier_base(basename)
     (common_dir / "worktrees").mkdir(exist_ok=True)
     candidate, number = base, 0
     while True:

@@ -302,7 +302,7 @@ def test_a_run_ends_with_its_command_and_nothing_of_it_runs_on(repo, monkeypatch
     """The dispatcher goes by the exit file the wrapper writes when the command ends, ahead of
     the engine; a command that writes it early is killed before its GPU is used again."""
     monkeypatch.setenv("FAKE_GPU_COUNT", "1")
-    began = time.monotonic()
+    began, began_wall = time.monotonic(), time.time()
     result = repo.gs("sweep", "early", "-p", "n=1,2", "--gpus", "1", "--", "sh", "-c",
                      "if [ {n} = 1 ]; then echo 7 > /data/.gpuspace/exit; sleep 120; fi; echo second ran")
     assert result.returncode == 1, result.stderr
@@ -311,6 +311,11 @@ def test_a_run_ends_with_its_command_and_nothing_of_it_runs_on(repo, monkeypatch
     assert (first["state"], first["exit_code"]) == ("failed", 7)  # what it wrote is its exit code
     assert second["state"] == "succeeded" and second["gpus"] == first["gpus"]
     assert repo.containers() == []  # the one still sleeping was killed and removed
+    # ... before the second started on its GPU: never two holders
+    events = repo.client.events(since=int(began_wall) - 1, until=int(time.time()) + 1, decode=True,
+                                filters={"label": f"gpuspace.repo={repo.common_dir}", "type": "container"})
+    moments = {(e["Actor"]["Attributes"].get("gpuspace.run"), e["status"]): e["timeNano"] for e in events}
+    assert moments[("early-1", "die")] < moments[("early-2", "start")], moments
 
 
 def test_a_finished_runs_container_left_by_a_dead_dispatcher_frees_its_gpu(repo, monkeypatch):

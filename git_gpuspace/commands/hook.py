@@ -107,7 +107,7 @@ def _verify_new_commit() -> None:
     tree has a verdict) and hand them to the repo's background dispatcher."""
     from ..runs.dispatch import start_background
     from ..verify import Checks, verdict, sweep_of
-    from .run import submit
+    from ..runs.submit import submit
 
     info = worktrees.discover()
     commit = worktrees.head_commit(info)

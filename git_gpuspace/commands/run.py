@@ -6,19 +6,18 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from pathlib import Path
 
 from .. import gpus, private_git, state, worktrees
 from ..containers import Engine
 from ..errors import GpusUnavailable, UsageError
-from ..faults import checkpoint
-from ..lifecycle import Rollback, resolve_worktree
+from ..lifecycle import resolve_worktree
 from ..output import escape
 from ..config import effective
 from ..runs import grid, slurm
+from ..runs.submit import recover, submit
 from ..runs import store as run_store
-from ..runs.dispatch import PREPARING, dispatch, start_background
-from ..runs.store import Run, Sweep
+from ..runs.dispatch import dispatch, start_background
+from ..runs.store import Run
 from ..settings import settings_from
 
 SETTING_FLAGS = ("image", "gpus", "memory", "cpus", "shm_size")
@@ -110,6 +109,8 @@ def _resume_sweep(info: worktrees.RepoInfo, name: str) -> int:
     known = run_store.load(info.common_dir)
     if name not in known.sweeps:
         raise UsageError(f"no sweep '{name}'", hint="`git gpuspace runs` lists the runs and their sweeps")
+    for line in recover(info):
+        print(f"git-gpuspace: {line}", file=sys.stderr)
     return dispatch_and_report(info, {run.id for run in known.runs if run.sweep == name})
 
 
@@ -123,51 +124,3 @@ def _pin(info: worktrees.RepoInfo, commit_ish: str | None) -> tuple[str, bool]:
         print(f"git-gpuspace: warning: untracked files are not in the run: {escape(', '.join(pinned.untracked[:10]))}"
               + (f" and {len(pinned.untracked) - 10} more" if len(pinned.untracked) > 10 else ""), file=sys.stderr)
     return pinned.commit, pinned.snapshot
-
-
-def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: bool, flags: dict,
-           sweep: str | None, param_sets: list[dict[str, str]], max_parallel: int | None, priority: int,
-           retries: int = 0, runs_per_gpu: int = 1, check: str | None = None, backend: str = "local") -> list[str]:
-    """Queue one run per parameter set: ids are reserved under the lock, worktrees and refs made
-    outside it (a checkout takes as long as the repo makes it), then the runs are released."""
-    with run_store.locked(info.common_dir) as runs:
-        if sweep:
-            runs.sweeps.setdefault(sweep, Sweep(sweep))
-            if max_parallel is not None:
-                runs.sweeps[sweep].max_parallel = max_parallel
-            if runs_per_gpu > 1:
-                runs.sweeps[sweep].runs_per_gpu = runs_per_gpu
-        made = []
-        for params in param_sets:
-            run_id = runs.next_id(sweep or "run")
-            path = info.anchor.parent / "worktrees" / "runs" / run_id
-            made.append(Run(id=run_id, command=grid.fill(command, params), commit=commit, worktree=str(path),
-                            flags=dict(flags), sweep=sweep, params=dict(params), snapshot=snapshot,
-                            priority=priority, retries=retries, reason=PREPARING, check=check, backend=backend))
-            runs.runs.append(made[-1])
-        runs.save()
-    ids = [run.id for run in made]
-    try:
-        with Rollback() as undo:
-            for run in made:
-                worktree = worktrees.add(info, Path(run.worktree), worktrees.Checkout(commit=commit))
-                undo.push(f"remove worktree {worktree.path}",
-                          lambda w=worktree: worktrees.remove(info, w, force=True))
-                checkpoint("after-run-worktree")
-                ref = f"refs/gpuspace/runs/{run.id}"
-                worktrees.set_ref(info, ref, commit)  # nothing a run ran is garbage-collected
-                undo.push(f"delete {ref}", lambda r=ref: worktrees.delete_ref(info, r))
-                checkpoint("after-run-ref")
-    except BaseException:
-        with run_store.locked(info.common_dir) as runs:
-            runs.runs = [run for run in runs.runs if run.id not in ids]
-            if sweep and not any(run.sweep == sweep for run in runs.runs):
-                runs.sweeps.pop(sweep, None)
-            runs.save()
-        raise
-    with run_store.locked(info.common_dir) as runs:
-        for run in runs.runs:
-            if run.id in ids:
-                run.reason = None
-        runs.save()
-    return ids

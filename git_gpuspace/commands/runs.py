@@ -13,9 +13,9 @@ from pathlib import Path
 from .. import output, state, workspace, worktrees
 from ..containers import LABEL_RUN, Engine
 from ..errors import UsageError
-from ..runs import results, slurm
+from ..runs import results, slurm, submit
 from ..runs import store as run_store
-from ..runs.dispatch import alive, finish
+from ..runs.dispatch import PREPARING, alive, finish
 from .run import dispatch_and_report, report
 
 
@@ -26,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _resume(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
+    for line in submit.recover(info):
+        print(f"git-gpuspace: {line}", file=sys.stderr)
     queue = run_store.load(info.common_dir)
     waiting = [run for run in queue.runs if run.backend == "slurm" and run.state in ("queued", "running")]
     if waiting:  # Slurm's: find the jobs of a submitter that died (by their comment), submit the rest once
@@ -200,7 +202,10 @@ def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
         writer.writerows([[output.escape(cell) for cell in row] for row in rows])
         return 0
     print(output.table(headers, rows))
-    if any(r["state"] == "queued" for r in records) and not alive(info):
+    if any(r["reason"] == PREPARING for r in records) and submit.cut_short(info):
+        print("git-gpuspace: a submission was cut short (runs still `preparing`): `git gpuspace runs resume` "
+              "finishes it and queues its runs", file=sys.stderr)
+    elif any(r["state"] == "queued" for r in records) and not alive(info):
         print("git-gpuspace: runs are queued and no dispatcher is running: `git gpuspace runs resume`", file=sys.stderr)
     return 0
 

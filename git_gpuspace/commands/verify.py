@@ -54,7 +54,7 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
             # the engine and the queue only when something must run: the cache path stays light
             from ..containers import Engine
             from ..settings import settings_from
-            from .run import submit
+            from ..runs.submit import submit
 
             if not queued_any:  # the verdicts will be signed: the key, or why not, before anything runs
                 from ..signing import ensure_key

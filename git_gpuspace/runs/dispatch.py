@@ -13,6 +13,7 @@ nothing: the next one does the same from what it finds.
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import shutil
 import subprocess
@@ -30,17 +31,23 @@ from .. import state, verify, workspace, worktrees
 from ..config import APP_NAME
 from ..containers import LABEL_REPO, LABEL_RUN, ContainerInfo, Engine
 from ..faults import checkpoint
-from ..errors import EngineUnavailable, GpusUnavailable, GpuspaceError
-from ..lifecycle import Rollback, RunSpec, prepare, start_run
+from ..errors import ClaimBusy, EngineUnavailable, GpusUnavailable, GpuspaceError, LockTimeout
+from ..lifecycle import Rollback, RunSpec, create_run, prepare
 from ..locking import file_lock
 from ..settings import settings_for_worktree
 from . import store as run_store
 from .progress import Progress
 from .store import Run, Runs, now
 
+WAITING = "waiting:"  # an event that says the queue waits (for the GPU claim); said once
 POLL_S = 0.1  # the engine is asked at least this often (new runs, vanished containers)
+CLAIM_WAIT_S = 1.0  # a turn waits this long for another holder of the GPU claim, then the next turn tries
+STOP_WAIT_S = 0.5  # how long a finished run's container may take to stop before it is killed
 WATCH_S = 0.01  # ... and the running runs' exit files looked at this often
 PREPARING = "preparing"  # reason of a queued run whose worktree is still being made
+# reason of a running run whose container exists and whose start was recorded, but which may not
+# have been started yet: the dispatcher that comes next starts that container, never a new one
+STARTING = "starting"
 ACTIVE = ("created", "running", "restarting", "paused", "removing")
 # The command is the container's main process; its output also goes to /data/logs/run.log, and
 # its exit code to /data/.gpuspace/exit, which says `running` until then: a container that exited
@@ -77,7 +84,7 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
     with file_lock(lock_path(info.common_dir), wait=False) as mine:
         if not mine:
             progress.event("git-gpuspace: another dispatcher runs this repo's queue; following it")
-        engine_down, reaper = False, Reaper()
+        engine_down, reaper, waiting = False, Reaper(), ""
         try:
             while True:
                 try:
@@ -90,6 +97,12 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
                 else:
                     engine_down = False
                 for line in lines:
+                    if line.startswith(WAITING):  # said when it starts, not on every turn it lasts
+                        if line != waiting:
+                            progress.event("git-gpuspace: " + line[len(WAITING):].strip())
+                        waiting = line
+                        continue
+                    waiting = ""
                     progress.event(line)
                 current = run_store.load(info.common_dir)
                 mine_or_all = [run for run in current.runs if wanted is None or run.id in wanted]
@@ -177,6 +190,7 @@ def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper, stop_group: 
     events: list[str] = []
     with state.locked(info.common_dir) as current:
         runs = run_store.load(info.common_dir)
+        events += _adopt(engine, runs, _containers_of_runs(info, containers))
         events += _record_finished(info, runs, containers)
         group = [run for run in runs.runs if stop_group is not None and run.id in stop_group]
         if any(run.state == "failed" for run in group):
@@ -190,8 +204,8 @@ def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper, stop_group: 
         by_id = {run.id: run for run in runs.runs}
         done = [c for c in containers if c.labels.get(LABEL_REPO) == str(info.common_dir)
                 and c.labels.get(LABEL_RUN) in by_id and by_id[c.labels[LABEL_RUN]].state != "running"]
-        events += _start_queued(info, engine, runs, current.defaults, frozenset(c.name for c in done))
-        if events:
+        events += _start_queued(info, engine, runs, current.defaults, done)
+        if any(not line.startswith(WAITING) for line in events):
             runs.save()
     if done:
         checkpoint("before-reap")
@@ -199,11 +213,46 @@ def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper, stop_group: 
     return events
 
 
+def _containers_of_runs(info: worktrees.RepoInfo, containers: list[ContainerInfo]) -> dict[str, ContainerInfo]:
+    return {c.labels[LABEL_RUN]: c for c in containers
+            if c.labels.get(LABEL_REPO) == str(info.common_dir) and LABEL_RUN in c.labels}
+
+
+def _adopt(engine: Engine, runs: Runs, ours: dict[str, ContainerInfo]) -> list[str]:
+    """Finish the starts a dispatcher that died left half done. A run whose start was recorded
+    has its container started (a no-op if it was), never made anew. One whose container is
+    gone and whose command left no exit file (cleared before the start was recorded) never ran:
+    the container is removed only when its start failed. It is queued again."""
+    events = []
+    for run in runs.runs:
+        if run.backend != "local" or run.state != "running" or run.reason != STARTING:
+            continue
+        container = ours.get(run.id)
+        if container is None:
+            if run.data_dir and workspace.read_private(Path(run.data_dir), EXIT_FILE) is not None:
+                run.reason = None  # it ran, and its container went: _record_finished says how it ended
+            else:
+                run.state, run.reason, run.started, run.container = "queued", None, None, None
+                events.append(f"{run.id} queued again: its start was cut short before its container ran")
+            continue
+        if container.state == "created":
+            try:
+                engine.start(container.name)
+            except EngineUnavailable:
+                raise
+            except GpuspaceError as error:  # it never ran; its container is reaped as a finished run's
+                run.state, run.reason, run.exit_code, run.finished = "failed", f"could not start: {error}", None, now()
+                events.append(f"{run.id} failed: could not start: {error}")
+                continue
+        run.reason = None
+        events.append(f"{run.id} adopted: its container {container.name} runs")
+    return events
+
+
 def _record_finished(info: worktrees.RepoInfo, runs: Runs, containers: list[ContainerInfo]) -> list[str]:
     """Record the runs whose commands ended (their exit file says so before the engine does) or
     whose containers vanished."""
-    ours = {c.labels[LABEL_RUN]: c for c in containers
-            if c.labels.get(LABEL_REPO) == str(info.common_dir) and LABEL_RUN in c.labels}
+    ours = _containers_of_runs(info, containers)
     events = []
     for run in runs.runs:
         if run.backend != "local":
@@ -259,7 +308,10 @@ def finish(run: Run, container: ContainerInfo | None) -> str:
 
 
 def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults: dict,
-                  released: frozenset[str]) -> list[str]:
+                  released: list[ContainerInfo]) -> list[str]:
+    """Start queued runs in order while GPUs are free. `released`: containers of runs that are
+    not running (their commands ended): their GPUs count as free, but a new run starts on one
+    only once the old command has stopped."""
     running = Counter(run.sweep for run in runs.runs if run.state == "running")
     order = {run.id: index for index, run in enumerate(runs.runs)}
     queued = sorted((run for run in runs.runs if run.state == "queued" and run.reason != PREPARING
@@ -277,25 +329,72 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
             settings = settings_for_worktree(info, defaults, dict(run.flags), False, worktree, notices=False)
             if sweep and sweep.runs_per_gpu > 1:
                 settings = replace(settings, pack=(f"{info.common_dir}:{sweep.name}", sweep.runs_per_gpu))
-            plan = prepare(settings, engine, released)
+            plan = prepare(settings, engine, frozenset(c.name for c in released))
+            plan.claim_wait = CLAIM_WAIT_S
             spec = RunSpec(container_command(run.command), run_store.params_env(run),
                            {LABEL_RUN: run.id})
             with Rollback() as undo:
-                name, chosen, data_dir = start_run(info, plan, worktree, spec, undo)
+                name, chosen, data_dir = create_run(info, plan, worktree, spec, undo)
+                checkpoint("after-run-container")
+                _stop_previous(engine, released, [gpu.uuid for gpu in chosen])
+                _clear_exit(data_dir)  # a retried run's last exit code is not this start's
+                # The start is recorded before the container can run: a dispatcher killed from
+                # here on leaves a run the next one adopts (see _adopt), never one it starts anew.
+                run.state, run.started, run.reason = "running", now(), STARTING
+                run.container, run.gpus, run.data_dir = name, [gpu.uuid for gpu in chosen], str(data_dir)
+                runs.save()
+                checkpoint("after-run-recorded")
+                engine.start(name)
         except GpusUnavailable:
             break  # the first in line waits for GPUs, so runs start in submission order
+        except LockTimeout as error:  # another command holds the claim: the queue waits for it
+            holder = error.holder if isinstance(error, ClaimBusy) else str(error)
+            events.append(f"{WAITING} queued runs wait for the GPU claim, held by {holder}")
+            break
         except EngineUnavailable:
             raise  # not the run's fault: the turn is tried again when the engine answers
         except GpuspaceError as error:
             run.state, run.reason, run.finished = "failed", f"could not start: {error}", now()
+            run.started = run.container = None
             events.append(f"{run.id} failed: could not start: {error}")
             continue
-        run.state, run.started, run.reason = "running", now(), None
-        run.container, run.gpus, run.data_dir = name, [gpu.uuid for gpu in chosen], str(data_dir)
+        run.reason = None
         running[run.sweep] += 1
         where = ", ".join(f"GPU {gpu.index}" for gpu in chosen) or "no GPU"
         events.append(f"{run.id} started on {where}: {' '.join(run.command)}")
     return events
+
+
+def _stop_previous(engine: Engine, released: list[ContainerInfo], gpus: list[str]) -> None:
+    """The containers on these GPUs whose commands ended have stopped before a new one starts:
+    a command ends a moment before its container, and one that wrote its exit file early
+    and ran on is stopped now, not by the reaper later."""
+    for container in released:
+        if container.state in ACTIVE and set(container.gpus) & set(gpus):
+            if not engine.wait_stopped(container.id, STOP_WAIT_S):
+                engine.remove(container.id, graceful=False)
+
+
+def _clear_exit(data_dir: Path) -> None:
+    """Remove `.gpuspace/exit` from the data dir, following no symlink on the way."""
+    try:
+        top = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            private = os.open(workspace.PRIVATE, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
+        finally:
+            os.close(top)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise GpuspaceError(f"cannot use the data dir {data_dir}: {error.strerror}") from None
+    try:
+        os.unlink(EXIT_FILE, dir_fd=private)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise GpuspaceError(f"cannot clear {data_dir / workspace.PRIVATE / EXIT_FILE}: {error.strerror}") from None
+    finally:
+        os.close(private)
 
 
 def _seconds(run: Run) -> str:

@@ -1,0 +1,147 @@
+"""Submitting runs: ids reserved and the runs recorded `queued (preparing)` under the repo's
+lock, then a pinned worktree and ref made for each, then the runs released to the queue.
+
+Each submitter holds a shared lock while it works, so a submission cut short (kill -9, a
+power cut) is known by that lock being free while runs are still `preparing`: `recover`
+finishes it — each such run's worktree made anew and its ref set — and queues its runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .. import worktrees
+from ..errors import GpuspaceError
+from ..faults import checkpoint
+from ..lifecycle import Rollback
+from . import grid
+from . import store as run_store
+from .dispatch import PREPARING, lock_path
+from .store import Run, Sweep
+
+
+@contextlib.contextmanager
+def _submitters(info: worktrees.RepoInfo, exclusive: bool) -> Iterator[bool]:
+    """Submitters hold this lock shared; `recover` takes it exclusive, without waiting: True
+    when no submitter of this repo is alive (the kernel drops a dead one's lock)."""
+    fd = os.open(lock_path(info.common_dir).with_suffix(".submit"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: bool, flags: dict,
+           sweep: str | None, param_sets: list[dict[str, str]], max_parallel: int | None, priority: int,
+           retries: int = 0, runs_per_gpu: int = 1, check: str | None = None, backend: str = "local") -> list[str]:
+    """Queue one run per parameter set: ids are reserved under the lock, worktrees and refs made
+    outside it (a checkout takes as long as the repo makes it), then the runs are released."""
+    with _submitters(info, exclusive=False):
+        with run_store.locked(info.common_dir) as runs:
+            if sweep:
+                runs.sweeps.setdefault(sweep, Sweep(sweep))
+                if max_parallel is not None:
+                    runs.sweeps[sweep].max_parallel = max_parallel
+                if runs_per_gpu > 1:
+                    runs.sweeps[sweep].runs_per_gpu = runs_per_gpu
+            made = []
+            for params in param_sets:
+                run_id = runs.next_id(sweep or "run")
+                path = info.anchor.parent / "worktrees" / "runs" / run_id
+                made.append(Run(id=run_id, command=grid.fill(command, params), commit=commit, worktree=str(path),
+                                flags=dict(flags), sweep=sweep, params=dict(params), snapshot=snapshot,
+                                priority=priority, retries=retries, reason=PREPARING, check=check, backend=backend))
+                runs.runs.append(made[-1])
+            runs.save()
+        checkpoint("after-runs-reserved")
+        ids = [run.id for run in made]
+        try:
+            with Rollback() as undo:
+                for run in made:
+                    _make_worktree(info, run, undo)
+        except BaseException:
+            with run_store.locked(info.common_dir) as runs:
+                runs.runs = [run for run in runs.runs if run.id not in ids]
+                if sweep and not any(run.sweep == sweep for run in runs.runs):
+                    runs.sweeps.pop(sweep, None)
+                runs.save()
+            raise
+        _release(info, set(ids))
+    return ids
+
+
+def _make_worktree(info: worktrees.RepoInfo, run: Run, undo: Rollback) -> None:
+    worktree = worktrees.add(info, Path(run.worktree), worktrees.Checkout(commit=run.commit))
+    undo.push(f"remove worktree {worktree.path}", lambda w=worktree: worktrees.remove(info, w, force=True))
+    checkpoint("after-run-worktree")
+    ref = f"refs/gpuspace/runs/{run.id}"
+    worktrees.set_ref(info, ref, run.commit)  # nothing a run ran is garbage-collected
+    undo.push(f"delete {ref}", lambda r=ref: worktrees.delete_ref(info, r))
+    checkpoint("after-run-ref")
+
+
+def _release(info: worktrees.RepoInfo, ids: set[str]) -> None:
+    with run_store.locked(info.common_dir) as runs:
+        for run in runs.runs:
+            if run.id in ids and run.reason == PREPARING:
+                run.reason = None
+        runs.save()
+
+
+def cut_short(info: worktrees.RepoInfo) -> bool:
+    """Are runs `preparing` with no submitter alive to finish them?"""
+    if not any(run.state == "queued" and run.reason == PREPARING for run in run_store.load(info.common_dir).runs):
+        return False
+    with _submitters(info, exclusive=True) as alone:
+        return alone
+
+
+def recover(info: worktrees.RepoInfo) -> list[str]:
+    """Finish the submissions whose submitter died: each of their runs gets its worktree made
+    anew (what the dead `add` left of it is removed: the path was reserved for that run alone)
+    and its ref, and is queued. Returns what was done, one line per sweep or run."""
+    with _submitters(info, exclusive=True) as alone:
+        if not alone:
+            return []  # a submitter is at work: its runs are its own to finish
+        orphans = [run for run in run_store.load(info.common_dir).runs
+                   if run.state == "queued" and run.reason == PREPARING]
+        if not orphans:
+            return []
+        dropped: dict[str, str] = {}
+        for run in orphans:
+            path = Path(run.worktree)
+            found = worktrees.find_worktree(info, path)
+            if found is not None and not found.locked and not found.prunable and found.head == run.commit:
+                worktrees.set_ref(info, f"refs/gpuspace/runs/{run.id}", run.commit)
+                continue
+            try:
+                worktrees.discard_unfinished(info, path)
+                with Rollback() as undo:
+                    _make_worktree(info, run, undo)
+            except (GpuspaceError, OSError) as error:
+                dropped[run.id] = str(error) if isinstance(error, GpuspaceError) else error.strerror or str(error)
+        with run_store.locked(info.common_dir) as runs:
+            for run in runs.runs:
+                if run.id in dropped:
+                    run.state, run.finished = "stopped", run_store.now()
+                    run.reason = f"dropped: its submission was cut short and its worktree could not be made: {dropped[run.id]}"
+                elif run.id in {orphan.id for orphan in orphans} and run.reason == PREPARING:
+                    run.reason = None
+            runs.save()
+    groups: dict[str, list[str]] = {}
+    for run in orphans:
+        if run.id not in dropped:
+            groups.setdefault(run.sweep or "", []).append(run.id)
+    lines = [f"{'sweep ' + sweep if sweep else 'run ' + ids[0]}: its submission was cut short; its worktree"
+             f"{'s are' if len(ids) > 1 else ' is'} made and {', '.join(ids)} queued" for sweep, ids in groups.items()]
+    return lines + [f"{run_id} dropped: its submission was cut short and its worktree could not be made: {why}"
+                    for run_id, why in dropped.items()]
