@@ -69,7 +69,8 @@ ENVIRONMENT = [
         "Seconds to wait for the GPU claim (default 30) or the repository's lock (60) before giving up "
         "with an error that names the holder. The GPU claim is no file: it is a never-started container "
         "named gpuspace-claim on the engine, created by whoever claims GPUs and removed right after; one "
-        "whose holder is provably dead is taken over.",
+        "whose holder is provably dead, or that names the asking process itself, is taken over. Queued runs "
+        "do not give up: the dispatcher tries again on its next turn and says once who holds the claim.",
     ),
     ("XDG_CONFIG_HOME", "Where the user configuration is looked up (default ~/.config)."),
     ("XDG_STATE_HOME", "Where the crash log is written (default ~/.local/state)."),
