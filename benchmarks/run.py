@@ -82,12 +82,13 @@ class Plan:
     big_sweeps: tuple[int, int] = (12, 48)  # sweep sizes whose dispatcher memory and engine calls are compared
     slurm_sweep: tuple[int, int] = (16, 2)  # the Slurm figures: runs of `sleep S`: (runs, S)
     verify_sizes: tuple[int, int, int] = (20, 8, 2)  # commits already checked; unchecked ones; their `sleep S`
+    kills: tuple[int, int, int, float] = (50, 24, 4, 3.0)  # kill -9s of the dispatcher; runs of `sleep S` on G GPUs
     profile_all: bool = False  # ... and what meets it
     only: str | None = None  # one section of SECTIONS, not all
 
 
 SECTIONS = {"hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue", "verify": "verify",
-            "slurm": "slurm"}
+            "slurm": "slurm", "kills": "kills"}
 
 
 FULL = Plan(
@@ -99,6 +100,7 @@ SMOKE = Plan(
     reps=1, reps_slow=1, small=(5, 10), large=(10, 20), project=(2, 5),
     scale=(1, 3), status_at=3, hook_bindings=2, tmpfs=False, before=False, profiles=False,
     warmup=False, quiet_s=0, queue=(4, 2, 1), big_sweeps=(2, 4), slurm_sweep=(4, 1), verify_sizes=(3, 2, 1),
+    kills=(2, 2, 2, 0.5),
 )
 
 
@@ -300,7 +302,7 @@ class Figure:
     anchor: str
     ours_s: float | None  # medians (seconds), or a value in `unit`
     anchor_s: float | None
-    kind: str  # "ratio", "added" (ours - anchor, ms), "absolute" (ours, ms), "mib", "calls" or "growth" (MiB)
+    kind: str  # "ratio", "added" (ours - anchor, ms), "absolute" (ours, ms), "mib", "calls", "growth" (MiB) or "count"
     target: float | None
     target_text: str
     note: str = ""
@@ -325,7 +327,7 @@ class Figure:
         if value is None:
             return "-"
         return {"ratio": f"{value:.2f}x", "added": f"{value:+.0f} ms", "absolute": f"{value:.0f} ms", "mib": f"{value:.1f} MiB",
-                "calls": f"{value:+.0f} calls", "growth": f"{value:+.1f} MiB"}[self.kind]
+                "calls": f"{value:+.0f} calls", "growth": f"{value:+.1f} MiB", "count": f"{value:.0f}"}[self.kind]
 
     @property
     def met(self) -> bool | None:
@@ -335,7 +337,7 @@ class Figure:
 
     def cells(self) -> list[str]:
         verdict = {True: "met", False: "**missed**", None: "-"}[self.met]
-        if self.kind in ("calls", "growth"):  # `ours` already says from what to what
+        if self.kind in ("calls", "growth", "count"):  # `ours` already says what was counted
             return [self.title, self.ours, "-", self.result, self.target_text, verdict]
         ours = self._show(self.ours_s, self.ours_spread)
         anchor = self._show(self.anchor_s, self.anchor_spread)
@@ -466,6 +468,7 @@ class Bench:
             self.queue()
             self.verify()
             self.slurm()
+            self.kills()
 
     def measure(self, arms: list[Arm], reps: int) -> None:
         alternate(arms, reps, self.say, warmup=self.plan.warmup)
@@ -783,6 +786,29 @@ class Bench:
                                        note=f"{len(gaps)} gaps: a run's command ends -> the next command starts on that GPU"))
         self.run_to_start(repo, env)
         self.big_sweeps(repo, env)
+
+    def kills(self) -> None:
+        """kill -9 of the dispatcher at random moments (benchmarks/kills.py): starts counted from the
+        runs' own files, the engine's device requests sampled meanwhile."""
+        from kills import campaign
+
+        count, runs_n, gpus_n, sleep_s = self.plan.kills
+        repo = self.repo("repo-kills", self.plan.project)
+        env = {**self.env, "FAKE_GPU_COUNT": str(gpus_n), "FAKE_GPU_SEED": secrets.token_hex(4)}
+        self.say(f"== kills: {count} x kill -9 of the dispatcher, {runs_n} runs of sleep {sleep_s:g} on {gpus_n} GPUs")
+        result = campaign(repo, count, runs_n, sleep_s, env, say=self.say)
+        self.say(result.summary())
+        title = f"kill -9 of the dispatcher, {count} random moments ({runs_n} runs of `sleep {sleep_s:g}` on {gpus_n} GPUs)"
+        self.figures.append(Figure(f"{title}: extra starts", f"{result.extra_starts} extra, {result.never_started} never "
+                                   f"started, {len(result.not_succeeded)} not succeeded", "", result.extra_starts
+                                   + result.never_started + len(result.not_succeeded), None, "count", 0, "0",
+                                   note=f"starts counted from each run's own /data/starts; {result.seconds:.0f} s"
+                                   + (", the first kill during the submission" if result.killed_while_submitting else "")))
+        self.figures.append(Figure(f"{title}: GPUs with two holders", f"{result.double_samples} of {result.samples} "
+                                   f"engine samples, {result.overlaps} overlapping commands", "",
+                                   result.double_samples + result.overlaps, None, "count", 0, "0",
+                                   note="the device requests of the repo's running containers, sampled every 20 ms; "
+                                        "and the commands' own start and end times on each GPU"))
 
     def run_stamps(self, repo: Path, sweep: str) -> list[tuple[float, float, str]]:
         """(start, end, GPU) of each run of a sweep, from the uptime its command printed."""

@@ -160,6 +160,9 @@ def _remove_containers(client, repo: Repo) -> None:
             container.remove(force=True)
         except docker.errors.NotFound:
             pass  # a run's container, removed by its dispatcher in between
+        except docker.errors.APIError as error:
+            if "already in progress" not in str(error):  # ... or being removed by it right now
+                raise
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ def test_smoke_run_reports_every_figure_and_leaves_nothing(docker_client, tmp_pa
         "dispatch gap, p95",
         "`run` to the command's start",
         "engine calls per run, sweeps of 2 -> 4 runs",
+        "kill -9 of the dispatcher, 2 random moments",
         "peak memory growth, `sweep`",
         "## Machine",
         "python benchmarks/run.py --smoke",

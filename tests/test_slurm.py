@@ -19,7 +19,7 @@ SLURM_CONF = Path(os.environ.get("GPUSPACE_TEST_DIR", "/var/lib/gpuspace-test"))
 
 
 @pytest.fixture(autouse=True)
-def cluster(monkeypatch):
+def cluster(monkeypatch, tmp_path):
     if not SLURM_CONF.exists() or subprocess.run(["sinfo"], capture_output=True,
                                                  env={**os.environ, "SLURM_CONF": str(SLURM_CONF)}).returncode != 0:
         message = "no test Slurm cluster (scripts/slurm-up brings it up)"
@@ -28,7 +28,12 @@ def cluster(monkeypatch):
         pytest.skip(message)
     monkeypatch.setenv("SLURM_CONF", str(SLURM_CONF))
     yield
-    subprocess.run(["scancel", "--user", str(os.getuid())], capture_output=True)
+    # this test's jobs only (their comment names its repository): other suites may share the cluster
+    listed = subprocess.run(["squeue", "--noheader", "--user", str(os.getuid()), "--format=%i|%k"],
+                            capture_output=True, text=True).stdout
+    ours = [job for job, _, comment in (line.partition("|") for line in listed.splitlines()) if str(tmp_path) in comment]
+    if ours:
+        subprocess.run(["scancel", *ours], capture_output=True)
 
 
 def runs(repo, *args) -> list[dict]:
