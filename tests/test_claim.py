@@ -33,10 +33,14 @@ with engine_claim(Engine(), sys.argv[1]):
 
 
 @contextlib.contextmanager
-def claim_holder(image: str = TEST_IMAGE):
-    """A live process holding the claim (after any other holder on this engine lets go)."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, image], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, cwd=ROOT, env={**os.environ, "GPUSPACE_LOCK_TIMEOUT": "60"})
+def claim_holder(image: str = TEST_IMAGE, user=None):
+    """A live process holding the claim (after any other holder on this engine lets go); as
+    `user` (tests/users.py) when given."""
+    argv, options = [sys.executable, "-c", HOLDER, image], dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if user is None:
+        holder = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "GPUSPACE_LOCK_TIMEOUT": "60"}, **options)
+    else:
+        holder = user.popen(*argv, cwd=ROOT, env={"GPUSPACE_LOCK_TIMEOUT": "60", "PYTHONPATH": str(ROOT)}, **options)
     try:
         assert holder.stdout.readline() == "held\n", "the holder never took the claim"
         yield holder
@@ -233,9 +237,10 @@ def test_labels_are_read_as_untrusted_data(pid):
     assert Holder.from_labels(here.labels()) == here
 
 
-def test_queued_runs_wait_for_a_held_claim_and_start_once_it_is_let_go(repo):
-    """The issue's row: a user holding the claim failed every queued run of others."""
-    with claim_holder() as holder:
+def test_queued_runs_wait_for_a_claim_another_user_holds_and_start_once_it_is_let_go(repo):
+    """A user (one who can reach the engine) holding the claim used to fail every queued run of others."""
+    other = make_user("gpuspace-other", docker=True)
+    with claim_holder(user=other) as holder:
         sweep = subprocess.Popen(["git-gpuspace", "sweep", "wait", "-p", "n=1,2", "--gpus", "1", "--", "sh", "-c",
                                   "echo {n}"], cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env={**os.environ, "GPUSPACE_LOCK_TIMEOUT": "0.5"})
@@ -247,7 +252,8 @@ def test_queued_runs_wait_for_a_held_claim_and_start_once_it_is_let_go(repo):
         assert [r["state"] for r in json.loads(repo.ok("runs", "--json").stdout)] == ["queued", "queued"]
     assert sweep.wait(timeout=60) == 0
     said = sweep.stderr.read()
-    assert said.count(f"queued runs wait for the GPU claim, held by pid {holder.pid}") == 1, said
+    assert said.count("queued runs wait for the GPU claim, held by pid ") == 1, said
+    assert "(gpuspace-other: " in said, said
     assert [r["state"] for r in json.loads(repo.ok("runs", "--json").stdout)] == ["succeeded", "succeeded"]
 
 

@@ -49,9 +49,15 @@ class User:
     def run(self, *argv: str, cwd: Path, env: dict | None = None, input: str | None = None,
             ) -> subprocess.CompletedProcess:
         """Run argv as this user (their groups too), capturing text output; never raises on exit status."""
-        return subprocess.run(
-            ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--", *map(str, argv)],
-            cwd=cwd, env=self.environ(env), input=input, capture_output=True, text=True)
+        return subprocess.run(self._as_me(argv), cwd=cwd, env=self.environ(env), input=input, capture_output=True,
+                              text=True)
+
+    def popen(self, *argv: str, cwd: Path, env: dict | None = None, **options) -> subprocess.Popen:
+        """Start argv as this user and return at once (a process that lives while the test acts)."""
+        return subprocess.Popen(self._as_me(argv), cwd=cwd, env=self.environ(env), **options)
+
+    def _as_me(self, argv: tuple[str, ...]) -> list[str]:
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--", *map(str, argv)]
 
     def gpuspace(self, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
         """`git gpuspace ARGS` as this user."""
