@@ -161,14 +161,13 @@ def test_git_worktree_move_keeps_binding_and_gpus(initialized, tmp_path):
     repo.git("worktree", "move", str(old), str(new))
     repo.git("checkout", "-q", "-b", "poke")  # any hook-firing command reconciles
 
-    def moved():
+    def moved():  # made again for the new path, and started (the hook works in the background)
         found = repo.containers()
-        return len(found) == 1 and found[0].labels["gpuspace.worktree"] == str(new)
+        return len(found) == 1 and found[0].labels["gpuspace.worktree"] == str(new) and found[0].status == "running"
 
-    assert wait_for(moved)
+    assert wait_for(moved), [(c.labels["gpuspace.worktree"], c.status) for c in repo.containers()]
     [after] = repo.containers()
     assert after.labels["gpuspace.gpus"] == gpus_before
-    assert after.status == "running"
     assert {m["Destination"]: m["Source"] for m in after.attrs["Mounts"]}["/workspace"] == str(new)
     [record] = [r for r in repo.status() if r["branch"] == "exp"]
     assert record["path"] == str(new) and record["state"] == "running"
