@@ -61,7 +61,8 @@ class Plan:
     settings: Settings
     engine: Engine
     inventory: list[Gpu]
-    # finished runs' containers, removed right after this claim: their GPUs count as free
+    # ids of finished runs' containers, removed right after this claim: their GPUs count as free.
+    # By id: a run started again gets a new container of the same name, which holds its GPUs.
     released: frozenset[str] = frozenset()
     claim_wait: float | None = claim.TIMEOUT_S  # how long to wait for another holder of the GPU claim
 
@@ -76,7 +77,7 @@ def prepare(settings: Settings, engine: Engine | None = None, released: frozense
     if not settings.request.none:  # the ledger (and the GPUs' own process lists) only when GPUs are asked for
         managed = release_vanished(engine, engine.list_managed())
         allocate.choose(settings.request, plan.inventory,
-                        leases([c for c in managed if c.name not in released]), settings.share, settings.pack)
+                        leases([c for c in managed if c.id not in released]), settings.share, settings.pack)
     image = settings.image
     if settings.build is not None:
         image = _built_image(engine, settings.build)
@@ -378,7 +379,8 @@ def _claim_and_create(
         # `name` taken by a container of ours means no binding claims it (an interrupted command).
         for gone in {name, replacing} & {container.name for container in managed}:
             engine.remove(gone)
-        managed = [container for container in managed if container.name not in (name, replacing, *plan.released)]
+        managed = [container for container in managed
+                   if container.name not in (name, replacing) and container.id not in plan.released]
         chosen = allocate.choose(settings.request, plan.inventory, leases(managed) if not settings.request.none else {},
                                  settings.share, settings.pack)
         ports: list[PortMap] = []

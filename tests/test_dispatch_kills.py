@@ -56,6 +56,8 @@ def test_a_start_recorded_then_killed_is_adopted_not_started_again(repo, monkeyp
 
 
 def test_a_run_killed_before_its_start_was_recorded_is_queued_and_starts_once(repo, monkeypatch):
+    """Its container, left made and never started, gives way to a new one of the same name: that
+    one holds the GPU (the next run waits), though the old one's GPUs counted as free."""
     monkeypatch.setenv("FAKE_GPU_COUNT", "1")
     _sweep_killed_at(repo, "after-run-container")
     assert [r["state"] for r in _runs(repo, "--sweep", "dup")] == ["queued", "queued"]
@@ -64,10 +66,22 @@ def test_a_run_killed_before_its_start_was_recorded_is_queued_and_starts_once(re
     records = _runs(repo, "--sweep", "dup")
     assert [r["state"] for r in records] == ["succeeded", "succeeded"]
     assert [len(_starts(r)) for r in records] == [1, 1]
+    first, second = sorted(_spans(r) for r in records)
+    assert first[1] <= second[0], (first, second)  # one after the other on the one GPU
+
+
+def _spans(record: dict) -> tuple[float, float]:
+    """When the run's command started and ended (the host's uptime, as it wrote them)."""
+    [start] = _starts(record)
+    [end] = (Path(record["data_dir"]) / "ends").read_text().split()
+    return float(start.split()[0]), float(end)
 
 
 def test_a_submission_cut_short_is_finished_by_sweep_resume(repo):
     _sweep_killed_at(repo, "after-run-worktree", count=3)  # the first worktree made, two to go
+    lock = repo.common_dir / "refs" / "gpuspace" / "runs" / "dup-1.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")  # as a submitter killed while it wrote the first run's ref leaves it
     listed = repo.gs("runs")
     assert "submission was cut short" in listed.stderr and "runs resume" in listed.stderr
     assert [r["reason"] for r in _runs(repo)] == ["preparing"] * 3

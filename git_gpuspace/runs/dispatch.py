@@ -329,7 +329,7 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
             settings = settings_for_worktree(info, defaults, dict(run.flags), False, worktree, notices=False)
             if sweep and sweep.runs_per_gpu > 1:
                 settings = replace(settings, pack=(f"{info.common_dir}:{sweep.name}", sweep.runs_per_gpu))
-            plan = prepare(settings, engine, frozenset(c.name for c in released))
+            plan = prepare(settings, engine, frozenset(c.id for c in released))
             plan.claim_wait = CLAIM_WAIT_S
             spec = RunSpec(container_command(run.command), run_store.params_env(run),
                            {LABEL_RUN: run.id})
