@@ -825,6 +825,15 @@ def set_ref(info: RepoInfo, ref: str, commit: str) -> None:
         repo.refs[ref.encode()] = commit.encode()
 
 
+def remove_ref_lock(info: RepoInfo, ref: str) -> None:
+    """Remove `<ref>.lock`, which a writer of `ref` killed mid-write leaves behind; only for a ref
+    the caller alone writes, once it knows no such writer is alive."""
+    lock = info.common_dir / f"{ref}.lock"
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISREG(os.lstat(lock).st_mode):
+            lock.unlink()
+
+
 def delete_ref(info: RepoInfo, ref: str) -> None:
     with contextlib.closing(info.open()) as repo:
         with contextlib.suppress(KeyError):

@@ -97,6 +97,20 @@ def _release(info: worktrees.RepoInfo, ids: set[str]) -> None:
         runs.save()
 
 
+def _finish(info: worktrees.RepoInfo, run: Run) -> None:
+    """Make what a dead submitter left of one run's worktree and ref whole. The ref is the run's
+    alone (ids are never given twice): a lock left on it is the dead submitter's."""
+    ref = f"refs/gpuspace/runs/{run.id}"
+    worktrees.remove_ref_lock(info, ref)
+    found = worktrees.find_worktree(info, Path(run.worktree))
+    if found is not None and not found.locked and not found.prunable and found.head == run.commit:
+        worktrees.set_ref(info, ref, run.commit)
+        return
+    worktrees.discard_unfinished(info, Path(run.worktree))
+    with Rollback() as undo:
+        _make_worktree(info, run, undo)
+
+
 def cut_short(info: worktrees.RepoInfo) -> bool:
     """Are runs `preparing` with no submitter alive to finish them?"""
     if not any(run.state == "queued" and run.reason == PREPARING for run in run_store.load(info.common_dir).runs):
@@ -118,15 +132,8 @@ def recover(info: worktrees.RepoInfo) -> list[str]:
             return []
         dropped: dict[str, str] = {}
         for run in orphans:
-            path = Path(run.worktree)
-            found = worktrees.find_worktree(info, path)
-            if found is not None and not found.locked and not found.prunable and found.head == run.commit:
-                worktrees.set_ref(info, f"refs/gpuspace/runs/{run.id}", run.commit)
-                continue
             try:
-                worktrees.discard_unfinished(info, path)
-                with Rollback() as undo:
-                    _make_worktree(info, run, undo)
+                _finish(info, run)
             except (GpuspaceError, OSError) as error:
                 dropped[run.id] = str(error) if isinstance(error, GpuspaceError) else error.strerror or str(error)
         with run_store.locked(info.common_dir) as runs:
