@@ -46,6 +46,8 @@ class Campaign:
     killed_while_submitting: bool = False
     seconds: float = 0.0
     starts: Counter = field(default_factory=Counter)
+    seen: list[str] = field(default_factory=list)  # the first samples with a GPU held twice
+    spans: dict[str, list[tuple[str, float, float]]] = field(default_factory=dict)  # GPU -> (run, start, end)
 
     @property
     def clean(self) -> bool:
@@ -56,7 +58,9 @@ class Campaign:
         return (f"{self.kills} kills, {self.runs} runs: {self.extra_starts} extra starts, {self.never_started} never "
                 f"started, {len(self.not_succeeded)} not succeeded, {self.double_samples} of {self.samples} engine "
                 f"samples with a GPU held twice, {self.overlaps} overlapping commands on one GPU "
-                f"({self.seconds:.1f} s{', first kill during submission' if self.killed_while_submitting else ''})")
+                f"({self.seconds:.1f} s{', first kill during submission' if self.killed_while_submitting else ''})"
+                + (f"; not succeeded: {self.not_succeeded}; first samples: {self.seen}; commands per GPU: {self.spans}"
+                   if not self.clean else ""))
 
 
 class Sampler(threading.Thread):
@@ -88,7 +92,10 @@ class Sampler(threading.Thread):
             self.samples += 1
             if any(count > 1 for count in held.values()):
                 self.doubles += 1
-                self.seen.append(", ".join(sorted(c.name for c in running)))
+                self.seen.append(f"{time.time():.2f}: " + ", ".join(
+                    f"{c.labels.get('gpuspace.run')} {c.attrs['State'].get('StartedAt', '')[11:23]} "
+                    f"{','.join(r for q in c.attrs['HostConfig'].get('DeviceRequests') or [] for r in q.get('DeviceIDs') or [])[-4:]}"
+                    for c in running))
             time.sleep(0.02)
 
 
@@ -106,10 +113,13 @@ def campaign(repo: Path, kills: int, runs: int = 8, seconds: float = 1.0, env: d
     command = COMMAND.replace("SECONDS", f"{seconds:g}")
     sweep = ["git-gpuspace", "sweep", "kd", "-p", "i=" + ",".join(str(i) for i in range(1, runs + 1)),
              "--gpus", "1", "--", "sh", "-c", command]
+    log = open(repo.parent / "kills-dispatchers.log", "ab")  # what each dispatcher said, for a failure's story
     try:
         for number in range(kills):
             argv = sweep if number == 0 else ["git-gpuspace", "runs", "resume"]
-            process = subprocess.Popen(argv, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            log.write(f"== {time.time():.2f} dispatcher {number + 1}\n".encode())
+            log.flush()
+            process = subprocess.Popen(argv, cwd=repo, env=env, stdout=log, stderr=log)
             if number == 0:  # once the sweep is in the store: killed before, nothing was submitted
                 deadline = time.monotonic() + 60
                 while not _store(common_dir) and process.poll() is None and time.monotonic() < deadline:
@@ -120,15 +130,18 @@ def campaign(repo: Path, kills: int, runs: int = 8, seconds: float = 1.0, env: d
             process.send_signal(signal.SIGKILL)
             process.wait()
             say(f"kill {number + 1}/{kills}")
-        final = subprocess.run(["git-gpuspace", "runs", "resume"], cwd=repo, env=env, capture_output=True, text=True,
+        log.write(f"== {time.time():.2f} the last dispatcher\n".encode())
+        log.flush()
+        final = subprocess.run(["git-gpuspace", "runs", "resume"], cwd=repo, env=env, stdout=log, stderr=log,
                                timeout=300)
         if final.returncode not in (0, 1):
-            raise RuntimeError(f"runs resume exited {final.returncode}: {final.stderr[-2000:]}")
+            raise RuntimeError(f"runs resume exited {final.returncode}: see {log.name}")
     finally:
+        log.close()
         sampler.stop.set()
         sampler.join()
     result.seconds = time.monotonic() - began
-    result.samples, result.double_samples = sampler.samples, sampler.doubles
+    result.samples, result.double_samples, result.seen = sampler.samples, sampler.doubles, sampler.seen[:5]
     records = json.loads(subprocess.run(["git-gpuspace", "runs", "--json", "--sweep", "kd"], cwd=repo, env=env,
                                         capture_output=True, text=True, check=True).stdout)
     intervals: dict[str, list[tuple[float, float]]] = {}
@@ -143,11 +156,12 @@ def campaign(repo: Path, kills: int, runs: int = 8, seconds: float = 1.0, env: d
         result.never_started += not starts
         for start, end in zip(starts, ends):
             moment, _, gpu = start.partition(" ")
-            intervals.setdefault(gpu, []).append((float(moment), float(end)))
+            intervals.setdefault(gpu, []).append((float(moment), float(end), record["id"]))
     result.never_started += runs - len(records)
-    for spans in intervals.values():
+    for gpu, spans in intervals.items():
         spans.sort()
-        result.overlaps += sum(1 for (_, end), (start, _) in zip(spans, spans[1:]) if start < end)
+        result.overlaps += sum(1 for (_, end, _), (start, _, _) in zip(spans, spans[1:]) if start < end)
+        result.spans[gpu[-4:]] = [(run, start, end) for start, end, run in spans]
     return result
 
 
