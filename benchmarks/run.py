@@ -378,7 +378,9 @@ class Bench:
         self.seed = secrets.token_hex(4)
         self.env = make_env(base, self.seed, image)
         self.runner = Runner(self.env)
-        self.proxy = EngineProxy(str(base / "engine.sock"))
+        # a unix socket's path has room for 107 bytes: `base` (under --tmp, or a test's tmp_path) may be longer
+        sockets = Path(tempfile.mkdtemp(prefix="gpuspace-proxy-"))
+        self.proxy = EngineProxy(str(sockets / "engine.sock"))
         self.counted_env = {**self.env, "DOCKER_HOST": self.proxy.docker_host}
         self.figures: list[Figure] = []
         self.scaling: list[list[str]] = []
@@ -386,7 +388,7 @@ class Bench:
         self.requests: dict[str, Counter] = {}
         self.inputs: list[str] = []
         self.profiles: list[tuple[str, str]] = []
-        self.roots = [base]  # every directory whose containers and files are ours
+        self.roots = [base, sockets]  # every directory whose containers and files are ours
         self.git_gpuspace = ["git", "gpuspace"]
 
     # helpers

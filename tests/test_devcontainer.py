@@ -172,14 +172,17 @@ def test_host_network_and_published_ports_are_refused_in_one_line(repo, tmp_path
 def test_a_failed_build_leaves_no_container_behind(repo, tmp_path, docker_client):
     folder = repo.path / ".devcontainer"
     folder.mkdir()
-    (folder / "Dockerfile").write_text(f"FROM {TEST_IMAGE}\nRUN echo {secrets.token_hex(4)} && false\n")
+    token = secrets.token_hex(4)  # names the failing step's container: other tests' come and go meanwhile
+    (folder / "Dockerfile").write_text(f"FROM {TEST_IMAGE}\nRUN echo {token} && false\n")
     (folder / "devcontainer.json").write_text('{"build": {"dockerfile": "Dockerfile"}}')
     repo.git("add", ".")
     repo.git("commit", "-q", "-m", "a build that fails")
-    before = {c.id for c in docker_client.containers.list(all=True)}
     result = repo.gs("add", "-b", "b", str(tmp_path / "b"), "--gpus", "none", "--trust")
     assert result.returncode != 0 and "failed" in result.stderr
-    assert {c.id for c in docker_client.containers.list(all=True)} - before == set()  # not even the step's
+    assert repo.containers() == []
+    steps = [c for c in docker_client.containers.list(all=True, ignore_removed=True)
+             if token in " ".join(c.attrs["Config"].get("Cmd") or [])]
+    assert steps == []  # not even the step's
 
 
 def test_nothing_of_a_devcontainer_is_dropped_silently(repo, tmp_path):
