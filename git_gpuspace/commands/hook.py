@@ -107,14 +107,14 @@ def _verify_new_commit() -> None:
     tree has a verdict) and hand them to the repo's background dispatcher."""
     from ..runs.dispatch import start_background
     from ..verify import Checks, verdict, sweep_of
-    from ..runs.submit import submit
+    from ..runs.submit import Submission, submit
 
     info = worktrees.discover()
     commit = worktrees.head_commit(info)
     for check in Checks.from_state(state.load(info.common_dir).checks).entries.values():
         if check.on_commit and verdict(info, check.name, commit) is None:
-            submit(info, check.command, commit, False, check.flags(), sweep_of(check.name), [{}], None, 0,
-                   check=check.name)
+            submit(info, Submission(check.command, commit, flags=check.flags(), sweep=sweep_of(check.name),
+                                    check=check.name))
     start_background(info)
 
 

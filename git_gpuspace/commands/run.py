@@ -14,7 +14,7 @@ from ..lifecycle import resolve_worktree
 from ..output import escape
 from ..config import effective
 from ..runs import grid, slurm
-from ..runs.submit import recover, submit
+from ..runs.submit import Submission, recover, submit
 from ..runs import store as run_store
 from ..runs.dispatch import dispatch, start_background
 from ..runs.store import Run
@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
         Engine().ensure_image(settings.image)  # a pull, before anything is queued and outside the lock
     else:
         slurm.command("sbatch")  # a submit host, before anything is made
-    ids = submit(info, command, commit, snapshot, flags, sweep, param_sets, args.max_parallel, args.priority,
-                 args.retries, args.runs_per_gpu, backend=backend)
+    ids = submit(info, Submission(command, commit, snapshot, flags, sweep, param_sets, args.max_parallel,
+                                  args.priority, args.retries, args.runs_per_gpu, backend=backend))
     print(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''} at {commit[:8]}"
           + (" (a snapshot of uncommitted changes)" if snapshot else "") + f": {', '.join(ids)}", file=sys.stderr)
     if backend == "slurm":

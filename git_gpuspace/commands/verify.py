@@ -54,7 +54,7 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
             # the engine and the queue only when something must run: the cache path stays light
             from ..containers import Engine
             from ..settings import settings_from
-            from ..runs.submit import submit
+            from ..runs.submit import Submission, submit
 
             if not queued_any:  # the verdicts will be signed: the key, or why not, before anything runs
                 from ..signing import ensure_key
@@ -64,8 +64,8 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
                 settings = settings_from(state.load(info.common_dir).defaults, check.flags(), False)
                 Engine().ensure_image(settings.image)  # a pull, before anything is queued
             queued_any = True
-            [run_id] = submit(info, check.command, commit, False, check.flags(), verify.sweep_of(check.name), [{}],
-                              jobs, 0, check=check.name, backend=backend)
+            [run_id] = submit(info, Submission(check.command, commit, flags=check.flags(), sweep=verify.sweep_of(check.name),
+                                               max_parallel=jobs, check=check.name, backend=backend))
             wanted[(check.name, commit)] = run_id
         if backend == "slurm" and queued_any:  # one job array per check; Slurm runs at most -j at once
             from ..runs import slurm

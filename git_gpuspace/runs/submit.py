@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -40,26 +41,44 @@ def _submitters(info: worktrees.RepoInfo, exclusive: bool) -> Iterator[bool]:
         os.close(fd)
 
 
-def submit(info: worktrees.RepoInfo, command: list[str], commit: str, snapshot: bool, flags: dict,
-           sweep: str | None, param_sets: list[dict[str, str]], max_parallel: int | None, priority: int,
-           retries: int = 0, runs_per_gpu: int = 1, check: str | None = None, backend: str = "local") -> list[str]:
+@dataclass(frozen=True)
+class Submission:
+    """What is asked to run: one run per parameter set, each pinned to `commit`."""
+
+    command: list[str]  # argv, with {placeholders} of the parameters
+    commit: str
+    snapshot: bool = False  # `commit` is a snapshot of uncommitted changes
+    flags: dict[str, str] = field(default_factory=dict)  # image, gpus, memory, cpus, shm_size as given
+    sweep: str | None = None
+    param_sets: list[dict[str, str]] = field(default_factory=lambda: [{}])
+    max_parallel: int | None = None
+    priority: int = 0
+    retries: int = 0
+    runs_per_gpu: int = 1
+    check: str | None = None  # a `verify` check: its verdict becomes a git note when it ends
+    backend: str = "local"
+
+
+def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
     """Queue one run per parameter set: ids are reserved under the lock, worktrees and refs made
     outside it (a checkout takes as long as the repo makes it), then the runs are released."""
+    sweep = asked.sweep
     with _submitters(info, exclusive=False):
         with run_store.locked(info.common_dir) as runs:
             if sweep:
                 runs.sweeps.setdefault(sweep, Sweep(sweep))
-                if max_parallel is not None:
-                    runs.sweeps[sweep].max_parallel = max_parallel
-                if runs_per_gpu > 1:
-                    runs.sweeps[sweep].runs_per_gpu = runs_per_gpu
+                if asked.max_parallel is not None:
+                    runs.sweeps[sweep].max_parallel = asked.max_parallel
+                if asked.runs_per_gpu > 1:
+                    runs.sweeps[sweep].runs_per_gpu = asked.runs_per_gpu
             made = []
-            for params in param_sets:
+            for params in asked.param_sets:
                 run_id = runs.next_id(sweep or "run")
                 path = info.anchor.parent / "worktrees" / "runs" / run_id
-                made.append(Run(id=run_id, command=grid.fill(command, params), commit=commit, worktree=str(path),
-                                flags=dict(flags), sweep=sweep, params=dict(params), snapshot=snapshot,
-                                priority=priority, retries=retries, reason=PREPARING, check=check, backend=backend))
+                made.append(Run(id=run_id, command=grid.fill(asked.command, params), commit=asked.commit,
+                                worktree=str(path), flags=dict(asked.flags), sweep=sweep, params=dict(params),
+                                snapshot=asked.snapshot, priority=asked.priority, retries=asked.retries,
+                                reason=PREPARING, check=asked.check, backend=asked.backend))
                 runs.runs.append(made[-1])
             runs.save()
         checkpoint("after-runs-reserved")
