@@ -227,6 +227,20 @@ def _put_private(data_dir: Path, name: str, text: str) -> None:
         os.close(directory)
 
 
+def remove_private(data_dir: Path, name: str) -> None:
+    """Remove `.gpuspace/<name>` if it is there, following no symlink on the way."""
+    try:
+        directory = _private_dir(data_dir)
+        try:
+            os.unlink(name, dir_fd=directory)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(directory)
+    except OSError as error:
+        raise GpuspaceError(f"cannot remove {data_dir / PRIVATE / name}: {_cause(error)}", hint=_hint(error)) from None
+
+
 def read_private(data_dir: Path, name: str) -> str | None:
     """`.gpuspace/<name>` if it is a regular file (not a symlink, FIFO or device), else None."""
     from .untrusted_files import read_under

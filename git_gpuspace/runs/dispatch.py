@@ -13,7 +13,6 @@ nothing: the next one does the same from what it finds.
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
 import shutil
 import subprocess
@@ -337,7 +336,7 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
                 name, chosen, data_dir = create_run(info, plan, worktree, spec, undo)
                 checkpoint("after-run-container")
                 _stop_previous(engine, released, [gpu.uuid for gpu in chosen])
-                _clear_exit(data_dir)  # a retried run's last exit code is not this start's
+                workspace.remove_private(data_dir, EXIT_FILE)  # a retried run's last exit code is not this start's
                 # The start is recorded before the container can run: a dispatcher killed from
                 # here on leaves a run the next one adopts (see _adopt), never one it starts anew.
                 run.state, run.started, run.reason = "running", now(), STARTING
@@ -373,28 +372,6 @@ def _stop_previous(engine: Engine, released: list[ContainerInfo], gpus: list[str
         if container.state in ACTIVE and set(container.gpus) & set(gpus):
             if not engine.wait_stopped(container.id, STOP_WAIT_S):
                 engine.remove(container.id, graceful=False)
-
-
-def _clear_exit(data_dir: Path) -> None:
-    """Remove `.gpuspace/exit` from the data dir, following no symlink on the way."""
-    try:
-        top = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            private = os.open(workspace.PRIVATE, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
-        finally:
-            os.close(top)
-    except FileNotFoundError:
-        return
-    except OSError as error:
-        raise GpuspaceError(f"cannot use the data dir {data_dir}: {error.strerror}") from None
-    try:
-        os.unlink(EXIT_FILE, dir_fd=private)
-    except FileNotFoundError:
-        pass
-    except OSError as error:
-        raise GpuspaceError(f"cannot clear {data_dir / workspace.PRIVATE / EXIT_FILE}: {error.strerror}") from None
-    finally:
-        os.close(private)
 
 
 def _seconds(run: Run) -> str:
