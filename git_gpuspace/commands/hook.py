@@ -105,7 +105,7 @@ def _sync() -> None:
 def _verify_new_commit() -> None:
     """post-commit, in the background: queue the on-commit checks of the new HEAD (unless its
     tree has a verdict) and hand them to the repo's background dispatcher."""
-    from ..runs.dispatch import start_background
+    from ..runs.local import start_background
     from ..verify import Checks, verdict, sweep_of
     from ..runs.submit import Submission, submit
 

@@ -12,10 +12,11 @@ from ..containers import Engine
 from ..lifecycle import resolve_worktree
 from ..runs import results
 from ..runs import store as run_store
+from ..runs.model import Run
 from .exec import running_binding
 
 
-def _run_log(found: run_store.Run, args: argparse.Namespace) -> int:
+def _run_log(found: Run, args: argparse.Namespace) -> int:
     """A run's output: live from the engine while it runs with -f, else its kept run.log. A
     Slurm run's log is followed in its data dir (the node's engine is not this machine's)."""
     header = (f"run {found.id}" + (f" of sweep {found.sweep}" if found.sweep else "")
@@ -57,7 +58,7 @@ def _header(line: str) -> None:
     print(f"==> {output.escape(line)} <==", file=sys.stderr, flush=True)
 
 
-def _follow_file(found: run_store.Run) -> int:
+def _follow_file(found: Run) -> int:
     """Print the run's log as it grows, until its job has ended and all of it is out."""
     import time
     from pathlib import Path

@@ -16,8 +16,8 @@ from ..config import effective
 from ..runs import grid, slurm
 from ..runs.submit import Submission, recover, submit
 from ..runs import store as run_store
-from ..runs.dispatch import dispatch, start_background
-from ..runs.store import Run
+from ..runs.local import dispatch, start_background
+from ..runs.model import Run
 from ..settings import settings_from
 
 SETTING_FLAGS = ("image", "gpus", "memory", "cpus", "shm_size")

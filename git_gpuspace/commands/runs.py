@@ -15,7 +15,8 @@ from ..containers import LABEL_RUN, Engine
 from ..errors import UsageError
 from ..runs import results, slurm, submit
 from ..runs import store as run_store
-from ..runs.dispatch import PREPARING, alive, finish
+from ..runs.local import PREPARING, alive, finish
+from ..runs.model import FINISHED, Run, now
 from .run import dispatch_and_report, report
 
 
@@ -48,7 +49,7 @@ def _resume(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     return dispatch_and_report(info, None)
 
 
-def _chosen(runs: run_store.Runs, args: argparse.Namespace, verb: str) -> list[run_store.Run]:
+def _chosen(runs: run_store.Runs, args: argparse.Namespace, verb: str) -> list[Run]:
     """The runs an action is for: one by id, or a sweep's."""
     if args.run:
         found = runs.find(args.run)
@@ -91,7 +92,7 @@ def _stop(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
         running = [run for run in chosen if run.state == "running"]
         for run in chosen:
             if run.state == "queued" and (args.run or args.all):
-                run.state, run.reason, run.finished = "stopped", "dropped before it started", run_store.now()
+                run.state, run.reason, run.finished = "stopped", "dropped before it started", now()
             elif run.state == "running":
                 run.reason = "stopping"
         runs.save()
@@ -136,7 +137,7 @@ def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     nested in the tree. One of ours that cannot be removed in full makes the exit status 1."""
     kept, left = [], []
     with run_store.locked(info.common_dir) as runs:
-        done = [run for run in _chosen(runs, args, "clean") if run.state in run_store.FINISHED]
+        done = [run for run in _chosen(runs, args, "clean") if run.state in FINISHED]
         purge = []
         for run in done:  # checked before anything is deleted
             if args.purge and run.data_dir and os.path.lexists(run.data_dir):
@@ -210,7 +211,7 @@ def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     return 0
 
 
-def record(run: run_store.Run) -> dict:
+def record(run: Run) -> dict:
     """One run in the documented `runs --json` schema."""
     return {
         "id": run.id, "sweep": run.sweep, "params": dict(run.params), "commit": run.commit,

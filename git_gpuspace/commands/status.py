@@ -11,7 +11,8 @@ from .. import gpus, hooks, output, private_git, reconcile, state, verify, works
 from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
 from ..errors import EngineUnavailable
 from ..runs import store as run_store
-from ..runs.dispatch import alive
+from ..runs.local import alive
+from ..runs.model import STATES, Run
 from ..specs import format_size
 
 
@@ -110,12 +111,12 @@ def _warn_shared_git(current: state.State, containers: list) -> None:
                                 f"it again with a git dir of its own"), file=sys.stderr)
 
 
-def _run_summary(runs: list[run_store.Run]) -> list[str]:
+def _run_summary(runs: list[Run]) -> list[str]:
     """One line per sweep (and one for single runs): how many runs are in each state."""
     groups: dict[str, Counter] = {}
     for run in runs:
         groups.setdefault(f"sweep {run.sweep}" if run.sweep else "runs", Counter())[run.state] += 1
-    return [f"{name}: " + ", ".join(f"{counts[state]} {state}" for state in run_store.STATES if counts[state])
+    return [f"{name}: " + ", ".join(f"{counts[state]} {state}" for state in STATES if counts[state])
             + " (`git gpuspace runs` for details)" for name, counts in groups.items()]
 
 

@@ -79,7 +79,7 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
 
                 slurm.follow(info, set(wanted.values()))
             else:
-                from ..runs.dispatch import dispatch
+                from ..runs.local import dispatch
 
                 dispatch(info, set(wanted.values()), stop_on_failure=not keep_going)
         except KeyboardInterrupt:

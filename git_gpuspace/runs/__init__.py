@@ -1,9 +1,13 @@
 """Runs: commit-pinned commands, each in its own worktree and container with its own GPUs,
 dispatched from a queue that survives the dispatcher (see DESIGN.md section 6).
 
-pin.py     the commit a run runs (a snapshot commit for uncommitted changes) and its ref
-store.py   the queue and history: `.git/gpuspace-runs.toml`
-grid.py    sweep parameters: axes, their cross product, placeholders in the command
-dispatch.py  start queued runs on free GPUs, record what finished, from the engine's truth
+model.py     a run and a sweep: what was asked, where it stands, how it ended
+store.py     the queue and history: `.git/gpuspace-runs.toml`
+submit.py    submission: runs reserved, their pinned worktrees and refs made, then queued
+wrapper.py   what runs around the command in its container: the exit file and the log
+grid.py      sweep parameters: axes, their cross product, placeholders in the command
+local.py     this machine's engine: start queued runs on free GPUs, record what finished
+slurm.py     Slurm: the runs as jobs, and what a job runs on its node
+progress.py  the live progress lines of a foreground dispatch
 results.py   metrics from a run's log
 """

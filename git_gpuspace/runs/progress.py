@@ -7,7 +7,7 @@ from collections import Counter
 from typing import TextIO
 
 from ..output import escape
-from .store import Run
+from .model import Run
 
 
 class Progress:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from .. import untrusted_files
 from ..errors import NotARegularFile
+from .wrapper import LOG
 
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 METRIC = re.compile(rf"(?<![\w.-])([A-Za-z_][\w./-]*)\s*(?:=|:)\s*({NUMBER})(?![\w.])")
-LOG = Path("logs") / "run.log"
 MAX_READ = 64 << 20  # the tail of a huge log is enough: metrics are the last values
 
 

@@ -21,18 +21,20 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .. import worktrees
+from .. import gpus, state, verify, worktrees
 from ..config import effective
-from ..containers import container_name
+from ..containers import LABEL_RUN, Engine, container_name
 from ..errors import GpuspaceError, UsageError
 from ..faults import checkpoint
+from ..lifecycle import Rollback, RunSpec, prepare, start_run
+from ..settings import settings_from
 from ..workspace import default_data_root
 from . import store as run_store
 from .progress import Progress
-from .store import Run, now
+from .wrapper import container_command, exit_written
+from .model import Run, now, params_env
 
 SETTINGS = ("partition", "account", "time", "qos", "extra")
-EXIT_FILE = "exit"  # what the run's wrapper writes in /data/.gpuspace (see dispatch.WRAPPER)
 
 
 def command(name: str) -> str:
@@ -78,8 +80,6 @@ def submit(info: worktrees.RepoInfo, ids: list[str], defaults: dict, max_paralle
     runs = [run_store.load(info.common_dir).find(run_id) for run_id in ids]
     first = runs[0]
     layers = effective(defaults, dict(first.flags))
-    from ..settings import settings_from
-
     settings = settings_from(defaults, dict(first.flags), False)
     logs = Path(data_dir_of(info, first, defaults)).parent / "slurm-logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -123,8 +123,6 @@ def _script(info: worktrees.RepoInfo, runs: list[Run], pyxis: bool = False, imag
     script = Path(sys.executable).parent / "git-gpuspace"
     binary = shlex.quote(str(script if script.exists() else shutil.which("git-gpuspace") or "git-gpuspace"))
     if pyxis:
-        from .dispatch import container_command
-
         lines = []
         for run, data_dir in zip(runs, data_dirs or [run.data_dir or "" for run in runs]):
             mounts = f"{run.worktree}:/workspace,{data_dir}:/data"
@@ -167,7 +165,7 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
                     run.state, run.started, run.reason = "running", run.started or now(), None
                     events.append(f"{run.id} running as job {run.job}")
             elif not status:  # gone from squeue: it ended; the data dir says how
-                code = _exit_code(run)
+                code = exit_written(run)
                 run.finished, run.started = now(), run.started or now()
                 if run.reason == "stopping":
                     run.state, run.reason = "stopped", None
@@ -190,13 +188,6 @@ def _how_it_ended(job: str) -> str:
     found = next((word.split("=", 1)[1] for word in words if word.startswith("JobState=")), "") if ours else ""
     return f"{found} (the job ended without the run's exit code)" if found else \
         "the job ended without the run's exit code (cancelled, timed out or its node failed)"
-
-
-def _exit_code(run: Run) -> int | None:
-    from ..workspace import read_private
-
-    text = (read_private(Path(run.data_dir), EXIT_FILE) or "").strip() if run.data_dir else ""
-    return int(text) if text.isdigit() and len(text) <= 3 else None
 
 
 def follow(info: worktrees.RepoInfo, wanted: set[str], out: TextIO = sys.stderr, poll: float = 1.0) -> list[Run]:
@@ -239,6 +230,51 @@ def find_submitted(info: worktrees.RepoInfo, run_ids: list[str]) -> dict[str, st
             elif len(ids) == 1:
                 found[ids[0]] = job.strip()
     return {run_id: job for run_id, job in found.items() if run_id in run_ids}
+
+
+def run_task(info: worktrees.RepoInfo, run_id: str) -> int:
+    """On the node, inside the job: start the run's container on this node's engine with exactly
+    the GPUs Slurm allocated to the job, wait for it, and return its exit code; the output and
+    that code are in the run's data dir already (the wrapper writes them)."""
+    found = run_store.load(info.common_dir).find(run_id)
+    if found is None:
+        raise GpuspaceError(f"no run '{run_id}' in {info.common_dir}")
+    worktree = worktrees.find_worktree(info, Path(found.worktree))
+    if worktree is None:
+        raise GpuspaceError(f"the worktree of {found.id}, {found.worktree}, is not on this node")
+    defaults = state.load(info.common_dir).defaults
+    # Slurm is the allocator here: the GPUs it gave the job, by index on this node, and no others
+    given = os.environ.get("SLURM_JOB_GPUS") or os.environ.get("SLURM_STEP_GPUS") or ""
+    by_index = {str(gpu.index): gpu.uuid for gpu in gpus.inventory()} if given else {}
+    missing = [index for index in given.split(",") if index and index not in by_index]
+    if missing:
+        raise GpuspaceError(f"Slurm gave GPU {', '.join(missing)}, which this node's driver does not list")
+    chosen_ids = ",".join(by_index[index] for index in given.split(",") if index)  # by UUID: "1" alone is a count
+    flags = {**found.flags, "gpus": chosen_ids or "none", "data_root": str(data_root(defaults, found))}
+    engine = Engine()
+    plan = prepare(settings_from(defaults, flags, False), engine)
+    spec = RunSpec(container_command(found.command), params_env(found), {LABEL_RUN: found.id})
+    with Rollback() as undo:
+        name, chosen, data_dir = start_run(info, plan, worktree, spec, undo)
+    with run_store.locked(info.common_dir) as queue:
+        current = queue.find(found.id)
+        current.state, current.started, current.reason = "running", now(), None
+        current.container, current.gpus, current.data_dir = name, [gpu.uuid for gpu in chosen], str(data_dir)
+        queue.save()
+    print(f"{found.id}: container {name} on GPUs {given or 'none'} of {os.uname().nodename}", file=sys.stderr)
+    try:
+        code = int(engine.api.wait(name).get("StatusCode", 1))
+    finally:
+        engine.remove(name, graceful=False)
+    with run_store.locked(info.common_dir) as queue:  # when it ended, as the node saw it
+        current = queue.find(found.id)
+        if current.state == "running" and current.reason != "stopping":
+            current.state, current.exit_code, current.finished = ("succeeded" if code == 0 else "failed"), code, now()
+            if current.check:  # a `verify` check: its verdict is a git note, as for a local run, written
+                image = plan.settings.image  # before the run reads as ended, so whoever sees it end finds the note
+                verify.record(info, current, f"{image} ({engine.api.inspect_image(image).get('Id', '?')})")
+            queue.save()
+    return code
 
 
 def check_backend(name: str) -> str:

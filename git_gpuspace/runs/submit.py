@@ -21,8 +21,8 @@ from ..faults import checkpoint
 from ..lifecycle import Rollback
 from . import grid
 from . import store as run_store
-from .dispatch import PREPARING, lock_path
-from .store import Run, Sweep
+from .local import PREPARING, lock_path
+from .model import Run, Sweep, now
 
 
 @contextlib.contextmanager
@@ -158,7 +158,7 @@ def recover(info: worktrees.RepoInfo) -> list[str]:
         with run_store.locked(info.common_dir) as runs:
             for run in runs.runs:
                 if run.id in dropped:
-                    run.state, run.finished = "stopped", run_store.now()
+                    run.state, run.finished = "stopped", now()
                     run.reason = f"dropped: its submission was cut short and its worktree could not be made: {dropped[run.id]}"
                 elif run.id in {orphan.id for orphan in orphans} and run.reason == PREPARING:
                     run.reason = None

@@ -36,7 +36,9 @@ from ..locking import file_lock
 from ..settings import settings_for_worktree
 from . import store as run_store
 from .progress import Progress
-from .store import Run, Runs, now
+from .model import Run, now, params_env
+from .store import Runs
+from .wrapper import EXIT_FILE, STARTED, container_command, exit_written
 
 WAITING = "waiting:"  # an event that says the queue waits (for the GPU claim); said once
 POLL_S = 0.1  # the engine is asked at least this often (new runs, vanished containers)
@@ -48,24 +50,6 @@ PREPARING = "preparing"  # reason of a queued run whose worktree is still being 
 # have been started yet: the dispatcher that comes next starts that container, never a new one
 STARTING = "starting"
 ACTIVE = ("created", "running", "restarting", "paused", "removing")
-# The command is the container's main process; its output also goes to /data/logs/run.log, and
-# its exit code to /data/.gpuspace/exit, which says `running` until then: a container that exited
-# with `running` there was killed from outside (the engine or the machine died), so the run was
-# interrupted. One that got to its end leaves it empty when its log or its code did not all fit (a
-# full disk): emptying or rewriting a file that exists needs no new inode (and mostly reuses its block).
-EXIT_FILE = "exit"
-STARTED = "running"
-WRAPPER = ('rm -f /data/.gpuspace/exit; echo running > /data/.gpuspace/exit; mkdir -p /data/logs; '
-           '{ "$@"; echo $? > /tmp/.gpuspace-exit; } 2>&1 | tee -a /data/logs/run.log; logged=$?; '
-           'code=$(cat /tmp/.gpuspace-exit 2>/dev/null || echo 1); '
-           'if [ "$logged" = 0 ]; then echo "$code" > /data/.gpuspace/exit; else : > /data/.gpuspace/exit; fi; '
-           'exit "$code"')
-
-
-def container_command(argv: list[str]) -> list[str]:
-    return ["sh", "-c", WRAPPER, "sh", *argv]
-
-
 def lock_path(common_dir: Path) -> Path:
     digest = hashlib.sha256(str(common_dir).encode()).hexdigest()[:16]
     directory = platformdirs.user_state_path(APP_NAME) / "dispatch"
@@ -143,13 +127,6 @@ def _watch(runs: Runs | None, poll: float) -> None:
         if any(exit_written(run) is not None for run in running):
             return
         time.sleep(min(WATCH_S, poll))
-
-
-def exit_written(run: Run) -> int | None:
-    """The exit code the run's wrapper wrote when its command ended; None until then (`running`,
-    or what is there is not one: the container writes that file, so it is read as data only)."""
-    text = (workspace.read_private(Path(run.data_dir), EXIT_FILE) or "").strip() if run.data_dir else ""
-    return int(text) if text.isdigit() and len(text) <= 3 else None
 
 
 class Reaper:
@@ -330,7 +307,7 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
                 settings = replace(settings, pack=(f"{info.common_dir}:{sweep.name}", sweep.runs_per_gpu))
             plan = prepare(settings, engine, frozenset(c.id for c in released))
             plan.claim_wait = CLAIM_WAIT_S
-            spec = RunSpec(container_command(run.command), run_store.params_env(run),
+            spec = RunSpec(container_command(run.command), params_env(run),
                            {LABEL_RUN: run.id})
             with Rollback() as undo:
                 name, chosen, data_dir = create_run(info, plan, worktree, spec, undo)

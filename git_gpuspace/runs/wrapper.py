@@ -1,0 +1,36 @@
+"""What runs in a run's container around its command, on any backend: the wrapper, the exit
+file it leaves in the data dir, and the log. The data dir is the container's to write, so what
+is read back is data only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import workspace
+from .model import Run
+
+LOG = Path("logs") / "run.log"  # in the data dir; /data/logs/run.log in the container
+
+# The command is the container's main process; its output also goes to /data/logs/run.log, and
+# its exit code to /data/.gpuspace/exit, which says `running` until then: a container that exited
+# with `running` there was killed from outside (the engine or the machine died), so the run was
+# interrupted. One that got to its end leaves it empty when its log or its code did not all fit (a
+# full disk): emptying or rewriting a file that exists needs no new inode (and mostly reuses its block).
+EXIT_FILE = "exit"
+STARTED = "running"
+WRAPPER = ('rm -f /data/.gpuspace/exit; echo running > /data/.gpuspace/exit; mkdir -p /data/logs; '
+           '{ "$@"; echo $? > /tmp/.gpuspace-exit; } 2>&1 | tee -a /data/logs/run.log; logged=$?; '
+           'code=$(cat /tmp/.gpuspace-exit 2>/dev/null || echo 1); '
+           'if [ "$logged" = 0 ]; then echo "$code" > /data/.gpuspace/exit; else : > /data/.gpuspace/exit; fi; '
+           'exit "$code"')
+
+
+def container_command(argv: list[str]) -> list[str]:
+    return ["sh", "-c", WRAPPER, "sh", *argv]
+
+
+def exit_written(run: Run) -> int | None:
+    """The exit code the run's wrapper wrote when its command ended; None until then (`running`,
+    or what is there is not one: the container writes that file, so it is read as data only)."""
+    text = (workspace.read_private(Path(run.data_dir), EXIT_FILE) or "").strip() if run.data_dir else ""
+    return int(text) if text.isdigit() and len(text) <= 3 else None
