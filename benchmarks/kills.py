@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,10 +165,15 @@ def campaign(repo: Path, kills: int, runs: int = 8, seconds: float = 1.0, env: d
 
 
 def _store(common_dir: Path) -> list[dict]:
-    """The runs in the store as they are now (it is replaced whole by rename: never half read)."""
+    """The runs in the store as they are now (a read sees the last commit whole, with no lock)."""
+    from dataclasses import asdict
+
+    from git_gpuspace.errors import StateError
+    from git_gpuspace.runs import store
+
     try:
-        return tomllib.loads((common_dir / "gpuspace-runs.toml").read_text()).get("runs", [])
-    except (FileNotFoundError, tomllib.TOMLDecodeError):
+        return [asdict(run) for run in store.load(common_dir).runs]
+    except StateError:
         return []
 
 

@@ -142,8 +142,13 @@ def data_dir_of(repo, branch: str) -> Path:
 
 
 def runs_file(repo) -> str:
-    path = repo.common_dir / "gpuspace-runs.toml"
-    return path.read_text() if path.exists() else ""
+    """The run store's runs, sweeps and issued ids as text, to compare before and after ("": none)."""
+    from git_gpuspace.runs import store
+
+    if not (repo.common_dir / store.FILE_NAME).exists():
+        return ""
+    queue = store.load(repo.common_dir)
+    return repr((queue.runs, queue.sweeps, queue.issued))
 
 
 @contextlib.contextmanager

@@ -136,7 +136,7 @@ def test_bad_input_is_one_line_and_queues_nothing(repo, tmp_path, arguments, mes
     assert result.returncode in (1, 2) and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert repo.snapshot(tmp_path / "worktrees") == before
-    assert not (repo.common_dir / "gpuspace-runs.toml").exists()
+    assert not (repo.common_dir / "gpuspace-runs.db").exists()  # no run store made
     assert repo.git("for-each-ref", "refs/gpuspace").stdout == ""
 
 
