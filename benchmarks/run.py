@@ -18,6 +18,7 @@ import io
 import os
 import platform
 import pstats
+import re
 import secrets
 import shlex
 import shutil
@@ -83,12 +84,14 @@ class Plan:
     slurm_sweep: tuple[int, int] = (16, 2)  # the Slurm figures: runs of `sleep S`: (runs, S)
     verify_sizes: tuple[int, int, int] = (20, 8, 2)  # commits already checked; unchecked ones; their `sleep S`
     kills: tuple[int, int, int, float] = (50, 24, 4, 3.0)  # kill -9s of the dispatcher; runs of `sleep S` on G GPUs
+    # the run store: finished runs in the history, in its anchor, cleaned by `runs clean`; repetitions of the clean
+    store: tuple[int, int, int, int] = (5000, 10, 500, 5)
     profile_all: bool = False  # ... and what meets it
     only: str | None = None  # one section of SECTIONS, not all
 
 
 SECTIONS = {"hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue", "verify": "verify",
-            "slurm": "slurm", "kills": "kills"}
+            "slurm": "slurm", "kills": "kills", "store": "store"}
 
 
 FULL = Plan(
@@ -100,7 +103,7 @@ SMOKE = Plan(
     reps=1, reps_slow=1, small=(5, 10), large=(10, 20), project=(2, 5),
     scale=(1, 3), status_at=3, hook_bindings=2, tmpfs=False, before=False, profiles=False,
     warmup=False, quiet_s=0, queue=(4, 2, 1), big_sweeps=(2, 4), slurm_sweep=(4, 1), verify_sizes=(3, 2, 1),
-    kills=(2, 2, 2, 0.5),
+    kills=(2, 2, 2, 0.5), store=(200, 10, 20, 1),
 )
 
 
@@ -471,6 +474,7 @@ class Bench:
             self.verify()
             self.slurm()
             self.kills()
+            self.store()
 
     def measure(self, arms: list[Arm], reps: int) -> None:
         alternate(arms, reps, self.say, warmup=self.plan.warmup)
@@ -812,6 +816,153 @@ class Bench:
                                    note="the device requests of the repo's running containers, sampled every 20 ms; "
                                         "and the commands' own start and end times on each GPU"))
 
+    def store(self) -> None:
+        """The run store against the history it holds: `runs` (the table) and `run -- true` with
+        many finished runs against a few, measured alternately, and `runs clean` of a batch of
+        finished runs whose worktrees and refs are as runs leave them, against git removing the
+        same worktrees and refs by itself. The history is written through the store's own Python
+        API (benchmarks/store_history.py), so it is the same whatever the store keeps it in."""
+        history_n, few_n, clean_n, clean_reps = self.plan.store
+        env = {**self.env, "FAKE_GPU_SEED": secrets.token_hex(4)}  # GPUs of its own
+        code = self.measured_code(env)
+        self.say(f"== run store: {history_n} vs {few_n} finished runs, `runs clean` of {clean_n}; measuring {code}")
+        repos = {}
+        for count in (history_n, few_n):
+            where = self.base / f"store-{count}"  # a parent of its own: run worktrees go to <parent>/worktrees/runs/<id>
+            where.mkdir()
+            repos[count] = self.repo("repo", self.plan.project, where=where)
+            start = time.perf_counter()
+            module = self.history(repos[count], count, env)
+            self.say(f"  {count} finished runs written through {module} in {time.perf_counter() - start:.1f} s")
+        self.inputs.append(
+            f"The run store figures measured the git_gpuspace of {code}. Their history: finished runs written through "
+            f"the store's API by benchmarks/store_history.py into a {self.plan.project[0] * self.plan.project[1]}-file "
+            "project, each with a command, the repo's HEAD, its worktree path, succeeded or (1 in 7) failed, "
+            "submitted/started/finished times, an exit code, a GPU, a container name and a data dir with "
+            "`logs/run.log` (loss=, acc=, lr= lines); 6 in 10 in sweeps of 24 (lr x seed). For `runs` and `run` the "
+            "history's worktrees are not made (what is measured is the store); for `runs clean` every run has its "
+            "worktree (`git worktree add --detach`) and `refs/gpuspace/runs/<id>`."
+        )
+
+        def listing(count: int) -> Callable[[int], Sample]:
+            return lambda rep: self.runner.run([*self.git_gpuspace, "runs"], cwd=repos[count], env=env)
+
+        arms = [Arm(f"`runs`, {history_n} runs", listing(history_n)), Arm(f"`runs`, {few_n} runs", listing(few_n))]
+        self.measure(arms, self.plan.reps)
+        listed = pair(f"`runs` (the table), {history_n} finished runs", *arms, "absolute", 300, "<= 300 ms",
+                      note=f"the anchor: the same table with {few_n} finished runs")
+        self.figures.append(listed)
+        self.figures.append(Figure(f"peak memory, `runs`, {history_n} finished runs", f"max RSS over "
+                                   f"{len(arms[0].samples)} runs", "", arms[0].peak_rss_mib, None, "mib", None,
+                                   "(reported)", note=f"{arms[1].peak_rss_mib:.1f} MiB with {few_n} runs"))
+
+        def submit(count: int) -> Callable[[int], Sample]:
+            def measure(rep: int) -> Sample:
+                start = time.perf_counter()
+                done = subprocess.run([*self.git_gpuspace, "run", "--", "true"], cwd=repos[count], env=env,
+                                      stdin=subprocess.DEVNULL, capture_output=True, text=True)
+                seconds = time.perf_counter() - start
+                if done.returncode != 0:
+                    raise CommandFailed(f"`git gpuspace run -- true` with {count} runs exited {done.returncode}:\n"
+                                        f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+                queued = re.search(r"Queued 1 run\b.*: ([a-z0-9][a-z0-9._-]*)\s*$", done.stderr, re.MULTILINE)
+                if queued:  # the store stays at `count` finished runs (not timed)
+                    self.runner.output([*self.git_gpuspace, "runs", "clean", queued.group(1)], cwd=repos[count], env=env)
+                else:
+                    self.say("  (no run id in the output of `run`: its run stays, the store grows by one)")
+                return Sample(seconds, 0)
+            return measure
+
+        arms = [Arm(f"`run -- true`, {history_n} runs", submit(history_n)), Arm(f"`run -- true`, {few_n} runs", submit(few_n))]
+        self.measure(arms, self.plan.reps)
+        submitted = pair(f"`run -- true` (foreground), {history_n} finished runs", *arms, "ratio", 1.1,
+                         "<= 1.1x (at most 10% slower)",
+                         note=f"the test image, a stand-in GPU; against {few_n} finished runs; each repetition's run "
+                              "is cleaned again by `runs clean ID` (not timed)")
+        self.figures.append(submitted)
+        if self.wants_profile(listed):
+            self.profiles.append((f"`git gpuspace runs`, {history_n} finished runs",
+                                  self.cprofile([str(gpuspace_script()), "runs"], repos[history_n])))
+        if self.wants_profile(submitted):  # its run is left in the store: the repo is not measured again
+            self.profiles.append((f"`git gpuspace run -- true`, {history_n} finished runs",
+                                  self.cprofile([str(gpuspace_script()), "run", "--", "true"], repos[history_n])))
+
+        # judged on tmpfs when there is room: deleting the worktrees' files is the same for ours and the anchor,
+        # and on a shared disk without a journal it alone swings tenfold (see the README)
+        on_tmpfs = tmpfs_room()
+        if on_tmpfs:
+            self.roots.append(Path(tempfile.mkdtemp(prefix="gpuspace-bench-", dir=SHM)).resolve())
+        where = (self.roots[-1] if on_tmpfs else self.base) / "store-clean"
+        where.mkdir()
+        repo = self.repo("repo", self.plan.project, where=where)
+        runs_dir = where / "worktrees" / "runs"
+
+        def left() -> str:
+            refs = self.git("for-each-ref", "refs/gpuspace/runs", cwd=repo)
+            worktrees = [p.name for p in runs_dir.iterdir()] if runs_dir.is_dir() else []
+            return f"{len(refs.splitlines())} refs and {len(worktrees)} worktrees left" if refs or worktrees else ""
+
+        def clean(rep: int) -> Sample:
+            self.history(repo, clean_n, env, "--worktrees")
+            settle()
+            sample = self.runner.run([*self.git_gpuspace, "runs", "clean"], cwd=repo, env=env)
+            if left():
+                raise CommandFailed(f"`git gpuspace runs clean` of {clean_n} runs: {left()}")
+            return sample
+
+        by_git_script = (f"rm -rf {shlex.quote(str(runs_dir))} && git worktree prune && "
+                         "git for-each-ref --format='delete %(refname)' refs/gpuspace/runs | git update-ref --stdin")
+
+        def by_git(rep: int) -> Sample:
+            self.history(repo, clean_n, env, "--no-store")
+            settle()
+            sample = self.runner.run(["sh", "-c", by_git_script], cwd=repo, env=env)
+            if left():
+                raise CommandFailed(f"the git anchor of `runs clean`: {left()}")
+            return sample
+
+        self.say(f"== `runs clean` of {clean_n} finished runs{' on tmpfs' if on_tmpfs else ''} (each repetition "
+                 "restores them first, not timed)")
+        arms = [Arm(f"`runs clean`, {clean_n} runs", clean),
+                Arm("`rm -rf` + `git worktree prune` + `git update-ref --stdin`", by_git)]
+        alternate(arms, clean_reps, self.say)
+        cleaned = pair(f"`runs clean`, {clean_n} finished runs" + (", on tmpfs" if on_tmpfs else ""), *arms,
+                       "absolute", 3000, "<= 3 s",
+                       note=f"median of {clean_reps}; each run with its worktree (`git worktree add --detach`) and "
+                            "ref, made again before every repetition (not timed); the anchor is git removing the same "
+                            "worktrees and refs by itself, with no store"
+                            + ("; repository and worktrees in memory (/dev/shm), the store's history and data dirs "
+                               "on disk" if on_tmpfs else ""))
+        self.figures.append(cleaned)
+        self.figures.append(pair(f"`runs clean`, {clean_n} finished runs, over git's own removal", *arms, "added", None,
+                                 "(reported)", note="deleting the worktrees' files is the same work for both; on a "
+                                 "slow disk it alone can take more than the target"))
+        if self.wants_profile(cleaned):
+            self.history(repo, clean_n, env, "--worktrees")
+            settle()
+            self.profiles.append((f"`git gpuspace runs clean`, {clean_n} finished runs",
+                                  self.cprofile([str(gpuspace_script()), "runs", "clean"], repo)))
+
+    def history(self, repo: Path, count: int, env: dict[str, str], *options: str) -> str:
+        """`count` finished runs in the repo's store (benchmarks/store_history.py); the file of the
+        store module it wrote them through."""
+        written = self.runner.output([sys.executable, str(HERE / "store_history.py"), str(repo), str(count), *options],
+                                     cwd=repo, env=env)
+        return written.splitlines()[0]
+
+    def measured_code(self, env: dict[str, str]) -> str:
+        """The git_gpuspace that `git gpuspace` imports here (PYTHONPATH may put another checkout
+        first), from the measured process's own verbose import log, and its commit."""
+        probe = subprocess.run([*self.git_gpuspace, "--version"], cwd=self.base, env={**env, "PYTHONVERBOSE": "1"},
+                               capture_output=True, text=True)
+        found = re.search(r"(/\S*)/git_gpuspace/__init__\.py\s*$", probe.stderr, re.MULTILINE)
+        if found is None:
+            raise CommandFailed(f"cannot tell where `git gpuspace` imports git_gpuspace from:\n{probe.stderr[-2000:]}")
+        package = Path(found.group(1)) / "git_gpuspace"
+        commit = subprocess.run(["git", "-C", str(package), "describe", "--always", "--dirty"], capture_output=True,
+                                text=True).stdout.strip()
+        return f"{package}" + (f" (commit {commit})" if commit else "")
+
     def run_stamps(self, repo: Path, sweep: str) -> list[tuple[float, float, str]]:
         """(start, end, GPU) of each run of a sweep, from the uptime its command printed."""
         import json
@@ -1084,7 +1235,8 @@ def machine() -> list[str]:
     except OSError:
         commit, branch = "?", "?"
     return [
-        f"- Code: git-gpuspace at commit {commit} (branch {branch or 'detached'})",
+        f"- Code: git-gpuspace at commit {commit} (branch {branch or 'detached'})"
+        + (f"; PYTHONPATH={os.environ['PYTHONPATH']} (see the inputs for the code measured)" if os.environ.get("PYTHONPATH") else ""),
         f"- CPU: {os.cpu_count()} cores ({model}); load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         f"- Memory: {memory}",
         f"- Kernel: {platform.system()} {platform.release()} ({system})",
