@@ -10,6 +10,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 
+from .runs.sbatch import Resources, options
 from .workspace import DATA_MOUNT
 
 WORKSPACE = "/workspace"
@@ -36,6 +37,8 @@ class Target:
     data_dir: str | None = None
     max_parallel: int | None = None
     remote: str | None = None  # where Kubernetes clones the commit from
+    priority: int = 0  # a run's or sweep's (Slurm: --nice)
+    slurm: dict = field(default_factory=dict)  # the `slurm.*` settings (partition, account, ...)
 
 
 def compose(target: Target) -> str:
@@ -149,17 +152,10 @@ def sbatch(target: Target) -> str:
     """An sbatch script: the job runs the container on its node's Docker engine with the GPUs
     Slurm gave it (SLURM_JOB_GPUS, never all), the worktree at /workspace, the data dir at /data;
     a sweep is a job array whose task index picks the run."""
-    gpus = len(target.gpus) or target.gpu_count
-    lines = ["#!/bin/sh", f"#SBATCH --job-name={target.name}"]
-    if gpus:
-        lines.append(f"#SBATCH --gres=gpu:{gpus}")
-    if target.cpus:
-        lines.append(f"#SBATCH --cpus-per-task={max(1, int(target.cpus))}")
-    if target.memory_bytes:
-        lines.append(f"#SBATCH --mem={max(1, target.memory_bytes >> 20)}M")
-    if len(target.commands) > 1:
-        limit = f"%{target.max_parallel}" if target.max_parallel else ""
-        lines.append(f"#SBATCH --array=0-{len(target.commands) - 1}{limit}")
+    resources = Resources(gpus=len(target.gpus) or target.gpu_count, cpus=target.cpus, memory_bytes=target.memory_bytes,
+                          tasks=len(target.commands), max_parallel=target.max_parallel, priority=target.priority,
+                          settings=dict(target.slurm))
+    lines = ["#!/bin/sh", *(f"#SBATCH {option}" for option in options(target.name, resources))]
     lines += ["set -eu",
               'devices=""',
               '[ -z "${SLURM_JOB_GPUS:-}" ] || devices="--gpus device=${SLURM_JOB_GPUS}"']

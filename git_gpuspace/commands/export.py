@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import export, state, worktrees
+from ..config import effective
 from ..errors import UsageError
 from ..lifecycle import resolve_worktree
 from ..runs import store as run_store
@@ -43,7 +44,9 @@ def _target(info: worktrees.RepoInfo, what: str, needs_remote: bool) -> export.T
             memory_bytes=limits.memory_bytes, cpus=limits.cpus, shm_bytes=limits.shm_bytes,
             env={**settings.env, **({"GPUSPACE_SWEEP": first.sweep} if first.sweep else {})},
             data_dir=first.data_dir if len(runs) == 1 else None,
-            max_parallel=sweep.max_parallel if sweep else None, remote=remote)
+            max_parallel=sweep.max_parallel if sweep else None, remote=remote, priority=first.priority,
+            slurm={key: value for key, value in effective(current.defaults, dict(first.flags)).items()
+                   if key.startswith("slurm.")})
     try:
         worktree = resolve_worktree(info, what)
     except UsageError:
