@@ -345,7 +345,8 @@ def write_toml(common: Path, runs: list[Run], sweeps: list[Sweep], issued: dict[
 
 def old_runs() -> tuple[list[Run], list[Sweep], dict[str, int]]:
     runs = [make("s-1", sweep="s", state="succeeded", exit_code=0, started=MOMENT, finished=MOMENT, submitted=MOMENT,
-                 params={"lr": "0.1"}, flags={"gpus": "1"}, gpus=["GPU-1"], container="c", data_dir="/d/s-1"),
+                 params={"lr": "0.1"}, flags={"gpus": "1"}, gpus=["GPU-1"], container="c", data_dir="/d/s-1",
+                 metrics={}),
             make("s-3", sweep="s", state="queued", priority=2, submitted=MOMENT),
             make("run-1", state="running", backend="slurm", job="12_1", submitted=MOMENT, started=MOMENT)]
     return runs, [Sweep("s", max_parallel=2, runs_per_gpu=2)], {"s": 3, "run": 1}
@@ -361,6 +362,17 @@ def test_the_toml_file_is_migrated_on_first_use(tmp_path):
     assert store.load(tmp_path, states=("queued",)).runs == runs[1:2]
     with store.locked(tmp_path) as queue:
         assert queue.next_id("s") == "s-4"
+
+
+def test_a_migrated_finished_run_keeps_the_metrics_of_its_log(tmp_path):
+    """As a run that ends now: `runs` shows them without reading thousands of logs each time."""
+    data = tmp_path / "data" / "s-1"
+    (data / "logs").mkdir(parents=True)
+    (data / "logs" / "run.log").write_text("epoch 1 loss=0.5\n")
+    runs = [make("s-1", state="succeeded", exit_code=0, started=MOMENT, finished=MOMENT, submitted=MOMENT,
+                 data_dir=str(data)), make("s-2", state="queued", submitted=MOMENT, data_dir=str(data))]
+    write_toml(tmp_path, runs, [], {"s": 2})
+    assert [run.metrics for run in store.load(tmp_path).runs] == [{"loss": 0.5}, None]
 
 
 def test_a_migration_also_happens_under_the_lock(tmp_path):

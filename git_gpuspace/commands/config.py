@@ -6,7 +6,7 @@ import argparse
 
 from .. import config, state, worktrees
 from ..errors import GpuspaceError, UsageError
-from ..runs.slurm import check_backend
+from ..runs import backend as backends
 from ..settings import settings_from
 
 
@@ -62,7 +62,7 @@ def _validate(user: dict, repo_defaults: dict) -> None:
     merged = {**user, **repo_defaults}
     settings_from(merged, {}, share=False)
     if "backend" in merged:
-        check_backend(str(merged["backend"]))
+        backends.named(str(merged["backend"]))
     if merged.get("slurm.container") not in (None, "", "docker", "pyxis"):
         raise UsageError(f"slurm.container must be docker or pyxis, not '{merged['slurm.container']}'",
                          hint="pyxis runs the container with srun --container-image; docker with the node's engine")

@@ -104,18 +104,22 @@ def _sync() -> None:
 
 def _verify_new_commit() -> None:
     """post-commit, in the background: queue the on-commit checks of the new HEAD (unless its
-    tree has a verdict) and hand them to the repo's background dispatcher."""
-    from ..runs.local import start_background
+    tree has a verdict) and hand them to the repo's backend (this machine's: its background
+    dispatcher)."""
+    from ..runs import backend as backends
     from ..verify import Checks, verdict, sweep_of
     from ..runs.submit import Submission, submit
 
     info = worktrees.discover()
     commit = worktrees.head_commit(info)
-    for check in Checks.from_state(state.load(info.common_dir).checks).entries.values():
+    current = state.load(info.common_dir)
+    backend = backends.choose(None, current.defaults)
+    for check in Checks.from_state(current.checks).entries.values():
         if check.on_commit and verdict(info, check.name, commit) is None:
-            submit(info, Submission(check.command, commit, flags=check.flags(), sweep=sweep_of(check.name),
-                                    check=check.name))
-    start_background(info)
+            ids = submit(info, Submission(check.command, commit, flags=check.flags(), sweep=sweep_of(check.name),
+                                          check=check.name, backend=backend.name))
+            for line in backend.launch(info, ids, None, detach=True):
+                print(line, file=sys.stderr)
 
 
 def _pre_push(pushed: str) -> int:

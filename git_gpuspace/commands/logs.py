@@ -6,30 +6,27 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import output, untrusted_files, worktrees
+from .. import output, worktrees
 from ..errors import UsageError
 from ..containers import Engine
 from ..lifecycle import resolve_worktree
+from ..runs import backend as backends
 from ..runs import results
 from ..runs import store as run_store
-from ..runs.model import Run
+from ..runs.model import ACTIVE, Run
 from .exec import running_binding
 
 
 def _run_log(found: Run, args: argparse.Namespace) -> int:
-    """A run's output: live from the engine while it runs with -f, else its kept run.log. A
-    Slurm run's log is followed in its data dir (the node's engine is not this machine's)."""
+    """A run's output: with -f, as its backend has it while it is queued or running, else its
+    kept run.log."""
     header = (f"run {found.id}" + (f" of sweep {found.sweep}" if found.sweep else "")
               + "".join(f" {key}={value}" for key, value in found.params.items())
               + f" at {found.commit[:8]}: {found.state}"
               + (f" (exit {found.exit_code})" if found.exit_code is not None else ""))
-    if args.follow and found.backend == "slurm" and found.state in ("queued", "running"):
+    if args.follow and found.state in ACTIVE:
         _header(header)
-        return _follow_file(found)
-    if args.follow and found.state == "running" and found.container:
-        _header(header)
-        Engine().logs(found.container, follow=True, tail=args.tail if args.tail is not None else "all",
-                      output=sys.stdout.buffer)
+        backends.of(found).follow_log(worktrees.discover(), found, args.tail)
         return 0
     if not found.data_dir:
         raise UsageError(f"run {found.id} has not started yet ({found.state})")
@@ -41,7 +38,7 @@ def _run_log(found: Run, args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
-    found = run_store.load(info.common_dir).find(args.worktree) if args.worktree else None
+    found = run_store.load(info.common_dir, ids={args.worktree}).find(args.worktree) if args.worktree else None
     if found is not None:
         return _run_log(found, args)
     binding = running_binding(info, resolve_worktree(info, args.worktree))
@@ -56,29 +53,3 @@ def _header(line: str) -> None:
     """Whose output follows, on stderr (stdout is the log itself, for pipes); its values escaped:
     a branch name or a parameter value is anyone's to choose."""
     print(f"==> {output.escape(line)} <==", file=sys.stderr, flush=True)
-
-
-def _follow_file(found: Run) -> int:
-    """Print the run's log as it grows, until its job has ended and all of it is out."""
-    import time
-    from pathlib import Path
-
-    from ..runs import slurm
-
-    info = worktrees.discover()
-    offset = 0
-    while True:
-        slurm.refresh(info)
-        current = run_store.load(info.common_dir).find(found.id)
-        path = Path(current.data_dir or "") / "logs" / "run.log"
-        if current.data_dir:
-            try:  # the container writes it: never a FIFO (it would block), never through a symlink
-                chunk = untrusted_files.read_bytes(path, offset=offset)
-            except FileNotFoundError:
-                chunk = b""
-            offset += len(chunk)
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
-        if current.state not in ("queued", "running"):
-            return 0
-        time.sleep(0.5)

@@ -6,17 +6,16 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import replace
 
-from .. import gpus, private_git, state, worktrees
-from ..containers import Engine
-from ..errors import GpusUnavailable, UsageError
+from .. import private_git, state, worktrees
+from ..errors import UsageError
 from ..lifecycle import resolve_worktree
 from ..output import escape
-from ..config import effective
-from ..runs import grid, slurm
+from ..runs import backend as backends
+from ..runs import grid
 from ..runs.submit import Submission, recover, submit
 from ..runs import store as run_store
-from ..runs.local import dispatch, start_background
 from ..runs.model import Run
 from ..settings import settings_from
 
@@ -55,48 +54,51 @@ def run(args: argparse.Namespace) -> int:
     if args.runs_per_gpu < 1:
         raise UsageError("--runs-per-gpu must be at least 1")
     flags = {key: getattr(args, key) for key in SETTING_FLAGS if getattr(args, key) is not None}
-    settings = settings_from(state.load(info.common_dir).defaults, flags, False)
-    if settings.request.count and settings.request.count > len(gpus.inventory()):
-        raise GpusUnavailable(f"each run asks for {settings.request.count} GPUs, but this host has "
-                              f"{len(gpus.inventory())}", hint="lower --gpus")
-    known = run_store.load(info.common_dir)
+    defaults = state.load(info.common_dir).defaults
+    settings = settings_from(defaults, flags, False)
+    known = run_store.load(info.common_dir, ids=set())  # the sweeps alone
     if sweep and sweep in known.sweeps and not args.append:
         raise UsageError(f"a sweep named '{sweep}' exists", hint="choose another name, or --append to add runs to it")
-    defaults = state.load(info.common_dir).defaults
-    backend = slurm.check_backend(args.backend or effective(defaults, {})["backend"])
+    backend = backends.choose(args.backend, defaults)
+    asked = Submission(command, "", False, flags, sweep, param_sets, args.max_parallel, args.priority, args.retries,
+                       args.runs_per_gpu, backend=backend.name)
+    backend.preflight(info, asked, settings)  # before anything is made
     if args.commit is None:  # a container's commits come in first: the run pins what it committed
         private_git.sync_here(info)
     commit, snapshot = _pin(info, args.commit)
-    if backend == "local":
-        Engine().ensure_image(settings.image)  # a pull, before anything is queued and outside the lock
-    else:
-        slurm.command("sbatch")  # a submit host, before anything is made
-    ids = submit(info, Submission(command, commit, snapshot, flags, sweep, param_sets, args.max_parallel,
-                                  args.priority, args.retries, args.runs_per_gpu, backend=backend))
+    ids = submit(info, replace(asked, commit=commit, snapshot=snapshot))
     print(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''} at {commit[:8]}"
           + (" (a snapshot of uncommitted changes)" if snapshot else "") + f": {', '.join(ids)}", file=sys.stderr)
-    if backend == "slurm":
-        job = slurm.submit(info, ids, defaults, args.max_parallel)
-        print(f"Submitted to Slurm as job {job}" + (" (an array)" if len(ids) > 1 else ""), file=sys.stderr)
-        if args.detach:
-            return 0
-        return report(slurm.follow(info, set(ids)))
+    for line in backend.launch(info, ids, args.max_parallel, args.detach):
+        print(line, file=sys.stderr)
     if args.detach:
-        log = start_background(info)
-        print(f"Dispatching in the background (log: {log}); `git gpuspace runs` shows how they do", file=sys.stderr)
         return 0
-    return dispatch_and_report(info, set(ids))
+    return wait_and_report(info, [(backend, set(ids))])
 
 
-def dispatch_and_report(info: worktrees.RepoInfo, wanted: set[str] | None) -> int:
-    """Dispatch in the foreground; 0 when every run succeeded. Ctrl-C leaves started runs running."""
+def wait_and_report(info: worktrees.RepoInfo, waits: list, stop_on_failure: bool = False,
+                    about: set[str] | None = None) -> int:
+    """Wait in the foreground for each (backend, runs) in turn (runs None: all of the backend's),
+    then report on those runs (or on `about`); 0 when every one succeeded. Ctrl-C leaves started
+    runs running."""
+    ended = []
     try:
-        ended = dispatch(info, wanted)
+        for backend, wanted in waits:
+            ended += backend.wait(info, wanted, stop_on_failure=stop_on_failure)
     except KeyboardInterrupt:
         print("git-gpuspace: dispatching stopped; runs already started go on. "
               "`git gpuspace runs resume` dispatches the rest, `git gpuspace runs` shows them", file=sys.stderr)
         return 130
-    return report(ended)
+    return report(run_store.load(info.common_dir, ids=about).runs if about is not None else ended)
+
+
+def resume(info: worktrees.RepoInfo) -> None:
+    """What submitters that died left: their submissions finished, what they queued handed over."""
+    lines = recover(info)
+    for backend in backends.every():
+        lines += backend.recover(info)
+    for line in lines:
+        print(f"git-gpuspace: {escape(line)}", file=sys.stderr)
 
 
 def report(ended: list[Run]) -> int:
@@ -106,12 +108,12 @@ def report(ended: list[Run]) -> int:
 
 
 def _resume_sweep(info: worktrees.RepoInfo, name: str) -> int:
-    known = run_store.load(info.common_dir)
-    if name not in known.sweeps:
+    if name not in run_store.load(info.common_dir, ids=set()).sweeps:
         raise UsageError(f"no sweep '{name}'", hint="`git gpuspace runs` lists the runs and their sweeps")
-    for line in recover(info):
-        print(f"git-gpuspace: {line}", file=sys.stderr)
-    return dispatch_and_report(info, {run.id for run in known.runs if run.sweep == name})
+    resume(info)
+    mine = run_store.load(info.common_dir, sweep=name).runs
+    return wait_and_report(info, [(backend, {run.id for run in mine if run.backend == backend.name})
+                                  for backend in backends.with_active(mine)], about={run.id for run in mine})
 
 
 def _pin(info: worktrees.RepoInfo, commit_ish: str | None) -> tuple[str, bool]:

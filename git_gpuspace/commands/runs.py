@@ -10,14 +10,14 @@ import shutil
 import sys
 from pathlib import Path
 
-from .. import output, state, workspace, worktrees
-from ..containers import LABEL_RUN, Engine
+from .. import output, workspace, worktrees
 from ..errors import UsageError
-from ..runs import results, slurm, submit
+from ..runs import backend as backends
+from ..runs import model, results, submit
 from ..runs import store as run_store
-from ..runs.local import PREPARING, alive, finish
-from ..runs.model import FINISHED, Run, now
-from .run import dispatch_and_report, report
+from ..runs.local import alive
+from ..runs.model import ACTIVE, FINISHED, PREPARING, STOPPING, Run
+from .run import resume, wait_and_report
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,26 +27,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _resume(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
-    for line in submit.recover(info):
-        print(f"git-gpuspace: {line}", file=sys.stderr)
-    queue = run_store.load(info.common_dir)
-    waiting = [run for run in queue.runs if run.backend == "slurm" and run.state in ("queued", "running")]
-    if waiting:  # Slurm's: find the jobs of a submitter that died (by their comment), submit the rest once
-        unsubmitted = [run for run in waiting if not run.job]
-        known = slurm.find_submitted(info, [run.id for run in unsubmitted]) if unsubmitted else {}
-        with run_store.locked(info.common_dir) as current:
-            for run in current.runs:
-                if run.id in known:
-                    run.job = known[run.id]
-            current.save()
-        rest = [run.id for run in unsubmitted if run.id not in known]
-        if rest:
-            sweep = queue.sweeps.get(queue.find(rest[0]).sweep or "")
-            slurm.submit(info, rest, state.load(info.common_dir).defaults, sweep.max_parallel if sweep else None)
-        ended = slurm.follow(info, {run.id for run in waiting})
-        if not any(run.backend == "local" and run.state in ("queued", "running") for run in queue.runs):
-            return report(ended)
-    return dispatch_and_report(info, None)
+    resume(info)
+    active = run_store.load(info.common_dir, states=ACTIVE).runs
+    waits = [(backend, None) for backend in backends.with_active(active)]
+    return wait_and_report(info, waits or [(backends.named("local"), None)])
 
 
 def _chosen(runs: run_store.Runs, args: argparse.Namespace, verb: str) -> list[Run]:
@@ -66,67 +50,64 @@ def _chosen(runs: run_store.Runs, args: argparse.Namespace, verb: str) -> list[R
 
 
 def _show(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
-    [found] = _chosen(run_store.load(info.common_dir), argparse.Namespace(run=args.run or "", sweep=None), "show")
+    [found] = _chosen(run_store.load(info.common_dir, ids={args.run or ""}), argparse.Namespace(run=args.run or "", sweep=None), "show")
     json.dump(record(found), sys.stdout, indent=2)
     print()
     return 0
 
 
 def _stop(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
-    """Running runs are stopped (SIGTERM, then SIGKILL) and recorded `stopped`; queued ones are
-    dropped when named by id or with --all."""
-    with run_store.locked(info.common_dir) as runs:
-        on_slurm = [run for run in _chosen(runs, args, "stop") if run.backend == "slurm"
-                    and run.state in ("queued", "running") and (run.state == "running" or args.run or args.all)]
-        for run in on_slurm:
-            run.reason = "stopping"
+    """Running runs are stopped (SIGTERM, then SIGKILL; a Slurm job cancelled) and recorded
+    `stopped`; queued ones are dropped when named by id or with --all."""
+    with run_store.locked(info.common_dir, **_which(args)) as runs:
+        chosen = [run for run in _chosen(runs, args, "stop") if run.state in ACTIVE]
+        dropped = [run for run in chosen if run.state == "queued" and (args.run or args.all)]
+        stopping = [run for run in chosen if run.state == "running" or (run in dropped and run.job)]
+        for run in dropped:
+            if run.job:
+                run.reason = STOPPING  # its job is cancelled: recorded stopped when Slurm says it is gone
+            else:
+                model.drop(run, "dropped before it started")
+        for run in stopping:
+            run.reason = STOPPING
         runs.save()
-    if on_slurm:  # Slurm cancels them; the next look at Slurm records them stopped
-        slurm.cancel(on_slurm)
-        slurm.refresh(info)
-        print(f"Cancelled {len(on_slurm)} Slurm job{'s' if len(on_slurm) > 1 else ''}: "
-              + output.escape(", ".join(f"{run.id} ({run.job})" for run in on_slurm)))
-    engine = Engine()
-    with run_store.locked(info.common_dir) as runs:
-        chosen = [run for run in _chosen(runs, args, "stop") if run.backend == "local"]
-        running = [run for run in chosen if run.state == "running"]
-        for run in chosen:
-            if run.state == "queued" and (args.run or args.all):
-                run.state, run.reason, run.finished = "stopped", "dropped before it started", now()
-            elif run.state == "running":
-                run.reason = "stopping"
-        runs.save()
-    for run in running:
-        engine.stop(run.container, (str(info.common_dir), run.worktree))
-    by_run = {c.labels.get(LABEL_RUN): c for c in engine.list_managed()}
-    with run_store.locked(info.common_dir) as runs:
-        for run in runs.runs:
-            if run.id in {r.id for r in running} and run.state == "running":
-                print(output.escape(finish(run, by_run.get(run.id))))
-                if run.id in by_run:
-                    engine.remove(by_run[run.id].name)
-        runs.save()
-    dropped = [r for r in chosen if r.state == "stopped" and r.reason == "dropped before it started"]
+    for backend in backends.with_active(stopping):
+        for line in backend.cancel(info, [run for run in stopping if run.backend == backend.name]):
+            print(output.escape(line))
+    dropped = [run for run in dropped if not run.job]
     if dropped:
         print(f"Dropped {len(dropped)} queued run{'s' if len(dropped) > 1 else ''}: "
               f"{output.escape(', '.join(r.id for r in dropped))}")
-    if not running and not dropped and not on_slurm:
+    if not stopping and not dropped:
         print("Nothing to stop" + ("" if args.all or args.run else " (queued runs stay queued; --all drops them)"))
     return 0
 
 
 def _retry(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
-    with run_store.locked(info.common_dir) as runs:
+    with run_store.locked(info.common_dir, **_which(args)) as runs:
         chosen = [run for run in _chosen(runs, args, "retry")
                   if run.state in ("failed", "stopped") and (args.run or not args.failed or run.state == "failed")]
         if not chosen:
             raise UsageError("no failed or stopped run to retry")
         for run in chosen:
-            run.state, run.reason, run.exit_code = "queued", None, None
-            run.started = run.finished = run.container = None
+            model.requeue(run)
         runs.save()
     print(f"Queued again: {output.escape(', '.join(run.id for run in chosen))}", file=sys.stderr)
-    return dispatch_and_report(info, {run.id for run in chosen})
+    waits = []
+    for backend in backends.with_active(chosen):
+        ids = [run.id for run in chosen if run.backend == backend.name]
+        for sweep in dict.fromkeys(run.sweep for run in chosen if run.backend == backend.name):
+            limit = runs.sweeps[sweep].max_parallel if sweep in runs.sweeps else None
+            for line in backend.launch(info, [run.id for run in chosen if run.id in ids and run.sweep == sweep],
+                                       limit, detach=False):
+                print(line, file=sys.stderr)
+        waits.append((backend, set(ids)))
+    return wait_and_report(info, waits)
+
+
+def _which(args: argparse.Namespace) -> dict:
+    """The store's filter for the runs an action names: one run, a sweep's, or all."""
+    return {"ids": {args.run}} if args.run else {"sweep": args.sweep} if args.sweep else {}
 
 
 def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
@@ -136,7 +117,7 @@ def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     named, and the rest cleaned: a warning, not a failure, as `git clean` skips a repository
     nested in the tree. One of ours that cannot be removed in full makes the exit status 1."""
     kept, left = [], []
-    with run_store.locked(info.common_dir) as runs:
+    with run_store.locked(info.common_dir, **_which(args), **({} if args.run else {"states": FINISHED})) as runs:
         done = [run for run in _chosen(runs, args, "clean") if run.state in FINISHED]
         purge = []
         for run in done:  # checked before anything is deleted
@@ -155,8 +136,11 @@ def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
                 shutil.rmtree(run.data_dir, ignore_errors=True)
                 if os.path.lexists(run.data_dir):
                     left.append(run.data_dir)
-        runs.runs = [run for run in runs.runs if run not in done]
-        runs.sweeps = {name: sweep for name, sweep in runs.sweeps.items() if any(r.sweep == name for r in runs.runs)}
+        gone = {run.id for run in done}
+        emptied = {name for name in {run.sweep for run in done if run.sweep}  # a sweep goes with its last run
+                   if all(run.id in gone for run in run_store.load(info.common_dir, sweep=name).runs)}
+        runs.runs = [run for run in runs.runs if run.id not in gone]
+        runs.sweeps = {name: sweep for name, sweep in runs.sweeps.items() if name not in emptied}
         runs.save()
     for line in kept:
         print(f"git-gpuspace: warning: kept {output.escape(line)}; remove it by hand if it is yours", file=sys.stderr)
@@ -169,13 +153,9 @@ def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
 
 
 def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
-    if any(run.backend == "slurm" and run.state in ("queued", "running") for run in run_store.load(info.common_dir).runs):
-        slurm.refresh(info)  # Slurm says what became of its jobs
-    runs = run_store.load(info.common_dir).runs
-    if args.sweep:
-        runs = [run for run in runs if run.sweep == args.sweep]
-    if args.state:
-        runs = [run for run in runs if run.state == args.state]
+    for backend in backends.with_active(run_store.load(info.common_dir, states=ACTIVE).runs):
+        backend.poll(info)  # e.g. Slurm says what became of its jobs
+    runs = run_store.load(info.common_dir, sweep=args.sweep, states=(args.state,) if args.state else None).runs
     records = [record(run) for run in runs]
     if args.sort:
         key, descending = args.sort.lstrip("-"), args.sort.startswith("-")
@@ -219,6 +199,7 @@ def record(run: Run) -> dict:
         "started": run.started.isoformat() if run.started else None,
         "finished": run.finished.isoformat() if run.finished else None,
         "duration_s": run.duration_s, "gpus": list(run.gpus), "worktree": run.worktree,
-        "data_dir": run.data_dir, "metrics": results.metrics(run.data_dir),
+        "data_dir": run.data_dir,
+        "metrics": run.metrics if run.metrics is not None and run.state in FINISHED else results.metrics(run.data_dir),
         "backend": run.backend, "job": run.job,
     }

@@ -9,6 +9,7 @@ import sys
 
 from .. import state, verify, worktrees
 from ..errors import UsageError
+from ..runs import backend as backends
 from ..runs import store as run_store
 from ..verify import Check, Checks
 
@@ -26,18 +27,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-j must be at least 1")
     checks = _chosen(info, args.name, command)
     commits = _commits(info, args.target)
-    from ..config import effective
-
-    backend = args.backend or effective(state.load(info.common_dir).defaults, {})["backend"]
-    if backend not in ("local", "slurm"):
-        raise UsageError(f"unknown backend '{backend}'", hint="local or slurm")
+    backend = backends.choose(args.backend, state.load(info.common_dir).defaults)
     return check_commits(info, checks, commits, args.jobs, args.keep_going, args.force, backend=backend)
 
 
 def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[str], jobs: int = 1,
-                  keep_going: bool = False, force: bool = False, backend: str = "local") -> int:
+                  keep_going: bool = False, force: bool = False, backend: backends.Backend | None = None,
+                  wait: bool = True) -> int:
     """Each check on each commit (oldest first): a tree already checked gets that verdict, the
-    rest are queued and dispatched here. One line per commit and check; 0 when all pass."""
+    rest are queued and handed to the backend (the repo's unless given), and waited for here
+    unless not `wait`. One line per commit and check; 0 when all pass."""
+    backend = backend or backends.choose(None, state.load(info.common_dir).defaults)
     wanted: dict[tuple[str, str], str] = {}  # (check, commit) -> run id
     for check in checks:
         ignored: list[verify.Ignored] = []
@@ -52,41 +52,33 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
                     verify.copy_verdict(info, check.name, commit, found)
                 continue
             # the engine and the queue only when something must run: the cache path stays light
-            from ..containers import Engine
             from ..settings import settings_from
             from ..runs.submit import Submission, submit
 
+            asked = Submission(check.command, commit, flags=check.flags(), sweep=verify.sweep_of(check.name),
+                               max_parallel=jobs, check=check.name, backend=backend.name)
             if not queued_any:  # the verdicts will be signed: the key, or why not, before anything runs
                 from ..signing import ensure_key
 
                 ensure_key()
-            if not queued_any and backend == "local":
-                settings = settings_from(state.load(info.common_dir).defaults, check.flags(), False)
-                Engine().ensure_image(settings.image)  # a pull, before anything is queued
+                backend.preflight(info, asked, settings_from(state.load(info.common_dir).defaults, check.flags(), False))
             queued_any = True
-            [run_id] = submit(info, Submission(check.command, commit, flags=check.flags(), sweep=verify.sweep_of(check.name),
-                                               max_parallel=jobs, check=check.name, backend=backend))
+            [run_id] = submit(info, asked)
             wanted[(check.name, commit)] = run_id
-        if backend == "slurm" and queued_any:  # one job array per check; Slurm runs at most -j at once
-            from ..runs import slurm
-
-            slurm.submit(info, [wanted[(check.name, c)] for c in commits if (check.name, c) in wanted],
-                         state.load(info.common_dir).defaults, jobs)
+        if queued_any:  # one hand-over per check (on Slurm one job array: it runs at most -j at once)
+            for line in backend.launch(info, [wanted[(check.name, c)] for c in commits if (check.name, c) in wanted],
+                                       jobs, detach=not wait, stop_on_failure=not keep_going):
+                print(line, file=sys.stderr)
+    if not wait:
+        return 0
     if wanted:
         try:
-            if backend == "slurm":
-                from ..runs import slurm
-
-                slurm.follow(info, set(wanted.values()))
-            else:
-                from ..runs.local import dispatch
-
-                dispatch(info, set(wanted.values()), stop_on_failure=not keep_going)
+            backend.wait(info, set(wanted.values()), stop_on_failure=not keep_going)
         except KeyboardInterrupt:
             print("git-gpuspace: dispatching stopped; checks already started go on. `git gpuspace runs resume` "
                   "finishes them (their verdicts become notes)", file=sys.stderr)
             return 130
-    runs = {run.id: run for run in run_store.load(info.common_dir).runs}
+    runs = {run.id: run for run in run_store.load(info.common_dir, ids=set(wanted.values())).runs}
     subjects = _subjects(info, commits)
     all_passed = True
     for check in checks:

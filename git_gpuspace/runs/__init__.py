@@ -2,12 +2,14 @@
 dispatched from a queue that survives the dispatcher (see DESIGN.md section 6).
 
 model.py     a run and a sweep: what was asked, where it stands, how it ended
-store.py     the queue and history: `.git/gpuspace-runs.toml`
+store.py     the queue and history: `.git/gpuspace-runs.db` (SQLite)
 submit.py    submission: runs reserved, their pinned worktrees and refs made, then queued
 wrapper.py   what runs around the command in its container: the exit file and the log
 grid.py      sweep parameters: axes, their cross product, placeholders in the command
 local.py     this machine's engine: start queued runs on free GPUs, record what finished
 slurm.py     Slurm: the runs as jobs, and what a job runs on its node
+backend.py   the interface of local and slurm, and the one place a backend is chosen
+sbatch.py    a run's resources as Slurm options (the backend and the export)
 progress.py  the live progress lines of a foreground dispatch
 results.py   metrics from a run's log
 """

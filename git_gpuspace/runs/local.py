@@ -26,17 +26,18 @@ from typing import Iterable, TextIO
 
 import platformdirs
 
-from .. import state, verify, workspace, worktrees
+from .. import gpus, state, verify, workspace, worktrees
 from ..config import APP_NAME
 from ..containers import LABEL_REPO, LABEL_RUN, ContainerInfo, Engine
 from ..faults import checkpoint
-from ..errors import ClaimBusy, EngineUnavailable, GpusUnavailable, GpuspaceError, LockTimeout
+from ..errors import ClaimBusy, EngineUnavailable, GpusUnavailable, GpuspaceError, LockTimeout, UsageError
 from ..lifecycle import Rollback, RunSpec, create_run, prepare
 from ..locking import file_lock
 from ..settings import settings_for_worktree
 from . import store as run_store
 from .progress import Progress
-from .model import Run, now, params_env
+from . import model
+from .model import ACTIVE as ACTIVE_RUNS, PREPARING, STARTING, Run, params_env
 from .store import Runs
 from .wrapper import EXIT_FILE, STARTED, container_command, exit_written
 
@@ -45,10 +46,6 @@ POLL_S = 0.1  # the engine is asked at least this often (new runs, vanished cont
 CLAIM_WAIT_S = 1.0  # a turn waits this long for another holder of the GPU claim, then the next turn tries
 STOP_WAIT_S = 0.5  # how long a finished run's container may take to stop before it is killed
 WATCH_S = 0.01  # ... and the running runs' exit files looked at this often
-PREPARING = "preparing"  # reason of a queued run whose worktree is still being made
-# reason of a running run whose container exists and whose start was recorded, but which may not
-# have been started yet: the dispatcher that comes next starts that container, never a new one
-STARTING = "starting"
 ACTIVE = ("created", "running", "restarting", "paused", "removing")
 def lock_path(common_dir: Path) -> Path:
     digest = hashlib.sha256(str(common_dir).encode()).hexdigest()[:16]
@@ -60,7 +57,7 @@ def lock_path(common_dir: Path) -> Path:
 def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: TextIO = sys.stderr,
              poll: float = POLL_S, stop_on_failure: bool = False) -> list[Run]:
     """Dispatch until none of `wanted` (None: no run of the repo) is queued or running, and
-    return those runs as they ended. When another dispatcher is alive, follow its progress.
+    return those runs (None: those it saw) as they ended. When another dispatcher is alive, follow its progress.
     `stop_on_failure`: once one of `wanted` failed, the queued ones are dropped."""
     engine = Engine()
     progress = Progress(out)
@@ -68,6 +65,7 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
         if not mine:
             progress.event("git-gpuspace: another dispatcher runs this repo's queue; following it")
         engine_down, reaper, waiting = False, Reaper(), ""
+        seen: set[str] = set()  # with no `wanted`: the runs it saw queued or running, what it returns
         try:
             while True:
                 try:
@@ -87,14 +85,15 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
                         continue
                     waiting = ""
                     progress.event(line)
-                current = run_store.load(info.common_dir)
-                mine_or_all = [run for run in current.runs if wanted is None or run.id in wanted]
+                active = run_store.load(info.common_dir, states=ACTIVE_RUNS).runs
+                seen.update(run.id for run in active if run.backend == "local")
+                ours = run_store.load(info.common_dir, ids=seen if wanted is None else wanted).runs
                 if not mine:
-                    progress.changes(mine_or_all)
-                if not any(run.state in ("queued", "running") and run.backend == "local" for run in mine_or_all):
-                    return mine_or_all
-                progress.show(mine_or_all)
-                _watch(current if mine else None, poll)
+                    progress.changes(ours)
+                if not any(run.state in ACTIVE_RUNS and run.backend == "local" for run in ours):
+                    return ours
+                progress.show(ours)
+                _watch(active if mine else [], poll)
         finally:
             reaper.close()
             progress.close()
@@ -119,9 +118,9 @@ def alive(info: worktrees.RepoInfo) -> bool:
         return not free
 
 
-def _watch(runs: Runs | None, poll: float) -> None:
+def _watch(runs: list[Run], poll: float) -> None:
     """Wait `poll` seconds, or less when a running run's command ends first."""
-    running = [run for run in (runs.runs if runs else []) if run.state == "running" and run.data_dir]
+    running = [run for run in runs if run.state == "running" and run.data_dir]
     deadline = time.monotonic() + poll
     while time.monotonic() < deadline:
         if any(exit_written(run) is not None for run in running):
@@ -161,32 +160,41 @@ class Reaper:
 
 def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper, stop_group: set[str] | None = None) -> list[str]:
     """One look at the engine, then record what finished and start what can start. Once a run
-    of `stop_group` failed, the group's queued runs are dropped, not started."""
+    of `stop_group` failed, the group's queued runs are dropped, not started. It reads only the
+    runs queued or running (and those its containers name): a long history costs nothing here."""
     containers = engine.list_managed()
+    ours = _containers_of_runs(info, containers)
     events: list[str] = []
-    with state.locked(info.common_dir) as current:
-        runs = run_store.load(info.common_dir)
-        events += _adopt(engine, runs, _containers_of_runs(info, containers))
-        events += _record_finished(info, runs, containers)
-        group = [run for run in runs.runs if stop_group is not None and run.id in stop_group]
-        if any(run.state == "failed" for run in group):
-            for run in group:
-                if run.state == "queued":
-                    run.state, run.reason, run.finished = "stopped", "not run: an earlier one failed", now()
+    with run_store.locked(info.common_dir, states=ACTIVE_RUNS) as runs:
+        defaults = state.load(info.common_dir).defaults  # under the repo's lock, which `locked` holds
+        events += _adopt(engine, runs, ours)
+        events += _record_finished(info, runs, ours)
+        if stop_group and any(run.state == "failed" for run in [*runs.runs, *_finished(info, stop_group)]
+                              if run.id in stop_group):
+            for run in runs.runs:
+                if run.id in stop_group and run.state == "queued":
+                    model.drop(run, "not run: an earlier one failed")
                     events.append(f"{run.id} not run: an earlier one failed")
         # containers of runs that are not running (just finished, or left by a dispatcher that
         # died) hold no GPU for this queue: the next runs start on their GPUs first, then they
         # are removed, which frees the GPUs for everyone else
-        by_id = {run.id: run for run in runs.runs}
+        running = {run.id for run in runs.runs if run.state == "running"}
+        known = {run.id for run in runs.runs} | {run.id for run in _finished(info, set(ours) - running)}
         done = [c for c in containers if c.labels.get(LABEL_REPO) == str(info.common_dir)
-                and c.labels.get(LABEL_RUN) in by_id and by_id[c.labels[LABEL_RUN]].state != "running"]
-        events += _start_queued(info, engine, runs, current.defaults, done)
+                and c.labels.get(LABEL_RUN) in known - running]
+        events += _start_queued(info, engine, runs, defaults, done)
         if any(not line.startswith(WAITING) for line in events):
             runs.save()
     if done:
         checkpoint("before-reap")
     reaper.discard(c.id for c in done)  # by id: a retried run's new container has the old name
     return events
+
+
+def _finished(info: worktrees.RepoInfo, ids: set[str]) -> list[Run]:
+    """These runs as the store has them, when they are not queued or running (the rest of the
+    turn has those): by id, so that a turn costs the same with any history."""
+    return [run for run in run_store.load(info.common_dir, ids=ids).runs if run.state not in ACTIVE_RUNS] if ids else []
 
 
 def _containers_of_runs(info: worktrees.RepoInfo, containers: list[ContainerInfo]) -> dict[str, ContainerInfo]:
@@ -208,7 +216,7 @@ def _adopt(engine: Engine, runs: Runs, ours: dict[str, ContainerInfo]) -> list[s
             if run.data_dir and workspace.read_private(Path(run.data_dir), EXIT_FILE) is not None:
                 run.reason = None  # it ran, and its container went: _record_finished says how it ended
             else:
-                run.state, run.reason, run.started, run.container = "queued", None, None, None
+                model.requeue(run)
                 events.append(f"{run.id} queued again: its start was cut short before its container ran")
             continue
         if container.state == "created":
@@ -217,18 +225,16 @@ def _adopt(engine: Engine, runs: Runs, ours: dict[str, ContainerInfo]) -> list[s
             except EngineUnavailable:
                 raise
             except GpuspaceError as error:  # it never ran; its container is reaped as a finished run's
-                run.state, run.reason, run.exit_code, run.finished = "failed", f"could not start: {error}", None, now()
-                events.append(f"{run.id} failed: could not start: {error}")
+                events.append(model.could_not_start(run, str(error)))
                 continue
         run.reason = None
         events.append(f"{run.id} adopted: its container {container.name} runs")
     return events
 
 
-def _record_finished(info: worktrees.RepoInfo, runs: Runs, containers: list[ContainerInfo]) -> list[str]:
+def _record_finished(info: worktrees.RepoInfo, runs: Runs, ours: dict[str, ContainerInfo]) -> list[str]:
     """Record the runs whose commands ended (their exit file says so before the engine does) or
     whose containers vanished."""
-    ours = _containers_of_runs(info, containers)
     events = []
     for run in runs.runs:
         if run.backend != "local":
@@ -243,44 +249,34 @@ def _record_finished(info: worktrees.RepoInfo, runs: Runs, containers: list[Cont
 
 
 def finish(run: Run, container: ContainerInfo | None) -> str:
-    """Record how a run ended, from its container (None: gone) and its exit file; retry it while
-    it may. Killed from outside, it is `interrupted` with no exit code; one whose log or exit code
-    its data disk did not take (full, read-only) failed for that, with its command's exit code."""
-    stopping = run.reason == "stopping"
+    """Record how a run ended, from its container (None: gone) and its exit file. Killed from
+    outside, it is `interrupted` with no exit code; one whose log or exit code its data disk did
+    not take (full, read-only) failed for that, with its command's exit code."""
     data_dir = Path(run.data_dir) if run.data_dir else None
     raw = workspace.read_private(data_dir, EXIT_FILE) if data_dir else None
     text = raw.strip() if raw is not None else None
     written = exit_written(run)
     trouble = workspace.disk_trouble(data_dir) if data_dir and container is not None else None
-    run.finished, run.reason = now(), None
     if container is None:
-        run.exit_code = None
+        code = None
     elif container.state in ACTIVE:  # ended by its exit file, ahead of the engine: the wrapper
-        run.exit_code = written     # exits with that code, so it is the container's
+        code = written               # exits with that code, so it is the container's
     else:
-        run.exit_code = container.exit_code
+        code = container.exit_code
     # The wrapper got to its end if it wrote a code, or left no code where `running` was. With
     # `running` still there it did not (unless the disk took no write: read-only), nor with no
     # file at all (unless nothing could be made there).
     ended = (written is not None or (text is not None and text != STARTED)
              or (trouble is not None and (text is None or trouble == "read-only file system")))
-    if stopping:
-        run.state = "stopped"
-    elif container is None or run.exit_code is None or not ended:  # killed: the engine or the machine died
-        run.state, run.reason, run.exit_code = "failed", "interrupted", None
-    elif written is None:  # it ended, but its log or exit code is not all there
+    if run.reason == model.STOPPING:
+        return model.end(run, code)
+    if container is None or code is None or not ended:  # killed: the engine or the machine died
+        return model.end(run, None)
+    if written is None:  # it ended, but its log or exit code is not all there
         cause = trouble or "its log or exit code could not be written"
-        run.state, run.reason = "failed", f"{cause} in /data ({data_dir})"
-    else:  # all of it kept: a failure on a full disk says why, most likely
-        run.state = "succeeded" if run.exit_code == 0 else "failed"
-        run.reason = f"{trouble} in /data ({data_dir})" if trouble and run.exit_code else None
-    line = f"{run.id} {run.state}" + (f" ({run.reason})" if run.reason else f" (exit {run.exit_code})") \
-        + f" after {_seconds(run)}"
-    if run.state == "failed" and run.retries > 0:
-        run.retries -= 1
-        line += f"; queued again ({run.retries} retr{'y' if run.retries == 1 else 'ies'} left)"
-        run.state, run.started, run.finished, run.container = "queued", None, None, None
-    return line
+        return model.end(run, code, f"{cause} in /data ({data_dir})", failed=True)
+    # all of it kept: a failure on a full disk says why, most likely
+    return model.end(run, code, f"{trouble} in /data ({data_dir})" if trouble and code else None)
 
 
 def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults: dict,
@@ -316,8 +312,7 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
                 workspace.remove_private(data_dir, EXIT_FILE)  # a retried run's last exit code is not this start's
                 # The start is recorded before the container can run: a dispatcher killed from
                 # here on leaves a run the next one adopts (see _adopt), never one it starts anew.
-                run.state, run.started, run.reason = "running", now(), STARTING
-                run.container, run.gpus, run.data_dir = name, [gpu.uuid for gpu in chosen], str(data_dir)
+                model.start(run, STARTING, name, [gpu.uuid for gpu in chosen], str(data_dir))
                 runs.save()
                 checkpoint("after-run-recorded")
                 engine.start(name)
@@ -330,9 +325,7 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
         except EngineUnavailable:
             raise  # not the run's fault: the turn is tried again when the engine answers
         except GpuspaceError as error:
-            run.state, run.reason, run.finished = "failed", f"could not start: {error}", now()
-            run.started = run.container = None
-            events.append(f"{run.id} failed: could not start: {error}")
+            events.append(model.could_not_start(run, str(error)))
             continue
         run.reason = None
         running[run.sweep] += 1
@@ -351,5 +344,60 @@ def _stop_previous(engine: Engine, released: list[ContainerInfo], gpus: list[str
                 engine.remove(container.id, graceful=False)
 
 
-def _seconds(run: Run) -> str:
-    return f"{run.duration_s:.1f} s" if run.duration_s is not None else "-"
+class LocalBackend:
+    """This machine's engine: runs start on its free GPUs from a dispatcher of this repo's (in
+    the foreground, or in the background with --detach)."""
+
+    name = "local"
+
+    def preflight(self, info: worktrees.RepoInfo, asked, settings) -> None:
+        have = len(gpus.inventory())
+        if settings.request.count and settings.request.count > have:
+            raise GpusUnavailable(f"each run asks for {settings.request.count} GPUs, but this host has {have}",
+                                  hint="lower --gpus, or run them on a cluster: --backend slurm")
+        Engine().ensure_image(settings.image)  # a pull, before anything is queued and outside the lock
+
+    def launch(self, info: worktrees.RepoInfo, ids: list[str], max_parallel: int | None, detach: bool,
+               stop_on_failure: bool = False) -> list[str]:
+        if not detach:
+            return []  # `wait` dispatches them
+        log = start_background(info)
+        return [f"Dispatching in the background (log: {log}); `git gpuspace runs` shows how they do"]
+
+    def poll(self, info: worktrees.RepoInfo) -> list[str]:
+        return []  # the dispatcher records what became of each run as it happens
+
+    def wait(self, info: worktrees.RepoInfo, wanted: set[str] | None, stop_on_failure: bool = False) -> list[Run]:
+        return dispatch(info, wanted, stop_on_failure=stop_on_failure)
+
+    def cancel(self, info: worktrees.RepoInfo, runs: list[Run]) -> list[str]:
+        engine = Engine()
+        for run in runs:
+            if run.container:
+                engine.stop(run.container, (str(info.common_dir), run.worktree))
+        by_run = {c.labels.get(LABEL_RUN): c for c in engine.list_managed()
+                  if c.labels.get(LABEL_REPO) == str(info.common_dir)}
+        lines = []
+        with run_store.locked(info.common_dir, ids={run.id for run in runs}) as current:
+            for run in current.runs:
+                if run.id in {r.id for r in runs} and run.state == "running":
+                    lines.append(finish(run, by_run.get(run.id)))
+                    if run.id in by_run:
+                        engine.remove(by_run[run.id].name)
+            current.save()
+        return lines
+
+    def recover(self, info: worktrees.RepoInfo) -> list[str]:
+        return []  # nothing was handed over: the queue is the dispatcher's to take
+
+    def follow_log(self, info: worktrees.RepoInfo, run: Run, tail: int | None) -> None:
+        """From the engine, once the run has a container (a queued one is waited for)."""
+        if run.state == "queued" and not alive(info):
+            raise UsageError(f"run {run.id} has not started yet (queued) and no dispatcher runs the queue",
+                             hint="git gpuspace runs resume")
+        while run is not None and run.state == "queued":
+            time.sleep(POLL_S)
+            run = run_store.load(info.common_dir, ids={run.id}).find(run.id)
+        if run is not None and run.state == "running" and run.container:
+            Engine().logs(run.container, follow=True, tail=tail if tail is not None else "all",
+                          output=sys.stdout.buffer)

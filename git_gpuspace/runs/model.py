@@ -1,5 +1,19 @@
-"""A run and its sweep: what was asked, where it stands, how it ended. Every backend records
-its runs in these terms (see DESIGN.md section 6)."""
+"""A run and its sweep: what was asked, where it stands, how it ended, and the one state machine
+every backend records its runs by (see DESIGN.md section 6):
+
+    queued (preparing) -> queued           its submission made its worktree and ref
+    queued -> running (starting) -> running  its start recorded, then its container (or job) runs
+    queued -> running                      Slurm started its job
+    queued -> stopped                      dropped before it ran (`runs stop`, an earlier failure)
+    queued | running (starting) -> failed  it could not start (its worktree gone, its image missing)
+    running (stopping) -> stopped          `runs stop`
+    running -> succeeded | failed          its command ended (failed: an exit code other than 0,
+                                           or none: interrupted, could not start)
+    running -> queued                      its start was cut short before anything ran
+    failed | stopped -> queued             retries left, or `runs retry`
+
+A reason says more within a state: `preparing`, `starting`, `stopping`, a Slurm job's PENDING
+reason, why a run failed without an exit code."""
 
 from __future__ import annotations
 
@@ -9,6 +23,14 @@ from dataclasses import dataclass, field
 
 STATES = ("queued", "running", "succeeded", "failed", "stopped")
 FINISHED = ("succeeded", "failed", "stopped")
+ACTIVE = ("queued", "running")
+PREPARING = "preparing"  # queued, its worktree still being made by its submitter
+# running, its start recorded but its container perhaps not started yet: whoever comes next
+# starts that container (or job), never a new one
+STARTING = "starting"
+STOPPING = "stopping"  # running, asked to stop: however it ends, it ends `stopped`
+MOVES = {"queued": ("queued", "running", "stopped", "failed"), "running": ("running", "queued", *FINISHED),
+         "succeeded": (), "failed": ("queued",), "stopped": ("queued",)}
 ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
@@ -41,6 +63,7 @@ class Run:
     check: str | None = None  # a `verify` check: its verdict becomes a git note when it ends
     backend: str = "local"  # or "slurm": then Slurm starts it, and `job` is its job id
     job: str | None = None
+    metrics: dict[str, float] | None = None  # read from its data dir once, when it ended
 
     @property
     def duration_s(self) -> float | None:
@@ -61,3 +84,70 @@ def params_env(run: Run) -> dict[str, str]:
     env = {"GPUSPACE_RUN": run.id, "GPUSPACE_SWEEP": run.sweep or "", "GPUSPACE_COMMIT": run.commit}
     env.update({f"GPUSPACE_PARAM_{re.sub(r'[^A-Za-z0-9_]', '_', key).upper()}": value for key, value in run.params.items()})
     return env
+
+
+def _move(run: Run, to: str) -> None:
+    if to not in MOVES[run.state]:
+        raise AssertionError(f"run {run.id}: no transition from {run.state} to {to}")
+    run.state = to
+
+
+def start(run: Run, reason: str | None = None, container: str | None = None, gpus: list[str] | None = None,
+          data_dir: str | None = None) -> None:
+    """It runs (or, with STARTING, its start is recorded before its container runs)."""
+    if run.state != "running":
+        run.started = now()
+    _move(run, "running")
+    run.reason = reason
+    if container is not None:
+        run.container = container
+    if gpus is not None:
+        run.gpus = list(gpus)
+    if data_dir is not None:
+        run.data_dir = data_dir
+
+
+def end(run: Run, exit_code: int | None, reason: str | None = None, failed: bool = False) -> str:
+    """Its command ended with `exit_code` (None: it has none: `reason` says why, `interrupted` by
+    default); `failed`: whatever the code, what it left is not whole. A run asked to stop is
+    `stopped`. A failed run with retries left is queued again. Returns the line that says so."""
+    from .results import metrics  # its log: what `runs` shows of a finished run without reading it again
+
+    stopping = run.reason == STOPPING
+    run.exit_code, run.finished, run.metrics = exit_code, now(), metrics(run.data_dir)
+    run.started = run.started or run.finished
+    if stopping:
+        _move(run, "stopped")
+        run.reason = None
+    elif exit_code is None:
+        _move(run, "failed")
+        run.reason = reason or "interrupted"
+    else:
+        _move(run, "failed" if exit_code != 0 or failed else "succeeded")
+        run.reason = reason
+    line = f"{run.id} {run.state}" + (f" ({run.reason})" if run.reason else f" (exit {run.exit_code})") \
+        + f" after {run.duration_s:.1f} s"
+    if run.state == "failed" and run.retries > 0:
+        run.retries -= 1
+        requeue(run)
+        line += f"; queued again ({run.retries} retr{'y' if run.retries == 1 else 'ies'} left)"
+    return line
+
+
+def could_not_start(run: Run, why: str) -> str:
+    _move(run, "failed")
+    run.reason, run.exit_code, run.finished = f"could not start: {why}", None, now()
+    run.started = run.container = None
+    return f"{run.id} failed: could not start: {why}"
+
+
+def drop(run: Run, why: str) -> None:
+    """A queued run that will not run."""
+    _move(run, "stopped")
+    run.reason, run.finished = why, now()
+
+
+def requeue(run: Run) -> None:
+    """Queued again, as new: what it did last time stays in its data dir."""
+    _move(run, "queued")
+    run.reason = run.exit_code = run.started = run.finished = run.container = run.job = run.metrics = None

@@ -19,22 +19,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import docker
 from typing import TextIO
 
-from .. import gpus, state, verify, worktrees
+from .. import gpus, state, untrusted_files, verify, worktrees
 from ..config import effective
 from ..containers import LABEL_RUN, Engine, container_name
-from ..errors import GpuspaceError, UsageError
+from ..errors import EngineUnavailable, GpusUnavailable, GpuspaceError, ImageUnavailable, UsageError
 from ..faults import checkpoint
 from ..lifecycle import Rollback, RunSpec, prepare, start_run
-from ..settings import settings_from
+from ..settings import settings_for_worktree
 from ..workspace import default_data_root
 from . import store as run_store
 from .progress import Progress
-from .wrapper import container_command, exit_written
-from .model import Run, now, params_env
+from .sbatch import Resources, options as sbatch_options
+from .wrapper import LOG, container_command, exit_written
+from . import model
+from .model import ACTIVE, STOPPING, Run, params_env
 
-SETTINGS = ("partition", "account", "time", "qos", "extra")
 
 
 def command(name: str) -> str:
@@ -75,38 +78,33 @@ def data_root(defaults: dict, run: Run) -> Path:
     return Path(os.path.expanduser(str(layers["data_root"]))) if layers.get("data_root") else default_data_root()
 
 
-def submit(info: worktrees.RepoInfo, ids: list[str], defaults: dict, max_parallel: int | None) -> str:
-    """One job (or one array) for these queued runs, recorded before this returns."""
-    runs = [run_store.load(info.common_dir).find(run_id) for run_id in ids]
+def submit(info: worktrees.RepoInfo, ids: list[str], defaults: dict, max_parallel: int | None,
+           after: str | None = None) -> str:
+    """One job (or one array) for these queued runs, recorded before this returns. The runs of
+    one submission share their settings: the first one's worktree says what they are. `after`:
+    a job this one runs after, only if that one succeeded (else Slurm cancels this one)."""
+    runs = [run for run in run_store.load(info.common_dir, ids=set(ids)).runs]
     first = runs[0]
     layers = effective(defaults, dict(first.flags))
-    settings = settings_from(defaults, dict(first.flags), False)
+    settings = _settings(info, defaults, first, dict(first.flags))
     logs = Path(data_dir_of(info, first, defaults)).parent / "slurm-logs"
     logs.mkdir(parents=True, exist_ok=True)
     script = _script(info, runs, layers.get("slurm.container") == "pyxis", settings.image,
                      [data_dir_of(info, run, defaults) for run in runs])
-    options = [f"--job-name={first.sweep or first.id}", f"--comment={comment(info, runs)}", f"--chdir={info.anchor}",
-               f"--output={logs}/%x-%A_%a.out" if len(runs) > 1 else f"--output={logs}/%x-%j.out", "--parsable"]
-    count = settings.request.count or len(settings.request.ids)
-    if count:
-        options.append(f"--gres=gpu:{count}")
-    if settings.limits.cpus:
-        options.append(f"--cpus-per-task={max(1, int(settings.limits.cpus))}")
-    if settings.limits.memory_bytes:
-        options.append(f"--mem={max(1, settings.limits.memory_bytes >> 20)}M")
-    for key in ("partition", "account", "time", "qos"):
-        if layers.get(f"slurm.{key}"):
-            options.append(f"--{key}={layers[f'slurm.{key}']}")
-    if layers.get("slurm.extra"):
-        options += shlex.split(str(layers["slurm.extra"]))
-    if len(runs) > 1:
-        options.append(f"--array=0-{len(runs) - 1}" + (f"%{max_parallel}" if max_parallel else ""))
+    resources = Resources(gpus=settings.request.count or len(settings.request.ids), cpus=settings.limits.cpus,
+                          memory_bytes=settings.limits.memory_bytes, tasks=len(runs), max_parallel=max_parallel,
+                          priority=first.priority, settings=layers)
+    options = [*sbatch_options(first.sweep or first.id, resources), f"--comment={comment(info, runs)}",
+               f"--chdir={info.anchor}", "--parsable",
+               f"--output={logs}/%x-%A_%a.out" if len(runs) > 1 else f"--output={logs}/%x-%j.out"]
+    if after:
+        options += [f"--dependency=afterok:{after}", "--kill-on-invalid-dep=yes"]
     job = subprocess.run([command("sbatch"), *options], input=script, capture_output=True, text=True)
     if job.returncode != 0:
         raise GpuspaceError(f"sbatch refused the job: {job.stderr.strip()}", hint="see `sbatch --help`, slurm.extra")
     job_id = job.stdout.strip().split(";")[0]
     checkpoint("after-sbatch")  # a submitter that dies here: `runs resume` finds the job by its comment
-    with run_store.locked(info.common_dir) as queue:
+    with run_store.locked(info.common_dir, ids=set(ids)) as queue:
         for index, run in enumerate(runs):
             found = queue.find(run.id)
             found.job = f"{job_id}_{index}" if len(runs) > 1 else job_id
@@ -140,65 +138,74 @@ def _script(info: worktrees.RepoInfo, runs: list[Run], pyxis: bool = False, imag
 
 
 def refresh(info: worktrees.RepoInfo) -> list[str]:
-    """Bring the queue file's Slurm runs up to what Slurm and their data dirs say. Returns a line
-    per change (started, ended)."""
-    queue = run_store.load(info.common_dir)
-    watched = [run for run in queue.runs if run.backend == "slurm" and run.job and run.state in ("queued", "running")]
+    """Bring the store's Slurm runs up to what Slurm and their data dirs say, and submit anew
+    the runs that failed with retries left. Returns a line per change (started, ended)."""
+    watched = [run for run in run_store.load(info.common_dir, states=ACTIVE).runs if run.backend == "slurm" and run.job]
     if not watched:
         return []
-    listed = slurm("squeue", mine(), "--noheader", "--array", "--format=%i|%T|%r|%b", "--jobs",
-                   ",".join(sorted({run.job.split("_")[0] for run in watched}))) if watched else None
+    # all of our jobs, not `--jobs`: squeue refuses the whole list when one of them is no longer known
+    listed = slurm("squeue", mine(), "--noheader", "--array", "--format=%i|%T|%r|%b")
     seen = {}
-    for line in (listed.stdout if listed else "").splitlines():
+    for line in listed.stdout.splitlines():
         job, status, reason, _ = (line.split("|") + ["", "", "", ""])[:4]
         seen[job.strip()] = (status.strip(), reason.strip())
-    events = []
-    with run_store.locked(info.common_dir) as current:
+    events, again = [], []
+    with run_store.locked(info.common_dir, ids={run.id for run in watched}) as current:
         for run in current.runs:
-            if run.backend != "slurm" or not run.job or run.state not in ("queued", "running"):
+            if run.backend != "slurm" or not run.job or run.state not in ACTIVE:
                 continue
             status, reason = seen.get(run.job, ("", ""))
             if status == "PENDING":
                 run.reason = f"PENDING ({reason})" if reason and reason != "None" else "PENDING"
             elif status in ("RUNNING", "COMPLETING", "CONFIGURING"):
                 if run.state != "running":
-                    run.state, run.started, run.reason = "running", run.started or now(), None
+                    model.start(run, STOPPING if run.reason == STOPPING else None)
                     events.append(f"{run.id} running as job {run.job}")
             elif not status:  # gone from squeue: it ended; the data dir says how
                 code = exit_written(run)
-                run.finished, run.started = now(), run.started or now()
-                if run.reason == "stopping":
-                    run.state, run.reason = "stopped", None
-                elif code is None:
-                    run.state, run.reason = "failed", _how_it_ended(run.job)
-                else:
-                    run.state, run.exit_code, run.reason = ("succeeded" if code == 0 else "failed"), code, None
-                events.append(f"{run.id} {run.state}" + (f" (exit {run.exit_code})" if run.exit_code is not None else ""))
-        if events or watched:
-            current.save()
+                how, why = _how_it_ended(run.job) if code is None else ("", "")
+                if run.state == "queued" and why == "DependencyNeverSatisfied":  # after a failed one
+                    model.drop(run, "not run: an earlier one failed")
+                    events.append(f"{run.id} not run: an earlier one failed")
+                    continue
+                events.append(model.end(run, code, how or None))
+                if run.state == "queued":
+                    again.append(run)
+        current.save()
+    for run in again:  # a new job each; the runs of one sweep keep its limit
+        sweep = run_store.load(info.common_dir, ids=set()).sweeps.get(run.sweep or "")
+        job = submit(info, [run.id], state.load(info.common_dir).defaults, sweep.max_parallel if sweep else None)
+        events.append(f"{run.id} submitted again as job {job}")
     return events
 
 
-def _how_it_ended(job: str) -> str:
+def _how_it_ended(job: str) -> tuple[str, str]:
     """Slurm's word for a job that ended without the run's exit code (it keeps ended jobs a few
-    minutes: MinJobAge), e.g. TIMEOUT, CANCELLED, NODE_FAIL."""
+    minutes: MinJobAge), e.g. TIMEOUT, CANCELLED, NODE_FAIL; and its reason."""
     shown = subprocess.run([command("scontrol"), "show", "job", job], capture_output=True, text=True)
     words = shown.stdout.split()
     ours = any(word.startswith("UserId=") and word.endswith(f"({os.getuid()})") for word in words)
-    found = next((word.split("=", 1)[1] for word in words if word.startswith("JobState=")), "") if ours else ""
-    return f"{found} (the job ended without the run's exit code)" if found else \
-        "the job ended without the run's exit code (cancelled, timed out or its node failed)"
+    fields = dict(word.split("=", 1) for word in words if "=" in word) if ours else {}
+    found = fields.get("JobState", "")
+    return (f"{found} (the job ended without the run's exit code)" if found else
+            "the job ended without the run's exit code (cancelled, timed out or its node failed)", fields.get("Reason", ""))
 
 
-def follow(info: worktrees.RepoInfo, wanted: set[str], out: TextIO = sys.stderr, poll: float = 1.0) -> list[Run]:
-    """Watch the jobs until none of `wanted` is queued or running (Ctrl-C leaves them to Slurm)."""
+def follow(info: worktrees.RepoInfo, wanted: set[str], out: TextIO = sys.stderr, poll: float = 1.0,
+           stop_on_failure: bool = False) -> list[Run]:
+    """Watch the jobs until none of `wanted` is queued or running (Ctrl-C leaves them to Slurm).
+    `stop_on_failure`: once one of them failed, those still queued are cancelled and dropped."""
     progress = Progress(out)
     try:
         while True:
             for line in refresh(info):
                 progress.event(line)
-            mine = [run for run in run_store.load(info.common_dir).runs if run.id in wanted]
-            if not any(run.state in ("queued", "running") for run in mine):
+            mine = run_store.load(info.common_dir, ids=wanted).runs
+            if stop_on_failure and any(run.state == "failed" for run in mine):
+                for line in _drop_queued(info, wanted):
+                    progress.event(line)
+                mine = run_store.load(info.common_dir, ids=wanted).runs
+            if not any(run.state in ACTIVE for run in mine):
                 return mine
             progress.show(mine)
             time.sleep(poll)
@@ -206,10 +213,28 @@ def follow(info: worktrees.RepoInfo, wanted: set[str], out: TextIO = sys.stderr,
         progress.close()
 
 
+def _drop_queued(info: worktrees.RepoInfo, wanted: set[str]) -> list[str]:
+    """The runs of `wanted` that have not started: their jobs cancelled, the runs dropped."""
+    with run_store.locked(info.common_dir, ids=wanted) as current:
+        queued = [run for run in current.runs if run.state == "queued"]
+        for run in queued:
+            model.drop(run, "not run: an earlier one failed")
+        current.save()
+    cancel(queued)
+    return [f"{run.id} not run: an earlier one failed" for run in queued]
+
+
 def cancel(runs: list[Run]) -> None:
+    """A job id that is not ours is left alone (--user); one Slurm no longer knows has ended
+    already, which is what was asked: only other refusals are errors."""
     jobs = [run.job for run in runs if run.job]
-    if jobs:
-        slurm("scancel", mine(), *jobs)  # a job id that is not ours (any more) is left alone
+    if not jobs:
+        return
+    result = subprocess.run([command("scancel"), mine(), *jobs], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    trouble = [line for line in result.stderr.splitlines()
+               if line.strip() and "Invalid job id" not in line and "already completing or completed" not in line]
+    if result.returncode != 0 and trouble:
+        raise GpuspaceError(f"scancel failed: {trouble[-1].strip()}")
 
 
 def find_submitted(info: worktrees.RepoInfo, run_ids: list[str]) -> dict[str, str]:
@@ -232,16 +257,22 @@ def find_submitted(info: worktrees.RepoInfo, run_ids: list[str]) -> dict[str, st
     return {run_id: job for run_id, job in found.items() if run_id in run_ids}
 
 
+def _settings(info: worktrees.RepoInfo, defaults: dict, run: Run, flags: dict):
+    """The run's settings as a local run gets them: its worktree's devcontainer.json included."""
+    worktree = worktrees.find_worktree(info, Path(run.worktree))
+    if worktree is None:
+        raise GpuspaceError(f"the worktree of {run.id}, {run.worktree}, is not on this node")
+    return settings_for_worktree(info, defaults, flags, False, worktree, notices=False)
+
+
 def run_task(info: worktrees.RepoInfo, run_id: str) -> int:
     """On the node, inside the job: start the run's container on this node's engine with exactly
-    the GPUs Slurm allocated to the job, wait for it, and return its exit code; the output and
-    that code are in the run's data dir already (the wrapper writes them)."""
-    found = run_store.load(info.common_dir).find(run_id)
+    the GPUs Slurm allocated to the job, wait for it, and return its exit code. The output and
+    that code are in the run's data dir (the wrapper writes them): the submitting side records
+    the end from there once the job has left the queue, so nothing here decides it twice."""
+    found = run_store.load(info.common_dir, ids={run_id}).find(run_id)
     if found is None:
         raise GpuspaceError(f"no run '{run_id}' in {info.common_dir}")
-    worktree = worktrees.find_worktree(info, Path(found.worktree))
-    if worktree is None:
-        raise GpuspaceError(f"the worktree of {found.id}, {found.worktree}, is not on this node")
     defaults = state.load(info.common_dir).defaults
     # Slurm is the allocator here: the GPUs it gave the job, by index on this node, and no others
     given = os.environ.get("SLURM_JOB_GPUS") or os.environ.get("SLURM_STEP_GPUS") or ""
@@ -252,32 +283,153 @@ def run_task(info: worktrees.RepoInfo, run_id: str) -> int:
     chosen_ids = ",".join(by_index[index] for index in given.split(",") if index)  # by UUID: "1" alone is a count
     flags = {**found.flags, "gpus": chosen_ids or "none", "data_root": str(data_root(defaults, found))}
     engine = Engine()
-    plan = prepare(settings_from(defaults, flags, False), engine)
+    worktree = worktrees.find_worktree(info, Path(found.worktree))
+    plan = prepare(_settings(info, defaults, found, flags), engine)
     spec = RunSpec(container_command(found.command), params_env(found), {LABEL_RUN: found.id})
     with Rollback() as undo:
         name, chosen, data_dir = start_run(info, plan, worktree, spec, undo)
-    with run_store.locked(info.common_dir) as queue:
+    with run_store.locked(info.common_dir, ids={found.id}) as queue:
         current = queue.find(found.id)
-        current.state, current.started, current.reason = "running", now(), None
-        current.container, current.gpus, current.data_dir = name, [gpu.uuid for gpu in chosen], str(data_dir)
-        queue.save()
+        if current.state in ACTIVE:
+            model.start(current, current.reason if current.reason == STOPPING else None, name,
+                        [gpu.uuid for gpu in chosen], str(data_dir))
+            queue.save()
     print(f"{found.id}: container {name} on GPUs {given or 'none'} of {os.uname().nodename}", file=sys.stderr)
     try:
         code = int(engine.api.wait(name).get("StatusCode", 1))
     finally:
         engine.remove(name, graceful=False)
-    with run_store.locked(info.common_dir) as queue:  # when it ended, as the node saw it
-        current = queue.find(found.id)
-        if current.state == "running" and current.reason != "stopping":
-            current.state, current.exit_code, current.finished = ("succeeded" if code == 0 else "failed"), code, now()
-            if current.check:  # a `verify` check: its verdict is a git note, as for a local run, written
-                image = plan.settings.image  # before the run reads as ended, so whoever sees it end finds the note
-                verify.record(info, current, f"{image} ({engine.api.inspect_image(image).get('Id', '?')})")
-            queue.save()
+    if found.check:  # a `verify` check: its verdict is a git note, as for a local run, written
+        ended = run_store.load(info.common_dir, ids={found.id}).find(found.id)  # before the job ends,
+        if ended is not None and ended.state == "running" and ended.reason != STOPPING:  # so whoever sees
+            model.end(ended, exit_written(ended))  # it end finds the note (a failure with retries left has none)
+            image = plan.settings.image
+            verify.record(info, ended, f"{image} ({engine.api.inspect_image(image).get('Id', '?')})")
     return code
 
 
-def check_backend(name: str) -> str:
-    if name not in ("local", "slurm"):
-        raise UsageError(f"unknown backend '{name}'", hint="local or slurm")
-    return name
+def gpus_per_node(partition: str | None) -> tuple[int, str]:
+    """The most GPUs one node of the cluster (of `partition`) has, by Slurm's GRES, and the
+    cluster's name: what a job can be given, wherever it is submitted from."""
+    listed = slurm("sinfo", "--noheader", "--format=%G", *([f"--partition={partition}"] if partition else []))
+    most = 0
+    for entry in ",".join(listed.stdout.split()).split(","):
+        fields = entry.split("(")[0].split(":")  # gpu[:type]:count[(S:0-1)]
+        if fields[0] == "gpu" and len(fields) >= 2 and fields[-1].isdigit():
+            most = max(most, int(fields[-1]))
+    shown = subprocess.run([command("scontrol"), "show", "config"], capture_output=True, text=True).stdout
+    name = next((line.split("=", 1)[1].strip() for line in shown.splitlines()
+                 if line.replace(" ", "").startswith("ClusterName=")), "")
+    return most, name or "?"
+
+
+class SlurmBackend:
+    """Slurm: the runs as jobs (a sweep as one array), each starting its container on its node
+    with the GPUs Slurm gave the job; this side submits, watches `squeue`, and records."""
+
+    name = "slurm"
+
+    def preflight(self, info: worktrees.RepoInfo, asked, settings) -> None:
+        command("sbatch")  # a submit host, before anything is made
+        if asked.runs_per_gpu > 1:
+            raise UsageError("--runs-per-gpu works on this machine's engine only: Slurm gives each job whole GPUs",
+                             hint="run the sweep with --backend local, or ask the cluster for shared GPUs (MPS "
+                             "or shards) in slurm.extra")
+        if asked.priority > 0 and os.getuid() != 0:
+            raise UsageError(f"--priority {asked.priority} would be Slurm's --nice=-{asked.priority}, which only "
+                             "a Slurm operator may give", hint="lower the others with a negative --priority instead")
+        wanted = settings.request.count or len(settings.request.ids)
+        if wanted:
+            layers = effective(state.load(info.common_dir).defaults, dict(asked.flags))
+            partition = layers.get("slurm.partition")
+            most, cluster = gpus_per_node(str(partition) if partition else None)
+            if wanted > most:
+                where = f"partition {partition} of " if partition else ""
+                raise GpusUnavailable(f"each run asks for {wanted} GPUs, but no node of {where}Slurm cluster "
+                                      f"'{cluster}' has more than {most}", hint="lower --gpus")
+        if settings.build is None:
+            _check_image(settings.image)
+
+    def launch(self, info: worktrees.RepoInfo, ids: list[str], max_parallel: int | None, detach: bool,
+               stop_on_failure: bool = False) -> list[str]:
+        defaults = state.load(info.common_dir).defaults
+        if not (stop_on_failure and max_parallel == 1 and len(ids) > 1):
+            job = submit(info, ids, defaults, max_parallel)
+            return [f"Submitted to Slurm as job {job}" + (" (an array)" if len(ids) > 1 else "")]
+        # one at a time, each only after the one before succeeded: Slurm itself stops the rest
+        jobs = []
+        for run_id in ids:
+            jobs.append(submit(info, [run_id], defaults, 1, after=jobs[-1] if jobs else None))
+        return [f"Submitted to Slurm as jobs {', '.join(jobs)}, each after the one before succeeded"]
+
+    def poll(self, info: worktrees.RepoInfo) -> list[str]:
+        return refresh(info)
+
+    def wait(self, info: worktrees.RepoInfo, wanted: set[str] | None, stop_on_failure: bool = False) -> list[Run]:
+        if wanted is None:
+            wanted = {run.id for run in run_store.load(info.common_dir, states=ACTIVE).runs if run.backend == "slurm"}
+        return follow(info, wanted, stop_on_failure=stop_on_failure)
+
+    def cancel(self, info: worktrees.RepoInfo, runs: list[Run]) -> list[str]:
+        cancel(runs)
+        lines = refresh(info)  # Slurm says when they are gone: recorded stopped then
+        return [f"Cancelled {len(runs)} Slurm job{'s' if len(runs) > 1 else ''}: "
+                + ", ".join(f"{run.id} ({run.job})" for run in runs if run.job), *lines]
+
+    def recover(self, info: worktrees.RepoInfo) -> list[str]:
+        """Runs queued for Slurm with no job: those whose job the dead submitter did submit are
+        found by their comment; the rest are submitted now, once."""
+        unsubmitted = [run for run in run_store.load(info.common_dir, states=ACTIVE).runs
+                       if run.backend == "slurm" and not run.job and run.reason != model.PREPARING]
+        if not unsubmitted:
+            return []
+        known = find_submitted(info, [run.id for run in unsubmitted])
+        with run_store.locked(info.common_dir, ids=set(known)) as current:
+            for run in current.runs:
+                run.job = known[run.id]
+            current.save()
+        rest = [run for run in unsubmitted if run.id not in known]
+        lines = [f"{run_id}: found its job {job}" for run_id, job in known.items()]
+        sweeps = run_store.load(info.common_dir, ids=set()).sweeps
+        for sweep in dict.fromkeys(run.sweep for run in rest):
+            ids = [run.id for run in rest if run.sweep == sweep]
+            limit = sweeps[sweep].max_parallel if sweep in sweeps else None
+            lines.append(f"{', '.join(ids)}: submitted as job {submit(info, ids, state.load(info.common_dir).defaults, limit)}")
+        return lines
+
+    def follow_log(self, info: worktrees.RepoInfo, run: Run, tail: int | None) -> None:
+        """The log in its data dir as it grows (the node's engine is not this machine's), until
+        its job has ended and all of it is out."""
+        offset = 0
+        while True:
+            refresh(info)
+            current = run_store.load(info.common_dir, ids={run.id}).find(run.id)
+            if current.data_dir:
+                try:  # the container writes it: never a FIFO (it would block), never through a symlink
+                    chunk = untrusted_files.read_bytes(Path(current.data_dir) / LOG, offset=offset)
+                except FileNotFoundError:
+                    chunk = b""
+                offset += len(chunk)
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            if current.state not in ACTIVE:
+                return
+            time.sleep(0.5)
+
+
+def _check_image(image: str) -> None:
+    """An image the nodes could not pull is refused before anything is submitted: it must be
+    on this machine's engine (a cluster whose nodes share it) or known to its registry. A
+    submit host without an engine cannot tell: the job says so then."""
+    try:
+        engine = Engine()
+        if engine.has_image(image):
+            return
+        with engine._calls():
+            engine.api.inspect_distribution(image)
+    except EngineUnavailable:
+        return
+    except (docker.errors.APIError, GpuspaceError) as error:
+        raise ImageUnavailable(f"image '{image}' is not on this machine and its registry does not know it: "
+                               f"Slurm's nodes could not pull it ({str(error).splitlines()[0][:200]})",
+                               hint="push it to a registry the nodes reach, or name another with --image") from None

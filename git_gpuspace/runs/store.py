@@ -38,7 +38,8 @@ from .. import state, untrusted_files
 from ..errors import StateError
 from ..faults import checkpoint
 from ..locking import file_lock, lock_timeout
-from .model import ID, STATES, Run, Sweep
+from . import results
+from .model import FINISHED, ID, STATES, Run, Sweep
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -461,6 +462,9 @@ def _ensure(common_dir: Path) -> None:
         return
     legacy = common_dir / LEGACY_NAME
     runs, sweeps, issued = _load_toml(legacy) if os.path.lexists(legacy) else ([], {}, {})
+    for run in runs:  # what `runs` shows of a finished run is kept with it, as when a run ends now
+        if run.state in FINISHED and run.metrics is None:
+            run.metrics = results.metrics(run.data_dir)
     _remove_stale_temps(common_dir)
     try:
         # mode 0600 (and so its WAL); named by host and pid: one left by a process that died is removed

@@ -21,8 +21,9 @@ from ..faults import checkpoint
 from ..lifecycle import Rollback
 from . import grid
 from . import store as run_store
-from .local import PREPARING, lock_path
-from .model import Run, Sweep, now
+from .local import lock_path
+from . import model
+from .model import PREPARING, Run, Sweep
 
 
 @contextlib.contextmanager
@@ -64,7 +65,7 @@ def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
     outside it (a checkout takes as long as the repo makes it), then the runs are released."""
     sweep = asked.sweep
     with _submitters(info, exclusive=False):
-        with run_store.locked(info.common_dir) as runs:
+        with run_store.locked(info.common_dir, ids=set()) as runs:  # the sweeps; the new runs are added
             if sweep:
                 runs.sweeps.setdefault(sweep, Sweep(sweep))
                 if asked.max_parallel is not None:
@@ -88,9 +89,9 @@ def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
                 for run in made:
                     _make_worktree(info, run, undo)
         except BaseException:
-            with run_store.locked(info.common_dir) as runs:
-                runs.runs = [run for run in runs.runs if run.id not in ids]
-                if sweep and not any(run.sweep == sweep for run in runs.runs):
+            with run_store.locked(info.common_dir, ids=set(ids)) as runs:
+                runs.runs = []
+                if sweep and all(run.id in ids for run in run_store.load(info.common_dir, sweep=sweep).runs):
                     runs.sweeps.pop(sweep, None)
                 runs.save()
             raise
@@ -109,7 +110,7 @@ def _make_worktree(info: worktrees.RepoInfo, run: Run, undo: Rollback) -> None:
 
 
 def _release(info: worktrees.RepoInfo, ids: set[str]) -> None:
-    with run_store.locked(info.common_dir) as runs:
+    with run_store.locked(info.common_dir, ids=ids) as runs:
         for run in runs.runs:
             if run.id in ids and run.reason == PREPARING:
                 run.reason = None
@@ -132,7 +133,7 @@ def _finish(info: worktrees.RepoInfo, run: Run) -> None:
 
 def cut_short(info: worktrees.RepoInfo) -> bool:
     """Are runs `preparing` with no submitter alive to finish them?"""
-    if not any(run.state == "queued" and run.reason == PREPARING for run in run_store.load(info.common_dir).runs):
+    if not any(run.reason == PREPARING for run in run_store.load(info.common_dir, states=("queued",)).runs):
         return False
     with _submitters(info, exclusive=True) as alone:
         return alone
@@ -145,7 +146,7 @@ def recover(info: worktrees.RepoInfo) -> list[str]:
     with _submitters(info, exclusive=True) as alone:
         if not alone:
             return []  # a submitter is at work: its runs are its own to finish
-        orphans = [run for run in run_store.load(info.common_dir).runs
+        orphans = [run for run in run_store.load(info.common_dir, states=("queued",)).runs
                    if run.state == "queued" and run.reason == PREPARING]
         if not orphans:
             return []
@@ -155,11 +156,11 @@ def recover(info: worktrees.RepoInfo) -> list[str]:
                 _finish(info, run)
             except (GpuspaceError, OSError) as error:
                 dropped[run.id] = str(error) if isinstance(error, GpuspaceError) else error.strerror or str(error)
-        with run_store.locked(info.common_dir) as runs:
+        with run_store.locked(info.common_dir, ids={orphan.id for orphan in orphans}) as runs:
             for run in runs.runs:
                 if run.id in dropped:
-                    run.state, run.finished = "stopped", now()
-                    run.reason = f"dropped: its submission was cut short and its worktree could not be made: {dropped[run.id]}"
+                    model.drop(run, f"dropped: its submission was cut short and its worktree could not be made: "
+                                    f"{dropped[run.id]}")
                 elif run.id in {orphan.id for orphan in orphans} and run.reason == PREPARING:
                     run.reason = None
             runs.save()
