@@ -172,6 +172,8 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
                 if run.state == "queued":
                     again.append(run)
         current.save()
+    if again:
+        checkpoint("after-slurm-requeue")  # a watcher that dies here: `runs resume` submits them, once
     for run in again:  # a new job each; the runs of one sweep keep its limit
         sweep = run_store.load(info.common_dir, ids=set()).sweeps.get(run.sweep or "")
         job = submit(info, [run.id], state.load(info.common_dir).defaults, sweep.max_parallel if sweep else None)
