@@ -1,0 +1,140 @@
+"""The Slurm backend on the test cluster (scripts/slurm-up: one node, 2 CPUs, GRES gpu:2), driven
+through the CLI: an image the nodes could not pull refused before anything is made, a watcher
+killed between a failed run queued again and its new job, `runs retry`, and `runs stop` of a
+sweep that is partly pending. Other suites may share the cluster: only this test's own jobs
+(their comment names its repository, under tmp_path) are looked at and cancelled."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ENGINE_REQUIRED, wait_for
+
+SLURM_CONF = Path(os.environ.get("GPUSPACE_TEST_DIR", "/var/lib/gpuspace-test")) / "slurm" / "slurm.conf"
+CLI_TIMEOUT = 120  # seconds: a command here that has not ended by then hangs
+ERROR = "git-gpuspace: error:"
+
+
+@pytest.fixture(autouse=True)
+def cluster(monkeypatch, tmp_path):
+    """As tests/test_slurm.py's: the test cluster or a failure (a skip unless the engine is
+    required); afterwards this test's jobs are cancelled."""
+    if not SLURM_CONF.exists() or subprocess.run(["sinfo"], capture_output=True,
+                                                 env={**os.environ, "SLURM_CONF": str(SLURM_CONF)}).returncode != 0:
+        message = "no test Slurm cluster (scripts/slurm-up brings it up)"
+        if ENGINE_REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+    monkeypatch.setenv("SLURM_CONF", str(SLURM_CONF))
+    yield
+    ours = our_jobs(tmp_path)
+    if ours:
+        subprocess.run(["scancel", *ours], capture_output=True)
+
+
+def our_jobs(tmp_path: Path) -> list[str]:
+    """This test's jobs in squeue (array tasks one by one), whatever their state."""
+    listed = subprocess.run(["squeue", "--noheader", "--array", "--user", str(os.getuid()), "--format=%i|%k"],
+                            capture_output=True, text=True, check=True).stdout
+    return [job for job, _, comment in (line.partition("|") for line in listed.splitlines()) if str(tmp_path) in comment]
+
+
+def cli(repo, *args: str, env: dict | None = None, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git-gpuspace", *args], cwd=repo.path, capture_output=True, text=True,
+                              env={**os.environ, **(env or {})}, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"git gpuspace {' '.join(args)} still running after {timeout}s:\n{expired.stdout}\n{expired.stderr}")
+
+
+def ok(repo, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = cli(repo, *args, env=env)
+    assert result.returncode == 0, f"git gpuspace {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def runs(repo, *args: str) -> list[dict]:
+    return json.loads(ok(repo, "runs", "--json", *args).stdout)
+
+
+def brief(record: dict) -> str:
+    return ", ".join(f"{key}={record[key]!r}" for key in ("id", "state", "reason", "exit_code", "job", "retries")
+                     if key in record)
+
+
+def lines_in(data_dir: str, name: str) -> list[str]:
+    path = Path(data_dir) / name
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_an_image_the_nodes_could_not_pull_is_refused_before_submission(repo, tmp_path):
+    image = "gpuspace-nosuch/image:1"
+    refused = cli(repo, "run", "--backend", "slurm", "--image", image, "--", "true")
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr, refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith(ERROR)]
+    assert len(errors) == 1 and f"'{image}'" in errors[0], refused.stderr
+    assert runs(repo) == []
+    assert our_jobs(tmp_path) == []
+    made = repo.path.parent / "worktrees" / "runs"
+    assert not made.exists() or list(made.iterdir()) == [], list(made.iterdir())
+    assert repo.git("worktree", "list", "--porcelain").stdout.count("worktree ") == 1
+
+
+def test_a_watcher_killed_between_a_retry_queued_and_its_job_runs_nothing_twice(repo, tmp_path):
+    once_then_fine = "echo attempt >> /data/attempts; [ $(wc -l < /data/attempts) -ge 2 ]"
+    killed = cli(repo, "run", "--backend", "slurm", "--gpus", "none", "--retries", "1", "--", "sh", "-c", once_then_fine,
+                 env={"GPUSPACE_FAULT_POINT": "after-slurm-requeue", "GPUSPACE_FAULT_ACTION": "kill"})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    [record] = runs(repo)
+    # queued again, its retry spent, no job yet: the watcher died before submitting one
+    assert (record["state"], record["job"]) == ("queued", None), brief(record)
+    assert lines_in(record["data_dir"], "attempts") == ["attempt"]
+    assert our_jobs(tmp_path) == []
+    resumed = cli(repo, "runs", "resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    [record] = runs(repo)
+    assert (record["state"], record["exit_code"]) == ("succeeded", 0), brief(record)
+    assert lines_in(record["data_dir"], "attempts") == ["attempt", "attempt"]
+    assert our_jobs(tmp_path) == []
+
+
+def test_retry_of_a_failed_slurm_run_submits_a_new_job(repo):
+    twice = "echo try >> /data/tries; [ $(wc -l < /data/tries) -ge 2 ]"
+    failed = cli(repo, "run", "--backend", "slurm", "--gpus", "none", "--", "sh", "-c", twice)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    [first] = runs(repo)
+    assert (first["state"], first["exit_code"]) == ("failed", 1) and first["job"], brief(first)
+    retried = ok(repo, "runs", "retry", first["id"])
+    assert "Submitted to Slurm as job" in retried.stderr, retried.stderr
+    [again] = runs(repo)
+    assert (again["state"], again["exit_code"]) == ("succeeded", 0), brief(again)
+    assert again["job"] and again["job"] != first["job"], (brief(first), brief(again))
+    assert lines_in(again["data_dir"], "tries") == ["try", "try"]
+
+
+def test_stop_of_a_slurm_sweep_with_all_stops_running_and_pending(repo, tmp_path):
+    ok(repo, "sweep", "slow", "--backend", "slurm", "--gpus", "none", "--max-parallel", "1", "--detach",
+       "-p", "x=1,2,3", "--", "sh", "-c", "echo x={x}; sleep 300")  # an axis must be used
+    records = runs(repo, "--sweep", "slow")
+    assert len(records) == 3 and all(r["job"] for r in records), [brief(r) for r in records]
+    assert len({r["job"].split("_")[0] for r in records}) == 1  # one array
+    assert wait_for(lambda: [r["state"] for r in runs(repo, "--sweep", "slow")].count("running") == 1, 60), \
+        [brief(r) for r in runs(repo, "--sweep", "slow")]
+    pending = [r["id"] for r in runs(repo, "--sweep", "slow") if r["state"] == "queued"]
+    assert len(pending) == 2
+    stopped = ok(repo, "runs", "stop", "--sweep", "slow", "--all")
+    assert "Cancelled 3 Slurm jobs" in stopped.stdout, stopped.stdout
+    assert wait_for(lambda: [r["state"] for r in runs(repo, "--sweep", "slow")] == ["stopped"] * 3, 60), \
+        [brief(r) for r in runs(repo, "--sweep", "slow")]
+    assert wait_for(lambda: our_jobs(tmp_path) == [], 30), our_jobs(tmp_path)
+    for record in runs(repo, "--sweep", "slow"):
+        ran = lines_in(record["data_dir"], "logs/run.log")
+        assert ran == ([] if record["id"] in pending else [f"x={record['params']['x']}"]), (brief(record), ran)
+    assert wait_for(lambda: repo.containers() == [], 30), [c.name for c in repo.containers()]
