@@ -155,7 +155,7 @@ def sbatch(target: Target) -> str:
     resources = Resources(gpus=len(target.gpus) or target.gpu_count, cpus=target.cpus, memory_bytes=target.memory_bytes,
                           tasks=len(target.commands), max_parallel=target.max_parallel, priority=target.priority,
                           settings=dict(target.slurm))
-    lines = ["#!/bin/sh", *(f"#SBATCH {option}" for option in options(target.name, resources))]
+    lines = ["#!/bin/sh", *(f"#SBATCH {shlex.quote(option)}" for option in options(target.name, resources))]
     lines += ["set -eu",
               'devices=""',
               '[ -z "${SLURM_JOB_GPUS:-}" ] || devices="--gpus device=${SLURM_JOB_GPUS}"']

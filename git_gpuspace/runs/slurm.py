@@ -168,6 +168,8 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
                     model.drop(run, "not run: an earlier one failed")
                     events.append(f"{run.id} not run: an earlier one failed")
                     continue
+                if run.state == "queued" and code is not None:  # it ran between two looks (pyxis: no
+                    model.start(run, run.reason if run.reason == STOPPING else None)  # task records a start)
                 events.append(model.end(run, code, how or None))
                 if run.state == "queued":
                     again.append(run)
