@@ -13,6 +13,9 @@ _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
 
 def escape(text: object) -> str:
     """`text` safe to print: each control character as `\\xNN` (ESC as `\\x1b`), a backslash as `\\\\`."""
+    text = str(text)
+    if text.isprintable() and "\\" not in text:  # most cells of a long table: nothing to replace
+        return text
     return _UNSAFE.sub(lambda m: "\\\\" if m.group() == "\\" else f"\\x{ord(m.group()):02x}", str(text))
 
 

@@ -15,6 +15,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Callable
 from pathlib import Path
@@ -712,6 +713,60 @@ def remove(info: RepoInfo, worktree: Worktree, force: bool) -> None:
             raise WorktreeError(str(error).replace("Worktree", "worktree"), hint=hint) from None
 
 
+DELETING = ".gpuspace-deleting-"  # where removed worktrees' files wait for their deletion
+
+
+def remove_many(info: RepoInfo, paths: list[Path]) -> None:
+    """Remove these linked worktrees at once, as `remove(force=True)` does each, from one
+    listing (dulwich's removal looks through every worktree for each one: a clean of hundreds
+    would take the square). Each worktree's folder, then its admin dir, is moved aside in one
+    rename (cut short between the two, the worktree is prunable, as git leaves it) into a folder
+    next to it, which a process of its own deletes: the caller does not wait for thousands of
+    files. Folders left by a call that was cut short go with the next call's."""
+    by_path = {}
+    for worktree in list_worktrees(info):
+        by_path[worktree.path] = by_path[Path(os.path.realpath(worktree.path))] = worktree
+    aside: dict[Path, Path] = {}  # a folder -> where what is moved from it waits for deletion
+
+    def move_aside(path: Path) -> None:
+        try:
+            if path.parent not in aside:
+                aside[path.parent] = Path(tempfile.mkdtemp(prefix=DELETING, dir=path.parent))
+            os.rename(path, aside[path.parent] / path.name)
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)  # not movable (a mount point): here and now
+
+    admin_root = info.common_dir / "worktrees"
+    # a worktree's path -> its admin dir, by the admin dir's gitdir file: the common dir's word,
+    # never the worktree's own `.git` file (its container could point that at another's)
+    admin_ids = {}
+    for admin in admin_root.iterdir() if admin_root.is_dir() else []:
+        with contextlib.suppress(OSError):
+            named = Path(untrusted_files.read_text(admin / "gitdir", limit=1 << 16).strip())
+            admin_ids[Path(os.path.abspath(admin / named)).parent] = admin.name
+    for path in paths:
+        worktree = by_path.get(Path(os.path.abspath(path))) or by_path.get(Path(os.path.realpath(path)))
+        if worktree is None or worktree.is_main:
+            continue
+        if os.path.lexists(worktree.path):
+            move_aside(worktree.path)
+            checkpoint("after-worktree-moved-aside")
+        admin_id = admin_ids.get(worktree.path)
+        if admin_id:
+            # aside in the common dir itself: a folder in worktrees/ would be a worktree to git
+            aside.setdefault(admin_root, Path(tempfile.mkdtemp(prefix=DELETING, dir=info.common_dir)))
+            try:
+                os.rename(admin_root / admin_id, aside[admin_root] / admin_id)
+            except OSError:
+                shutil.rmtree(admin_root / admin_id, ignore_errors=True)
+    doomed = []
+    for folder in {Path(os.path.abspath(path)).parent for path in paths} | {info.common_dir} | set(aside):
+        doomed += [entry for entry in folder.glob(DELETING + "*") if entry.is_dir() and not entry.is_symlink()]
+    if doomed:
+        subprocess.Popen(["rm", "-rf", "--", *map(str, doomed)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def delete_branch(info: RepoInfo, name: str, expected_commit: str) -> None:
     """Delete a branch only if it still points where we made it."""
     with contextlib.closing(info.open()) as repo:
@@ -835,6 +890,11 @@ def remove_ref_lock(info: RepoInfo, ref: str) -> None:
 
 
 def delete_ref(info: RepoInfo, ref: str) -> None:
+    delete_refs(info, [ref])
+
+
+def delete_refs(info: RepoInfo, refs: list[str]) -> None:
     with contextlib.closing(info.open()) as repo:
-        with contextlib.suppress(KeyError):
-            del repo.refs[ref.encode()]
+        for ref in refs:
+            with contextlib.suppress(KeyError):
+                del repo.refs[ref.encode()]

@@ -13,11 +13,10 @@ from pathlib import Path
 from .. import output, workspace, worktrees
 from ..errors import UsageError
 from ..runs import backend as backends
-from ..runs import model, results, submit
+from ..runs import model, results
 from ..runs import store as run_store
-from ..runs.local import alive
+from ..runs.at_work import alive, cut_short
 from ..runs.model import ACTIVE, FINISHED, PREPARING, STOPPING, Run
-from .run import resume, wait_and_report
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _resume(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
+    from .run import resume, wait_and_report  # the engine's client: not for `runs` that only lists
+
     resume(info)
     active = run_store.load(info.common_dir, states=ACTIVE).runs
     waits = [(backend, None) for backend in backends.with_active(active)]
@@ -93,6 +94,7 @@ def _retry(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
             model.requeue(run)
         runs.save()
     print(f"Queued again: {output.escape(', '.join(run.id for run in chosen))}", file=sys.stderr)
+    from .run import wait_and_report
     waits = []
     for backend in backends.with_active(chosen):
         ids = [run.id for run in chosen if run.backend == backend.name]
@@ -127,11 +129,9 @@ def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
                     kept.append(f"{run.data_dir}: it {problem}")
                 else:
                     purge.append(run.data_dir)
+        worktrees.remove_many(info, [Path(run.worktree) for run in done])
+        worktrees.delete_refs(info, [f"refs/gpuspace/runs/{run.id}" for run in done])
         for run in done:
-            found = worktrees.find_worktree(info, Path(run.worktree))
-            if found is not None:
-                worktrees.remove(info, found, force=True)
-            worktrees.delete_ref(info, f"refs/gpuspace/runs/{run.id}")
             if run.data_dir in purge:
                 shutil.rmtree(run.data_dir, ignore_errors=True)
                 if os.path.lexists(run.data_dir):
@@ -156,7 +156,7 @@ def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     for backend in backends.with_active(run_store.load(info.common_dir, states=ACTIVE).runs):
         backend.poll(info)  # e.g. Slurm says what became of its jobs
     runs = run_store.load(info.common_dir, sweep=args.sweep, states=(args.state,) if args.state else None).runs
-    records = [record(run) for run in runs]
+    records = [record(run, dates=args.json) for run in runs]
     if args.sort:
         key, descending = args.sort.lstrip("-"), args.sort.startswith("-")
         if records and not any(key in r["metrics"] for r in records):
@@ -183,7 +183,7 @@ def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
         writer.writerows([[output.escape(cell) for cell in row] for row in rows])
         return 0
     print(output.table(headers, rows))
-    if any(r["reason"] == PREPARING for r in records) and submit.cut_short(info):
+    if any(r["reason"] == PREPARING for r in records) and cut_short(info):
         print("git-gpuspace: a submission was cut short (runs still `preparing`): `git gpuspace runs resume` "
               "finishes it and queues its runs", file=sys.stderr)
     elif any(r["state"] == "queued" for r in records) and not alive(info):
@@ -191,13 +191,14 @@ def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     return 0
 
 
-def record(run: Run) -> dict:
-    """One run in the documented `runs --json` schema."""
+def record(run: Run, dates: bool = True) -> dict:
+    """One run in the documented `runs --json` schema (the table shows no dates: not written
+    out for it, which a long history would feel)."""
     return {
         "id": run.id, "sweep": run.sweep, "params": dict(run.params), "commit": run.commit,
         "state": run.state, "reason": run.reason, "exit_code": run.exit_code,
-        "started": run.started.isoformat() if run.started else None,
-        "finished": run.finished.isoformat() if run.finished else None,
+        "started": run.started.isoformat() if run.started and dates else None,
+        "finished": run.finished.isoformat() if run.finished and dates else None,
         "duration_s": run.duration_s, "gpus": list(run.gpus), "worktree": run.worktree,
         "data_dir": run.data_dir,
         "metrics": run.metrics if run.metrics is not None and run.state in FINISHED else results.metrics(run.data_dir),

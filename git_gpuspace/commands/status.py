@@ -11,7 +11,7 @@ from .. import gpus, hooks, output, private_git, reconcile, state, verify, works
 from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
 from ..errors import EngineUnavailable
 from ..runs import store as run_store
-from ..runs.local import alive
+from ..runs.at_work import alive
 from ..runs.model import STATES, Run
 from ..specs import format_size
 

@@ -12,7 +12,6 @@ nothing: the next one does the same from what it finds.
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import shutil
 import subprocess
@@ -24,15 +23,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, TextIO
 
-import platformdirs
-
 from .. import gpus, state, verify, workspace, worktrees
-from ..config import APP_NAME
 from ..containers import LABEL_REPO, LABEL_RUN, ContainerInfo, Engine
 from ..faults import checkpoint
 from ..errors import ClaimBusy, EngineUnavailable, GpusUnavailable, GpuspaceError, LockTimeout, UsageError
 from ..lifecycle import Rollback, RunSpec, create_run, prepare
 from ..locking import file_lock
+from .at_work import alive, lock_path
 from ..settings import settings_for_worktree
 from . import store as run_store
 from .progress import Progress
@@ -47,13 +44,6 @@ CLAIM_WAIT_S = 1.0  # a turn waits this long for another holder of the GPU claim
 STOP_WAIT_S = 0.5  # how long a finished run's container may take to stop before it is killed
 WATCH_S = 0.01  # ... and the running runs' exit files looked at this often
 ACTIVE = ("created", "running", "restarting", "paused", "removing")
-def lock_path(common_dir: Path) -> Path:
-    digest = hashlib.sha256(str(common_dir).encode()).hexdigest()[:16]
-    directory = platformdirs.user_state_path(APP_NAME) / "dispatch"
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory / f"{digest}.lock"
-
-
 def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: TextIO = sys.stderr,
              poll: float = POLL_S, stop_on_failure: bool = False) -> list[Run]:
     """Dispatch until none of `wanted` (None: no run of the repo) is queued or running, and
@@ -110,12 +100,6 @@ def start_background(info: worktrees.RepoInfo) -> Path:
             subprocess.Popen([*command, "runs", "resume"], cwd=info.anchor, stdin=subprocess.DEVNULL, stdout=output,
                              stderr=subprocess.STDOUT, start_new_session=True)
     return log
-
-
-def alive(info: worktrees.RepoInfo) -> bool:
-    """Is a dispatcher holding this repo's queue?"""
-    with file_lock(lock_path(info.common_dir), wait=False) as free:
-        return not free
 
 
 def _watch(runs: list[Run], poll: float) -> None:

@@ -8,12 +8,8 @@ finishes it — each such run's worktree made anew and its ref set — and queue
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from .. import worktrees
 from ..errors import GpuspaceError
@@ -21,25 +17,9 @@ from ..faults import checkpoint
 from ..lifecycle import Rollback
 from . import grid
 from . import store as run_store
-from .local import lock_path
+from .at_work import submitters
 from . import model
 from .model import PREPARING, Run, Sweep
-
-
-@contextlib.contextmanager
-def _submitters(info: worktrees.RepoInfo, exclusive: bool) -> Iterator[bool]:
-    """Submitters hold this lock shared; `recover` takes it exclusive, without waiting: True
-    when no submitter of this repo is alive (the kernel drops a dead one's lock)."""
-    fd = os.open(lock_path(info.common_dir).with_suffix(".submit"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_SH)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -64,7 +44,7 @@ def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
     """Queue one run per parameter set: ids are reserved under the lock, worktrees and refs made
     outside it (a checkout takes as long as the repo makes it), then the runs are released."""
     sweep = asked.sweep
-    with _submitters(info, exclusive=False):
+    with submitters(info, exclusive=False):
         with run_store.locked(info.common_dir, ids=set()) as runs:  # the sweeps; the new runs are added
             if sweep:
                 runs.sweeps.setdefault(sweep, Sweep(sweep))
@@ -131,19 +111,11 @@ def _finish(info: worktrees.RepoInfo, run: Run) -> None:
         _make_worktree(info, run, undo)
 
 
-def cut_short(info: worktrees.RepoInfo) -> bool:
-    """Are runs `preparing` with no submitter alive to finish them?"""
-    if not any(run.reason == PREPARING for run in run_store.load(info.common_dir, states=("queued",)).runs):
-        return False
-    with _submitters(info, exclusive=True) as alone:
-        return alone
-
-
 def recover(info: worktrees.RepoInfo) -> list[str]:
     """Finish the submissions whose submitter died: each of their runs gets its worktree made
     anew (what the dead `add` left of it is removed: the path was reserved for that run alone)
     and its ref, and is queued. Returns what was done, one line per sweep or run."""
-    with _submitters(info, exclusive=True) as alone:
+    with submitters(info, exclusive=True) as alone:
         if not alone:
             return []  # a submitter is at work: its runs are its own to finish
         orphans = [run for run in run_store.load(info.common_dir, states=("queued",)).runs
