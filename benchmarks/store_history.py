@@ -24,6 +24,7 @@ is the file of the store module it wrote through; the second the number of runs 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import random
 import subprocess
@@ -94,7 +95,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from git_gpuspace.config import default_data_root
-    from git_gpuspace.runs import store
+    from git_gpuspace.runs import results, store
 
     repo = args.repo.resolve()
     common = Path(git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=repo))
@@ -140,6 +141,9 @@ def main() -> int:
                         gpus=[f"GPU-bench000-0000-4000-8000-{rng.randrange(8):012d}"], container=container,
                         data_dir=data_dir,
                     ))
+                    if "metrics" in {f.name for f in dataclasses.fields(store.Run)}:
+                        # as a run that ends records them (a store that keeps them reads the log once)
+                        runs.runs[-1].metrics = results.metrics(data_dir)
                     ids.append(run_id)
                 runs.save()
     if args.worktrees or args.no_store:
