@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import datetime as _dt
 import errno
+import gc
 import json
 import os
 import re
@@ -380,14 +381,20 @@ def _read(connection: sqlite3.Connection, path: Path, ids: Iterable[str] | None,
         where.append("sweep = ?")
         values.append(sweep)
     query = "SELECT id, data FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
-    for run_id, text in connection.execute(query, values):
-        run, extra = _parse(path, f"run {run_id}", Run, text)
-        if run.id != run_id or not isinstance(run.id, str) or not ID.match(run.id) or run.state not in STATES:
-            raise StateError(f"{path}: run {run_id} has a bad id or state", hint=_FIX_HINT)
-        runs.runs.append(run)
-        runs._seen[run_id] = text
-        if extra:
-            runs._extra[run_id] = extra
+    collecting = gc.isenabled()
+    gc.disable()  # thousands of new objects, none of them garbage: the collector would only walk them
+    try:
+        for run_id, text in connection.execute(query, values):
+            run, extra = _parse(path, f"run {run_id}", Run, text)
+            if run.id != run_id or not isinstance(run.id, str) or not ID.match(run.id) or run.state not in STATES:
+                raise StateError(f"{path}: run {run_id} has a bad id or state", hint=_FIX_HINT)
+            runs.runs.append(run)
+            runs._seen[run_id] = text
+            if extra:
+                runs._extra[run_id] = extra
+    finally:
+        if collecting:
+            gc.enable()
     return runs
 
 
