@@ -156,7 +156,8 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
                 continue
             status, reason = seen.get(run.job, ("", ""))
             if status == "PENDING":
-                run.reason = f"PENDING ({reason})" if reason and reason != "None" else "PENDING"
+                if run.reason != STOPPING:  # asked to stop: it says so until Slurm has let it go
+                    run.reason = f"PENDING ({reason})" if reason and reason != "None" else "PENDING"
             elif status in ("RUNNING", "COMPLETING", "CONFIGURING"):
                 if run.state != "running":
                     model.start(run, STOPPING if run.reason == STOPPING else None)
