@@ -30,8 +30,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
     """Columns padded to their widest cell; every cell escaped (see `escape`)."""
-    headers = [escape(cell) for cell in headers]
-    rows = [[escape(cell) for cell in row] for row in rows]
+    headers, rows = list(map(str, headers)), [list(map(str, row)) for row in rows]
+    every = "".join(headers) + "".join(["".join(row) for row in rows])
+    if not (every.isprintable() and "\\" not in every):  # one look at all of it: mostly nothing to escape
+        headers = [escape(cell) for cell in headers]
+        rows = [[escape(cell) for cell in row] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(headers, *rows)]
     lines = [headers, *rows]
     return "\n".join(

@@ -468,3 +468,31 @@ def feature_registry():
     registry = FeatureRegistry()
     yield registry
     registry.close()
+
+
+SLURM_CONF = Path(os.environ.get("GPUSPACE_TEST_DIR", "/var/lib/gpuspace-test")) / "slurm" / "slurm.conf"
+
+
+def slurm_cluster(monkeypatch, tmp_path):
+    """The test Slurm cluster (scripts/slurm-up), or a failure (a skip unless the engine is
+    required); afterwards this test's own jobs (their comment names its repository, under
+    tmp_path) are cancelled: other suites may share the cluster. Fixtures `yield from` it."""
+    if not SLURM_CONF.exists() or subprocess.run(["sinfo"], capture_output=True,
+                                                 env={**os.environ, "SLURM_CONF": str(SLURM_CONF)}).returncode != 0:
+        message = "no test Slurm cluster (scripts/slurm-up brings it up)"
+        if ENGINE_REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+    monkeypatch.setenv("SLURM_CONF", str(SLURM_CONF))
+    yield
+    ours = slurm_jobs_of(tmp_path)
+    if ours:
+        subprocess.run(["scancel", *ours], capture_output=True)
+
+
+def slurm_jobs_of(tmp_path: Path) -> list[str]:
+    """This test's jobs in squeue (array tasks one by one), whatever their state."""
+    listed = subprocess.run(["squeue", "--noheader", "--array", "--user", str(os.getuid()), "--format=%i|%k"],
+                            capture_output=True, text=True, check=True).stdout
+    return [job for job, _, comment in (line.partition("|") for line in listed.splitlines()) if str(tmp_path) in comment]
+

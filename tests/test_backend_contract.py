@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENGINE_REQUIRED, wait_for
+from conftest import slurm_cluster, slurm_jobs_of, wait_for
 
-SLURM_CONF = Path(os.environ.get("GPUSPACE_TEST_DIR", "/var/lib/gpuspace-test")) / "slurm" / "slurm.conf"
 CLI_TIMEOUT = 90  # seconds: a command of these cases that has not ended by then hangs
 ERROR = "git-gpuspace: error:"
 # A run's command that waits (at most 30 s) until the test drops `go` in its data dir
@@ -36,23 +35,6 @@ def no_command_outlives_its_test():
         process.communicate()
 
 
-def _cluster(monkeypatch, tmp_path):
-    """The test cluster, checked as tests/test_slurm.py's fixture checks it (failing, not skipping,
-    when GPUSPACE_TEST_ENGINE=required); afterwards this test's own jobs (their comment names its
-    repository, under tmp_path) are cancelled."""
-    if not SLURM_CONF.exists() or subprocess.run(["sinfo"], capture_output=True,
-                                                 env={**os.environ, "SLURM_CONF": str(SLURM_CONF)}).returncode != 0:
-        message = "no test Slurm cluster (scripts/slurm-up brings it up)"
-        if ENGINE_REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
-    monkeypatch.setenv("SLURM_CONF", str(SLURM_CONF))
-    yield
-    ours = our_jobs(tmp_path)
-    if ours:
-        subprocess.run(["scancel", *ours], capture_output=True)
-
-
 @pytest.fixture(params=["local", "slurm"])
 def backend(request, monkeypatch, tmp_path, repo):
     """Where this case's runs go, passed as `--backend`. (After `repo`: its jobs are cancelled
@@ -60,21 +42,13 @@ def backend(request, monkeypatch, tmp_path, repo):
     if request.param == "local":
         yield "local"
         return
-    for _ in _cluster(monkeypatch, tmp_path):
+    for _ in slurm_cluster(monkeypatch, tmp_path):
         yield "slurm"
 
 
 @pytest.fixture
 def cluster(monkeypatch, tmp_path, repo):
-    yield from _cluster(monkeypatch, tmp_path)
-
-
-def our_jobs(tmp_path: Path) -> list[str]:
-    """This test's jobs still in squeue (array tasks one by one)."""
-    listed = subprocess.run(["squeue", "--noheader", "--array", "--user", str(os.getuid()), "--format=%i|%k"],
-                            capture_output=True, text=True).stdout
-    fields = (line.partition("|") for line in listed.splitlines())
-    return [job for job, _, comment in fields if str(tmp_path) in comment]
+    yield from slurm_cluster(monkeypatch, tmp_path)
 
 
 def in_squeue(job: str) -> bool:
@@ -292,7 +266,7 @@ def test_a_login_node_without_gpus_submits_gpu_runs(repo, cluster, tmp_path, mon
     errors = [line for line in refused.stderr.splitlines() if line.startswith(ERROR)]
     assert len(errors) == 1 and cluster_name() in errors[0], refused.stderr
     assert [r["sweep"] for r in runs(repo)] == ["login", "login"]
-    assert our_jobs(tmp_path) == []
+    assert slurm_jobs_of(tmp_path) == []
 
 
 def test_runs_per_gpu_is_refused_on_slurm(repo, cluster, tmp_path):
@@ -301,7 +275,7 @@ def test_runs_per_gpu_is_refused_on_slurm(repo, cluster, tmp_path):
     errors = [line for line in refused.stderr.splitlines() if line.startswith(ERROR)]
     assert len(errors) == 1 and "--runs-per-gpu" in errors[0], refused.stderr
     assert runs(repo) == []
-    assert our_jobs(tmp_path) == []
+    assert slurm_jobs_of(tmp_path) == []
 
 
 def test_priority_is_the_jobs_nice_value(repo, cluster):

@@ -9,31 +9,16 @@ import re
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import ENGINE_REQUIRED, overlap, wait_for
+from conftest import SLURM_CONF, overlap, slurm_cluster, wait_for
 
-SLURM_CONF = Path(os.environ.get("GPUSPACE_TEST_DIR", "/var/lib/gpuspace-test")) / "slurm" / "slurm.conf"
 
 
 @pytest.fixture(autouse=True)
 def cluster(monkeypatch, tmp_path):
-    if not SLURM_CONF.exists() or subprocess.run(["sinfo"], capture_output=True,
-                                                 env={**os.environ, "SLURM_CONF": str(SLURM_CONF)}).returncode != 0:
-        message = "no test Slurm cluster (scripts/slurm-up brings it up)"
-        if ENGINE_REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
-    monkeypatch.setenv("SLURM_CONF", str(SLURM_CONF))
-    yield
-    # this test's jobs only (their comment names its repository): other suites may share the cluster
-    listed = subprocess.run(["squeue", "--noheader", "--user", str(os.getuid()), "--format=%i|%k"],
-                            capture_output=True, text=True).stdout
-    ours = [job for job, _, comment in (line.partition("|") for line in listed.splitlines()) if str(tmp_path) in comment]
-    if ours:
-        subprocess.run(["scancel", *ours], capture_output=True)
+    yield from slurm_cluster(monkeypatch, tmp_path)
 
 
 def runs(repo, *args) -> list[dict]:

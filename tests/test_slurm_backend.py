@@ -14,35 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENGINE_REQUIRED, wait_for
+from conftest import slurm_cluster, slurm_jobs_of, wait_for
 
-SLURM_CONF = Path(os.environ.get("GPUSPACE_TEST_DIR", "/var/lib/gpuspace-test")) / "slurm" / "slurm.conf"
 CLI_TIMEOUT = 120  # seconds: a command here that has not ended by then hangs
 ERROR = "git-gpuspace: error:"
 
 
 @pytest.fixture(autouse=True)
 def cluster(monkeypatch, tmp_path):
-    """As tests/test_slurm.py's: the test cluster or a failure (a skip unless the engine is
-    required); afterwards this test's jobs are cancelled."""
-    if not SLURM_CONF.exists() or subprocess.run(["sinfo"], capture_output=True,
-                                                 env={**os.environ, "SLURM_CONF": str(SLURM_CONF)}).returncode != 0:
-        message = "no test Slurm cluster (scripts/slurm-up brings it up)"
-        if ENGINE_REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
-    monkeypatch.setenv("SLURM_CONF", str(SLURM_CONF))
-    yield
-    ours = our_jobs(tmp_path)
-    if ours:
-        subprocess.run(["scancel", *ours], capture_output=True)
-
-
-def our_jobs(tmp_path: Path) -> list[str]:
-    """This test's jobs in squeue (array tasks one by one), whatever their state."""
-    listed = subprocess.run(["squeue", "--noheader", "--array", "--user", str(os.getuid()), "--format=%i|%k"],
-                            capture_output=True, text=True, check=True).stdout
-    return [job for job, _, comment in (line.partition("|") for line in listed.splitlines()) if str(tmp_path) in comment]
+    yield from slurm_cluster(monkeypatch, tmp_path)
 
 
 def cli(repo, *args: str, env: dict | None = None, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
@@ -81,7 +61,7 @@ def test_an_image_the_nodes_could_not_pull_is_refused_before_submission(repo, tm
     errors = [line for line in refused.stderr.splitlines() if line.startswith(ERROR)]
     assert len(errors) == 1 and f"'{image}'" in errors[0], refused.stderr
     assert runs(repo) == []
-    assert our_jobs(tmp_path) == []
+    assert slurm_jobs_of(tmp_path) == []
     made = repo.path.parent / "worktrees" / "runs"
     assert not made.exists() or list(made.iterdir()) == [], list(made.iterdir())
     assert repo.git("worktree", "list", "--porcelain").stdout.count("worktree ") == 1
@@ -96,13 +76,13 @@ def test_a_watcher_killed_between_a_retry_queued_and_its_job_runs_nothing_twice(
     # queued again, its retry spent, no job yet: the watcher died before submitting one
     assert (record["state"], record["job"]) == ("queued", None), brief(record)
     assert lines_in(record["data_dir"], "attempts") == ["attempt"]
-    assert our_jobs(tmp_path) == []
+    assert slurm_jobs_of(tmp_path) == []
     resumed = cli(repo, "runs", "resume")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     [record] = runs(repo)
     assert (record["state"], record["exit_code"]) == ("succeeded", 0), brief(record)
     assert lines_in(record["data_dir"], "attempts") == ["attempt", "attempt"]
-    assert our_jobs(tmp_path) == []
+    assert slurm_jobs_of(tmp_path) == []
 
 
 def test_retry_of_a_failed_slurm_run_submits_a_new_job(repo):
@@ -133,7 +113,7 @@ def test_stop_of_a_slurm_sweep_with_all_stops_running_and_pending(repo, tmp_path
     assert "Cancelled 3 Slurm jobs" in stopped.stdout, stopped.stdout
     assert wait_for(lambda: [r["state"] for r in runs(repo, "--sweep", "slow")] == ["stopped"] * 3, 60), \
         [brief(r) for r in runs(repo, "--sweep", "slow")]
-    assert wait_for(lambda: our_jobs(tmp_path) == [], 30), our_jobs(tmp_path)
+    assert wait_for(lambda: slurm_jobs_of(tmp_path) == [], 30), slurm_jobs_of(tmp_path)
     for record in runs(repo, "--sweep", "slow"):
         ran = lines_in(record["data_dir"], "logs/run.log")
         assert ran == ([] if record["id"] in pending else [f"x={record['params']['x']}"]), (brief(record), ran)

@@ -172,11 +172,13 @@ def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     jobs = any(r["job"] for r in records)
     headers = ["RUN", "SWEEP", "PARAMS", "STATE", "EXIT", "TIME", "GPUS", *(["JOB"] if jobs else []),
                *[n.upper() for n in names]]
-    rows = [[r["id"], r["sweep"] or "-", " ".join(f"{k}={v}" for k, v in r["params"].items()) or "-",
-             r["state"] + (f" ({r['reason']})" if r["reason"] else ""), "-" if r["exit_code"] is None else str(r["exit_code"]),
+    rows = [[r["id"], r["sweep"] or "-", " ".join([f"{k}={v}" for k, v in r["params"].items()]) or "-",
+             f"{r['state']} ({r['reason']})" if r["reason"] else r["state"],
+             "-" if r["exit_code"] is None else str(r["exit_code"]),
              "-" if r["duration_s"] is None else f"{r['duration_s']:.1f}s", str(len(r["gpus"])),
              *([r["job"] or "-"] if jobs else []),
-             *[f"{r['metrics'][n]:g}" if n in r["metrics"] else "-" for n in names]] for r in records]
+             *[f"{metrics[n]:g}" if n in metrics else "-" for n in names]]
+            for r in records for metrics in (r["metrics"],)]
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow([output.escape(h.lower()) for h in headers])
