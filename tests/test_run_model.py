@@ -5,7 +5,6 @@ stand-in `sinfo` and `scontrol` on PATH)."""
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 import pytest
 

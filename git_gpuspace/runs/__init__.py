@@ -4,6 +4,7 @@ dispatched from a queue that survives the dispatcher (see DESIGN.md section 6).
 model.py     a run and a sweep: what was asked, where it stands, how it ended
 store.py     the queue and history: `.git/gpuspace-runs.db` (SQLite)
 submit.py    submission: runs reserved, their pinned worktrees and refs made, then queued
+at_work.py   who is at work on the queue: its dispatcher, its submitters
 wrapper.py   what runs around the command in its container: the exit file and the log
 grid.py      sweep parameters: axes, their cross product, placeholders in the command
 local.py     this machine's engine: start queued runs on free GPUs, record what finished
