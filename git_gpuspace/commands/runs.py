@@ -9,8 +9,9 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .. import output, workspace, worktrees
+from .. import output, repo_dir, workspace
 from ..errors import UsageError
 from ..runs import backend as backends
 from ..runs import model, results
@@ -18,10 +19,17 @@ from ..runs import store as run_store
 from ..runs.at_work import alive, cut_short
 from ..runs.model import ACTIVE, FINISHED, PREPARING, STOPPING, Run
 
+if TYPE_CHECKING:
+    from .. import worktrees
+
 
 def run(args: argparse.Namespace) -> int:
+    if args.action in (None, "list"):
+        return _list(repo_dir.common_dir(), args)
+    from .. import worktrees  # dulwich: not for the listing, which reads the store alone
+
     info = worktrees.discover()
-    action = {"resume": _resume, "show": _show, "stop": _stop, "retry": _retry, "clean": _clean}.get(args.action, _list)
+    action = {"resume": _resume, "show": _show, "stop": _stop, "retry": _retry, "clean": _clean}[args.action]
     return action(info, args)
 
 
@@ -129,6 +137,8 @@ def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
                     kept.append(f"{run.data_dir}: it {problem}")
                 else:
                     purge.append(run.data_dir)
+        from .. import worktrees
+
         worktrees.remove_many(info, [Path(run.worktree) for run in done])
         worktrees.delete_refs(info, [f"refs/gpuspace/runs/{run.id}" for run in done])
         for run in done:
@@ -152,10 +162,14 @@ def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     return 1 if left else 0
 
 
-def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
-    for backend in backends.with_active(run_store.load(info.common_dir, states=ACTIVE).runs):
-        backend.poll(info)  # e.g. Slurm says what became of its jobs
-    runs = run_store.load(info.common_dir, sweep=args.sweep, states=(args.state,) if args.state else None).runs
+def _list(common_dir: Path, args: argparse.Namespace) -> int:
+    polled = backends.with_active(run_store.load(common_dir, states=ACTIVE).runs)
+    if polled:
+        from ..worktrees import discover
+
+        for backend in polled:
+            backend.poll(discover())  # e.g. Slurm says what became of its jobs
+    runs = run_store.load(common_dir, sweep=args.sweep, states=(args.state,) if args.state else None).runs
     records = [record(run, dates=args.json) for run in runs]
     if args.sort:
         key, descending = args.sort.lstrip("-"), args.sort.startswith("-")
@@ -185,10 +199,10 @@ def _list(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
         writer.writerows([[output.escape(cell) for cell in row] for row in rows])
         return 0
     print(output.table(headers, rows))
-    if any(r["reason"] == PREPARING for r in records) and cut_short(info):
+    if any(r["reason"] == PREPARING for r in records) and cut_short(common_dir):
         print("git-gpuspace: a submission was cut short (runs still `preparing`): `git gpuspace runs resume` "
               "finishes it and queues its runs", file=sys.stderr)
-    elif any(r["state"] == "queued" for r in records) and not alive(info):
+    elif any(r["state"] == "queued" for r in records) and not alive(common_dir):
         print("git-gpuspace: runs are queued and no dispatcher is running: `git gpuspace runs resume`", file=sys.stderr)
     return 0
 

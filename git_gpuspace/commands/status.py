@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             print(output.escape(f"  {record['path']}  {name}: down ({why})"))
     for line in _run_summary(runs):
         print(output.escape(line))
-    if any(run.state == "queued" for run in runs) and not alive(info):
+    if any(run.state == "queued" for run in runs) and not alive(info.common_dir):
         print("git-gpuspace: runs are queued and no dispatcher is running: `git gpuspace runs resume`", file=sys.stderr)
     return 0
 

@@ -14,7 +14,6 @@ from typing import Iterator
 
 import platformdirs
 
-from .. import worktrees
 from ..config import APP_NAME
 from ..locking import file_lock
 from . import store as run_store
@@ -28,17 +27,17 @@ def lock_path(common_dir: Path) -> Path:
     return directory / f"{digest}.lock"
 
 
-def alive(info: worktrees.RepoInfo) -> bool:
+def alive(common_dir: Path) -> bool:
     """Is a dispatcher holding this repo's queue?"""
-    with file_lock(lock_path(info.common_dir), wait=False) as free:
+    with file_lock(lock_path(common_dir), wait=False) as free:
         return not free
 
 
 @contextlib.contextmanager
-def submitters(info: worktrees.RepoInfo, exclusive: bool) -> Iterator[bool]:
+def submitters(common_dir: Path, exclusive: bool) -> Iterator[bool]:
     """Submitters hold this lock shared; `recover` takes it exclusive, without waiting: True
     when no submitter of this repo is alive (the kernel drops a dead one's lock)."""
-    fd = os.open(lock_path(info.common_dir).with_suffix(".submit"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    fd = os.open(lock_path(common_dir).with_suffix(".submit"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         try:
             fcntl.flock(fd, (fcntl.LOCK_EX | fcntl.LOCK_NB) if exclusive else fcntl.LOCK_SH)
@@ -50,9 +49,9 @@ def submitters(info: worktrees.RepoInfo, exclusive: bool) -> Iterator[bool]:
         os.close(fd)
 
 
-def cut_short(info: worktrees.RepoInfo) -> bool:
+def cut_short(common_dir: Path) -> bool:
     """Are runs `preparing` with no submitter alive to finish them?"""
-    if not any(run.reason == PREPARING for run in run_store.load(info.common_dir, states=("queued",)).runs):
+    if not any(run.reason == PREPARING for run in run_store.load(common_dir, states=("queued",)).runs):
         return False
-    with submitters(info, exclusive=True) as alone:
+    with submitters(common_dir, exclusive=True) as alone:
         return alone

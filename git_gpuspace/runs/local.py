@@ -93,7 +93,7 @@ def start_background(info: worktrees.RepoInfo) -> Path:
     """Hand dispatching to a process of its own (unless one is alive), logging to the user's
     state dir. It runs our console script by path, never `python -m` from a worktree."""
     log = lock_path(info.common_dir).with_suffix(".log")
-    if not alive(info):
+    if not alive(info.common_dir):
         script = Path(sys.executable).parent / "git-gpuspace"
         command = [str(script)] if script.exists() else [shutil.which("git-gpuspace") or "git-gpuspace"]
         with open(log, "ab") as output:
@@ -376,7 +376,7 @@ class LocalBackend:
 
     def follow_log(self, info: worktrees.RepoInfo, run: Run, tail: int | None) -> None:
         """From the engine, once the run has a container (a queued one is waited for)."""
-        if run.state == "queued" and not alive(info):
+        if run.state == "queued" and not alive(info.common_dir):
             raise UsageError(f"run {run.id} has not started yet (queued) and no dispatcher runs the queue",
                              hint="git gpuspace runs resume")
         while run is not None and run.state == "queued":

@@ -44,7 +44,7 @@ def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
     """Queue one run per parameter set: ids are reserved under the lock, worktrees and refs made
     outside it (a checkout takes as long as the repo makes it), then the runs are released."""
     sweep = asked.sweep
-    with submitters(info, exclusive=False):
+    with submitters(info.common_dir, exclusive=False):
         with run_store.locked(info.common_dir, ids=set()) as runs:  # the sweeps; the new runs are added
             if sweep:
                 runs.sweeps.setdefault(sweep, Sweep(sweep))
@@ -115,7 +115,7 @@ def recover(info: worktrees.RepoInfo) -> list[str]:
     """Finish the submissions whose submitter died: each of their runs gets its worktree made
     anew (what the dead `add` left of it is removed: the path was reserved for that run alone)
     and its ref, and is queued. Returns what was done, one line per sweep or run."""
-    with submitters(info, exclusive=True) as alone:
+    with submitters(info.common_dir, exclusive=True) as alone:
         if not alone:
             return []  # a submitter is at work: its runs are its own to finish
         orphans = [run for run in run_store.load(info.common_dir, states=("queued",)).runs
