@@ -162,7 +162,7 @@ def test_active_runs_are_read_by_the_state_index_alone(tmp_path, monkeypatch):
     real = store._parse
     monkeypatch.setattr(store, "_parse", lambda *args: parsed.append(args[1]) or real(*args))
     assert ids(store.load(tmp_path, states=("queued", "running"))) == ["new-1"]
-    assert parsed == ["run new-1"]
+    assert parsed == ["new-1"]
     with sqlite3.connect(tmp_path / store.FILE_NAME) as connection:
         plan = connection.execute("EXPLAIN QUERY PLAN SELECT id, data FROM runs WHERE state IN (?, ?) ORDER BY seq",
                                   ("queued", "running")).fetchall()

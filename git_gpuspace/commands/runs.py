@@ -170,53 +170,57 @@ def _list(common_dir: Path, args: argparse.Namespace) -> int:
         for backend in polled:
             backend.poll(discover())  # e.g. Slurm says what became of its jobs
     runs = run_store.load(common_dir, sweep=args.sweep, states=(args.state,) if args.state else None).runs
-    records = [record(run, dates=args.json) for run in runs]
+    shown = [(run, metrics_of(run)) for run in runs]
     if args.sort:
         key, descending = args.sort.lstrip("-"), args.sort.startswith("-")
-        if records and not any(key in r["metrics"] for r in records):
-            raise UsageError(f"no run has a metric '{key}'",
-                             hint=f"metrics seen: {', '.join(sorted({m for r in records for m in r['metrics']})) or 'none'}")
-        present = sorted((r for r in records if key in r["metrics"]), key=lambda r: r["metrics"][key], reverse=descending)
-        records = present + [r for r in records if key not in r["metrics"]]
-    names = sorted({name for r in records for name in r["metrics"]})
+        if shown and not any(key in metrics for _, metrics in shown):
+            seen = sorted({name for _, metrics in shown for name in metrics})
+            raise UsageError(f"no run has a metric '{key}'", hint=f"metrics seen: {', '.join(seen) or 'none'}")
+        present = sorted((pair for pair in shown if key in pair[1]), key=lambda pair: pair[1][key], reverse=descending)
+        shown = present + [pair for pair in shown if key not in pair[1]]
     if args.json:
-        json.dump(records, sys.stdout, indent=2)
+        json.dump([record(run, metrics) for run, metrics in shown], sys.stdout, indent=2)
         print()
         return 0
-    jobs = any(r["job"] for r in records)
+    names = sorted({name for _, metrics in shown for name in metrics})
+    jobs = any(run.job for run, _ in shown)
     headers = ["RUN", "SWEEP", "PARAMS", "STATE", "EXIT", "TIME", "GPUS", *(["JOB"] if jobs else []),
                *[n.upper() for n in names]]
-    rows = [[r["id"], r["sweep"] or "-", " ".join([f"{k}={v}" for k, v in r["params"].items()]) or "-",
-             f"{r['state']} ({r['reason']})" if r["reason"] else r["state"],
-             "-" if r["exit_code"] is None else str(r["exit_code"]),
-             "-" if r["duration_s"] is None else f"{r['duration_s']:.1f}s", str(len(r["gpus"])),
-             *([r["job"] or "-"] if jobs else []),
+    rows = [[run.id, run.sweep or "-", " ".join([f"{k}={v}" for k, v in run.params.items()]) or "-",
+             f"{run.state} ({run.reason})" if run.reason else run.state,
+             "-" if run.exit_code is None else str(run.exit_code),
+             "-" if run.started is None else f"{run.duration_s:.1f}s", str(len(run.gpus)),
+             *([run.job or "-"] if jobs else []),
              *[f"{metrics[n]:g}" if n in metrics else "-" for n in names]]
-            for r in records for metrics in (r["metrics"],)]
+            for run, metrics in shown]
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow([output.escape(h.lower()) for h in headers])
         writer.writerows([[output.escape(cell) for cell in row] for row in rows])
         return 0
     print(output.table(headers, rows))
-    if any(r["reason"] == PREPARING for r in records) and cut_short(common_dir):
+    if any(run.reason == PREPARING for run in runs) and cut_short(common_dir):
         print("git-gpuspace: a submission was cut short (runs still `preparing`): `git gpuspace runs resume` "
               "finishes it and queues its runs", file=sys.stderr)
-    elif any(r["state"] == "queued" for r in records) and not alive(common_dir):
+    elif any(run.state == "queued" for run in runs) and not alive(common_dir):
         print("git-gpuspace: runs are queued and no dispatcher is running: `git gpuspace runs resume`", file=sys.stderr)
     return 0
 
 
-def record(run: Run, dates: bool = True) -> dict:
-    """One run in the documented `runs --json` schema (the table shows no dates: not written
-    out for it, which a long history would feel)."""
+def metrics_of(run: Run) -> dict[str, float]:
+    """A finished run's, as kept when it ended; a live one's from its log as it is now."""
+    return run.metrics if run.metrics is not None and run.state in FINISHED else results.metrics(run.data_dir)
+
+
+def record(run: Run, metrics: dict[str, float] | None = None) -> dict:
+    """One run in the documented `runs --json` schema."""
     return {
         "id": run.id, "sweep": run.sweep, "params": dict(run.params), "commit": run.commit,
         "state": run.state, "reason": run.reason, "exit_code": run.exit_code,
-        "started": run.started.isoformat() if run.started and dates else None,
-        "finished": run.finished.isoformat() if run.finished and dates else None,
+        "started": run.started.isoformat() if run.started else None,
+        "finished": run.finished.isoformat() if run.finished else None,
         "duration_s": run.duration_s, "gpus": list(run.gpus), "worktree": run.worktree,
         "data_dir": run.data_dir,
-        "metrics": run.metrics if run.metrics is not None and run.state in FINISHED else results.metrics(run.data_dir),
+        "metrics": metrics_of(run) if metrics is None else metrics,
         "backend": run.backend, "job": run.job,
     }

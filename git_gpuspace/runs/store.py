@@ -355,7 +355,7 @@ def _read(connection: sqlite3.Connection, path: Path, ids: Iterable[str] | None,
           sweep: str | None) -> Runs:
     runs = Runs(path)
     for name, text in connection.execute("SELECT name, data FROM sweeps ORDER BY rowid"):
-        found, _ = _parse(path, f"sweep {name}", Sweep, text)
+        found, _ = _parse(path, name, Sweep, text)
         runs.sweeps[found.name] = found
         runs._sweeps_seen[found.name] = text
     runs.issued = {prefix: number for prefix, number in connection.execute("SELECT prefix, number FROM issued")}
@@ -385,8 +385,9 @@ def _read(connection: sqlite3.Connection, path: Path, ids: Iterable[str] | None,
     gc.disable()  # thousands of new objects, none of them garbage: the collector would only walk them
     try:
         for run_id, text in connection.execute(query, values):
-            run, extra = _parse(path, f"run {run_id}", Run, text)
-            if run.id != run_id or not isinstance(run.id, str) or not ID.match(run.id) or run.state not in STATES:
+            run, extra = _parse(path, run_id, Run, text)
+            # the id column is unique and was checked when written: the row must be that run
+            if run.id != run_id or run.state not in STATES:
                 raise StateError(f"{path}: run {run_id} has a bad id or state", hint=_FIX_HINT)
             runs.runs.append(run)
             runs._seen[run_id] = text
@@ -439,7 +440,7 @@ def _shape(kind: type) -> tuple[frozenset[str], tuple[str, ...]]:
     return _SHAPES[kind]
 
 
-def _parse(path: Path, what: str, kind: type, text: str) -> tuple[Any, dict[str, Any]]:
+def _parse(path: Path, name: str, kind: type, text: str) -> tuple[Any, dict[str, Any]]:
     names, moments = _shape(kind)
     try:
         known = json.loads(text)
@@ -455,7 +456,7 @@ def _parse(path: Path, what: str, kind: type, text: str) -> tuple[Any, dict[str,
                 known[key] = _dt.datetime.fromisoformat(value)
         return kind(**known), extra
     except (TypeError, ValueError) as error:
-        raise StateError(f"{path}: {what} is malformed ({error})", hint=_FIX_HINT) from None
+        raise StateError(f"{path}: {kind.__name__.lower()} {name} is malformed ({error})", hint=_FIX_HINT) from None
 
 
 # --- making the database, from the old TOML file if there is one ---
