@@ -455,3 +455,14 @@ def test_a_writer_killed_mid_transaction_leaves_the_last_commit(tmp_path):
         queue.runs[1].state = "stopped"
         queue.save()
     assert [run.state for run in store.load(tmp_path).runs] == ["queued", "stopped"]
+
+
+def test_the_listing_is_the_runs_as_loaded(tmp_path):
+    """`runs` reads a few fields of each row by SQLite: the same as the runs read whole."""
+    add(tmp_path, make("a-1", state="succeeded", exit_code=0, started=MOMENT, finished=MOMENT, params={"lr": "0.1"},
+                       gpus=["GPU-1", "GPU-2"], metrics={"loss": 0.5}, data_dir="/d/a-1", sweep="a"),
+        make("a-2", state="running", reason="starting", started=MOMENT, sweep="a", job="7_1"),
+        make("run-1", state="failed", reason="interrupted"), sweeps=(Sweep("a"),))
+    for filters in ({}, {"sweep": "a"}, {"states": ("running",)}, {"states": ()}):
+        assert store.listing(tmp_path, **filters) == [store._listed_from(run) for run in store.load(tmp_path, **filters).runs]
+    assert store.listing(tmp_path / "nothing-here") == []

@@ -169,7 +169,9 @@ def _list(common_dir: Path, args: argparse.Namespace) -> int:
 
         for backend in polled:
             backend.poll(discover())  # e.g. Slurm says what became of its jobs
-    runs = run_store.load(common_dir, sweep=args.sweep, states=(args.state,) if args.state else None).runs
+    wanted = {"sweep": args.sweep, "states": (args.state,) if args.state else None}
+    # the table needs a few fields of each run: read by SQLite; --json gives all of them
+    runs = run_store.load(common_dir, **wanted).runs if args.json else run_store.listing(common_dir, **wanted)
     shown = [(run, metrics_of(run)) for run in runs]
     if args.sort:
         key, descending = args.sort.lstrip("-"), args.sort.startswith("-")
@@ -189,7 +191,7 @@ def _list(common_dir: Path, args: argparse.Namespace) -> int:
     rows = [[run.id, run.sweep or "-", " ".join([f"{k}={v}" for k, v in run.params.items()]) or "-",
              f"{run.state} ({run.reason})" if run.reason else run.state,
              "-" if run.exit_code is None else str(run.exit_code),
-             "-" if run.started is None else f"{run.duration_s:.1f}s", str(len(run.gpus)),
+             "-" if run.started is None else f"{run.duration_s:.1f}s", str(run.gpus),
              *([run.job or "-"] if jobs else []),
              *[f"{metrics[n]:g}" if n in metrics else "-" for n in names]]
             for run, metrics in shown]
@@ -207,7 +209,7 @@ def _list(common_dir: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def metrics_of(run: Run) -> dict[str, float]:
+def metrics_of(run: Run | run_store.Listed) -> dict[str, float]:
     """A finished run's, as kept when it ended; a live one's from its log as it is now."""
     return run.metrics if run.metrics is not None and run.state in FINISHED else results.metrics(run.data_dir)
 

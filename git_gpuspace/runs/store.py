@@ -40,7 +40,7 @@ from ..errors import StateError
 from ..faults import checkpoint
 from ..locking import file_lock, lock_timeout
 from . import results
-from .model import FINISHED, ID, STATES, Run, Sweep
+from .model import FINISHED, ID, STATES, Run, Sweep, now
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -213,12 +213,86 @@ def load(common_dir: Path, *, ids: Iterable[str] | None = None, states: Iterable
     """The runs in submission order (with a filter: only those of `ids`, in `states`, of
     `sweep`), and every sweep. No lock: a consistent snapshot. A repo with no runs yet is an
     empty Runs, and nothing is made on disk."""
+    with _reading(common_dir) as (connection, legacy):
+        if connection is None:
+            runs, sweeps, issued = legacy
+            return Runs(common_dir / FILE_NAME, _pick(runs, ids, states, sweep), sweeps, issued)
+        return _read(connection, common_dir / FILE_NAME, ids, states, sweep)
+
+
+class Listed(typing.NamedTuple):
+    """What the `runs` table shows of a run, read by SQLite from its row without making the run
+    (a history of thousands is listed at the cost of its rows, not of as many objects)."""
+
+    id: str
+    sweep: str | None
+    params: dict[str, str]
+    state: str
+    reason: str | None
+    exit_code: int | None
+    started: _dt.datetime | None
+    finished: _dt.datetime | None
+    gpus: int
+    job: str | None
+    metrics: dict[str, float] | None
+    data_dir: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started is None:
+            return None
+        return ((self.finished or now()) - self.started).total_seconds()
+
+
+def listing(common_dir: Path, *, states: Iterable[str] | None = None, sweep: str | None = None) -> list[Listed]:
+    """The table's view of the runs (see `load` for the filters), in submission order."""
+    with _reading(common_dir) as (connection, legacy):
+        if connection is None:
+            return [_listed_from(run) for run in _pick(legacy[0], None, states, sweep)]
+        where, values = [], []
+        if states is not None:
+            chosen = [states] if isinstance(states, str) else list(states)
+            where.append(f"state IN ({', '.join('?' * len(chosen))})" if chosen else "0")
+            values += chosen
+        if sweep is not None:
+            where.append("sweep = ?")
+            values.append(sweep)
+        fields = ", ".join(f"json_extract(data, '$.{name}')" for name in ("params", "reason", "exit_code", "started",
+                                                                         "finished", "job", "metrics", "data_dir"))
+        query = (f"SELECT id, sweep, state, {fields}, json_array_length(data, '$.gpus') FROM runs"
+                 + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq")
+        try:
+            rows = connection.execute(query, values).fetchall()
+        except sqlite3.Error as error:
+            raise StateError(f"cannot read {common_dir / FILE_NAME}: {error}", hint=_FIX_HINT) from None
+    moment = _dt.datetime.fromisoformat
+    try:
+        return [Listed(run_id, run_sweep, json.loads(params) if params else {}, run_state, reason, exit_code,
+                       moment(started) if started else None, moment(finished) if finished else None, gpus or 0, job,
+                       json.loads(metrics) if metrics else None, data_dir)
+                for run_id, run_sweep, run_state, params, reason, exit_code, started, finished, job, metrics, data_dir,
+                gpus in rows]
+    except (TypeError, ValueError) as error:
+        raise StateError(f"{common_dir / FILE_NAME}: a run is malformed ({error})", hint=_FIX_HINT) from None
+
+
+def _listed_from(run: Run) -> Listed:
+    return Listed(run.id, run.sweep, run.params, run.state, run.reason, run.exit_code, run.started, run.finished,
+                  len(run.gpus), run.job, run.metrics, run.data_dir)
+
+
+@contextlib.contextmanager
+def _reading(common_dir: Path) -> Iterator[tuple[sqlite3.Connection | None, Any]]:
+    """A read transaction on the store (migrated first from the TOML file if that is all there
+    is); or (None, what the TOML file holds) where the git dir may only be read, or (None,
+    nothing) when there is no store yet."""
     path = common_dir / FILE_NAME
     connection = _connect(path, write=False)
     if connection is None:
         legacy = common_dir / LEGACY_NAME
         if not os.path.lexists(legacy):
-            return Runs(path)
+            yield None, ([], {}, {})
+            return
         try:
             with contextlib.ExitStack() as stack:
                 # held by another command (or this one: the dispatcher's turn reads under it),
@@ -227,14 +301,17 @@ def load(common_dir: Path, *, ids: Iterable[str] | None = None, states: Iterable
                     stack.enter_context(file_lock(common_dir / state.LOCK_NAME, wait=False))
                 _ensure(common_dir)
         except _CannotWrite:  # a git dir we may only read: the old file as it is
-            runs, sweeps, issued = _load_toml(legacy)
-            return Runs(path, _pick(runs, ids, states, sweep), sweeps, issued)
+            yield None, _load_toml(legacy)
+            return
         connection = _connect(path, write=False)
         assert connection is not None
     try:
         try:
             connection.execute("BEGIN")
-            return _read(connection, path, ids, states, sweep)
+        except sqlite3.Error as error:
+            raise StateError(f"cannot read {path}: {error}", hint=_FIX_HINT) from None
+        try:
+            yield connection, None
         except sqlite3.Error as error:
             raise StateError(f"cannot read {path}: {error}", hint=_FIX_HINT) from None
     finally:
