@@ -118,3 +118,15 @@ def test_stop_of_a_slurm_sweep_with_all_stops_running_and_pending(repo, tmp_path
         ran = lines_in(record["data_dir"], "logs/run.log")
         assert ran == ([] if record["id"] in pending else [f"x={record['params']['x']}"]), (brief(record), ran)
     assert wait_for(lambda: repo.containers() == [], 30), [c.name for c in repo.containers()]
+
+
+def test_a_job_sbatch_refuses_leaves_no_run_waiting(repo, tmp_path):
+    """sbatch says no (an option it does not know): one line, and the run is dropped with why,
+    not left queued for a job that never comes."""
+    ok(repo, "config", "set", "slurm.extra", "--", "--no-such-sbatch-option")
+    refused = cli(repo, "run", "--backend", "slurm", "--gpus", "none", "--", "true")
+    assert refused.returncode == 1 and "sbatch refused the job" in refused.stderr
+    assert "Traceback" not in refused.stderr and refused.stderr.count("git-gpuspace: error:") == 1
+    [record] = runs(repo)
+    assert record["state"] == "stopped" and record["reason"].startswith("not submitted: sbatch refused the job")
+    assert slurm_jobs_of(tmp_path) == []

@@ -9,12 +9,12 @@ import sys
 from dataclasses import replace
 
 from .. import private_git, state, worktrees
-from ..errors import UsageError
+from ..errors import GpuspaceError, UsageError
 from ..lifecycle import resolve_worktree
 from ..output import escape
 from ..runs import backend as backends
 from ..runs import grid
-from ..runs.submit import Submission, recover, submit
+from ..runs.submit import Submission, recover, submit, withdraw
 from ..runs import store as run_store
 from ..runs.model import Run
 from ..settings import settings_from
@@ -69,7 +69,12 @@ def run(args: argparse.Namespace) -> int:
     ids = submit(info, replace(asked, commit=commit, snapshot=snapshot))
     print(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''} at {commit[:8]}"
           + (" (a snapshot of uncommitted changes)" if snapshot else "") + f": {', '.join(ids)}", file=sys.stderr)
-    for line in backend.launch(info, ids, args.max_parallel, args.detach):
+    try:
+        launched = backend.launch(info, ids, args.max_parallel, args.detach)
+    except GpuspaceError as error:
+        withdraw(info, ids, str(error))
+        raise
+    for line in launched:
         print(line, file=sys.stderr)
     if args.detach:
         return 0

@@ -144,3 +144,13 @@ def recover(info: worktrees.RepoInfo) -> list[str]:
              f"{'s are' if len(ids) > 1 else ' is'} made and {', '.join(ids)} queued" for sweep, ids in groups.items()]
     return lines + [f"{run_id} dropped: its submission was cut short and its worktree could not be made: {why}"
                     for run_id, why in dropped.items()]
+
+
+def withdraw(info: worktrees.RepoInfo, ids: list[str], why: str) -> None:
+    """Runs that were queued but could not be handed over (sbatch refused them): dropped, with
+    why, so that nothing waits for them; `runs clean` removes their worktrees."""
+    with run_store.locked(info.common_dir, ids=set(ids)) as runs:
+        for run in runs.runs:
+            if run.state == "queued" and not run.job:
+                model.drop(run, f"not submitted: {why}")
+        runs.save()
