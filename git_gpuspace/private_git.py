@@ -478,7 +478,7 @@ def _push_in(info, engine, binding, worktree, host: str, switch: bool = False) -
 
 def _exec_timeout() -> float:
     """The container's git decides when its output ends: bounded as the host's git commands are."""
-    from .worktrees import git_timeout
+    from .git_cli import git_timeout
 
     return git_timeout()
 

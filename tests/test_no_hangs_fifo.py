@@ -247,13 +247,13 @@ def test_hooks_that_are_fifos_are_not_read(plain_repo, fifos):
 
 
 def test_git_gpuspace_runs_git_only_through_the_timed_runner():
-    """Every git the host starts goes through worktrees.git (so gets its time-out); `git
+    """Every git the host starts goes through git_cli.git (so gets its time-out); `git
     --version` in doctor reads no repository."""
     import re
 
     started_git = re.compile(r"""(?:run|Popen|call|check_output|check_call)\(\s*\[\s*["']git["']""")
     package = Path(__file__).resolve().parent.parent / "git_gpuspace"
     offenders = [f"{source.relative_to(package)}: {line.strip()}" for source in sorted(package.rglob("*.py"))
-                 if source.name != "worktrees.py" for line in source.read_text().splitlines()
+                 if source.name != "git_cli.py" for line in source.read_text().splitlines()
                  if started_git.search(line) and "--version" not in line]
     assert offenders == [], offenders

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import output, repo_dir, workspace
+from .. import git_cli, output, workspace
 from ..errors import UsageError
 from ..runs import backend as backends
 from ..runs import model, results
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def run(args: argparse.Namespace) -> int:
     if args.action in (None, "list"):
-        return _list(repo_dir.common_dir(), args)
+        return _list(git_cli.common_dir(), args)
     from .. import worktrees  # dulwich: not for the listing, which reads the store alone
 
     info = worktrees.discover()
