@@ -27,17 +27,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-j must be at least 1")
     checks = _chosen(info, args.name, command)
     commits = _commits(info, args.target)
-    backend = backends.choose(args.backend, state.load(info.common_dir).defaults)
-    return check_commits(info, checks, commits, args.jobs, args.keep_going, args.force, backend=backend)
+    backend = backends.chosen(args.backend, state.load(info.common_dir).defaults)
+    return check_commits(info, checks, commits, args.jobs, args.keep_going, args.force, backend_name=backend)
 
 
 def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[str], jobs: int = 1,
-                  keep_going: bool = False, force: bool = False, backend: backends.Backend | None = None,
+                  keep_going: bool = False, force: bool = False, backend_name: str | None = None,
                   wait: bool = True) -> int:
     """Each check on each commit (oldest first): a tree already checked gets that verdict, the
     rest are queued and handed to the backend (the repo's unless given), and waited for here
     unless not `wait`. One line per commit and check; 0 when all pass."""
-    backend = backend or backends.choose(None, state.load(info.common_dir).defaults)
+    name = backend_name or backends.chosen(None, state.load(info.common_dir).defaults)
+    backend = None  # loaded when something must run: the cache path stays light
     wanted: dict[tuple[str, str], str] = {}  # (check, commit) -> run id
     for check in checks:
         ignored: list[verify.Ignored] = []
@@ -55,6 +56,7 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
             from ..settings import settings_from
             from ..runs.submit import Submission, submit
 
+            backend = backend or backends.named(name)
             asked = Submission(check.command, commit, flags=check.flags(), sweep=verify.sweep_of(check.name),
                                max_parallel=jobs, check=check.name, backend=backend.name)
             if not queued_any:  # the verdicts will be signed: the key, or why not, before anything runs

@@ -66,7 +66,16 @@ def named(name: str) -> Backend:
 def choose(flag: str | None, repo_defaults: dict) -> Backend:
     """The one place a backend is chosen: --backend, else the repo's `backend` setting, else
     the user's, else `local`."""
-    return named(flag or str(effective(repo_defaults, {})["backend"]))
+    return named(chosen(flag, repo_defaults))
+
+
+def chosen(flag: str | None, repo_defaults: dict) -> str:
+    """The name `choose` goes by, checked, without loading the backend (a command that may need
+    none, as `verify` when every verdict is cached, stays light)."""
+    name = flag or str(effective(repo_defaults, {})["backend"])
+    if name not in NAMES:
+        raise UsageError(f"unknown backend '{name}'", hint=" or ".join(NAMES))
+    return name
 
 
 def of(run: Run) -> Backend:
