@@ -249,18 +249,11 @@ def listing(common_dir: Path, *, states: Iterable[str] | None = None, sweep: str
     with _reading(common_dir) as (connection, legacy):
         if connection is None:
             return [_listed_from(run) for run in _pick(legacy[0], None, states, sweep)]
-        where, values = [], []
-        if states is not None:
-            chosen = [states] if isinstance(states, str) else list(states)
-            where.append(f"state IN ({', '.join('?' * len(chosen))})" if chosen else "0")
-            values += chosen
-        if sweep is not None:
-            where.append("sweep = ?")
-            values.append(sweep)
+        where, values = _where(None, states, sweep)
         fields = ", ".join(f"json_extract(data, '$.{name}')" for name in ("params", "reason", "exit_code", "started",
                                                                          "finished", "job", "metrics", "data_dir"))
-        query = (f"SELECT id, sweep, state, {fields}, json_array_length(data, '$.gpus') FROM runs"
-                 + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq")
+        query = (f"SELECT id, sweep, state, {fields}, json_array_length(data, '$.gpus') FROM runs "
+                 f"WHERE {where} ORDER BY seq")
         try:
             rows = connection.execute(query, values).fetchall()
         except sqlite3.Error as error:
@@ -437,27 +430,8 @@ def _read(connection: sqlite3.Connection, path: Path, ids: Iterable[str] | None,
         runs._sweeps_seen[found.name] = text
     runs.issued = {prefix: number for prefix, number in connection.execute("SELECT prefix, number FROM issued")}
     runs._issued_seen = dict(runs.issued)
-    where, values = [], []
-    picked = _pick_ids(ids)
-    if picked is not None:
-        if not picked:
-            return runs
-        if len(picked) <= 500:
-            where.append(f"id IN ({', '.join('?' * len(picked))})")
-            values += picked
-        else:
-            where.append("id IN (SELECT value FROM json_each(?))")
-            values.append(json.dumps(picked))
-    if states is not None:
-        chosen = [states] if isinstance(states, str) else list(states)
-        if not chosen:
-            return runs
-        where.append(f"state IN ({', '.join('?' * len(chosen))})")
-        values += chosen
-    if sweep is not None:
-        where.append("sweep = ?")
-        values.append(sweep)
-    query = "SELECT id, data FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY seq"
+    where, values = _where(ids, states, sweep)
+    query = f"SELECT id, data FROM runs WHERE {where} ORDER BY seq"
     collecting = gc.isenabled()
     gc.disable()  # thousands of new objects, none of them garbage: the collector would only walk them
     try:
@@ -474,6 +448,27 @@ def _read(connection: sqlite3.Connection, path: Path, ids: Iterable[str] | None,
         if collecting:
             gc.enable()
     return runs
+
+
+def _where(ids: Iterable[str] | None, states: Iterable[str] | None, sweep: str | None) -> tuple[str, list]:
+    """The SQL condition of load's filters (an empty one matches nothing), and its values."""
+    where, values = [], []
+    picked = _pick_ids(ids)
+    if picked is not None:
+        if len(picked) <= 500:
+            where.append(f"id IN ({', '.join('?' * len(picked))})" if picked else "0")
+            values += picked
+        else:
+            where.append("id IN (SELECT value FROM json_each(?))")
+            values.append(json.dumps(picked))
+    if states is not None:
+        chosen = [states] if isinstance(states, str) else list(states)
+        where.append(f"state IN ({', '.join('?' * len(chosen))})" if chosen else "0")
+        values += chosen
+    if sweep is not None:
+        where.append("sweep = ?")
+        values.append(sweep)
+    return " AND ".join(where) or "1", values
 
 
 def _pick_ids(ids: Iterable[str] | None) -> list[str] | None:
