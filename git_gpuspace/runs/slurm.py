@@ -12,7 +12,9 @@ comment, so a submitter that died is found again and nothing is submitted twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from datetime import datetime, timezone
 import shlex
 import shutil
 import subprocess
@@ -34,7 +36,7 @@ from ..workspace import default_data_root
 from . import store as run_store
 from .progress import Progress
 from .sbatch import Resources, options as sbatch_options
-from .wrapper import LOG, container_command, exit_written
+from .wrapper import EXIT_FILE, LOG, container_command, exit_written
 from . import model
 from .model import ACTIVE, STOPPING, Run, params_env
 
@@ -172,6 +174,10 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
                 if run.state == "queued" and code is not None:  # it ran between two looks (pyxis: no
                     model.start(run, run.reason if run.reason == STOPPING else None)  # task records a start)
                 events.append(model.end(run, code, how or None))
+                if code is not None and run.state != "queued":  # when it ended, not when we looked
+                    with contextlib.suppress(OSError, ValueError, OverflowError):
+                        written = os.stat(Path(run.data_dir) / ".gpuspace" / EXIT_FILE, follow_symlinks=False)
+                        run.finished = max(run.started, datetime.fromtimestamp(written.st_mtime, timezone.utc))
                 if run.state == "queued":
                     again.append(run)
         current.save()
