@@ -72,7 +72,14 @@ def file_lock(path: Path, mode: int = 0o600, wait: bool = True, timeout: float |
 
 def _holders(fd: int) -> str:
     """'held by pid N (user: command)' for each process /proc/locks shows on fd's inode."""
-    st = os.fstat(fd)
+    pids = holder_pids(os.fstat(fd))
+    if not pids:
+        return "holder unknown"
+    return "held by " + ", ".join(f"pid {pid}{_describe(pid)}" for pid in pids)
+
+
+def holder_pids(st: os.stat_result) -> list[str]:
+    """The pids /proc/locks shows holding a lock on the file `st` describes (none it cannot see)."""
     # /proc/locks lines: `1: FLOCK  ADVISORY  WRITE 4242 fe:00:16490510 0 EOF`, the device
     # in hex and the inode in decimal; waiters are marked `->` and do not hold it.
     key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
@@ -83,10 +90,7 @@ def _holders(fd: int) -> str:
         lines = []
     pids = [f[-4] for f in lines if len(f) >= 8 and f[-3] == key and f[1] != "->" and f[-4].isdigit()]
     # pid 0: the holder lives in a pid namespace we cannot see.
-    pids = list(dict.fromkeys(pid for pid in pids if pid != "0"))
-    if not pids:
-        return "holder unknown"
-    return "held by " + ", ".join(f"pid {pid}{_describe(pid)}" for pid in pids)
+    return list(dict.fromkeys(pid for pid in pids if pid != "0"))
 
 
 def _describe(pid: str) -> str:

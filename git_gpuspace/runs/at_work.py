@@ -15,7 +15,7 @@ from typing import Iterator
 import platformdirs
 
 from ..config import APP_NAME
-from ..locking import file_lock
+from ..locking import file_lock, holder_pids
 from . import store as run_store
 from .model import PREPARING
 
@@ -31,6 +31,16 @@ def alive(common_dir: Path) -> bool:
     """Is a dispatcher holding this repo's queue?"""
     with file_lock(lock_path(common_dir), wait=False) as free:
         return not free
+
+
+def dispatcher_pid(common_dir: Path) -> int | None:
+    """The pid of the process dispatching this repo's queue (None: none, or one we cannot see):
+    the one to signal, not the `git` that started it."""
+    try:
+        pids = holder_pids(os.stat(lock_path(common_dir)))
+    except OSError:
+        return None
+    return int(pids[0]) if pids else None
 
 
 @contextlib.contextmanager
