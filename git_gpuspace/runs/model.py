@@ -58,12 +58,14 @@ class Run:
     started: _dt.datetime | None = None
     finished: _dt.datetime | None = None
     gpus: list[str] = field(default_factory=list)  # UUIDs, while and after it ran
+    gpu_indices: list[int] = field(default_factory=list)  # the same GPUs as the host (or node) numbers them
     container: str | None = None
     data_dir: str | None = None
     check: str | None = None  # a `verify` check: its verdict becomes a git note when it ends
     backend: str = "local"  # or "slurm": then Slurm starts it, and `job` is its job id
     job: str | None = None
     metrics: dict[str, float] | None = None  # read from its data dir once, when it ended
+    cleaned: bool = False  # `runs clean` removed its worktree, container and ref; its record stays
 
     @property
     def duration_s(self) -> float | None:
@@ -93,7 +95,7 @@ def _move(run: Run, to: str) -> None:
 
 
 def start(run: Run, reason: str | None = None, container: str | None = None, gpus: list[str] | None = None,
-          data_dir: str | None = None) -> None:
+          data_dir: str | None = None, gpu_indices: list[int] | None = None) -> None:
     """It runs (or, with STARTING, its start is recorded before its container runs)."""
     if run.state != "running":
         run.started = now()
@@ -103,6 +105,8 @@ def start(run: Run, reason: str | None = None, container: str | None = None, gpu
         run.container = container
     if gpus is not None:
         run.gpus = list(gpus)
+    if gpu_indices is not None:
+        run.gpu_indices = list(gpu_indices)
     if data_dir is not None:
         run.data_dir = data_dir
 
