@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ENGINE_REQUIRED
 
@@ -59,14 +60,14 @@ def test_kubernetes_pod_and_indexed_job_are_valid(bound, tmp_path):
     for manifest in (pod, job):
         checked = subprocess.run([tool("kubernetes-validate"), "--strict", str(manifest)], capture_output=True, text=True)
         assert checked.returncode == 0, checked.stdout + checked.stderr
-    spec = json.loads(job.read_text())["spec"]
+    spec = yaml.safe_load(job.read_text())["spec"]
     assert spec["completionMode"] == "Indexed" and spec["completions"] == 3 and spec["parallelism"] == 2
     main = spec["template"]["spec"]["containers"][0]
     assert main["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert "JOB_COMPLETION_INDEX" in main["command"][2] and "lr=0.01" in main["command"][2]
     init = spec["template"]["spec"]["initContainers"][0]["command"][2]
     assert "https://example.com/lab/project.git" in init and "checkout --detach" in init
-    assert json.loads(pod.read_text())["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert yaml.safe_load(pod.read_text())["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
 
 
 def test_sbatch_script_passes_sbatch_test_only(bound, tmp_path):
