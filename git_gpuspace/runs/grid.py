@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 import re
 import shlex
+import sys
 
 from ..errors import UsageError
+from ..output import printable
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -36,15 +38,24 @@ def expand(axes: dict[str, list[str]]) -> list[dict[str, str]]:
 
 
 def check(command: list[str], axes: dict[str, list[str]]) -> None:
-    """Every placeholder has an axis and every axis is used: a typo is caught before any run."""
+    """Every placeholder has an axis: a typo in `{key}` is caught before any run. An axis the
+    command does not name is fine: it reaches the command as GPUSPACE_PARAM_<KEY> (a script
+    reading its environment), and a one-line note says so unless the command names that variable."""
     used = {name for part in command for name in PLACEHOLDER.findall(part)}
     missing = sorted(used - set(axes))
     if missing:
         raise UsageError(f"the command uses {{{missing[0]}}}, but no -p {missing[0]}=... is given")
-    unused = [key for key in axes if key not in used]
-    if unused:
-        raise UsageError(f"axis '{unused[0]}' is never used in the command",
-                         hint=f"put {{{unused[0]}}} where its value goes")
+    text = " ".join(command)
+    unnamed = [key for key in axes if key not in used and env_name(key) not in text]
+    if unnamed:  # a key from a grid file's [[sets]] may hold anything: printed escaped
+        print(printable(f"git-gpuspace: note: the command does not name {', '.join('{' + key + '}' for key in unnamed)}: "
+              f"{'its value reaches' if len(unnamed) == 1 else 'their values reach'} it only as "
+              f"{', '.join('$' + env_name(key) for key in unnamed)}"), file=sys.stderr)
+
+
+def env_name(key: str) -> str:
+    """The environment variable a run's parameter is in (as runs.model sets it)."""
+    return "GPUSPACE_PARAM_" + re.sub(r"[^A-Za-z0-9_]", "_", key).upper()
 
 
 def fill(command: list[str], params: dict[str, str]) -> list[str]:
