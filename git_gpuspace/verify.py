@@ -15,6 +15,7 @@ import contextlib
 import re
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dulwich.notes import Notes
 from dulwich.objects import Commit
@@ -48,6 +49,14 @@ class Verdict:
     @property
     def word(self) -> str:
         return "pass" if self.passed else "fail"
+
+    @property
+    def log(self) -> str | None:
+        """The full log's path, as the note gives it (None when the note names none)."""
+        for line in self.text.splitlines():
+            if line.startswith("log: ") and line[5:].strip() not in ("", "-"):
+                return line[5:].strip()
+        return None
 
 
 @dataclass
@@ -144,7 +153,7 @@ def record(info: worktrees.RepoInfo, run: Run, image: str) -> None:
         f"duration: {run.duration_s:.1f} s" if run.duration_s is not None else "duration: -",
         f"image: {image}",
         "gpu: " + (", ".join(f"{models.get(uuid) or '?'} ({uuid})" for uuid in run.gpus) or "none"),
-        f"log: {run.data_dir}/logs/run.log" if run.data_dir else "log: -",
+        f"log: {log_of(run) or '-'}",
         f"command: {' '.join(run.command)}",
         f"commit: {run.commit}",
         f"run: {run.id}",
@@ -154,6 +163,13 @@ def record(info: worktrees.RepoInfo, run: Run, image: str) -> None:
     except GpuspaceError as error:  # the run is recorded all the same; the commit stays "not checked"
         print(f"git-gpuspace: the verdict of {run.commit[:7]} ({run.check or 'default'}) was not written: {error}"
               + (f" ({error.hint})" if error.hint else ""), file=sys.stderr)
+
+
+def log_of(run: Run) -> str | None:
+    """Where the run's output is on the host: the wrapper's log in its data dir."""
+    from .runs.wrapper import LOG  # the wrapper pulls in the engine's modules: only when a run is at hand
+
+    return str(Path(run.data_dir) / LOG) if run.data_dir else None
 
 
 def _write(info: worktrees.RepoInfo, name: str, commit: str, text: str, also_tree: bool) -> None:

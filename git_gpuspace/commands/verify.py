@@ -9,6 +9,7 @@ import sys
 
 from .. import state, verify, worktrees
 from ..errors import UsageError
+from ..output import escape
 from ..runs import backend as backends
 from ..runs import store as run_store
 from ..verify import Check, Checks
@@ -92,8 +93,22 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
             all_passed &= word == "pass"
             cached = " (cached)" if found and (check.name, commit) not in wanted else ""
             label = f" [{check.name}]" if len(checks) > 1 else ""
-            print(f"{commit[:7]} {word}{cached}{label} {subjects.get(commit, '')}")
+            where = "" if word in ("pass", "not run") else _where_to_look(found, run)
+            print(f"{commit[:7]} {word}{cached}{label} {subjects.get(commit, '')}{where}")
     return 0 if all_passed else 1
+
+
+def _where_to_look(found: verify.Verdict | None, run) -> str:
+    """What a line that did not pass ends with: the path of the full log, from this run or from
+    the note of an earlier one (while that file is there); else how to see what became of the run."""
+    import os
+
+    for log in (verify.log_of(run) if run is not None else None, found.log if found is not None else None):
+        if log and os.path.exists(log):
+            return f"  (log: {escape(log)})"
+    if run is not None:
+        return f"  (git gpuspace runs show {run.id})"
+    return ""
 
 
 def _manage(info: worktrees.RepoInfo, args: argparse.Namespace, command: list[str]) -> int:
