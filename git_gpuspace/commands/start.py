@@ -6,8 +6,8 @@ import argparse
 
 from .. import private_git, state, workspace, worktrees
 from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
-from ..errors import GpuspaceError
-from ..lifecycle import Rollback, bind_worktree, owner_of, prepare, recreate, resolve_worktree, run_lifecycle
+from ..lifecycle import (Rollback, bind_worktree, not_bound, owner_of, prepare, recreate, resolve_worktree,
+                         run_lifecycle)
 from ..settings import checked_settings, trusted_devcontainer
 from ..reconcile import converge_quietly
 
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     with state.locked(info.common_dir) as current:
         binding = current.find(worktree.path)
         if binding is None:
-            raise GpuspaceError(f"'{worktree.path}' is not bound to a container", hint="`git gpuspace bind` binds it")
+            raise not_bound(info, worktree, args.verb)  # a run's worktree: named, with the run's verbs
         if args.verb == "stop" and binding.pending:
             print(f"{worktree.path} is pending ({binding.pending}): no container to stop")
             return 0
