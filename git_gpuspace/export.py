@@ -151,8 +151,8 @@ def kubernetes(target: Target) -> str:
     checkout = {
         "name": "checkout",
         "image": GIT_IMAGE,
-        "command": ["sh", "-c", f"{pick}git clone --no-checkout {shlex.quote(target.remote or '')} {WORKSPACE} && "
-                                f"git -C {WORKSPACE} checkout --detach {commit}"],
+        "command": _literal(["sh", "-c", f"{pick}git clone --no-checkout {shlex.quote(target.remote or '')} {WORKSPACE} && "
+                                f"git -C {WORKSPACE} checkout --detach {commit}"]),
         "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}],
     }
     data = {"name": "data", "mountPath": DATA_MOUNT}
@@ -164,7 +164,7 @@ def kubernetes(target: Target) -> str:
         "name": "main",
         "image": target.image,
         "workingDir": WORKSPACE,
-        "env": [{"name": key, "value": value} for key, value in sorted(shared.items())],
+        "env": [{"name": key, "value": _literal(value)} for key, value in sorted(shared.items())],
         "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}, data, {"name": "cache", "mountPath": CACHE_MOUNT}]
                         + ([{"name": "shm", "mountPath": "/dev/shm"}] if target.shm_bytes else []),
     }
@@ -179,9 +179,9 @@ def kubernetes(target: Target) -> str:
             f"# (`kubectl get pvc`); each run keeps its /data in a folder of its own there"
             + (f" ({_k8s_name(target.name)}/<index>).\n" if target.sweep else f" ({data['subPath']}).\n"))
     if target.sweep:
-        main["command"] = ["sh", "-c", _case("JOB_COMPLETION_INDEX", [
+        main["command"] = _literal(["sh", "-c", _case("JOB_COMPLETION_INDEX", [
             _exported(task.env, shared) + "exec " + shlex.join(task.command or ["sleep", "infinity"])
-            for task in target.tasks])]
+            for task in target.tasks])])
         spec = {"initContainers": [checkout], "containers": [main], "volumes": volumes, "restartPolicy": "Never"}
         return note + _json({
             "apiVersion": "batch/v1",
@@ -192,7 +192,7 @@ def kubernetes(target: Target) -> str:
                      "maxFailedIndexes": len(target.tasks), "template": {"spec": spec}},
         })
     [task] = target.tasks
-    main["command"] = task.command or ["sleep", "infinity"]
+    main["command"] = _literal(task.command or ["sleep", "infinity"])
     spec = {"initContainers": [checkout], "containers": [main], "volumes": volumes,
             "restartPolicy": "Never" if task.command else "Always"}
     return note + _json({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": _k8s_name(target.name)}, "spec": spec})
@@ -274,8 +274,9 @@ def _csv(fields: list[str]) -> str:
 
 
 def _literal(value):
-    """Compose interpolates `$VAR` in every value: a `$` of the run's own (its command's shell
-    variables) is written `$$`, which Compose reads as one `$`."""
+    """Compose interpolates `$VAR` in every value, Kubernetes `$(VAR)` in a container's command
+    and env: a `$` of the run's own (its command's shell variables) is written `$$`, which both
+    read as one `$`."""
     if isinstance(value, str):
         return value.replace("$", "$$")
     if isinstance(value, dict):

@@ -8,6 +8,7 @@ and a /data that outlives it, with two GPUs where it asks for two."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shlex
 import subprocess
@@ -20,7 +21,7 @@ from conftest import TEST_IMAGE, slurm_cluster
 from test_export import tool
 
 # What each run's command prints and keeps: its environment, its worktree's marker, its GPUs.
-PROBE = ("echo run=$GPUSPACE_RUN sweep=$GPUSPACE_SWEEP lr=$GPUSPACE_PARAM_LR hf=$HF_HOME "
+PROBE = ("echo pid=$$ run=$GPUSPACE_RUN sweep=$GPUSPACE_SWEEP lr=$GPUSPACE_PARAM_LR hf=$HF_HOME "
          "gpus=$NVIDIA_VISIBLE_DEVICES which=$(cat /workspace/which 2>/dev/null); echo {lr} >> /data/out.txt")
 
 
@@ -41,6 +42,7 @@ def sweep(repo, *flags: str) -> list[dict]:
 
 def probed(text: str, record: dict) -> str:
     [line] = [line for line in text.splitlines() if f"run={record['id']} " in line]
+    assert re.search(r"\bpid=\d+ ", line), line  # the shell's own `$$`, not taken by the tool's interpolation
     return line
 
 
@@ -115,6 +117,11 @@ def test_sbatch_array_task_runs_its_run_with_two_gpus_env_worktree_and_data(repo
         assert Path(record["data_dir"], "out.txt").read_text().split() == [record["params"]["lr"]] * 2
 
 
+def kubelet(text: str) -> str:
+    """What the kubelet makes of a command's or env value's `$$` (one `$`; `$(VAR)` is a reference)."""
+    return text.replace("$$", "$")
+
+
 @pytest.fixture
 def origin(repo, tmp_path):
     """A bare repository as `origin`, with main pushed: the remote a Pod clones from."""
@@ -163,14 +170,14 @@ def test_kubernetes_job_of_a_dirty_sweep_warns_then_reproduces_each_run(repo, or
         index_env = ["-e", f"JOB_COMPLETION_INDEX={index}"]  # what the Job controller sets
         cloned = subprocess.run(
             ["docker", "run", "--rm", *index_env, "-v", f"{workspace}:/workspace", "-v", f"{origin}:{origin}:ro",
-             "-v", f"{helpers}:/usr/lib/git-core:ro", TEST_IMAGE, *init["command"]],
+             "-v", f"{helpers}:/usr/lib/git-core:ro", TEST_IMAGE, *map(kubelet, init["command"])],
             capture_output=True, text=True, timeout=120)
         assert cloned.returncode == 0, cloned.stderr
-        env = [word for item in main["env"] for word in ("-e", f"{item['name']}={item['value']}")]
+        env = [word for item in main["env"] for word in ("-e", f"{item['name']}={kubelet(item['value'])}")]
         ran = subprocess.run(
             ["docker", "run", "--rm", *env, *index_env, "-w", main["workingDir"],
              "-v", f"{workspace}:/workspace", "-v", f"{data}:{mounts['data']['mountPath']}",
-             "-v", f"{cache}:{mounts['cache']['mountPath']}", main["image"], *main["command"]],
+             "-v", f"{cache}:{mounts['cache']['mountPath']}", main["image"], *map(kubelet, main["command"])],
             capture_output=True, text=True, timeout=120)
         assert ran.returncode == 0, ran.stderr
         line = probed(ran.stdout, record)
