@@ -533,23 +533,32 @@ def require_unbound(state: State, path: Path) -> None:
         raise GpuspaceError(f"'{path}' is already bound", hint="see `git gpuspace status`")
 
 
-def not_bound(info: worktrees.RepoInfo, worktree: worktrees.Worktree, verb: str) -> GpuspaceError:
-    """The error for a worktree without a binding. A run's worktree (under ../worktrees/runs/) has
-    none by design: its container is the run's, so the error names the run and its verbs. Looked
-    up only here, on the error path: one row of the run store, by the directory's name."""
+def run_of_worktree(info: worktrees.RepoInfo, worktree: worktrees.Worktree):
+    """The run whose worktree this is (under ../worktrees/runs/), else None. One row of the run
+    store, by the directory's name: cheap enough for an error path."""
     from .runs import store as run_store
 
     try:
         run = run_store.load(info.common_dir, ids={worktree.path.name}).find(worktree.path.name)
-    except GpuspaceError:  # an unreadable run store is not what this error is about
-        run = None
-    if run is None or Path(run.worktree).resolve() != worktree.path.resolve():
+    except GpuspaceError:  # an unreadable run store is not what the caller asks about
+        return None
+    return run if run is not None and Path(run.worktree).resolve() == worktree.path.resolve() else None
+
+
+def not_bound(info: worktrees.RepoInfo, worktree: worktrees.Worktree, verb: str) -> GpuspaceError:
+    """The error for a worktree without a binding. A run's worktree has none by design: its
+    container is the run's, so the error names the run and the verbs that act on it."""
+    run = run_of_worktree(info, worktree)
+    if run is None:
         return GpuspaceError(f"'{worktree.path}' is not bound to a container", hint="`git gpuspace bind` binds it")
-    if run.state in ("queued", "running"):
-        hint = (f"git gpuspace runs stop {run.id}" if verb == "stop" else
-                f"`git gpuspace logs {run.id}` shows its output, `git gpuspace runs stop {run.id}` stops it")
-    else:  # ended: its container is gone already
+    if run.state not in ("queued", "running"):  # ended: its container is gone already
         hint = f"`git gpuspace logs {run.id}` shows its output, `git gpuspace runs clean` removes its worktree"
+    elif verb == "stop":
+        hint = f"git gpuspace runs stop {run.id}"
+    elif verb == "remove":
+        hint = f"`git gpuspace runs stop {run.id}`, then `git gpuspace runs clean` removes its worktree"
+    else:
+        hint = f"`git gpuspace logs {run.id}` shows its output, `git gpuspace runs stop {run.id}` stops it"
     return GpuspaceError(f"'{worktree.path}' is the worktree of run {run.id} ({run.state}), not a bound worktree",
                          hint=hint)
 
