@@ -828,7 +828,7 @@ class Bench:
         self.say(f"== run store: {history_n} vs {few_n} finished runs, `runs clean` of {clean_n}; measuring {code}")
         repos = {}
         for count in (history_n, few_n):
-            where = self.base / f"store-{count}"  # a parent of its own: run worktrees go to <parent>/worktrees/runs/<id>
+            where = self.base / f"store-{count}"  # a parent of its own: run worktrees go to <parent>/worktrees/runs/<repo>/<id>
             where.mkdir()
             repos[count] = self.repo("repo", self.plan.project, where=where)
             start = time.perf_counter()

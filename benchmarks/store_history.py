@@ -6,7 +6,7 @@
 Writes COUNT finished runs into REPO's run store through the store's own Python API
 (`store.locked(common_dir)`, `Runs.next_id`, `store.Run`, `Runs.save`), so the same history
 is made whatever the store keeps its runs in. Each run has a command, the repo's HEAD, its
-worktree path (`<repo parent>/worktrees/runs/<id>`, as `run` gives it), a state (succeeded or,
+worktree path (`<repo parent>/worktrees/runs/<repo>/<id>`, as `run` gives it), a state (succeeded or,
 one in seven, failed), submitted/started/finished times over the last 90 days, an exit code, a
 GPU, a container name and a data dir that exists (made as a run's is, in the user's data root)
 with `logs/run.log` holding a few lines of metrics (`loss=...`, `acc=...`). Six runs in ten
@@ -100,7 +100,7 @@ def main() -> int:
     repo = args.repo.resolve()
     common = Path(git("rev-parse", "--path-format=absolute", "--git-common-dir", cwd=repo))
     head = git("rev-parse", "HEAD", cwd=repo)
-    where = repo.parent / "worktrees" / "runs"
+    where = repo.parent / "worktrees" / "runs" / repo.name
     data_root = default_data_root()
     rng = random.Random(args.seed)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)

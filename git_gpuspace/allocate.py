@@ -46,15 +46,19 @@ def choose(request: GpuRequest, inventory: list[Gpu], leases: Leases, share: boo
         if len(candidates) >= request.count:
             return sorted(candidates[: request.count], key=lambda gpu: gpu.index)
         taken = [gpu for gpu in inventory if not _available(gpu, leases, share, pack)]
-        raise GpusUnavailable(
-            f"asked for {request.count} GPU{'s' if request.count > 1 else ''}, "
-            f"{len(candidates)} free; {_describe(taken, leases)}",
-            hint=_busy_hint(share, taken, leases),
-        )
+        raise _busy(f"asked for {request.count} GPU{'s' if request.count > 1 else ''}, "
+                    f"{len(candidates)} free; {_describe(taken, leases)}", share, taken, leases)
     taken = [gpu for gpu in wanted if not _available(gpu, leases, share, pack)]
     if taken:
-        raise GpusUnavailable(_describe(taken, leases), hint=_busy_hint(share, taken, leases))
+        raise _busy(_describe(taken, leases), share, taken, leases)
     return wanted
+
+
+def _busy(message: str, share: bool, taken: list[Gpu], leases: Leases) -> GpusUnavailable:
+    """The refusal, with who holds each GPU taken (a queue says what its runs wait for)."""
+    error = GpusUnavailable(message, hint=_busy_hint(share, taken, leases))
+    error.held = {gpu.index: _who(leases.get(gpu.uuid, [])) for gpu in taken}
+    return error
 
 
 def _lookup(gpu_id: str, inventory: list[Gpu]) -> Gpu:
@@ -73,15 +77,14 @@ def _available(gpu: Gpu, leases: Leases, share: bool, pack: tuple[str, int] | No
 
 
 def _describe(taken: list[Gpu], leases: Leases) -> str:
-    parts = []
-    for gpu in taken:
-        holders = leases.get(gpu.uuid, [])
-        who = " and ".join(
-            f"{holder.worktree}" + (f" ({holder.branch})" if holder.branch else "")
-            + (f" of user {holder.user}" if holder.user and holder.user != current_user() else "") for holder in holders
-        )
-        parts.append(f"GPU {gpu.index} is held by {who}")
-    return "; ".join(parts)
+    return "; ".join(f"GPU {gpu.index} is held by {_who(leases.get(gpu.uuid, []))}" for gpu in taken)
+
+
+def _who(holders: list[Holder]) -> str:
+    return " and ".join(
+        f"{holder.worktree}" + (f" ({holder.branch})" if holder.branch else "")
+        + (f" of user {holder.user}" if holder.user and holder.user != current_user() else "") for holder in holders
+    )
 
 
 def _busy_hint(share: bool, taken: list[Gpu], leases: Leases) -> str:

@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator
 
@@ -562,6 +563,18 @@ class Engine:
                 return False  # it still runs
         return True
 
+    def run_times(self, name: str) -> tuple[datetime | None, datetime | None]:
+        """When the container's process started and ended, as the engine recorded them (None:
+        not yet, or no such container)."""
+        with self._calls():
+            try:
+                found = self.api.inspect_container(name).get("State") or {}
+            except docker.errors.NotFound:
+                return None, None
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot inspect container '{name}'") from None
+        return _moment(found.get("StartedAt")), _moment(found.get("FinishedAt"))
+
     def state_of(self, name: str) -> str | None:
         """The engine's word for the container's state; None when there is no such container."""
         return next((c.state for c in self.list_managed() if c.name == name), None)
@@ -609,6 +622,16 @@ class Engine:
             except docker.errors.APIError as error:
                 if "already in progress" not in str(error):
                     raise _translate(error, f"cannot remove container '{name}'") from None
+
+
+def _moment(text: object) -> datetime | None:
+    """The engine's RFC 3339 time ('2026-12-06T17:00:01.123456789Z', nanoseconds), None for its
+    zero time (0001-01-01: not yet)."""
+    found = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", str(text or ""))
+    if found is None or found.group(1).startswith("0001-"):
+        return None
+    zone = "+00:00" if found.group(3) == "Z" else found.group(3)
+    return datetime.fromisoformat(f"{found.group(1)}.{(found.group(2) or '0')[:6].ljust(6, '0')}{zone}")
 
 
 def _exit_code(status: str) -> int | None:

@@ -45,6 +45,8 @@ class NoNvidiaRuntime(GpuspaceError):
 class GpusUnavailable(GpuspaceError):
     """Too few GPUs are free, or a requested GPU does not exist."""
 
+    held: dict[int, str] = {}  # GPU index -> who holds it, when they are taken
+
 
 class WorktreeError(GpuspaceError):
     pass

@@ -75,10 +75,10 @@ def require_regular(*paths: Path | str) -> None:
             raise refusal(path, mode)
 
 
-def read_under(top: Path | str, relative: str, limit: int) -> bytes | None:
-    """At most `limit` bytes of the regular file at `relative` under `top`, opened component by
-    component without following any link: None for anything else (missing, a link, a FIFO). For
-    folders a container fills, where even a directory on the way may be a link."""
+def read_under(top: Path | str, relative: str, limit: int, offset: int = 0) -> bytes | None:
+    """At most `limit` bytes from `offset` of the regular file at `relative` under `top`, opened
+    component by component without following any link: None for anything else (missing, a link,
+    a FIFO). For folders a container fills, where even a directory on the way may be a link."""
     parts = relative.split("/")
     try:
         fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -97,4 +97,6 @@ def read_under(top: Path | str, relative: str, limit: int) -> bytes | None:
     with os.fdopen(leaf, "rb") as handle:
         if not stat.S_ISREG(os.fstat(leaf).st_mode):
             return None
+        if offset:
+            handle.seek(offset)
         return handle.read(limit)

@@ -165,4 +165,4 @@ def test_a_failed_run_submission_leaves_nothing_it_made(repo, tmp_path, point):
     assert failed.returncode == 1 and f"injected failure at {point}" in failed.stderr
     assert (repo.git("for-each-ref").stdout, repo.git("worktree", "list", "--porcelain").stdout) == before
     assert json.loads(repo.ok("runs", "--json").stdout) == []
-    assert not (repo.path.parent / "worktrees" / "runs" / "run-1").exists()
+    assert not (repo.path.parent / "worktrees" / "runs" / repo.path.name / "run-1").exists()

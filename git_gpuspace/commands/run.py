@@ -17,6 +17,7 @@ from ..runs import grid
 from ..runs.submit import Submission, recover, submit, withdraw
 from ..runs import store as run_store
 from ..runs.model import Run
+from ..runs.output_stream import OutputStream
 from ..settings import settings_from
 
 SETTING_FLAGS = ("image", "gpus", "memory", "cpus", "shm_size")
@@ -78,18 +79,23 @@ def run(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if args.detach:
         return 0
-    return wait_and_report(info, [(backend, set(ids))])
+    stream = None
+    if sweep is None and not getattr(args, "quiet", False):  # its output, as `docker run` shows it
+        stream = OutputStream(ids[0], sys.stdout.buffer)
+    elif sweep is not None:
+        print(f"`git gpuspace logs -f {ids[0]}` follows a run's output", file=sys.stderr)
+    return wait_and_report(info, [(backend, set(ids))], stream=stream)
 
 
 def wait_and_report(info: worktrees.RepoInfo, waits: list, stop_on_failure: bool = False,
-                    about: set[str] | None = None) -> int:
+                    about: set[str] | None = None, stream: OutputStream | None = None) -> int:
     """Wait in the foreground for each (backend, runs) in turn (runs None: all of the backend's),
     then report on those runs (or on `about`); 0 when every one succeeded. Ctrl-C leaves started
-    runs running."""
+    runs running. `stream`: one run's output, copied to stdout as it is written."""
     ended = []
     try:
         for backend, wanted in waits:
-            ended += backend.wait(info, wanted, stop_on_failure=stop_on_failure)
+            ended += backend.wait(info, wanted, stop_on_failure=stop_on_failure, stream=stream)
     except KeyboardInterrupt:
         print("git-gpuspace: dispatching stopped; runs already started go on. "
               "`git gpuspace runs resume` dispatches the rest, `git gpuspace runs` shows them", file=sys.stderr)

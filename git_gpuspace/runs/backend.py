@@ -17,6 +17,7 @@ from .model import ACTIVE, Run
 if TYPE_CHECKING:
     from .. import worktrees
     from ..settings import Settings
+    from .output_stream import OutputStream
     from .submit import Submission
 
 NAMES = ("local", "slurm")
@@ -37,9 +38,11 @@ class Backend(Protocol):
     def poll(self, info: worktrees.RepoInfo) -> list[str]:
         """Bring the store up to what the backend says of its runs. A line per change."""
 
-    def wait(self, info: worktrees.RepoInfo, wanted: set[str] | None, stop_on_failure: bool = False) -> list[Run]:
+    def wait(self, info: worktrees.RepoInfo, wanted: set[str] | None, stop_on_failure: bool = False,
+             stream: OutputStream | None = None) -> list[Run]:
         """Until none of `wanted` (None: none of this backend's runs) is queued or running; the
-        runs as they ended. `stop_on_failure`: once one of `wanted` failed, the rest are dropped."""
+        runs as they ended. `stop_on_failure`: once one of `wanted` failed, the rest are dropped.
+        `stream`: one run's output as it is written, all of it before the line of its end."""
 
     def cancel(self, info: worktrees.RepoInfo, runs: list[Run]) -> list[str]:
         """Stop these runs (marked `stopping` in the store) and record them stopped."""

@@ -32,25 +32,28 @@ from ..locking import file_lock
 from .at_work import alive, lock_path
 from ..settings import settings_for_worktree
 from . import store as run_store
+from .output_stream import OutputStream
 from .progress import Progress
 from . import model
 from .model import ACTIVE as ACTIVE_RUNS, PREPARING, STARTING, Run, params_env
 from .store import Runs
-from .wrapper import EXIT_FILE, STARTED, container_command, exit_written
+from .wrapper import EXIT_FILE, STARTED, container_command, exit_time, exit_written
 
-WAITING = "waiting:"  # an event that says the queue waits (for the GPU claim); said once
+WAITING = "waiting:"  # an event that says the queue waits (for GPUs, the GPU claim); said when it changes
+BEHIND = "waiting: behind an earlier run"  # a queued run's reason while the first in line waits
 POLL_S = 0.1  # the engine is asked at least this often (new runs, vanished containers)
 CLAIM_WAIT_S = 1.0  # a turn waits this long for another holder of the GPU claim, then the next turn tries
 STOP_WAIT_S = 0.5  # how long a finished run's container may take to stop before it is killed
 WATCH_S = 0.01  # ... and the running runs' exit files looked at this often
 ACTIVE = ("created", "running", "restarting", "paused", "removing")
 def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: TextIO = sys.stderr,
-             poll: float = POLL_S, stop_on_failure: bool = False) -> list[Run]:
+             poll: float = POLL_S, stop_on_failure: bool = False, stream: OutputStream | None = None) -> list[Run]:
     """Dispatch until none of `wanted` (None: no run of the repo) is queued or running, and
     return those runs (None: those it saw) as they ended. When another dispatcher is alive, follow its progress.
-    `stop_on_failure`: once one of `wanted` failed, the queued ones are dropped."""
+    `stop_on_failure`: once one of `wanted` failed, the queued ones are dropped. `stream`: one
+    run's output copied as it is written, all of it before the line that says how it ended."""
     engine = Engine()
-    progress = Progress(out)
+    progress = Progress(out, live=stream is None)  # no live block between the lines of a run's output
     with file_lock(lock_path(info.common_dir), wait=False) as mine:
         if not mine:
             progress.event("git-gpuspace: another dispatcher runs this repo's queue; following it")
@@ -67,17 +70,19 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
                     time.sleep(1)
                 else:
                     engine_down = False
+                active = run_store.load(info.common_dir, states=ACTIVE_RUNS).runs
+                seen.update(run.id for run in active if run.backend == "local")
+                ours = run_store.load(info.common_dir, ids=seen if wanted is None else wanted).runs
+                if stream is not None:
+                    stream.pump(ours, drain=not any(run.id == stream.run_id and run.state in ACTIVE_RUNS for run in ours))
                 for line in lines:
-                    if line.startswith(WAITING):  # said when it starts, not on every turn it lasts
+                    if line.startswith(WAITING):  # said when it starts, or changes, not on every turn it lasts
                         if line != waiting:
                             progress.event("git-gpuspace: " + line[len(WAITING):].strip())
                         waiting = line
                         continue
                     waiting = ""
                     progress.event(line)
-                active = run_store.load(info.common_dir, states=ACTIVE_RUNS).runs
-                seen.update(run.id for run in active if run.backend == "local")
-                ours = run_store.load(info.common_dir, ids=seen if wanted is None else wanted).runs
                 if not mine:
                     progress.changes(ours)
                 if not any(run.state in ACTIVE_RUNS and run.backend == "local" for run in ours):
@@ -152,7 +157,7 @@ def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper, stop_group: 
     with run_store.locked(info.common_dir, states=ACTIVE_RUNS) as runs:
         defaults = state.load(info.common_dir).defaults  # under the repo's lock, which `locked` holds
         events += _adopt(engine, runs, ours)
-        events += _record_finished(info, runs, ours)
+        events += _record_finished(info, engine, runs, ours)
         if stop_group and any(run.state == "failed" for run in [*runs.runs, *_finished(info, stop_group)]
                               if run.id in stop_group):
             for run in runs.runs:
@@ -166,8 +171,9 @@ def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper, stop_group: 
         known = {run.id for run in runs.runs} | {run.id for run in _finished(info, set(ours) - running)}
         done = [c for c in containers if c.labels.get(LABEL_REPO) == str(info.common_dir)
                 and c.labels.get(LABEL_RUN) in known - running]
-        events += _start_queued(info, engine, runs, defaults, done)
-        if any(not line.startswith(WAITING) for line in events):
+        started, reasons_changed = _start_queued(info, engine, runs, defaults, done)
+        events += started
+        if reasons_changed or any(not line.startswith(WAITING) for line in events):
             runs.save()
     if done:
         checkpoint("before-reap")
@@ -216,7 +222,7 @@ def _adopt(engine: Engine, runs: Runs, ours: dict[str, ContainerInfo]) -> list[s
     return events
 
 
-def _record_finished(info: worktrees.RepoInfo, runs: Runs, ours: dict[str, ContainerInfo]) -> list[str]:
+def _record_finished(info: worktrees.RepoInfo, engine: Engine, runs: Runs, ours: dict[str, ContainerInfo]) -> list[str]:
     """Record the runs whose commands ended (their exit file says so before the engine does) or
     whose containers vanished."""
     events = []
@@ -226,16 +232,21 @@ def _record_finished(info: worktrees.RepoInfo, runs: Runs, ours: dict[str, Conta
         container = ours.get(run.id)
         if run.state == "running" and (container is None or container.state not in ACTIVE
                                        or exit_written(run) is not None):
-            events.append(finish(run, container))
+            events.append(finish(run, container, engine))
             if run.check:
                 verify.record(info, run, f"{container.image} ({container.image_id})" if container is not None else "?")
     return events
 
 
-def finish(run: Run, container: ContainerInfo | None) -> str:
+def finish(run: Run, container: ContainerInfo | None, engine: Engine | None = None) -> str:
     """Record how a run ended, from its container (None: gone) and its exit file. Killed from
     outside, it is `interrupted` with no exit code; one whose log or exit code its data disk did
-    not take (full, read-only) failed for that, with its command's exit code."""
+    not take (full, read-only) failed for that, with its command's exit code. Its times are the
+    engine's (or its exit file's), not the moment this looked: a dispatcher may come late."""
+    began, at = engine.run_times(container.id) if engine is not None and container is not None else (None, None)
+    if at is None or (container is not None and container.state in ACTIVE):
+        at = exit_time(run) if exit_written(run) is not None else None
+    times = {"began": began, "at": at}
     data_dir = Path(run.data_dir) if run.data_dir else None
     raw = workspace.read_private(data_dir, EXIT_FILE) if data_dir else None
     text = raw.strip() if raw is not None else None
@@ -253,32 +264,42 @@ def finish(run: Run, container: ContainerInfo | None) -> str:
     ended = (written is not None or (text is not None and text != STARTED)
              or (trouble is not None and (text is None or trouble == "read-only file system")))
     if run.reason == model.STOPPING:
-        return model.end(run, code)
+        if written != 0:
+            return model.end(run, code, **times)
+        run.reason = None  # its command ended on its own, succeeding, as the stop came
     if container is None or code is None or not ended:  # killed: the engine or the machine died
-        return model.end(run, None)
+        return model.end(run, None, **times)
     if written is None:  # it ended, but its log or exit code is not all there
         cause = trouble or "its log or exit code could not be written"
-        return model.end(run, code, f"{cause} in /data ({data_dir})", failed=True)
+        return model.end(run, code, f"{cause} in /data ({data_dir})", failed=True, **times)
     # all of it kept: a failure on a full disk says why, most likely
-    return model.end(run, code, f"{trouble} in /data ({data_dir})" if trouble and code else None)
+    return model.end(run, code, f"{trouble} in /data ({data_dir})" if trouble and code else None, **times)
 
 
 def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults: dict,
-                  released: list[ContainerInfo]) -> list[str]:
-    """Start queued runs in order while GPUs are free. `released`: containers of runs that are
-    not running (their commands ended): their GPUs count as free, but a new run starts on one
-    only once the old command has stopped."""
+                  released: list[ContainerInfo]) -> tuple[list[str], bool]:
+    """Start queued runs in order while GPUs are free; each run left queued says why it waits
+    (its reason, as Slurm's PENDING has one). `released`: containers of runs that are not
+    running (their commands ended): their GPUs count as free, but a new run starts on one only
+    once the old command has stopped. Returns the events, and whether a reason changed."""
     running = Counter(run.sweep for run in runs.runs if run.state == "running")
     order = {run.id: index for index, run in enumerate(runs.runs)}
     queued = sorted((run for run in runs.runs if run.state == "queued" and run.reason != PREPARING
                      and run.backend == "local"),
                     key=lambda run: (-run.priority, order[run.id]))
-    events = []
+    events: list[str] = []
+    waits: dict[str, str] = {}  # run id -> why it is still queued
+    blocked = False  # the first in line waits: the rest wait behind it, so runs start in order
     for run in queued:
         sweep = runs.sweeps.get(run.sweep) if run.sweep else None
+        if blocked:
+            waits[run.id] = BEHIND
+            continue
         if sweep and sweep.max_parallel and running[run.sweep] >= sweep.max_parallel:
+            waits[run.id] = f"waiting: sweep {sweep.name} runs at most {sweep.max_parallel} at once (--max-parallel)"
             continue
         worktree = worktrees.find_worktree(info, Path(run.worktree))
+        settings = None
         try:
             if worktree is None:
                 raise GpuspaceError(f"its worktree {run.worktree} is gone")
@@ -296,16 +317,21 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
                 workspace.remove_private(data_dir, EXIT_FILE)  # a retried run's last exit code is not this start's
                 # The start is recorded before the container can run: a dispatcher killed from
                 # here on leaves a run the next one adopts (see _adopt), never one it starts anew.
-                model.start(run, STARTING, name, [gpu.uuid for gpu in chosen], str(data_dir))
+                model.start(run, STARTING, name, [gpu.uuid for gpu in chosen], str(data_dir),
+                            [gpu.index for gpu in chosen])
                 runs.save()
                 checkpoint("after-run-recorded")
                 engine.start(name)
-        except GpusUnavailable:
-            break  # the first in line waits for GPUs, so runs start in submission order
+        except GpusUnavailable as error:
+            blocked = True
+            waits[run.id] = _waiting_for_gpus(settings.request if settings else None, error)
+            events.append(f"{WAITING} {run.id} {waits[run.id]}")
+            continue
         except LockTimeout as error:  # another command holds the claim: the queue waits for it
             holder = error.holder if isinstance(error, ClaimBusy) else str(error)
+            blocked, waits[run.id] = True, f"waiting for the GPU claim, held by {holder}"
             events.append(f"{WAITING} queued runs wait for the GPU claim, held by {holder}")
-            break
+            continue
         except EngineUnavailable:
             raise  # not the run's fault: the turn is tried again when the engine answers
         except GpuspaceError as error:
@@ -315,7 +341,40 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
         running[run.sweep] += 1
         where = ", ".join(f"GPU {gpu.index}" for gpu in chosen) or "no GPU"
         events.append(f"{run.id} started on {where}: {' '.join(run.command)}")
-    return events
+    changed = False
+    for run in queued:
+        if run.state == "queued" and run.reason != waits.get(run.id):
+            run.reason, changed = waits.get(run.id), True
+    return events, changed
+
+
+def _waiting_for_gpus(request, error: GpusUnavailable) -> str:
+    """`waiting for 1 GPU: GPUs 0-3 held by /w/hold (hold)`: what a queued run needs, and who
+    holds what it could have."""
+    if request is None or request.all:
+        wanted = "all GPUs" if request is not None else "GPUs"
+    elif request.count:
+        wanted = f"{request.count} GPU{'s' if request.count > 1 else ''}"
+    else:
+        wanted = f"GPU{'s' if len(request.ids) > 1 else ''} {','.join(request.ids)}"
+    if not error.held:
+        return f"waiting for {wanted}: {error}"
+    by_holder: dict[str, list[int]] = {}
+    for index, who in sorted(error.held.items()):
+        by_holder.setdefault(who or "a process outside gpuspace", []).append(index)
+    return f"waiting for {wanted}: " + "; ".join(
+        f"GPU{'s' if len(indices) > 1 else ''} {_span(indices)} held by {who}" for who, indices in by_holder.items())
+
+
+def _span(indices: list[int]) -> str:
+    """0,1,2,3,5 -> 0-3,5"""
+    parts: list[list[int]] = []
+    for index in indices:
+        if parts and index == parts[-1][-1] + 1:
+            parts[-1].append(index)
+        else:
+            parts.append([index])
+    return ",".join(f"{part[0]}-{part[-1]}" if len(part) > 2 else ",".join(map(str, part)) for part in parts)
 
 
 def _stop_previous(engine: Engine, released: list[ContainerInfo], gpus: list[str]) -> None:
@@ -351,8 +410,9 @@ class LocalBackend:
     def poll(self, info: worktrees.RepoInfo) -> list[str]:
         return []  # the dispatcher records what became of each run as it happens
 
-    def wait(self, info: worktrees.RepoInfo, wanted: set[str] | None, stop_on_failure: bool = False) -> list[Run]:
-        return dispatch(info, wanted, stop_on_failure=stop_on_failure)
+    def wait(self, info: worktrees.RepoInfo, wanted: set[str] | None, stop_on_failure: bool = False,
+             stream: OutputStream | None = None) -> list[Run]:
+        return dispatch(info, wanted, stop_on_failure=stop_on_failure, stream=stream)
 
     def cancel(self, info: worktrees.RepoInfo, runs: list[Run]) -> list[str]:
         engine = Engine()
@@ -365,7 +425,7 @@ class LocalBackend:
         with run_store.locked(info.common_dir, ids={run.id for run in runs}) as current:
             for run in current.runs:
                 if run.id in {r.id for r in runs} and run.state == "running":
-                    lines.append(finish(run, by_run.get(run.id)))
+                    lines.append(finish(run, by_run.get(run.id), engine))
                     if run.id in by_run:
                         engine.remove(by_run[run.id].name)
             current.save()

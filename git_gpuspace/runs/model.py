@@ -111,15 +111,21 @@ def start(run: Run, reason: str | None = None, container: str | None = None, gpu
         run.data_dir = data_dir
 
 
-def end(run: Run, exit_code: int | None, reason: str | None = None, failed: bool = False) -> str:
+def end(run: Run, exit_code: int | None, reason: str | None = None, failed: bool = False,
+        began: _dt.datetime | None = None, at: _dt.datetime | None = None) -> str:
     """Its command ended with `exit_code` (None: it has none: `reason` says why, `interrupted` by
     default); `failed`: whatever the code, what it left is not whole. A run asked to stop is
-    `stopped`. A failed run with retries left is queued again. Returns the line that says so."""
+    `stopped`, unless its command's own exit file says it succeeded first. `began`, `at`: when
+    it started and ended, where the engine (or its exit file) knows, not when we looked: a
+    dispatcher that comes back after a while records the run's own times. A failed run with
+    retries left is queued again. Returns the line that says so."""
     from .results import metrics  # its log: what `runs` shows of a finished run without reading it again
 
     stopping = run.reason == STOPPING
-    run.exit_code, run.finished, run.metrics = exit_code, now(), metrics(run.data_dir)
-    run.started = run.started or run.finished
+    moment = now()
+    run.exit_code, run.metrics = exit_code, metrics(run.data_dir)
+    run.started = min(began, moment) if began else run.started or moment
+    run.finished = min(max(at, run.started), moment) if at else moment  # a file's time is the container's to set
     if stopping:
         _move(run, "stopped")
         run.reason = None

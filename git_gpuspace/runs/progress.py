@@ -11,9 +11,9 @@ from .model import Run
 
 
 class Progress:
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, live: bool = True) -> None:
         self.out = out
-        self.live = out.isatty()
+        self.live = live and out.isatty()
         self.drawn = 0  # lines of the live block now on screen
         self.seen: dict[str, str] = {}  # run id -> state last shown
 

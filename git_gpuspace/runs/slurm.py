@@ -12,9 +12,7 @@ comment, so a submitter that died is found again and nothing is submitted twice.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from datetime import datetime, timezone
 import shlex
 import shutil
 import subprocess
@@ -34,9 +32,10 @@ from ..lifecycle import Rollback, RunSpec, prepare, start_run
 from ..settings import settings_for_worktree
 from ..workspace import default_data_root
 from . import store as run_store
+from .output_stream import OutputStream
 from .progress import Progress
 from .sbatch import Resources, options as sbatch_options
-from .wrapper import EXIT_FILE, LOG, container_command, exit_written
+from .wrapper import LOG, container_command, exit_time, exit_written
 from . import model
 from .model import ACTIVE, STOPPING, Run, params_env
 
@@ -173,11 +172,10 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
                     continue
                 if run.state == "queued" and code is not None:  # it ran between two looks (pyxis: no
                     model.start(run, run.reason if run.reason == STOPPING else None)  # task records a start)
-                events.append(model.end(run, code, how or None))
-                if code is not None and run.state != "queued":  # when it ended, not when we looked
-                    with contextlib.suppress(OSError, ValueError, OverflowError):
-                        written = os.stat(Path(run.data_dir) / ".gpuspace" / EXIT_FILE, follow_symlinks=False)
-                        run.finished = max(run.started, datetime.fromtimestamp(written.st_mtime, timezone.utc))
+                if run.reason == STOPPING and code == 0:
+                    run.reason = None  # its command ended on its own, succeeding, as the stop came
+                # when it ended, not when we looked
+                events.append(model.end(run, code, how or None, at=exit_time(run) if code is not None else None))
                 if run.state == "queued":
                     again.append(run)
         current.save()
@@ -203,15 +201,19 @@ def _how_it_ended(job: str) -> tuple[str, str]:
 
 
 def follow(info: worktrees.RepoInfo, wanted: set[str], out: TextIO = sys.stderr, poll: float = 1.0,
-           stop_on_failure: bool = False) -> list[Run]:
+           stop_on_failure: bool = False, stream: OutputStream | None = None) -> list[Run]:
     """Watch the jobs until none of `wanted` is queued or running (Ctrl-C leaves them to Slurm).
-    `stop_on_failure`: once one of them failed, those still queued are cancelled and dropped."""
-    progress = Progress(out)
+    `stop_on_failure`: once one of them failed, those still queued are cancelled and dropped.
+    `stream`: one run's output, from its data dir as the node writes it (a shared file system)."""
+    progress = Progress(out, live=stream is None)
     try:
         while True:
-            for line in refresh(info):
-                progress.event(line)
+            lines = refresh(info)
             mine = run_store.load(info.common_dir, ids=wanted).runs
+            if stream is not None:
+                stream.pump(mine, drain=not any(run.id == stream.run_id and run.state in ACTIVE for run in mine))
+            for line in lines:
+                progress.event(line)
             if stop_on_failure and any(run.state == "failed" for run in mine):
                 for line in _drop_queued(info, wanted):
                     progress.event(line)
@@ -303,7 +305,7 @@ def run_task(info: worktrees.RepoInfo, run_id: str) -> int:
         current = queue.find(found.id)
         if current.state in ACTIVE:
             model.start(current, current.reason if current.reason == STOPPING else None, name,
-                        [gpu.uuid for gpu in chosen], str(data_dir))
+                        [gpu.uuid for gpu in chosen], str(data_dir), [gpu.index for gpu in chosen])
             queue.save()
     print(f"{found.id}: container {name} on GPUs {given or 'none'} of {os.uname().nodename}", file=sys.stderr)
     try:
@@ -376,10 +378,11 @@ class SlurmBackend:
     def poll(self, info: worktrees.RepoInfo) -> list[str]:
         return refresh(info)
 
-    def wait(self, info: worktrees.RepoInfo, wanted: set[str] | None, stop_on_failure: bool = False) -> list[Run]:
+    def wait(self, info: worktrees.RepoInfo, wanted: set[str] | None, stop_on_failure: bool = False,
+             stream: OutputStream | None = None) -> list[Run]:
         if wanted is None:
             wanted = {run.id for run in run_store.load(info.common_dir, states=ACTIVE).runs if run.backend == "slurm"}
-        return follow(info, wanted, stop_on_failure=stop_on_failure)
+        return follow(info, wanted, stop_on_failure=stop_on_failure, stream=stream)
 
     def cancel(self, info: worktrees.RepoInfo, runs: list[Run]) -> list[str]:
         cancel(runs)

@@ -8,6 +8,7 @@ finishes it — each such run's worktree made anew and its ref set — and queue
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,8 +55,7 @@ def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
                     runs.sweeps[sweep].runs_per_gpu = asked.runs_per_gpu
             made = []
             for params in asked.param_sets:
-                run_id = runs.next_id(sweep or "run")
-                path = info.anchor.parent / "worktrees" / "runs" / run_id
+                run_id, path = _place(info, runs, sweep or "run")
                 made.append(Run(id=run_id, command=grid.fill(asked.command, params), commit=asked.commit,
                                 worktree=str(path), flags=dict(asked.flags), sweep=sweep, params=dict(params),
                                 snapshot=asked.snapshot, priority=asked.priority, retries=asked.retries,
@@ -77,6 +77,18 @@ def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
             raise
         _release(info, set(ids))
     return ids
+
+
+def _place(info: worktrees.RepoInfo, runs: run_store.Runs, prefix: str) -> tuple[str, Path]:
+    """A new run id and its worktree's path, `<repo's parent>/worktrees/runs/<repo>/<id>`: keyed by
+    repo, as ids are unique per repo only (two repos side by side both have a run-1). A path
+    something else took (made by hand) is passed over, as an id is never given twice anyway."""
+    for _ in range(1000):
+        run_id = runs.next_id(prefix)
+        path = info.anchor.parent / "worktrees" / "runs" / info.anchor.name / run_id
+        if not os.path.lexists(path):
+            return run_id, path
+    raise GpuspaceError(f"no free path for a run under {path.parent}", hint="remove what is there, or `runs clean`")
 
 
 def _make_worktree(info: worktrees.RepoInfo, run: Run, undo: Rollback) -> None:

@@ -4,6 +4,9 @@ is read back is data only."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as _dt
+import os
 from pathlib import Path
 
 from .. import workspace
@@ -34,3 +37,14 @@ def exit_written(run: Run) -> int | None:
     or what is there is not one: the container writes that file, so it is read as data only)."""
     text = (workspace.read_private(Path(run.data_dir), EXIT_FILE) or "").strip() if run.data_dir else ""
     return int(text) if text.isdigit() and len(text) <= 3 else None
+
+
+def exit_time(run: Run) -> _dt.datetime | None:
+    """When the wrapper wrote the exit code (its command's end): the exit file's time, None when
+    there is none. The container may set that time: model.end keeps it within the run's span."""
+    if not run.data_dir:
+        return None
+    with contextlib.suppress(OSError, ValueError, OverflowError):
+        written = os.stat(Path(run.data_dir) / workspace.PRIVATE / EXIT_FILE, follow_symlinks=False)
+        return _dt.datetime.fromtimestamp(written.st_mtime, _dt.timezone.utc)
+    return None
