@@ -224,7 +224,7 @@ def sbatch(target: Target) -> str:
         lines.append("mkdir -p " + " ".join(shlex.quote(source) for source, _ in target.caches))
     lines += ["# a run: its data dir (made if missing), then its mounts, its own environment, the image, its command",
               "task() {",
-              '  mkdir -p "$1"',
+              '  [ -z "$1" ] || mkdir -p "$1"',
               "  shift",
               f"  exec docker run {' '.join(common)} \"$@\"",
               "}"]

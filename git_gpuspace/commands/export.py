@@ -24,9 +24,6 @@ HOST_LOCAL = ("compose", "devcontainer")  # run on this host: the data dirs and 
 def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
     target = _target(info, args.what, args.to)
-    if args.to == "devcontainer" and target.sweep:
-        raise UsageError(f"a devcontainer.json is one container, and sweep '{args.what}' has {len(target.tasks)} runs",
-                         hint=f"export one of its runs: git gpuspace export {target.tasks[0].label} --to devcontainer")
     if args.to == "k8s":
         _warn_unpushed(info, target)
     text = export.FORMATS[args.to](target)
@@ -43,9 +40,11 @@ def _target(info: worktrees.RepoInfo, what: str, to: str) -> export.Target:
     known = run_store.load(info.common_dir)
     current = state.load(info.common_dir)
     remote = _remote(info)[1] if to == "k8s" else None
-    caches = _caches(to)
     runs = [run for run in known.runs if run.id == what] or [run for run in known.runs if run.sweep == what]
     if runs:
+        if to == "devcontainer" and len(runs) > 1:
+            raise UsageError(f"a devcontainer.json is one container, and sweep '{what}' has {len(runs)} runs",
+                             hint=f"export one of its runs: git gpuspace export {runs[0].id} --to devcontainer")
         first = runs[0]
         settings = settings_from(current.defaults, dict(first.flags), False)
         sweep = known.sweeps.get(first.sweep) if first.sweep == what else None
@@ -54,7 +53,7 @@ def _target(info: worktrees.RepoInfo, what: str, to: str) -> export.Target:
         return export.Target(
             name=what, image=settings.image, tasks=tasks,
             gpu_count=settings.request.count or len(settings.request.ids),
-            memory_bytes=limits.memory_bytes, cpus=limits.cpus, shm_bytes=limits.shm_bytes, caches=caches,
+            memory_bytes=limits.memory_bytes, cpus=limits.cpus, shm_bytes=limits.shm_bytes, caches=_caches(to),
             max_parallel=sweep.max_parallel if sweep else None, remote=remote, priority=first.priority,
             slurm={key: value for key, value in effective(current.defaults, dict(first.flags)).items()
                    if key.startswith("slurm.")})
@@ -75,7 +74,7 @@ def _target(info: worktrees.RepoInfo, what: str, to: str) -> export.Target:
         name=binding.container, image=binding.image, tasks=[task], gpus=list(binding.gpus),
         ports=[(p.name, p.container_port, p.host_port, p.address) for p in binding.ports],
         memory_bytes=binding.limits.memory_bytes, cpus=binding.limits.cpus, shm_bytes=binding.limits.shm_bytes,
-        caches=caches, remote=remote)
+        caches=_caches(to), remote=remote)
 
 
 def _run_task(info: worktrees.RepoInfo, defaults: dict, run: Run, settings_env: dict[str, str], to: str) -> export.Task:
