@@ -170,11 +170,12 @@ class Runs:
             if run.id in current:
                 raise StateError(f"run {run.id} is in the list twice; nothing was saved")
             current[run.id] = _dump(run, self._extra.get(run.id))
+        issued = dict(self.issued)
         for run_id, old in self._seen.items():
             if run_id not in current:
                 if connection.execute("DELETE FROM runs WHERE id = ? AND data = ?", (run_id, old)).rowcount != 1:
                     raise _changed(self.path, run_id)
-        issued = dict(self.issued)
+                _issue(issued, run_id)  # a forgotten run's number stays given (a store of before `issued`)
         for run in self.runs:
             text, old = current[run.id], self._seen.get(run.id)
             if old is None:
@@ -184,9 +185,7 @@ class Runs:
                 except sqlite3.IntegrityError:
                     raise StateError(f"{self.path}: a run {run.id} is there already; nothing was saved",
                                      hint="ask for a new id with next_id()") from None
-                numbered = re.fullmatch(r"(.+)-([0-9]+)", run.id)  # its number is given, whoever chose it
-                if numbered and int(numbered.group(2)) > issued.get(numbered.group(1), 0):
-                    issued[numbered.group(1)] = int(numbered.group(2))
+                _issue(issued, run.id)  # its number is given, whoever chose it
             elif text != old:
                 updated = connection.execute(
                     "UPDATE runs SET state = ?, sweep = ?, backend = ?, data = ? WHERE id = ? AND data = ?",
@@ -208,16 +207,23 @@ class Runs:
         return current, sweeps, {**self._issued_seen, **issued}
 
 
+def _issue(issued: dict[str, int], run_id: str) -> None:
+    """Record `<prefix>-<n>` as given: next_id() goes on after it."""
+    numbered = re.fullmatch(r"(.+)-([0-9]+)", run_id)
+    if numbered and int(numbered.group(2)) > issued.get(numbered.group(1), 0):
+        issued[numbered.group(1)] = int(numbered.group(2))
+
+
 def load(common_dir: Path, *, ids: Iterable[str] | None = None, states: Iterable[str] | None = None,
-         sweep: str | None = None) -> Runs:
+         sweep: str | None = None, cleaned: bool | None = None) -> Runs:
     """The runs in submission order (with a filter: only those of `ids`, in `states`, of
-    `sweep`), and every sweep. No lock: a consistent snapshot. A repo with no runs yet is an
-    empty Runs, and nothing is made on disk."""
+    `sweep`, cleaned by `runs clean` or not), and every sweep. No lock: a consistent snapshot. A
+    repo with no runs yet is an empty Runs, and nothing is made on disk."""
     with _reading(common_dir) as (connection, legacy):
         if connection is None:
             runs, sweeps, issued = legacy
-            return Runs(common_dir / FILE_NAME, _pick(runs, ids, states, sweep), sweeps, issued)
-        return _read(connection, common_dir / FILE_NAME, ids, states, sweep)
+            return Runs(common_dir / FILE_NAME, _pick(runs, ids, states, sweep, cleaned), sweeps, issued)
+        return _read(connection, common_dir / FILE_NAME, ids, states, sweep, cleaned)
 
 
 class Listed(typing.NamedTuple):
@@ -232,10 +238,14 @@ class Listed(typing.NamedTuple):
     exit_code: int | None
     started: _dt.datetime | None
     finished: _dt.datetime | None
-    gpus: int
+    gpus: int  # how many (their UUIDs are not shown)
     job: str | None
     metrics: dict[str, float] | None
     data_dir: str | None
+    commit: str
+    snapshot: bool
+    gpu_indices: list[int]
+    cleaned: bool
 
     @property
     def duration_s(self) -> float | None:
@@ -244,14 +254,17 @@ class Listed(typing.NamedTuple):
         return ((self.finished or now()) - self.started).total_seconds()
 
 
+_LISTED = ("params", "reason", "exit_code", "started", "finished", "job", "metrics", "data_dir", "commit", "snapshot",
+           "gpu_indices", "cleaned")
+
+
 def listing(common_dir: Path, *, states: Iterable[str] | None = None, sweep: str | None = None) -> list[Listed]:
     """The table's view of the runs (see `load` for the filters), in submission order."""
     with _reading(common_dir) as (connection, legacy):
         if connection is None:
             return [_listed_from(run) for run in _pick(legacy[0], None, states, sweep)]
         where, values = _where(None, states, sweep)
-        fields = ", ".join(f"json_extract(data, '$.{name}')" for name in ("params", "reason", "exit_code", "started",
-                                                                         "finished", "job", "metrics", "data_dir"))
+        fields = ", ".join(f"json_extract(data, '$.{name}')" for name in _LISTED)
         query = (f"SELECT id, sweep, state, {fields}, json_array_length(data, '$.gpus') FROM runs "
                  f"WHERE {where} ORDER BY seq")
         try:
@@ -260,18 +273,21 @@ def listing(common_dir: Path, *, states: Iterable[str] | None = None, sweep: str
             raise StateError(f"cannot read {common_dir / FILE_NAME}: {error}", hint=_FIX_HINT) from None
     moment = _dt.datetime.fromisoformat
     try:
+        # json_extract gives JSON objects and arrays as text, true and false as 1 and 0
         return [Listed(run_id, run_sweep, json.loads(params) if params else {}, run_state, reason, exit_code,
                        moment(started) if started else None, moment(finished) if finished else None, gpus or 0, job,
-                       json.loads(metrics) if metrics else None, data_dir)
+                       json.loads(metrics) if metrics else None, data_dir, commit or "", bool(snapshot),
+                       json.loads(indices) if indices else [], bool(cleaned))
                 for run_id, run_sweep, run_state, params, reason, exit_code, started, finished, job, metrics, data_dir,
-                gpus in rows]
+                commit, snapshot, indices, cleaned, gpus in rows]
     except (TypeError, ValueError) as error:
         raise StateError(f"{common_dir / FILE_NAME}: a run is malformed ({error})", hint=_FIX_HINT) from None
 
 
 def _listed_from(run: Run) -> Listed:
     return Listed(run.id, run.sweep, run.params, run.state, run.reason, run.exit_code, run.started, run.finished,
-                  len(run.gpus), run.job, run.metrics, run.data_dir)
+                  len(run.gpus), run.job, run.metrics, run.data_dir, run.commit, run.snapshot, list(run.gpu_indices),
+                  run.cleaned)
 
 
 @contextlib.contextmanager
@@ -313,7 +329,7 @@ def _reading(common_dir: Path) -> Iterator[tuple[sqlite3.Connection | None, Any]
 
 @contextlib.contextmanager
 def locked(common_dir: Path, *, ids: Iterable[str] | None = None, states: Iterable[str] | None = None,
-           sweep: str | None = None) -> Iterator[Runs]:
+           sweep: str | None = None, cleaned: bool | None = None) -> Iterator[Runs]:
     """The repo's lock (the one the state file uses: always taken first), a write transaction,
     and the runs as they are now (filtered as `load`'s). `save()` commits what changed, as often
     as needed; leaving without it, or by an exception, changes nothing more."""
@@ -333,7 +349,7 @@ def locked(common_dir: Path, *, ids: Iterable[str] | None = None, states: Iterab
             try:
                 _begin(connection, path)
                 try:
-                    runs = _read(connection, path, ids, states, sweep)
+                    runs = _read(connection, path, ids, states, sweep, cleaned)
                 except sqlite3.Error as error:
                     raise StateError(f"cannot read {path}: {error}", hint=_FIX_HINT) from None
             except BaseException:
@@ -422,7 +438,7 @@ def _begin(connection: sqlite3.Connection, path: Path) -> None:
 
 
 def _read(connection: sqlite3.Connection, path: Path, ids: Iterable[str] | None, states: Iterable[str] | None,
-          sweep: str | None) -> Runs:
+          sweep: str | None, cleaned: bool | None = None) -> Runs:
     runs = Runs(path)
     for name, text in connection.execute("SELECT name, data FROM sweeps ORDER BY rowid"):
         found, _ = _parse(path, name, Sweep, text)
@@ -430,7 +446,7 @@ def _read(connection: sqlite3.Connection, path: Path, ids: Iterable[str] | None,
         runs._sweeps_seen[found.name] = text
     runs.issued = {prefix: number for prefix, number in connection.execute("SELECT prefix, number FROM issued")}
     runs._issued_seen = dict(runs.issued)
-    where, values = _where(ids, states, sweep)
+    where, values = _where(ids, states, sweep, cleaned)
     query = f"SELECT id, data FROM runs WHERE {where} ORDER BY seq"
     collecting = gc.isenabled()
     gc.disable()  # thousands of new objects, none of them garbage: the collector would only walk them
@@ -450,7 +466,8 @@ def _read(connection: sqlite3.Connection, path: Path, ids: Iterable[str] | None,
     return runs
 
 
-def _where(ids: Iterable[str] | None, states: Iterable[str] | None, sweep: str | None) -> tuple[str, list]:
+def _where(ids: Iterable[str] | None, states: Iterable[str] | None, sweep: str | None,
+           cleaned: bool | None = None) -> tuple[str, list]:
     """The SQL condition of load's filters (an empty one matches nothing), and its values."""
     where, values = [], []
     picked = _pick_ids(ids)
@@ -468,6 +485,9 @@ def _where(ids: Iterable[str] | None, states: Iterable[str] | None, sweep: str |
     if sweep is not None:
         where.append("sweep = ?")
         values.append(sweep)
+    if cleaned is not None:  # no column: a field of the run, absent from those written before it existed
+        where.append("coalesce(json_extract(data, '$.cleaned'), 0) = ?")
+        values.append(int(cleaned))
     return " AND ".join(where) or "1", values
 
 
@@ -477,11 +497,12 @@ def _pick_ids(ids: Iterable[str] | None) -> list[str] | None:
     return sorted({ids} if isinstance(ids, str) else set(ids))
 
 
-def _pick(runs: list[Run], ids: Iterable[str] | None, states: Iterable[str] | None, sweep: str | None) -> list[Run]:
+def _pick(runs: list[Run], ids: Iterable[str] | None, states: Iterable[str] | None, sweep: str | None,
+          cleaned: bool | None = None) -> list[Run]:
     picked = _pick_ids(ids)
     chosen = None if states is None else ({states} if isinstance(states, str) else set(states))
     return [run for run in runs if (picked is None or run.id in picked) and (chosen is None or run.state in chosen)
-            and (sweep is None or run.sweep == sweep)]
+            and (sweep is None or run.sweep == sweep) and (cleaned is None or run.cleaned == cleaned)]
 
 
 # --- a run or sweep as JSON: every field of the dataclass, whatever fields it has ---
