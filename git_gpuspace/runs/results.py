@@ -1,6 +1,8 @@
-"""Metrics from a run's log: the last value of each `name=number` or `name: number` on a line,
-and `/data/metrics.json` when the run writes one (it wins). A training script needs no import
-of ours. The data dir is the container's to write, so files are opened without following links."""
+"""Metrics of a run: `/data/metrics.json` when the run writes one (a JSON object; its numbers,
+and only those: a run that says what its metrics are is taken at its word), else from its log,
+the last value of each `name=number` or `name: number` on a line. A training script needs no
+import of ours. The data dir is the container's to write, so files are opened without following
+links."""
 
 from __future__ import annotations
 
@@ -20,11 +22,6 @@ MAX_READ = 64 << 20  # the tail of a huge log is enough: metrics are the last va
 def metrics(data_dir: str | None) -> dict[str, float]:
     if not data_dir:
         return {}
-    found: dict[str, float] = {}
-    text = _read_data(Path(data_dir) / LOG)
-    for line in text.splitlines():
-        for name, value in METRIC.findall(line):
-            found[name] = float(value)
     written = _read_data(Path(data_dir) / "metrics.json")
     if written:
         try:
@@ -32,8 +29,12 @@ def metrics(data_dir: str | None) -> dict[str, float]:
         except ValueError:
             document = None
         if isinstance(document, dict):
-            found.update({str(k): float(v) for k, v in document.items()
-                          if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            return {str(k): float(v) for k, v in document.items()
+                    if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2 ** 1023)}
+    found: dict[str, float] = {}
+    for line in _read_data(Path(data_dir) / LOG).splitlines():
+        for name, value in METRIC.findall(line):
+            found[name] = float(value)
     return found
 
 
