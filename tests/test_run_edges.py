@@ -82,6 +82,10 @@ def test_start_stop_restart_on_a_runs_worktree_point_to_the_run(repo):
         error, hint = one_error(repo.gs(verb, target))
         assert f"is the worktree of run {run_id}" in error and "not bound" not in error, error
         assert f"git gpuspace runs stop {run_id}" in hint and "bind" not in hint, (verb, hint)
+    for verb in (("exec", relative, "--", "true"), ("remove", relative)):  # nor exec, nor remove while it runs
+        error, hint = one_error(repo.gs(*verb))
+        assert f"is the worktree of run {run_id}" in error and f"runs stop {run_id}" in hint, (verb, error, hint)
+    assert worktree.is_dir()
     assert wait_for(lambda: runs(repo)[0]["state"] == "running", 60)
     repo.ok("runs", "stop", run_id)
     assert wait_for(lambda: runs(repo)[0]["state"] == "stopped", 60)

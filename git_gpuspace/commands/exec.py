@@ -14,7 +14,7 @@ import sys
 from .. import private_git, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import GpuspaceError, UsageError
-from ..lifecycle import exec_user, resolve_worktree
+from ..lifecycle import exec_user, not_bound, resolve_worktree
 from ..model import Binding
 
 SHELL = ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"]
@@ -65,7 +65,7 @@ def running_container(target: str | None) -> tuple[worktrees.Worktree, Binding, 
 def running_binding(info: worktrees.RepoInfo, worktree: worktrees.Worktree) -> Binding:
     binding = state.load(info.common_dir).find(worktree.path)
     if binding is None:
-        raise GpuspaceError(f"'{worktree.path}' is not bound to a container", hint="`git gpuspace bind` binds it")
+        raise not_bound(info, worktree, "exec")
     if binding.pending:
         raise GpuspaceError(f"'{worktree.path}' is pending: {binding.pending}", hint=f"git gpuspace start {worktree.path}")
     return binding

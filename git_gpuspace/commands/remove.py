@@ -9,7 +9,7 @@ from .. import private_git, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import UsageError, WorktreeError
 from ..faults import checkpoint
-from ..lifecycle import absolute, resolve_worktree, unbind
+from ..lifecycle import absolute, not_bound, resolve_worktree, run_of_worktree, unbind
 from ..output import escape
 from ..reconcile import converge_quietly
 
@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"Removed container {binding.container} (worktree {binding.path} was already gone)")
             return 0
         binding = current.find(worktree.path)
+        if binding is None and run_of_worktree(info, worktree) is not None:
+            raise not_bound(info, worktree, "remove")  # a run's worktree: `runs stop`, then `runs clean`
         engine = Engine() if binding is not None else None  # unreachable: stop before changing anything
         if binding is not None:  # what its container committed comes in before the worktree is judged
             _import_first(info, engine, binding, worktree, args.force)
