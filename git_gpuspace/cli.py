@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 
@@ -19,12 +20,28 @@ VERSION_TEXT = f"git-gpuspace {__version__}"
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with errors worded like every other error of ours, and no guessing of
-    abbreviated options (--gpu must not quietly mean --gpus)."""
+    """argparse, with errors worded like every other error of ours, no guessing of abbreviated
+    options (--gpu must not quietly mean --gpus), and options anywhere among a verb's positionals,
+    as git takes them."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self._intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        # argparse alone gives a run of optional positionals their values at once: in `runs stop
+        # --all run-3` the run's id comes after that run and is left over. Intermixed, the options
+        # are taken out first and the positionals parsed from what remains. Not for the parser of
+        # verbs, nor one whose last positional passes the rest on (exec's command).
+        passes_on = any(action.nargs in (argparse.PARSER, argparse.REMAINDER) for action in self._get_positional_actions())
+        if self._intermixing or passes_on:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True  # parse_known_intermixed_args calls this method again, twice
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
     def error(self, message: str):
         self.print_usage(sys.stderr)
@@ -173,19 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
         _add_container_settings(runner)
         runner.add_argument("command", nargs="*", help="-- then the command and its arguments")
 
-    runs = verbs.add_parser("runs", help="the queue and history of runs; resume, show, stop, retry, clean",
-                            description="List runs (default); `resume` dispatches what is queued (after Ctrl-C, "
-                            "kill or reboot); `show ID`; `stop ID|--sweep NAME [--all]`; `retry ID|--sweep NAME "
-                            "--failed`; `clean [--sweep NAME] [--purge]` removes finished runs.")
-    runs.add_argument("action", nargs="?", choices=("list", "resume", "show", "stop", "retry", "clean"), default="list",
-                      help="what to do (default: list)")
-    runs.add_argument("run", nargs="?", metavar="ID", help="a run's id (show, stop, retry)")
+    runs = verbs.add_parser("runs", help="the queue and history of runs; resume, show, stop, retry, clean, forget",
+                            description="List runs (default): GPUs by index, the commit (`*`: a snapshot of "
+                            "uncommitted changes), why a run waits or failed, and metrics (metrics.json, else "
+                            "`name=number` in the log). `resume` dispatches what is queued (after Ctrl-C, kill or "
+                            "reboot); `show ID`; `stop ID|--sweep NAME [--all]`; `retry ID|--sweep NAME --failed`; "
+                            "`clean [ID|--sweep NAME] [--purge]` removes finished runs' worktrees, containers and "
+                            "refs and keeps their records; `forget [ID|--sweep NAME]` drops records (cleaning them "
+                            "first; with no target, the cleaned ones).")
+    runs.add_argument("action", nargs="?", choices=("list", "resume", "show", "stop", "retry", "clean", "forget"),
+                      default="list", help="what to do (default: list)")
+    runs.add_argument("run", nargs="?", metavar="ID", help="a run's id (show, stop, retry, clean, forget)")
     runs.add_argument("--sweep", metavar="NAME", help="only this sweep's runs")
     runs.add_argument("--all", action="store_true", help="stop: also drop the queued runs")
     runs.add_argument("--failed", action="store_true", help="retry: the failed and interrupted runs")
-    runs.add_argument("--purge", action="store_true", help="clean: also delete the runs' data dirs (logs, checkpoints)")
+    runs.add_argument("--purge", action="store_true",
+                      help="clean, forget: also delete the runs' data dirs (logs, checkpoints)")
     runs.add_argument("--csv", action="store_true", help="list as CSV")
     runs.add_argument("--state", choices=("queued", "running", "succeeded", "failed", "stopped"), help="only runs in this state")
+    runs.add_argument("--metrics", metavar="NAME,...",
+                      help="the metric columns, in this order (default: the `runs.metrics` setting, else every "
+                      "metric that is not a parameter's name)")
     runs.add_argument("--sort", metavar="[-]METRIC",
                       help="order by a metric from the runs' logs; --sort=-METRIC: descending")
     runs.add_argument("--json", action="store_true", help="machine-readable output")
@@ -205,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     settings = verbs.add_parser("config", help="get, set, unset or list settings (user or repo)")
     actions = settings.add_subparsers(dest="action", metavar="<action>", required=True)
-    keys = "image, gpus, memory, cpus, shm_size, publish_address, data_root, jupyter, ssh, tensorboard"
+    keys = "image, gpus, memory, cpus, shm_size, publish_address, data_root, jupyter, ssh, tensorboard, backend, " \
+        "slurm.*, runs.metrics"
     for action, text in (("get", "print a setting (the effective one unless --user/--repo)"),
                          ("set", "set a setting (in the repo when inside one, as git config)"),
                          ("unset", "remove a setting"), ("list", "every setting and where it comes from")):
@@ -284,6 +310,7 @@ _MODULES = {"rm": "remove", "stop": "start", "restart": "start", "_hook": "hook"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _man_page_for_editable_install()
     if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
         print(VERSION_TEXT)  # what argparse would print, without building every parser first
         return 0
@@ -293,10 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] in (["run"], ["sweep"], ["verify"]) and "--" in argv:  # argparse mixes options after a positional into a remainder
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1:]
+    if argv == ["--help"]:  # git turns `git gpuspace --help` into `man git-gpuspace`; run directly, the same
+        from . import manpage
+
+        return manpage.show(parser)
     args, extra = parser.parse_known_args(argv)
-    if getattr(args, "verb", None) == "add" and args.commitish is None and len(extra) == 1 \
-            and not extra[0].startswith("-"):
-        args.commitish = extra.pop()  # `add <path> --detach <commit-ish>`: git takes options anywhere
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if command is not None:
@@ -308,6 +336,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGHUP):  # `timeout`, a closed terminal: roll back as Ctrl-C does
         signal.signal(signum, _interrupt)
     return run_guarded(module.run, args)
+
+
+def _man_page_for_editable_install() -> None:
+    """`pip install -e` leaves the man page out: linked where man finds it on the first run of
+    the console script (one stat of the page's place on every later run)."""
+    script = Path(os.path.abspath(sys.argv[0]))
+    if script.name != "git-gpuspace" or os.path.lexists(script.parent.parent / "share/man/man1/git-gpuspace.1"):
+        return
+    from . import manpage
+
+    manpage.link_for_man(script)
 
 
 class Interrupted(KeyboardInterrupt):

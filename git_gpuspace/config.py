@@ -32,7 +32,7 @@ BUILT_IN: dict[str, Any] = {
 }
 KEYS = ("image", "gpus", "memory", "cpus", "shm_size", "publish_address", "data_root", "jupyter", "ssh", "tensorboard",
         "backend", "slurm.partition", "slurm.account", "slurm.time", "slurm.qos", "slurm.extra", "slurm.workdir",
-        "slurm.container")
+        "slurm.container", "runs.metrics")  # runs.metrics: the `runs` table's metric columns, NAME,...
 
 
 def default_data_root() -> Path:

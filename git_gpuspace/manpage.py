@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -273,6 +276,51 @@ def render(parser: argparse.ArgumentParser | None = None) -> str:
 def _bold_ref(ref: str) -> str:
     name, section = ref[:-1].split("(")
     return f"\\fB{_literal(name)}\\fR({section})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the page. A regular install puts it in <prefix>/share/man/man1, where man looks for the
+# commands of <prefix>/bin on PATH; an editable install puts no data files anywhere, and git
+# answers `git gpuspace --help` by running `man git-gpuspace` without asking us.
+
+PAGE = "git-gpuspace"
+
+
+def beside_source() -> Path | None:
+    """The page of a source checkout (an editable install runs from one); None in an installed package."""
+    page = Path(__file__).resolve().parent.parent / "man" / f"{PAGE}.1"
+    return page if page.is_file() else None
+
+
+def link_for_man(script: Path) -> None:
+    """An editable install's page linked where man looks for the commands beside `script`
+    (<prefix>/bin/git-gpuspace: <prefix>/share/man/man1), as a regular install puts it; so
+    `git gpuspace --help` finds it from then on. Nothing when it cannot be written."""
+    source = beside_source()
+    target = script.parent.parent / "share" / "man" / "man1" / f"{PAGE}.1"
+    if source is None or os.path.lexists(target):
+        return
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(source, target)  # a link: the page regenerated in the checkout is the one shown
+    except OSError:
+        pass  # a prefix that is not ours to write: `git-gpuspace --help` still shows the page
+
+
+def show(parser: argparse.ArgumentParser) -> int:
+    """`git-gpuspace --help`: this page, as `git gpuspace --help` shows it (installed, or the
+    checkout's), else the parser's help where there is no man or no page; never an error."""
+    man = shutil.which("man")
+    if man is not None:
+        if subprocess.run([man, "-w", PAGE], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+            shown = subprocess.run([man, PAGE])
+        else:
+            source = beside_source()
+            shown = subprocess.run([man, "-l", str(source)]) if source is not None else None
+        if shown is not None and shown.returncode == 0:
+            return 0
+    parser.print_help()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,12 +180,14 @@ def test_stop_retry_clean_and_retries(repo, tmp_path):
     assert "Removed 3 finished runs and their data" in cleaned.stdout
     assert not os.path.exists(worktree) and not os.path.exists(records[0]["data_dir"])
     assert "refs/gpuspace/runs/ctl" not in repo.git("for-each-ref", "refs/gpuspace").stdout
-    assert [r["sweep"] for r in runs(repo)] == [None]
+    # their records stay, cleaned: the table of results outlives the worktrees
+    assert [(r["sweep"], r["cleaned"]) for r in runs(repo)] == [("ctl", True)] * 3 + [(None, False)]
     csv_text = repo.ok("runs", "--csv").stdout
     assert csv_text.splitlines()[0].startswith("run,sweep,params,state")
-    shown = json.loads(repo.ok("runs", "show", runs(repo)[0]["id"]).stdout)
+    shown = json.loads(repo.ok("runs", "show", runs(repo)[-1]["id"]).stdout)
     assert shown["state"] == "succeeded"
     repo.ok("runs", "clean")
+    repo.ok("runs", "forget")  # the cleaned records go
     repo.ok("run", "--gpus", "none", "--", "true")
     assert [r["id"] for r in runs(repo)] == ["run-2"]  # an id is never given twice: data dirs and refs stay apart
 

@@ -1,4 +1,9 @@
-"""`git gpuspace runs [list|resume|show|stop|retry|clean]`: the queue and history of runs."""
+"""`git gpuspace runs [list|resume|show|stop|retry|clean|forget]`: the queue and history of runs.
+
+`clean` frees what a finished run holds (worktree, container, ref; its data dir with --purge)
+and keeps its record (params, commit, metrics, state, times), marked cleaned: the table of
+results stays. `forget` drops records; a run is cleaned before it is forgotten, and an active
+one is never forgotten."""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from ..errors import UsageError
 from ..runs import backend as backends
 from ..runs import model, results
 from ..runs import store as run_store
-from ..runs.at_work import alive, cut_short
+from ..runs.at_work import alive, cut_short, dispatcher_pid
 from ..runs.model import ACTIVE, FINISHED, PREPARING, STOPPING, Run
 
 if TYPE_CHECKING:
@@ -29,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import worktrees  # dulwich: not for the listing, which reads the store alone
 
     info = worktrees.discover()
-    action = {"resume": _resume, "show": _show, "stop": _stop, "retry": _retry, "clean": _clean}[args.action]
+    action = {"resume": _resume, "show": _show, "stop": _stop, "retry": _retry, "clean": _clean,
+              "forget": _forget}[args.action]
     return action(info, args)
 
 
@@ -53,8 +59,8 @@ def _chosen(runs: run_store.Runs, args: argparse.Namespace, verb: str) -> list[R
         if args.sweep not in runs.sweeps:
             raise UsageError(f"no sweep '{args.sweep}'", hint="`git gpuspace runs` lists the runs and their sweeps")
         return [run for run in runs.runs if run.sweep == args.sweep]
-    if verb == "clean":
-        return list(runs.runs)
+    if verb in ("clean", "forget"):
+        return list(runs.runs)  # as filtered when read
     raise UsageError(f"runs {verb} needs a run's id or --sweep NAME")
 
 
@@ -96,8 +102,14 @@ def _retry(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     with run_store.locked(info.common_dir, **_which(args)) as runs:
         chosen = [run for run in _chosen(runs, args, "retry")
                   if run.state in ("failed", "stopped") and (args.run or not args.failed or run.state == "failed")]
+        cleaned = [run for run in chosen if run.cleaned]
+        if args.run and cleaned:
+            raise UsageError(f"run {args.run} was cleaned: its worktree is gone, so it cannot run again",
+                             hint=f"submit it again (`git gpuspace run --commit {cleaned[0].commit[:12]} -- ...`)")
+        chosen = [run for run in chosen if not run.cleaned]  # of a sweep: those that can run again
         if not chosen:
-            raise UsageError("no failed or stopped run to retry")
+            raise UsageError("no failed or stopped run to retry" + (f" ({len(cleaned)} cleaned: their worktrees are "
+                             "gone)" if cleaned else ""), hint="submit them again" if cleaned else None)
         for run in chosen:
             model.requeue(run)
         runs.save()
@@ -121,45 +133,101 @@ def _which(args: argparse.Namespace) -> dict:
 
 
 def _clean(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
-    """Finished runs go: their worktree, container and ref; their data dir too with --purge.
+    """Finished runs give back what they hold: their worktree, container and ref; their data dir
+    too with --purge. Their records stay (marked cleaned), and a cleaned run is not read again
+    (--purge: unless its data dir is still there).
 
     A data dir that cannot be proved ours (a container can delete its owner mark) is kept and
     named, and the rest cleaned: a warning, not a failure, as `git clean` skips a repository
     nested in the tree. One of ours that cannot be removed in full makes the exit status 1."""
-    kept, left = [], []
-    with run_store.locked(info.common_dir, **_which(args), **({} if args.run else {"states": FINISHED})) as runs:
-        done = [run for run in _chosen(runs, args, "clean") if run.state in FINISHED]
-        purge = []
-        for run in done:  # checked before anything is deleted
-            if args.purge and run.data_dir and os.path.lexists(run.data_dir):
-                problem = workspace.data_dir_problem(run.data_dir, run.container or "")
-                if problem:
-                    kept.append(f"{run.data_dir}: it {problem}")
-                else:
-                    purge.append(run.data_dir)
-        from .. import worktrees
+    wanted = {} if args.run else {"states": FINISHED, **({} if args.purge else {"cleaned": False})}
+    with run_store.locked(info.common_dir, **_which(args), **wanted) as runs:
+        done = [run for run in _chosen(runs, args, "clean") if run.state in FINISHED
+                and (not run.cleaned or (args.purge and run.data_dir))]
+        kept, left = _free(info, done, args.purge)
+        runs.save()
+    _warn(kept, left)
+    print(f"Removed {len(done)} finished run{'s' if len(done) != 1 else ''}" + (" and their data" if args.purge else "")
+          + (f", but kept {len(kept)} data dir{'s' if len(kept) > 1 else ''} (see above)" if kept else "")
+          + ("; their records stay (`git gpuspace runs forget` drops them)" if done else ""))
+    return 1 if left else 0
 
-        worktrees.remove_many(info, [Path(run.worktree) for run in done])
-        worktrees.delete_refs(info, [f"refs/gpuspace/runs/{run.id}" for run in done])
-        for run in done:
-            if run.data_dir in purge:
-                shutil.rmtree(run.data_dir, ignore_errors=True)
-                if os.path.lexists(run.data_dir):
-                    left.append(run.data_dir)
-        gone = {run.id for run in done}
-        emptied = {name for name in {run.sweep for run in done if run.sweep}  # a sweep goes with its last run
+
+def _forget(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
+    """Records go: a run's by id, a sweep's, or (no target) those of the runs cleaned before. A
+    run not cleaned yet is cleaned first (nothing of it left behind for no record to name); an
+    active one is refused: stop it first. A sweep goes with its last run; ids are never given
+    again (the store keeps the numbers it issued)."""
+    wanted = {} if args.run or args.sweep else {"states": FINISHED, "cleaned": True}
+    with run_store.locked(info.common_dir, **_which(args), **wanted) as runs:
+        chosen = _chosen(runs, args, "forget")
+        active = [run for run in chosen if run.state not in FINISHED]
+        if active:
+            what = f"run {active[0].id} is" if args.run else f"{len(active)} run{'s' if len(active) > 1 else ''} of " \
+                f"sweep {args.sweep} {'are' if len(active) > 1 else 'is'}"
+            raise UsageError(f"{what} {active[0].state if args.run else 'queued or running'}: not forgotten",
+                             hint=f"stop it first: `git gpuspace runs stop {args.run or '--sweep ' + args.sweep} --all`")
+        fresh = [run for run in chosen if not run.cleaned or (args.purge and run.data_dir)]
+        kept, left = _free(info, fresh, args.purge)
+        gone = {run.id for run in chosen}
+        emptied = {name for name in {run.sweep for run in chosen if run.sweep}  # a sweep goes with its last run
                    if all(run.id in gone for run in run_store.load(info.common_dir, sweep=name).runs)}
         runs.runs = [run for run in runs.runs if run.id not in gone]
         runs.sweeps = {name: sweep for name, sweep in runs.sweeps.items() if name not in emptied}
         runs.save()
+    _warn(kept, left)
+    if not chosen:
+        waiting = len(run_store.listing(info.common_dir, states=FINISHED))
+        print("Nothing to forget" + (f": no finished run is cleaned ({waiting} not cleaned; `git gpuspace runs clean` "
+                                     "first, or name them: `runs forget ID|--sweep NAME`)" if waiting else ""))
+        return 0
+    print(f"Forgot {len(chosen)} run{'s' if len(chosen) != 1 else ''}"
+          + (f" ({len(fresh)} cleaned first{' with their data' if args.purge else ''})" if fresh else "")
+          + (f", but kept {len(kept)} data dir{'s' if len(kept) > 1 else ''} (see above)" if kept else ""))
+    return 1 if left else 0
+
+
+def _free(info: worktrees.RepoInfo, done: list[Run], purge: bool) -> tuple[list[str], list[str]]:
+    """What finished runs hold, removed; each marked cleaned. Returns the data dirs kept (not
+    provably ours) and those left (not all of them could be removed)."""
+    kept, left, purged = [], [], []
+    for run in done:  # checked before anything is deleted
+        if run.metrics is None:  # kept in its record: `--sort` works once its data dir is gone
+            run.metrics = results.metrics(run.data_dir)
+        if purge and run.data_dir and os.path.lexists(run.data_dir):
+            problem = workspace.data_dir_problem(run.data_dir, run.container or "")
+            if problem:
+                kept.append(f"{run.data_dir}: it {problem}")
+            else:
+                purged.append(run)
+        elif purge and run.data_dir:
+            run.data_dir = None  # gone already
+    fresh = [run for run in done if not run.cleaned]
+    if fresh:
+        from .. import worktrees
+
+        worktrees.remove_many(info, [Path(run.worktree) for run in fresh])
+        worktrees.delete_refs(info, [f"refs/gpuspace/runs/{run.id}" for run in fresh])
+    for run in purged:
+        shutil.rmtree(run.data_dir, ignore_errors=True)
+        if os.path.lexists(run.data_dir):
+            left.append(run.data_dir)
+        else:
+            run.data_dir = None  # its record no longer names a place with nothing there
+    for run in done:
+        run.cleaned = True
+    return kept, left
+
+
+def _warn(kept: list[str], left: list[str]) -> None:
     for line in kept:
         print(f"git-gpuspace: warning: kept {output.escape(line)}; remove it by hand if it is yours", file=sys.stderr)
     for path in left:
         print(f"git-gpuspace: warning: could not remove all of {output.escape(path)} (files you may not delete?)",
               file=sys.stderr)
-    print(f"Removed {len(done)} finished run{'s' if len(done) != 1 else ''}" + (" and their data" if args.purge else "")
-          + (f", but kept {len(kept)} data dir{'s' if len(kept) > 1 else ''} (see above)" if kept else ""))
-    return 1 if left else 0
+
+
+REASON_WIDTH = 40  # the table's; --json and --csv give a reason whole
 
 
 def _list(common_dir: Path, args: argparse.Namespace) -> int:
@@ -180,18 +248,21 @@ def _list(common_dir: Path, args: argparse.Namespace) -> int:
             raise UsageError(f"no run has a metric '{key}'", hint=f"metrics seen: {', '.join(seen) or 'none'}")
         present = sorted((pair for pair in shown if key in pair[1]), key=lambda pair: pair[1][key], reverse=descending)
         shown = present + [pair for pair in shown if key not in pair[1]]
+    pid = dispatcher_pid(common_dir)
+    if pid is not None:  # the process to signal (SIGTERM stops dispatching; its runs go on)
+        print(f"git-gpuspace: dispatcher: pid {pid}", file=sys.stderr)
     if args.json:
         json.dump([record(run, metrics) for run, metrics in shown], sys.stdout, indent=2)
         print()
         return 0
-    names = sorted({name for _, metrics in shown for name in metrics})
+    names = _metric_columns(common_dir, args, shown)
     jobs = any(run.job for run, _ in shown)
-    headers = ["RUN", "SWEEP", "PARAMS", "STATE", "EXIT", "TIME", "GPUS", *(["JOB"] if jobs else []),
+    headers = ["RUN", "SWEEP", "PARAMS", "STATE", "REASON", "EXIT", "TIME", "GPUS", "COMMIT", *(["JOB"] if jobs else []),
                *[n.upper() for n in names]]
-    rows = [[run.id, run.sweep or "-", " ".join([f"{k}={v}" for k, v in run.params.items()]) or "-",
-             f"{run.state} ({run.reason})" if run.reason else run.state,
-             "-" if run.exit_code is None else str(run.exit_code),
-             "-" if run.started is None else f"{run.duration_s:.1f}s", str(run.gpus),
+    whole = bool(args.csv)
+    rows = [[run.id, run.sweep or "-", " ".join([f"{k}={v}" for k, v in run.params.items()]) or "-", run.state,
+             _reason(run.reason, whole), "-" if run.exit_code is None else str(run.exit_code),
+             "-" if run.started is None else f"{run.duration_s:.1f}s", _gpus(run), _commit(run),
              *([run.job or "-"] if jobs else []),
              *[f"{metrics[n]:g}" if n in metrics else "-" for n in names]]
             for run, metrics in shown]
@@ -204,9 +275,49 @@ def _list(common_dir: Path, args: argparse.Namespace) -> int:
     if any(run.reason == PREPARING for run in runs) and cut_short(common_dir):
         print("git-gpuspace: a submission was cut short (runs still `preparing`): `git gpuspace runs resume` "
               "finishes it and queues its runs", file=sys.stderr)
-    elif any(run.state == "queued" for run in runs) and not alive(common_dir):
+    elif any(run.state == "queued" for run in runs) and pid is None and not alive(common_dir):
         print("git-gpuspace: runs are queued and no dispatcher is running: `git gpuspace runs resume`", file=sys.stderr)
     return 0
+
+
+def _metric_columns(common_dir: Path, args: argparse.Namespace, shown: list) -> list[str]:
+    """--metrics, else the repo's (or user's) `runs.metrics` setting, else every metric of the
+    runs shown that is not one of their parameters' names (`lr=0.1` echoed in a log is a
+    parameter, already in PARAMS)."""
+    chosen = args.metrics
+    if chosen is None:
+        from .. import config, state  # the settings, only when no choice was made here
+
+        chosen = config.effective(state.load(common_dir).defaults, {}).get("runs.metrics")
+    if chosen is not None:
+        return metric_names(str(chosen))
+    params = {name for run, _ in shown for name in run.params}
+    return sorted({name for _, metrics in shown for name in metrics} - params)
+
+
+def metric_names(text: str) -> list[str]:
+    """`loss, acc` as the names it lists, each once, in order (none: no metric columns)."""
+    return list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+
+
+def _reason(reason: str | None, whole: bool) -> str:
+    if not reason:
+        return "-"
+    return reason if whole or len(reason) <= REASON_WIDTH else reason[:REASON_WIDTH - 3] + "..."
+
+
+def _gpus(run: Run | run_store.Listed) -> str:
+    """The host's numbers of its GPUs, as `status` shows them; a run recorded before they were
+    kept shows how many it had."""
+    if run.gpu_indices:
+        return ",".join(str(index) for index in run.gpu_indices)
+    count = run.gpus if isinstance(run.gpus, int) else len(run.gpus)
+    return f"{count} GPU{'s' if count > 1 else ''}" if count else "-"
+
+
+def _commit(run: Run | run_store.Listed) -> str:
+    """The commit it ran, short; `*`: a snapshot of uncommitted changes, on top of that worktree's HEAD."""
+    return (run.commit[:7] + ("*" if run.snapshot else "")) if run.commit else "-"
 
 
 def metrics_of(run: Run | run_store.Listed) -> dict[str, float]:
@@ -225,4 +336,5 @@ def record(run: Run, metrics: dict[str, float] | None = None) -> dict:
         "data_dir": run.data_dir,
         "metrics": metrics_of(run) if metrics is None else metrics,
         "backend": run.backend, "job": run.job,
+        "snapshot": run.snapshot, "gpu_indices": list(run.gpu_indices), "cleaned": run.cleaned,
     }
