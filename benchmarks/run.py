@@ -867,7 +867,7 @@ class Bench:
                                         f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
                 queued = re.search(r"Queued 1 run\b.*: ([a-z0-9][a-z0-9._-]*)\s*$", done.stderr, re.MULTILINE)
                 if queued:  # the store stays at `count` finished runs (not timed)
-                    self.runner.output([*self.git_gpuspace, "runs", "clean", queued.group(1)], cwd=repos[count], env=env)
+                    self.runner.output([*self.git_gpuspace, "runs", "forget", queued.group(1)], cwd=repos[count], env=env)
                 else:
                     self.say("  (no run id in the output of `run`: its run stays, the store grows by one)")
                 return Sample(seconds, 0)
@@ -878,7 +878,7 @@ class Bench:
         submitted = pair(f"`run -- true` (foreground), {history_n} finished runs", *arms, "ratio", 1.1,
                          "<= 1.1x (at most 10% slower)",
                          note=f"the test image, a stand-in GPU; against {few_n} finished runs; each repetition's run "
-                              "is cleaned again by `runs clean ID` (not timed)")
+                              "is dropped again by `runs forget ID` (not timed)")
         self.figures.append(submitted)
         if self.wants_profile(listed):
             self.profiles.append((f"`git gpuspace runs`, {history_n} finished runs",
@@ -895,7 +895,7 @@ class Bench:
         where = (self.roots[-1] if on_tmpfs else self.base) / "store-clean"
         where.mkdir()
         repo = self.repo("repo", self.plan.project, where=where)
-        runs_dir = where / "worktrees" / "runs"
+        runs_dir = where / "worktrees" / "runs" / repo.name
 
         def deleting() -> list[Path]:
             """What `runs clean` moved aside for its background deletion, not deleted yet."""

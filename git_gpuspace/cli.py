@@ -187,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
                             help="queue and return; a background dispatcher (one per repo) runs the queue")
         runner.add_argument("--retries", type=int, default=0, metavar="N",
                             help="queue a failed or interrupted run again, up to N times (default 0)")
+        if verb == "run":
+            runner.add_argument("-q", "--quiet", action="store_true",
+                                help="only the lines of its start and end, not the command's output")
+        else:
+            runner.set_defaults(quiet=True)  # a sweep shows a line per start and end; `logs -f` follows one run
         _add_container_settings(runner)
         runner.add_argument("command", nargs="*", help="-- then the command and its arguments")
 
@@ -288,10 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     exporting = verbs.add_parser(
         "export", help="write a worktree, run or sweep as a Compose service, devcontainer.json, Kubernetes "
         "Pod/Indexed Job or sbatch script",
-        description="What a bound worktree, a run or a sweep would be under another tool, for moving it there: "
-        "compose (GPUs reserved by device id), devcontainer (image, mounts, runArgs, ports), k8s (a Pod; an Indexed "
-        "Job for a sweep; the commit checked out from the repo's remote by an init container), slurm (an sbatch "
-        "script; a job array for a sweep). Compose and Kubernetes files are written as JSON, which is YAML too.")
+        description="What a bound worktree, a run or a sweep would be under another tool, for moving it there. "
+        "Each run keeps its own worktree (or commit), environment (GPUSPACE_RUN, GPUSPACE_PARAM_*, HF_HOME, ...) and "
+        "/data: compose (a service per run, GPUs reserved by device id or count), devcontainer (one worktree or run: "
+        "image, mounts, runArgs, ports), k8s (a Pod; an Indexed Job for a sweep; the commit checked out from the "
+        "repo's remote by an init container; /data on a PersistentVolumeClaim you name; a commit the remote lacks is "
+        "named with its push), slurm (an sbatch script; a job array for a sweep whose task index picks the run). "
+        "Compose files and Kubernetes manifests are JSON, which is YAML too (a manifest opens with a comment on what "
+        "to fill in).")
     exporting.add_argument("what", metavar="WORKTREE|RUN|SWEEP", help="a bound worktree, a run id or a sweep name")
     exporting.add_argument("--to", required=True, choices=("compose", "devcontainer", "k8s", "slurm"),
                            help="the format")

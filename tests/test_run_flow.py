@@ -101,6 +101,8 @@ def test_a_foreground_run_streams_its_output(repo):
     split = repo.gs("run", "--gpus", "none", "--", "echo", "on stdout")
     assert split.stdout == "on stdout\n"  # its output on stdout, ours on stderr
     assert "run-2 started" in split.stderr and "on stdout" not in split.stderr.splitlines()
+    quiet = repo.gs("run", "--gpus", "none", "--quiet", "--", "echo", "not shown")
+    assert quiet.returncode == 0 and quiet.stdout == "" and "run-3 succeeded" in quiet.stderr
 
 
 def test_a_foreground_sweep_shows_one_line_per_run_and_how_to_follow_one(repo):
@@ -150,3 +152,10 @@ def test_a_run_stopped_while_its_command_runs_is_stopped(repo):
     repo.ok("runs", "stop", "run-1")
     [record] = runs(repo)
     assert record["state"] == "stopped"
+
+
+def test_the_log_of_a_purged_run_says_where_it_went(repo):
+    repo.ok("run", "--gpus", "none", "--", "echo", "hello")
+    repo.ok("runs", "clean", "--purge")
+    gone = repo.gs("logs", "run-1")
+    assert gone.returncode == 2 and "run run-1 has no log: its data dir was deleted by `runs clean --purge`" in gone.stderr

@@ -56,7 +56,7 @@ def test_pending_for_resources_then_stopped(repo):
     repo.ok("run", "--gpus", "1", "--backend", "slurm", "--detach", "--", "sleep", "60")
     assert wait_for(lambda: [r["state"] for r in runs(repo)] == ["running", "queued"], 30), runs(repo)
     # Slurm's reason as squeue gives it: Resources, or Priority after some scheduler passes
-    assert wait_for(lambda: re.search(r"queued \(PENDING \((Resources|Priority)\)\)", repo.ok("runs").stdout), 30), \
+    assert wait_for(lambda: re.search(r"queued +PENDING \((Resources|Priority)\)", repo.ok("runs").stdout), 30), \
         repo.ok("runs").stdout
     stopped = repo.ok("runs", "stop", runs(repo)[0]["id"])
     assert "Cancelled 1 Slurm job" in stopped.stdout

@@ -29,7 +29,8 @@ def _run_log(found: Run, args: argparse.Namespace) -> int:
         backends.of(found).follow_log(worktrees.discover(), found, args.tail)
         return 0
     if not found.data_dir:
-        raise UsageError(f"run {found.id} has not started yet ({found.state})")
+        raise UsageError(f"run {found.id} has no log: " + ("its data dir was deleted by `runs clean --purge`"
+                         if found.cleaned else f"it has not started yet ({found.state})"))
     _header(header)
     lines = results.read_log(found.data_dir).splitlines(keepends=True)
     sys.stdout.write("".join(lines[-args.tail:] if args.tail else lines))

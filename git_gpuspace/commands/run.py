@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.detach:
         return 0
     stream = None
-    if sweep is None and not getattr(args, "quiet", False):  # its output, as `docker run` shows it
+    if not args.quiet:  # its output, as `docker run` shows it
         stream = OutputStream(ids[0], sys.stdout.buffer)
     elif sweep is not None:
         print(f"`git gpuspace logs -f {ids[0]}` follows a run's output", file=sys.stderr)
