@@ -159,3 +159,11 @@ def test_the_log_of_a_purged_run_says_where_it_went(repo):
     repo.ok("runs", "clean", "--purge")
     gone = repo.gs("logs", "run-1")
     assert gone.returncode == 2 and "run run-1 has no log: its data dir was deleted by `runs clean --purge`" in gone.stderr
+
+
+def test_status_summarizes_live_runs_not_cleaned_ones(repo):
+    repo.ok("sweep", "done", "-p", "n=1,2", "--gpus", "none", "--", "true")
+    assert "sweep done: 2 succeeded" in repo.ok("status").stdout
+    repo.ok("runs", "clean")
+    assert "sweep done" not in repo.ok("status").stdout
+    assert [r["cleaned"] for r in runs(repo)] == [True, True]

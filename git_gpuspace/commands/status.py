@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             print(output.escape(f"  {record['path']}  {name}: {url}"))
         for name, why in record["services_down"].items():
             print(output.escape(f"  {record['path']}  {name}: down ({why})"))
-    for line in _run_summary(runs):
+    for line in _run_summary([run for run in runs if not run.cleaned]):  # what `runs clean` let go is history
         print(output.escape(line))
     if any(run.state == "queued" for run in runs) and not alive(info.common_dir):
         print("git-gpuspace: runs are queued and no dispatcher is running: `git gpuspace runs resume`", file=sys.stderr)
