@@ -89,7 +89,7 @@ def test_table_shows_gpu_indices_the_commit_and_the_reason_apart_from_the_state(
     assert [row["COMMIT"] for row in rows] == [head[:7] + "*", head[:7], head[:7]]
     assert rows[2]["STATE"] == "queued"
     assert rows[2]["REASON"].startswith("waiting for 1 GPU: 0-3 held by hold") and rows[2]["REASON"].endswith("...")
-    assert len(rows[2]["REASON"]) == 40
+    assert len(rows[2]["REASON"]) == 60
     records = listed(plain_repo)
     assert records[2]["reason"] == waiting  # whole in --json
     assert [r["gpu_indices"] for r in records] == [[0, 1], [], []]

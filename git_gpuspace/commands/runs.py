@@ -227,7 +227,7 @@ def _warn(kept: list[str], left: list[str]) -> None:
               file=sys.stderr)
 
 
-REASON_WIDTH = 40  # the table's; --json and --csv give a reason whole
+REASON_WIDTH = 60  # the table's; --json and --csv give a reason whole
 
 
 def _list(common_dir: Path, args: argparse.Namespace) -> int:
