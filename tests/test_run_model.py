@@ -42,6 +42,8 @@ OPERATIONS = {
     "end 1": ("failed", lambda run: model.end(run, 1)),
     "end None": ("failed", lambda run: model.end(run, None)),
     "end stopping": ("stopped", _end_stopping),
+    "preempt": ("preempted", lambda run: model.preempt(run, "for a run of higher priority")),
+    "back_in_line": ("queued", lambda run: model.back_in_line(run)),
 }
 
 
@@ -365,3 +367,27 @@ def test_gpus_per_node_without_sinfo_says_this_is_no_submit_host(tmp_path, monke
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(GpuspaceError, match="sinfo is not on PATH"):
         gpus_per_node(None)
+
+
+# --- preemption -----------------------------------------------------------------------------------
+
+
+def test_a_preempted_run_restarts_where_it_left_off_and_counts_what_it_lost():
+    run = running(data_dir="/d", container="c-1", gpus=["GPU-a"])
+    line = model.preempt(run, "its time slice (5 s) is up")
+    assert run.state == "preempted" and run.reason == "its time slice (5 s) is up"
+    assert line == "run-1 preempted: its time slice (5 s) is up; SIGTERM, 30 s to checkpoint"
+    assert model.params_env(run)["GPUSPACE_RESTARTS"] == "0" and "GPUSPACE_RESUME" not in model.params_env(run)
+    model.back_in_line(run)
+    assert (run.state, run.restarts, run.container, run.reason, run.data_dir) == ("queued", 1, None, None, "/d")
+    assert model.params_env(run)["GPUSPACE_RESUME"] == "1" and model.params_env(run)["GPUSPACE_RESTARTS"] == "1"
+    model.start(run)
+    assert run.lost_s >= 0 and run.preempted_at is None
+
+
+def test_a_preempted_run_asked_to_stop_is_stopped():
+    run = running()
+    model.preempt(run, "for add --preempt")
+    run.reason = STOPPING
+    model.end(run, None)
+    assert run.state == "stopped"

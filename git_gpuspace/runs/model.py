@@ -10,6 +10,10 @@ every backend records its runs by (see DESIGN.md section 6):
     running -> succeeded | failed          its command ended (failed: an exit code other than 0,
                                            or none: interrupted, could not start)
     running -> queued                      its start was cut short before anything ran
+    running -> preempted -> queued         its GPU was taken (preemption, a time slice): SIGTERM,
+                                           a grace period, SIGKILL; then back in line, to restart
+                                           in the same worktree and data dir (GPUSPACE_RESUME=1)
+    preempted -> stopped                   `runs stop` while it was being preempted
     failed | stopped -> queued             retries left, or `runs retry`
 
 A reason says more within a state: `preparing`, `starting`, `stopping`, a Slurm job's PENDING
@@ -21,16 +25,18 @@ import datetime as _dt
 import re
 from dataclasses import dataclass, field
 
-STATES = ("queued", "running", "succeeded", "failed", "stopped")
+STATES = ("queued", "running", "preempted", "succeeded", "failed", "stopped")
 FINISHED = ("succeeded", "failed", "stopped")
-ACTIVE = ("queued", "running")
+ACTIVE = ("queued", "running", "preempted")
 PREPARING = "preparing"  # queued, its worktree still being made by its submitter
 # running, its start recorded but its container perhaps not started yet: whoever comes next
 # starts that container (or job), never a new one
 STARTING = "starting"
 STOPPING = "stopping"  # running, asked to stop: however it ends, it ends `stopped`
-MOVES = {"queued": ("queued", "running", "stopped", "failed"), "running": ("running", "queued", *FINISHED),
+MOVES = {"queued": ("queued", "running", "stopped", "failed"),
+         "running": ("running", "queued", "preempted", *FINISHED), "preempted": ("queued", "stopped"),
          "succeeded": (), "failed": ("queued",), "stopped": ("queued",)}
+GRACE_S = 30.0  # how long a preempted run's command has, after SIGTERM, to write a checkpoint
 ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
@@ -66,6 +72,13 @@ class Run:
     job: str | None = None
     metrics: dict[str, float] | None = None  # read from its data dir once, when it ended
     cleaned: bool = False  # `runs clean` removed its worktree, container and ref; its record stays
+    preemptible: bool = False  # its GPU may be taken from it (it checkpoints on SIGTERM and resumes)
+    preempt: bool = False  # it may take a GPU from a preemptible run of lower priority
+    time_slice: float | None = None  # seconds on a GPU before it yields to runs of its priority that wait
+    grace: float = GRACE_S  # seconds from SIGTERM to SIGKILL when preempted
+    restarts: int = 0  # how many times it was preempted and started again
+    lost_s: float = 0.0  # seconds it spent off its GPU because it was preempted
+    preempted_at: _dt.datetime | None = None  # when its last preemption began
 
     @property
     def duration_s(self) -> float | None:
@@ -82,8 +95,12 @@ class Sweep:
 
 
 def params_env(run: Run) -> dict[str, str]:
-    """What the run's process sees of itself."""
-    env = {"GPUSPACE_RUN": run.id, "GPUSPACE_SWEEP": run.sweep or "", "GPUSPACE_COMMIT": run.commit}
+    """What the run's process sees of itself. After a preemption: GPUSPACE_RESUME=1 (resume from
+    the checkpoint in /data) and GPUSPACE_RESTARTS, how many times it was started again."""
+    env = {"GPUSPACE_RUN": run.id, "GPUSPACE_SWEEP": run.sweep or "", "GPUSPACE_COMMIT": run.commit,
+           "GPUSPACE_RESTARTS": str(run.restarts)}
+    if run.restarts:
+        env["GPUSPACE_RESUME"] = "1"
     env.update({f"GPUSPACE_PARAM_{re.sub(r'[^A-Za-z0-9_]', '_', key).upper()}": value for key, value in run.params.items()})
     return env
 
@@ -99,6 +116,9 @@ def start(run: Run, reason: str | None = None, container: str | None = None, gpu
     """It runs (or, with STARTING, its start is recorded before its container runs)."""
     if run.state != "running":
         run.started = now()
+        if run.preempted_at is not None:  # back on a GPU after a preemption: the time off it is lost
+            run.lost_s += max(0.0, (run.started - run.preempted_at).total_seconds())
+            run.preempted_at = None
     _move(run, "running")
     run.reason = reason
     if container is not None:
@@ -161,3 +181,19 @@ def requeue(run: Run) -> None:
     """Queued again, as new: what it did last time stays in its data dir."""
     _move(run, "queued")
     run.reason = run.exit_code = run.started = run.finished = run.container = run.job = run.metrics = None
+
+
+def preempt(run: Run, why: str) -> str:
+    """Its GPU is taken: its command gets SIGTERM and `grace` seconds, then SIGKILL."""
+    _move(run, "preempted")
+    run.reason, run.preempted_at = why, now()
+    return f"{run.id} preempted: {why}; SIGTERM, {run.grace:g} s to checkpoint"
+
+
+def back_in_line(run: Run) -> str:
+    """A preempted run whose container is gone is queued again, to restart where it left off
+    (its worktree, commit and data dir; its log appended)."""
+    _move(run, "queued")
+    run.restarts += 1
+    run.reason = run.exit_code = run.started = run.finished = run.container = run.job = run.metrics = None
+    return f"{run.id} queued again after its preemption (restart {run.restarts})"
