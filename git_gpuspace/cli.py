@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("commitish", nargs="?", metavar="commit-ish", help="branch or commit to check out (default: HEAD)")
     add.add_argument("--wait", nargs="?", const="forever", metavar="TIMEOUT",
                      help="wait for busy GPUs to be free instead of failing (optionally at most TIMEOUT: 90, 10m, 2h)")
+    add.add_argument("--preempt", action="store_true",
+                     help="when no GPU is free, take one from a preemptible run (it checkpoints and is queued again)")
     _add_binding_options(add)
 
     bind = verbs.add_parser("bind", help="give an existing worktree its container and GPUs")
@@ -187,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
                             help="queue and return; a background dispatcher (one per repo) runs the queue")
         runner.add_argument("--retries", type=int, default=0, metavar="N",
                             help="queue a failed or interrupted run again, up to N times (default 0)")
+        preemption = runner.add_argument_group("preemption")
+        preemption.add_argument("--preemptible", action=argparse.BooleanOptionalAction, default=None,
+                                help="its GPU may be taken: SIGTERM, --grace to checkpoint to /data, then it is "
+                                "queued again and resumes with GPUSPACE_RESUME=1 (default: the `preemptible` setting)")
+        preemption.add_argument("--preempt", action="store_true",
+                                help="when no GPU is free, take one from a preemptible run of lower priority")
+        preemption.add_argument("--grace", metavar="DURATION",
+                                help="from SIGTERM to SIGKILL when preempted: 30, 30s, 5m, 1h (default 30s)")
+        preemption.add_argument("--time-slice", dest="time_slice", metavar="DURATION",
+                                help="after this long on its GPU, yield it to waiting runs of its priority (implies "
+                                "--preemptible; local backend only)")
         if verb == "run":
             runner.add_argument("-q", "--quiet", action="store_true",
                                 help="only the lines of its start and end, not the command's output")
@@ -212,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--purge", action="store_true",
                       help="clean, forget: also delete the runs' data dirs (logs, checkpoints)")
     runs.add_argument("--csv", action="store_true", help="list as CSV")
-    runs.add_argument("--state", choices=("queued", "running", "succeeded", "failed", "stopped"), help="only runs in this state")
+    runs.add_argument("--state", choices=("queued", "running", "preempted", "succeeded", "failed", "stopped"), help="only runs in this state")
     runs.add_argument("--metrics", metavar="NAME,...",
                       help="the metric columns, in this order (default: the `runs.metrics` setting, else every "
                       "metric that is not a parameter's name)")
@@ -236,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     settings = verbs.add_parser("config", help="get, set, unset or list settings (user or repo)")
     actions = settings.add_subparsers(dest="action", metavar="<action>", required=True)
     keys = "image, gpus, memory, cpus, shm_size, publish_address, data_root, jupyter, ssh, tensorboard, backend, " \
-        "slurm.*, runs.metrics"
+        "slurm.*, runs.metrics, preemptible"
     for action, text in (("get", "print a setting (the effective one unless --user/--repo)"),
                          ("set", "set a setting (in the repo when inside one, as git config)"),
                          ("unset", "remove a setting"), ("list", "every setting and where it comes from")):

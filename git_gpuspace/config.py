@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,11 @@ BUILT_IN: dict[str, Any] = {
     "ssh": False,
     "tensorboard": False,
     "backend": "local",  # where runs, sweeps and verify run: local, or slurm
+    "preemptible": False,  # runs of the repo may have their GPU taken (they checkpoint on SIGTERM and resume)
 }
 KEYS = ("image", "gpus", "memory", "cpus", "shm_size", "publish_address", "data_root", "jupyter", "ssh", "tensorboard",
         "backend", "slurm.partition", "slurm.account", "slurm.time", "slurm.qos", "slurm.extra", "slurm.workdir",
-        "slurm.container", "runs.metrics")  # runs.metrics: the `runs` table's metric columns, NAME,...
+        "slurm.container", "runs.metrics", "preemptible")  # runs.metrics: the `runs` table's metric columns, NAME,...
 
 
 def default_data_root() -> Path:
@@ -71,15 +73,20 @@ def effective(repo_defaults: dict[str, Any], flags: dict[str, Any], devcontainer
 
 
 BOOLEAN_OR_PORT = ("jupyter", "ssh", "tensorboard")
+BOOLEAN = ("preemptible",)
+TRUE, FALSE = ("true", "yes", "on"), ("false", "no", "off")
 
 
 def coerce(key: str, text: str) -> Any:
-    """A value typed on the command line, as it is stored: services are true/false or a port."""
+    """A value typed on the command line, as it is stored: services are true/false or a port,
+    `preemptible` true or false."""
+    if key in BOOLEAN:
+        return boolean(key, text)
     if key in BOOLEAN_OR_PORT:
         lowered = text.strip().lower()
-        if lowered in ("true", "yes", "on"):
+        if lowered in TRUE:
             return True
-        if lowered in ("false", "no", "off"):
+        if lowered in FALSE:
             return False
         if lowered.isdigit():
             return int(lowered)
@@ -87,6 +94,38 @@ def coerce(key: str, text: str) -> Any:
 
         raise UsageError(f"{key} must be true, false or a host port, not '{text}'")
     return text
+
+
+def boolean(key: str, value: Any) -> bool:
+    """A true/false setting, as typed or as a TOML file holds it (a hand-edited file may say "yes")."""
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in TRUE or lowered in FALSE:
+        return lowered in TRUE
+    from .errors import UsageError
+
+    raise UsageError(f"{key} must be true or false, not '{value}'",
+                     hint=f"git gpuspace config set {key} true (or false)")
+
+
+DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", re.IGNORECASE)
+
+
+def duration(text: str, flag: str, zero: bool = True) -> float:
+    """`30`, `30s`, `5m`, `1h`, `1.5s` in seconds; anything else (negative, garbage; zero unless
+    `zero`) is refused in one line that names the flag."""
+    from .errors import UsageError
+
+    found = DURATION.fullmatch(text)
+    hint = "a duration such as 30, 30s, 1.5s, 5m or 1h"
+    if not found:
+        why = "a duration is not negative" if text.strip().startswith("-") else "not a duration"
+        raise UsageError(f"invalid {flag} '{text}': {why}", hint=hint)
+    seconds = float(found.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[found.group(2).lower()]
+    if not zero and seconds == 0:
+        raise UsageError(f"invalid {flag} '{text}': it must be more than 0", hint=hint)
+    return seconds
 
 
 def render(value: Any) -> str:

@@ -53,6 +53,8 @@ class Target:
     remote: str | None = None  # where Kubernetes clones the commit from
     priority: int = 0  # a run's or sweep's (Slurm: --nice)
     slurm: dict = field(default_factory=dict)  # the `slurm.*` settings (partition, account, ...)
+    preemptible: bool = False  # Slurm: --requeue, and SIGTERM `grace` seconds before its time is up
+    grace: float = 30.0
     # Shorthand for tasks that share one worktree, environment and data dir: one per command
     # (none: the workspace's idle process).
     worktree: str = ""
@@ -204,7 +206,7 @@ def sbatch(target: Target) -> str:
     /data and its environment; a sweep is a job array whose task index picks the run."""
     resources = Resources(gpus=len(target.gpus) or target.gpu_count, cpus=target.cpus, memory_bytes=target.memory_bytes,
                           tasks=len(target.tasks), max_parallel=target.max_parallel, priority=target.priority,
-                          settings=dict(target.slurm))
+                          settings=dict(target.slurm), preemptible=target.preemptible, grace=target.grace)
     shared = _shared_env(target.tasks)
     common = [
         "--rm", "--init", '--user "$(id -u):$(id -g)"', '${gpus:+--gpus "$gpus"}', "-w", WORKSPACE,

@@ -304,3 +304,34 @@ def test_help_after_an_editable_install_shows_the_man_page_or_the_usage(tmp_path
     usage = subprocess.run([str(venv / "bin" / "git-gpuspace"), "--help"], capture_output=True, text=True, env=bare,
                            cwd=tmp_path)
     assert usage.returncode == 0 and "usage: git gpuspace" in usage.stdout and usage.stderr == ""
+
+
+def test_restarts_and_time_lost_show_where_preemption_is_in_play(plain_repo):
+    preempted_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=20)
+    seed(plain_repo,
+         {"preemptible": True, "restarts": 2, "lost_s": 41.4},
+         {},
+         {"state": "preempted", "preemptible": True, "preempted_at": preempted_at, "reason": "for run-9 (priority 5)"},
+         {"state": "queued", "preemptible": True, "restarts": 1, "lost_s": 3.0, "preempted_at": preempted_at},
+         {"preemptible": True, "lost_s": 700.0, "restarts": 3})
+    headers, rows = table(plain_repo)
+    assert headers[:10] == ["RUN", "SWEEP", "PARAMS", "STATE", "REASON", "EXIT", "TIME", "RESTARTS", "GPUS", "COMMIT"]
+    assert rows[0]["RESTARTS"] == "2 (41s lost)" and rows[1]["RESTARTS"] == "0"
+    assert rows[2]["STATE"] == "preempted" and rows[2]["RESTARTS"].startswith("0 (") and rows[2]["RESTARTS"] != "0 (0s lost)"
+    assert rows[3]["RESTARTS"].startswith("1 (2") and rows[4]["RESTARTS"] == "3 (12m lost)"  # lost meanwhile counts
+    records = listed(plain_repo)
+    assert [(r["restarts"], r["preemptible"], r["priority"]) for r in records] == \
+        [(2, True, 0), (0, False, 0), (0, True, 0), (1, True, 0), (3, True, 0)]
+    assert records[0]["lost_s"] == 41.4 and records[2]["lost_s"] >= 20 and records[3]["lost_s"] >= 23
+    assert [r["id"] for r in listed(plain_repo, "--state", "preempted")] == [records[2]["id"]]
+    assert plain_repo.ok("runs", "--csv").stdout.splitlines()[0].startswith("run,sweep,params,state,reason,exit,time,"
+                                                                            "restarts,gpus")
+    status = plain_repo.gs("status")
+    assert "runs: 2 queued" not in status.stdout
+    assert "runs: 1 queued, 1 preempted, 3 succeeded" in status.stdout, status.stdout + status.stderr
+
+
+def test_no_restarts_column_without_preemption(plain_repo):
+    seed(plain_repo, {}, {"state": "failed"})
+    headers, _ = table(plain_repo)
+    assert "RESTARTS" not in headers

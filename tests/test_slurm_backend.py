@@ -130,3 +130,51 @@ def test_a_job_sbatch_refuses_leaves_no_run_waiting(repo, tmp_path):
     [record] = runs(repo)
     assert record["state"] == "stopped" and record["reason"].startswith("not submitted: sbatch refused the job")
     assert slurm_jobs_of(tmp_path) == []
+
+
+def scontrol(*args: str) -> str:
+    return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_a_preemptible_run_that_slurm_requeues_goes_on_in_its_data_dir(repo):
+    attempt = ('echo "attempt restarts=$GPUSPACE_RESTARTS resume=${GPUSPACE_RESUME:-0}"; '
+               'if [ -n "${GPUSPACE_RESUME:-}" ]; then echo resumed; exit 0; fi; sleep 300')
+    ok(repo, "run", "--backend", "slurm", "--gpus", "none", "--preemptible", "--grace", "5", "--detach", "--",
+       "sh", "-c", attempt)
+    assert wait_for(lambda: runs(repo)[0]["state"] == "running", 60), brief(runs(repo)[0])
+    [first] = runs(repo)
+    job = first["job"]
+    assert "Requeue=1" in scontrol("show", "job", job)
+    assert wait_for(lambda: "attempt restarts=0 resume=0" in ok(repo, "logs", first["id"]).stdout, 60)
+    scontrol("requeue", job)  # as Slurm does when it preempts a job with PreemptMode=REQUEUE
+    assert wait_for(lambda: (runs(repo)[0]["state"], runs(repo)[0]["restarts"]) == ("queued", 1), 60), \
+        brief(runs(repo)[0])
+    [requeued] = runs(repo)
+    assert requeued["job"] == job and requeued["data_dir"] == first["data_dir"], brief(requeued)
+    assert requeued["exit_code"] is None and requeued["reason"].startswith("PENDING"), brief(requeued)
+    listed = cli(repo, "runs").stdout
+    assert "RESTARTS" in listed and "1 (" in listed, listed
+    scontrol("update", f"JobId={job}", "StartTime=now")  # Slurm holds a requeued job back for a while
+    assert wait_for(lambda: runs(repo)[0]["state"] == "succeeded", 90), brief(runs(repo)[0])
+    [done] = runs(repo)
+    assert (done["restarts"], done["exit_code"], done["job"]) == (1, 0, job), brief(done)
+    assert done["lost_s"] > 0
+    log = ok(repo, "logs", done["id"]).stdout  # appended: both attempts
+    assert log.index("attempt restarts=0 resume=0") < log.index("attempt restarts=1 resume=1") < log.index("resumed")
+
+
+@pytest.mark.xfail(strict=True, reason="the run's wrapper (runs/wrapper.py) does not pass SIGTERM on to its command yet")
+def test_sigterm_to_the_job_reaches_the_command_which_checkpoints_to_data(repo):
+    checkpoint = ("trap 'echo saved > /data/ckpt; exit 0' TERM; echo started; "
+                  "i=0; while [ $i -lt 300 ]; do sleep 1; i=$((i+1)); done; exit 9")
+    ok(repo, "run", "--backend", "slurm", "--gpus", "none", "--preemptible", "--grace", "10", "--detach", "--",
+       "sh", "-c", checkpoint)
+    assert wait_for(lambda: runs(repo)[0]["state"] == "running", 60), brief(runs(repo)[0])
+    [record] = runs(repo)
+    assert wait_for(lambda: "started" in ok(repo, "logs", record["id"]).stdout, 60)
+    # what --signal=B:TERM@grace sends before the job's time is up, and Slurm's requeue before its SIGKILL
+    subprocess.run(["scancel", "--signal=TERM", "--batch", record["job"]], check=True)
+    assert wait_for(lambda: runs(repo)[0]["state"] not in ("queued", "running"), 60), brief(runs(repo)[0])
+    [ended] = runs(repo)
+    assert lines_in(ended["data_dir"], "ckpt") == ["saved"]
+    assert (ended["state"], ended["exit_code"]) == ("succeeded", 0), brief(ended)

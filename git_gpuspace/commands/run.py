@@ -8,7 +8,7 @@ import re
 import sys
 from dataclasses import replace
 
-from .. import private_git, state, worktrees
+from .. import config, private_git, state, worktrees
 from ..errors import GpuspaceError, UsageError
 from ..lifecycle import resolve_worktree
 from ..output import escape
@@ -16,7 +16,7 @@ from ..runs import backend as backends
 from ..runs import grid
 from ..runs.submit import Submission, recover, submit, withdraw
 from ..runs import store as run_store
-from ..runs.model import Run
+from ..runs.model import GRACE_S, Run
 from ..runs.output_stream import OutputStream
 from ..settings import settings_from
 
@@ -60,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     known = run_store.load(info.common_dir, ids=set())  # the sweeps alone
     if sweep and sweep in known.sweeps and not args.append:
         raise UsageError(f"a sweep named '{sweep}' exists", hint="choose another name, or --append to add runs to it")
+    preemption = _preemption(args, defaults)
     backend = backends.choose(args.backend, defaults)
     asked = Submission(command, "", False, flags, sweep, param_sets, args.max_parallel, args.priority, args.retries,
-                       args.runs_per_gpu, backend=backend.name)
+                       args.runs_per_gpu, backend=backend.name, **preemption)
     backend.preflight(info, asked, settings)  # before anything is made
     if args.commit is None:  # a container's commits come in first: the run pins what it committed
         private_git.sync_here(info)
@@ -85,6 +86,21 @@ def run(args: argparse.Namespace) -> int:
     elif sweep is not None:
         print(f"`git gpuspace logs -f {ids[0]}` follows a run's output", file=sys.stderr)
     return wait_and_report(info, [(backend, set(ids))], stream=stream)
+
+
+def _preemption(args: argparse.Namespace, defaults: dict) -> dict:
+    """--preemptible (else the `preemptible` setting), --preempt, --grace and --time-slice, as
+    the Submission's fields. A time slice makes the run preemptible: it yields its GPU."""
+    grace = config.duration(args.grace, "--grace") if args.grace is not None else GRACE_S
+    time_slice = config.duration(args.time_slice, "--time-slice", zero=False) if args.time_slice is not None else None
+    if time_slice is not None and args.preemptible is False:
+        raise UsageError("--time-slice makes a run preemptible (it yields its GPU when the slice is over), "
+                         "and --no-preemptible says it is not", hint="drop one of them")
+    preemptible = args.preemptible
+    if preemptible is None:
+        preemptible = config.boolean("preemptible", config.effective(defaults, {}).get("preemptible", False))
+    return {"preemptible": preemptible or time_slice is not None, "preempt": args.preempt, "grace": grace,
+            "time_slice": time_slice}
 
 
 def wait_and_report(info: worktrees.RepoInfo, waits: list, stop_on_failure: bool = False,

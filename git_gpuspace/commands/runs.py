@@ -77,7 +77,7 @@ def _stop(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     with run_store.locked(info.common_dir, **_which(args)) as runs:
         chosen = [run for run in _chosen(runs, args, "stop") if run.state in ACTIVE]
         dropped = [run for run in chosen if run.state == "queued" and (args.run or args.all)]
-        stopping = [run for run in chosen if run.state == "running" or (run in dropped and run.job)]
+        stopping = [run for run in chosen if run.state in ("running", "preempted") or (run in dropped and run.job)]
         for run in dropped:
             if run.job:
                 run.reason = STOPPING  # its job is cancelled: recorded stopped when Slurm says it is gone
@@ -257,12 +257,14 @@ def _list(common_dir: Path, args: argparse.Namespace) -> int:
         return 0
     names = _metric_columns(common_dir, args, shown)
     jobs = any(run.job for run, _ in shown)
-    headers = ["RUN", "SWEEP", "PARAMS", "STATE", "REASON", "EXIT", "TIME", "GPUS", "COMMIT", *(["JOB"] if jobs else []),
-               *[n.upper() for n in names]]
+    restarts = any(run.restarts or run.preemptible for run, _ in shown)  # only where preemption is in play
+    headers = ["RUN", "SWEEP", "PARAMS", "STATE", "REASON", "EXIT", "TIME", *(["RESTARTS"] if restarts else []), "GPUS",
+               "COMMIT", *(["JOB"] if jobs else []), *[n.upper() for n in names]]
     whole = bool(args.csv)
     rows = [[run.id, run.sweep or "-", " ".join([f"{k}={v}" for k, v in run.params.items()]) or "-", run.state,
              _reason(run.reason, whole), "-" if run.exit_code is None else str(run.exit_code),
-             "-" if run.started is None else f"{run.duration_s:.1f}s", _gpus(run), _commit(run),
+             "-" if run.started is None else f"{run.duration_s:.1f}s", *([_restarts(run)] if restarts else []),
+             _gpus(run), _commit(run),
              *([run.job or "-"] if jobs else []),
              *[f"{metrics[n]:g}" if n in metrics else "-" for n in names]]
             for run, metrics in shown]
@@ -306,6 +308,24 @@ def _reason(reason: str | None, whole: bool) -> str:
     return reason if whole or len(reason) <= REASON_WIDTH else reason[:REASON_WIDTH - 3] + "..."
 
 
+def lost_of(run: Run | run_store.Listed) -> float:
+    """Seconds it spent off its GPU because it was preempted, the time since its last
+    preemption included while it waits to go on."""
+    lost = run.lost_s
+    if run.preempted_at is not None and run.state in ACTIVE:
+        lost += max(0.0, (model.now() - run.preempted_at).total_seconds())
+    return lost
+
+
+def _restarts(run: Run | run_store.Listed) -> str:
+    """`0`, or `2 (41s lost)`: how many times it was preempted and started again, and the time that cost it."""
+    if not run.restarts and run.preempted_at is None:
+        return str(run.restarts)
+    lost = lost_of(run)
+    shown = f"{lost:.0f}s" if lost < 100 else f"{lost / 60:.0f}m" if lost < 6000 else f"{lost / 3600:.1f}h"
+    return f"{run.restarts} ({shown} lost)"
+
+
 def _gpus(run: Run | run_store.Listed) -> str:
     """The host's numbers of its GPUs, as `status` shows them; a run recorded before they were
     kept shows how many it had."""
@@ -337,4 +357,6 @@ def record(run: Run, metrics: dict[str, float] | None = None) -> dict:
         "metrics": metrics_of(run) if metrics is None else metrics,
         "backend": run.backend, "job": run.job,
         "snapshot": run.snapshot, "gpu_indices": list(run.gpu_indices), "cleaned": run.cleaned,
+        "priority": run.priority, "preemptible": run.preemptible, "preempt": run.preempt,
+        "time_slice": run.time_slice, "grace": run.grace, "restarts": run.restarts, "lost_s": round(lost_of(run), 3),
     }

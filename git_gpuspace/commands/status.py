@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if current.checks:  # each worktree's HEAD, as each check found it (or is finding it)
         heads = [record["head"] for record in records if record["head"]]
         found = {name: verify.verdicts(info, name, heads) for name in current.checks}
-        busy = {(run.check, run.commit): run.state for run in runs if run.check and run.state in ("queued", "running")}
+        # a preempted check is on its way back to the queue
+        busy = {(run.check, run.commit): "queued" if run.state == "preempted" else run.state
+                for run in runs if run.check and run.state in ("queued", "running", "preempted")}
         for record in records:
             record["checks"] = {name: busy.get((name, record["head"])) or (found[name][record["head"]].word
                                 if record["head"] and found[name].get(record["head"]) else "-")

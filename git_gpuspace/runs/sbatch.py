@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass, field
 
 SETTINGS = ("partition", "account", "time", "qos")  # `slurm.<key>` settings passed as they are
+MAX_SIGNAL_TIME = 65535  # the most seconds `--signal=...@sig_time` takes
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class Resources:
     max_parallel: int | None = None  # of the array's tasks at once
     priority: int = 0  # higher starts first: Slurm's nice is its negative
     settings: dict = field(default_factory=dict)  # the effective settings (`slurm.partition`, ...)
+    preemptible: bool = False  # Slurm may requeue it; SIGTERM `grace` seconds before its time is up
+    grace: float = 30.0  # seconds its command has, after SIGTERM, to write a checkpoint
 
 
 def options(name: str, resources: Resources) -> list[str]:
@@ -34,6 +37,10 @@ def options(name: str, resources: Resources) -> list[str]:
             found.append(f"--{key}={resources.settings[f'slurm.{key}']}")
     if resources.priority:
         found.append(f"--nice={-resources.priority}")
+    if resources.preemptible:
+        # requeued when Slurm preempts it (or `scontrol requeue`); and before its time limit, SIGTERM
+        # to the batch shell (B:), which is the task that passes it to the container, `grace` seconds ahead
+        found += ["--requeue", f"--signal=B:TERM@{min(MAX_SIGNAL_TIME, max(0, math.ceil(resources.grace)))}"]
     if resources.tasks > 1:
         found.append(f"--array=0-{resources.tasks - 1}" + (f"%{resources.max_parallel}" if resources.max_parallel else ""))
     if resources.settings.get("slurm.extra"):

@@ -12,8 +12,10 @@ comment, so a submitter that died is found again and nothing is submitted twice.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
+import signal
 import shutil
 import subprocess
 import sys
@@ -34,7 +36,7 @@ from ..workspace import default_data_root
 from . import store as run_store
 from .output_stream import OutputStream
 from .progress import Progress
-from .sbatch import Resources, options as sbatch_options
+from .sbatch import MAX_SIGNAL_TIME, Resources, options as sbatch_options
 from .wrapper import LOG, container_command, exit_time, exit_written
 from . import model
 from .model import ACTIVE, STOPPING, Run, params_env
@@ -94,7 +96,7 @@ def submit(info: worktrees.RepoInfo, ids: list[str], defaults: dict, max_paralle
                      [data_dir_of(info, run, defaults) for run in runs])
     resources = Resources(gpus=settings.request.count or len(settings.request.ids), cpus=settings.limits.cpus,
                           memory_bytes=settings.limits.memory_bytes, tasks=len(runs), max_parallel=max_parallel,
-                          priority=first.priority, settings=layers)
+                          priority=first.priority, settings=layers, preemptible=first.preemptible, grace=first.grace)
     options = [*sbatch_options(first.sweep or first.id, resources), f"--comment={comment(info, runs)}",
                f"--chdir={info.anchor}", "--parsable",
                f"--output={logs}/%x-%A_%a.out" if len(runs) > 1 else f"--output={logs}/%x-%j.out"]
@@ -156,15 +158,37 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
             if run.backend != "slurm" or not run.job or run.state not in ACTIVE:
                 continue
             status, reason = seen.get(run.job, ("", ""))
-            if status == "PENDING":
+            if status in REQUEUING and run.state == "running":  # Slurm preempts it: it goes back in line
+                stopping = run.reason == STOPPING
+                events.append(f"{run.id} preempted: job {run.job} is {status}")
+                model.preempt(run, f"job {run.job} {status}")
+                if stopping:
+                    run.reason = STOPPING
+            elif status == "PENDING":
+                if run.state != "queued":  # it ran, and Slurm requeued its job (preempted, scontrol requeue)
+                    events.append(_back_in_line(run, f"requeued by Slurm (job {run.job})"))
                 if run.reason != STOPPING:  # asked to stop: it says so until Slurm has let it go
                     run.reason = f"PENDING ({reason})" if reason and reason != "None" else "PENDING"
             elif status in ("RUNNING", "COMPLETING", "CONFIGURING"):
+                if run.state == "preempted":  # requeued and running again, between two looks
+                    events.append(_back_in_line(run, f"requeued by Slurm (job {run.job})"))
                 if run.state != "running":
                     model.start(run, STOPPING if run.reason == STOPPING else None)
                     events.append(f"{run.id} running as job {run.job}")
-            elif not status:  # gone from squeue: it ended; the data dir says how
+            elif status:
+                pass  # SUSPENDED, RESIZING, ...: as it was
+            elif run.state == "preempted":  # preempted, and its job is gone: not requeued by Slurm
+                if run.reason == STOPPING:
+                    model.drop(run, "stopped while it was preempted")
+                    events.append(f"{run.id} stopped")
+                else:
+                    events.append(_back_in_line(run, f"job {run.job} ended when it was preempted", keep_job=False))
+                    again.append(run)
+            else:  # gone from squeue: it ended; the data dir says how
                 code = exit_written(run)
+                if code is not None and run.state == "queued" and run.preempted_at is not None \
+                        and (exit_time(run) or run.preempted_at) <= run.preempted_at:
+                    code = None  # what its command left before Slurm requeued it: not this attempt's end
                 how, why = _how_it_ended(run.job) if code is None else ("", "")
                 if run.state == "queued" and why == "DependencyNeverSatisfied":  # after a failed one
                     model.drop(run, "not run: an earlier one failed")
@@ -186,6 +210,23 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
         job = submit(info, [run.id], state.load(info.common_dir).defaults, sweep.max_parallel if sweep else None)
         events.append(f"{run.id} submitted again as job {job}")
     return events
+
+
+REQUEUING = ("PREEMPTED", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD")  # squeue's states of a job on its way back
+
+
+def _back_in_line(run: Run, why: str, keep_job: bool = True) -> str:
+    """A run whose job Slurm requeued (same job id: `keep_job`) or preempted: queued again, to
+    restart in its worktree and data dir with GPUSPACE_RESUME=1; one asked to stop stays so."""
+    stopping, job = run.reason == STOPPING, run.job
+    if run.state == "running":
+        model.preempt(run, why)
+    line = model.back_in_line(run)
+    if keep_job:
+        run.job = job
+    if stopping:
+        run.reason = STOPPING
+    return f"{line}: {why}"
 
 
 def _how_it_ended(job: str) -> tuple[str, str]:
@@ -286,6 +327,7 @@ def run_task(info: worktrees.RepoInfo, run_id: str) -> int:
     found = run_store.load(info.common_dir, ids={run_id}).find(run_id)
     if found is None:
         raise GpuspaceError(f"no run '{run_id}' in {info.common_dir}")
+    found = _restarted(info, found)  # a requeued job: the run resumes (GPUSPACE_RESUME=1)
     defaults = state.load(info.common_dir).defaults
     # Slurm is the allocator here: the GPUs it gave the job, by index on this node, and no others
     given = os.environ.get("SLURM_JOB_GPUS") or os.environ.get("SLURM_STEP_GPUS") or ""
@@ -309,7 +351,7 @@ def run_task(info: worktrees.RepoInfo, run_id: str) -> int:
             queue.save()
     print(f"{found.id}: container {name} on GPUs {given or 'none'} of {os.uname().nodename}", file=sys.stderr)
     try:
-        code = int(engine.api.wait(name).get("StatusCode", 1))
+        code = _wait(engine, name, found)
     finally:
         engine.remove(name, graceful=False)
     if found.check:  # a `verify` check: its verdict is a git note, as for a local run, written
@@ -319,6 +361,58 @@ def run_task(info: worktrees.RepoInfo, run_id: str) -> int:
             image = plan.settings.image
             verify.record(info, ended, f"{image} ({engine.api.inspect_image(image).get('Id', '?')})")
     return code
+
+
+def _restarted(info: worktrees.RepoInfo, found: Run) -> Run:
+    """The job runs again after Slurm requeued it (SLURM_RESTART_COUNT): the run's record says so
+    before its container starts, whether or not a watcher saw the requeue, so that its command
+    gets GPUSPACE_RESUME=1 and GPUSPACE_RESTARTS."""
+    count = os.environ.get("SLURM_RESTART_COUNT", "")
+    if not count.isdigit() or int(count) <= found.restarts:
+        return found
+    with run_store.locked(info.common_dir, ids={found.id}) as queue:
+        current = queue.find(found.id)
+        if current.state in ("running", "preempted") and current.reason != STOPPING:
+            _back_in_line(current, f"requeued by Slurm (job {current.job})")
+        current.restarts = max(current.restarts, int(count))
+        queue.save()
+    return current
+
+
+def _wait(engine: Engine, name: str, run: Run) -> int:
+    """The container's exit code. SIGTERM to the job (Slurm preempts or requeues it, `scancel`,
+    or `--signal=B:TERM@grace` before its time limit) goes on to the container, whose command has
+    the run's grace to write a checkpoint before SIGKILL; a preemptible run near its time limit
+    then asks Slurm to requeue its job, to go on where it left off."""
+    try:
+        return int(engine.api.wait(name).get("StatusCode", 1))
+    except KeyboardInterrupt as interrupt:
+        if getattr(interrupt, "signum", None) != signal.SIGTERM:
+            raise
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Slurm sends it again as it ends the job
+    print(f"{run.id}: SIGTERM: passed to its container, {run.grace:g} s before SIGKILL", file=sys.stderr)
+    with engine._calls():
+        try:
+            engine.api.stop(name, timeout=math.ceil(run.grace))
+        except docker.errors.APIError:
+            pass  # gone already
+    code = int(engine.api.wait(name).get("StatusCode", 1))
+    job = os.environ.get("SLURM_JOB_ID")
+    if run.preemptible and job and _near_its_end(job, run.grace):
+        subprocess.run([command("scontrol"), "requeue", job], capture_output=True, stdin=subprocess.DEVNULL)
+    return code
+
+
+def _near_its_end(job: str, grace: float) -> bool:
+    """The job's time is nearly up (what `--signal=B:TERM@grace` announces), as opposed to a
+    SIGTERM of Slurm's own requeue or preemption, or of `scancel`."""
+    shown = subprocess.run([command("squeue"), "--noheader", "--jobs", job, "--format=%L"], capture_output=True,
+                           text=True, stdin=subprocess.DEVNULL).stdout.strip()
+    parts = shown.replace("-", ":").split(":")  # [days-]hours:minutes:seconds, or NOT_SET, UNLIMITED
+    if not all(part.isdigit() for part in parts) or not 1 <= len(parts) <= 4:
+        return False
+    left = sum(int(part) * unit for part, unit in zip(reversed(parts), (1, 60, 3600, 86400)))
+    return left <= grace + 120  # Slurm may signal up to 60 s early; the checkpoint took some of it
 
 
 def gpus_per_node(partition: str | None) -> tuple[int, str]:
@@ -348,6 +442,17 @@ class SlurmBackend:
             raise UsageError("--runs-per-gpu works on this machine's engine only: Slurm gives each job whole GPUs",
                              hint="run the sweep with --backend local, or ask the cluster for shared GPUs (MPS "
                              "or shards) in slurm.extra")
+        if asked.time_slice is not None:
+            raise UsageError("--time-slice works on this machine's engine only: on Slurm the cluster's own "
+                             "preemption decides who yields", hint="drop --time-slice (--preemptible lets Slurm "
+                             "requeue the run), or run with --backend local")
+        if asked.preempt:
+            raise UsageError("--preempt works on this machine's engine only: on Slurm the cluster's partitions "
+                             "and QOS decide which job preempts which", hint="drop --preempt, or ask for a QOS "
+                             "that may preempt (slurm.qos)")
+        if asked.preemptible and math.ceil(asked.grace) > MAX_SIGNAL_TIME:
+            raise UsageError(f"--grace {asked.grace:g}s is more than Slurm's --signal takes ({MAX_SIGNAL_TIME} s)",
+                             hint="a shorter --grace")
         if asked.priority > 0 and os.getuid() != 0:
             raise UsageError(f"--priority {asked.priority} would be Slurm's --nice=-{asked.priority}, which only "
                              "a Slurm operator may give", hint="lower the others with a negative --priority instead")

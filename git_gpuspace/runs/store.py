@@ -246,6 +246,10 @@ class Listed(typing.NamedTuple):
     snapshot: bool
     gpu_indices: list[int]
     cleaned: bool
+    restarts: int = 0
+    lost_s: float = 0.0
+    preemptible: bool = False
+    preempted_at: _dt.datetime | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -255,7 +259,7 @@ class Listed(typing.NamedTuple):
 
 
 _LISTED = ("params", "reason", "exit_code", "started", "finished", "job", "metrics", "data_dir", "commit", "snapshot",
-           "gpu_indices", "cleaned")
+           "gpu_indices", "cleaned", "restarts", "lost_s", "preemptible", "preempted_at")
 
 
 def listing(common_dir: Path, *, states: Iterable[str] | None = None, sweep: str | None = None) -> list[Listed]:
@@ -277,9 +281,10 @@ def listing(common_dir: Path, *, states: Iterable[str] | None = None, sweep: str
         return [Listed(run_id, run_sweep, json.loads(params) if params else {}, run_state, reason, exit_code,
                        moment(started) if started else None, moment(finished) if finished else None, gpus or 0, job,
                        json.loads(metrics) if metrics else None, data_dir, commit or "", bool(snapshot),
-                       json.loads(indices) if indices else [], bool(cleaned))
+                       json.loads(indices) if indices else [], bool(cleaned), int(restarts or 0), float(lost or 0),
+                       bool(preemptible), moment(preempted) if preempted else None)
                 for run_id, run_sweep, run_state, params, reason, exit_code, started, finished, job, metrics, data_dir,
-                commit, snapshot, indices, cleaned, gpus in rows]
+                commit, snapshot, indices, cleaned, restarts, lost, preemptible, preempted, gpus in rows]
     except (TypeError, ValueError) as error:
         raise StateError(f"{common_dir / FILE_NAME}: a run is malformed ({error})", hint=_FIX_HINT) from None
 
@@ -287,7 +292,7 @@ def listing(common_dir: Path, *, states: Iterable[str] | None = None, sweep: str
 def _listed_from(run: Run) -> Listed:
     return Listed(run.id, run.sweep, run.params, run.state, run.reason, run.exit_code, run.started, run.finished,
                   len(run.gpus), run.job, run.metrics, run.data_dir, run.commit, run.snapshot, list(run.gpu_indices),
-                  run.cleaned)
+                  run.cleaned, run.restarts, run.lost_s, run.preemptible, run.preempted_at)
 
 
 @contextlib.contextmanager

@@ -39,6 +39,10 @@ class Submission:
     runs_per_gpu: int = 1
     check: str | None = None  # a `verify` check: its verdict becomes a git note when it ends
     backend: str = "local"
+    preemptible: bool = False  # its GPU may be taken (it checkpoints on SIGTERM and resumes)
+    preempt: bool = False  # it may take a GPU from a preemptible run of lower priority
+    time_slice: float | None = None  # seconds on a GPU before it yields to waiting runs of its priority
+    grace: float = model.GRACE_S  # seconds from SIGTERM to SIGKILL when preempted
 
 
 def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
@@ -59,7 +63,9 @@ def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
                 made.append(Run(id=run_id, command=grid.fill(asked.command, params), commit=asked.commit,
                                 worktree=str(path), flags=dict(asked.flags), sweep=sweep, params=dict(params),
                                 snapshot=asked.snapshot, priority=asked.priority, retries=asked.retries,
-                                reason=PREPARING, check=asked.check, backend=asked.backend))
+                                reason=PREPARING, check=asked.check, backend=asked.backend,
+                                preemptible=asked.preemptible or asked.time_slice is not None, preempt=asked.preempt,
+                                time_slice=asked.time_slice, grace=asked.grace))
                 runs.runs.append(made[-1])
             runs.save()
         checkpoint("after-runs-reserved")
