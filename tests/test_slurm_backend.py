@@ -163,7 +163,6 @@ def test_a_preemptible_run_that_slurm_requeues_goes_on_in_its_data_dir(repo):
     assert log.index("attempt restarts=0 resume=0") < log.index("attempt restarts=1 resume=1") < log.index("resumed")
 
 
-@pytest.mark.xfail(strict=True, reason="the run's wrapper (runs/wrapper.py) does not pass SIGTERM on to its command yet")
 def test_sigterm_to_the_job_reaches_the_command_which_checkpoints_to_data(repo):
     checkpoint = ("trap 'echo saved > /data/ckpt; exit 0' TERM; echo started; "
                   "i=0; while [ $i -lt 300 ]; do sleep 1; i=$((i+1)); done; exit 9")

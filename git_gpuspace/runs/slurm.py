@@ -189,7 +189,8 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
                 if code is not None and run.state == "queued" and run.preempted_at is not None \
                         and (exit_time(run) or run.preempted_at) <= run.preempted_at:
                     code = None  # what its command left before Slurm requeued it: not this attempt's end
-                how, why = _how_it_ended(run.job) if code is None else ("", "")
+                # no code, or one a signal gave (the command got Slurm's SIGTERM): Slurm says why
+                how, why = _how_it_ended(run.job, code) if code is None or code > 128 else ("", "")
                 if run.state == "queued" and why == "DependencyNeverSatisfied":  # after a failed one
                     model.drop(run, "not run: an earlier one failed")
                     events.append(f"{run.id} not run: an earlier one failed")
@@ -229,14 +230,17 @@ def _back_in_line(run: Run, why: str, keep_job: bool = True) -> str:
     return f"{line}: {why}"
 
 
-def _how_it_ended(job: str) -> tuple[str, str]:
-    """Slurm's word for a job that ended without the run's exit code (it keeps ended jobs a few
-    minutes: MinJobAge), e.g. TIMEOUT, CANCELLED, NODE_FAIL; and its reason."""
+def _how_it_ended(job: str, code: int | None = None) -> tuple[str, str]:
+    """Slurm's word for a job that ended without the run's exit code, or with one a signal gave
+    (it keeps ended jobs a few minutes: MinJobAge), e.g. TIMEOUT, CANCELLED, NODE_FAIL; and its
+    reason."""
     shown = subprocess.run([command("scontrol"), "show", "job", job], capture_output=True, text=True)
     words = shown.stdout.split()
     ours = any(word.startswith("UserId=") and word.endswith(f"({os.getuid()})") for word in words)
     fields = dict(word.split("=", 1) for word in words if "=" in word) if ours else {}
     found = fields.get("JobState", "")
+    if code is not None:  # its command ended on Slurm's signal: the job's state says whose
+        return (found if found not in ("", "COMPLETED", "FAILED") else ""), fields.get("Reason", "")
     return (f"{found} (the job ended without the run's exit code)" if found else
             "the job ended without the run's exit code (cancelled, timed out or its node failed)", fields.get("Reason", ""))
 

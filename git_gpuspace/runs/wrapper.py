@@ -14,16 +14,28 @@ from .model import Run
 
 LOG = Path("logs") / "run.log"  # in the data dir; /data/logs/run.log in the container
 
-# The command is the container's main process; its output also goes to /data/logs/run.log, and
-# its exit code to /data/.gpuspace/exit, which says `running` until then: a container that exited
+# The command runs under a shell of ours (its container's init passes signals to that shell): its
+# output goes to the container's log and to /data/logs/run.log (through a FIFO to tee), and its
+# exit code to /data/.gpuspace/exit, which says `running` until then: a container that exited
 # with `running` there was killed from outside (the engine or the machine died), so the run was
-# interrupted. One that got to its end leaves it empty when its log or its code did not all fit (a
-# full disk): emptying or rewriting a file that exists needs no new inode (and mostly reuses its block).
+# interrupted. SIGTERM and SIGINT go on to the command (a preempted run checkpoints in its grace
+# period; a plain `sh -c "a | b"` would end the shell and leave the command running), and the
+# wrapper waits for it, through any number of signals, for its own exit code. One that got to its
+# end leaves the exit file empty when its log or its code did not all fit (a full disk): emptying
+# or rewriting a file that exists needs no new inode (and mostly reuses its block).
 EXIT_FILE = "exit"
 STARTED = "running"
 WRAPPER = ('rm -f /data/.gpuspace/exit; echo running > /data/.gpuspace/exit; mkdir -p /data/logs; '
-           '{ "$@"; echo $? > /tmp/.gpuspace-exit; } 2>&1 | tee -a /data/logs/run.log; logged=$?; '
-           'code=$(cat /tmp/.gpuspace-exit 2>/dev/null || echo 1); '
+           'log=/tmp/.gpuspace-log.$$; rm -f "$log"; mkfifo "$log" || exit 1; '
+           'tee -a /data/logs/run.log < "$log" & teed=$!; '
+           # a signal before the command exists is passed on once it does
+           'child=; asked=; trap \'asked=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null\' TERM INT; '
+           '"$@" > "$log" 2>&1 & child=$!; [ -z "$asked" ] || kill -TERM "$child" 2>/dev/null; '
+           # a wait cut short by a signal says 128+signal: wait again while the command lives
+           'while :; do wait "$child"; code=$?; kill -0 "$child" 2>/dev/null || break; done; '
+           # ... and once more, for a status the shell took while a signal cut that wait short
+           'wait "$child" 2>/dev/null; last=$?; [ "$last" = 127 ] || code=$last; '
+           'wait "$teed"; logged=$?; rm -f "$log"; '
            'if [ "$logged" = 0 ]; then echo "$code" > /data/.gpuspace/exit; else : > /data/.gpuspace/exit; fi; '
            'exit "$code"')
 
