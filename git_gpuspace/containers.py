@@ -36,6 +36,14 @@ LABEL_PORTS = "gpuspace.ports"  # name=container:host@address,... : host ports s
 LABEL_PACK = "gpuspace.pack"  # a sweep's runs that may share a GPU with each other (--runs-per-gpu)
 LABEL_RUN = "gpuspace.run"  # a run's id: its container's main process is the run's command
 LABEL_USER = "gpuspace.user"  # who made it (for `gpus`: whose GPU it is)
+# a run's, for the scheduler of every dispatcher on the engine (schedule.py, runs/host_queue.py)
+LABEL_PRIORITY = "gpuspace.priority"
+LABEL_PREEMPTIBLE = "gpuspace.preemptible"  # "true": its GPUs may be taken (it checkpoints on SIGTERM)
+LABEL_TIME_SLICE = "gpuspace.time_slice"  # seconds it keeps its GPUs while runs of its priority wait
+# Requests waiting for GPUs (runs/host_queue.py): never-started containers of this name prefix,
+# one per waiting queue, never one of ours (as the claim is not)
+WANT_PREFIX = "gpuspace-want-"
+LABEL_WANTS = "gpuspace.wants"
 LABEL_GIT = "gpuspace.git"  # PRIVATE_GIT: its git is a private git dir (containers made before share the host's)
 PRIVATE_GIT = "private"
 
@@ -80,6 +88,7 @@ class ContainerInfo:
     exit_code: int | None = None  # when exited: from the engine's status line, no extra call
     id: str = ""
     image_id: str = ""  # the image's digest (sha256:...)
+    created: float = 0.0  # epoch seconds the engine made it (a run's: a moment before it started)
 
     @property
     def gpus(self) -> list[str]:
@@ -205,7 +214,8 @@ class Engine:
         with self._calls():
             found = self.api.containers(all=True, filters={"label": LABEL_REPO})
         # The claim is no binding, even when its image carries our labels (the engine merges them in).
-        found = [entry for entry in found if "/" + CLAIM_NAME not in (entry.get("Names") or [])]
+        found = [entry for entry in found if "/" + CLAIM_NAME not in (entry.get("Names") or [])
+                 and not any(name.startswith("/" + WANT_PREFIX) for name in entry.get("Names") or [])]
         return [
             ContainerInfo(
                 name=entry["Names"][0].lstrip("/") if entry.get("Names") else entry["Id"][:12],
@@ -215,9 +225,28 @@ class Engine:
                 exit_code=_exit_code(entry.get("Status", "")),
                 id=entry.get("Id", ""),
                 image_id=entry.get("ImageID", ""),
+                created=float(entry.get("Created") or 0) if isinstance(entry.get("Created"), (int, float)) else 0.0,
             )
             for entry in found
         ]
+
+    def list_wants(self) -> list[tuple[str, str, dict[str, str]]]:
+        """(id, name, labels) of every posted request for GPUs (runs/host_queue.py), in one call."""
+        with self._calls():
+            found = self.api.containers(all=True, filters={"label": LABEL_WANTS})
+        return [(entry.get("Id", ""), (entry.get("Names") or ["/"])[0].lstrip("/"), entry.get("Labels") or {})
+                for entry in found if any(name.startswith("/" + WANT_PREFIX) for name in entry.get("Names") or [])]
+
+    def signal(self, name: str, signal: str) -> None:
+        """Send the container's first process a signal (its init passes it on); gone is fine."""
+        with self._calls():
+            try:
+                self.api.kill(name, signal=signal)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                if error.status_code != 409:  # 409: not running, so nothing to signal
+                    raise _translate(error, f"cannot signal container '{name}'") from None
 
     def published_ports(self) -> set[int]:
         """Host ports any running container publishes (ours reserve theirs by label too)."""

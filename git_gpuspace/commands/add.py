@@ -7,12 +7,13 @@ import contextlib
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 from .. import allocate, gpus, state, workspace, worktrees
 from ..containers import Engine
-from ..errors import GpusUnavailable, UsageError
+from ..errors import GpusUnavailable, GpuspaceError, UsageError
 from ..faults import checkpoint
 from ..lifecycle import (
     Rollback,
@@ -25,7 +26,9 @@ from ..lifecycle import (
     run_lifecycle,
 )
 from ..settings import settings_for_worktree, settings_from
-from ..model import Binding, Gpu
+from ..host_queue import Board, decide
+from ..model import Binding, Gpu, GpuRequest, current_user
+from ..schedule import Want
 from ..output import escape
 from ..reconcile import converge_quietly
 from ..specs import format_size
@@ -43,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     require_unbound(known, path)
     engine = Engine()
     wait = _wait_seconds(args.wait)
+    if args.preempt and wait is None:
+        wait = PREEMPT_WAIT_S  # the runs it takes GPUs from have their grace period to checkpoint
     if args.gpus is not None and wait is None:  # without the flag, the checked-out devcontainer.json may decide
         allocate.choose(early.request, gpus.inventory() if not early.request.none else [],
                         leases(engine.list_managed()), args.share)
@@ -59,22 +64,31 @@ def run(args: argparse.Namespace) -> int:
         # building its image take as long as the repository makes them: not under the repo lock.
         settings = settings_for_worktree(info, defaults, flags, args.share, worktree, args.devcontainer, args.trust)
         deadline = None if wait is None else time.monotonic() + wait
-        waiting = False
-        while True:
-            try:
-                plan = prepare(settings, engine)
-                with state.locked(info.common_dir) as current:
-                    require_unbound(current, path)
-                    converge_quietly(info, engine, current)
-                    binding, chosen = bind_worktree(info, plan, current, worktree, start=not args.no_start, undo=undo)
-                break
-            except GpusUnavailable as error:  # with --wait: until a GPU is free, or the wait is over
-                if deadline is None or time.monotonic() >= deadline:
-                    raise
-                if not waiting:
-                    print(f"git-gpuspace: waiting for GPUs ({error})", file=sys.stderr)
-                    waiting = True
-                time.sleep(WAIT_POLL_S)
+        said = ""
+        queue = InLine(engine, info, path, settings, args.preempt) if wait is not None else None
+        try:
+            while True:
+                try:
+                    # waiting, it takes its turn in the host's plan (fair share, reservations,
+                    # preemption), not whatever frees first
+                    asked = queue.turn() if queue is not None else settings
+                    plan = prepare(asked, engine)
+                    with state.locked(info.common_dir) as current:
+                        require_unbound(current, path)
+                        converge_quietly(info, engine, current)
+                        binding, chosen = bind_worktree(info, plan, current, worktree, start=not args.no_start,
+                                                        undo=undo)
+                    break
+                except GpusUnavailable as error:  # with --wait: until a GPU is free, or the wait is over
+                    if deadline is None or time.monotonic() >= deadline:
+                        raise
+                    if str(error) != said:  # said when it changes
+                        print(f"git-gpuspace: waiting for GPUs ({error})", file=sys.stderr)
+                        said = str(error)
+                    time.sleep(WAIT_POLL_S)
+        finally:
+            if queue is not None:
+                queue.leave()
     report(binding, chosen, started=not args.no_start)
     if not args.no_start:
         run_lifecycle(engine, binding, plan.settings.lifecycle, first_start=True)
@@ -83,6 +97,41 @@ def run(args: argparse.Namespace) -> int:
 
 
 WAIT_POLL_S = 0.5
+PREEMPT_WAIT_S = 300.0  # --preempt without --wait: the grace periods of the runs it stops, and some
+
+
+class InLine:
+    """`add --wait` (or `--preempt`) as one of those waiting for GPUs on this machine: posted for
+    every dispatcher to see, so that GPUs are held back for it as they free (a stream of 1-GPU
+    runs does not starve it) and preemptible runs yield to it with `--preempt`."""
+
+    def __init__(self, engine: Engine, info, path: Path, settings, preempt: bool) -> None:
+        self.engine, self.settings = engine, settings
+        self.board = Board(engine, str(path))
+        self.want = Want(key=str(path), user=current_user(), repo=str(info.common_dir), since=time.time(),
+                         preempt=preempt, interactive=True)
+
+    def turn(self):
+        """The settings to bind with once the plan grants GPUs (those GPUs, by UUID); else
+        GpusUnavailable with why it waits, its request posted."""
+        request = self.settings.request
+        if request.none:
+            return self.settings
+        inventory = gpus.inventory()
+        want = replace(self.want, count=len(inventory) if request.all else request.count or len(request.ids) or 1,
+                       gpus=tuple({str(gpu.index): gpu.uuid for gpu in inventory}.get(i, i) for i in request.ids))
+        plan = decide(self.engine, self.engine.list_managed(), inventory, [want], self.board)
+        granted = plan.grants.get(want.key)
+        if granted is None:
+            self.board.post(self.settings.image, [want])
+            raise GpusUnavailable(plan.waits.get(want.key, "no GPU free"))
+        return replace(self.settings, request=GpuRequest(ids=granted))
+
+    def leave(self) -> None:
+        try:
+            self.board.clear()
+        except GpuspaceError:
+            pass  # a dead poster's post is removed by whoever reads it next
 
 
 def _wait_seconds(text: str | None) -> float | None:

@@ -23,14 +23,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from .. import gpus, state, verify, workspace, worktrees
-from ..containers import LABEL_REPO, LABEL_RUN, ContainerInfo, Engine
+from .. import allocate, gpus, state, verify, workspace, worktrees
+from ..containers import LABEL_PREEMPTIBLE, LABEL_PRIORITY, LABEL_REPO, LABEL_RUN, LABEL_TIME_SLICE, ContainerInfo, Engine
 from ..faults import checkpoint
 from ..errors import ClaimBusy, EngineUnavailable, GpusUnavailable, GpuspaceError, LockTimeout, UsageError
-from ..lifecycle import Rollback, RunSpec, create_run, prepare
+from ..host_queue import Board, decide, run_key, waiting
+from ..lifecycle import Rollback, RunSpec, create_run, leases, prepare
+from ..model import GpuRequest, current_user
+from ..schedule import Plan, Want
 from ..locking import file_lock
 from .at_work import alive, lock_path
-from ..settings import settings_for_worktree
+from ..settings import Settings, settings_for_worktree
 from . import store as run_store
 from .output_stream import OutputStream
 from .progress import Progress
@@ -57,12 +60,13 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
     with file_lock(lock_path(info.common_dir), wait=False) as mine:
         if not mine:
             progress.event("git-gpuspace: another dispatcher runs this repo's queue; following it")
-        engine_down, reaper, waiting = False, Reaper(), ""
+        engine_down, reaper, said = False, Reaper(), ""
+        share = HostShare(engine, info)
         seen: set[str] = set()  # with no `wanted`: the runs it saw queued or running, what it returns
         try:
             while True:
                 try:
-                    lines = _turn(info, engine, reaper, wanted if stop_on_failure else None) if mine else []
+                    lines = _turn(info, engine, reaper, share, wanted if stop_on_failure else None) if mine else []
                 except EngineUnavailable as error:  # it comes back by itself: wait, and say so once
                     if not engine_down:
                         progress.event(f"git-gpuspace: {error}; waiting for it (Ctrl-C stops dispatching)")
@@ -77,11 +81,10 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
                     stream.pump(ours, drain=not any(run.id == stream.run_id and run.state in ACTIVE_RUNS for run in ours))
                 for line in lines:
                     if line.startswith(WAITING):  # said when it starts, or changes, not on every turn it lasts
-                        if line != waiting:
+                        if line != said:
                             progress.event("git-gpuspace: " + line[len(WAITING):].strip())
-                        waiting = line
+                        said = line
                         continue
-                    waiting = ""
                     progress.event(line)
                 if not mine:
                     progress.changes(ours)
@@ -91,6 +94,7 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
                 _watch(active if mine else [], poll)
         finally:
             reaper.close()
+            share.close()
             progress.close()
 
 
@@ -109,7 +113,7 @@ def start_background(info: worktrees.RepoInfo) -> Path:
 
 def _watch(runs: list[Run], poll: float) -> None:
     """Wait `poll` seconds, or less when a running run's command ends first."""
-    running = [run for run in runs if run.state == "running" and run.data_dir]
+    running = [run for run in runs if run.state in ("running", "preempted") and run.data_dir]
     deadline = time.monotonic() + poll
     while time.monotonic() < deadline:
         if any(exit_written(run) is not None for run in running):
@@ -147,7 +151,8 @@ class Reaper:
             self.pending.discard(container_id)
 
 
-def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper, stop_group: set[str] | None = None) -> list[str]:
+def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper, share: HostShare,
+          stop_group: set[str] | None = None) -> list[str]:
     """One look at the engine, then record what finished and start what can start. Once a run
     of `stop_group` failed, the group's queued runs are dropped, not started. It reads only the
     runs queued or running (and those its containers name): a long history costs nothing here."""
@@ -167,11 +172,11 @@ def _turn(info: worktrees.RepoInfo, engine: Engine, reaper: Reaper, stop_group: 
         # containers of runs that are not running (just finished, or left by a dispatcher that
         # died) hold no GPU for this queue: the next runs start on their GPUs first, then they
         # are removed, which frees the GPUs for everyone else
-        running = {run.id for run in runs.runs if run.state == "running"}
+        running = {run.id for run in runs.runs if run.state in ("running", "preempted")}
         known = {run.id for run in runs.runs} | {run.id for run in _finished(info, set(ours) - running)}
         done = [c for c in containers if c.labels.get(LABEL_REPO) == str(info.common_dir)
                 and c.labels.get(LABEL_RUN) in known - running]
-        started, reasons_changed = _start_queued(info, engine, runs, defaults, done)
+        started, reasons_changed = _start_queued(info, engine, runs, defaults, done, containers, share)
         events += started
         if reasons_changed or any(not line.startswith(WAITING) for line in events):
             runs.save()
@@ -230,8 +235,13 @@ def _record_finished(info: worktrees.RepoInfo, engine: Engine, runs: Runs, ours:
         if run.backend != "local":
             continue  # Slurm's: it starts them, and runs/slurm.py records how they ended
         container = ours.get(run.id)
-        if run.state == "running" and (container is None or container.state not in ACTIVE
-                                       or exit_written(run) is not None):
+        ended = container is None or container.state not in ACTIVE or exit_written(run) is not None
+        if run.state == "preempted" and run.reason != model.STOPPING:
+            if ended:  # its GPUs are free once its container is reaped: back in line
+                events.append(model.back_in_line(run))
+            elif run.preempted_at and (model.now() - run.preempted_at).total_seconds() > run.grace:
+                engine.signal(container.id, "SIGKILL")  # its grace is over
+        elif run.state in ("running", "preempted") and ended:
             events.append(finish(run, container, engine))
             if run.check:
                 verify.record(info, run, f"{container.image} ({container.image_id})" if container is not None else "?")
@@ -264,7 +274,7 @@ def finish(run: Run, container: ContainerInfo | None, engine: Engine | None = No
     ended = (written is not None or (text is not None and text != STARTED)
              or (trouble is not None and (text is None or trouble == "read-only file system")))
     if run.reason == model.STOPPING:
-        if written != 0:
+        if written != 0 or run.state != "running":
             return model.end(run, code, **times)
         run.reason = None  # its command ended on its own, succeeding, as the stop came
     if container is None or code is None or not ended:  # killed: the engine or the machine died
@@ -277,41 +287,68 @@ def finish(run: Run, container: ContainerInfo | None, engine: Engine | None = No
 
 
 def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults: dict,
-                  released: list[ContainerInfo]) -> tuple[list[str], bool]:
-    """Start queued runs in order while GPUs are free; each run left queued says why it waits
-    (its reason, as Slurm's PENDING has one). `released`: containers of runs that are not
-    running (their commands ended): their GPUs count as free, but a new run starts on one only
-    once the old command has stopped. Returns the events, and whether a reason changed."""
-    running = Counter(run.sweep for run in runs.runs if run.state == "running")
+                  released: list[ContainerInfo], containers: list[ContainerInfo], share: HostShare
+                  ) -> tuple[list[str], bool]:
+    """Start the queued runs the host's plan lets start now (schedule.py: fair share between
+    users and repos, reservations, preemption, time slices), on the GPUs it gives them; stop
+    (preempt) the running runs it says must yield; post what still waits for every other
+    dispatcher to see. Each run left queued says why it waits (its reason, as Slurm's PENDING
+    has one). `released`: containers of runs that are not running (their commands ended): their
+    GPUs count as free, but a new run starts on one only once the old command has stopped.
+    Returns the events, and whether a reason changed."""
+    running = Counter(run.sweep for run in runs.runs if run.state in ("running", "preempted"))
     order = {run.id: index for index, run in enumerate(runs.runs)}
     queued = sorted((run for run in runs.runs if run.state == "queued" and run.reason != PREPARING
                      and run.backend == "local"),
                     key=lambda run: (-run.priority, order[run.id]))
     events: list[str] = []
     waits: dict[str, str] = {}  # run id -> why it is still queued
-    blocked = False  # the first in line waits: the rest wait behind it, so runs start in order
+    ready: list[tuple[Run, Settings]] = []  # may start as far as their sweeps say, in order
+    room: dict[str, int] = {}
     for run in queued:
         sweep = runs.sweeps.get(run.sweep) if run.sweep else None
-        if blocked:
+        if sweep and sweep.max_parallel:
+            left = room.setdefault(sweep.name, sweep.max_parallel - running[run.sweep])
+            if left <= 0:
+                waits[run.id] = f"waiting: sweep {sweep.name} runs at most {sweep.max_parallel} at once (--max-parallel)"
+                continue
+            room[sweep.name] = left - 1
+        try:
+            ready.append((run, share.settings_of(info, defaults, run, sweep)))
+        except EngineUnavailable:
+            raise
+        except GpuspaceError as error:
+            events.append(model.could_not_start(run, str(error)))
+    scheduled = [(run, settings) for run, settings in ready if not settings.request.none and settings.pack is None]
+    planned = {run.id for run, _ in scheduled}
+    plan, inventory = share.plan(info, engine, runs, scheduled, released, containers)
+    if plan is not None:
+        events += _preempt(info, engine, runs, plan, share)
+    blocked = False  # packed runs (--runs-per-gpu) keep their own queue: the first that waits holds the rest
+    for run, settings in ready:
+        key = run_key(str(info.common_dir), run.id)
+        if plan is not None and run.id in planned:
+            granted = plan.grants.get(key)
+            if granted is None:
+                why = plan.waits.get(key, "waiting for GPUs")
+                if why.startswith("waiting for") and any(w.startswith("waiting for") for w in waits.values()):
+                    waits[run.id] = BEHIND  # no GPU free: the first of ours says who holds them
+                else:
+                    waits[run.id] = share.reason(info, why, settings, inventory, containers)
+                continue
+            settings = replace(settings, request=GpuRequest(ids=granted))
+        elif blocked and not settings.request.none:
             waits[run.id] = BEHIND
             continue
-        if sweep and sweep.max_parallel and running[run.sweep] >= sweep.max_parallel:
-            waits[run.id] = f"waiting: sweep {sweep.name} runs at most {sweep.max_parallel} at once (--max-parallel)"
-            continue
         worktree = worktrees.find_worktree(info, Path(run.worktree))
-        settings = None
         try:
             if worktree is None:
                 raise GpuspaceError(f"its worktree {run.worktree} is gone")
-            settings = settings_for_worktree(info, defaults, dict(run.flags), False, worktree, notices=False)
-            if sweep and sweep.runs_per_gpu > 1:
-                settings = replace(settings, pack=(f"{info.common_dir}:{sweep.name}", sweep.runs_per_gpu))
-            plan = prepare(settings, engine, frozenset(c.id for c in released))
-            plan.claim_wait = CLAIM_WAIT_S
-            spec = RunSpec(container_command(run.command), params_env(run),
-                           {LABEL_RUN: run.id})
+            prepared = prepare(settings, engine, frozenset(c.id for c in released))
+            prepared.claim_wait = CLAIM_WAIT_S
+            spec = RunSpec(container_command(run.command), params_env(run), run_labels(run))
             with Rollback() as undo:
-                name, chosen, data_dir = create_run(info, plan, worktree, spec, undo)
+                name, chosen, data_dir = create_run(info, prepared, worktree, spec, undo)
                 checkpoint("after-run-container")
                 _stop_previous(engine, released, [gpu.uuid for gpu in chosen])
                 workspace.remove_private(data_dir, EXIT_FILE)  # a retried run's last exit code is not this start's
@@ -322,10 +359,9 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
                 runs.save()
                 checkpoint("after-run-recorded")
                 engine.start(name)
-        except GpusUnavailable as error:
+        except GpusUnavailable as error:  # taken between the plan and the claim, or a packed run's
             blocked = True
-            waits[run.id] = _waiting_for_gpus(settings.request if settings else None, error)
-            events.append(f"{WAITING} {run.id} {waits[run.id]}")
+            waits[run.id] = _waiting_for_gpus(settings.request, error)
             continue
         except LockTimeout as error:  # another command holds the claim: the queue waits for it
             holder = error.holder if isinstance(error, ClaimBusy) else str(error)
@@ -341,11 +377,128 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
         running[run.sweep] += 1
         where = ", ".join(f"GPU {gpu.index}" for gpu in chosen) or "no GPU"
         events.append(f"{run.id} started on {where}: {' '.join(run.command)}")
+    head = next((run for run, _ in ready if run.state == "queued" and run.id in waits), None)
+    if head is not None and not any(line.startswith(WAITING) for line in events):  # said when it changes
+        events.append(f"{WAITING} {head.id} {waits[head.id]}")
+    share.post([(run, settings) for run, settings in scheduled if run.state == "queued"], plan)
     changed = False
     for run in queued:
         if run.state == "queued" and run.reason != waits.get(run.id):
             run.reason, changed = waits.get(run.id), True
     return events, changed
+
+
+def run_labels(run: Run) -> dict[str, str]:
+    """What the host's scheduler reads of a run from its container (host_queue.holdings)."""
+    labels = {LABEL_RUN: run.id, LABEL_PRIORITY: str(run.priority),
+              LABEL_PREEMPTIBLE: "true" if run.preemptible else "false"}
+    if run.time_slice:
+        labels[LABEL_TIME_SLICE] = f"{run.time_slice:g}"
+    return labels
+
+
+def _preempt(info: worktrees.RepoInfo, engine: Engine, runs: Runs, plan: Plan, share: HostShare) -> list[str]:
+    """This repo's running runs the plan says must yield their GPUs: recorded `preempted`, then
+    their commands get SIGTERM (the grace period is watched by _record_finished). A dispatcher
+    killed in between leaves a preempted run whose command the next one signals."""
+    events = []
+    for run in runs.runs:
+        key = run_key(str(info.common_dir), run.id)
+        if run.backend != "local" or not run.container:
+            continue
+        if run.state == "running" and run.reason is None and key in plan.preempt:
+            events.append(model.preempt(run, plan.preempt[key]))
+            runs.save()
+            checkpoint("after-preempt-recorded")
+        if run.state == "preempted" and (run.id, run.preempted_at) not in share.signalled:
+            engine.signal(run.container, "SIGTERM")
+            share.signalled.add((run.id, run.preempted_at))
+    return events
+
+
+class HostShare:
+    """This dispatcher's part in the host's queue (host_queue.py): its post of what waits, each
+    queued run's settings (read from its worktree once), and which preempted runs it signalled."""
+
+    def __init__(self, engine: Engine, info: worktrees.RepoInfo) -> None:
+        self.board = Board(engine, str(info.common_dir))
+        self.settings: dict[str, Settings] = {}
+        self.signalled: set[tuple] = set()  # (run id, when its preemption began)
+        self.wants: dict[str, Want] = {}  # run id -> its request, as last planned
+
+    def settings_of(self, info: worktrees.RepoInfo, defaults: dict, run: Run, sweep) -> Settings:
+        if run.id not in self.settings:
+            worktree = worktrees.find_worktree(info, Path(run.worktree))
+            if worktree is None:
+                raise GpuspaceError(f"its worktree {run.worktree} is gone")
+            settings = settings_for_worktree(info, defaults, dict(run.flags), False, worktree, notices=False)
+            if sweep and sweep.runs_per_gpu > 1:
+                settings = replace(settings, pack=(f"{info.common_dir}:{sweep.name}", sweep.runs_per_gpu))
+            self.settings[run.id] = settings
+        return self.settings[run.id]
+
+    def plan(self, info: worktrees.RepoInfo, engine: Engine, runs: Runs, scheduled: list[tuple[Run, Settings]],
+             released: list[ContainerInfo], containers: list[ContainerInfo]) -> tuple[Plan | None, list]:
+        """The host's plan, with this repo's runs that need GPUs among what waits; None when
+        nothing of ours waits and no other post could want our preemptible runs' GPUs."""
+        others = None
+        if not scheduled:
+            if not any(run.state in ("running", "preempted") and run.preemptible for run in runs.runs):
+                return None, []
+            others = waiting(engine, self.board)
+            if not others:
+                return None, []
+        inventory = gpus.inventory()
+        repo, user = str(info.common_dir), current_user()
+        self.wants = {run.id: Want(key=run_key(repo, run.id), user=user, repo=repo,
+                                   count=_count(settings.request, inventory), priority=run.priority,
+                                   since=(run.preempted_at or run.submitted).timestamp(), preempt=run.preempt,
+                                   gpus=_named(settings.request, inventory))
+                      for run, settings in scheduled}
+        holders = [c for c in containers if c.id not in {r.id for r in released}]
+        return decide(engine, holders, inventory, list(self.wants.values()), self.board, others), inventory
+
+    def reason(self, info: worktrees.RepoInfo, why: str, settings: Settings, inventory: list,
+               containers: list[ContainerInfo]) -> str:
+        """The plan's words, with this repo's runs named by id; `waiting for N GPUs` says who
+        holds them."""
+        why = why.replace(f"{info.common_dir}#", "")
+        if why.startswith("waiting for"):
+            try:
+                allocate.choose(settings.request, inventory, leases(containers), settings.share, settings.pack)
+            except GpusUnavailable as error:
+                return _waiting_for_gpus(settings.request, error)
+            except GpuspaceError:
+                pass
+        return why
+
+    def post(self, waiting_runs: list[tuple[Run, Settings]], plan: Plan | None) -> None:
+        """What of ours still waits, for the other dispatchers' plans (taken down when nothing does)."""
+        if plan is None or not waiting_runs:
+            self.close()
+            return
+        image = next((settings.image for _, settings in waiting_runs if settings.build is None), "")
+        try:
+            self.board.post(image, [self.wants[run.id] for run, _ in waiting_runs if run.id in self.wants])
+        except GpuspaceError:
+            pass  # no post this turn (the image is not there yet): the plan still stands for ours
+
+    def close(self) -> None:
+        try:
+            self.board.clear()
+        except GpuspaceError:
+            pass  # a dead poster's post is removed by whoever reads it
+
+
+def _count(request: GpuRequest, inventory: list) -> int:
+    return len(inventory) if request.all else request.count or len(request.ids) or 1
+
+
+def _named(request: GpuRequest, inventory: list) -> tuple[str, ...]:
+    """The UUIDs of the GPUs asked for by index or UUID (`--gpus 0,1`); unknown ones as given
+    (the plan then says they are not usable here)."""
+    by_index = {str(gpu.index): gpu.uuid for gpu in inventory}
+    return tuple(by_index.get(gpu_id, gpu_id) for gpu_id in request.ids)
 
 
 def _waiting_for_gpus(request, error: GpusUnavailable) -> str:
@@ -424,7 +577,7 @@ class LocalBackend:
         lines = []
         with run_store.locked(info.common_dir, ids={run.id for run in runs}) as current:
             for run in current.runs:
-                if run.id in {r.id for r in runs} and run.state == "running":
+                if run.id in {r.id for r in runs} and run.state in ("running", "preempted"):
                     lines.append(finish(run, by_run.get(run.id), engine))
                     if run.id in by_run:
                         engine.remove(by_run[run.id].name)

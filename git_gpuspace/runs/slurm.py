@@ -25,7 +25,7 @@ from pathlib import Path
 import docker
 from typing import TextIO
 
-from .. import gpus, state, untrusted_files, verify, worktrees
+from .. import gpus, state, untrusted_files, verify, workspace, worktrees
 from ..config import effective
 from ..containers import LABEL_RUN, Engine, container_name
 from ..errors import EngineUnavailable, GpusUnavailable, GpuspaceError, ImageUnavailable, UsageError
@@ -37,7 +37,7 @@ from . import store as run_store
 from .output_stream import OutputStream
 from .progress import Progress
 from .sbatch import MAX_SIGNAL_TIME, Resources, options as sbatch_options
-from .wrapper import LOG, container_command, exit_time, exit_written
+from .wrapper import EXIT_FILE, LOG, container_command, exit_time, exit_written
 from . import model
 from .model import ACTIVE, STOPPING, Run, params_env
 
@@ -207,6 +207,8 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
     if again:
         checkpoint("after-slurm-requeue")  # a watcher that dies here: `runs resume` submits them, once
     for run in again:  # a new job each; the runs of one sweep keep its limit
+        if run.data_dir:  # the last try's exit code is not the next one's, should its job never run
+            workspace.remove_private(Path(run.data_dir), EXIT_FILE)
         sweep = run_store.load(info.common_dir, ids=set()).sweeps.get(run.sweep or "")
         job = submit(info, [run.id], state.load(info.common_dir).defaults, sweep.max_parallel if sweep else None)
         events.append(f"{run.id} submitted again as job {job}")

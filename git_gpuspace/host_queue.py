@@ -1,0 +1,165 @@
+"""The host's queue: who holds the GPUs and who waits for them, across every repo and user of the
+engine, read from the engine itself; and this process's entry among those waiting.
+
+What is held comes from our containers' labels (a run's priority, whether it is preemptible, its
+time slice, when it was made). What waits is posted on the engine as a never-started container
+named `gpuspace-want-<digest>`, one per waiting queue (a repo's dispatcher) or `add --wait`,
+labelled with its requests as JSON and with who posted them, as the GPU claim is: a poster that
+is provably dead (kill -9) is removed by whoever reads it. Every dispatcher and `add` then
+computes the same plan (schedule.plan, a pure function), so no process hands out GPUs.
+
+Anyone who can reach the engine can post, so what is read is data: bounded in size and count,
+checked field by field, and a poster's user is the one the kernel gives its pid where that can
+be seen (a label is only a claim).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import pwd
+import time
+from dataclasses import asdict
+from typing import Iterable
+
+from . import gpus
+from .claim import Holder as Poster, provably_dead, this_process
+from .containers import (LABEL_PREEMPTIBLE, LABEL_PRIORITY, LABEL_REPO, LABEL_RUN, LABEL_TIME_SLICE,
+                          LABEL_WANTS, LABEL_WORKTREE, WANT_PREFIX, ContainerInfo, Engine, NameInUse)
+from .model import Gpu
+from .schedule import Holding, Plan, Want, plan
+
+MAX_WANTS = 64  # per poster: more than a machine has GPUs is never granted at once
+MAX_TEXT = 64 << 10
+
+
+def run_key(repo: str, run_id: str) -> str:
+    return f"{repo}#{run_id}"
+
+
+def holdings(containers: Iterable[ContainerInfo]) -> list[Holding]:
+    """One per GPU per container of ours (any repo, any user): a bound worktree's is never
+    preemptible; a run's says what its labels say."""
+    held = []
+    for container in containers:
+        labels = container.labels
+        is_run = LABEL_RUN in labels
+        key = run_key(labels.get(LABEL_REPO, ""), labels[LABEL_RUN]) if is_run else labels.get(LABEL_WORKTREE) or container.name
+        for uuid in container.gpus:
+            held.append(Holding(gpu=uuid, user=container.holder.user, repo=labels.get(LABEL_REPO, ""), key=key,
+                                priority=_number(labels.get(LABEL_PRIORITY), int) or 0,
+                                preemptible=is_run and labels.get(LABEL_PREEMPTIBLE) == "true",
+                                started=container.created, time_slice=_number(labels.get(LABEL_TIME_SLICE), float)))
+    return held
+
+
+def usable(inventory: list[Gpu], containers: list[ContainerInfo]) -> list[str]:
+    """The GPUs the plan may hand out, in index order: not those a process outside gpuspace
+    computes on."""
+    busy = gpus.busy_outside({c.id for c in containers if c.id})
+    return [gpu.uuid for gpu in sorted(inventory, key=lambda gpu: gpu.index) if gpu.uuid not in busy]
+
+
+class Board:
+    """This process's requests among those the host's dispatchers read: posted when they
+    change, taken down when none waits (or the process ends)."""
+
+    def __init__(self, engine: Engine, owner: str) -> None:
+        self.engine = engine
+        self.name = WANT_PREFIX + hashlib.sha256(owner.encode()).hexdigest()[:16]
+        self.posted: tuple[str, str] | None = None  # (container id, what it says)
+
+    def post(self, image: str, wants: list[Want]) -> None:
+        text = json.dumps([asdict(want) for want in wants[:MAX_WANTS]], sort_keys=True, separators=(",", ":"))
+        if self.posted is not None and self.posted[1] == text:
+            return
+        self.clear()
+        if not wants:
+            return
+        labels = {LABEL_WANTS: text, **this_process().labels()}
+        for _ in range(2):
+            try:
+                self.posted = (self.engine.create_claim(self.name, image, labels), text)
+                return
+            except NameInUse:  # left by a poster of ours that died: gone once it is provably dead
+                found = self.engine.labels_of(self.name)
+                if found is not None and not provably_dead(Poster.from_labels(found[1]), this_process()):
+                    return  # a live one (another pid namespace?): its requests stand for these
+                if found is not None:
+                    self.engine.remove_id(found[0])
+
+    def clear(self) -> None:
+        if self.posted is not None:
+            self.engine.remove_id(self.posted[0])
+            self.posted = None
+
+
+def waiting(engine: Engine, own: Board | None = None) -> list[Want]:
+    """What every other poster waits for; the posts of the provably dead are removed."""
+    me = this_process()
+    found: list[Want] = []
+    for container_id, name, labels in engine.list_wants():
+        if own is not None and name == own.name:
+            continue
+        poster = Poster.from_labels(labels)
+        if provably_dead(poster, me):
+            engine.remove_id(container_id)
+            continue
+        found += _wants(labels.get(LABEL_WANTS), _user_of(poster))
+    return found
+
+
+def decide(engine: Engine, containers: list[ContainerInfo], inventory: list[Gpu], mine: list[Want],
+           own: Board | None = None, others: list[Want] | None = None) -> Plan:
+    """The plan for the whole machine, with `mine` among what waits (mine win over a post that
+    names the same key). `others`: the posts, when read already."""
+    keys = {want.key for want in mine}
+    others = [want for want in (waiting(engine, own) if others is None else others) if want.key not in keys]
+    return plan(usable(inventory, containers), holdings(containers), [*mine, *others], time.time())
+
+
+def _user_of(poster: Poster) -> str | None:
+    """The user the kernel gives the poster's pid (when it lives in our pid namespace and the
+    labels name its start), else None: then the post's own word is all there is."""
+    if not poster.pid or poster.pid_ns != this_process().pid_ns:
+        return None
+    try:
+        stat = os.stat(f"/proc/{poster.pid}")
+        return pwd.getpwuid(stat.st_uid).pw_name
+    except (OSError, KeyError):
+        return None
+
+
+def _wants(text: object, user: str | None) -> list[Want]:
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        return []
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        return []
+    found = []
+    for entry in entries[:MAX_WANTS] if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        key, claimed = entry.get("key"), entry.get("user")
+        count, priority, since = entry.get("count"), entry.get("priority", 0), entry.get("since", 0.0)
+        named = entry.get("gpus") or []
+        if not (isinstance(key, str) and isinstance(claimed, str) and isinstance(count, int) and 1 <= count <= 1024
+                and isinstance(priority, int) and isinstance(since, (int, float)) and math.isfinite(since)
+                and isinstance(named, list) and all(isinstance(gpu, str) for gpu in named)):
+            continue
+        found.append(Want(key=key[:512], user=user or claimed[:64], repo=str(entry.get("repo", ""))[:4096],
+                          count=count, priority=max(-10**6, min(10**6, priority)), since=float(since),
+                          preempt=entry.get("preempt") is True, interactive=entry.get("interactive") is True,
+                          gpus=tuple(named[:64])))
+    return found
+
+
+def _number(text: str | None, kind: type) -> int | float | None:
+    try:
+        value = kind(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is None or math.isfinite(value) else None

@@ -1,0 +1,165 @@
+"""The scheduler of a shared machine, on the real engine: fair share between users, no
+starvation of a request for several GPUs, preemption of preemptible runs only, time slices, and
+nothing of a preempted run's work lost. The policy itself is tests/test_schedule.py (no engine);
+these drive dispatchers of two repos and two users (a second local user made with useradd) as
+people would, and count from the runs' own records and logs."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from datetime import datetime
+
+import pytest
+
+from conftest import TEST_IMAGE, _remove_containers, make_repo, wait_for
+from users import make_user, user_dir
+
+# a unit of work a second long, its count checkpointed in /data after each; SIGTERM saves and exits
+COUNTING = ('n=0; [ -n "$GPUSPACE_RESUME" ] && [ -f /data/ckpt ] && n=$(cat /data/ckpt); '
+            'echo "start $n restarts=$GPUSPACE_RESTARTS"; trap \'echo "saved $n"; exit 143\' TERM; '
+            'while [ "$n" -lt 6 ]; do sleep 1; n=$((n+1)); echo "unit $n"; echo "$n" > /data/ckpt; done')
+
+
+def runs(repo, *args) -> list[dict]:
+    return json.loads(repo.ok("runs", "--json", *args).stdout)
+
+
+def stop_all(repo) -> None:
+    for sweep in {r["sweep"] for r in runs(repo) if r["sweep"]}:
+        repo.gs("runs", "stop", "--sweep", sweep, "--all")
+    for record in runs(repo):
+        if not record["sweep"] and record["state"] in ("queued", "running", "preempted"):
+            repo.gs("runs", "stop", record["id"])
+
+
+def moment(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def held(records: list[dict], at: float) -> int:
+    """How many GPUs these runs held at that moment."""
+    return sum(len(r["gpus"]) for r in records if r["started"] and moment(r["started"]) <= at
+               < (moment(r["finished"]) if r["finished"] else float("inf")))
+
+
+def average(records: list[dict], start: float, end: float) -> float:
+    steps = [start + (end - start) * i / 200 for i in range(200)]
+    return sum(held(records, at) for at in steps) / len(steps)
+
+
+@pytest.fixture
+def two_repos(tmp_path, docker_client):
+    first = make_repo(tmp_path / "a" / "ml", docker_client)
+    second = make_repo(tmp_path / "b" / "bench", docker_client)
+    yield first, second
+    for repo in (first, second):
+        stop_all(repo)
+        _remove_containers(docker_client, repo)
+
+
+def test_two_users_sweeps_share_the_gpus(tmp_path, docker_client):
+    """Root's sweep of 8 at t=0, another user's at t=0.5, on 4 GPUs: while both have work, each
+    holds 2 ± 1 on average (first come, first served kept 4 for root until its sweep was done)."""
+    mine = make_repo(tmp_path / "root" / "ml", docker_client)
+    other = make_user("gpuspace-other", docker=True)
+    home = user_dir(other, tmp_path)
+    theirs = home / "bench"
+    assert other.run("sh", "-c", "git init -q -b main bench && cd bench && git commit -q --allow-empty -m a",
+                     cwd=home).returncode == 0
+    try:
+        mine.ok("sweep", "a", "-p", "n=1,2,3,4,5,6,7,8", "--gpus", "1", "--detach", "--", "sleep", "2")
+        time.sleep(0.5)
+        asked = time.time()
+        # in the foreground: their dispatcher is their `sweep` (a background one would run our
+        # console script, which another user may not be able to execute where the tests run)
+        sweep = other.popen(sys.executable, "-m", "git_gpuspace.cli", "sweep", "b", "-p", "n=1,2,3,4,5,6,7,8",
+                            "--gpus", "1", "--image", TEST_IMAGE, "--", "sleep", "2", cwd=theirs,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _, err = sweep.communicate(timeout=120)
+        assert sweep.returncode == 0, err
+        listed = lambda: json.loads(other.gpuspace("runs", "--json", cwd=theirs).stdout)  # noqa: E731
+        assert wait_for(lambda: all(r["state"] == "succeeded" for r in runs(mine) + listed()), 120)
+        a, b = runs(mine), listed()
+        # while both had work: from b's submission to the end of whichever sweep ended first
+        start = asked
+        end = min(max(moment(r["finished"]) for r in a), max(moment(r["finished"]) for r in b))
+        share_a, share_b = average(a, start, end), average(b, start, end)
+        assert 1 <= share_a <= 3 and 1 <= share_b <= 3, (share_a, share_b)
+    finally:
+        other.gpuspace("runs", "stop", "--sweep", "b", "--all", cwd=theirs)
+        stop_all(mine)
+        for container in docker_client.containers.list(all=True, filters={"label": f"gpuspace.repo={theirs / '.git'}"}):
+            container.remove(force=True)
+        _remove_containers(docker_client, mine)
+
+
+def test_add_wait_for_two_gpus_is_not_starved_by_two_sweeps(two_repos):
+    """An `add --wait --gpus 2` behind two 12-run sweeps of 1-GPU runs starts within about one
+    run's length: GPUs are held back for it as they free."""
+    first, second = two_repos
+    first.ok("sweep", "s1", "-p", "n=" + ",".join(map(str, range(12))), "--gpus", "1", "--detach", "--", "sleep", "2")
+    time.sleep(0.5)
+    second.ok("sweep", "s2", "-p", "n=" + ",".join(map(str, range(12))), "--gpus", "1", "--detach", "--", "sleep", "2")
+    time.sleep(3)
+    asked = time.monotonic()
+    added = first.gs("add", "--wait", "--gpus", "2", "--no-start", "-b", "big", "../big")
+    took = time.monotonic() - asked
+    assert added.returncode == 0, added.stderr
+    assert took < 2 * 2 + 2, f"add waited {took:.1f} s"  # one run's length (2 s), twice, and the machine's slack
+    assert "waiting for GPUs (reservation" in added.stderr or "waiting for GPUs" in added.stderr
+    first.ok("remove", "--force", "../big")
+
+
+def test_add_preempt_takes_a_gpu_from_a_preemptible_run_only(repo):
+    """4 GPUs: 2 preemptible runs, 2 that are not. `add --preempt` takes one of the preemptible
+    runs' GPUs; that run is preempted (SIGTERM, it saves its count), queued again, and restarts
+    with GPUSPACE_RESUME=1 in its data dir once a GPU frees; the others are never touched."""
+    repo.ok("sweep", "keep", "-p", "n=1,2", "--gpus", "1", "--detach", "--", "sleep", "60")
+    repo.ok("sweep", "yield", "-p", "n=1,2", "--gpus", "1", "--detach", "--preemptible", "--", "sh", "-c", COUNTING)
+    assert wait_for(lambda: [r["state"] for r in runs(repo)] == ["running"] * 4, 60)
+    time.sleep(1.5)  # a unit of work done
+    added = repo.gs("add", "--preempt", "--gpus", "1", "--no-start", "-b", "me", "../me")
+    assert added.returncode == 0, added.stderr
+    records = {r["id"]: r for r in runs(repo)}
+    assert [records[i]["state"] for i in ("keep-1", "keep-2")] == ["running", "running"]
+    yielded = [r for r in records.values() if r["sweep"] == "yield" and r["state"] in ("preempted", "queued")]
+    assert len(yielded) == 1, records
+    [victim] = yielded
+    assert wait_for(lambda: {r["id"]: r for r in runs(repo)}[victim["id"]]["state"] == "queued", 30)
+    repo.ok("remove", "--force", "../me")  # its GPU frees: the preempted run goes on where it left off
+    assert wait_for(lambda: {r["id"]: r for r in runs(repo)}[victim["id"]]["state"] == "succeeded", 60)
+    record = {r["id"]: r for r in runs(repo)}[victim["id"]]
+    assert record["restarts"] == 1 and record["lost_s"] > 0
+    log = repo.ok("logs", victim["id"]).stdout
+    assert "saved " in log and "start 0 restarts=0" in log and re.search(r"start [1-9] restarts=1", log), log
+    assert [line for line in log.splitlines() if line.startswith("unit ")] == [f"unit {n}" for n in range(1, 7)]
+    stop_all(repo)
+
+
+def test_time_slices_share_one_gpu_and_lose_no_work(repo, monkeypatch):
+    """One GPU, two preemptible runs of 6 s of work with a 2 s slice: they take turns, each is
+    preempted at least once, both finish, and each unit of work is done once."""
+    monkeypatch.setenv("FAKE_GPU_COUNT", "1")
+    done = repo.gs("sweep", "slice", "-p", "n=1,2", "--gpus", "1", "--time-slice", "2s", "--", "sh", "-c", COUNTING)
+    assert done.returncode == 0, done.stderr
+    records = runs(repo)
+    assert [r["state"] for r in records] == ["succeeded", "succeeded"]
+    assert all(r["restarts"] >= 1 for r in records), records
+    for record in records:
+        log = repo.ok("logs", record["id"]).stdout
+        assert [line for line in log.splitlines() if line.startswith("unit ")] == [f"unit {n}" for n in range(1, 7)], log
+    assert "its time slice" in done.stderr
+
+
+def test_a_run_that_is_not_preemptible_is_never_preempted(repo, monkeypatch):
+    monkeypatch.setenv("FAKE_GPU_COUNT", "1")
+    repo.ok("run", "--detach", "--gpus", "1", "--", "sleep", "30")
+    assert wait_for(lambda: runs(repo)[0]["state"] == "running", 30)
+    refused = repo.gs("add", "--preempt", "--wait=3", "--gpus", "1", "--no-start", "-b", "me", "../me")
+    assert refused.returncode != 0 and not (repo.path.parent / "me").exists()
+    assert runs(repo)[0]["state"] == "running" and runs(repo)[0]["restarts"] == 0
+    stop_all(repo)
