@@ -106,11 +106,17 @@ def test_add_wait_for_two_gpus_is_not_starved_by_two_sweeps(two_repos):
     second.ok("sweep", "s2", "-p", "n=" + ",".join(map(str, range(12))), "--gpus", "1", "--detach", "--", "sleep", "2")
     time.sleep(3)
     asked = time.monotonic()
-    added = first.gs("add", "--wait", "--gpus", "2", "--no-start", "-b", "big", "../big")
+    adding = subprocess.Popen(["git-gpuspace", "add", "--wait", "--gpus", "2", "--no-start", "-b", "big", "../big"],
+                              cwd=first.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []  # `gpus` shows a GPU held back for it while it waits (when it is quick enough to look)
+    while adding.poll() is None:
+        seen += [r["reserved_for"] for r in json.loads(first.ok("gpus", "--json").stdout) if r["reserved_for"]]
     took = time.monotonic() - asked
-    assert added.returncode == 0, added.stderr
+    _, err = adding.communicate()
+    assert adding.returncode == 0, err
     assert took < 2 * 2 + 2, f"add waited {took:.1f} s"  # one run's length (2 s), twice, and the machine's slack
-    assert "waiting for GPUs (reservation" in added.stderr or "waiting for GPUs" in added.stderr
+    assert "waiting for GPUs" in err
+    assert not seen or all(str(first.path.parent / "big") in who for who in seen), seen
     first.ok("remove", "--force", "../big")
 
 
@@ -163,3 +169,29 @@ def test_a_run_that_is_not_preemptible_is_never_preempted(repo, monkeypatch):
     assert refused.returncode != 0 and not (repo.path.parent / "me").exists()
     assert runs(repo)[0]["state"] == "running" and runs(repo)[0]["restarts"] == 0
     stop_all(repo)
+
+
+def test_a_reservation_shows_in_gpus_and_in_the_reason_of_a_run_it_holds_back(repo, monkeypatch):
+    """3 GPUs: a worktree holds one, a run another; `add --wait --gpus 2` holds the free one back
+    for itself (`gpus` says so), and a 1-GPU run queued after it waits, saying why; once the
+    running run ends, the add gets two GPUs and the queued run waits on."""
+    monkeypatch.setenv("FAKE_GPU_COUNT", "3")
+    repo.ok("add", "--no-start", "--gpus", "1", "-b", "hold", "../hold")
+    repo.ok("run", "--detach", "--gpus", "1", "--", "sleep", "8")
+    assert wait_for(lambda: runs(repo)[0]["state"] == "running", 30)
+    adding = subprocess.Popen(["git-gpuspace", "add", "--wait", "--gpus", "2", "--no-start", "-b", "big", "../big"],
+                              cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    big = str(repo.path.parent / "big")
+    try:
+        assert wait_for(lambda: any(big in (r["reserved_for"] or "") for r in json.loads(repo.ok("gpus", "--json").stdout)), 30)
+        assert f"reserved for root: {big}" in repo.ok("gpus").stdout
+        repo.ok("run", "--detach", "--gpus", "1", "--", "true")
+        assert wait_for(lambda: (runs(repo)[-1]["reason"] or "").startswith("reservation: 1 GPU held back for"), 30), \
+            runs(repo)[-1]
+        _, err = adding.communicate(timeout=60)
+    finally:
+        adding.kill()
+    assert adding.returncode == 0, err
+    assert runs(repo)[-1]["state"] == "queued"  # the add took the two free GPUs
+    repo.ok("remove", "--force", "../big")
+    assert wait_for(lambda: runs(repo)[-1]["state"] == "succeeded", 30)

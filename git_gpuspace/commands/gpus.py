@@ -15,9 +15,12 @@ from ..lifecycle import leases, release_vanished
 
 def run(args: argparse.Namespace) -> int:
     source, inventory = inventory_source.probe()
+    reserved: dict[str, str] = {}  # GPU UUID -> the waiting request it is held back for
     try:
         engine = Engine()
-        held = leases(release_vanished(engine, engine.list_managed()))  # one call, every repo on the engine
+        managed = release_vanished(engine, engine.list_managed())  # one call, every repo on the engine
+        held = leases(managed)
+        reserved = _reservations(engine, managed, inventory)
     except EngineUnavailable as error:
         print(f"warning: {error}; holders unknown", file=sys.stderr)
         held = None
@@ -36,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
                  "user": h.user}
                 for h in held.get(gpu.uuid, [])
             ],
+            "reserved_for": reserved.get(gpu.uuid),
         }
         for gpu in inventory
     ]
@@ -54,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             who = ", ".join((f"{h['user']}: " if h["user"] else "") + h["worktree"] + (f" ({h['branch']})" if h["branch"] else "")
                             for h in holders) or "free"
+            if record["reserved_for"]:
+                who += f"; reserved for {record['reserved_for']}"
         memory = (
             f"{(record['memory_used_mib'] or 0) / 1024:.1f}/{record['memory_total_mib'] / 1024:.1f}G"
             if record["memory_total_mib"] is not None
@@ -64,3 +70,16 @@ def run(args: argparse.Namespace) -> int:
     print(output.table(["GPU", "UUID", "NAME", "MEMORY", "UTIL", "HELD BY"], rows))
     print(f"(inventory from {source})")
     return 0
+
+
+def _reservations(engine: Engine, managed: list, inventory: list) -> dict[str, str]:
+    """GPUs the host's plan holds back for a waiting request (one for several GPUs collects them
+    as they free), or frees for one by preemption: GPU UUID -> that request, as `user: what`."""
+    from ..host_queue import decide, waiting
+
+    wants = waiting(engine)
+    if not wants:
+        return {}
+    plan = decide(engine, managed, inventory, [], others=wants)
+    whose = {want.key: f"{want.user}: {want.key.replace('#', ' run ')}" for want in wants}
+    return {gpu: whose.get(key, key) for key, gpus in plan.reserved.items() for gpu in gpus}
