@@ -30,13 +30,20 @@ from pathlib import Path
 # /proc/uptime is the host's clock in every container, so intervals of different runs compare.
 COMMAND = ('echo "$(cut -d" " -f1 /proc/uptime) $NVIDIA_VISIBLE_DEVICES" >> /data/starts; echo run {i}; '
            'sleep SECONDS; cut -d" " -f1 /proc/uptime >> /data/ends')
+# With time slices the runs are preempted by design: a start's end is written on SIGTERM too, a run
+# starts once plus once per restart (its record's `restarts`), and its work (half-second units,
+# counted in /data/done) goes on where the last turn left it
+SLICED = ('trap \'cut -d" " -f1 /proc/uptime >> /data/ends; exit 143\' TERM; '
+          'echo "$(cut -d" " -f1 /proc/uptime) $NVIDIA_VISIBLE_DEVICES" >> /data/starts; echo run {i}; '
+          'n=$(cat /data/done 2>/dev/null || echo 0); while [ "$n" -lt UNITS ]; do sleep 0.5; n=$((n+1)); '
+          'echo "$n" > /data/done; done; cut -d" " -f1 /proc/uptime >> /data/ends')
 
 
 @dataclass
 class Campaign:
     kills: int
     runs: int
-    extra_starts: int = 0  # starts beyond one per run
+    extra_starts: int = 0  # starts beyond one per run (and one per restart, with time slices)
     never_started: int = 0
     not_succeeded: list[str] = field(default_factory=list)
     double_samples: int = 0  # engine samples with a GPU in two running containers' device requests
@@ -99,8 +106,9 @@ class Sampler(threading.Thread):
 
 
 def campaign(repo: Path, kills: int, runs: int = 8, seconds: float = 1.0, env: dict | None = None,
-             seed: int | None = None, say=lambda line: None) -> Campaign:
-    """Run the campaign in `repo` (a git repository with a commit) with `kills` kill -9s."""
+             seed: int | None = None, say=lambda line: None, time_slice: float | None = None) -> Campaign:
+    """Run the campaign in `repo` (a git repository with a commit) with `kills` kill -9s;
+    `time_slice`: the runs are preemptible and take turns on the GPUs that often."""
     rng = random.Random(seed)
     env = {**os.environ, **(env or {})}
     common_dir = Path(subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=repo,
@@ -109,9 +117,9 @@ def campaign(repo: Path, kills: int, runs: int = 8, seconds: float = 1.0, env: d
     sampler = Sampler(common_dir)
     sampler.start()
     began = time.monotonic()
-    command = COMMAND.replace("SECONDS", f"{seconds:g}")
+    command = SLICED.replace("UNITS", str(round(seconds * 2))) if time_slice else COMMAND.replace("SECONDS", f"{seconds:g}")
     sweep = ["git-gpuspace", "sweep", "kd", "-p", "i=" + ",".join(str(i) for i in range(1, runs + 1)),
-             "--gpus", "1", "--", "sh", "-c", command]
+             "--gpus", "1", *(["--time-slice", f"{time_slice:g}s"] if time_slice else []), "--", "sh", "-c", command]
     log = open(repo.parent / "kills-dispatchers.log", "ab")  # what each dispatcher said, for a failure's story
     try:
         for number in range(kills):
@@ -150,8 +158,8 @@ def campaign(repo: Path, kills: int, runs: int = 8, seconds: float = 1.0, env: d
         data = Path(record["data_dir"]) if record["data_dir"] else None
         starts = _lines(data / "starts") if data else []
         ends = _lines(data / "ends") if data else []
-        result.starts[record["id"]] = len(starts)
-        result.extra_starts += max(0, len(starts) - 1)
+        result.starts[record["id"]] = len(starts) - (record.get("restarts") or 0)
+        result.extra_starts += max(0, len(starts) - 1 - (record.get("restarts") or 0))
         result.never_started += not starts
         for start, end in zip(starts, ends):
             moment, _, gpu = start.partition(" ")

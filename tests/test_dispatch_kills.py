@@ -32,6 +32,16 @@ def test_ten_random_kills_of_the_dispatcher_start_nothing_twice(repo, monkeypatc
     assert result.samples > 20 and sorted(result.starts.values()) == [1] * 6, result.summary()
 
 
+def test_random_kills_with_time_slices_start_each_run_once_per_turn(repo, monkeypatch):
+    """Preemption on: runs yield their GPU every second and are queued again; kill -9 at random
+    moments still starts no run more than once per turn it was given, and no GPU has two."""
+    monkeypatch.setenv("FAKE_GPU_COUNT", "2")
+    result = campaign(repo.path, kills=6, runs=4, seconds=3.0, time_slice=1.0)
+    assert result.clean, result.summary()
+    assert sorted(result.starts.values()) == [1] * 4, result.summary()
+    assert sum(record["restarts"] for record in _runs(repo)) >= 2, _runs(repo)  # they did take turns
+
+
 def _sweep_killed_at(repo, point: str, count: int = 2):
     command = COMMAND.replace("SECONDS", "1")
     killed = repo.gs("sweep", "dup", "-p", "i=" + ",".join(str(i) for i in range(1, count + 1)), "--gpus", "1",
