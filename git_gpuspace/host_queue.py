@@ -9,17 +9,19 @@ is provably dead (kill -9) is removed by whoever reads it. Every dispatcher and 
 computes the same plan (schedule.plan, a pure function), so no process hands out GPUs.
 
 Anyone who can reach the engine can post, so what is read is data: bounded in size and count,
-checked field by field, and a poster's user is the one the kernel gives its pid where that can
-be seen (a label is only a claim).
+checked field by field. A post is made anew every REFRESH_S while it waits, and one not made anew
+for STALE_S is ignored, so a poster that died where its death cannot be proved (another pid
+namespace or machine) holds nothing back for long. Who can reach the engine is root on the host
+in all but name: a post's user is its own word, and the worst a forged post can do is to make
+others wait (or preempt runs that agreed to be preempted).
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import math
-import os
-import pwd
 import time
 from dataclasses import asdict
 from typing import Iterable
@@ -33,6 +35,8 @@ from .schedule import Holding, Plan, Want, plan
 
 MAX_WANTS = 64  # per poster: more than a machine has GPUs is never granted at once
 MAX_TEXT = 64 << 10
+REFRESH_S = 30.0  # a post is made anew this often while it waits ...
+STALE_S = 120.0  # ... and one older than this is ignored: its poster is gone (or cannot be seen to be alive)
 
 
 def run_key(repo: str, run_id: str) -> str:
@@ -69,11 +73,11 @@ class Board:
     def __init__(self, engine: Engine, owner: str) -> None:
         self.engine = engine
         self.name = WANT_PREFIX + hashlib.sha256(owner.encode()).hexdigest()[:16]
-        self.posted: tuple[str, str] | None = None  # (container id, what it says)
+        self.posted: tuple[str, str, float] | None = None  # (container id, what it says, when)
 
     def post(self, image: str, wants: list[Want]) -> None:
         text = json.dumps([asdict(want) for want in wants[:MAX_WANTS]], sort_keys=True, separators=(",", ":"))
-        if self.posted is not None and self.posted[1] == text:
+        if self.posted is not None and self.posted[1] == text and time.monotonic() - self.posted[2] < REFRESH_S:
             return
         self.clear()
         if not wants:
@@ -81,7 +85,7 @@ class Board:
         labels = {LABEL_WANTS: text, **this_process().labels()}
         for _ in range(2):
             try:
-                self.posted = (self.engine.create_claim(self.name, image, labels), text)
+                self.posted = (self.engine.create_claim(self.name, image, labels), text, time.monotonic())
                 return
             except NameInUse:  # left by a poster of ours that died: gone once it is provably dead
                 found = self.engine.labels_of(self.name)
@@ -107,7 +111,9 @@ def waiting(engine: Engine, own: Board | None = None) -> list[Want]:
         if provably_dead(poster, me):
             engine.remove_id(container_id)
             continue
-        found += _wants(labels.get(LABEL_WANTS), _user_of(poster))
+        if _age(poster.created) > STALE_S:
+            continue  # not made anew for long: its poster is gone where we cannot see it (another machine?)
+        found += _wants(labels.get(LABEL_WANTS), poster.user)
     return found
 
 
@@ -120,16 +126,15 @@ def decide(engine: Engine, containers: list[ContainerInfo], inventory: list[Gpu]
     return plan(usable(inventory, containers), holdings(containers), [*mine, *others], time.time())
 
 
-def _user_of(poster: Poster) -> str | None:
-    """The user the kernel gives the poster's pid (when it lives in our pid namespace and the
-    labels name its start), else None: then the post's own word is all there is."""
-    if not poster.pid or poster.pid_ns != this_process().pid_ns:
-        return None
+def _age(created: str) -> float:
+    """Seconds since a post was made, by its label; unknown or unreadable: as old as can be."""
     try:
-        stat = os.stat(f"/proc/{poster.pid}")
-        return pwd.getpwuid(stat.st_uid).pw_name
-    except (OSError, KeyError):
-        return None
+        when = _dt.datetime.fromisoformat(created)
+    except ValueError:
+        return math.inf
+    if when.tzinfo is None:
+        return math.inf
+    return (_dt.datetime.now(_dt.timezone.utc) - when).total_seconds()
 
 
 def _wants(text: object, user: str | None) -> list[Want]:

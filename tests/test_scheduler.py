@@ -195,3 +195,37 @@ def test_a_reservation_shows_in_gpus_and_in_the_reason_of_a_run_it_holds_back(re
     assert runs(repo)[-1]["state"] == "queued"  # the add took the two free GPUs
     repo.ok("remove", "--force", "../big")
     assert wait_for(lambda: runs(repo)[-1]["state"] == "succeeded", 30)
+
+
+def test_posts_that_are_malformed_stale_or_dead_hold_nothing_back(repo, docker_client, monkeypatch):
+    """What waits is posted on the engine, where anyone who can reach it can write: a post that is
+    not JSON, asks for absurd counts, is not made anew for minutes, or whose poster is provably
+    dead is data that holds no GPU back."""
+    from git_gpuspace.claim import this_process
+    from git_gpuspace.containers import LABEL_WANTS, WANT_PREFIX
+
+    monkeypatch.setenv("FAKE_GPU_COUNT", "1")
+    me = this_process()
+    want = {"key": "/elsewhere/big", "user": "mallory", "repo": "/elsewhere/.git", "count": 1, "priority": 9,
+            "since": 0.0, "preempt": True, "interactive": True, "gpus": []}
+    stale = {**me.labels(), "gpuspace.claim.created": "2026-01-01T00:00:00+00:00"}
+    dead = {**me.labels(), "gpuspace.claim.pid": "4194000", "gpuspace.claim.start": "1"}
+    posts = {"garbage": ({**me.labels(), LABEL_WANTS: "{not json"}),
+             "absurd": ({**me.labels(), LABEL_WANTS: json.dumps([{**want, "count": 10**9}])}),
+             "stale": ({**stale, LABEL_WANTS: json.dumps([want])}),
+             "dead": ({**dead, LABEL_WANTS: json.dumps([want])})}
+    made = [docker_client.containers.create(TEST_IMAGE, ["true"], name=f"{WANT_PREFIX}test-{name}-{me.pid}",
+                                            labels=labels, network_mode="none") for name, labels in posts.items()]
+    try:
+        started = subprocess.run(["git-gpuspace", "run", "--gpus", "1", "--", "true"], cwd=repo.path,
+                                 capture_output=True, text=True, timeout=60)
+        assert started.returncode == 0, started.stderr
+        assert all(r["reserved_for"] is None for r in json.loads(repo.ok("gpus", "--json").stdout))
+        names = {c.name for c in docker_client.containers.list(all=True, filters={"label": LABEL_WANTS})}
+        assert f"{WANT_PREFIX}test-dead-{me.pid}" not in names  # a provably dead poster's post is removed
+    finally:
+        for container in made:
+            try:
+                container.remove(force=True)
+            except Exception:  # noqa: BLE001 - removed by the dispatcher already
+                pass
