@@ -229,3 +229,21 @@ def test_posts_that_are_malformed_stale_or_dead_hold_nothing_back(repo, docker_c
                 container.remove(force=True)
             except Exception:  # noqa: BLE001 - removed by the dispatcher already
                 pass
+
+
+def test_a_run_of_higher_priority_with_preempt_takes_the_gpu_of_a_lower_one(repo, monkeypatch):
+    monkeypatch.setenv("FAKE_GPU_COUNT", "1")
+    repo.ok("run", "--detach", "--gpus", "1", "--preemptible", "--", "sh", "-c", COUNTING)
+    assert wait_for(lambda: runs(repo)[0]["state"] == "running", 30)
+    equal = repo.gs("run", "--detach", "--gpus", "1", "--preempt", "--", "true")  # same priority: it waits
+    assert equal.returncode == 0
+    time.sleep(3)
+    assert [r["state"] for r in runs(repo)] == ["running", "queued"]
+    urgent = subprocess.run(["git-gpuspace", "run", "--gpus", "1", "--priority", "5", "--preempt", "--", "echo", "urgent"],
+                            cwd=repo.path, capture_output=True, text=True, timeout=120)
+    assert urgent.returncode == 0, urgent.stderr
+    assert wait_for(lambda: all(r["state"] == "succeeded" for r in runs(repo)), 90), runs(repo)
+    first = runs(repo)[0]
+    assert first["restarts"] >= 1
+    log = repo.ok("logs", first["id"]).stdout
+    assert [line for line in log.splitlines() if line.startswith("unit ")] == [f"unit {n}" for n in range(1, 7)], log
