@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, default=4, help="stand-in GPUs (tests/engine/nvidia-smi)")
     parser.add_argument("--seconds", type=float, default=3.0, help="how long each run's command sleeps")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--time-slice", type=float, default=None, metavar="S",
+                        help="the runs are preemptible and take turns every S seconds (their work resumes)")
     parser.add_argument("--image", default=os.environ.get("GPUSPACE_TEST_IMAGE", "gpuspace-test:latest"))
     args = parser.parse_args(argv)
     root = Path(__file__).resolve().parent.parent
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         for step in (["git", "init", "-q", "-b", "main"], ["git", "commit", "-q", "--allow-empty", "-m", "c"]):
             subprocess.run(step, cwd=repo, env={**os.environ, **env}, check=True)
         try:
-            result = campaign(repo, args.kills, args.runs, args.seconds, env, args.seed, say=print)
+            result = campaign(repo, args.kills, args.runs, args.seconds, env, args.seed, say=print,
+                              time_slice=args.time_slice)
         finally:
             _remove_containers(repo / ".git")
     print(result.summary())
