@@ -120,11 +120,15 @@ class InLine:
         inventory = gpus.inventory()
         want = replace(self.want, count=len(inventory) if request.all else request.count or len(request.ids) or 1,
                        gpus=tuple({str(gpu.index): gpu.uuid for gpu in inventory}.get(i, i) for i in request.ids))
-        plan = decide(self.engine, self.engine.list_managed(), inventory, [want], self.board)
+        managed = self.engine.list_managed()
+        plan = decide(self.engine, managed, inventory, [want], self.board)
         granted = plan.grants.get(want.key)
         if granted is None:
             self.board.post(self.settings.image, [want])
-            raise GpusUnavailable(plan.waits.get(want.key, "no GPU free"))
+            why = plan.waits.get(want.key, "no GPU free")
+            if why.startswith("waiting for"):  # none free: the allocator's refusal says who holds them
+                allocate.choose(request, inventory, leases(managed), self.settings.share, self.settings.pack)
+            raise GpusUnavailable(why)
         return replace(self.settings, request=GpuRequest(ids=granted))
 
     def leave(self) -> None:

@@ -298,9 +298,10 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
     Returns the events, and whether a reason changed."""
     running = Counter(run.sweep for run in runs.runs if run.state in ("running", "preempted"))
     order = {run.id: index for index, run in enumerate(runs.runs)}
+    # a preempted run queued again is at the back of its queue, as the plan has it
     queued = sorted((run for run in runs.runs if run.state == "queued" and run.reason != PREPARING
                      and run.backend == "local"),
-                    key=lambda run: (-run.priority, order[run.id]))
+                    key=lambda run: (-run.priority, run.preempted_at or run.submitted, order[run.id]))
     events: list[str] = []
     waits: dict[str, str] = {}  # run id -> why it is still queued
     ready: list[tuple[Run, Settings]] = []  # may start as far as their sweeps say, in order
