@@ -86,12 +86,16 @@ class Plan:
     kills: tuple[int, int, int, float] = (50, 24, 4, 3.0)  # kill -9s of the dispatcher; runs of `sleep S` on G GPUs
     # the run store: finished runs in the history, in its anchor, cleaned by `runs clean`; repetitions of the clean
     store: tuple[int, int, int, int] = (5000, 10, 500, 5)
+    # the scheduler: two repos' sweeps of R runs of `sleep S` on G GPUs: (R, S, G); and the time slices: R runs (every
+    # third long) of L or T one-second units on G GPUs, with and without a slice of D seconds: (R, L, T, G, D)
+    sched: tuple[int, float, int] = (12, 2.0, 4)
+    sched_slice: tuple[int, int, int, int, float] = (12, 20, 2, 2, 5.0)
     profile_all: bool = False  # ... and what meets it
     only: str | None = None  # one section of SECTIONS, not all
 
 
 SECTIONS = {"hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue", "verify": "verify",
-            "slurm": "slurm", "kills": "kills", "store": "store"}
+            "slurm": "slurm", "kills": "kills", "store": "store", "scheduler": "scheduler"}
 
 
 FULL = Plan(
@@ -103,7 +107,7 @@ SMOKE = Plan(
     reps=1, reps_slow=1, small=(5, 10), large=(10, 20), project=(2, 5),
     scale=(1, 3), status_at=3, hook_bindings=2, tmpfs=False, before=False, profiles=False,
     warmup=False, quiet_s=0, queue=(4, 2, 1), big_sweeps=(2, 4), slurm_sweep=(4, 1), verify_sizes=(3, 2, 1),
-    kills=(2, 2, 2, 0.5), store=(200, 10, 20, 1),
+    kills=(2, 2, 2, 0.5), store=(200, 10, 20, 1), sched=(3, 1.0, 4), sched_slice=(3, 3, 1, 2, 2.0),
 )
 
 
@@ -305,12 +309,14 @@ class Figure:
     anchor: str
     ours_s: float | None  # medians (seconds), or a value in `unit`
     anchor_s: float | None
-    kind: str  # "ratio", "added" (ours - anchor, ms), "absolute" (ours, ms), "mib", "calls", "growth" (MiB) or "count"
+    kind: str  # "ratio", "added" (ours - anchor, ms), "absolute" (ours, ms), "mib", "calls", "growth" (MiB), "count"
+    # or "gpus" (GPUs held on average)
     target: float | None
     target_text: str
     note: str = ""
     ours_spread: tuple[float, float] | None = None  # fastest and slowest run
     anchor_spread: tuple[float, float] | None = None
+    low: float | None = None  # a lower bound of the target too (a range: 2 +- 1 GPUs)
 
     @property
     def value(self) -> float | None:
@@ -330,17 +336,18 @@ class Figure:
         if value is None:
             return "-"
         return {"ratio": f"{value:.2f}x", "added": f"{value:+.0f} ms", "absolute": f"{value:.0f} ms", "mib": f"{value:.1f} MiB",
-                "calls": f"{value:+.0f} calls", "growth": f"{value:+.1f} MiB", "count": f"{value:.0f}"}[self.kind]
+                "calls": f"{value:+.0f} calls", "growth": f"{value:+.1f} MiB", "count": f"{value:.0f}",
+                "gpus": f"{value:.2f} GPUs"}[self.kind]
 
     @property
     def met(self) -> bool | None:
         if self.target is None or self.value is None:
             return None
-        return self.value <= self.target
+        return self.value <= self.target and (self.low is None or self.value >= self.low)
 
     def cells(self) -> list[str]:
         verdict = {True: "met", False: "**missed**", None: "-"}[self.met]
-        if self.kind in ("calls", "growth", "count"):  # `ours` already says what was counted
+        if self.kind in ("calls", "growth", "count", "gpus"):  # `ours` already says what was counted
             return [self.title, self.ours, "-", self.result, self.target_text, verdict]
         ours = self._show(self.ours_s, self.ours_spread)
         anchor = self._show(self.anchor_s, self.anchor_spread)
@@ -475,6 +482,7 @@ class Bench:
             self.slurm()
             self.kills()
             self.store()
+            self.scheduler()
 
     def measure(self, arms: list[Arm], reps: int) -> None:
         alternate(arms, reps, self.say, warmup=self.plan.warmup)
@@ -957,6 +965,206 @@ class Bench:
             self.profiles.append((f"`git gpuspace runs clean`, {clean_n} finished runs",
                                   self.cprofile([str(gpuspace_script()), "runs", "clean"], repo)))
 
+    # the scheduler
+    def scheduler(self) -> None:
+        """The host's scheduler (git_gpuspace/schedule.py) as people meet it: two repos' sweeps
+        sharing the GPUs, an `add --wait` for 2 GPUs behind them, and time slices letting short
+        runs through long ones. Every figure comes from the runs' own `runs --json` records."""
+        runs_n, sleep_s, gpus_n = self.plan.sched
+        first = self.repo("repo-sched-a", self.plan.project)
+        second = self.repo("repo-sched-b", self.plan.project)
+        env = {**self.env, "FAKE_GPU_COUNT": str(gpus_n), "FAKE_GPU_SEED": secrets.token_hex(4)}  # GPUs of its own
+        # requests for GPUs posted on the engine by anything else (another checkout's tests) enter every
+        # dispatcher's plan, ours too: sampled all along, and each figure says when there were some
+        self.others = OtherWants(self.base)
+        with self.others:
+            self.sched_fairness(first, second, env)
+            self.sched_starvation(first, second, env)
+            self.sched_slices()
+        self.inputs.append(
+            f"The scheduler figures: two repositories of one user, sweeps of {runs_n} runs of `sleep {sleep_s:g}` "
+            f"submitted with `--detach` on {gpus_n} stand-in GPUs of their own; the time slices: "
+            f"{self.plan.sched_slice[0]} runs on {self.plan.sched_slice[3]} GPUs. Requests for GPUs posted on the "
+            f"engine by anything else while they ran (sampled every second): {self.others.summary(0, float('inf'))}."
+        )
+
+    def sched_records(self, repo: Path, env: dict[str, str], sweep: str) -> list[dict]:
+        import json
+
+        return json.loads(self.runner.output([*self.git_gpuspace, "runs", "--json", "--sweep", sweep], cwd=repo, env=env))
+
+    def sched_submit(self, repo: Path, env: dict[str, str], sweep: str, size: int, command: list[str],
+                     *options: str) -> float:
+        """Submit a sweep with --detach (its runs queued, its dispatcher in the background); the
+        epoch time it returned."""
+        self.runner.run([*self.git_gpuspace, "sweep", sweep, "-p", "n=" + ",".join(map(str, range(size))),
+                         "--gpus", "1", *options, "--detach", "--", *command], cwd=repo, env=env)
+        return time.time()
+
+    def sched_stop(self, started: list[tuple[Path, str]], env: dict[str, str]) -> None:
+        """Stop what is left of these sweeps (their dispatchers then end): after a failure too."""
+        for repo, sweep in started:
+            try:
+                subprocess.run([*self.git_gpuspace, "runs", "stop", "--sweep", sweep, "--all"], cwd=repo, env=env,
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+            except subprocess.TimeoutExpired:
+                self.say(f"  (`runs stop --sweep {sweep}` did not end in 120 s: its containers go at the end)")
+
+    def sched_wait(self, sweeps: list[tuple[Path, str]], env: dict[str, str], after: float, limit: float) -> dict:
+        """Wait (first `after` seconds, then looking every 2 s: `runs --json` costs CPU that the
+        runs' dispatchers share) until these sweeps have nothing queued or running; their records.
+        Meanwhile, the requests others posted on the engine are counted."""
+        time.sleep(after)
+        deadline = time.monotonic() + limit
+        while True:
+            records = {(repo, sweep): self.sched_records(repo, env, sweep) for repo, sweep in sweeps}
+            active = [r["id"] for found in records.values() for r in found if r["state"] in ("queued", "running", "preempted")]
+            if not active:
+                failed = [f"{r['id']} {r['state']}" for found in records.values() for r in found if r["state"] != "succeeded"]
+                if failed:
+                    raise CommandFailed(f"scheduler: runs that did not succeed: {', '.join(failed)}")
+                return records
+            if time.monotonic() > deadline:
+                raise CommandFailed(f"scheduler: still active after {after + limit:.0f} s: {', '.join(active)}")
+            time.sleep(2)
+
+    def sched_fairness(self, first: Path, second: Path, env: dict[str, str]) -> None:
+        """Repo A's sweep at t=0, repo B's at t=0.5: the GPUs each held on average while both had
+        work, and the runs each started in the first 6 s of it."""
+        runs_n, sleep_s, gpus_n = self.plan.sched
+        self.say(f"== scheduler, fair share: two repos' sweeps of {runs_n} runs of sleep {sleep_s:g} on {gpus_n} GPUs")
+        command = ["sleep", f"{sleep_s:g}"]
+        started: list[tuple[Path, str]] = []
+        try:
+            started.append((first, "fair-a"))
+            a_queued = self.sched_submit(first, env, "fair-a", runs_n, command)
+            time.sleep(0.5)
+            started.append((second, "fair-b"))
+            b_asked = time.time()
+            b_queued = self.sched_submit(second, env, "fair-b", runs_n, command)
+            records = self.sched_wait(started, env, 2 * runs_n * sleep_s / gpus_n, 300)
+        finally:
+            self.sched_stop(started, env)
+        a, b = records[(first, "fair-a")], records[(second, "fair-b")]
+        end = min(max(_moment(r["finished"]) for r in a), max(_moment(r["finished"]) for r in b))
+        window = 6.0
+        starts = [sum(1 for r in found if b_queued <= _moment(r["started"]) < b_queued + window) for found in (a, b)]
+        self.say(f"  B's runs queued {b_queued - a_queued:.1f} s after A's (its `sweep` took {b_queued - b_asked:.1f} s); "
+                 f"both had work for {end - b_queued:.1f} s; starts in the first {window:g} s: A {starts[0]}, B {starts[1]}")
+        if end <= b_queued:
+            raise CommandFailed("scheduler: repo A's sweep ended before repo B's runs were queued: no overlap to measure")
+        title = f"fair share, two repos' sweeps of {runs_n} x `sleep {sleep_s:g}` on {gpus_n} GPUs"
+        both = _held_average(a + b, b_queued, end)
+        for name, found in (("A", a), ("B", b)):
+            share = _held_average(found, b_queued, end)
+            self.figures.append(Figure(
+                f"{title}: repo {name}'s GPUs", f"{share:.2f} GPUs held on average", "", share, None, "gpus",
+                gpus_n / 2 + 1, f"{gpus_n / 2:g} ± 1 GPUs", low=gpus_n / 2 - 1,
+                note=f"while both had work: from B's runs queued ({b_queued - a_queued:.1f} s after A's; A's sweep at "
+                     f"t=0, B's at t=0.5) to the end of the first sweep to finish ({end - b_queued:.1f} s later), from "
+                     f"the runs' own started/finished/gpus; together {both:.2f} of {gpus_n}; other requests on the "
+                     f"engine: {self.others.summary(a_queued, end)}; before the scheduler (first come, first served) "
+                     "A kept 3 of the 4 GPUs" if name == "A" else ""))
+        self.figures.append(Figure(
+            f"{title}: runs started in the first {window:g} s, repo B's", f"A {starts[0]}, B {starts[1]}", "",
+            float(starts[1]), None, "count", None, "(reported)",
+            note="from B's runs queued; before the scheduler A had 12 starts in 14 s against B's 4"))
+
+    def sched_starvation(self, first: Path, second: Path, env: dict[str, str]) -> None:
+        """The same two sweeps, then `add --wait --gpus 2` in repo A: how long it waited, against
+        the same `add` on the idle machine."""
+        runs_n, sleep_s, gpus_n = self.plan.sched
+        self.say(f"== scheduler, no starvation: add --wait --gpus 2 behind two sweeps of {runs_n} 1-GPU runs")
+        command = ["sleep", f"{sleep_s:g}"]
+        started: list[tuple[Path, str]] = []
+        big = self.base / "sched-big"
+        add = [*self.git_gpuspace, "add", "--no-start", "--gpus", "2", "--image", self.image]
+        try:
+            started.append((first, "starve-a"))
+            self.sched_submit(first, env, "starve-a", runs_n, command)
+            time.sleep(0.5)
+            started.append((second, "starve-b"))
+            self.sched_submit(second, env, "starve-b", runs_n, command)
+            time.sleep(3)
+            running = sum(1 for repo, sweep in started for r in self.sched_records(repo, env, sweep) if r["state"] == "running")
+            clock, asked = time.perf_counter(), time.time()
+            done = subprocess.run([*add, "--wait", "-b", "sched-big", str(big)], cwd=first, env=env,
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
+            waited = time.perf_counter() - clock
+            if done.returncode != 0:
+                raise CommandFailed(f"`add --wait --gpus 2` exited {done.returncode}:\n{done.stderr[-2000:]}")
+            self.runner.run([*self.git_gpuspace, "remove", "--force", str(big)], cwd=first, env=env)
+            self.sched_wait(started, env, 0, 300)
+        finally:
+            if big.exists():
+                subprocess.run([*self.git_gpuspace, "remove", "--force", str(big)], cwd=first, env=env,
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+            self.sched_stop(started, env)
+        why = next((line.split("waiting for GPUs", 1)[1].strip() for line in done.stderr.splitlines()
+                    if "waiting for GPUs" in line), "")
+        idle_path = self.base / "sched-idle"
+        idle = self.runner.run([*add, "--wait", "-b", "sched-idle", str(idle_path)], cwd=first, env=env)
+        self.runner.run([*self.git_gpuspace, "remove", "--force", str(idle_path)], cwd=first, env=env)
+        self.say(f"  add --wait took {waited:.1f} s ({running} runs running when asked), {idle.seconds:.1f} s on the idle machine; {why}")
+        self.figures.append(Figure(
+            f"`add --wait --gpus 2` behind two repos' sweeps of {runs_n} x `sleep {sleep_s:g}` on {gpus_n} GPUs",
+            "`add --wait` on the busy machine", "the same `add` on the idle one", waited, idle.seconds, "added",
+            sleep_s * 1000 + 1000, f"<= {sleep_s + 1:g} s added (one run's length + the 1 s dispatch gap)",
+            note="the target: the second GPU it needs frees when a run that started just before it asked ends and "
+                 "its container is gone (the queue's dispatch gap, p95 <= 1 s), then `add` looks again (every 0.5 s); "
+                 f"asked 3 s after B's sweep was queued (A's at t=0, B's at t=0.5), {running} runs running; "
+                 + (f"it said `waiting for GPUs {why}`" if why else "it did not wait")
+                 + f"; other requests on the engine: {self.others.summary(asked, asked + waited)}; before the "
+                 "scheduler it waited 20.6 s"))
+
+    def sched_slices(self) -> None:
+        """A sweep of short and long runs on few GPUs, with and without `--time-slice`: when the
+        short runs' results come, and when the last run ends. The runs work in one-second units
+        and checkpoint the count to /data, so a sliced run resumes where it was."""
+        runs_n, long_u, short_u, gpus_n, slice_s = self.plan.sched_slice
+        repo = self.repo("repo-sched-slice", self.plan.project)
+        env = {**self.env, "FAKE_GPU_COUNT": str(gpus_n), "FAKE_GPU_SEED": secrets.token_hex(4)}
+        self.say(f"== scheduler, time slices: {runs_n} runs (every third {long_u} s, the others {short_u} s) on "
+                 f"{gpus_n} GPUs, without and with --time-slice {slice_s:g}s")
+        script = (f"u={short_u}; [ $(({{n}} % 3)) -eq 0 ] && u={long_u}; n=0; "
+                  '[ -n "$GPUSPACE_RESUME" ] && [ -f /data/ckpt ] && n=$(cat /data/ckpt); '
+                  "trap 'exit 143' TERM; "
+                  'while [ "$n" -lt "$u" ]; do sleep 1; n=$((n+1)); echo "unit $n"; echo "$n" > /data/ckpt; done')
+        measured, spans = {}, {}
+        work = (runs_n // 3 + (runs_n % 3 > 0)) * long_u + (runs_n - runs_n // 3 - (runs_n % 3 > 0)) * short_u
+        for sweep, options in (("whole", ()), ("sliced", ("--time-slice", f"{slice_s:g}s"))):
+            started = [(repo, sweep)]
+            try:
+                submitted = time.time()
+                self.sched_submit(repo, env, sweep, runs_n, ["sh", "-c", script], *options)
+                records = self.sched_wait(started, env, work / gpus_n * 0.8, 600)[(repo, sweep)]
+                spans[sweep] = (submitted, max(_moment(r["finished"]) for r in records))
+            finally:
+                self.sched_stop(started, env)
+            short = [r for r in records if int(r["params"]["n"]) % 3 != 0]
+            to_result = statistics.mean(_moment(r["finished"]) - submitted for r in short)
+            makespan = max(_moment(r["finished"]) for r in records) - submitted
+            units = sum((Path(r["data_dir"]) / "logs" / "run.log").read_text().count("unit ") for r in records)
+            measured[sweep] = (to_result, makespan, sum(r["restarts"] for r in records),
+                               sum(r["lost_s"] for r in records), units - work)
+            self.say(f"  {sweep}: short runs' mean time to result {to_result:.1f} s, makespan {makespan:.1f} s, "
+                     f"{measured[sweep][2]} restarts, {measured[sweep][3]:.1f} s lost, {units - work} units done twice")
+        whole, sliced = measured["whole"], measured["sliced"]
+        title = (f"time slices, {runs_n} runs (every third {long_u} s, the others {short_u} s) on {gpus_n} GPUs")
+        self.figures.append(Figure(
+            f"{title}: the short runs' mean time to result", f"`--time-slice {slice_s:g}s`", "no slice", sliced[0],
+            whole[0], "ratio", 1.0, "< 1x (the slice cuts it)",
+            note="from the `sweep --detach` command's start (it makes the worktrees, then queues) to each short run's "
+                 "finish, mean; the runs count one-second units checkpointed to /data, resumed after a slice; other "
+                 f"requests on the engine: {self.others.summary(*spans['whole'])} without the slice, "
+                 f"{self.others.summary(*spans['sliced'])} with it"))
+        self.figures.append(Figure(
+            f"{title}: makespan", f"`--time-slice {slice_s:g}s`", "no slice", sliced[1], whole[1], "ratio", None,
+            "(reported)",
+            note=f"from the sweep's start to its last run's end; sliced: {sliced[2]} restarts, {sliced[3]:.0f} s off "
+                 f"the GPU, {sliced[4]} units of work done twice (a unit under way when SIGTERM came); ideal "
+                 f"{work / gpus_n:.0f} s of work per GPU"))
+
     def history(self, repo: Path, count: int, env: dict[str, str], *options: str) -> str:
         """`count` finished runs in the repo's store (benchmarks/store_history.py); the file of the
         store module it wrote them through."""
@@ -1187,6 +1395,71 @@ class Bench:
         for prefix in (str(ROOT) + "/", str(Path(sys.prefix)) + "/", str(Path(sys.base_prefix)) + "/"):
             text = text.replace(prefix, "")
         return text
+
+
+class OtherWants:
+    """Samples, every second in a thread of its own, the requests for GPUs that anything but this
+    run posted on the engine (`gpuspace-want-*` containers: another checkout's dispatchers or
+    tests). Our dispatchers' plans count them among those waiting, whatever GPUs they came for."""
+
+    def __init__(self, base: Path) -> None:
+        import threading
+
+        self.prefix = str(base) + os.sep
+        self.samples: list[tuple[float, int]] = []  # (epoch seconds, requests of others)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> "OtherWants":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join(timeout=70)
+
+    def _sample(self) -> None:
+        import json
+
+        while not self.done.is_set():
+            try:
+                listing = subprocess.run(["docker", "ps", "-a", "--filter", "label=gpuspace.wants", "--format",
+                                          '{{.Label "gpuspace.wants"}}'], capture_output=True, text=True,
+                                         timeout=60).stdout
+            except (OSError, subprocess.TimeoutExpired):
+                listing = None
+            if listing is not None:
+                count = 0
+                for line in listing.splitlines():
+                    try:
+                        entries = json.loads(line)
+                    except ValueError:
+                        continue
+                    count += sum(1 for entry in entries if isinstance(entry, dict)
+                                 and not str(entry.get("repo", "")).startswith(self.prefix)) if isinstance(entries, list) else 0
+                self.samples.append((time.time(), count))
+            self.done.wait(1.0)
+
+    def summary(self, start: float, end: float) -> str:
+        """`none in 17 samples`, or `in 5 of 17 samples, up to 3 requests`."""
+        within = [count for moment, count in self.samples if start <= moment <= end]
+        seen = [count for count in within if count]
+        if not seen:
+            return f"none in {len(within)} sample{'s' * (len(within) != 1)}"
+        return f"in {len(seen)} of {len(within)} samples, up to {max(seen)} request{'s' * (max(seen) != 1)}"
+
+
+def _moment(text: str) -> float:
+    """Epoch seconds of a `runs --json` time."""
+    return datetime.datetime.fromisoformat(text).timestamp()
+
+
+def _held_average(records: list[dict], start: float, end: float) -> float:
+    """GPUs these runs held on average from `start` to `end` (sampled at 400 moments)."""
+    steps = [start + (end - start) * (i + 0.5) / 400 for i in range(400)]
+    return sum(len(r["gpus"]) for at in steps for r in records
+               if r["started"] and _moment(r["started"]) <= at < (_moment(r["finished"]) if r["finished"] else float("inf"))
+               ) / len(steps)
 
 
 def _api_path(path: str) -> str:
