@@ -44,6 +44,7 @@ LABEL_TIME_SLICE = "gpuspace.time_slice"  # seconds it keeps its GPUs while runs
 # one per waiting queue, never one of ours (as the claim is not)
 WANT_PREFIX = "gpuspace-want-"
 LABEL_WANTS = "gpuspace.wants"
+LABEL_WANT_GPUS = "gpuspace.wants.gpus"  # the poster's GPUs (UUIDs): a post is for whoever shares one
 LABEL_GIT = "gpuspace.git"  # PRIVATE_GIT: its git is a private git dir (containers made before share the host's)
 PRIVATE_GIT = "private"
 

@@ -29,7 +29,7 @@ from typing import Iterable
 from . import gpus
 from .claim import Holder as Poster, provably_dead, this_process
 from .containers import (LABEL_PREEMPTIBLE, LABEL_PRIORITY, LABEL_REPO, LABEL_RUN, LABEL_TIME_SLICE,
-                          LABEL_WANTS, LABEL_WORKTREE, WANT_PREFIX, ContainerInfo, Engine, NameInUse)
+                          LABEL_WANT_GPUS, LABEL_WANTS, LABEL_WORKTREE, WANT_PREFIX, ContainerInfo, Engine, NameInUse)
 from .model import Gpu
 from .schedule import Holding, Plan, Want, plan
 
@@ -75,14 +75,15 @@ class Board:
         self.name = WANT_PREFIX + hashlib.sha256(owner.encode()).hexdigest()[:16]
         self.posted: tuple[str, str, float] | None = None  # (container id, what it says, when)
 
-    def post(self, image: str, wants: list[Want]) -> None:
+    def post(self, image: str, wants: list[Want], gpus: list[str]) -> None:
+        """`gpus`: the UUIDs this poster sees; its post counts for those who share one of them."""
         text = json.dumps([asdict(want) for want in wants[:MAX_WANTS]], sort_keys=True, separators=(",", ":"))
         if self.posted is not None and self.posted[1] == text and time.monotonic() - self.posted[2] < REFRESH_S:
             return
         self.clear()
         if not wants:
             return
-        labels = {LABEL_WANTS: text, **this_process().labels()}
+        labels = {LABEL_WANTS: text, LABEL_WANT_GPUS: ",".join(gpus), **this_process().labels()}
         for _ in range(2):
             try:
                 self.posted = (self.engine.create_claim(self.name, image, labels), text, time.monotonic())
@@ -100,8 +101,10 @@ class Board:
             self.posted = None
 
 
-def waiting(engine: Engine, own: Board | None = None) -> list[Want]:
-    """What every other poster waits for; the posts of the provably dead are removed."""
+def waiting(engine: Engine, own: Board | None, gpus: set[str]) -> list[Want]:
+    """What every other poster that shares one of `gpus` waits for (a post for other GPUs is
+    not ours to weigh: the engine may serve hosts or test stand-ins with GPUs of their own);
+    the posts of the provably dead are removed."""
     me = this_process()
     found: list[Want] = []
     for container_id, name, labels in engine.list_wants():
@@ -113,6 +116,8 @@ def waiting(engine: Engine, own: Board | None = None) -> list[Want]:
             continue
         if _age(poster.created) > STALE_S:
             continue  # not made anew for long: its poster is gone where we cannot see it (another machine?)
+        if not gpus & set(str(labels.get(LABEL_WANT_GPUS, "")).split(",")):
+            continue
         found += _wants(labels.get(LABEL_WANTS), poster.user)
     return found
 
@@ -122,7 +127,9 @@ def decide(engine: Engine, containers: list[ContainerInfo], inventory: list[Gpu]
     """The plan for the whole machine, with `mine` among what waits (mine win over a post that
     names the same key). `others`: the posts, when read already."""
     keys = {want.key for want in mine}
-    others = [want for want in (waiting(engine, own) if others is None else others) if want.key not in keys]
+    if others is None:
+        others = waiting(engine, own, {gpu.uuid for gpu in inventory})
+    others = [want for want in others if want.key not in keys]
     return plan(usable(inventory, containers), holdings(containers), [*mine, *others], time.time())
 
 

@@ -202,16 +202,19 @@ def test_posts_that_are_malformed_stale_or_dead_hold_nothing_back(repo, docker_c
     not JSON, asks for absurd counts, is not made anew for minutes, or whose poster is provably
     dead is data that holds no GPU back."""
     from git_gpuspace.claim import this_process
-    from git_gpuspace.containers import LABEL_WANTS, WANT_PREFIX
+    from git_gpuspace.containers import LABEL_WANT_GPUS, LABEL_WANTS, WANT_PREFIX
+    from conftest import fake_gpu_uuids
 
     monkeypatch.setenv("FAKE_GPU_COUNT", "1")
     me = this_process()
+    ours = {LABEL_WANT_GPUS: ",".join(fake_gpu_uuids())}  # posted for our GPUs, so weighed
     want = {"key": "/elsewhere/big", "user": "mallory", "repo": "/elsewhere/.git", "count": 1, "priority": 9,
             "since": 0.0, "preempt": True, "interactive": True, "gpus": []}
-    stale = {**me.labels(), "gpuspace.claim.created": "2026-01-01T00:00:00+00:00"}
-    dead = {**me.labels(), "gpuspace.claim.pid": "4194000", "gpuspace.claim.start": "1"}
-    posts = {"garbage": ({**me.labels(), LABEL_WANTS: "{not json"}),
-             "absurd": ({**me.labels(), LABEL_WANTS: json.dumps([{**want, "count": 10**9}])}),
+    stale = {**me.labels(), **ours, "gpuspace.claim.created": "2026-01-01T00:00:00+00:00"}
+    dead = {**me.labels(), **ours, "gpuspace.claim.pid": "4194000", "gpuspace.claim.start": "1"}
+    posts = {"garbage": ({**me.labels(), **ours, LABEL_WANTS: "{not json"}),
+             "absurd": ({**me.labels(), **ours, LABEL_WANTS: json.dumps([{**want, "count": 10**9}])}),
+             "elsewhere": ({**me.labels(), LABEL_WANT_GPUS: "GPU-elsewhere", LABEL_WANTS: json.dumps([want])}),
              "stale": ({**stale, LABEL_WANTS: json.dumps([want])}),
              "dead": ({**dead, LABEL_WANTS: json.dumps([want])})}
     made = [docker_client.containers.create(TEST_IMAGE, ["true"], name=f"{WANT_PREFIX}test-{name}-{me.pid}",

@@ -124,7 +124,7 @@ class InLine:
         plan = decide(self.engine, managed, inventory, [want], self.board)
         granted = plan.grants.get(want.key)
         if granted is None:
-            self.board.post(self.settings.image, [want])
+            self.board.post(self.settings.image, [want], [gpu.uuid for gpu in inventory])
             why = plan.waits.get(want.key, "no GPU free")
             if why.startswith("waiting for"):  # none free: the allocator's refusal says who holds them
                 allocate.choose(request, inventory, leases(managed), self.settings.share, self.settings.pack)

@@ -77,7 +77,7 @@ def _reservations(engine: Engine, managed: list, inventory: list) -> dict[str, s
     as they free), or frees for one by preemption: GPU UUID -> that request, as `user: what`."""
     from ..host_queue import decide, waiting
 
-    wants = waiting(engine)
+    wants = waiting(engine, None, {gpu.uuid for gpu in inventory})
     if not wants:
         return {}
     plan = decide(engine, managed, inventory, [], others=wants)

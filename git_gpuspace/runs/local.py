@@ -426,6 +426,7 @@ class HostShare:
         self.settings: dict[str, Settings] = {}
         self.signalled: set[tuple] = set()  # (run id, when its preemption began)
         self.wants: dict[str, Want] = {}  # run id -> its request, as last planned
+        self.inventory: list = []  # the GPUs as last planned
 
     def settings_of(self, info: worktrees.RepoInfo, defaults: dict, run: Run, sweep) -> Settings:
         if run.id not in self.settings:
@@ -442,14 +443,12 @@ class HostShare:
              released: list[ContainerInfo], containers: list[ContainerInfo]) -> tuple[Plan | None, list]:
         """The host's plan, with this repo's runs that need GPUs among what waits; None when
         nothing of ours waits and no other post could want our preemptible runs' GPUs."""
-        others = None
-        if not scheduled:
-            if not any(run.state in ("running", "preempted") and run.preemptible for run in runs.runs):
-                return None, []
-            others = waiting(engine, self.board)
-            if not others:
-                return None, []
-        inventory = gpus.inventory()
+        if not scheduled and not any(run.state in ("running", "preempted") and run.preemptible for run in runs.runs):
+            return None, []
+        inventory = self.inventory = gpus.inventory()
+        others = waiting(engine, self.board, {gpu.uuid for gpu in inventory})
+        if not scheduled and not others:
+            return None, inventory
         repo, user = str(info.common_dir), current_user()
         self.wants = {run.id: Want(key=run_key(repo, run.id), user=user, repo=repo,
                                    count=_count(settings.request, inventory), priority=run.priority,
@@ -480,7 +479,8 @@ class HostShare:
             return
         image = next((settings.image for _, settings in waiting_runs if settings.build is None), "")
         try:
-            self.board.post(image, [self.wants[run.id] for run, _ in waiting_runs if run.id in self.wants])
+            self.board.post(image, [self.wants[run.id] for run, _ in waiting_runs if run.id in self.wants],
+                            [gpu.uuid for gpu in self.inventory])
         except GpuspaceError:
             pass  # no post this turn (the image is not there yet): the plan still stands for ours
 
