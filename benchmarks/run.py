@@ -974,8 +974,9 @@ class Bench:
         first = self.repo("repo-sched-a", self.plan.project)
         second = self.repo("repo-sched-b", self.plan.project)
         env = {**self.env, "FAKE_GPU_COUNT": str(gpus_n), "FAKE_GPU_SEED": secrets.token_hex(4)}  # GPUs of its own
-        # requests for GPUs posted on the engine by anything else (another checkout's tests) enter every
-        # dispatcher's plan, ours too: sampled all along, and each figure says when there were some
+        # requests for GPUs posted on the engine by anything else (another checkout's tests): a post counts
+        # only for GPUs its poster shares, so stand-ins of other seeds hold ours back in nothing; still
+        # sampled all along, and each figure says when there were some
         self.others = OtherWants(self.base)
         with self.others:
             self.sched_fairness(first, second, env)
@@ -1400,7 +1401,8 @@ class Bench:
 class OtherWants:
     """Samples, every second in a thread of its own, the requests for GPUs that anything but this
     run posted on the engine (`gpuspace-want-*` containers: another checkout's dispatchers or
-    tests). Our dispatchers' plans count them among those waiting, whatever GPUs they came for."""
+    tests). Our dispatchers' plans count only those posted for GPUs they share (none, for stand-in
+    GPUs of another seed): the figures say how many there were, for the record."""
 
     def __init__(self, base: Path) -> None:
         import threading
