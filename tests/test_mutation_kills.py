@@ -84,6 +84,41 @@ def test_a_refused_count_lists_every_holder_and_the_default_hint():
     assert error.hint == DEFAULT_HINT
 
 
+def test_a_refusal_says_who_holds_each_gpu_taken_by_index():
+    """What a queue shows as the reason its run waits (`GPUs 0-3 held by …`)."""
+    leases = {"GPU-0": [held("a", user=ME)], "GPU-1": [held("b")], "GPU-3": [held("d")]}
+    assert refusal(GpuRequest(count=2), leases).held == {0: "/w/a (a)", 1: "/w/b (b)", 3: "/w/d (d)"}
+    assert refusal(GpuRequest(ids=("1",)), leases).held == {1: "/w/b (b)"}
+
+
+def test_durations_in_seconds_and_their_refusals():
+    assert [config.duration(text, "--grace") for text in ("30", "30s", "1.5s", "5m", "1h", " 2M ", ".5", "0")] == \
+        [30, 30, 1.5, 300, 3600, 120, 0.5, 0]
+    for text, why in (("-3", "a duration is not negative"), ("3x", "not a duration"), ("", "not a duration")):
+        with pytest.raises(UsageError) as refused:
+            config.duration(text, "--grace")
+        assert str(refused.value) == f"invalid --grace '{text}': {why}"
+        assert refused.value.hint == "a duration such as 30, 30s, 1.5s, 5m or 1h"
+    with pytest.raises(UsageError) as refused:
+        config.duration("0s", "--time-slice", zero=False)
+    assert str(refused.value) == "invalid --time-slice '0s': it must be more than 0"
+    assert refused.value.hint == "a duration such as 30, 30s, 1.5s, 5m or 1h"
+    assert config.duration("0.1", "--time-slice", zero=False) == 0.1
+
+
+def test_booleans_as_typed_or_as_a_file_holds_them():
+    assert [config.boolean("preemptible", value) for value in (True, False, "true", " Yes ", "on", "false",
+                                                                "NO", "off")] == [True, False] + [True] * 3 + [False] * 3
+    with pytest.raises(UsageError) as refused:
+        config.boolean("preemptible", "maybe")
+    assert str(refused.value) == "preemptible must be true or false, not 'maybe'"
+    assert refused.value.hint == "git gpuspace config set preemptible true (or false)"
+    assert config.coerce("preemptible", "TRUE") is True and config.coerce("preemptible", "off") is False
+    with pytest.raises(UsageError, match="^preemptible must be true or false, not 'maybe'$"):
+        config.coerce("preemptible", "maybe")
+    assert config.coerce("jupyter", "8888") == 8888 and config.coerce("image", "x:1") == "x:1"
+
+
 def test_a_refused_single_gpu_is_singular():
     leases = {f"GPU-{i}": [held(f"w{i}")] for i in range(4)}
     message = str(refusal(GpuRequest(count=1), leases))
