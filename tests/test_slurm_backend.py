@@ -136,16 +136,22 @@ def scontrol(*args: str) -> str:
     return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True).stdout
 
 
+def running_preemptible(repo, command: str, grace: int, said: str) -> dict:
+    """A preemptible run on Slurm, once its command said `said`."""
+    ok(repo, "run", "--backend", "slurm", "--gpus", "none", "--preemptible", "--grace", str(grace), "--detach", "--",
+       "sh", "-c", command)
+    assert wait_for(lambda: runs(repo)[0]["state"] == "running", 60), brief(runs(repo)[0])
+    [record] = runs(repo)
+    assert wait_for(lambda: said in ok(repo, "logs", record["id"]).stdout, 60)
+    return record
+
+
 def test_a_preemptible_run_that_slurm_requeues_goes_on_in_its_data_dir(repo):
     attempt = ('echo "attempt restarts=$GPUSPACE_RESTARTS resume=${GPUSPACE_RESUME:-0}"; '
                'if [ -n "${GPUSPACE_RESUME:-}" ]; then echo resumed; exit 0; fi; sleep 300')
-    ok(repo, "run", "--backend", "slurm", "--gpus", "none", "--preemptible", "--grace", "5", "--detach", "--",
-       "sh", "-c", attempt)
-    assert wait_for(lambda: runs(repo)[0]["state"] == "running", 60), brief(runs(repo)[0])
-    [first] = runs(repo)
+    first = running_preemptible(repo, attempt, 5, "attempt restarts=0 resume=0")
     job = first["job"]
     assert "Requeue=1" in scontrol("show", "job", job)
-    assert wait_for(lambda: "attempt restarts=0 resume=0" in ok(repo, "logs", first["id"]).stdout, 60)
     scontrol("requeue", job)  # as Slurm does when it preempts a job with PreemptMode=REQUEUE
     assert wait_for(lambda: (runs(repo)[0]["state"], runs(repo)[0]["restarts"]) == ("queued", 1), 60), \
         brief(runs(repo)[0])
@@ -166,11 +172,7 @@ def test_a_preemptible_run_that_slurm_requeues_goes_on_in_its_data_dir(repo):
 def test_sigterm_to_the_job_reaches_the_command_which_checkpoints_to_data(repo):
     checkpoint = ("trap 'echo saved > /data/ckpt; exit 0' TERM; echo started; "
                   "i=0; while [ $i -lt 300 ]; do sleep 1; i=$((i+1)); done; exit 9")
-    ok(repo, "run", "--backend", "slurm", "--gpus", "none", "--preemptible", "--grace", "10", "--detach", "--",
-       "sh", "-c", checkpoint)
-    assert wait_for(lambda: runs(repo)[0]["state"] == "running", 60), brief(runs(repo)[0])
-    [record] = runs(repo)
-    assert wait_for(lambda: "started" in ok(repo, "logs", record["id"]).stdout, 60)
+    record = running_preemptible(repo, checkpoint, 10, "started")
     # what --signal=B:TERM@grace sends before the job's time is up, and Slurm's requeue before its SIGKILL
     subprocess.run(["scancel", "--signal=TERM", "--batch", record["job"]], check=True)
     assert wait_for(lambda: runs(repo)[0]["state"] not in ("queued", "running"), 60), brief(runs(repo)[0])
