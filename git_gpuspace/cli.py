@@ -322,13 +322,25 @@ def build_parser() -> argparse.ArgumentParser:
     task = verbs.add_parser("_slurm-task")  # what a Slurm job runs on its node; not for people
     task.add_argument("run")
 
+    ui = verbs.add_parser(
+        "ui", help="serve MLflow's UI for the repo's tracked runs on 127.0.0.1",
+        description="Serve MLflow's own UI for the repo's MLflow store (the `tracking.uri` setting; by default "
+        ".git/gpuspace-mlflow.db) on 127.0.0.1 and a free port, printing its URL, until Ctrl-C. Runs are logged "
+        "to MLflow by a tracker process of the repo while they run: params, tags, each `name=number` of the log as "
+        "the next step of that metric (`step=N` or `epoch=N` on the line sets it), /data/metrics.json, the status and "
+        "/data/artifacts. Needs the mlflow extra: pip install 'git-gpuspace[mlflow]'.")
+    ui.add_argument("--port", type=int, metavar="N", help="this port instead of a free one")
+
+    track = verbs.add_parser("_track")  # the repo's tracker, started in the background; not for people
+    track.add_argument("--once", action="store_true")
+
     hook = verbs.add_parser("_hook")  # what the installed hooks call; not for people
     hook.add_argument("event", choices=("new-worktree", "converge", "verify", "pre-push", "sync"))
     return parser
 
 
 _MODULES = {"rm": "remove", "stop": "start", "restart": "start", "_hook": "hook", "shell": "exec", "sweep": "run",
-            "_slurm-task": "slurm_task"}
+            "_slurm-task": "slurm_task", "_track": "track", "ui": "track"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
