@@ -497,10 +497,22 @@ class Engine:
         sock = self.api.exec_start(exec_id, socket=True)
         raw = getattr(sock, "_sock", sock)
 
+        # From the file descriptor where there is one: a daemon thread blocked in a buffered
+        # read holds that buffer's lock, which aborts the interpreter at exit
+        try:
+            fd = stdin.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+
+        def chunk() -> bytes:
+            if fd is not None:
+                return os.read(fd, 65536)
+            return stdin.read1(65536) if hasattr(stdin, "read1") else stdin.read(65536)
+
         def feed() -> None:
             try:
-                while chunk := stdin.read1(65536) if hasattr(stdin, "read1") else stdin.read(65536):
-                    raw.sendall(chunk)
+                while data := chunk():
+                    raw.sendall(data)
             except OSError:
                 pass  # the command exited without reading it all
             finally:
