@@ -87,30 +87,32 @@ def installed() -> bool:
         return False
 
 
-def _setting(info, key: str) -> Any:
+def _settings_of(info) -> dict[str, Any]:
+    """The repo's effective settings, with the tracking keys read from the raw layers where
+    config.KEYS does not know them yet."""
     from . import config, state
 
     defaults = state.load(info.common_dir).defaults
-    value = config.effective(defaults, {}).get(key)
-    if value is None:  # a key config.KEYS does not know yet: the raw layers
-        value = {**config.load_user(), **defaults}.get(key)
-    return value
+    merged = config.effective(defaults, {})
+    raw = {**config.load_user(), **defaults}
+    return {**{key: raw[key] for key in ("tracking", "tracking.uri", "tracking.experiment") if key in raw}, **merged}
 
 
-def settings(info) -> Target | None:
+def settings(info, values: dict[str, Any] | None = None) -> Target | None:
     """Where the repo's runs are tracked; None when tracking is off."""
-    switch = _setting(info, "tracking")
+    values = _settings_of(info) if values is None else values
+    switch = values.get("tracking")
     if switch is not None and str(switch).strip().lower() in OFF:
         return None
-    uri = os.environ.get(URI_ENV) or _setting(info, "tracking.uri")
+    uri = os.environ.get(URI_ENV) or values.get("tracking.uri")
     uri = str(uri).strip() if uri else ""
     if uri.lower() in OFF:
         return None
-    experiment = os.environ.get(EXPERIMENT_ENV) or _setting(info, "tracking.experiment") or info.name
+    experiment = os.environ.get(EXPERIMENT_ENV) or values.get("tracking.experiment") or info.name
     if not uri:
         return Target(f"sqlite:///{info.common_dir / DB_NAME}", (info.common_dir / ARTIFACTS_NAME).as_uri(),
                       str(experiment))
-    if "://" not in uri and not uri.startswith(("databricks", "/")):
+    if "://" not in uri and not uri.startswith("databricks"):
         raise UsageError(f"tracking.uri '{uri}' is not a tracking URI",
                          hint="http(s)://HOST:PORT for a server, sqlite:///PATH, or none")
     return Target(uri, None, str(experiment))
@@ -404,11 +406,19 @@ def _making_store(uri: str) -> Iterator[None]:
         yield
 
 
-def open_client(uri: str):
-    """An MlflowClient whose store exists (made under the store's lock when it is ours)."""
+def open_client(uri: str, artifacts: str | None = None):
+    """An MlflowClient whose store exists (made under the store's lock when it is ours; with
+    `artifacts`, its Default experiment's artifacts go there, not to ./mlruns of the cwd)."""
     from mlflow.tracking import MlflowClient
 
     with _making_store(uri):
+        if artifacts and uri.startswith("sqlite:") and not os.path.exists(uri.removeprefix("sqlite:///")):
+            try:
+                from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+                SqlAlchemyStore(uri, artifacts)
+            except ImportError:
+                pass  # made by the client below, as MLflow makes it
         client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
     return client
@@ -417,7 +427,7 @@ def open_client(uri: str):
 class Tracker:
     def __init__(self, info, target: Target) -> None:
         self.info, self.target = info, target
-        self.client = open_client(target.uri)
+        self.client = open_client(target.uri, target.artifacts)
         self.repo = repo_key(info.common_dir)
         self.host = socket.gethostname()
         self.experiment_id = self._experiment()
@@ -587,7 +597,7 @@ class Tracker:
 
     def _default_image(self) -> str | None:
         try:
-            return _setting(self.info, "image")
+            return _settings_of(self.info).get("image")
         except GpuspaceError:
             return None
 
@@ -877,7 +887,7 @@ def serve_ui(info, port: int | None = None) -> int:
     from .runs.at_work import lock_path as dispatch_lock
 
     try:
-        open_client(target.uri)  # its tables made here, under the lock the tracker takes for that
+        open_client(target.uri, target.artifacts)  # its tables made here, under the lock the tracker takes for that
     except GpuspaceError:
         raise
     except Exception as error:  # noqa: BLE001 - one line

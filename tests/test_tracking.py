@@ -164,6 +164,71 @@ def test_a_bad_tracking_uri_is_one_line(plain_repo, mlflow_client):
     assert "Traceback" not in result.stderr
 
 
+def _record(repo, change) -> None:
+    """Change the repo's run records as a dispatcher would (no engine: data dirs of our own)."""
+    from git_gpuspace.runs import store
+
+    with store.locked(repo.common_dir) as runs:
+        change(runs)
+        runs.save()
+
+
+def test_a_retried_run_goes_on_in_its_mlflow_run_and_a_run_never_started_is_not_logged(plain_repo, mlflow_client,
+                                                                                       tmp_path):
+    from git_gpuspace.runs import model
+
+    data = tmp_path / "data"
+    (data / "logs").mkdir(parents=True)
+    log = data / "logs" / "run.log"
+    log.write_text("loss=1\nloss=2\n")
+    commit = plain_repo.git("rev-parse", "HEAD").stdout.strip()
+
+    def submit(runs):
+        first = model.Run("r-1", ["python", "train.py"], commit, str(plain_repo.path), params={"lr": "0.1"})
+        model.start(first, data_dir=str(data), gpus=["GPU-x"], gpu_indices=[0])
+        dropped = model.Run("r-2", ["true"], commit, str(plain_repo.path))
+        model.drop(dropped, "not run")
+        cleaned = model.Run("r-3", ["true"], commit, str(plain_repo.path))
+        model.start(cleaned)
+        model.end(cleaned, 0)
+        cleaned.metrics, cleaned.cleaned = {"acc": 0.5}, True
+        runs.runs += [first, dropped, cleaned]
+
+    _record(plain_repo, submit)
+    track(plain_repo, "--once")
+    client = mlflow_client(store_uri(plain_repo))
+    children, _ = runs_by_id(client, plain_repo.path.name)
+    assert set(children) == {"r-1", "r-3"}  # r-2 never ran
+    assert children["r-1"].info.status == "RUNNING" and children["r-1"].data.params == {"lr": "0.1"}
+    assert children["r-1"].data.tags["gpuspace.gpus"] == "GPU-x"
+    assert history(client, children["r-1"], "loss") == [(0, 1.0), (1, 2.0)]
+    assert children["r-3"].info.status == "FINISHED" and history(client, children["r-3"], "acc") == [(0, 0.5)]
+
+    with open(log, "a") as output:
+        output.write("loss=3\nval=7")  # its last line has no end: read once the run ended
+    _record(plain_repo, lambda runs: model.end(runs.find("r-1"), 1))
+    track(plain_repo, "--once")
+    run = client.get_run(children["r-1"].info.run_id)
+    assert run.info.status == "FAILED" and run.data.tags["gpuspace.logged"].startswith("failed:")
+    assert history(client, run, "loss") == [(0, 1.0), (1, 2.0), (2, 3.0)] and history(client, run, "val") == [(0, 7.0)]
+
+    def retry(runs):  # `runs retry`: queued again, then started in the same data dir, its log appended
+        again = runs.find("r-1")
+        model.requeue(again)
+        model.start(again, data_dir=str(data))
+
+    _record(plain_repo, retry)
+    with open(log, "a") as output:
+        output.write("\nloss=4\n")
+    track(plain_repo, "--once")
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"
+    _record(plain_repo, lambda runs: model.end(runs.find("r-1"), 0))
+    track(plain_repo, "--once")
+    children, _ = runs_by_id(client, plain_repo.path.name)
+    assert children["r-1"].info.run_id == run.info.run_id and children["r-1"].info.status == "FINISHED"
+    assert history(client, run, "loss") == [(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0)]
+
+
 # --- the real engine, the real MLflow ---------------------------------------------------------
 
 
