@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     settings = verbs.add_parser("config", help="get, set, unset or list settings (user or repo)")
     actions = settings.add_subparsers(dest="action", metavar="<action>", required=True)
     keys = "image, gpus, memory, cpus, shm_size, publish_address, data_root, jupyter, ssh, tensorboard, backend, " \
-        "slurm.*, runs.metrics, preemptible"
+        "slurm.*, runs.metrics, preemptible, tracking, tracking.uri, tracking.experiment"
     for action, text in (("get", "print a setting (the effective one unless --user/--repo)"),
                          ("set", "set a setting (in the repo when inside one, as git config)"),
                          ("unset", "remove a setting"), ("list", "every setting and where it comes from")):

@@ -34,7 +34,10 @@ BUILT_IN: dict[str, Any] = {
 }
 KEYS = ("image", "gpus", "memory", "cpus", "shm_size", "publish_address", "data_root", "jupyter", "ssh", "tensorboard",
         "backend", "slurm.partition", "slurm.account", "slurm.time", "slurm.qos", "slurm.extra", "slurm.workdir",
-        "slurm.container", "runs.metrics", "preemptible")  # runs.metrics: the `runs` table's metric columns, NAME,...
+        "slurm.container", "runs.metrics", "preemptible",  # runs.metrics: the `runs` table's metric columns, NAME,...
+        # tracking: `none` turns MLflow tracking off; tracking.uri: sqlite:///..., http(s)://... or none (default: the
+        # repo's .git/gpuspace-mlflow.db); tracking.experiment (default: the repo's name)
+        "tracking", "tracking.uri", "tracking.experiment")
 
 
 def default_data_root() -> Path:

@@ -39,9 +39,14 @@ def store_uri(repo) -> str:
     return f"sqlite:///{repo.common_dir / tracking.DB_NAME}"
 
 
+ON = {tracking.URI_ENV: ""}  # tracking as the settings say (conftest turns it off for every other test)
+
+
 def track(repo, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The tracker in the foreground, once one the dispatcher started has let go."""
+    assert _wait(lambda: not tracking.tracker_alive(repo.common_dir), 120)
     result = subprocess.run(["git-gpuspace", "_track", *args], cwd=repo.path, capture_output=True, text=True,
-                            env={**os.environ, **(env or {})}, timeout=timeout)
+                            env={**os.environ, **ON, **(env or {})}, timeout=timeout)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     return result
@@ -148,7 +153,7 @@ def test_ensure_tracker_does_not_import_mlflow(plain_repo, mlflow_client):
     probe = subprocess.run([sys.executable, "-c", "import sys, time\nfrom git_gpuspace import tracking, worktrees\n"
                             "log = tracking.ensure_tracker(worktrees.discover())\n"
                             "print(log is not None, 'mlflow' in sys.modules)"],
-                           cwd=plain_repo.path, capture_output=True, text=True)
+                           cwd=plain_repo.path, capture_output=True, text=True, env={**os.environ, **ON})
     assert probe.stdout.split() == ["True", "False"], probe.stderr
     # the tracker it started finds nothing to log and goes
     lock = tracking.lock_path(plain_repo.common_dir)
@@ -277,14 +282,14 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_run(repo, mlflow_client):
 
 
 def test_a_tracker_killed_mid_way_then_another_loses_and_repeats_nothing(repo, mlflow_client):
-    lines = 40000
+    lines = 20000
     repo.ok("run", "--gpus", "none", "--quiet", "--", "sh", "-c",
             f"i=0; while [ $i -lt {lines} ]; do echo \"loss=$i\"; i=$((i+1)); done")
     database = repo.common_dir / tracking.DB_NAME
     kills, partial = 0, []
     for _attempt in range(4):
         process = subprocess.Popen(["git-gpuspace", "_track"], cwd=repo.path, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)
+                                   stderr=subprocess.PIPE, text=True, env={**os.environ, **ON})
         before = _count(database)
         if _wait(lambda: _count(database) > before or process.poll() is not None, 120) and process.poll() is None:
             process.send_signal(signal.SIGKILL)
@@ -311,7 +316,7 @@ def test_a_metric_is_in_mlflow_within_seconds_of_its_line(repo, mlflow_client):
     assert _wait(lambda: json.loads(repo.ok("runs", "--json").stdout)[0]["state"] != "queued", 120)
     started = subprocess.run([sys.executable, "-c", "from git_gpuspace import tracking, worktrees\n"
                               "print(tracking.ensure_tracker(worktrees.discover()))"],
-                             cwd=repo.path, capture_output=True, text=True)
+                             cwd=repo.path, capture_output=True, text=True, env={**os.environ, **ON})
     assert started.stdout.strip() == str(tracking.log_path(repo.common_dir)), started.stderr
     client = mlflow_client(store_uri(repo))
 
@@ -342,8 +347,8 @@ def test_a_team_server_gets_the_runs(repo, mlflow_client, tmp_path):
     uri = f"http://127.0.0.1:{port}"
     try:
         assert _wait(lambda: _get(f"{uri}/health") == 200, 120), "mlflow server did not come up"
-        configured = repo.gs("config", "set", "tracking.uri", uri)
-        env = {} if configured.returncode == 0 else {tracking.URI_ENV: uri}
+        repo.ok("config", "set", "tracking.uri", uri)
+        env = ON  # the setting, not conftest's `none`
         repo.ok("config", "set", "runs.metrics", "loss")  # (unrelated settings stay as they are)
         result = repo.gs("run", "--gpus", "none", "--quiet", "--", "sh", "-c",
                          f"{EPOCHS}; mkdir -p /data/artifacts; echo w > /data/artifacts/w.txt", env=env)
@@ -363,7 +368,7 @@ def test_a_team_server_gets_the_runs(repo, mlflow_client, tmp_path):
 
 def test_ui_serves_the_repo_s_store_until_interrupted(plain_repo, mlflow_client):
     process = subprocess.Popen(["git-gpuspace", "ui"], cwd=plain_repo.path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, **ON})
     try:
         url = process.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
@@ -416,3 +421,19 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+
+
+def test_the_dispatcher_starts_the_tracker_that_logs_its_runs(repo, mlflow_client):
+    """Nothing but `run`: its dispatcher starts the repo's tracker, which logs the run and goes."""
+    result = repo.gs("run", "--gpus", "none", "--quiet", "--", "sh", "-c", EPOCHS, env=ON)
+    assert result.returncode == 0, result.stderr
+    client = mlflow_client(store_uri(repo))
+
+    def logged() -> bool:
+        found = client.get_experiment_by_name(repo.path.name)
+        return found is not None and any(run.info.status == "FINISHED" for run in client.search_runs([found.experiment_id]))
+
+    assert _wait(logged, 180), tracking.log_path(repo.common_dir).read_text()
+    (run,) = runs_by_id(client, repo.path.name)[0].values()
+    assert history(client, run, "loss") == [(1, 0.9), (2, 0.5), (3, 0.3)]
+    assert _wait(lambda: not tracking.tracker_alive(repo.common_dir), 120)

@@ -74,6 +74,10 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
                     time.sleep(1)
                 else:
                     engine_down = False
+                if mine and any(not line.startswith(WAITING) for line in lines):
+                    from .. import tracking  # only once a run started or ended
+
+                    tracking.ensure_tracker(info)  # the repo's tracker logs it
                 active = run_store.load(info.common_dir, states=ACTIVE_RUNS).runs
                 seen.update(run.id for run in active if run.backend == "local")
                 ours = run_store.load(info.common_dir, ids=seen if wanted is None else wanted).runs
