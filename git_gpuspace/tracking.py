@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import GpuspaceError, UsageError
+from .untrusted_files import open_under
 
 URI_ENV = "GPUSPACE_TRACKING_URI"  # overrides the `tracking.uri` setting
 EXPERIMENT_ENV = "GPUSPACE_TRACKING_EXPERIMENT"  # overrides `tracking.experiment`
@@ -248,30 +249,6 @@ def end_values(document: bytes | None) -> dict[str, float]:
 
 
 _FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
-def open_under(top: str | Path, relative: str) -> int | None:
-    """An fd of the regular file at `relative` under `top`, every component opened without
-    following a link; None for anything else (missing, a link, a FIFO, a device)."""
-    try:
-        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        parts = relative.split("/")
-        for part in parts[:-1]:
-            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-        leaf = os.open(parts[-1], _FLAGS, dir_fd=fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(os.fstat(leaf).st_mode):
-        os.close(leaf)
-        return None
-    return leaf
 
 
 def read_at(fd: int, offset: int, limit: int) -> bytes:

@@ -75,16 +75,16 @@ def require_regular(*paths: Path | str) -> None:
             raise refusal(path, mode)
 
 
-def read_under(top: Path | str, relative: str, limit: int, offset: int = 0) -> bytes | None:
-    """At most `limit` bytes from `offset` of the regular file at `relative` under `top`, opened
-    component by component without following any link: None for anything else (missing, a link,
-    a FIFO). For folders a container fills, where even a directory on the way may be a link."""
-    parts = relative.split("/")
+def open_under(top: Path | str, relative: str) -> int | None:
+    """An fd of the regular file at `relative` under `top`, every component opened without
+    following a link; None for anything else (missing, a link, a FIFO, a device). For folders a
+    container fills, where even a directory on the way may be a link."""
     try:
         fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return None
     try:
+        parts = relative.split("/")
         for part in parts[:-1]:
             inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             os.close(fd)
@@ -94,9 +94,19 @@ def read_under(top: Path | str, relative: str, limit: int, offset: int = 0) -> b
         return None
     finally:
         os.close(fd)
+    if not stat.S_ISREG(os.fstat(leaf).st_mode):
+        os.close(leaf)
+        return None
+    return leaf
+
+
+def read_under(top: Path | str, relative: str, limit: int, offset: int = 0) -> bytes | None:
+    """At most `limit` bytes from `offset` of the regular file at `relative` under `top` (see
+    open_under); None for anything else."""
+    leaf = open_under(top, relative)
+    if leaf is None:
+        return None
     with os.fdopen(leaf, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(leaf).st_mode):
-            return None
         if offset:
             handle.seek(offset)
         return handle.read(limit)
