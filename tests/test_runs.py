@@ -251,16 +251,20 @@ def test_a_gpu_busy_outside_gpuspace_is_not_handed_out(repo, monkeypatch):
 
 def test_add_wait_waits_for_a_gpu_in_the_queue(repo, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_GPU_COUNT", "1")
-    busy = subprocess.Popen(["git-gpuspace", "run", "--gpus", "1", "--", "sleep", "3"], cwd=repo.path,
+    busy = subprocess.Popen(["git-gpuspace", "run", "--gpus", "1", "--", "sleep", "60"], cwd=repo.path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for(lambda: any(r["state"] == "running" for r in runs(repo)), 30)
     refused = repo.gs("add", "-b", "now", str(tmp_path / "now"), "--gpus", "1")
     assert refused.returncode == 1 and not (tmp_path / "now").exists()
     short = repo.gs("add", "-b", "short", str(tmp_path / "short"), "--gpus", "1", "--wait=1")
     assert short.returncode == 1 and "waiting for GPUs" in short.stderr and not (tmp_path / "short").exists()
-    waited = repo.gs("add", "-b", "later", str(tmp_path / "later"), "--gpus", "1", "--wait")
-    assert waited.returncode == 0, waited.stderr
-    assert busy.wait(timeout=30) == 0
+    waiting = subprocess.Popen(["git-gpuspace", "add", "-b", "later", str(tmp_path / "later"), "--gpus", "1", "--wait"],
+                               cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    repo.ok("runs", "stop", runs(repo)[0]["id"])  # the GPU frees: the waiting add gets it
+    _, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert busy.wait(timeout=30) == 1  # stopped
 
 
 def test_detach_hands_the_queue_to_a_background_dispatcher(repo):
