@@ -252,8 +252,9 @@ def test_queued_runs_wait_for_a_claim_another_user_holds_and_start_once_it_is_le
         assert [r["state"] for r in json.loads(repo.ok("runs", "--json").stdout)] == ["queued", "queued"]
     assert sweep.wait(timeout=60) == 0
     said = sweep.stderr.read()
-    assert said.count("queued runs wait for the GPU claim, held by pid ") == 1, said
-    assert "(gpuspace-other: " in said, said
+    # said once for this holder, not at every turn (another test's brief hold on the same engine is said too)
+    told = [line for line in said.splitlines() if "queued runs wait for the GPU claim, held by pid " in line]
+    assert [line for line in told if "(gpuspace-other: " in line] == told[:1], said
     assert [r["state"] for r in json.loads(repo.ok("runs", "--json").stdout)] == ["succeeded", "succeeded"]
 
 
