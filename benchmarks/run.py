@@ -90,12 +90,14 @@ class Plan:
     # third long) of L or T one-second units on G GPUs, with and without a slice of D seconds: (R, L, T, G, D)
     sched: tuple[int, float, int] = (12, 2.0, 4)
     sched_slice: tuple[int, int, int, int, float] = (12, 20, 2, 2, 5.0)
+    # searches: T trials of each sampler over K seeds, on G GPUs, runs of E epochs (S seconds each): (T, K, G, E, S)
+    search: tuple[int, int, int, int, float] = (32, 5, 4, 10, 0.3)
     profile_all: bool = False  # ... and what meets it
     only: str | None = None  # one section of SECTIONS, not all
 
 
 SECTIONS = {"hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue", "verify": "verify",
-            "slurm": "slurm", "kills": "kills", "store": "store", "scheduler": "scheduler"}
+            "slurm": "slurm", "kills": "kills", "store": "store", "scheduler": "scheduler", "search": "search"}
 
 
 FULL = Plan(
@@ -108,6 +110,7 @@ SMOKE = Plan(
     scale=(1, 3), status_at=3, hook_bindings=2, tmpfs=False, before=False, profiles=False,
     warmup=False, quiet_s=0, queue=(4, 2, 1), big_sweeps=(2, 4), slurm_sweep=(4, 1), verify_sizes=(3, 2, 1),
     kills=(2, 2, 2, 0.5), store=(200, 10, 20, 1), sched=(3, 1.0, 4), sched_slice=(3, 3, 1, 2, 2.0),
+    search=(4, 1, 2, 3, 0.1),
 )
 
 
@@ -988,6 +991,69 @@ class Bench:
             f"{self.plan.sched_slice[0]} runs on {self.plan.sched_slice[3]} GPUs. Requests for GPUs posted on the "
             f"engine by anything else while they ran (sampled every second): {self.others.summary(0, float('inf'))}."
         )
+
+    # a known function of the parameters, lowest (0.1) at lr=1e-2, d=0.3; each epoch prints the loss so far,
+    # falling to it as 1/epoch (a poor trial is poor from its first epochs: what a pruner can see); products,
+    # not ^ or log: the test image's awk is busybox's, without its maths
+    SEARCH_OBJECTIVE = ('i=1; while [ $i -le {epochs} ]; do awk "BEGIN {{ a = ({{lr}} - 0.01) * 10; b = {{d}} - 0.3; '
+                        'printf \\"epoch=$i loss=%.6f\\n\\", (a * a + b * b + 0.1) * (1 + 2 / $i) }}"; '
+                        'sleep {sleep}; i=$((i+1)); done')
+
+    def search(self) -> None:
+        """`sweep --search` (Optuna) against itself: the best value TPE finds against random
+        search at the same number of trials (median over seeds), and the GPU-seconds the median
+        pruner saves at the same trials (the random sampler with one seed draws the same trials
+        with and without it). Figures from the runs' `runs --json` records."""
+        import json
+        import statistics
+
+        trials, seeds, gpus_n, epochs, sleep_s = self.plan.search
+        repo = self.repo("repo-search", self.plan.project)
+        env = {**self.env, "FAKE_GPU_COUNT": str(gpus_n), "FAKE_GPU_SEED": secrets.token_hex(4)}
+        command = ["sh", "-c", self.SEARCH_OBJECTIVE.format(epochs=epochs, sleep=f"{sleep_s:g}")]
+
+        def sweep(name: str, sampler: str, seed: int, prune: str) -> list[dict]:
+            self.runner.run([*self.git_gpuspace, "sweep", name, "--search", sampler, "--trials", str(trials), "--seed",
+                             str(seed), "--max-parallel", str(gpus_n), "--metric", "loss", "--minimize", "--prune", prune,
+                             "-p", "lr=loguniform(1e-4,1)", "-p", "d=uniform(0,1)", "--gpus", "1", "--", *command],
+                            cwd=repo, env=env)
+            return json.loads(self.runner.output([*self.git_gpuspace, "runs", "--json", "--sweep", name], cwd=repo, env=env))
+
+        def best(records: list[dict]) -> float:
+            return min(r["value"] for r in records if r["value"] is not None)
+
+        def gpu_seconds(records: list[dict]) -> float:
+            return sum((r["duration_s"] or 0) * max(1, len(r["gpus"])) for r in records)
+
+        self.say(f"== search: {trials} trials of tpe and of random, {seeds} seeds, {gpus_n} GPUs, {epochs} epochs")
+        found: dict[str, list[float]] = {"tpe": [], "random": []}
+        for seed in range(seeds):
+            for sampler in found:
+                found[sampler].append(best(sweep(f"{sampler}-{seed}", sampler, seed, "none")))
+        tpe, rand = statistics.median(found["tpe"]), statistics.median(found["random"])
+        self.say(f"  best loss, tpe: {found['tpe']}; random: {found['random']}")
+        self.figures.append(Figure(
+            f"search, best loss of {trials} trials (median of {seeds} seeds; optimum 0.1 x (1 + 2/{epochs}))",
+            "--search tpe", "--search random", tpe, rand, "ratio", 1.0, "<= 1 (TPE no worse)",
+            note=f"tpe {', '.join(f'{v:.4f}' for v in found['tpe'])}; random {', '.join(f'{v:.4f}' for v in found['random'])}; "
+                 f"at most {gpus_n} trials at once"))
+        self.say(f"== search: --prune median against none, {trials} random trials (seed 0)")
+        whole = found_records = sweep("prune-none", "random", 0, "none")
+        pruned = sweep("prune-median", "random", 0, "median")
+        cut = sum(1 for r in pruned if r["pruned"])
+        used, used_whole = gpu_seconds(pruned), gpu_seconds(whole)
+        self.figures.append(Figure(
+            f"search, GPU-seconds of {trials} trials with --prune median", "pruned", "not pruned", used, used_whole,
+            "ratio", 0.7, "<= 0.70 (>= 30% saved)",
+            note=f"{cut} of {trials} trials pruned; {used:.1f} against {used_whole:.1f} GPU-seconds, from the runs' "
+                 f"durations and GPUs"))
+        self.figures.append(Figure(
+            "search, best loss with --prune median against without", "pruned", "not pruned", best(pruned),
+            best(found_records), "ratio", 1.1, "<= 1.10 (no more than 10% worse)"))
+        self.inputs.append(
+            f"The search figures: `sweep --search` of {trials} trials over lr=loguniform(1e-4,1), d=uniform(0,1), each "
+            f"run {epochs} epochs of `sleep {sleep_s:g}` printing `epoch=i loss=...`, at most {gpus_n} at once on "
+            f"{gpus_n} stand-in GPUs.")
 
     def sched_records(self, repo: Path, env: dict[str, str], sweep: str) -> list[dict]:
         import json

@@ -167,19 +167,34 @@ def build_parser() -> argparse.ArgumentParser:
                                   "waits for free GPUs; dispatches in the foreground and exits 0 when every run succeeded.")
         if verb == "sweep":
             runner.add_argument("name", help="the sweep's name (unique in the repo); `sweep resume NAME` dispatches "
-                                "what of that sweep is queued")
+                                "what of that sweep is queued (and goes on searching); `sweep show NAME` shows a search")
             runner.add_argument("-p", "--param", action="append", dest="params", metavar="NAME=V1,V2",
                                 help="an axis; the command uses it as {NAME}; several axes: their cross product")
             runner.add_argument("--grid-file", metavar="FILE", help="TOML: [axes] (lists of values) and/or [[sets]]")
             runner.add_argument("--random", type=int, metavar="N", help="N parameter sets drawn from the grid")
-            runner.add_argument("--seed", type=int, metavar="S", help="the seed of --random (default: a new draw)")
+            runner.add_argument("--seed", type=int, metavar="S", help="the seed of --random or --search (default: a new draw)")
             runner.add_argument("--append", action="store_true", help="add runs to an existing sweep")
             runner.add_argument("--max-parallel", type=int, metavar="N", help="at most N runs of the sweep at once")
             runner.add_argument("--runs-per-gpu", type=int, default=1, metavar="K",
                                 help="pack K runs of this sweep on one GPU (small models); never with anything else")
+            searching = runner.add_argument_group(
+                "search (Optuna)", "ask for parameters as runs end instead of running a grid: -p NAME=loguniform(A,B), "
+                "uniform(A,B), int(A,B), choice(V1,V2,...); plain -p NAME=V1,V2 is a choice. `sweep show NAME` "
+                "prints the best trial")
+            searching.add_argument("--search", choices=("tpe", "random", "cmaes", "grid"),
+                                   help="the sampler that picks each trial's parameters")
+            searching.add_argument("--trials", type=int, metavar="N", help="how many trials (with --append: in all)")
+            searching.add_argument("--metric", metavar="NAME", help="the value each run prints as NAME=value "
+                                   "(or writes to /data/metrics.json): the last one is the trial's")
+            direction = searching.add_mutually_exclusive_group()
+            direction.add_argument("--minimize", dest="direction", action="store_const", const="minimize")
+            direction.add_argument("--maximize", dest="direction", action="store_const", const="maximize")
+            searching.add_argument("--prune", choices=("median", "hyperband", "none"), default="none",
+                                   help="stop trials whose metric, as they print it, lags the others' (default none)")
         else:
             runner.set_defaults(name=None, params=None, append=False, max_parallel=None, grid_file=None, random=None,
-                                seed=None, runs_per_gpu=1)
+                                seed=None, runs_per_gpu=1, search=None, trials=None, metric=None, direction=None,
+                                prune="none")
         runner.add_argument("--commit", metavar="COMMIT-ISH", help="run this commit (default: HEAD of this "
                             "worktree, with its uncommitted changes to tracked files)")
         runner.add_argument("--priority", type=int, default=0, metavar="N", help="higher runs start first (default 0)")
@@ -208,15 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
         _add_container_settings(runner)
         runner.add_argument("command", nargs="*", help="-- then the command and its arguments")
 
-    runs = verbs.add_parser("runs", help="the queue and history of runs; resume, show, stop, retry, clean, forget",
+    runs = verbs.add_parser("runs", help="the queue and history of runs; resume, show, stop, retry, clean, forget, plot",
                             description="List runs (default): GPUs by index, the commit (`*`: a snapshot of "
                             "uncommitted changes), why a run waits or failed, and metrics (metrics.json, else "
                             "`name=number` in the log). `resume` dispatches what is queued (after Ctrl-C, kill or "
                             "reboot); `show ID`; `stop ID|--sweep NAME [--all]`; `retry ID|--sweep NAME --failed`; "
                             "`clean [ID|--sweep NAME] [--purge]` removes finished runs' worktrees, containers and "
                             "refs and keeps their records; `forget [ID|--sweep NAME]` drops records (cleaning them "
-                            "first; with no target, the cleaned ones).")
-    runs.add_argument("action", nargs="?", choices=("list", "resume", "show", "stop", "retry", "clean", "forget"),
+                            "first; with no target, the cleaned ones); `plot --sweep NAME --metric M -o FILE.png` draws each run's "
+                            "curve of M.")
+    runs.add_argument("action", nargs="?", choices=("list", "resume", "show", "stop", "retry", "clean", "forget", "plot"),
                       default="list", help="what to do (default: list)")
     runs.add_argument("run", nargs="?", metavar="ID", help="a run's id (show, stop, retry, clean, forget)")
     runs.add_argument("--sweep", metavar="NAME", help="only this sweep's runs")
@@ -225,10 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--purge", action="store_true",
                       help="clean, forget: also delete the runs' data dirs (logs, checkpoints)")
     runs.add_argument("--csv", action="store_true", help="list as CSV")
-    runs.add_argument("--state", choices=("queued", "running", "preempted", "succeeded", "failed", "stopped"), help="only runs in this state")
+    runs.add_argument("--state", choices=("queued", "running", "preempted", "succeeded", "failed", "stopped", "pruned"), help="only runs in this state")
     runs.add_argument("--metrics", metavar="NAME,...",
                       help="the metric columns, in this order (default: the `runs.metrics` setting, else every "
                       "metric that is not a parameter's name)")
+    runs.add_argument("--metric", metavar="NAME", help="plot: the metric whose curves are drawn")
+    runs.add_argument("-o", "--output", metavar="FILE", help="plot: the image to write (.png, .pdf, .svg)")
     runs.add_argument("--sort", metavar="[-]METRIC",
                       help="order by a metric from the runs' logs; --sort=-METRIC: descending")
     runs.add_argument("--json", action="store_true", help="machine-readable output")

@@ -33,6 +33,11 @@ def _end_stopping(run: Run) -> None:
     model.end(run, 0)
 
 
+def _end_pruning(run: Run) -> None:
+    run.reason = model.PRUNING
+    model.end(run, 143)
+
+
 OPERATIONS = {
     "start": ("running", lambda run: model.start(run)),
     "drop": ("stopped", lambda run: model.drop(run, "dropped")),
@@ -42,6 +47,7 @@ OPERATIONS = {
     "end 1": ("failed", lambda run: model.end(run, 1)),
     "end None": ("failed", lambda run: model.end(run, None)),
     "end stopping": ("stopped", _end_stopping),
+    "end pruning": ("pruned", _end_pruning),
     "preempt": ("preempted", lambda run: model.preempt(run, "for a run of higher priority")),
     "back_in_line": ("queued", lambda run: model.back_in_line(run)),
 }
@@ -65,6 +71,14 @@ def test_every_allowed_move_is_reached_by_some_function():
     reached = {(source, target) for source in STATES for target, _ in OPERATIONS.values() if target in MOVES[source]}
     assert reached == {(source, target) for source, targets in MOVES.items() for target in targets}
     assert MOVES["succeeded"] == ()  # a run that succeeded stays so
+    assert MOVES["pruned"] == ()  # its trial was given up: told, and not run again
+
+
+def test_a_run_whose_trial_is_pruned_ends_pruned_even_with_retries_left():
+    run = running()
+    run.retries, run.reason = 2, model.PRUNING
+    line = model.end(run, 143)
+    assert (run.state, run.reason, run.retries) == ("pruned", None, 2) and line.startswith("run-1 pruned (exit 143)")
 
 
 @pytest.mark.parametrize("call", [
@@ -214,7 +228,7 @@ def test_could_not_start_from_running_starting():
     assert run.duration_s is None
 
 
-@pytest.mark.parametrize("state", FINISHED[1:])
+@pytest.mark.parametrize("state", ["failed", "stopped"])
 def test_requeue_of_a_failed_or_stopped_run_clears_what_it_did(state, tmp_path):
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "run.log").write_text("loss=1\n")

@@ -92,6 +92,8 @@ def _value(hint, index: int):
         return [_value(args[0], index), _value(args[0], index + 1)]
     if origin is dict:
         return {"key-a": _value(args[1], index), "key b": _value(args[1], index + 1)}
+    if hint is dict:  # a document of JSON values (a search's plan)
+        return {"key-a": [index, {"nested": f"value-{index}"}], "key b": None}
     raise AssertionError(f"no test value for {hint}: add one")
 
 

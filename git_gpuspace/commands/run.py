@@ -16,7 +16,7 @@ from ..runs import backend as backends
 from ..runs import grid
 from ..runs.submit import Submission, recover, submit, withdraw
 from ..runs import store as run_store
-from ..runs.model import GRACE_S, Run
+from ..runs.model import ACTIVE, GRACE_S, Run
 from ..runs.output_stream import OutputStream
 from ..settings import settings_from
 
@@ -30,21 +30,32 @@ def run(args: argparse.Namespace) -> int:
     command = list(args.command[1:] if args.command[:1] == ["--"] else args.command)
     if args.verb == "sweep" and args.name == "resume" and len(command) == 1 and not args.params:
         return _resume_sweep(info, command[0])  # `sweep resume NAME`, as `runs resume` for one sweep
+    if args.verb == "sweep" and args.name == "show" and len(command) == 1 and not args.params:
+        from .sweep_show import show
+
+        return show(info, command[0])
     if not command:
         raise UsageError(f"give the command after --, e.g. git gpuspace {args.verb} -- python train.py")
     sweep = args.name if args.verb == "sweep" else None
     if sweep:
         if not SWEEP_NAME.match(sweep):
             raise UsageError(f"invalid sweep name '{sweep}'", hint="lower-case letters, digits, '.', '_' and '-'")
-        axes = grid.parse_axes(args.params or [])
-        sets: list[dict[str, str]] = []
-        if args.grid_file:
-            file_axes, sets = grid.load_grid_file(args.grid_file)
-            twice = sorted(set(axes) & set(file_axes))
-            if twice:
-                raise UsageError(f"axis '{twice[0]}' is given by -p and by the grid file")
-            axes.update(file_axes)
-        param_sets = grid.parameter_sets(command, axes, sets, args.random, args.seed)
+        if args.search:
+            space = _search_space(args, command)
+            param_sets = []  # asked for as runs end
+        else:
+            if args.trials is not None or args.metric or args.direction or args.prune != "none":
+                raise UsageError("--trials, --metric, --minimize/--maximize and --prune go with --search",
+                                 hint="--search tpe|random|cmaes|grid")
+            axes = grid.parse_axes(args.params or [])
+            sets: list[dict[str, str]] = []
+            if args.grid_file:
+                file_axes, sets = grid.load_grid_file(args.grid_file)
+                twice = sorted(set(axes) & set(file_axes))
+                if twice:
+                    raise UsageError(f"axis '{twice[0]}' is given by -p and by the grid file")
+                axes.update(file_axes)
+            param_sets = grid.parameter_sets(command, axes, sets, args.random, args.seed)
     else:
         grid.check(command, {})
         param_sets = [{}]
@@ -68,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if args.commit is None:  # a container's commits come in first: the run pins what it committed
         private_git.sync_here(info)
     commit, snapshot = _pin(info, args.commit)
+    if sweep and args.search:
+        return _begin_search(info, args, backend, space, replace(asked, commit=commit, snapshot=snapshot), settings)
     ids = submit(info, replace(asked, commit=commit, snapshot=snapshot))
     print(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''} at {commit[:8]}"
           + (" (a snapshot of uncommitted changes)" if snapshot else "") + f": {', '.join(ids)}", file=sys.stderr)
@@ -129,15 +142,112 @@ def resume(info: worktrees.RepoInfo) -> None:
 
 
 def report(ended: list[Run]) -> int:
-    failed = [run for run in ended if run.state != "succeeded"]
-    print(f"{len(ended) - len(failed)} succeeded, {len(failed)} failed or stopped", file=sys.stderr)
+    """A line of how the runs ended; 0 when each succeeded (or was pruned by its search)."""
+    failed = [run for run in ended if run.state not in ("succeeded", "pruned")]
+    pruned = sum(1 for run in ended if run.state == "pruned")
+    print(f"{len(ended) - len(failed) - pruned} succeeded, " + (f"{pruned} pruned, " if pruned else "")
+          + f"{len(failed)} failed or stopped", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _search_space(args: argparse.Namespace, command: list[str]) -> dict:
+    """The parameters a search draws from, and its plan checked, before anything is made."""
+    from .. import search
+
+    if args.grid_file or args.random is not None:
+        raise UsageError("--search asks for each trial's parameters itself: no --grid-file or --random with it")
+    if args.trials is None:
+        raise UsageError("--search needs --trials N (how many runs in all)")
+    space = search.parse_space(args.params or [])
+    search.check_plan(args.search, args.trials, args.metric, args.direction, args.prune, space, command)
+    if args.runs_per_gpu > 1:
+        raise UsageError("--runs-per-gpu does not go with --search", hint="trials run one per GPU")
+    return space
+
+
+def _begin_search(info: worktrees.RepoInfo, args: argparse.Namespace, backend, space: dict, asked: Submission,
+                  settings) -> int:
+    """Make the study and queue its first trials; then, unless --detach, dispatch until every
+    trial has run and been told."""
+    import dataclasses
+
+    from .. import gpus, search
+
+    trials = args.trials
+    if args.search == "grid":
+        points = 1
+        for values in search.grid_points(space).values():
+            points *= len(values)
+        trials = min(trials, points)  # a grid is searched once
+    parallel = args.max_parallel
+    if parallel is None:  # as many trials as the GPUs hold at once: each trial learns from those before
+        count = settings.request.count or 1
+        parallel = max(1, len(gpus.inventory()) // count) if not settings.request.none else 1
+    kept = {key: value for key, value in dataclasses.asdict(asked).items() if key not in ("param_sets", "trials", "sweep")}
+    plan = search.Plan(args.search, trials, args.metric, args.direction, search.space_to_json(space), args.prune,
+                       args.seed, parallel, kept)
+    lines = search.begin(info, args.name, plan, args.append)
+    print(f"Searching {args.name}: {args.search}, {trials} trials, {args.direction} {args.metric}, at most "
+          f"{parallel} at once, at {asked.commit[:8]}" + (" (a snapshot of uncommitted changes)" if asked.snapshot else ""),
+          file=sys.stderr)
+    for line in lines:
+        print(escape(line), file=sys.stderr)
+    mine = [run.id for run in run_store.load(info.common_dir, sweep=args.name).runs if run.state == "queued"]
+    launched = backend.launch(info, mine, parallel, args.detach)
+    for line in launched:
+        print(line, file=sys.stderr)
+    if args.detach:
+        return 0
+    print(f"`git gpuspace logs -f {mine[0]}` follows a run's output; `git gpuspace sweep show {args.name}` the best "
+          "trial so far" if mine else f"`git gpuspace sweep show {args.name}` shows the search", file=sys.stderr)
+    return _wait_search(info, backend, args.name)
+
+
+def _wait_search(info: worktrees.RepoInfo, backend, name: str) -> int:
+    """Dispatch the search's runs as they are asked for, until every trial is told."""
+    import time
+
+    from .. import search
+
+    try:
+        while True:
+            active = {run.id for run in run_store.load(info.common_dir, sweep=name).runs if run.state in ACTIVE}
+            if active:
+                backend.wait(info, active)
+                continue
+            lines = search.step(info, {name})  # the last ones told, the next ones asked
+            for line in lines:
+                print(escape(line), file=sys.stderr)  # as the dispatcher prints its events
+            if search.done(info, name):
+                break
+            if not lines:
+                time.sleep(0.2)  # another process holds the search lock: it takes the step
+    except KeyboardInterrupt:
+        print("git-gpuspace: dispatching stopped; runs already started go on. "
+              f"`git gpuspace sweep resume {name}` goes on searching", file=sys.stderr)
+        return 130
+    ended = run_store.load(info.common_dir, sweep=name).runs
+    code = report(ended)
+    from .sweep_show import best_line
+
+    line = best_line(info, name)
+    if line:
+        print(line, file=sys.stderr)
+    elif ended:
+        metric = run_store.load(info.common_dir, ids=set()).sweeps[name].search["metric"]
+        print(f"git-gpuspace: no trial printed {metric}=... (nor wrote it to /data/metrics.json): "
+              f"`git gpuspace logs {ended[-1].id}` shows what one printed", file=sys.stderr)
+        return 1
+    return code
 
 
 def _resume_sweep(info: worktrees.RepoInfo, name: str) -> int:
     if name not in run_store.load(info.common_dir, ids=set()).sweeps:
         raise UsageError(f"no sweep '{name}'", hint="`git gpuspace runs` lists the runs and their sweeps")
     resume(info)
+    found = run_store.load(info.common_dir, ids=set()).sweeps[name].search
+    if found:
+        return _wait_search(info, backends.named(found["asked"]["backend"]), name)
     mine = run_store.load(info.common_dir, sweep=name).runs
     return wait_and_report(info, [(backend, {run.id for run in mine if run.backend == backend.name})
                                   for backend in backends.with_active(mine)], about={run.id for run in mine})

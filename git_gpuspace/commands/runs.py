@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     info = worktrees.discover()
     action = {"resume": _resume, "show": _show, "stop": _stop, "retry": _retry, "clean": _clean,
-              "forget": _forget}[args.action]
+              "forget": _forget, "plot": _plot}[args.action]
     return action(info, args)
 
 
@@ -46,6 +46,12 @@ def _resume(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
     active = run_store.load(info.common_dir, states=ACTIVE).runs
     waits = [(backend, None) for backend in backends.with_active(active)]
     return wait_and_report(info, waits or [(backends.named("local"), None)])
+
+
+def _plot(info: worktrees.RepoInfo, args: argparse.Namespace) -> int:
+    from .runs_plot import plot  # matplotlib: only here
+
+    return plot(info, args)
 
 
 def _chosen(runs: run_store.Runs, args: argparse.Namespace, verb: str) -> list[Run]:
@@ -359,4 +365,5 @@ def record(run: Run, metrics: dict[str, float] | None = None) -> dict:
         "snapshot": run.snapshot, "gpu_indices": list(run.gpu_indices), "cleaned": run.cleaned,
         "priority": run.priority, "preemptible": run.preemptible, "preempt": run.preempt,
         "time_slice": run.time_slice, "grace": run.grace, "restarts": run.restarts, "lost_s": round(lost_of(run), 3),
+        "trial": run.trial, "value": run.value, "pruned": run.state == "pruned",
     }

@@ -48,6 +48,7 @@ POLL_S = 0.1  # the engine is asked at least this often (new runs, vanished cont
 CLAIM_WAIT_S = 1.0  # a turn waits this long for another holder of the GPU claim, then the next turn tries
 STOP_WAIT_S = 0.5  # how long a finished run's container may take to stop before it is killed
 WATCH_S = 0.01  # ... and the running runs' exit files looked at this often
+SEARCH_S = 1.0  # searches (their trials' logs, for pruning) looked at this often, and whenever a run ends
 ACTIVE = ("created", "running", "restarting", "paused", "removing")
 def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: TextIO = sys.stderr,
              poll: float = POLL_S, stop_on_failure: bool = False, stream: OutputStream | None = None) -> list[Run]:
@@ -60,7 +61,7 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
     with file_lock(lock_path(info.common_dir), wait=False) as mine:
         if not mine:
             progress.event("git-gpuspace: another dispatcher runs this repo's queue; following it")
-        engine_down, reaper, said = False, Reaper(), ""
+        engine_down, reaper, said, next_search = False, Reaper(), "", 0.0
         share = HostShare(engine, info)
         seen: set[str] = set()  # with no `wanted`: the runs it saw queued or running, what it returns
         try:
@@ -74,6 +75,11 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
                     time.sleep(1)
                 else:
                     engine_down = False
+                if mine and (time.monotonic() >= next_search or any(not line.startswith(WAITING) for line in lines)):
+                    from .. import search  # a search's next trials asked as its runs end, pruned as they print
+
+                    lines += search.step(info)
+                    next_search = time.monotonic() + SEARCH_S
                 if mine and any(not line.startswith(WAITING) for line in lines):
                     from .. import tracking  # only once a run started or ended
 
@@ -277,7 +283,7 @@ def finish(run: Run, container: ContainerInfo | None, engine: Engine | None = No
     # file at all (unless nothing could be made there).
     ended = (written is not None or (text is not None and text != STARTED)
              or (trouble is not None and (text is None or trouble == "read-only file system")))
-    if run.reason == model.STOPPING:
+    if run.reason in (model.STOPPING, model.PRUNING):
         if written != 0 or run.state != "running":
             return model.end(run, code, **times)
         run.reason = None  # its command ended on its own, succeeding, as the stop came

@@ -14,6 +14,7 @@ every backend records its runs by (see DESIGN.md section 6):
                                            a grace period, SIGKILL; then back in line, to restart
                                            in the same worktree and data dir (GPUSPACE_RESUME=1)
     preempted -> stopped                   `runs stop` while it was being preempted
+    running (pruning) -> pruned            a search's pruner gave its trial up: stopped
     failed | stopped -> queued             retries left, or `runs retry`
 
 A reason says more within a state: `preparing`, `starting`, `stopping`, a Slurm job's PENDING
@@ -25,17 +26,18 @@ import datetime as _dt
 import re
 from dataclasses import dataclass, field
 
-STATES = ("queued", "running", "preempted", "succeeded", "failed", "stopped")
-FINISHED = ("succeeded", "failed", "stopped")
+STATES = ("queued", "running", "preempted", "succeeded", "failed", "stopped", "pruned")
+FINISHED = ("succeeded", "failed", "stopped", "pruned")
 ACTIVE = ("queued", "running", "preempted")
 PREPARING = "preparing"  # queued, its worktree still being made by its submitter
 # running, its start recorded but its container perhaps not started yet: whoever comes next
 # starts that container (or job), never a new one
 STARTING = "starting"
 STOPPING = "stopping"  # running, asked to stop: however it ends, it ends `stopped`
+PRUNING = "pruning"  # running, its trial given up by a search's pruner: it ends `pruned`
 MOVES = {"queued": ("queued", "running", "stopped", "failed"),
          "running": ("running", "queued", "preempted", *FINISHED), "preempted": ("queued", "stopped"),
-         "succeeded": (), "failed": ("queued",), "stopped": ("queued",)}
+         "succeeded": (), "failed": ("queued",), "stopped": ("queued",), "pruned": ()}
 GRACE_S = 30.0  # how long a preempted run's command has, after SIGTERM, to write a checkpoint
 ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -79,6 +81,9 @@ class Run:
     restarts: int = 0  # how many times it was preempted and started again
     lost_s: float = 0.0  # seconds it spent off its GPU because it was preempted
     preempted_at: _dt.datetime | None = None  # when its last preemption began
+    trial: int | None = None  # a search's trial number (search.py): the study has its parameters
+    told: bool = False  # its trial was told how it ended
+    value: float | None = None  # the search's metric, as its trial was told (None: failed, pruned)
 
     @property
     def duration_s(self) -> float | None:
@@ -92,6 +97,7 @@ class Sweep:
     name: str
     max_parallel: int | None = None  # None: as many as GPUs allow
     runs_per_gpu: int = 1  # K runs of this sweep may share one GPU (and nothing else)
+    search: dict | None = None  # a search's plan (search.Plan): its runs are asked for, trial by trial
 
 
 def params_env(run: Run) -> dict[str, str]:
@@ -141,13 +147,13 @@ def end(run: Run, exit_code: int | None, reason: str | None = None, failed: bool
     retries left is queued again. Returns the line that says so."""
     from .results import metrics  # its log: what `runs` shows of a finished run without reading it again
 
-    stopping = run.reason == STOPPING
+    stopping, pruning = run.reason == STOPPING, run.reason == PRUNING
     moment = now()
     run.exit_code, run.metrics = exit_code, metrics(run.data_dir)
     run.started = min(began, moment) if began else run.started or moment
     run.finished = min(max(at, run.started), moment) if at else moment  # a file's time is the container's to set
-    if stopping:
-        _move(run, "stopped")
+    if stopping or pruning:
+        _move(run, "pruned" if pruning else "stopped")
         run.reason = None
     elif exit_code is None:
         _move(run, "failed")

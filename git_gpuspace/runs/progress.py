@@ -37,8 +37,8 @@ class Progress:
         counts = Counter(run.state for run in runs)
         lines = [f"  {run.id:<16} running {run.duration_s or 0:7.1f} s  {escape(' '.join(run.command))[:60]}"
                  for run in runs if run.state == "running"]
-        lines.append("  " + ", ".join(f"{counts[state]} {state}" for state in ("queued", "running", "succeeded",
-                                                                                "failed", "stopped")))
+        shown = ("queued", "running", "succeeded", "failed", "stopped") + (("pruned",) if counts["pruned"] else ())
+        lines.append("  " + ", ".join(f"{counts[state]} {state}" for state in shown))
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
         self.drawn = len(lines)

@@ -25,7 +25,7 @@ from pathlib import Path
 import docker
 from typing import TextIO
 
-from .. import gpus, state, tracking, untrusted_files, verify, workspace, worktrees
+from .. import gpus, search, state, tracking, untrusted_files, verify, workspace, worktrees
 from ..config import effective
 from ..containers import LABEL_RUN, Engine, container_name
 from ..errors import EngineUnavailable, GpusUnavailable, GpuspaceError, ImageUnavailable, UsageError
@@ -258,6 +258,7 @@ def follow(info: worktrees.RepoInfo, wanted: set[str], out: TextIO = sys.stderr,
             lines = refresh(info)
             if lines:
                 tracking.ensure_tracker(info)  # a job started or ended: the repo's tracker logs it
+            lines += search.step(info)  # a search's next trials submitted as its jobs end
             mine = run_store.load(info.common_dir, ids=wanted).runs
             if stream is not None:
                 stream.pump(mine, drain=not any(run.id == stream.run_id and run.state in ACTIVE for run in mine))

@@ -43,6 +43,7 @@ class Submission:
     preempt: bool = False  # it may take a GPU from a preemptible run of lower priority
     time_slice: float | None = None  # seconds on a GPU before it yields to waiting runs of its priority
     grace: float = model.GRACE_S  # seconds from SIGTERM to SIGKILL when preempted
+    trials: list[int] | None = None  # a search's trial number of each parameter set (search.py)
 
 
 def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
@@ -58,14 +59,15 @@ def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
                 if asked.runs_per_gpu > 1:
                     runs.sweeps[sweep].runs_per_gpu = asked.runs_per_gpu
             made = []
-            for params in asked.param_sets:
+            for index, params in enumerate(asked.param_sets):
                 run_id, path = _place(info, runs, sweep or "run")
                 made.append(Run(id=run_id, command=grid.fill(asked.command, params), commit=asked.commit,
                                 worktree=str(path), flags=dict(asked.flags), sweep=sweep, params=dict(params),
                                 snapshot=asked.snapshot, priority=asked.priority, retries=asked.retries,
                                 reason=PREPARING, check=asked.check, backend=asked.backend,
                                 preemptible=asked.preemptible or asked.time_slice is not None, preempt=asked.preempt,
-                                time_slice=asked.time_slice, grace=asked.grace))
+                                time_slice=asked.time_slice, grace=asked.grace,
+                                trial=asked.trials[index] if asked.trials else None))
                 runs.runs.append(made[-1])
             runs.save()
         checkpoint("after-runs-reserved")
