@@ -204,13 +204,15 @@ def test_retries_and_retry_run_a_failed_run_again(repo, backend):
 
 
 @pytest.mark.parametrize("moment", ["submitting", "started"])
-def test_resume_after_the_submitter_died_ends_every_run_once(repo, backend, moment):
+def test_resume_after_the_submitter_died_ends_every_run_once(repo, backend, moment, tmp_path):
     point = {"submitting": "after-runs-reserved",  # runs recorded `preparing`, no worktree yet
              "started": {"local": "after-run-recorded", "slurm": "after-sbatch"}[backend]}[moment]
     killed = cli(repo, "sweep", "die", "-p", "n=1,2", "--backend", backend, "--gpus", "none", "--",
                  "sh", "-c", "echo once >> /data/ran; echo n={n}",
                  env={"GPUSPACE_FAULT_POINT": point, "GPUSPACE_FAULT_ACTION": "kill"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    if backend == "slurm" and moment == "started":  # its jobs ran, and left the queue, before anyone resumed
+        assert wait_for(lambda: not slurm_jobs_of(tmp_path), 120)
     ok(repo, "runs", "resume")
     records = runs(repo, "--sweep", "die")
     assert [(r["state"], r["exit_code"]) for r in records] == [("succeeded", 0)] * 2, [brief(r) for r in records]

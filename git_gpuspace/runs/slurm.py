@@ -349,7 +349,8 @@ def run_task(info: worktrees.RepoInfo, run_id: str) -> int:
     engine = Engine()
     worktree = worktrees.find_worktree(info, Path(found.worktree))
     plan = prepare(_settings(info, defaults, found, flags), engine)
-    spec = RunSpec(container_command(found.command), params_env(found), {LABEL_RUN: found.id})
+    spec = RunSpec(container_command(found.command), {**params_env(found), **tracking.container_env(info, found)},
+                   {LABEL_RUN: found.id})
     with Rollback() as undo:
         name, chosen, data_dir = start_run(info, plan, worktree, spec, undo)
     with run_store.locked(info.common_dir, ids={found.id}) as queue:
@@ -357,6 +358,9 @@ def run_task(info: worktrees.RepoInfo, run_id: str) -> int:
         if current.state in ACTIVE:
             model.start(current, current.reason if current.reason == STOPPING else None, name,
                         [gpu.uuid for gpu in chosen], str(data_dir), [gpu.index for gpu in chosen])
+            # a submitter killed between sbatch and writing the job id down left none: the job says
+            # it here, so that `runs resume` never submits a run that ran (and left squeue) again
+            current.job = current.job or _own_job()
             queue.save()
     print(f"{found.id}: container {name} on GPUs {given or 'none'} of {os.uname().nodename}", file=sys.stderr)
     try:
@@ -410,6 +414,12 @@ def _wait(engine: Engine, name: str, run: Run) -> int:
     if run.preemptible and job and _near_its_end(job, run.grace):
         subprocess.run([command("scontrol"), "requeue", job], capture_output=True, stdin=subprocess.DEVNULL)
     return code
+
+
+def _own_job() -> str | None:
+    """This task's job id as the store keeps it: `<array>_<index>` for a task of an array."""
+    array, index = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{index}" if array and index else os.environ.get("SLURM_JOB_ID")
 
 
 def _near_its_end(job: str, grace: float) -> bool:
