@@ -174,6 +174,54 @@ def ensure_tracker(info) -> Path | None:
         return None
 
 
+_FOR_CONTAINERS: dict[tuple, Tracker] = {}  # (common dir, target) -> the dispatcher's own client
+
+
+def container_env(info, run) -> dict[str, str]:
+    """For a run about to start: MLFLOW_TRACKING_URI and MLFLOW_RUN_ID (and the experiment's id)
+    when its runs go to an MLflow server a container can reach (http(s), not this machine's
+    loopback), so that code using MLflow itself logs into the run the tracker logs to. That
+    MLflow run is made now (or found, by its gpuspace.run tag). {} otherwise, and on any
+    trouble with the server: the run starts anyway, tracked as ever; the why goes to the
+    tracker's log."""
+    try:
+        if not installed():
+            return {}
+        target = settings(info)
+        if target is None or not _reachable_from_containers(target.uri):
+            return {}
+        key = (str(info.common_dir), target)
+        if key not in _FOR_CONTAINERS:
+            _FOR_CONTAINERS[key] = Tracker(info, target, listing=False)
+        tracker = _FOR_CONTAINERS[key]
+        known = tracker._mlflow_run(run)
+        return {"MLFLOW_TRACKING_URI": target.uri, "MLFLOW_RUN_ID": known.id,
+                "MLFLOW_EXPERIMENT_ID": tracker.experiment_id}
+    except Exception as error:  # noqa: BLE001 - the server's trouble never stops a run
+        try:
+            with open(log_path(info.common_dir), "a", encoding="utf-8") as output:
+                output.write(f"{_stamp()} {run.id}: no MLflow run for its container: {_one_line(error)}\n")
+        except OSError:
+            pass
+        return {}
+
+
+def _reachable_from_containers(uri: str) -> bool:
+    """A server's URI that means the same inside a container: http(s), not a loopback host."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    if parts.hostname.lower() in ("localhost", "localhost.localdomain") or parts.hostname.lower().endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return True  # a name: the container resolves it as the host does
+
+
 def _stamp() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -402,7 +450,7 @@ def open_client(uri: str, artifacts: str | None = None):
 
 
 class Tracker:
-    def __init__(self, info, target: Target) -> None:
+    def __init__(self, info, target: Target, listing: bool = True) -> None:
         self.info, self.target = info, target
         self.client = open_client(target.uri, target.artifacts)
         self.repo = repo_key(info.common_dir)
@@ -415,7 +463,8 @@ class Tracker:
         self.watching: set[str] = set()  # runs running, or finished and not yet fully logged
         self.queued: set[str] = set()  # runs queued at the last turn
         self.failures = 0
-        self._load_known()
+        if listing:  # (a dispatcher making one run's MLflow run asks for that run alone)
+            self._load_known()
 
     # MLflow's state -------------------------------------------------------------------------
 
@@ -561,8 +610,7 @@ class Tracker:
             tags["mlflow.user"] = getpass.getuser()
         except (OSError, KeyError):
             pass
-        branch = getattr(run, "branch", None)
-        optional = {"mlflow.source.git.branch": branch, TAG_SWEEP: run.sweep, "gpuspace.job": run.job,
+        optional = {"mlflow.source.git.branch": run.branch, TAG_SWEEP: run.sweep, "gpuspace.job": run.job,
                     "gpuspace.image": run.flags.get("image") or self._default_image(),
                     "gpuspace.gpus": ",".join(run.gpus), "gpuspace.gpu_indices": ",".join(map(str, run.gpu_indices)),
                     "gpuspace.gpu_model": self._gpu_model(run), "gpuspace.data_dir": run.data_dir,

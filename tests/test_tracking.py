@@ -356,16 +356,59 @@ def test_a_team_server_gets_the_runs(repo, mlflow_client, tmp_path):
         env = ON  # the setting, not conftest's `none`
         repo.ok("config", "set", "runs.metrics", "loss")  # (unrelated settings stay as they are)
         result = repo.gs("run", "--gpus", "none", "--quiet", "--", "sh", "-c",
-                         f"{EPOCHS}; mkdir -p /data/artifacts; echo w > /data/artifacts/w.txt", env=env)
+                         f"{EPOCHS}; mkdir -p /data/artifacts; echo w > /data/artifacts/w.txt; "
+                         "echo id=${MLFLOW_RUN_ID:-none}", env=env)
         assert result.returncode == 0, result.stderr
+        # 127.0.0.1 is the container's own loopback: not a server it can reach, so not given
+        assert "id=none" in repo.ok("logs", "run-1").stdout
         track(repo, env=env)
         client = mlflow_client(uri)
         children, parents = runs_by_id(client, repo.path.name)
         (run,) = children.values()
         assert not parents and run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.source.git.branch"] == "main"  # the worktree it was run from
         assert history(client, run, "loss") == [(1, 0.9), (2, 0.5), (3, 0.3)]
         assert {item.path for item in client.list_artifacts(run.info.run_id)} == {"gpuspace", "w.txt"}
         assert not (repo.common_dir / tracking.DB_NAME).exists()  # not the repo's own store
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+# a container's own use of MLflow, by its REST API (the test image has no Python): one metric
+LOG_FROM_INSIDE = (
+    'host=${MLFLOW_TRACKING_URI#http://}; '
+    'body="{\\"run_id\\":\\"$MLFLOW_RUN_ID\\",\\"key\\":\\"inner\\",\\"value\\":7,\\"timestamp\\":0,\\"step\\":0}"; '
+    '{ printf "POST /api/2.0/mlflow/runs/log-metric HTTP/1.0\\r\\nHost: %s\\r\\nContent-Type: application/json\\r\\n'
+    'Content-Length: %d\\r\\n\\r\\n%s" "$host" ${#body} "$body"; sleep 3; } | nc ${host%:*} ${host#*:} | head -1'
+)  # (stdin open a while: busybox nc stops reading the answer when it ends)
+
+
+def test_a_run_s_container_logs_into_its_own_mlflow_run_on_a_server_it_can_reach(repo, mlflow_client, tmp_path,
+                                                                                  docker_client):
+    gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]  # the host, seen from inside
+    port = _free_port()
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", gateway, "--port",
+                               str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://{gateway}:{port}"
+    try:
+        assert _wait(lambda: _get(f"{uri}/health") == 200, 120), "mlflow server did not come up"
+        repo.ok("config", "set", "tracking.uri", uri)
+        result = repo.gs("run", "--gpus", "none", "--quiet", "--", "sh", "-c",
+                         f"echo uri=$MLFLOW_TRACKING_URI id=$MLFLOW_RUN_ID; {LOG_FROM_INSIDE}; echo loss=0.5", env=ON)
+        assert result.returncode == 0, result.stderr
+        log = repo.ok("logs", "run-1").stdout
+        assert f"uri={uri} id=" in log and " 200 OK" in log, log
+        given = log.split(" id=")[1].split()[0]
+        track(repo, env=ON)
+        client = mlflow_client(uri)
+        children, _ = runs_by_id(client, repo.path.name)
+        (run,) = children.values()  # one MLflow run: the one the container logged to, and the tracker too
+        assert run.info.run_id == given
+        assert history(client, run, "inner") == [(0, 7.0)] and history(client, run, "loss") == [(0, 0.5)]
+        assert run.info.status == "FINISHED"
     finally:
         server.terminate()
         server.wait(30)

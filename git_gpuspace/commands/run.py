@@ -78,10 +78,11 @@ def run(args: argparse.Namespace) -> int:
     backend.preflight(info, asked, settings)  # before anything is made
     if args.commit is None:  # a container's commits come in first: the run pins what it committed
         private_git.sync_here(info)
-    commit, snapshot = _pin(info, args.commit)
+    commit, snapshot, branch = _pin(info, args.commit)
+    asked = replace(asked, commit=commit, snapshot=snapshot, branch=branch)
     if sweep and args.search:
-        return _begin_search(info, args, backend, space, replace(asked, commit=commit, snapshot=snapshot), settings)
-    ids = submit(info, replace(asked, commit=commit, snapshot=snapshot))
+        return _begin_search(info, args, backend, space, asked, settings)
+    ids = submit(info, asked)
     print(f"Queued {len(ids)} run{'s' if len(ids) > 1 else ''} at {commit[:8]}"
           + (" (a snapshot of uncommitted changes)" if snapshot else "") + f": {', '.join(ids)}", file=sys.stderr)
     try:
@@ -253,13 +254,15 @@ def _resume_sweep(info: worktrees.RepoInfo, name: str) -> int:
                                   for backend in backends.with_active(mine)], about={run.id for run in mine})
 
 
-def _pin(info: worktrees.RepoInfo, commit_ish: str | None) -> tuple[str, bool]:
-    """`--commit`, or HEAD of this worktree with its uncommitted changes to tracked files."""
+def _pin(info: worktrees.RepoInfo, commit_ish: str | None) -> tuple[str, bool, str | None]:
+    """`--commit`, or HEAD of this worktree with its uncommitted changes to tracked files; and
+    the branch it is on (that worktree's; with --commit, none: a commit is on many)."""
     if commit_ish is not None:
-        return worktrees.resolve_commit(info, commit_ish), False
-    pinned = worktrees.snapshot(resolve_worktree(info, None).path)
+        return worktrees.resolve_commit(info, commit_ish), False, None
+    here = resolve_worktree(info, None)
+    pinned = worktrees.snapshot(here.path)
     if pinned.untracked:
         # a container may have named them: shown escaped
         print(f"git-gpuspace: warning: untracked files are not in the run: {escape(', '.join(pinned.untracked[:10]))}"
               + (f" and {len(pinned.untracked) - 10} more" if len(pinned.untracked) > 10 else ""), file=sys.stderr)
-    return pinned.commit, pinned.snapshot
+    return pinned.commit, pinned.snapshot, here.branch

@@ -359,7 +359,10 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
             prepared.claim_wait = CLAIM_WAIT_S
             for old in [c for c in released if c.labels.get(LABEL_RUN) == run.id]:
                 engine.remove(old.id, graceful=False)  # its last try's (a preemption, a retry): the name is the new one's
-            spec = RunSpec(container_command(run.command), params_env(run), run_labels(run))
+            from .. import tracking  # (mlflow only when the runs go to a server)
+
+            env = {**params_env(run), **tracking.container_env(info, run)}
+            spec = RunSpec(container_command(run.command), env, run_labels(run))
             with Rollback() as undo:
                 name, chosen, data_dir = create_run(info, prepared, worktree, spec, undo)
                 checkpoint("after-run-container")

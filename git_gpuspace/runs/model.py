@@ -84,6 +84,7 @@ class Run:
     trial: int | None = None  # a search's trial number (search.py): the study has its parameters
     told: bool = False  # its trial was told how it ended
     value: float | None = None  # the search's metric, as its trial was told (None: failed, pruned)
+    branch: str | None = None  # the branch of the worktree it was submitted from (None: --commit, detached)
 
     @property
     def duration_s(self) -> float | None:

@@ -44,6 +44,7 @@ class Submission:
     time_slice: float | None = None  # seconds on a GPU before it yields to waiting runs of its priority
     grace: float = model.GRACE_S  # seconds from SIGTERM to SIGKILL when preempted
     trials: list[int] | None = None  # a search's trial number of each parameter set (search.py)
+    branch: str | None = None  # the branch of the worktree it was submitted from
 
 
 def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
@@ -67,7 +68,7 @@ def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
                                 reason=PREPARING, check=asked.check, backend=asked.backend,
                                 preemptible=asked.preemptible or asked.time_slice is not None, preempt=asked.preempt,
                                 time_slice=asked.time_slice, grace=asked.grace,
-                                trial=asked.trials[index] if asked.trials else None))
+                                trial=asked.trials[index] if asked.trials else None, branch=asked.branch))
                 runs.runs.append(made[-1])
             runs.save()
         checkpoint("after-runs-reserved")
