@@ -168,7 +168,8 @@ class Plan:
 
     @classmethod
     def of(cls, sweep: Sweep) -> Plan:
-        return cls(**sweep.search)
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in sweep.search.items() if key in names})
 
 
 def check_plan(sampler: str, trials: int, metric: str | None, direction: str | None, prune: str,
@@ -303,28 +304,49 @@ def step(info: worktrees.RepoInfo, names: set[str] | None = None) -> list[str]:
     runs ended, report intermediate values and stop the trials the pruner says to, submit runs
     for trials asked but never recorded, and ask new ones while fewer than max-parallel run.
     A line per event. Cheap (no Optuna) when no search has anything to do."""
-    sweeps = [sweep for sweep in run_store.load(info.common_dir, ids=set()).sweeps.values()
-              if sweep.search and (names is None or sweep.name in names)]
-    busy = [(sweep, runs) for sweep in sweeps
-            if _has_work(Plan.of(sweep), runs := run_store.load(info.common_dir, sweep=sweep.name).runs)]
-    if not busy:
+    if not _searching_sweeps(info, names):
         return []
-    if not installed():
-        return [f"sweep {sweep.name}: Optuna is not installed: nothing more is asked ({INSTALL_HINT})"
-                for sweep, _ in busy]
-    lines: list[str] = []
     with searching(info.common_dir) as mine:
         if not mine:
             return []  # another process is taking this step
-        from optuna.exceptions import OptunaError
-        from sqlalchemy.exc import SQLAlchemyError
+        return _step_all(info, _searching_sweeps(info, names))  # as they are now, under the lock
 
-        for sweep, _ in busy:
-            try:
-                lines += _step_one(info, sweep)
-            except (GpuspaceError, OptunaError, SQLAlchemyError, OSError) as error:  # said; the next step tries again
-                lines.append(f"sweep {sweep.name}: cannot take the search's next step: "
-                             f"{' '.join(str(error).split())[:300]}")
+
+def _searching_sweeps(info: worktrees.RepoInfo, names: set[str] | None) -> list[Sweep]:
+    return [sweep for sweep in run_store.load(info.common_dir, ids=set()).sweeps.values()
+            if sweep.search and not sweep.search.get("done") and (names is None or sweep.name in names)]
+
+
+def _step_all(info: worktrees.RepoInfo, sweeps: list[Sweep]) -> list[str]:
+    busy, finished = [], []
+    for sweep in sweeps:
+        runs = run_store.load(info.common_dir, sweep=sweep.name).runs
+        if _has_work(Plan.of(sweep), runs):
+            busy.append((sweep, runs))
+        elif not any(run.state in model.ACTIVE for run in runs):
+            finished.append(sweep.name)
+    if finished:  # every trial asked, run and told: not looked at again (until --append asks for more)
+        with run_store.locked(info.common_dir, ids=set()) as current:
+            for name in finished:
+                if current.sweeps.get(name) and current.sweeps[name].search:
+                    current.sweeps[name].search["done"] = True
+            current.save()
+    if not busy:
+        return []
+    if not installed():
+        # "waiting:", as the dispatcher's lines that it says once, not at every turn they last
+        return [f"waiting: sweep {sweep.name} asks for nothing more: Optuna is not installed ({INSTALL_HINT})"
+                for sweep, _ in busy]
+    from optuna.exceptions import OptunaError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    lines: list[str] = []
+    for sweep, _ in busy:
+        try:
+            lines += _step_one(info, sweep)
+        except (GpuspaceError, OptunaError, SQLAlchemyError, OSError) as error:  # said; the next step tries again
+            lines.append(f"waiting: sweep {sweep.name}: cannot take the search's next step: "
+                         f"{' '.join(str(error).split())[:300]}")
     return lines
 
 

@@ -210,6 +210,9 @@ def _wait_search(info: worktrees.RepoInfo, backend, name: str) -> int:
 
     from .. import search
 
+    if not search.installed():
+        raise UsageError(f"Optuna is not installed: sweep {name} cannot go on searching", hint=search.INSTALL_HINT)
+    said = set()
     try:
         while True:
             active = {run.id for run in run_store.load(info.common_dir, sweep=name).runs if run.state in ACTIVE}
@@ -218,11 +221,14 @@ def _wait_search(info: worktrees.RepoInfo, backend, name: str) -> int:
                 continue
             lines = search.step(info, {name})  # the last ones told, the next ones asked
             for line in lines:
-                print(escape(line), file=sys.stderr)  # as the dispatcher prints its events
+                if line not in said:  # as the dispatcher prints its events, a waiting line once
+                    waiting = line.startswith("waiting:")
+                    print(escape("git-gpuspace: " + line[len("waiting:"):].strip() if waiting else line), file=sys.stderr)
+                said.update(line for line in lines if line.startswith("waiting:"))
             if search.done(info, name):
                 break
-            if not lines:
-                time.sleep(0.2)  # another process holds the search lock: it takes the step
+            if not lines or all(line.startswith("waiting:") for line in lines):
+                time.sleep(0.5)  # another process takes the step, or the next one may do better
     except KeyboardInterrupt:
         print("git-gpuspace: dispatching stopped; runs already started go on. "
               f"`git gpuspace sweep resume {name}` goes on searching", file=sys.stderr)
