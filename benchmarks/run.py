@@ -97,7 +97,8 @@ class Plan:
 
 
 SECTIONS = {"hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue", "verify": "verify",
-            "slurm": "slurm", "kills": "kills", "store": "store", "scheduler": "scheduler", "search": "search"}
+            "slurm": "slurm", "kills": "kills", "store": "store", "scheduler": "scheduler", "search": "search",
+            "tracking": "tracking"}
 
 
 FULL = Plan(
@@ -110,7 +111,7 @@ SMOKE = Plan(
     scale=(1, 3), status_at=3, hook_bindings=2, tmpfs=False, before=False, profiles=False,
     warmup=False, quiet_s=0, queue=(4, 2, 1), big_sweeps=(2, 4), slurm_sweep=(4, 1), verify_sizes=(3, 2, 1),
     kills=(2, 2, 2, 0.5), store=(200, 10, 20, 1), sched=(3, 1.0, 4), sched_slice=(3, 3, 1, 2, 2.0),
-    search=(4, 1, 2, 3, 0.1),
+    search=(3, 1, 2, 2, 0.1),
 )
 
 
@@ -489,6 +490,8 @@ class Bench:
             self.kills()
             self.store()
             self.scheduler()
+            self.search()
+            self.tracking()
 
     def measure(self, arms: list[Arm], reps: int) -> None:
         alternate(arms, reps, self.say, warmup=self.plan.warmup)
@@ -1058,6 +1061,48 @@ class Bench:
             f"The search figures: `sweep --search` of {trials} trials over lr=loguniform(1e-4,1), d=uniform(0,1), each "
             f"run printing `epoch=i loss=...` for {epochs} epochs (with `sleep {sleep_s:g}` each for the pruning "
             f"figures), at most {gpus_n} at once on {gpus_n} stand-in GPUs.")
+
+    def tracking(self) -> None:
+        """MLflow tracking's cost: a metric line's way to MLflow (the repo's own store, the tracker
+        the dispatcher starts), and `run` with tracking against `run` with it off."""
+        from git_gpuspace import tracking
+
+        if not tracking.installed():
+            raise CommandFailed("tracking: mlflow is not installed (pip install -e '.[mlflow]')")
+        repo = self.repo("repo-tracking", self.plan.project)
+        on = {**self.env, tracking.URI_ENV: ""}
+        lines_n = 5 if self.plan.reps == 1 else 30
+        self.say(f"== tracking: {lines_n} `at=<time>` lines, 0.5 s apart, to MLflow")
+        self.runner.run([*self.git_gpuspace, "run", "--gpus", "none", "--quiet", "--", "sh", "-c",
+                         f"i=0; while [ $i -lt {lines_n} ]; do echo at=$EPOCHREALTIME; sleep 0.5; i=$((i+1)); done"],
+                        cwd=repo, env=on)
+        common = Path(self.runner.output(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=repo,
+                                         env=on).strip())
+        deadline = time.monotonic() + 180
+        while tracking.tracker_alive(common) and time.monotonic() < deadline:
+            time.sleep(0.5)  # it logs the end, then goes
+        client = tracking.open_client(f"sqlite:///{common / tracking.DB_NAME}")
+        experiment = client.get_experiment_by_name(repo.name)
+        [run] = client.search_runs([experiment.experiment_id]) if experiment else [None]
+        points = client.get_metric_history(run.info.run_id, "at") if run else []
+        if len(points) != lines_n:
+            raise CommandFailed(f"tracking: {len(points)} of {lines_n} lines in MLflow")
+        first = min(point.timestamp for point in points) / 1000
+        startup = first - min(point.value for point in points)
+        delays = sorted(point.timestamp / 1000 - point.value for point in points if point.value > first)
+        self.figures.append(Figure(
+            "tracking, a metric line to MLflow (median, the tracker running)", "printed -> logged", "",
+            statistics.median(delays) if delays else None, None, "absolute", 2000, "<= 2 s",
+            note=f"{len(delays)} lines printed once the tracker was logging (max {max(delays, default=0):.2f} s); the "
+                 f"first line waited {startup:.1f} s: the tracker starts with the run, and importing MLflow takes that"))
+        arms = [Arm("tracking on", lambda rep: self.runner.run(
+                    [*self.git_gpuspace, "run", "--gpus", "none", "--quiet", "--", "true"], cwd=repo, env=on)),
+                Arm("tracking off", lambda rep: self.runner.run(
+                    [*self.git_gpuspace, "run", "--gpus", "none", "--quiet", "--", "true"], cwd=repo,
+                    env={**self.env, tracking.URI_ENV: "none"}))]
+        alternate(arms, 3 if self.plan.reps == 1 else 15, self.say)
+        self.figures.append(pair("tracking, `run --gpus none -- true` with MLflow tracking on", *arms, "ratio", 1.1,
+                                 "<= 1.10x (not slower by more than 10%)"))
 
     def sched_records(self, repo: Path, env: dict[str, str], sweep: str) -> list[dict]:
         import json

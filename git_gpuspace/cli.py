@@ -351,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     track = verbs.add_parser("_track")  # the repo's tracker, started in the background; not for people
     track.add_argument("--once", action="store_true")
+    track.add_argument("--background", action="store_true")  # started by a dispatcher: it runs niced
 
     hook = verbs.add_parser("_hook")  # what the installed hooks call; not for people
     hook.add_argument("event", choices=("new-worktree", "converge", "verify", "pre-push", "sync"))

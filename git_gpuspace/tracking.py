@@ -161,8 +161,8 @@ def ensure_tracker(info) -> Path | None:
             script = Path(sys.executable).parent / "git-gpuspace"
             command = [str(script)] if script.exists() else [shutil.which("git-gpuspace") or "git-gpuspace"]
             with open(log, "ab") as output:
-                subprocess.Popen([*command, "_track"], cwd=info.anchor, stdin=subprocess.DEVNULL, stdout=output,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                subprocess.Popen([*command, "_track", "--background"], cwd=info.anchor, stdin=subprocess.DEVNULL,
+                                 stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
         return log
     except Exception as error:  # noqa: BLE001 - tracking never stops a dispatcher
         if log is not None:

@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import ENGINE_REQUIRED, overlap, slurm_cluster
+from conftest import ENGINE_REQUIRED, overlap, slurm_cluster, wait_for
 from git_gpuspace import search
 from git_gpuspace.errors import UsageError
 
@@ -235,3 +235,16 @@ def test_a_search_on_slurm_submits_each_trial_as_it_is_asked(repo, optuna, clust
     assert sorted(r["trial"] for r in records) == list(range(4))
     assert all(r["backend"] == "slurm" and r["job"] for r in records) and overlap(records) <= 2
     assert len({r["job"] for r in records}) == 4  # a job each, submitted as its trial was asked
+    for record in records:  # once each
+        assert repo.ok("logs", record["id"]).stdout.count("loss=") == 1
+
+
+def test_a_detached_search_goes_on_in_the_background(repo, optuna):
+    started = repo.gs("sweep", "bg", "--detach", "--search", "random", "--seed", "4", "--trials", "3",
+                      "--max-parallel", "1", "--metric", "loss", "--minimize", "-p", "x=uniform(0,1)", "-p",
+                      "layers=int(1,2)", "--gpus", "none", "--", *OBJECTIVE)
+    assert started.returncode == 0 and "Searching in the background" in started.stderr, started.stderr
+    assert wait_for(lambda: [r["state"] for r in runs(repo, "--sweep", "bg")] == ["succeeded"] * 3
+                    and all(r["value"] is not None for r in runs(repo, "--sweep", "bg")), 120), runs(repo)
+    assert [t.state.name for t in load(optuna, repo, "bg").get_trials()] == ["COMPLETE"] * 3
+    assert "3 of 3 trials asked (3 complete)" in repo.ok("sweep", "show", "bg").stdout

@@ -5,6 +5,7 @@ commands that do not track never import mlflow."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -343,15 +344,25 @@ def test_a_metric_is_in_mlflow_within_seconds_of_its_line(repo, mlflow_client):
     assert delays[-1] < 5, delays
 
 
-def test_a_team_server_gets_the_runs(repo, mlflow_client, tmp_path):
+@contextlib.contextmanager
+def mlflow_server(tmp_path: Path, host: str = "127.0.0.1"):
+    """A real `mlflow server` (SQLite backend) on `host`, a port of its own: its URI, once it answers."""
     port = _free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
+    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", host, "--port",
                                str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
                                "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://{host}:{port}"
     try:
         assert _wait(lambda: _get(f"{uri}/health") == 200, 120), "mlflow server did not come up"
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_a_team_server_gets_the_runs(repo, mlflow_client, tmp_path):
+    with mlflow_server(tmp_path) as uri:
         repo.ok("config", "set", "tracking.uri", uri)
         env = ON  # the setting, not conftest's `none`
         repo.ok("config", "set", "runs.metrics", "loss")  # (unrelated settings stay as they are)
@@ -370,9 +381,6 @@ def test_a_team_server_gets_the_runs(repo, mlflow_client, tmp_path):
         assert history(client, run, "loss") == [(1, 0.9), (2, 0.5), (3, 0.3)]
         assert {item.path for item in client.list_artifacts(run.info.run_id)} == {"gpuspace", "w.txt"}
         assert not (repo.common_dir / tracking.DB_NAME).exists()  # not the repo's own store
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 # a container's own use of MLflow, by its REST API (the test image has no Python): one metric
@@ -387,14 +395,7 @@ LOG_FROM_INSIDE = (
 def test_a_run_s_container_logs_into_its_own_mlflow_run_on_a_server_it_can_reach(repo, mlflow_client, tmp_path,
                                                                                   docker_client):
     gateway = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]  # the host, seen from inside
-    port = _free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", gateway, "--port",
-                               str(port), "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                               "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1"],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://{gateway}:{port}"
-    try:
-        assert _wait(lambda: _get(f"{uri}/health") == 200, 120), "mlflow server did not come up"
+    with mlflow_server(tmp_path, gateway) as uri:
         repo.ok("config", "set", "tracking.uri", uri)
         result = repo.gs("run", "--gpus", "none", "--quiet", "--", "sh", "-c",
                          f"echo uri=$MLFLOW_TRACKING_URI id=$MLFLOW_RUN_ID; {LOG_FROM_INSIDE}; echo loss=0.5", env=ON)
@@ -409,9 +410,6 @@ def test_a_run_s_container_logs_into_its_own_mlflow_run_on_a_server_it_can_reach
         assert run.info.run_id == given
         assert history(client, run, "inner") == [(0, 7.0)] and history(client, run, "loss") == [(0, 0.5)]
         assert run.info.status == "FINISHED"
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def test_ui_serves_the_repo_s_store_until_interrupted(plain_repo, mlflow_client):

@@ -194,10 +194,11 @@ def _begin_search(info: worktrees.RepoInfo, args: argparse.Namespace, backend, s
     for line in lines:
         print(escape(line), file=sys.stderr)
     mine = [run.id for run in run_store.load(info.common_dir, sweep=args.name).runs if run.state == "queued"]
-    launched = backend.launch(info, mine, parallel, args.detach)
-    for line in launched:
-        print(line, file=sys.stderr)
-    if args.detach:
+    if args.detach:  # a dispatcher of its own asks for the next trials as runs end (on Slurm too: it follows)
+        from ..runs.local import start_background
+
+        print(f"Searching in the background (log: {start_background(info)}); `git gpuspace sweep show {args.name}` "
+              "shows how it does", file=sys.stderr)
         return 0
     print(f"`git gpuspace logs -f {mine[0]}` follows a run's output; `git gpuspace sweep show {args.name}` the best "
           "trial so far" if mine else f"`git gpuspace sweep show {args.name}` shows the search", file=sys.stderr)
