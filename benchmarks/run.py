@@ -371,6 +371,19 @@ class Figure:
         return text
 
 
+def _working_in(folder: Path) -> list[int]:
+    """The processes whose current directory is in `folder` (a tracker a run started)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "cwd").startswith(str(folder)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
@@ -1103,6 +1116,9 @@ class Bench:
         alternate(arms, 3 if self.plan.reps == 1 else 15, self.say)
         self.figures.append(pair("tracking, `run --gpus none -- true` with MLflow tracking on", *arms, "ratio", 1.1,
                                  "<= 1.10x (not slower by more than 10%)"))
+        deadline = time.monotonic() + 120
+        while _working_in(repo) and time.monotonic() < deadline:
+            time.sleep(0.5)  # the last runs' trackers log their ends, then go: nothing writes there after us
 
     def sched_records(self, repo: Path, env: dict[str, str], sweep: str) -> list[dict]:
         import json
@@ -1798,6 +1814,9 @@ def main(argv: list[str] | None = None) -> int:
         removed = remove_containers(bench.roots)
         if removed:
             print(f"removed {removed} benchmark container(s)")
+        deadline = time.monotonic() + 120
+        while any(_working_in(root) for root in bench.roots) and time.monotonic() < deadline:
+            time.sleep(0.5)  # runs' trackers logging their ends: gone before what they write is removed
         for root in bench.roots:
             if not args.keep or root != base:
                 shutil.rmtree(root, ignore_errors=True)

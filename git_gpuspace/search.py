@@ -42,6 +42,7 @@ INSTALL_HINT = "pip install 'git-gpuspace[optuna]'"
 DISTRIBUTION = re.compile(r"^(loguniform|uniform|int|choice)\((.*)\)$", re.S)
 GRID_MAX = 10_000  # the most points of a grid search
 LOG_CHUNK = 1 << 20  # at most this much of a trial's log read at a look
+INTERRUPTED_MAX = 3  # a trial's run interrupted from outside (a reboot) runs again this many times at most
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,8 +418,9 @@ def _enqueue_point(study, plan: Plan) -> None:
 def _tell(info, plan: Plan, study, trials: dict, runs: list[Run], TrialState) -> list[str]:
     """The trials whose runs ended get their value (FAIL without one, PRUNED), once."""
     lines, told = [], {}
+    lines += _again(info, [run for run in _trial_runs(runs) if _interrupted(run, trials, TrialState)])
     for run in _trial_runs(runs):
-        if run.state not in FINISHED or run.told:
+        if run.state not in FINISHED or run.told or _interrupted(run, trials, TrialState):
             continue
         value = (run.metrics or {}).get(plan.metric)
         value = value if value is not None and math.isfinite(value) else None
@@ -443,6 +445,36 @@ def _tell(info, plan: Plan, study, trials: dict, runs: list[Run], TrialState) ->
             for run in current.runs:
                 run.told, run.value = True, told[run.id]
             current.save()
+    return lines
+
+
+def _cut_short(run: Run) -> bool:
+    """Its run failed because it was cut short from outside: its container vanished with the
+    engine or the machine (no exit code), or its command got a SIGTERM that was none of ours
+    (exit 143: a shutdown stops containers so; our stops, prunes and preemptions are recorded
+    as such)."""
+    return run.state == "failed" and (run.exit_code is None and run.reason == "interrupted" or run.exit_code == 143)
+
+
+def _interrupted(run: Run, trials: dict, TrialState) -> bool:
+    """Cut short, and may run again as the same trial: a reboot loses no trial."""
+    trial = trials.get(run.trial)
+    return (_cut_short(run) and not run.told and run.restarts < INTERRUPTED_MAX and trial is not None
+            and trial.state == TrialState.RUNNING)
+
+
+def _again(info: worktrees.RepoInfo, interrupted: list[Run]) -> list[str]:
+    """Interrupted trials' runs queued again, to resume (GPUSPACE_RESUME=1) in their data dirs."""
+    if not interrupted:
+        return []
+    lines = []
+    with run_store.locked(info.common_dir, ids={run.id for run in interrupted}) as current:
+        for run in current.runs:
+            if _cut_short(run) and not run.told:
+                model.requeue(run)
+                run.restarts += 1
+                lines.append(f"trial {run.trial} ({run.id}) was interrupted: queued again (restart {run.restarts})")
+        current.save()
     return lines
 
 

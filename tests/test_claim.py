@@ -240,7 +240,7 @@ def test_labels_are_read_as_untrusted_data(pid):
 def test_queued_runs_wait_for_a_claim_another_user_holds_and_start_once_it_is_let_go(repo):
     """A user (one who can reach the engine) holding the claim used to fail every queued run of others."""
     other = make_user("gpuspace-other", docker=True)
-    with claim_holder(user=other) as holder:
+    with claim_holder(user=other):
         sweep = subprocess.Popen(["git-gpuspace", "sweep", "wait", "-p", "n=1,2", "--gpus", "1", "--", "sh", "-c",
                                   "echo {n}"], cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env={**os.environ, "GPUSPACE_LOCK_TIMEOUT": "0.5"})

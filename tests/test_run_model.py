@@ -10,7 +10,7 @@ import pytest
 
 from git_gpuspace import export
 from git_gpuspace.runs import model, sbatch
-from git_gpuspace.runs.model import FINISHED, MOVES, STARTING, STATES, STOPPING, Run
+from git_gpuspace.runs.model import MOVES, STARTING, STATES, STOPPING, Run
 from git_gpuspace.runs.slurm import gpus_per_node
 
 

@@ -248,3 +248,46 @@ def test_a_detached_search_goes_on_in_the_background(repo, optuna):
                     and all(r["value"] is not None for r in runs(repo, "--sweep", "bg")), 120), runs(repo)
     assert [t.state.name for t in load(optuna, repo, "bg").get_trials()] == ["COMPLETE"] * 3
     assert "3 of 3 trials asked (3 complete)" in repo.ok("sweep", "show", "bg").stdout
+
+
+def test_cmaes_with_hyperband_runs_its_trials(repo, optuna):
+    command = ["sh", "-c", "i=1; while [ $i -le 4 ]; do awk \"BEGIN { x = {x} - 0.3; printf \\\"epoch=$i loss=%.4f\\\\n\\\", "
+               "x * x * 10 / $i + {y} }\"; i=$((i+1)); done"]
+    done = repo.gs("sweep", "cma", "--search", "cmaes", "--seed", "1", "--trials", "4", "--max-parallel", "2",
+                   "--metric", "loss", "--minimize", "--prune", "hyperband", "-p", "x=uniform(0,1)", "-p",
+                   "y=uniform(0,1)", "--gpus", "none", "--", *command)
+    assert done.returncode == 0, done.stderr
+    trials = load(optuna, repo, "cma").get_trials()
+    assert len(trials) == 4 and {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    records = runs(repo, "--sweep", "cma")
+    assert sorted(r["trial"] for r in records) == list(range(4))
+
+
+def test_a_reboot_loses_no_trial(repo, optuna, private_engine):
+    """The machine goes down mid-search: the dispatcher killed, the engine with its containers.
+    `sweep resume` runs each interrupted trial's run again (GPUSPACE_RESUME=1: it may go on from
+    its checkpoint in /data) as the same trial; no trial is lost or asked twice."""
+    env = {"DOCKER_HOST": private_engine.host}
+    search = subprocess.Popen(["git-gpuspace", "sweep", "rb", "--search", "random", "--seed", "1", "--trials", "3",
+                               "--max-parallel", "2", "--metric", "loss", "--minimize", "-p", "x=uniform(0,1)",
+                               "--gpus", "none", "--", "sh", "-c", "echo start $GPUSPACE_RESTARTS; sleep 3; echo loss={x}"],
+                              cwd=repo.path, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert wait_for(lambda: sum(r["state"] == "running" for r in runs(repo)) == 2, 60), runs(repo)
+    finally:
+        search.kill()
+        search.wait()
+    private_engine.stop()  # the containers die with it
+    private_engine.start()
+    resumed = repo.gs("sweep", "resume", "rb", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "was interrupted: queued again" in resumed.stderr
+    trials = load(optuna, repo, "rb").get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 3
+    records = runs(repo, "--sweep", "rb")
+    assert sorted(r["trial"] for r in records) == [0, 1, 2]
+    again = [r for r in records if r["restarts"] == 1]
+    assert len(again) == 2, [(r["id"], r["restarts"], r["state"]) for r in records]
+    for record in again:
+        assert "start 1" in repo.ok("logs", record["id"]).stdout
