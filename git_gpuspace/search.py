@@ -380,7 +380,8 @@ def _step_one(info: worktrees.RepoInfo, sweep: Sweep) -> list[str]:
                   if trial.state == TrialState.RUNNING and number not in recorded]
     in_flight = sum(1 for run in _trial_runs(runs) if run.state in model.ACTIVE) + len(unrecorded)
     space = distributions(space_from_json(plan.space))
-    asked, limit = len(trials), plan.trials
+    # (a grid point enqueued but not yet asked, by a process killed in between, is asked next)
+    asked, limit = sum(1 for trial in trials.values() if trial.state != TrialState.WAITING), plan.trials
     if plan.sampler == "grid":  # each point once
         limit = min(limit, math.prod(len(values) for values in grid_points(space_from_json(plan.space)).values()))
     while asked < limit and in_flight < plan.max_parallel:
@@ -412,6 +413,7 @@ def _enqueue_point(study, plan: Plan) -> None:
         point = dict(zip(axes, values))
         if tuple(sorted(point.items())) not in taken:
             study.enqueue_trial(point)
+            checkpoint("after-grid-point-enqueued")
             return
 
 

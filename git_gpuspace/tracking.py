@@ -459,6 +459,7 @@ class Tracker:
         self.runs: dict[str, Known] = {}
         self.sweeps: dict[str, Known] = {}
         self._models: dict[str, str] | None = None
+        self._digests: dict[str, str | None] = {}
         self._listed = False
         self.watching: set[str] = set()  # runs running, or finished and not yet fully logged
         self.queued: set[str] = set()  # runs queued at the last turn
@@ -610,8 +611,9 @@ class Tracker:
             tags["mlflow.user"] = getpass.getuser()
         except (OSError, KeyError):
             pass
+        image = run.flags.get("image") or self._default_image()
         optional = {"mlflow.source.git.branch": run.branch, TAG_SWEEP: run.sweep, "gpuspace.job": run.job,
-                    "gpuspace.image": run.flags.get("image") or self._default_image(),
+                    "gpuspace.image": image, "gpuspace.image_digest": self._digest(image),
                     "gpuspace.gpus": ",".join(run.gpus), "gpuspace.gpu_indices": ",".join(map(str, run.gpu_indices)),
                     "gpuspace.gpu_model": self._gpu_model(run), "gpuspace.data_dir": run.data_dir,
                     "gpuspace.worktree": run.worktree}
@@ -625,6 +627,22 @@ class Tracker:
             return _settings_of(self.info).get("image")
         except GpuspaceError:
             return None
+
+    def _digest(self, image: str | None) -> str | None:
+        """The image as this host's engine has it: its registry digest, else its id (asked once
+        per image per tracker; a Slurm node's engine may hold another, then this says ours)."""
+        if not image:
+            return None
+        if image not in self._digests:
+            self._digests[image] = None
+            try:
+                from .containers import Engine
+
+                attrs = Engine().api.inspect_image(image)
+                self._digests[image] = (attrs.get("RepoDigests") or [attrs.get("Id")])[0]
+            except Exception:  # noqa: BLE001 - a digest is a nicety: no engine, an image pulled on a node only
+                pass
+        return self._digests[image]
 
     def _gpu_model(self, run) -> str | None:
         """The GPUs' model name, when this host has them (asked once per tracker)."""

@@ -291,3 +291,18 @@ def test_a_reboot_loses_no_trial(repo, optuna, private_engine):
     assert len(again) == 2, [(r["id"], r["restarts"], r["state"]) for r in records]
     for record in again:
         assert "start 1" in repo.ok("logs", record["id"]).stdout
+
+
+def test_a_grid_search_killed_between_a_point_and_its_trial_runs_each_point_once(repo, optuna):
+    args = ["sweep", "gk", "--search", "grid", "--trials", "6", "--max-parallel", "2", "--metric", "v",
+            "--maximize", "-p", "a=int(1,3)", "-p", "b=x,y", "--gpus", "none", "--", "echo", "v={a} {b}"]
+    killed = subprocess.run(["git-gpuspace", *args], cwd=repo.path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "GPUSPACE_FAULT_POINT": "after-grid-point-enqueued",
+                                 "GPUSPACE_FAULT_ACTION": "kill", "GPUSPACE_FAULT_SKIP": "2"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = repo.gs("sweep", "resume", "gk")
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load(optuna, repo, "gk").get_trials()
+    assert sorted((t.params["a"], t.params["b"]) for t in trials) == [(a, b) for a in (1, 2, 3) for b in "xy"]
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    assert sorted(r["trial"] for r in runs(repo, "--sweep", "gk")) == list(range(6))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENGINE_REQUIRED
+from conftest import ENGINE_REQUIRED, slurm_cluster
 from git_gpuspace import tracking
 
 EPOCHS = "echo epoch=1 loss=0.9; echo epoch=2 loss=0.5; echo 'epoch=3 loss=0.3'"
@@ -267,6 +267,7 @@ def test_a_sweep_is_a_parent_run_with_a_child_per_run(repo, mlflow_client):
         assert tags["gpuspace.run"] == record["id"] and tags["gpuspace.snapshot"] == "false"
         assert tags["gpuspace.backend"] == "local" and tags["gpuspace.host"] == socket.gethostname()
         assert tags["gpuspace.image"] and tags["gpuspace.logged"].startswith("succeeded:")
+        assert tags["gpuspace.image_digest"] == repo.client.images.get(tags["gpuspace.image"]).id  # a local image: its id
         assert child.info.status == "FINISHED" and child.info.run_name == record["id"]
         assert history(client, child, "loss") == [(1, 0.9), (2, 0.5), (3, 0.3)]
         assert history(client, child, "acc") == [(0, 0.8)]  # metrics.json, at the end
@@ -410,6 +411,26 @@ def test_a_run_s_container_logs_into_its_own_mlflow_run_on_a_server_it_can_reach
         assert run.info.run_id == given
         assert history(client, run, "inner") == [(0, 7.0)] and history(client, run, "loss") == [(0, 0.5)]
         assert run.info.status == "FINISHED"
+
+
+@pytest.fixture
+def cluster(monkeypatch, tmp_path):
+    yield from slurm_cluster(monkeypatch, tmp_path)
+
+
+def test_a_slurm_run_is_tracked_from_its_log_on_the_shared_file_system(repo, mlflow_client, cluster):
+    result = repo.gs("run", "--backend", "slurm", "--gpus", "none", "--quiet", "--", "sh", "-c", EPOCHS, env=ON)
+    assert result.returncode == 0, result.stderr
+    track(repo)
+    client = mlflow_client(store_uri(repo))
+    children, _ = runs_by_id(client, repo.path.name)
+    (run,) = children.values()
+    [record] = json.loads(repo.ok("runs", "--json").stdout)
+    tags = run.data.tags
+    assert tags["gpuspace.backend"] == "slurm" and tags["gpuspace.job"] == record["job"] and record["job"]
+    assert "gpuspace.host" not in tags  # the node is Slurm's choice
+    assert history(client, run, "loss") == [(1, 0.9), (2, 0.5), (3, 0.3)]
+    assert run.info.status == "FINISHED"
 
 
 def test_ui_serves_the_repo_s_store_until_interrupted(plain_repo, mlflow_client):
