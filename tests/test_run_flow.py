@@ -136,10 +136,12 @@ def test_times_after_a_resume_are_the_runs_own(repo):
 
 def test_a_stop_that_comes_as_the_run_succeeds_records_success(repo):
     """`runs stop` of a run whose command already ended with 0 (nobody recorded it yet)."""
-    repo.ok("run", "--detach", "--gpus", "none", "--", "sleep", "1")
+    # it ends when the test says so (a file in its data dir): after its dispatcher is gone
+    repo.ok("run", "--detach", "--gpus", "none", "--", "sh", "-c", "while [ ! -e /data/go ]; do sleep 0.1; done")
     assert wait_for(lambda: runs(repo)[0]["state"] == "running" and dispatcher_pid(repo) is not None, 30)
     os.kill(dispatcher_pid(repo), signal.SIGKILL)
     data_dir = Path(runs(repo)[0]["data_dir"])
+    (data_dir / "go").touch()
     assert wait_for(lambda: (data_dir / ".gpuspace" / "exit").read_text().strip() == "0", 30)
     stopped = repo.ok("runs", "stop", "run-1")
     [record] = runs(repo)
