@@ -120,16 +120,21 @@ def _moment(text: str) -> datetime:
 def test_times_after_a_resume_are_the_runs_own(repo):
     """A dispatcher killed mid-run, resumed later: the run's times are the engine's, not when
     the next dispatcher looked."""
-    repo.ok("run", "--detach", "--gpus", "none", "--", "sleep", "2")
+    # it goes on for 2 s once the test says so (a file in its data dir), after its dispatcher is gone
+    repo.ok("run", "--detach", "--gpus", "none", "--", "sh", "-c", "while [ ! -e /data/go ]; do sleep 0.05; done; sleep 2")
     assert wait_for(lambda: runs(repo)[0]["state"] == "running" and dispatcher_pid(repo) is not None, 30)
     os.kill(dispatcher_pid(repo), signal.SIGKILL)
     assert wait_for(lambda: dispatcher_pid(repo) is None, 10)
+    (Path(runs(repo)[0]["data_dir"]) / "go").touch()
+    told = time.time()
     time.sleep(5)  # the run ends meanwhile; nobody records it
     assert runs(repo)[0]["state"] == "running"
+    resumed = time.time()
     repo.ok("runs", "resume")
     [record] = runs(repo)
     assert record["state"] == "succeeded"
-    assert 1.9 <= record["duration_s"] < 3.5, record
+    finished = datetime.fromisoformat(record["finished"]).timestamp()
+    assert told + 1.9 <= finished < min(told + 3.5, resumed), record
     [container_times] = [(_moment(record["started"]), _moment(record["finished"]))]
     assert container_times[1] < datetime.now(container_times[1].tzinfo)
 
