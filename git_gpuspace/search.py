@@ -146,6 +146,11 @@ def grid_points(space: dict[str, Space]) -> dict[str, list]:
     return axes
 
 
+def grid_size(space: dict[str, Space]) -> int:
+    """How many points a grid search has (each is run once)."""
+    return math.prod(len(values) for values in grid_points(space).values())
+
+
 def as_param(value: Any) -> str:
     """A trial's value as the run's parameter (and `{placeholder}`): exact, as Optuna holds it."""
     if isinstance(value, float):
@@ -383,7 +388,7 @@ def _step_one(info: worktrees.RepoInfo, sweep: Sweep) -> list[str]:
     # (a grid point enqueued but not yet asked, by a process killed in between, is asked next)
     asked, limit = sum(1 for trial in trials.values() if trial.state != TrialState.WAITING), plan.trials
     if plan.sampler == "grid":  # each point once
-        limit = min(limit, math.prod(len(values) for values in grid_points(space_from_json(plan.space)).values()))
+        limit = min(limit, grid_size(space_from_json(plan.space)))
     while asked < limit and in_flight < plan.max_parallel:
         if plan.sampler == "grid":
             _enqueue_point(study, plan)

@@ -55,6 +55,7 @@ def test_distributions_are_read_from_p():
     assert search.space_from_json(search.space_to_json(space)) == space
     assert search.grid_points({k: space[k] for k in ("layers", "opt")}) == {"layers": list(range(2, 9)),
                                                                           "opt": ["adam", "sgd"]}
+    assert search.grid_size({k: space[k] for k in ("layers", "opt")}) == 14
 
 
 @pytest.mark.parametrize("spec, words", [

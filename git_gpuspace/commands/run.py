@@ -176,10 +176,7 @@ def _begin_search(info: worktrees.RepoInfo, args: argparse.Namespace, backend, s
 
     trials = args.trials
     if args.search == "grid":
-        points = 1
-        for values in search.grid_points(space).values():
-            points *= len(values)
-        trials = min(trials, points)  # a grid is searched once
+        trials = min(trials, search.grid_size(space))  # a grid is searched once
     parallel = args.max_parallel
     if parallel is None:  # as many trials as the GPUs hold at once: each trial learns from those before
         count = settings.request.count or 1
