@@ -1078,6 +1078,8 @@ class Bench:
     def tracking(self) -> None:
         """MLflow tracking's cost: a metric line's way to MLflow (the repo's own store, the tracker
         the dispatcher starts), and `run` with tracking against `run` with it off."""
+        import json
+
         from git_gpuspace import tracking
 
         if not tracking.installed():
@@ -1094,15 +1096,21 @@ class Bench:
         deadline = time.monotonic() + 180
         while tracking.tracker_alive(common) and time.monotonic() < deadline:
             time.sleep(0.5)  # it logs the end, then goes
-        client = tracking.open_client(f"sqlite:///{common / tracking.DB_NAME}")
-        experiment = client.get_experiment_by_name(repo.name)
-        [run] = client.search_runs([experiment.experiment_id]) if experiment else [None]
-        points = client.get_metric_history(run.info.run_id, "at") if run else []
+        # read in the benchmark's own environment (its HOME holds the lock under which a store is made,
+        # which a tracker starting just then takes too)
+        read = ("import json, sys\nfrom git_gpuspace import tracking\n"
+                "client = tracking.open_client(sys.argv[1])\n"
+                "found = client.get_experiment_by_name(sys.argv[2])\n"
+                "runs = client.search_runs([found.experiment_id]) if found else []\n"
+                "print(json.dumps([(m.timestamp, m.value) for m in client.get_metric_history(runs[0].info.run_id, 'at')]"
+                " if runs else []))\n")
+        points = json.loads(self.runner.output([sys.executable, "-c", read, f"sqlite:///{common / tracking.DB_NAME}",
+                                                repo.name], cwd=repo, env=on))
         if len(points) != lines_n:
             raise CommandFailed(f"tracking: {len(points)} of {lines_n} lines in MLflow")
-        first = min(point.timestamp for point in points) / 1000
-        startup = first - min(point.value for point in points)
-        delays = sorted(point.timestamp / 1000 - point.value for point in points if point.value > first)
+        first = min(stamp for stamp, _ in points) / 1000
+        startup = first - min(value for _, value in points)
+        delays = sorted(stamp / 1000 - value for stamp, value in points if value > first)
         self.figures.append(Figure(
             "tracking, a metric line to MLflow (median, the tracker running)", "printed -> logged", "",
             statistics.median(delays) if delays else None, None, "absolute", 2000, "<= 2 s",
