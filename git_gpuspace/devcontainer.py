@@ -111,14 +111,15 @@ def base_images(dockerfile: str, args: dict[str, str]) -> list[str]:
 
 def hash_tree(digest: Any, folder: Path, skip: str | None = None) -> int:
     """Feed `digest` each entry's path and content_of, in an order the file system does not
-    choose, and return how many entries it fed; `skip`: a folder name left out (git's own). A
-    symlinked folder is fed as a link (its target's text, so a changed target is a change) and
-    never descended."""
+    choose, and return how many entries it fed; `skip`: a name left out, folder or file (git's
+    own: a linked worktree's `.git` file names its admin dir, which differs in each worktree of
+    the same commit). A symlinked folder is fed as a link (its target's text, so a changed target
+    is a change) and never descended."""
     count = 0
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if d != skip)
         links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
-        for name in sorted([*files, *links]):
+        for name in sorted(name for name in [*files, *links] if name != skip):
             path = Path(root) / name
             digest.update(f"{path.relative_to(folder)}\0".encode())
             digest.update(content_of(path))

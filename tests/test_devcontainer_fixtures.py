@@ -434,6 +434,20 @@ def test_a_changed_base_image_is_built_again(repo, tmp_path, docker_client):
     docker_client.images.remove(base, force=True)
 
 
+def test_one_build_serves_every_worktree_of_the_commit(repo, tmp_path, docker_client):
+    """A context that is the whole worktree holds its `.git` file, which differs per worktree: it
+    is git's, not the build's, so worktrees `a` and `b` of one commit share one image."""
+    repo.commit({".devcontainer/Dockerfile": f"FROM {IMAGE}\nCOPY marker.txt /marker.txt\n", "marker.txt": "m\n",
+                 DEVCONTAINER: json.dumps({"build": {"dockerfile": "Dockerfile", "context": ".."}})}, "build")
+    first = repo.ok("add", "-b", "a", str(tmp_path / "a"), "--gpus", "none")
+    second = repo.ok("add", "-b", "b", str(tmp_path / "b"), "--gpus", "none")
+    assert "Building" in first.stderr and "Building" not in second.stderr, second.stderr
+    images = {c.attrs["Config"]["Image"] for c in repo.containers()}
+    assert len(images) == 1, images
+    for branch in ("a", "b"):
+        repo.ok("remove", "--force", branch)
+
+
 # --- the parser, without the engine -----------------------------------------------------------
 
 def parse(tmp_path: Path, document: dict | str, trust: bool = True, files: dict[str, str] | None = None,
