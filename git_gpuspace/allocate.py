@@ -130,5 +130,5 @@ def choose_ports(
             if port is None:
                 raise PortTaken(f"no free host port for {request.name} in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
         taken.add(port)
-        chosen.append(PortMap(request.name, request.container_port, port, address))
+        chosen.append(PortMap(request.name, request.container_port, port, address, request.origin))
     return chosen

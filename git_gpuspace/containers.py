@@ -7,11 +7,13 @@ belongs to; those labels are how any repo on the engine finds who holds which GP
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pwd
 import re
 import socket
 import sys
+import tarfile
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +24,7 @@ import docker
 import docker.errors
 from docker.utils.socket import STDOUT, frames_iter
 import requests.exceptions
-from docker.types import DeviceRequest, Mount
+from docker.types import DeviceRequest, Mount, Ulimit
 
 from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime, PortTaken, StateError, UsageError
 from .model import Holder, Limits, PortMap, current_user, name_digest
@@ -75,9 +77,13 @@ class ContainerSpec:
     workspace: str = WORKSPACE  # where the worktree is mounted
     workdir: str = WORKSPACE
     user: str | None = None  # the image's user unless the uid mapping runs the invoking user
+    user_has_your_uid: bool = False  # `user` is an account of the image given your uid (user_uid.py): run as it
     # a binding's comes back with the engine (after a crash or a reboot too) unless `stop` said
     # otherwise; a run's does not (it is then interrupted), nor one made with --no-start
     restart: bool = True
+    # devcontainer.json's container-local settings (state.CONTAINER_OPTIONS): ulimits
+    # ("name=soft:hard"), extra_hosts ("host:ip"), labels, hostname, platform, init
+    container_options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -276,6 +282,35 @@ class Engine:
                                      "cuda12.6-cudnn9-runtime") from None
                 raise _translate(error, f"cannot look up image '{image}'") from None
 
+    def image_file(self, image: str, path: str, limit: int = 1 << 20) -> bytes | None:
+        """A small regular file of `image` (its /etc/passwd), read from a container made for it and
+        never started; None when the image has no such file."""
+        with self._calls():
+            try:
+                created = self.api.create_container(image, command=["true"], entrypoint=[],
+                                                    host_config=self.api.create_host_config(network_mode="none"))
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot read {path} of {image}") from None
+            try:
+                stream, _ = self.api.get_archive(created["Id"], path)
+                archive = io.BytesIO()
+                for chunk in stream:
+                    archive.write(chunk)
+                    if archive.tell() > limit + (1 << 16):
+                        return None
+                archive.seek(0)
+                with tarfile.open(fileobj=archive) as tar:
+                    member = tar.next()
+                    handle = tar.extractfile(member) if member is not None and member.isreg() else None
+                    return handle.read(limit) if handle is not None else None
+            except (docker.errors.NotFound, tarfile.TarError):
+                return None
+            except docker.errors.APIError as error:
+                raise _translate(error, f"cannot read {path} of {image}") from None
+            finally:
+                with contextlib.suppress(docker.errors.APIError):
+                    self.api.remove_container(created["Id"], force=True)
+
     def pull(self, image: str, progress=sys.stderr) -> None:
         """Pull with one progress line per layer change; a failure is ImageUnavailable."""
         repository, tag = docker.utils.parse_repository_tag(image)
@@ -363,7 +398,11 @@ class Engine:
             self.pull(image)
 
     def create(self, spec: ContainerSpec) -> None:
-        user, identity_env, tmpfs = _identity()
+        user, identity_env, tmpfs = _identity() if not spec.user_has_your_uid else (None, {}, None)
+        options, host_options = spec.container_options, dict(spec.host_options)
+        # one limit per name, the last written winning as with `docker run --ulimit`; a trusted
+        # file's (host_options: rtprio, nice) after the others
+        ulimits = dict(text.split("=", 1) for text in [*options.get("ulimits", []), *host_options.pop("ulimits", [])])
         host_config = self.api.create_host_config(
             mounts=[
                 Mount(target=spec.workspace, source=str(spec.worktree), type="bind"),
@@ -376,7 +415,9 @@ class Engine:
             device_requests=[DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
             if spec.gpus
             else None,
-            init=True,
+            init=options.get("init", True),  # false: the command is PID 1 (workspace.ENTRYPOINT ends in exec sleep)
+            ulimits=[_ulimit(name, limits) for name, limits in ulimits.items()] or None,
+            extra_hosts=list(options["extra_hosts"]) if options.get("extra_hosts") else None,
             # back after a reboot or an engine restart, however the engine went down ("unless-stopped"
             # stays down after an engine killed with SIGKILL); `git gpuspace stop` sets "no"
             restart_policy={"Name": "always" if spec.restart else "no"},
@@ -384,7 +425,7 @@ class Engine:
             nano_cpus=int(spec.limits.cpus * 1e9) if spec.limits.cpus else None,
             shm_size=spec.limits.shm_bytes,
             tmpfs=tmpfs,
-            **spec.host_options,
+            **host_options,
         )
         with self._calls():
             try:
@@ -392,7 +433,10 @@ class Engine:
                     spec.image,
                     command=spec.command,
                     name=spec.name,
-                    labels=spec.labels,
+                    # ours last: a file's label never stands in for one that says who holds a GPU
+                    labels={**options.get("labels", {}), **spec.labels},
+                    hostname=options.get("hostname"),
+                    platform=options.get("platform"),
                     working_dir=spec.workdir,
                     user=user or spec.user,
                     environment={**identity_env, **spec.env},
@@ -443,6 +487,9 @@ class Engine:
                     raise _translate(error, f"cannot remove container {container_id[:12]}") from None
 
     def start(self, name: str) -> None:
+        from . import compose
+
+        compose.start(name)  # the bound service of a Compose project: the project's services too
         with self._calls():
             try:
                 self.api.start(name)
@@ -641,10 +688,14 @@ class Engine:
                 self.api.stop(name, timeout=STOP_TIMEOUT_S)
             except docker.errors.APIError as error:
                 raise _translate(error, f"cannot stop container '{name}'") from None
+        from . import compose
+
+        compose.stop(name)  # the bound service of a Compose project: its shutdownAction says for the others
 
     def remove(self, name: str, owner: tuple[str, str] | None = None, graceful: bool = True) -> None:
         """Stop gracefully (SIGTERM, then SIGKILL after a grace period; at once when not
-        `graceful`) and delete. Gone is fine. `owner`: (repo, worktree) its labels must name."""
+        `graceful`) and delete. Gone is fine. `owner`: (repo, worktree) its labels must name.
+        The bound service of a Compose project takes the project's other services with it."""
         if owner is not None:
             self.require_owner(name, owner)
         with self._calls():
@@ -652,7 +703,7 @@ class Engine:
                 if graceful:
                     self.api.stop(name, timeout=STOP_TIMEOUT_S)
             except docker.errors.NotFound:
-                return
+                pass  # gone already; its Compose project may not be
             except docker.errors.APIError:
                 pass  # not running, or stuck: remove(force) below settles it
             try:
@@ -664,6 +715,9 @@ class Engine:
             except docker.errors.APIError as error:
                 if "already in progress" not in str(error):
                     raise _translate(error, f"cannot remove container '{name}'") from None
+        from . import compose
+
+        compose.down(name)  # none recorded for `name` (a stat): nothing to do
 
 
 def _moment(text: object) -> datetime | None:
@@ -674,6 +728,12 @@ def _moment(text: object) -> datetime | None:
         return None
     zone = "+00:00" if found.group(3) == "Z" else found.group(3)
     return datetime.fromisoformat(f"{found.group(1)}.{(found.group(2) or '0')[:6].ljust(6, '0')}{zone}")
+
+
+def _ulimit(name: str, limits: str) -> Ulimit:
+    """`soft:hard` as devcontainer.py writes it (-1: unlimited)."""
+    soft, _, hard = limits.partition(":")
+    return Ulimit(name=name, soft=int(soft), hard=int(hard or soft))
 
 
 def _exit_code(status: str) -> int | None:
@@ -697,11 +757,13 @@ def _pull_line(event: dict) -> str:
 def _identity() -> tuple[str | None, dict[str, str], dict[str, str] | None]:
     """Run as the invoking user so files in the worktree stay theirs.
 
-    Images have no account for an arbitrary uid, so such a user gets a writable HOME.
+    Images have no account for an arbitrary uid, so such a user gets a writable HOME. As root,
+    the container's user (and each command's, remoteUser) gets the HOME its account in the image
+    names, as `docker run -u node` gives /home/node: the engine sets it where the env does not.
     """
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
-        return None, {"HOME": "/root"}, None
+        return None, {}, None
     return (
         f"{uid}:{gid}",
         {"HOME": HOME_IN_CONTAINER, "USER": os.environ.get("USER", "gpuspace")},

@@ -26,10 +26,11 @@ from typing import Any, Callable
 import json5
 
 from . import boundary
+from . import compose as compose_module
 from . import features as features_module
 from .errors import UsageError
 from .model import PortRequest, mount_parts, mount_text
-from .workspace import CACHE_MOUNT, DATA_MOUNT
+from .workspace import CACHE_MOUNT, DATA_MOUNT, SERVICE_PORTS
 
 MAX_BYTES = 1 << 20  # a devcontainer.json is a few KiB; a huge one is an attack on the parser
 DEFAULT_WORKSPACE = "/workspace"
@@ -37,9 +38,14 @@ DEFAULT_WORKSPACE = "/workspace"
 # postStartCommand after every start.
 LIFECYCLE = ("onCreateCommand", "updateContentCommand", "postCreateCommand", "postStartCommand")
 SUPPORTED = {"name", "image", "build", "dockerFile", "context", "containerEnv", "forwardPorts", "mounts",
-             "hostRequirements", "runArgs", "features", "remoteUser", "containerUser", "workspaceFolder",
+             "appPort", "portsAttributes",
+             "otherPortsAttributes",  # what the editor does with ports it detects: we forward none unasked
+             "hostRequirements", "runArgs", "features", "overrideFeatureInstallOrder", "remoteUser", "containerUser",
+             "workspaceFolder",
              "workspaceMount", "overrideCommand", "init", "privileged", "capAdd", "securityOpt", *LIFECYCLE,
+             "remoteEnv", "userEnvProbe", "initializeCommand",
              "waitFor",  # every command has finished before `add` returns, so any waitFor holds
+             "dockerComposeFile", "service", "runServices", "shutdownAction",  # trusted only: compose.py
              "$schema"}  # names the schema, asks for nothing
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "0.0.0.0", "::1")
@@ -160,6 +166,9 @@ class Devcontainer:
     workdir: str | None = None  # workspaceFolder: where commands start
     container_user: str | None = None
     remote_user: str | None = None
+    remote_env: dict[str, str | None] = field(default_factory=dict)  # for commands run in it; None unsets
+    user_env_probe: str | None = None
+    initialize_command: Any = None  # trusted only: runs on the host, in the worktree, before the build
     gpu: Any = None  # hostRequirements.gpu: True, "optional", a count, or None
     layer: dict[str, Any] = field(default_factory=dict)  # settings it gives: memory, cpus, shm_size
     host_options: dict[str, Any] = field(default_factory=dict)  # trusted: privileged, cap_add, ...
@@ -168,6 +177,9 @@ class Devcontainer:
     worktree: Path | None = None
     trusted: bool = False
     protected: tuple[Path, ...] = ()  # what an untrusted mount may not expose (the git dir, hooks)
+    # runArgs and `init` any file may set, as they stay in the container (state.CONTAINER_OPTIONS)
+    container_options: dict[str, Any] = field(default_factory=dict)
+    compose: Any = None  # a Compose-based file's project (compose.ComposeConfig): its services, not an image
 
     def notices(self) -> list[str]:
         lines = []
@@ -295,19 +307,24 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
         raise UsageError(f"{path} is not valid JSON with comments: {error}") from None
     if not isinstance(document, dict):
         raise UsageError(f"{path}: the top level must be an object")
-    if "dockerComposeFile" in document:
-        raise UsageError(f"{path}: a Compose-based configuration (dockerComposeFile, service) is not supported; "
-                         f"nothing was made",
-                         hint="give the worktree a devcontainer.json with \"image\" or \"build\" (or choose one with "
-                              "--devcontainer NAME), or pass --image")
+    if "dockerComposeFile" in document and not trust:
+        # its Compose files may mount any host path, run privileged, use the host's network
+        raise UsageError(f"{path}: a Compose-based configuration (dockerComposeFile, service) runs the services its "
+                         f"Compose files describe, as they describe them, so it is used only when trusted; nothing "
+                         f"was made", hint=f"review {path.parent} and the Compose files it names, then pass --trust "
+                                           f"(or run `git gpuspace trust {worktree}`)")
     config = Devcontainer(path=path, worktree=worktree, trusted=trust,
                           protected=(*protected, *boundary.dot_git(worktree, repo_root)))
     config.unsupported = sorted(key for key in document if key not in SUPPORTED)
+    if "dockerComposeFile" in document:
+        document = _compose_kind(document, config)
     substitute = Substitution(config, worktree, trust)
     _workspace(path, document, config, substitute)
     substitute.set_container_folder(config.workdir or config.workspace or DEFAULT_WORKSPACE)
     document = substitute(document)
     base = path.parent
+    if "dockerComposeFile" in document:
+        config.compose = compose_module.parse(path, document, repo_root, worktree)
 
     if "image" in document:
         config.image = _string(path, "image", document["image"])
@@ -317,7 +334,7 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
     if not isinstance(env, dict):
         raise UsageError(f"{path}: 'containerEnv' must be an object")
     config.env = {str(key): _env_text(path, key, value) for key, value in env.items()}
-    _ports(path, document.get("forwardPorts") or [], config)
+    _ports(path, document, config)
     mounts = document.get("mounts") or []
     if not isinstance(mounts, list):
         raise UsageError(f"{path}: 'mounts' must be a list")
@@ -330,9 +347,25 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
                 config.lifecycle[key] = document[key]
             else:
                 config.skipped.append(key)
-    for key in ("initializeCommand", "postAttachCommand"):
-        if key in config.unsupported:  # named with why
-            config.unsupported[config.unsupported.index(key)] = f"{key} ({_WHY_NOT[key]})"
+    if "initializeCommand" in document:
+        _check_command(path, "initializeCommand", document["initializeCommand"])
+        if trust:
+            config.initialize_command = document["initializeCommand"]
+        else:
+            config.skipped.append("initializeCommand (it runs on the host)")
+    if "postAttachCommand" in config.unsupported:  # named with why
+        config.unsupported[config.unsupported.index("postAttachCommand")] = "postAttachCommand (nothing attaches)"
+    remote_env = document.get("remoteEnv") or {}
+    if not isinstance(remote_env, dict):
+        raise UsageError(f"{path}: 'remoteEnv' must be an object")
+    config.remote_env = {str(key): None if value is None else _env_text(path, key, value)
+                         for key, value in remote_env.items()}
+    if "userEnvProbe" in document:
+        probe = document["userEnvProbe"]
+        if probe not in ("none", "loginShell", "interactiveShell", "loginInteractiveShell"):
+            raise UsageError(f"{path}: 'userEnvProbe' must be one of none, loginShell, interactiveShell, "
+                             f"loginInteractiveShell")
+        config.user_env_probe = probe
     if "overrideCommand" in document:
         if not isinstance(document["overrideCommand"], bool):
             raise UsageError(f"{path}: 'overrideCommand' must be true or false")
@@ -352,17 +385,39 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
     features = document.get("features") or {}
     if not isinstance(features, dict):
         raise UsageError(f"{path}: 'features' must be an object (feature id -> options)")
-    for key, options in features.items():
-        feature = features_module.resolve(path, key, options, base, repo_root, worktree, fetch)
-        if feature is None:
-            config.unsupported.append(f"feature {key} (only a local folder or an OCI reference)")
-            continue
+    # with their dependencies, in install order (what each contributes follows the same order)
+    ordered, named = features_module.install_order(path, features, document.get("overrideFeatureInstallOrder"),
+                                                   base, repo_root, worktree, fetch)
+    config.unsupported += named
+    for feature in ordered:
         config.features.append(feature)
         _feature_contributions(path, feature, config, repo_root, worktree)
     return config
 
 
-_WHY_NOT = {"initializeCommand": "it runs on the host", "postAttachCommand": "nothing attaches"}
+
+# What the Compose files say for a Compose-based configuration, as the reference reads them: named, not applied
+_COMPOSE_OWN = {"image": "the service's image", "build": "the service's build", "dockerFile": "the service's build",
+                "context": "the service's build", "runArgs": "the service's options",
+                "workspaceMount": "the service's volumes; the worktree is mounted at workspaceFolder",
+                "features": "features on a Compose service are not supported yet",
+                "overrideFeatureInstallOrder": "features on a Compose service are not supported yet"}
+
+
+def _compose_kind(document: dict, config: Devcontainer) -> dict:
+    """A Compose-based file without what belongs to the other kinds (named), with the
+    reference's defaults for this kind: overrideCommand false (the service's own command runs),
+    and workspaceFolder "/" as where commands start (the worktree is then at /workspace)."""
+    document = dict(document)
+    for key, why in _COMPOSE_OWN.items():
+        if key in document:
+            del document[key]
+            config.unsupported.append(f"{key} (with dockerComposeFile: {why})")
+    config.override_command = False
+    if isinstance(document.get("workspaceFolder"), str) and not document["workspaceFolder"].strip("/"):
+        del document["workspaceFolder"]
+        config.workdir = "/"
+    return document
 
 
 def _workspace(path: Path, document: dict, config: Devcontainer, substitute: Substitution) -> None:
@@ -489,9 +544,24 @@ def _env_text(path: Path, key: Any, value: Any) -> str:
     raise UsageError(f"{path}: the value of '{key}' must be a string, number or boolean")
 
 
-def _ports(path: Path, entries: Any, config: Devcontainer) -> None:
-    """forwardPorts: a port, or "host:port" where the host is this container (another name is
-    another service's port: there is no such service here). One container port is one entry."""
+def _ports(path: Path, document: dict, config: Devcontainer) -> None:
+    """appPort, published as the reference publishes it (a number N: host port N on loopback;
+    "[ip:][host:]container" with that host port), then forwardPorts: a port, or "host:port"
+    where the host is this container (another name is another service's port: there is no such
+    service here), published on loopback at a free host port, as the editor forwards it.
+    portsAttributes gives a port its name (`label`), keeps it unpublished (`onAutoForward:
+    "ignore"`) or on the same host port (`requireLocalPort`). One container port is one entry,
+    appPort's first."""
+    attributes = _port_attributes(path, document.get("portsAttributes"))
+    if not isinstance(document.get("otherPortsAttributes", {}), dict):
+        raise UsageError(f"{path}: 'otherPortsAttributes' must be an object")
+    app = document.get("appPort")
+    for entry in [] if app is None else app if isinstance(app, list) else [app]:
+        asked = _app_port(path, entry, config)
+        if asked is not None and asked[0] not in {port.container_port for port in config.ports}:
+            name = _port_name(attributes(asked[0]), f"app-{asked[0]}", config)
+            config.ports.append(PortRequest(name, asked[0], asked[1], "app"))
+    entries = document.get("forwardPorts") or []
     if not isinstance(entries, list):
         raise UsageError(f"{path}: 'forwardPorts' must be a list")
     for entry in entries:
@@ -502,10 +572,61 @@ def _ports(path: Path, entries: Any, config: Devcontainer) -> None:
             host, number = found.group(1) or "localhost", int(found.group(2))
         else:
             raise UsageError(f"{path}: forwardPorts entry {entry!r} is not a port")
+        wanted = attributes(number)
         if host not in LOCAL_HOSTS:
             config.unsupported.append(f"forwardPorts {entry} (a port of another service)")
-        elif number not in {port.container_port for port in config.ports}:
-            config.ports.append(PortRequest(f"port-{number}", number))
+        elif number not in {port.container_port for port in config.ports} and wanted.get("onAutoForward") != "ignore":
+            config.ports.append(PortRequest(_port_name(wanted, f"port-{number}", config), number,
+                                            number if wanted.get("requireLocalPort") is True else None, "forwarded"))
+
+
+def _port_attributes(path: Path, found: Any) -> Callable[[int], dict]:
+    """portsAttributes as a port's attributes: its own key ("3000") or a range's ("3000-3010");
+    other keys name what the editor detects (a process, a pattern) and concern no port here."""
+    if found is None:
+        found = {}
+    if not isinstance(found, dict) or not all(isinstance(value, dict) for value in found.values()):
+        raise UsageError(f"{path}: 'portsAttributes' must be an object of objects (port -> attributes)")
+    ranges = []
+    for key, value in found.items():
+        if bounds := re.fullmatch(r"\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?", str(key)):
+            ranges.append((int(bounds.group(1)), int(bounds.group(2) or bounds.group(1)), value))
+    # an exact key before a range that holds the port, as the editor matches them
+    ranges.sort(key=lambda item: item[0] != item[1])
+    return lambda port: next((value for low, high, value in ranges if low <= port <= high), {})
+
+
+def _port_name(wanted: dict, default: str, config: Devcontainer) -> str:
+    """A port's `label` as a port name (`--port`'s words: lowercase, digits, - and _), unless it
+    is a service's name or taken; else `default`."""
+    label = wanted.get("label")
+    name = re.sub(r"[^a-z0-9_-]+", "-", label.lower()).strip("-_")[:31].rstrip("-_") if isinstance(label, str) else ""
+    taken = {port.name for port in config.ports} | set(SERVICE_PORTS)
+    return name if name[:1].isalpha() and name not in taken else default
+
+
+def _app_port(path: Path, entry: Any, config: Devcontainer) -> tuple[int, int | None] | None:
+    """(container port, host port or None: a free one) of an appPort entry, as `docker run -p`
+    reads it. Its address, when it names one off loopback, is named and not taken: a
+    repository's file does not open a port to the network."""
+    if isinstance(entry, int) and not isinstance(entry, bool):
+        text, address, host, container = str(entry), "", str(entry), str(entry)  # the reference: 127.0.0.1:N:N
+    elif isinstance(entry, str) and (found := re.fullmatch(
+            r"(?:(\[[0-9A-Fa-f:.]+\]|[^:\[\]/]+):(\d*):|(\d+):)?(\d+)(?:/(tcp|udp|sctp))?", entry.strip())):
+        if found.group(5) not in (None, "tcp"):
+            config.unsupported.append(f"appPort {entry} (only TCP ports are published)")
+            return None
+        text, address, host, container = entry, (found.group(1) or "").strip("[]"), found.group(2) or found.group(3), \
+            found.group(4)
+    else:
+        raise UsageError(f"{path}: appPort entry {entry!r} is not a port or \"[ADDRESS:][HOST_PORT:]PORT\"")
+    for number in (host, container):
+        if number and not 1 <= int(number) <= 65535:
+            raise UsageError(f"{path}: appPort {text}: port {number} is out of range (1-65535)")
+    if address and address not in ("localhost", "127.0.0.1", "::1"):
+        config.unsupported.append(f"appPort {text} (address {address}: published where every port is, on "
+                                  f"127.0.0.1 unless publish_address says otherwise)")
+    return int(container), int(host) if host else None
 
 
 def _mount_fields(path: Path, entry: Any) -> dict[str, Any]:
@@ -590,8 +711,8 @@ def _host_fields(path: Path, document: dict, config: Devcontainer, trust: bool) 
     if "init" in document:
         if not isinstance(document["init"], bool):
             raise UsageError(f"{path}: 'init' must be true or false")
-        if document["init"] is False:
-            config.unsupported.append("init false (every container runs an init process)")
+        if document["init"] is False:  # the command is PID 1 then (our default runs docker's init)
+            config.container_options["init"] = False
 
 
 def _trusted_option(config: Devcontainer, trust: bool, shown: str, option: str, value: Any) -> None:
@@ -620,8 +741,8 @@ def _feature_contributions(path: Path, feature: features_module.Feature, config:
     for key in ("privileged", "capAdd", "securityOpt"):
         if metadata.get(key):
             config.unsupported.append(f"{where}: {key} (ask for it in {path.name} itself)")
-    if metadata.get("init") is False:
-        config.unsupported.append(f"{where}: init false (every container runs an init process)")
+    if metadata.get("init") is True and config.container_options.get("init") is False:
+        config.container_options["init"] = True  # as the reference: an init process when any entry asks for one
     mounts = metadata.get("mounts") or []
     if not isinstance(mounts, list):
         raise UsageError(f"{path}: {where}: 'mounts' in devcontainer-feature.json must be a list")
@@ -652,12 +773,21 @@ _TRUSTED_ONLY = {"--privileged": "privileged", "--cap-add": "cap_add", "--networ
                  "--security-opt": "security_opt", "-v": "volume", "--volume": "volume"}
 _LISTS = {"cap_add", "devices", "security_opt"}
 _SWITCHES = {"--privileged", "--init"}
+# runArgs any file may set, as what they change stays in the container, by the
+# container_options key they become (containers.Engine.create)
+_CONTAINER_FLAGS = {"--ulimit": "ulimits", "--add-host": "extra_hosts", "--label": "labels", "-l": "labels",
+                    "--hostname": "hostname", "-h": "hostname", "--platform": "platform"}
+# limits that let a process outrank the host's own (a real-time or raised priority): trusted only
+_HOST_ULIMITS = {"nice", "rtprio"}
+_ULIMIT_NAMES = {"core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+                 "rtprio", "rttime", "sigpending", "stack"}  # docker's own list
 
 
 def _run_args(path: Path, args: list, config: Devcontainer, trust: bool) -> None:
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
         raise UsageError(f"{path}: 'runArgs' must be a list of strings")
     tokens = [token for arg in args for token in (shlex.split(arg) if " " in arg and not arg.startswith("-e") else [arg])]
+    from_files: dict[str, str] = {}  # --env-file: under containerEnv and -e, as docker reads them
     i = 0
     while i < len(tokens):
         flag, value = tokens[i], None
@@ -670,8 +800,18 @@ def _run_args(path: Path, args: list, config: Devcontainer, trust: bool) -> None
         shown = flag + (f" {value}" if value is not None else "")
         if flag == "--gpus":
             config.unsupported.append(f"runArgs {shown} (GPUs come from the exclusive allocation)")
-        elif flag == "--init" and value is None:
-            pass  # every container runs an init process
+        elif flag == "--init" and value in (None, "true", "false"):
+            if value == "false":
+                config.container_options["init"] = False
+            else:  # our default
+                config.container_options.pop("init", None)
+        elif flag in _CONTAINER_FLAGS and value:
+            _container_flag(path, f"runArgs {shown}", _CONTAINER_FLAGS[flag], value, config, trust)
+        elif flag == "--env-file" and value:
+            if trust:
+                from_files.update(_env_file(path, f"runArgs {shown}", value, config.worktree or path.parent))
+            else:  # a file of the host's
+                _once(config.skipped, f"runArgs {shown}")
         elif flag in _VALUE_FLAGS and value is not None:
             config.layer[_VALUE_FLAGS[flag]] = value
         elif flag in ("-e", "--env") and value and "=" in value:
@@ -691,6 +831,102 @@ def _run_args(path: Path, args: list, config: Devcontainer, trust: bool) -> None
                                                 mode == ["ro"]))
         else:
             config.unsupported.append(f"runArgs {shown}")
+    config.env = {**from_files, **config.env}
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
+def _container_flag(path: Path, shown: str, option: str, value: str, config: Devcontainer, trust: bool) -> None:
+    """--ulimit, --add-host, --label, --hostname, --platform as `docker run` reads them; a value
+    docker would refuse is refused here, before anything is made."""
+    options = config.container_options
+    if option == "ulimits":
+        name, limits = _ulimit(path, shown, value)
+        target = config.host_options if name in _HOST_ULIMITS else options
+        if target is config.host_options and not trust:
+            _once(config.skipped, shown)
+            return
+        # one per name, the last written winning (as docker's own --ulimit)
+        target["ulimits"] = [text for text in target.get("ulimits", []) if text.split("=", 1)[0] != name] \
+            + [f"{name}={limits}"]
+    elif option == "extra_hosts":
+        host, _, address = value.partition("=") if "=" in value else value.partition(":")
+        address = address.strip("[]")
+        if not _HOSTNAME.fullmatch(host) or not (address == "host-gateway" or _is_address(address)):
+            raise UsageError(f"{path}: {shown}: write --add-host NAME:ADDRESS (an IP address or host-gateway)")
+        options.setdefault("extra_hosts", []).append(f"{host}:{address}")
+    elif option == "labels":
+        key, _, text = value.partition("=")
+        if not key.strip():
+            raise UsageError(f"{path}: {shown}: write --label KEY=VALUE")
+        if key.lower().startswith("gpuspace."):
+            raise UsageError(f"{path}: {shown}: gpuspace.* labels are git-gpuspace's own (they say whose container "
+                             f"it is and which GPUs it holds); nothing was made", hint="choose another label key")
+        options.setdefault("labels", {})[key] = text
+    elif option == "hostname":
+        if not _HOSTNAME.fullmatch(value):
+            raise UsageError(f"{path}: {shown}: not a valid hostname (letters, digits, '-' and '.')")
+        options["hostname"] = value
+    elif not re.fullmatch(r"[a-z0-9]+(/[a-z0-9_]+(/[a-z0-9]+)?)?", value.lower()):  # --platform
+        raise UsageError(f"{path}: {shown}: write --platform OS[/ARCH[/VARIANT]], e.g. linux/amd64")
+    else:
+        options["platform"] = value.lower()
+
+
+def _ulimit(path: Path, shown: str, value: str) -> tuple[str, str]:
+    """`name=soft[:hard]` -> (name, "soft:hard"); -1 is unlimited, as with `docker run --ulimit`."""
+    name, _, limits = value.partition("=")
+    numbers = limits.split(":")
+    if name not in _ULIMIT_NAMES or not 1 <= len(numbers) <= 2 or not all(re.fullmatch(r"-?\d+", n) for n in numbers):
+        raise UsageError(f"{path}: {shown}: write --ulimit NAME=SOFT[:HARD] (NAME one of "
+                         f"{', '.join(sorted(_ULIMIT_NAMES))}; -1 is unlimited)")
+    soft, hard = int(numbers[0]), int(numbers[-1])
+    if hard != -1 and (soft == -1 or soft > hard) or min(soft, hard) < -1:
+        raise UsageError(f"{path}: {shown}: the soft limit is above the hard one")
+    return name, f"{soft}:{hard}"
+
+
+def _is_address(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _env_file(path: Path, shown: str, value: str, worktree: Path) -> dict[str, str]:
+    """An --env-file as docker reads it: KEY=VALUE lines (the value as written), `#` comments,
+    a bare KEY taken from the environment when set there. A relative path is the worktree's,
+    where the reference runs `docker run`."""
+    from .untrusted_files import read_bytes
+
+    file = Path(value) if Path(value).is_absolute() else worktree / value  # no shell: no ~ either
+    try:
+        content = read_bytes(file, limit=MAX_BYTES + 1, follow_symlinks=True)
+    except OSError as error:
+        raise UsageError(f"{path}: {shown}: cannot read {file}: {error.strerror or error}") from None
+    if len(content) > MAX_BYTES:
+        raise UsageError(f"{path}: {shown}: {file} is larger than {MAX_BYTES >> 20} MiB")
+    try:
+        text = content.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: {shown}: {file} is not UTF-8 text") from None
+    found = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r").lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, rest = line.partition("=")
+        if not key or any(character.isspace() for character in key):
+            raise UsageError(f"{path}: {shown}: line {number} of {file} is not KEY=VALUE")
+        if equals:
+            found[key] = rest
+        elif key in os.environ:
+            found[key] = os.environ[key]
+    return found
 
 
 def gpu_spec(gpu: Any, configured: str, inventory_size: int, from_flag: bool) -> str:

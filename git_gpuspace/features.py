@@ -20,6 +20,7 @@ import stat
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
+from functools import cmp_to_key
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,8 +29,13 @@ import json5
 from .errors import UsageError
 
 # Metadata a feature may carry that we do not apply: named in the notice.
-CONTRIBUTES_UNSUPPORTED = ("entrypoint", "customizations", "dependsOn", "onCreateCommand", "updateContentCommand",
-                           "postCreateCommand", "postStartCommand", "postAttachCommand")
+CONTRIBUTES_UNSUPPORTED = ("entrypoint", "customizations", "postAttachCommand")
+# The short ids of the old feature format the reference maps to ghcr.io/devcontainers/features.
+_MIGRATED_IDS = {**{name: name for name in (
+    "aws-cli", "azure-cli", "desktop-lite", "docker-in-docker", "docker-from-docker", "dotnet", "git", "git-lfs",
+    "github-cli", "java", "kubectl-helm-minikube", "node", "powershell", "python", "ruby", "rust", "sshd",
+    "terraform")}, "golang": "go", "common": "common-utils", "gradle": "java", "maven": "java", "jupyterlab": "python"}
+_MIGRATED_TO = "ghcr.io/devcontainers/features"
 _OCI_REFERENCE = re.compile(r"[a-z0-9.-]+(?::\d+)?/[a-z0-9._/-]+(?::[\w.-]+|@sha256:[0-9a-f]{64})")
 _LOCAL_REGISTRIES = ("localhost", "127.0.0.1", "[::1]")  # plain HTTP, as Docker allows for loopback
 LAYER_TYPE = "application/vnd.devcontainers.layer.v1+tar"
@@ -37,12 +43,28 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_METADATA_BYTES = 1 << 20
 
 
+@dataclass(frozen=True)
+class Source:
+    """A feature as the reference compares features: a local folder by its path (as written, not
+    through links), a registry feature by registry/namespace, id and tag (None: a digest)."""
+
+    kind: str  # "file-path" or "oci", the reference's names
+    location: str  # the folder, or registry/namespace
+    id: str = ""
+    tag: str | None = None
+
+    @property
+    def resource(self) -> str:
+        return f"{self.location}/{self.id}" if self.kind == "oci" else self.location
+
+
 @dataclass
 class Feature:
-    key: str  # as the devcontainer.json names it
+    key: str  # as the devcontainer.json (or the dependsOn naming it) names it
     folder: Path
     options: dict[str, Any] | str = field(default_factory=dict)  # a string: the version, where there is one
     metadata: dict[str, Any] = field(default_factory=dict)
+    source: Source | None = None  # what the install order compares; set by resolve
 
     @property
     def id(self) -> str:
@@ -83,7 +105,7 @@ def _text(value: Any) -> str:
 def resolve(path: Path, key: str, options: Any, base: Path, repo_root: Path, worktree: Path,
             fetch: Callable[[str], Path] | None) -> Feature | None:
     """The feature `key` of the devcontainer.json at `path`; None for a kind we do not support
-    (a tarball URL, a deprecated short id)."""
+    (a tarball URL)."""
     if isinstance(options, bool) or options is None:
         options = {}
     if not isinstance(options, (dict, str)):
@@ -93,12 +115,22 @@ def resolve(path: Path, key: str, options: Any, base: Path, repo_root: Path, wor
         from .devcontainer import inside
 
         if not inside(folder, repo_root, worktree):
-            raise UsageError(f"{path}: feature {key} is outside the repository")
+            raise UsageError(f"{path}: feature {key} is outside the repository", hint=_LOCAL_RULE)
+        source = Source("file-path", _local_folder(path, key, base, worktree))
     elif "/" not in key:
+        if key in _MIGRATED_IDS:
+            raise UsageError(f"{path}: Could not resolve Feature '{key}': the short ids of the old feature format "
+                             f"are not supported", hint=f"its current form is \"{_MIGRATED_TO}/{_MIGRATED_IDS[key]}:1\"")
         raise UsageError(f"{path}: feature '{key}' names neither a folder nor a registry: a feature in a folder is "
                          f"written \"./{key}\"", hint="the short ids of the old feature format are not supported")
+    elif not _registry_host(key.split("/", 1)[0]):
+        raise UsageError(f"{path}: Could not resolve Feature '{key}'.  Ensure the Feature is published and accessible "
+                         f"from your current environment.",
+                         hint="a feature from a registry is named with the registry's host (ghcr.io/owner/repo/feature); "
+                              "the GitHub-release features of the old format are not supported")
     elif _OCI_REFERENCE.fullmatch(_with_tag(key)):
         folder = (fetch or fetch_oci)(key)
+        source = _oci_source(key)
     else:
         return None
     for name in ("devcontainer-feature.json", "install.sh"):
@@ -120,7 +152,49 @@ def resolve(path: Path, key: str, options: Any, base: Path, repo_root: Path, wor
                          f"names (letters, digits, _) to values")
     if not isinstance(metadata.get("options") or {}, dict):
         raise UsageError(f"{path}: feature {key}: options in devcontainer-feature.json must be an object")
-    return Feature(key, folder, options if isinstance(options, str) else dict(options), metadata)
+    return Feature(key, folder, options if isinstance(options, str) else dict(options), metadata, source)
+
+
+_LOCAL_RULE = "a local feature is a folder under .devcontainer/, named from the devcontainer.json (\"./name\")"
+
+
+def _local_folder(path: Path, key: str, base: Path, worktree: Path) -> str:
+    """The folder `key` names, as written (the reference's rule: in the worktree's .devcontainer/
+    folder, whichever devcontainer.json names it)."""
+    folder = os.path.normpath(base / key)
+    if os.path.relpath(folder, worktree / ".devcontainer").split(os.sep)[0] == "..":
+        raise UsageError(f"{path}: feature {key}: Local file path parse error. Resolved path must be a child of the "
+                         f".devcontainer/ folder.  Parsed: {folder}", hint=_LOCAL_RULE)
+    return folder
+
+
+def _registry_host(name: str) -> bool:
+    """As Docker tells a registry from a user: a dot, a port, or localhost."""
+    return "." in name or ":" in name or name == "localhost"
+
+
+def _oci_source(reference: str) -> Source:
+    """As the reference's getRef splits a reference: registry/namespace/id, then tag or digest."""
+    if "@" in reference:
+        resource, tag = reference.rsplit("@", 1)[0], None
+    elif reference.rfind(":") > reference.rfind("/"):
+        resource, tag = reference.rsplit(":", 1)
+    else:
+        resource, tag = reference, "latest"
+    location, _, name = resource.rpartition("/")
+    return Source("oci", location, name, tag)
+
+
+def _source(path: Path, key: str, base: Path, worktree: Path) -> Source | None:
+    """What an installsAfter or overrideFeatureInstallOrder entry names, without fetching it;
+    None for what names no feature we could install."""
+    if key.startswith(("./", "../")):
+        return Source("file-path", _local_folder(path, key, base, worktree))
+    if "/" not in key:
+        return Source("oci", _MIGRATED_TO, _MIGRATED_IDS[key], "1") if key in _MIGRATED_IDS else None
+    if _registry_host(key.split("/", 1)[0]) and _OCI_REFERENCE.fullmatch(_with_tag(key)):
+        return _oci_source(key)
+    return None
 
 
 def _read_metadata(path: Path) -> bytes:
@@ -230,18 +304,195 @@ def _reason(error: Exception) -> str:
     return text[:300]
 
 
-def ordered(features: list[Feature]) -> list[Feature]:
-    """The file's order, except that a feature comes after those it names in installsAfter."""
-    placed: list[Feature] = []
-    waiting = list(features)
+MAX_FEATURES = 100  # with every dependency: a chain of dependsOn fetches each link
+
+
+@dataclass(eq=False)
+class _Node:
+    """A feature in the reference's dependency graph: the file's own, or named by a dependsOn."""
+
+    key: str
+    options: Any
+    needed_by: Feature | None = None
+    feature: Feature | None = None
+    depends_on: list[_Node] = field(default_factory=list)
+    installs_after: list[Source] = field(default_factory=list)
+    aliases: list[str] | None = None  # its id and legacyIds, once its metadata is read
+    priority: int = 0  # from overrideFeatureInstallOrder
+    digest: str = ""  # a registry feature's content, where the reference compares manifest digests
+
+
+def install_order(path: Path, requested: dict, override: Any, base: Path, repo_root: Path, worktree: Path,
+                  fetch: Callable[[str], Path] | None) -> tuple[list[Feature], list[str]]:
+    """The features of the file and, recursively, those their dependsOn name, in the order the
+    reference installs them (containerFeaturesOrder.ts): in rounds, each of the features whose
+    dependsOn are installed and whose installsAfter (those present) are, of these only the ones
+    with the highest overrideFeatureInstallOrder priority, sorted as the reference sorts. A
+    feature named twice with the same options is installed once. Also the notices: what is
+    named and not installed."""
+    named: list[str] = []
+    graph: list[_Node] = []
+    worklist = [_Node(key, options) for key, options in requested.items()]
+    while worklist:
+        current = worklist.pop(0)
+        feature = resolve(path, current.key, current.options, base, repo_root, worktree, fetch)
+        if feature is None:
+            if current.needed_by is None:
+                named.append(f"feature {current.key} (only a local folder or an OCI reference)")
+                continue
+            raise UsageError(f"{path}: feature {current.needed_by.key} depends on {current.key}, which is neither a "
+                             f"local folder nor an OCI reference")
+        current.feature = feature
+        if feature.source and feature.source.kind == "oci":
+            from .devcontainer import hash_tree
+
+            digest = hashlib.sha256()
+            hash_tree(digest, feature.folder)
+            current.digest = digest.hexdigest()
+        if any(_equal(node, current) for node in graph):
+            continue
+        if len(graph) == MAX_FEATURES:
+            raise UsageError(f"{path}: more than {MAX_FEATURES} features with their dependencies (dependsOn)")
+        _read_dependencies(path, current, base, worktree, named)
+        worklist += current.depends_on
+        graph.append(current)
+    if override is not None:
+        _apply_override(path, override, graph, base, worktree)
+    for node in graph:  # installsAfter orders only among the features there
+        node.installs_after = [soft for soft in node.installs_after if any(_satisfies(other, soft) for other in graph)]
+    installed: list[_Node] = []
+    waiting = list(graph)
     while waiting:
-        ids = {feature.id for feature in waiting}
-        ready = next((f for f in waiting if not ids & {Path(str(a).rsplit(":", 1)[0]).name
-                                                       for a in f.metadata.get("installsAfter") or []} - {f.id}),
-                     waiting[0])  # a cycle: the file's order
-        placed.append(ready)
-        waiting.remove(ready)
-    return placed
+        ready = [node for node in waiting
+                 if all(any(_equal(done, hard) for done in installed) for hard in node.depends_on)
+                 and all(any(_satisfies(done, soft) for done in installed) for soft in node.installs_after)]
+        if not ready:
+            remaining = ", ".join(dict.fromkeys(node.key for node in waiting))
+            raise UsageError(f"{path}: Failed to compute Feature installation order! Circular dependency detected: "
+                             f"{remaining}", hint="their dependsOn and installsAfter (devcontainer-feature.json) "
+                                                  "name each other; nothing was made")
+        top = max(node.priority for node in ready)
+        ready = sorted((node for node in ready if node.priority == top), key=cmp_to_key(_compare))
+        waiting = [node for node in waiting if node not in ready]
+        installed += ready
+    return [node.feature for node in installed], named
+
+
+def _read_dependencies(path: Path, node: _Node, base: Path, worktree: Path, named: list[str]) -> None:
+    feature = node.feature
+    metadata = feature.metadata
+    depends_on = metadata.get("dependsOn") or {}
+    if not isinstance(depends_on, dict):
+        raise UsageError(f"{path}: feature {feature.key}: dependsOn in devcontainer-feature.json must be an object "
+                         f"(feature -> options)")
+    installs_after = metadata.get("installsAfter") or []
+    if not isinstance(installs_after, list) or not all(isinstance(key, str) for key in installs_after):
+        raise UsageError(f"{path}: feature {feature.key}: installsAfter in devcontainer-feature.json must be a list "
+                         f"of feature ids")
+    legacy = metadata.get("legacyIds")
+    node.aliases = [str(metadata.get("currentId") or metadata.get("id") or feature.id),
+                    *(str(name) for name in (legacy if isinstance(legacy, list) else []))]
+    node.depends_on = [_Node(key, options, feature) for key, options in depends_on.items()]
+    for key in installs_after:
+        soft = _source(path, key, base, worktree)
+        if soft is None:
+            named.append(f"feature {feature.key}: installsAfter {key} (names no local folder or registry feature)")
+        else:
+            node.installs_after.append(soft)
+
+
+def _apply_override(path: Path, override: Any, graph: list[_Node], base: Path, worktree: Path) -> None:
+    """The first entry gets the highest priority; a feature it names installs as soon as it can."""
+    if not isinstance(override, list) or not all(isinstance(key, str) for key in override):
+        raise UsageError(f"{path}: 'overrideFeatureInstallOrder' must be a list of feature ids")
+    for index, key in enumerate(override):
+        named = _source(path, key, base, worktree)
+        if named is None:
+            raise UsageError(f"{path}: Feature '{key}' in 'overrideFeatureInstallOrder' could not be processed.",
+                             hint="name a feature as the features object does (\"./name\" or a registry reference)")
+        for node in graph:
+            if _satisfies(node, named, aliases=False):
+                node.priority = max(node.priority, len(override) - index)
+
+
+def _satisfies(node: _Node, soft: Source, aliases: bool = True) -> bool:
+    """Whether `node` is what an installsAfter (or an override) names: the same folder, or the
+    same registry feature whatever its tag. The reference also matches a renamed feature by the
+    named one's legacyIds, which it fetches; here the installed one's own legacyIds stand in."""
+    source = node.feature.source
+    if source.kind != soft.kind:
+        return False
+    if source.kind == "file-path":
+        return source.location == soft.location
+    return source.resource == soft.resource or (aliases and source.location == soft.location
+                                                and soft.id in (node.aliases or []))
+
+
+def _equal(a: _Node, b: _Node) -> bool:
+    return a.feature.source.kind == b.feature.source.kind and _compare(a, b) == 0
+
+
+def _compare(a: _Node, b: _Node) -> int:
+    """The reference's compareTo: by kind's own terms, then options; across kinds by the id as written."""
+    first, second = a.feature.source, b.feature.source
+    if first.kind != second.kind:
+        return _locale_compare(a.key, b.key)
+    options = _options_compare(a.feature.options, b.feature.options)
+    if first.kind == "file-path":
+        return _locale_compare(first.location, second.location) or options
+    if a.digest == b.digest and options == 0:
+        return 0
+    if first.location != second.location:
+        return _locale_compare(first.location, second.location)
+    if not set(a.aliases or [first.id]) & set(b.aliases or [second.id]):
+        return _locale_compare(first.id, second.id)
+    if first.tag and second.tag and first.tag != second.tag:
+        return _locale_compare(first.tag, second.tag)
+    return options or _locale_compare(a.digest, b.digest)
+
+
+def _options_compare(a: Any, b: Any) -> int:
+    """The reference's optionsCompareTo: fewer options first, then by sorted name and value."""
+    if isinstance(a, str) and isinstance(b, str):
+        return _locale_compare(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        if len(a) != len(b):
+            return len(a) - len(b)
+        for name_a, name_b in zip(sorted(a), sorted(b)):
+            if name_a != name_b:
+                return _locale_compare(name_a, name_b)
+            value_a, value_b = a[name_a], b[name_b]
+            if isinstance(value_a, str) and isinstance(value_b, str) and value_a != value_b:
+                return _locale_compare(value_a, value_b)
+            if isinstance(value_a, bool) and isinstance(value_b, bool) and value_a != value_b:
+                return 1 if value_a else -1
+        return 0
+    return _locale_compare(*("object" if isinstance(value, dict) else "string" for value in (a, b)))
+
+
+# JavaScript's localeCompare (ICU's root collation) on ASCII: punctuation in this order, then
+# digits, then letters ignoring case; only then lower case before upper.
+_PUNCTUATION = " _-,;:!?.'\"()[]{}@*/\\&#%`^+<=>|~$"
+
+
+def _collation_key(text: str) -> tuple:
+    primary, case = [], []
+    for char in text:
+        if char in _PUNCTUATION:
+            primary.append((0, _PUNCTUATION.index(char)))
+        elif char.isdigit():
+            primary.append((1, ord(char)))
+        elif char.isalpha():
+            primary.append((2, ord(char.lower())))
+        else:
+            primary.append((3, ord(char)))
+        case.append(char.isupper())
+    return primary, case
+
+
+def _locale_compare(a: str, b: str) -> int:
+    first, second = _collation_key(a), _collation_key(b)
+    return (first > second) - (first < second)
 
 
 @dataclass
@@ -254,12 +505,13 @@ class DerivedImage:
     features: list[Feature]
     container_user: str | None = None
     remote_user: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)  # its devcontainer.metadata (image_metadata)
 
     def tag(self) -> str:
         from .devcontainer import hash_tree
 
         digest = hashlib.sha256(f"{self.base}\0{self.base_id}\0{self.base_user}\0{self.container_user}\0"
-                                f"{self.remote_user}".encode())
+                                f"{self.remote_user}\0{sorted(self.labels.items())}".encode())
         for feature in self.features:
             digest.update(f"\0{feature.key}\0{sorted(feature.environment().items())}".encode())
             hash_tree(digest, feature.folder)

@@ -6,12 +6,14 @@ import os
 import shlex
 import shutil
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from . import allocate, boundary, claim, devcontainer, features, gpus, private_git, untrusted_files, workspace, worktrees
+from . import (allocate, boundary, claim, compose, devcontainer, features, gpus, image_metadata, private_git,
+               remote_env, untrusted_files, user_uid, workspace, worktrees)
 from . import state as state_module
 from .containers import (LABEL_GIT, LABEL_REPO, LABEL_WORKTREE, PRIVATE_GIT, ContainerInfo, ContainerSpec, Engine,
                          container_name, labels_for)
@@ -78,15 +80,61 @@ def prepare(settings: Settings, engine: Engine | None = None, released: frozense
         managed = release_vanished(engine, engine.list_managed())
         allocate.choose(settings.request, plan.inventory,
                         leases([c for c in managed if c.id not in released]), settings.share, settings.pack)
+    if settings.initialize is not None:
+        _initialize(*settings.initialize)
     image = settings.image
+    if settings.compose is not None:
+        return plan  # Compose builds and pulls the project's images, for the worktree's own project (_claim_and_create)
     if settings.build is not None:
         image = _built_image(engine, settings.build)
     else:
         engine.ensure_image(image)
+    base_entries = image_metadata.entries_of(((engine.image_attrs(image) or {}).get("Config") or {}).get("Labels"))
+    settings = with_image_metadata(settings, base_entries)
     if settings.features:
-        image = _image_with_features(engine, image, settings)
+        image = _image_with_features(engine, image, settings, base_entries)
+    account = settings.remote_user or settings.container_user
+    with_your_uid = user_uid.uid_image(engine, image, account) if os.getuid() != 0 else None
+    if with_your_uid is not None:
+        image = with_your_uid
+        settings = replace(settings, container_user=account, user_has_your_uid=True)
     plan.settings = replace(settings, image=image)
     return plan
+
+
+def with_image_metadata(settings: Settings, entries: list[dict]) -> Settings:
+    """The image's devcontainer.metadata under the file's own settings: users, userEnvProbe,
+    remoteEnv and containerEnv (lifecycle commands are read from the container's image when
+    they run: `run_lifecycle`)."""
+    if not entries:
+        return settings
+    own = {"remoteUser": settings.remote_user, "containerUser": settings.container_user,
+           "userEnvProbe": settings.user_env_probe, "remoteEnv": settings.remote_env}
+    merged = image_metadata.merge([*entries, own])
+    return replace(settings, remote_user=merged.remote_user, container_user=merged.container_user,
+                   user_env_probe=merged.user_env_probe, remote_env=merged.remote_env,
+                   env={**merged.container_env, **settings.env})
+
+
+def _initialize(command, worktree: Path) -> None:
+    """A trusted devcontainer.json's initializeCommand: on the host, as the user, in the worktree,
+    before the image is pulled or built (as the reference runs it). A failure makes nothing."""
+    steps = list(command.items()) if isinstance(command, dict) else [("", command)]
+    running = []
+    for name, step in steps:  # an object's commands run side by side, as the reference runs them
+        argv = ["/bin/sh", "-c", step] if isinstance(step, str) else [str(part) for part in step]
+        print(f"Running initializeCommand{f' {name}' if name else ''} on the host: "
+              f"{step if isinstance(step, str) else shlex.join(argv)}", file=sys.stderr)
+        try:
+            running.append((name, subprocess.Popen(argv, cwd=worktree, stdin=subprocess.DEVNULL,
+                                                   stdout=sys.stderr, stderr=sys.stderr)))
+        except OSError as error:
+            raise GpuspaceError(f"initializeCommand could not start: {error.strerror or error}; nothing was made") from None
+    failed = [(name, code) for name, process in running if (code := process.wait()) != 0]
+    if failed:
+        name, code = failed[0]
+        raise GpuspaceError(f"initializeCommand{f' {name}' if name else ''} exited with {code}; nothing was made",
+                            hint="it is the devcontainer.json's, run on this host: fix it, or the file")
 
 
 def _built_image(engine: Engine, build: devcontainer.Build) -> str:
@@ -105,17 +153,21 @@ def _built_image(engine: Engine, build: devcontainer.Build) -> str:
     return tag
 
 
-def _image_with_features(engine: Engine, base: str, settings: Settings) -> str:
-    """`base` with the features installed, in the order installsAfter asks for."""
+def _image_with_features(engine: Engine, base: str, settings: Settings, base_entries: list[dict]) -> str:
+    """`base` with the features installed, in the order installsAfter asks for; its
+    devcontainer.metadata label is the base image's entries, then each feature's, as the
+    reference records them."""
     attrs = engine.image_attrs(base) or {}  # there: pulled or built just before
+    label = image_metadata.label_value([*base_entries, *(image_metadata.feature_entry(f.key, f.metadata)
+                                                         for f in settings.features)])
     derived = features.DerivedImage(base, attrs.get("Id", ""), (attrs.get("Config") or {}).get("User") or "",
-                                    features.ordered(list(settings.features)), settings.container_user,
-                                    settings.remote_user)
+                                    list(settings.features), settings.container_user,  # in install order
+                                    settings.remote_user, labels={image_metadata.LABEL: label})
     tag = derived.tag()
     if not engine.has_image(tag):
         context = derived.context()
         try:
-            engine.build(context, context / "Dockerfile", tag, {},
+            engine.build(context, context / "Dockerfile", tag, {}, labels=derived.labels,
                          what=f"features {', '.join(f.key for f in derived.features)}")
         finally:
             shutil.rmtree(context, ignore_errors=True)
@@ -275,7 +327,7 @@ def bind_worktree(
     binding = Binding(
         path=str(worktree.path),
         container=name,
-        image=settings.image,
+        image=plan.settings.image,  # a Compose service's, known once its project's images are there
         branch=worktree.branch,
         gpus=[gpu.uuid for gpu in chosen],
         limits=settings.limits,
@@ -313,7 +365,9 @@ def _kept_settings(settings: Settings) -> dict:
     return dict(env=dict(settings.env), mounts=list(settings.mounts), host_options=dict(settings.host_options),
                 devcontainer=settings.devcontainer, workspace=settings.workspace, workdir=settings.workdir,
                 container_user=settings.container_user, remote_user=settings.remote_user,
-                override_command=settings.override_command)
+                remote_env={name: value for name, value in settings.remote_env.items() if value is not None},
+                user_env_probe=settings.user_env_probe,
+                override_command=settings.override_command, container_options=dict(settings.container_options))
 
 
 def _data_dir(settings: Settings, name: str, undo: Rollback, origin: tuple[Path, Path]) -> Path:
@@ -347,7 +401,8 @@ def _workspace_binds(settings: Settings, data_dir: Path) -> list[tuple[str, str,
     caches = workspace.ensure_caches()
     binds = [(str(data_dir), workspace.DATA_MOUNT, False)]
     binds += [(str(caches / cache), f"{workspace.CACHE_MOUNT}/{cache}", False) for cache in workspace.CACHES]
-    if any(port.name == "ssh" for port in settings.ports) and os.getuid() != 0:
+    # sshd looks the user up: a bare uid needs an account (an image's own account given your uid has one)
+    if any(port.name == "ssh" for port in settings.ports) and os.getuid() != 0 and not settings.user_has_your_uid:
         passwd, group = workspace.accounts(os.getuid(), os.getgid())
         binds += [(str(passwd), "/etc/passwd", True), (str(group), "/etc/group", True)]
     for mount in settings.mounts:
@@ -372,6 +427,15 @@ def _claim_and_create(
     """Atomic across every repo on the host: the engine's GPU claim is held from reading the
     leases (container labels) until the new labelled container exists."""
     settings, engine = plan.settings, plan.engine
+    if settings.compose is not None:  # its images built or pulled before the claim, as any image is
+        if run is not None:
+            raise UsageError("a run's container cannot come from a Compose-based devcontainer.json; nothing was made",
+                             hint="give the run --image, or a devcontainer.json with \"image\" or \"build\"")
+        settings = plan.settings = replace(settings, image=compose.prepare(settings.compose, name, engine.has_image))
+    elif replacing is not None and compose.recorded(replacing):  # the state file does not say what the project was
+        raise UsageError(f"{replacing} is the service of a Compose project, which cannot be made again from the state "
+                         f"file; nothing was changed", hint="`git gpuspace remove --keep-worktree`, then `git gpuspace "
+                                                            "bind --trust`, makes the project again")
     with claim.engine_claim(engine, settings.image, plan.claim_wait):
         managed = engine.list_managed()
         if not settings.request.none:
@@ -392,7 +456,10 @@ def _claim_and_create(
             )
         uuids = [gpu.uuid for gpu in chosen]
         _claim_volumes(engine, settings, info.common_dir, undo)
-        engine.create(
+        # a Compose-based file's: the bound service of the worktree's own project, made by Compose
+        create = engine.create if settings.compose is None else \
+            (lambda spec: compose.up(settings.compose, spec))
+        create(
             ContainerSpec(
                 name=name,
                 image=settings.image,
@@ -412,7 +479,9 @@ def _claim_and_create(
                 workspace=settings.workspace or boundary.WORKSPACE,
                 workdir=settings.workdir or settings.workspace or boundary.WORKSPACE,
                 user=settings.container_user,
+                user_has_your_uid=settings.user_has_your_uid,
                 restart=run is None and keep_up,
+                container_options=settings.container_options,
             )
         )
         undo.push(f"remove container {name}", lambda: engine.remove(name))
@@ -450,7 +519,7 @@ def record_pending(state: State, info: worktrees.RepoInfo, worktree: worktrees.W
         worktree_id=worktree.admin_id,
         gpu_request=settings.gpu_spec,
         pending=reason,
-        ports=[PortMap(p.name, p.container_port, p.host_port or 0, settings.address) for p in settings.ports],
+        ports=[PortMap(p.name, p.container_port, p.host_port or 0, settings.address, p.origin) for p in settings.ports],
         data_dir=settings.data_dir,
         **_kept_settings(settings),
     )
@@ -490,6 +559,7 @@ def unbind(engine: Engine, state: State, binding: Binding) -> None:
     checkpoint("after-unbind-save")
     engine.remove(binding.container)
     private_git.remove(private_git.for_container(binding.container))
+    remote_env.forget(binding.container)
 
 
 def owner_of(state: State, binding: Binding) -> tuple[str, str]:
@@ -563,28 +633,49 @@ def not_bound(info: worktrees.RepoInfo, worktree: worktrees.Worktree, verb: str)
                          hint=hint)
 
 
-def run_lifecycle(engine: Engine, binding: Binding, commands: dict, first_start: bool) -> None:
-    """A trusted devcontainer.json's commands in the spec's order: onCreateCommand,
-    updateContentCommand and postCreateCommand after the first start, postStartCommand after
-    every start; as remoteUser, `${containerEnv:VAR}` from the container. A failure warns and
-    stops the ones after it (as the reference does): the container is up, and the user can fix
-    and rerun it by hand."""
+def file_commands(settings: Settings) -> dict | None:
+    """The lifecycle commands `run_lifecycle` takes from the settings' devcontainer.json: its own
+    when trusted (none without a file); None when it is not trusted."""
+    return settings.lifecycle if settings.trusted or not settings.devcontainer else None
+
+
+def run_lifecycle(engine: Engine, binding: Binding, commands: dict | None, first_start: bool) -> bool:
+    """The lifecycle commands in the spec's order: onCreateCommand, updateContentCommand and
+    postCreateCommand after the first start, postStartCommand after every start; at each stage
+    the image's devcontainer.metadata ones (the base image's, then each feature's, in install
+    order) before the file's. `commands`: the trusted file's (see `file_commands`); None: the
+    file is not trusted, and neither are the commands of the image it names. As remoteUser,
+    with the probed environment and remoteEnv, `${containerEnv:VAR}` from the container. A
+    failure stops the ones after it and returns False: the container stays up, for the user to
+    fix and rerun them by hand."""
     keys = devcontainer.LIFECYCLE if first_start else ("postStartCommand",)
-    wanted = [(key, commands[key]) for key in keys if commands.get(key)]
+    attrs = engine.image_attrs(binding.image) or {}
+    from_image = image_metadata.merge(image_metadata.entries_of((attrs.get("Config") or {}).get("Labels"))).lifecycle
+    if commands is None:
+        named = [key for key in keys if from_image.get(key)]
+        if named:
+            print(f"git-gpuspace: the image's devcontainer.metadata asks for {', '.join(named)}: not run, as the "
+                  f"devcontainer.json is not trusted (`git gpuspace trust {binding.path}` allows them)", file=sys.stderr)
+        return True
+    wanted = [(key, command) for key in keys for command in [*from_image.get(key, []), commands.get(key)] if command]
     if not wanted:
-        return
+        return True
     container_env = engine.container_env(binding.container)
+    user = exec_user(binding)
+    env = remote_env.environment(engine, binding, user)
     for key, command in wanted:
         command = devcontainer.container_substitute(command, container_env)
         for step in list(command.values()) if isinstance(command, dict) else [command]:
             argv = ["sh", "-c", step] if isinstance(step, str) else [str(part) for part in step]
             print(f"Running {key}: {step if isinstance(step, str) else shlex.join(argv)}", file=sys.stderr)
-            code, _ = engine.exec(binding.container, argv, {}, output=(sys.stderr.buffer, sys.stderr.buffer),
-                                  user=exec_user(binding))
+            code, _ = engine.exec(binding.container, argv, env, output=(sys.stderr.buffer, sys.stderr.buffer),
+                                  user=user)
             if code != 0:
-                print(f"git-gpuspace: warning: {key} exited with {code}; the commands after it were not run",
+                print(f"git-gpuspace: error: {key} exited with {code}; the commands after it were not run (the "
+                      f"container {binding.container} is up: fix the command and run it with `git gpuspace exec`)",
                       file=sys.stderr)
-                return
+                return False
+    return True
 
 
 def exec_user(binding: Binding) -> str | None:

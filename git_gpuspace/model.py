@@ -37,19 +37,29 @@ class PortMap:
     container_port: int
     host_port: int
     address: str = "127.0.0.1"
+    origin: str = ""  # PORT_ORIGINS: which devcontainer.json field asked for it ("": a flag or a service)
 
     def label(self) -> str:
-        return f"{self.name}={self.container_port}:{self.host_port}@{self.address}"
+        return f"{self.name}={self.container_port}:{self.host_port}@{self.address}" + (
+            f"/{self.origin}" if self.origin else "")
 
     @classmethod
     def from_label(cls, text: str) -> "PortMap | None":
+        """`name=container:host@address[/origin]`: labels written before origins read as ever."""
         try:
             name, rest = text.split("=", 1)
             ports, address = rest.split("@", 1)
+            address, _, origin = address.partition("/")
             container_port, host_port = ports.split(":", 1)
-            return cls(name, int(container_port), int(host_port), address)
+            if origin and origin not in PORT_ORIGINS:
+                return None
+            return cls(name, int(container_port), int(host_port), address, origin)
         except ValueError:
             return None
+
+
+# devcontainer.json forwardPorts (the editor's, published on loopback at a free port) and appPort
+PORT_ORIGINS = ("forwarded", "app")
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,7 @@ class PortRequest:
     name: str
     container_port: int
     host_port: int | None = None
+    origin: str = ""  # as PortMap.origin
 
 
 @dataclass(frozen=True)
@@ -117,7 +128,10 @@ class Binding:
     workdir: str | None = None  # where commands start, when not the workspace (workspaceFolder)
     container_user: str | None = None  # devcontainer.json containerUser / remoteUser
     remote_user: str | None = None
+    remote_env: dict[str, str] = field(default_factory=dict)  # devcontainer.json / image remoteEnv, for commands
+    user_env_probe: str | None = None  # devcontainer.json userEnvProbe (None: the default)
     override_command: bool = True  # False: the image's own command is the container's
+    container_options: dict = field(default_factory=dict)  # devcontainer runArgs any file may set (ulimits, ...)
     extra: dict = field(default_factory=dict)  # keys this version does not know: kept as they are
     created: _dt.datetime = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)

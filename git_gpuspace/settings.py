@@ -44,6 +44,12 @@ class Settings:
     workdir: str | None = None  # where commands start, when not the workspace
     container_user: str | None = None
     remote_user: str | None = None
+    remote_env: dict = field(default_factory=dict)  # name -> value (None: unset), for commands run in it
+    user_env_probe: str | None = None
+    initialize: tuple | None = None  # a trusted initializeCommand and the worktree it runs in, on the host
+    user_has_your_uid: bool = False  # container_user is an account of the image given your uid (user_uid.py)
+    container_options: dict = field(default_factory=dict)  # devcontainer.json's ulimits, labels, hostname, ...
+    compose: object = None  # compose.ComposeConfig: a trusted Compose-based devcontainer.json's project
 
 
 def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontainer.Devcontainer | None" = None) -> Settings:
@@ -63,7 +69,12 @@ def settings_from(repo_defaults: dict, flags: dict, share: bool, dev: "devcontai
                      features=tuple(dev.features) if own_image else (), trusted=dev.trusted,
                      trusted_mounts=tuple(dev.mounts) if dev.trusted else (),
                      override_command=dev.override_command, workspace=dev.workspace, workdir=dev.workdir,
-                     container_user=dev.container_user, remote_user=dev.remote_user)
+                     container_user=dev.container_user, remote_user=dev.remote_user,
+                     remote_env=dict(dev.remote_env), user_env_probe=dev.user_env_probe,
+                     initialize=(dev.initialize_command, dev.worktree) if dev.initialize_command is not None else None,
+                     container_options=dict(dev.container_options))
+        if dev.compose is not None:
+            extra["compose"] = dev.compose
     image = str(merged["image"]).strip()
     if not image:
         raise UsageError("the image name is empty", hint="pass --image NAME[:TAG]")
@@ -145,7 +156,7 @@ def settings_of(binding: Binding) -> Settings:
         request=parse_gpus(spec),
         limits=binding.limits,
         share=binding.share,
-        ports=tuple(PortRequest(p.name, p.container_port, p.host_port or None) for p in binding.ports),
+        ports=tuple(PortRequest(p.name, p.container_port, p.host_port or None, p.origin) for p in binding.ports),
         address=binding.ports[0].address if binding.ports else "127.0.0.1",
         data_dir=binding.data_dir,
         env=dict(binding.env),
@@ -157,6 +168,9 @@ def settings_of(binding: Binding) -> Settings:
         workdir=binding.workdir,
         container_user=binding.container_user,
         remote_user=binding.remote_user,
+        remote_env=dict(binding.remote_env),
+        user_env_probe=binding.user_env_probe,
+        container_options=dict(binding.container_options),
     )
 
 

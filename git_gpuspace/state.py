@@ -167,14 +167,18 @@ def parse(path: Path, raw: bytes) -> State:
 _TOP_LEVEL = {"schema", "defaults", "bindings", "auto_bind", "checks", "pre_push"}
 _BINDING_KEYS = {"path", "container", "image", "branch", "gpus", "limits", "share", "created", "worktree_id",
                  "gpu_request", "pending", "data_dir", "devcontainer", "ports", "env", "mounts", "host_options",
-                 "workspace", "workdir", "container_user", "remote_user", "override_command"}
+                 "workspace", "workdir", "container_user", "remote_user", "override_command", "container_options",
+                 "remote_env", "user_env_probe"}
 # what a trusted devcontainer.json's runArgs may ask for (devcontainer.py), and nothing else
 HOST_OPTIONS = {"privileged": bool, "cap_add": list, "network_mode": str, "ipc_mode": str, "pid_mode": str,
-                "devices": list, "security_opt": list}
+                "devices": list, "security_opt": list, "ulimits": list}
+# what any devcontainer.json may set, as it stays in the container (devcontainer.py)
+CONTAINER_OPTIONS = {"ulimits": list, "extra_hosts": list, "labels": dict, "hostname": str, "platform": str,
+                     "init": bool}
 
 
 _OPTIONAL_STRINGS = ("worktree_id", "gpu_request", "pending", "data_dir", "devcontainer", "workspace", "workdir",
-                     "container_user", "remote_user")
+                     "container_user", "remote_user", "user_env_probe")
 _FIX_HINT = "fix or move the file by hand; git-gpuspace will not overwrite it"
 
 
@@ -195,6 +199,26 @@ def _require(path: Path, where: str, value: Any, kind: type | tuple[type, ...], 
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise StateError(f"{path}: {where} must be {what}", hint=_FIX_HINT)
     return value
+
+
+def _container_options(path: Path, where: str, options: Any) -> dict[str, Any]:
+    """A binding's container_options, each of its kind; a label may not be one of ours (they
+    say who holds which GPU), as devcontainer.json's may not."""
+    _require(path, f"{where}.container_options", options, dict, "a table")
+    for key, value in options.items():
+        if key not in CONTAINER_OPTIONS:
+            raise StateError(f"{path}: {where}.container_options.{key} is not an option git-gpuspace sets "
+                             f"({', '.join(sorted(CONTAINER_OPTIONS))}); nothing was done", hint=_FIX_HINT)
+        kind = CONTAINER_OPTIONS[key]
+        _require(path, f"{where}.container_options.{key}", value, kind,
+                 {bool: "true or false", list: "a list of strings", str: "a string", dict: "a table of strings"}[kind])
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        if not all(isinstance(item, str) for _, item in items):
+            raise StateError(f"{path}: {where}.container_options.{key} must hold strings only", hint=_FIX_HINT)
+    if any(label.lower().startswith("gpuspace.") for label in options.get("labels", {})):
+        raise StateError(f"{path}: {where}.container_options.labels sets a gpuspace.* label, which only "
+                         f"git-gpuspace writes; nothing was done", hint=_FIX_HINT)
+    return dict(options)
 
 
 def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
@@ -235,6 +259,9 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
     env = _require(path, f"{where}.env", entry.get("env", {}), dict, "a table of strings")
     if not all(isinstance(value, str) for value in env.values()):
         raise StateError(f"{path}: {where}.env must be a table of strings", hint=_FIX_HINT)
+    remote_env = _require(path, f"{where}.remote_env", entry.get("remote_env", {}), dict, "a table of strings")
+    if not all(isinstance(value, str) for value in remote_env.values()):
+        raise StateError(f"{path}: {where}.remote_env must be a table of strings", hint=_FIX_HINT)
     mounts = _require(path, f"{where}.mounts", entry.get("mounts", []), list, "a list of strings")
     if not all(isinstance(mount, str) for mount in mounts):
         raise StateError(f"{path}: {where}.mounts must be a list of strings", hint=_FIX_HINT)
@@ -245,7 +272,9 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
                              f"({', '.join(sorted(HOST_OPTIONS))}); nothing was done", hint=_FIX_HINT)
         _require(path, f"{where}.host_options.{key}", value, HOST_OPTIONS[key],
                  {bool: "true or false", list: "a list", str: "a string"}[HOST_OPTIONS[key]])
-    optional.update(ports=ports, env=dict(env), mounts=list(mounts), host_options=dict(host_options),
+    container_options = _container_options(path, where, entry.get("container_options", {}))
+    optional.update(ports=ports, env=dict(env), remote_env=dict(remote_env), mounts=list(mounts), host_options=dict(host_options),
+                    container_options=container_options,
                     extra={key: value for key, value in entry.items() if key not in _BINDING_KEYS})
     # Only a name we would give this worktree's container: `remove` and `prune` delete it.
     if not re.fullmatch(r"gpuspace-[a-zA-Z0-9_.-]*-" + name_digest(path.parent, Path(entry["path"])), entry["container"]):
@@ -289,10 +318,14 @@ def _binding_to_toml(binding: Binding) -> dict[str, Any]:
         entry["ports"] = [port.label() for port in binding.ports]
     if binding.env:
         entry["env"] = dict(binding.env)
+    if binding.remote_env:
+        entry["remote_env"] = dict(binding.remote_env)
     if binding.mounts:
         entry["mounts"] = list(binding.mounts)
     if binding.host_options:
         entry["host_options"] = dict(binding.host_options)
+    if binding.container_options:
+        entry["container_options"] = dict(binding.container_options)
     if not binding.override_command:
         entry["override_command"] = False
     limits = {

@@ -77,8 +77,8 @@ def store_path() -> Path:
 def coverage(path: Path, content: bytes, worktree: Path, repo_root: Path) -> Coverage:
     """The hash of what trusting `path` (whose bytes are `content`, as read and parsed) covers:
     its folder walked whole (devcontainer.hash_tree: no symlink followed, no FIFO or device
-    read) unless it is a `.devcontainer.json` at the top of the worktree, then the Dockerfile
-    and local features the file names outside that folder."""
+    read) unless it is a `.devcontainer.json` at the top of the worktree, then the Dockerfile,
+    local features and Compose files the file names outside that folder."""
     document = _document(content)
     base = path.parent
     folder = None if base.resolve() == worktree.resolve() else base
@@ -87,7 +87,7 @@ def coverage(path: Path, content: bytes, worktree: Path, repo_root: Path) -> Cov
     files = devcontainer.hash_tree(digest, folder) if folder is not None else 1
     named, uncovered = [], []
     build = _build_of(document, worktree)
-    for text in [*([build[0]] if build else []), *_local_features(document)]:
+    for text in [*([build[0]] if build else []), *_local_features(document), *_compose_files(document, worktree)]:
         where = _resolved(base / text)
         if where is None or (folder is not None and devcontainer.inside(where, folder)) or \
                 not devcontainer.inside(where, repo_root, worktree) or not where.exists():
@@ -101,6 +101,8 @@ def coverage(path: Path, content: bytes, worktree: Path, repo_root: Path) -> Cov
     context = _resolved(base / build[1]) if build else None
     if build and (folder is None or context is None or not devcontainer.inside(context, folder)):
         uncovered.append(f"the build context {build[1]} (what the Dockerfile copies from it)")
+    if _compose_files(document, worktree):
+        uncovered.append("what its Compose files build, mount and read (build contexts, env files, volumes)")
     uncovered += _files_run(document, worktree, folder)
     relative = os.path.relpath(folder, worktree) if folder is not None else None
     return Coverage(path, digest.hexdigest(), relative, files, tuple(named), tuple(uncovered))
@@ -133,6 +135,12 @@ def _build_of(document: dict, worktree: Path) -> tuple[str, str] | None:
     context = _text(build.get("context"), worktree) or (
         _text(document.get("context"), worktree) if "dockerFile" in document else None)
     return dockerfile or "Dockerfile", context or "."
+
+
+def _compose_files(document: dict, worktree: Path) -> list[str]:
+    """dockerComposeFile as the file writes it: the Compose files its services come from."""
+    files = document.get("dockerComposeFile")
+    return [text for item in (files if isinstance(files, list) else [files]) if (text := _text(item, worktree))]
 
 
 def _local_features(document: dict) -> list[str]:

@@ -322,7 +322,11 @@ if [ -n "${GPUSPACE_TENSORBOARD_PORT:-}" ]; then
     tensorboard --logdir /data/logs --bind_all --port "$GPUSPACE_TENSORBOARD_PORT" >>/data/logs/tensorboard.log 2>&1 &
   else warn tensorboard "tensorboard is not in this image"; fi
 fi
-exec sleep infinity
+# idle until stopped; as PID 1 (devcontainer.json `init: false`) a signal has no default action,
+# so SIGTERM is handled here, and `stop` does not wait out its grace period
+trap 'exit 0' TERM INT
+sleep infinity &
+wait $!
 """
 
 

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import tarfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -68,6 +69,8 @@ def check_image(container, worktree, result):
     assert container_env(container)["TEST_CE"] == "TEST_VALUE3"
     # postCreateCommand ran, in the container, with ${containerEnv:TEST_CE} from the container
     assert sh(container, "cat /tmp/postCreateCommand.txt") == "Val: TEST_VALUE3 TEST_VALUE3"
+    assert sh(container, "cat /tmp/remoteEnv.txt") == f"ENV {container_env(container)['PATH']}"
+    assert "TEST" not in container_env(container)  # the commands', not the container's
 
 
 def check_target(container, worktree, result):
@@ -185,6 +188,11 @@ def check_named_only(container, worktree, result):
     assert container.attrs["State"]["Running"]
 
 
+def check_initialized(container, worktree, result):
+    """Trusted, initializeCommand ran on the host, in the worktree (the reference's marker file)."""
+    assert (worktree / "initializeCommand.1.testMarker").is_file()
+
+
 # --- the table ----------------------------------------------------------------------------
 
 DEVCONTAINER = ".devcontainer/devcontainer.json"
@@ -202,8 +210,9 @@ CASES = [
         "image": IMAGE,
         "postCreateCommand": 'echo "Val: $TEST_CE ${containerEnv:TEST_CE}" > /tmp/postCreateCommand.txt',
         "runArgs": ["-e", "TEST_CE=TEST_VALUE3"],
+        "postStartCommand": "echo $TEST $CONTAINER_PATH > /tmp/remoteEnv.txt",  # remoteEnv, seen by commands
         "remoteEnv": {"TEST": "ENV", "CONTAINER_PATH": "${containerEnv:PATH}"}})},
-        "applied", check_image, says=("not supported, ignored: remoteEnv",), flags=("--trust",)),
+        "applied", check_image, flags=("--trust",)),
     Case("dockerfile-with-target", "configs/dockerfile-with-target", {
         ".devcontainer/Dockerfile": TARGET_DOCKERFILE,
         DEVCONTAINER: json.dumps({
@@ -240,7 +249,8 @@ CASES = [
                         "touch /localFeatureB"),
         DEVCONTAINER: json.dumps({"image": IMAGE, "features": {"./localFeatureA": "latest", "./localFeatureB": "latest"}})},
         "applied", check_metadata_features,
-        says=("feature ./localFeatureA: customizations", "feature ./localFeatureA: updateContentCommand",
+        says=("feature ./localFeatureA: customizations",
+              "the image's devcontainer.metadata asks for updateContentCommand: not run",  # untrusted
               "feature ./localFeatureB: privileged (ask for it in devcontainer.json itself)")),
     Case("local-features", "container-features/configs/dockerfile-with-v2-local-features-config-inside-dev-container-folder", {
         ".devcontainer/Dockerfile": f"FROM {IMAGE}\n",
@@ -301,15 +311,15 @@ CASES = [
         "image": IMAGE, "initializeCommand": {"touch-test1": "touch ${localWorkspaceFolder}/initializeCommand.1.testMarker"},
         "customizations": {"vscode": {}}, "hostRequirements": {"cpus": 8, "memory": "32gb"},
         "features": {"https://example.com/feature.tgz": {}}})},
-        "named", check_named_only,
-        says=("initializeCommand (it runs on the host)", "customizations", "hostRequirements.cpus",
+        "named", check_initialized,
+        says=("customizations", "hostRequirements.cpus",
               "hostRequirements.memory", "feature https://example.com/feature.tgz"), flags=("--trust",)),
-    Case("compose", "configs/compose-image-without-features-minimal", {
+    Case("compose", "configs/compose-image-without-features-minimal, untrusted (trusted: test_devcontainer_compose.py)", {
         ".devcontainer/docker-compose.yml": "services:\n  app:\n    image: ubuntu:latest\n    command: sleep infinity\n",
         DEVCONTAINER: json.dumps({"dockerComposeFile": "docker-compose.yml", "service": "app",
                                   "workspaceFolder": "/workspace", "postCreateCommand": "echo hi"})},
-        "refused", says=("a Compose-based configuration (dockerComposeFile, service) is not supported",),
-        flags=("--trust",)),
+        "refused", says=("a Compose-based configuration (dockerComposeFile, service) runs the services",
+                         "used only when trusted; nothing was made")),
     Case("legacy-feature-id", "configs/image-with-local-feature (no ./)", {
         ".devcontainer/myfeature/devcontainer-feature.json": "",
         DEVCONTAINER: json.dumps({"image": IMAGE, "features": {"myfeature": {}}})},
@@ -387,7 +397,8 @@ def test_fixture(case: Case, repo, tmp_path, monkeypatch, docker_client, request
     [container] = repo.containers()
     container.reload()
     case.check(container, worktree, result)
-    assert not (worktree / "initializeCommand.1.testMarker").exists()  # nothing ran on the host
+    if "--trust" not in case.flags:
+        assert not (worktree / "initializeCommand.1.testMarker").exists()  # nothing ran on the host
     if case.name == "mounts":
         repo.ok("remove", "--force", case.name)
         docker_client.volumes.get("gpuspace-test-bashhistory").remove()
@@ -437,7 +448,8 @@ def test_a_changed_base_image_is_built_again(repo, tmp_path, docker_client):
 def test_one_build_serves_every_worktree_of_the_commit(repo, tmp_path, docker_client):
     """A context that is the whole worktree holds its `.git` file, which differs per worktree: it
     is git's, not the build's, so worktrees `a` and `b` of one commit share one image."""
-    repo.commit({".devcontainer/Dockerfile": f"FROM {IMAGE}\nCOPY marker.txt /marker.txt\n", "marker.txt": "m\n",
+    unique = f"LABEL unique=build-{time.time_ns()}\n"  # a build of its own, not one an earlier test left
+    repo.commit({".devcontainer/Dockerfile": f"FROM {IMAGE}\n{unique}COPY marker.txt /marker.txt\n", "marker.txt": "m\n",
                  DEVCONTAINER: json.dumps({"build": {"dockerfile": "Dockerfile", "context": ".."}})}, "build")
     first = repo.ok("add", "-b", "a", str(tmp_path / "a"), "--gpus", "none")
     second = repo.ok("add", "-b", "b", str(tmp_path / "b"), "--gpus", "none")
@@ -446,6 +458,7 @@ def test_one_build_serves_every_worktree_of_the_commit(repo, tmp_path, docker_cl
     assert len(images) == 1, images
     for branch in ("a", "b"):
         repo.ok("remove", "--force", branch)
+    docker_client.images.remove(images.pop(), force=True)
 
 
 # --- the parser, without the engine -----------------------------------------------------------
@@ -635,3 +648,167 @@ def test_a_container_made_without_starting_runs_its_create_commands_at_its_first
     repo.ok("start", "later")
     [container] = repo.containers()
     assert sh(container, "cat /tmp/order").split() == ["onCreate", "postStart"]
+
+
+# --- image metadata, remoteEnv, the environment probe, failing commands, initializeCommand ----------
+
+@pytest.fixture(scope="module")
+def metadata_image(docker_client):
+    """A stand-in for an mcr.microsoft.com/devcontainers image: a `vscode` user with a home of its
+    own, a profile script (as nvm and conda install one), and the label those images carry."""
+    metadata = [{"remoteUser": "vscode", "containerEnv": {"FROM_IMAGE_ENV": "image"},
+                 "remoteEnv": {"FROM_IMAGE_REMOTE": "image"},
+                 "postCreateCommand": "echo image-postCreate >> /tmp/order"}]
+    dockerfile = (f"FROM {IMAGE}\n"
+                  "RUN echo 'vscode:x:1000:1000::/home/vscode:/bin/sh' >> /etc/passwd && "
+                  "echo 'vscode:x:1000:' >> /etc/group && mkdir -p /home/vscode && "
+                  "echo kept > /home/vscode/from-image && chown -R 1000:1000 /home/vscode\n"
+                  "RUN mkdir -p /etc/profile.d && echo 'export NVM_DIR=/opt/nvm' > /etc/profile.d/nvm.sh && "
+                  "printf 'for f in /etc/profile.d/*.sh; do . \"$f\"; done\\n' > /etc/profile\n"
+                  f"LABEL devcontainer.metadata='{json.dumps(metadata)}'\n")
+    tag = f"gpuspace-test-metadata:{os.getpid()}"
+    docker_client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def test_the_image_metadata_gives_the_user_env_and_commands_before_the_files(repo, tmp_path, metadata_image):
+    """The reference's e2e "Hello there, vscode!!!!": remoteUser from the image's label."""
+    repo.commit({DEVCONTAINER: json.dumps({"image": metadata_image,
+                                           "postCreateCommand": "echo file-postCreate $(whoami) >> /tmp/order"})},
+                "metadata")
+    repo.ok("add", "-b", "meta", str(tmp_path / "meta"), "--gpus", "none", "--trust")
+    [container] = repo.containers()
+    assert sh(container, "cat /tmp/order").splitlines() == ["image-postCreate", "file-postCreate vscode"]
+    assert container_env(container)["FROM_IMAGE_ENV"] == "image"
+    assert repo.ok("exec", "meta", "--", "whoami").stdout.strip() == "vscode"
+    assert repo.ok("exec", "meta", "--", "sh", "-c", "echo $HOME $FROM_IMAGE_REMOTE").stdout.split() == [
+        "/home/vscode", "image"]
+    assert repo.ok("exec", "meta", "--", "cat", "/home/vscode/from-image").stdout.strip() == "kept"
+
+
+def test_an_untrusted_file_gets_the_images_user_but_not_its_commands(repo, tmp_path, metadata_image):
+    repo.commit({DEVCONTAINER: json.dumps({"image": metadata_image})}, "metadata, untrusted")
+    result = repo.ok("add", "-b", "meta", str(tmp_path / "meta"), "--gpus", "none")
+    assert "the image's devcontainer.metadata asks for postCreateCommand: not run" in result.stderr
+    [container] = repo.containers()
+    assert sh(container, "cat /tmp/order 2>/dev/null || echo none") == "none"
+    assert repo.ok("exec", "meta", "--", "whoami").stdout.strip() == "vscode"
+
+
+def test_remote_env_and_the_login_shell_s_environment_reach_commands(repo, tmp_path, metadata_image):
+    repo.commit({DEVCONTAINER: json.dumps({
+        "image": metadata_image, "remoteEnv": {"PATH": "${containerEnv:PATH}:/opt/extra/bin", "GREETING": "hi"},
+        "postCreateCommand": "echo $GREETING $NVM_DIR $PATH > /tmp/seen"})}, "remoteEnv")
+    repo.ok("add", "-b", "renv", str(tmp_path / "renv"), "--gpus", "none", "--trust")
+    [container] = repo.containers()
+    image_path = container_env(container)["PATH"]
+    assert sh(container, "cat /tmp/seen").split() == ["hi", "/opt/nvm", f"{image_path}:/opt/extra/bin"]
+    seen = repo.ok("exec", "renv", "--", "sh", "-c", "echo $GREETING $NVM_DIR $PATH").stdout.split()
+    assert seen == ["hi", "/opt/nvm", f"{image_path}:/opt/extra/bin"]
+    assert "NVM_DIR" not in container_env(container)  # the probe's, for commands; not the container's own
+
+
+def test_user_env_probe_none_leaves_the_profile_out(repo, tmp_path, metadata_image):
+    repo.commit({DEVCONTAINER: json.dumps({"image": metadata_image, "userEnvProbe": "none"})}, "no probe")
+    repo.ok("add", "-b", "noprobe", str(tmp_path / "noprobe"), "--gpus", "none")
+    assert repo.ok("exec", "noprobe", "--", "sh", "-c", "echo x${NVM_DIR}x").stdout.strip() == "xx"
+
+
+def test_a_feature_s_lifecycle_commands_run_before_the_file_s_and_are_in_the_label(repo, tmp_path, docker_client):
+    repo.commit({**feature_files(".devcontainer/hello", {"id": "hello", "version": "1.0.0",
+                                                         "postCreateCommand": "echo feature >> /tmp/order",
+                                                         "postStartCommand": "echo feature-start >> /tmp/order"},
+                                 "true"),
+                 DEVCONTAINER: json.dumps({"image": IMAGE, "features": {"./hello": {}},
+                                           "postCreateCommand": "echo file >> /tmp/order"})}, "feature hooks")
+    repo.ok("add", "-b", "fh", str(tmp_path / "fh"), "--gpus", "none", "--trust")
+    [container] = repo.containers()
+    assert sh(container, "cat /tmp/order").split() == ["feature", "file", "feature-start"]
+    label = json.loads(docker_client.images.get(container.attrs["Config"]["Image"]).labels["devcontainer.metadata"])
+    assert label == [{"id": "./hello", "postCreateCommand": "echo feature >> /tmp/order",
+                      "postStartCommand": "echo feature-start >> /tmp/order"}]
+
+
+@pytest.mark.parametrize("verb", ["add", "start"])
+def test_a_failing_lifecycle_command_exits_non_zero_and_keeps_the_container(repo, tmp_path, verb):
+    commands = ({"postCreateCommand": "exit 3", "postStartCommand": "echo never > /tmp/after"} if verb == "add"
+                else {"postStartCommand": "[ -e /tmp/started ] && exit 4; touch /tmp/started"})
+    repo.commit({DEVCONTAINER: json.dumps({"image": IMAGE, **commands})}, "failing")
+    result = repo.gs("add", "-b", "fail", str(tmp_path / "fail"), "--gpus", "none", "--trust")
+    if verb == "start":
+        assert result.returncode == 0, result.stderr
+        repo.ok("stop", "fail")
+        result = repo.gs("start", "fail")
+    key, code = ("postCreateCommand", 3) if verb == "add" else ("postStartCommand", 4)
+    assert result.returncode == 1, result.stderr
+    assert f"git-gpuspace: error: {key} exited with {code}; the commands after it were not run" in result.stderr
+    [container] = repo.containers()
+    container.reload()
+    assert container.status == "running" and (tmp_path / "fail").is_dir()
+    if verb == "add":
+        assert sh(container, "cat /tmp/after 2>/dev/null || echo none") == "none"
+
+
+def test_initialize_command_runs_on_the_host_in_the_worktree_only_when_trusted(repo, tmp_path):
+    repo.commit({DEVCONTAINER: json.dumps({"image": IMAGE,
+                                           "initializeCommand": "pwd > initialized.txt; id -u >> initialized.txt"})},
+                "initialize")
+    untrusted = repo.ok("add", "-b", "plain", str(tmp_path / "plain"), "--gpus", "none")
+    assert "made without: initializeCommand (it runs on the host)" in untrusted.stderr
+    assert not (tmp_path / "plain" / "initialized.txt").exists()
+    repo.ok("add", "-b", "init", str(tmp_path / "init"), "--gpus", "none", "--trust")
+    assert (tmp_path / "init" / "initialized.txt").read_text().split() == [str(tmp_path / "init"), str(os.getuid())]
+
+
+def test_a_failing_initialize_command_makes_nothing(repo, tmp_path):
+    repo.commit({DEVCONTAINER: json.dumps({"image": IMAGE, "initializeCommand": ["sh", "-c", "exit 7"]})}, "fails")
+    before = repo.snapshot(tmp_path / "wts")
+    result = repo.gs("add", "-b", "nope", str(tmp_path / "wts" / "nope"), "--gpus", "none", "--trust")
+    assert result.returncode == 1 and "initializeCommand exited with 7; nothing was made" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert repo.snapshot(tmp_path / "wts") == before and "nope" not in repo.branches()
+
+
+def test_a_non_root_container_user_gets_its_own_home(repo, tmp_path, metadata_image):
+    """`docker run -u vscode` gives /home/vscode: so does containerUser, with what the image put there."""
+    repo.commit({DEVCONTAINER: json.dumps({"image": metadata_image, "containerUser": "vscode"})}, "containerUser")
+    repo.ok("add", "-b", "cu", str(tmp_path / "cu"), "--gpus", "none")
+    [container] = repo.containers()
+    assert sh(container, "whoami; echo $HOME; touch ~/x && cat ~/from-image").split() == ["vscode", "/home/vscode", "kept"]
+    assert repo.ok("exec", "cu", "--", "sh", "-c", "touch ~/y && echo $HOME").stdout.strip() == "/home/vscode"
+
+
+def test_as_a_user_other_than_root_the_image_s_account_gets_your_uid(metadata_image, docker_client, tmp_path):
+    """The reference's updateRemoteUserUID: run as `vscode`, given your uid, with its home and what
+    the image put there; what it writes in the worktree is yours."""
+    from conftest import Repo, _remove_containers
+    from users import make_user, user_dir
+
+    other = make_user("gpuspace-other", docker=True)
+    home = user_dir(other, tmp_path)
+    script = (f"git init -q -b main r && cd r && mkdir .devcontainer && "
+              f"echo '{json.dumps({'image': metadata_image})}' > .devcontainer/devcontainer.json && "
+              f"git add . && git commit -q -m dc")
+    assert other.run("sh", "-c", script, cwd=home).returncode == 0
+    repo = Repo(home / "r", docker_client)
+    made_containers = []
+    try:
+        made = other.gpuspace("add", "-b", "mine", str(home / "wts" / "mine"), "--gpus", "none", cwd=repo.path)
+        assert made.returncode == 0, made.stderr
+        [container] = made_containers = repo.containers()
+        assert container.attrs["Config"]["User"] == "vscode"
+        seen = other.gpuspace("exec", str(home / "wts" / "mine"), "--", "sh", "-c",
+                              "id -un; id -u; echo $HOME; cat ~/from-image; touch ~/x /workspace/written",
+                              cwd=repo.path)
+        assert seen.returncode == 0, seen.stderr
+        assert seen.stdout.split() == ["vscode", str(other.uid), "/home/vscode", "kept"]
+        assert (home / "wts" / "mine" / "written").stat().st_uid == other.uid
+        image = container.attrs["Config"]["Image"]
+        assert image.startswith("gpuspace-build/uid:")
+        again = other.gpuspace("add", "-b", "again", str(home / "wts" / "again"), "--gpus", "none", cwd=repo.path)
+        assert again.returncode == 0 and "Building" not in again.stderr, again.stderr  # built once
+    finally:
+        _remove_containers(docker_client, repo)
+        for image in {c.attrs["Config"]["Image"] for c in made_containers}:
+            docker_client.images.remove(image, force=True)

@@ -670,7 +670,17 @@ BINDING_REFUSALS = [
     ({"mounts": [1]}, ".mounts must be a list of strings"),
     ({"host_options": 1}, ".host_options must be a table"),
     ({"host_options": {"root": True}}, ".host_options.root is not an option git-gpuspace sets (cap_add, devices, "
-                                       "ipc_mode, network_mode, pid_mode, privileged, security_opt); nothing was done"),
+                                       "ipc_mode, network_mode, pid_mode, privileged, security_opt, ulimits); nothing was "
+                                       "done"),
+    ({"container_options": []}, ".container_options must be a table"),
+    ({"container_options": {"privileged": True}}, ".container_options.privileged is not an option git-gpuspace sets "
+                                                  "(extra_hosts, hostname, init, labels, platform, ulimits); nothing "
+                                                  "was done"),
+    ({"container_options": {"init": "no"}}, ".container_options.init must be true or false"),
+    ({"container_options": {"ulimits": [1]}}, ".container_options.ulimits must hold strings only"),
+    ({"container_options": {"labels": {"gpuspace.worktree": "/x"}}}, ".container_options.labels sets a gpuspace.* "
+                                                                     "label, which only git-gpuspace writes; nothing "
+                                                                     "was done"),
     ({"host_options": {"privileged": "yes"}}, ".host_options.privileged must be true or false"),
     ({"host_options": {"cap_add": "SYS_ADMIN"}}, ".host_options.cap_add must be a list"),
     ({"host_options": {"network_mode": 1}}, ".host_options.network_mode must be a string"),

@@ -93,11 +93,12 @@ def test_the_top_level_must_be_an_object(tmp_path, document):
     says(tmp_path, document, "the top level must be an object")
 
 
-def test_a_compose_configuration_is_refused_with_what_to_do(tmp_path):
+def test_an_untrusted_compose_configuration_is_refused_with_what_to_do(tmp_path):
     error = says(tmp_path, {"dockerComposeFile": "compose.yml", "service": "app"},
-                 "a Compose-based configuration (dockerComposeFile, service) is not supported; nothing was made")
-    assert error.hint == ('give the worktree a devcontainer.json with "image" or "build" (or choose one with '
-                          '--devcontainer NAME), or pass --image')
+                 "a Compose-based configuration (dockerComposeFile, service) runs the services its Compose files "
+                 "describe, as they describe them, so it is used only when trusted; nothing was made", trust=False)
+    assert error.hint == (f"review {where(tmp_path).parent} and the Compose files it names, then pass --trust "
+                          f"(or run `git gpuspace trust {tmp_path / 'wt'}`)")
 
 
 def test_an_empty_file_gives_the_defaults(tmp_path):
@@ -125,16 +126,18 @@ def test_unknown_keys_are_named_sorted(tmp_path):
     assert config.notices() == ["devcontainer.json: not supported, ignored: alpha, zeta"]
 
 
-@pytest.mark.parametrize("key,why", [("initializeCommand", "it runs on the host"),
-                                     ("postAttachCommand", "nothing attaches")])
-def test_commands_we_never_run_are_named_with_why(tmp_path, key, why):
-    config = parse(tmp_path, {key: "echo", "zzz": 1})
-    assert config.unsupported == [f"{key} ({why})", "zzz"]
+def test_a_command_we_never_run_is_named_with_why(tmp_path):
+    config = parse(tmp_path, {"postAttachCommand": "echo", "zzz": 1})
+    assert config.unsupported == ["postAttachCommand (nothing attaches)", "zzz"]
 
 
-def test_both_commands_we_never_run_are_named(tmp_path):
-    config = parse(tmp_path, {"postAttachCommand": "a", "initializeCommand": "b"})
-    assert config.unsupported == ["initializeCommand (it runs on the host)", "postAttachCommand (nothing attaches)"]
+def test_initialize_command_is_taken_only_from_a_trusted_file(tmp_path):
+    """It runs on the host: only what the user trusts; untrusted it is named among what needs trust."""
+    trusted = parse(tmp_path, {"postAttachCommand": "a", "initializeCommand": ["b", "c"]})
+    assert trusted.initialize_command == ["b", "c"] and trusted.unsupported == ["postAttachCommand (nothing attaches)"]
+    untrusted = parse(tmp_path, {"initializeCommand": "b"}, trust=False)
+    assert untrusted.initialize_command is None and untrusted.skipped == ["initializeCommand (it runs on the host)"]
+    says(tmp_path, {"initializeCommand": 5}, "'initializeCommand' must be a string, a list of strings, or an object of those")
 
 
 # ---------------------------------------------------------------- load: image, env, users, overrideCommand
@@ -733,8 +736,7 @@ def test_content_of_a_fifo_swapped_in_after_the_check_does_not_block(tmp_path, m
 def test_forwarded_ports_are_one_per_container_port(tmp_path):
     config = parse(tmp_path, {"forwardPorts": [1, 65535, "65535", "1", "8080", "localhost:8080", "127.0.0.1:9000", "0.0.0.0:9001",
                                                "::1:9002", 9002, "db:5432", "other-host.x:1"]})
-    assert config.ports == [PortRequest("port-1", 1), PortRequest("port-65535", 65535), PortRequest("port-8080", 8080),
-                            PortRequest("port-9000", 9000), PortRequest("port-9001", 9001), PortRequest("port-9002", 9002)]
+    assert config.ports == [PortRequest(f"port-{port}", port, None, "forwarded") for port in (1, 65535, 8080, 9000, 9001, 9002)]
     assert config.unsupported == ["forwardPorts db:5432 (a port of another service)",
                                   "forwardPorts other-host.x:1 (a port of another service)"]
 
@@ -949,8 +951,10 @@ def test_capabilities_and_security_options_must_be_lists_of_strings(tmp_path, ke
     says(tmp_path, {key: value}, f"'{key}' must be a list of strings")
 
 
-def test_init_false_is_named(tmp_path):
-    assert parse(tmp_path, {"init": False}).unsupported == ["init false (every container runs an init process)"]
+def test_init_false_is_applied(tmp_path):
+    config = parse(tmp_path, {"init": False})
+    assert config.container_options == {"init": False} and config.unsupported == []
+    assert parse(tmp_path, {"init": True}).container_options == {}  # our default
 
 
 @pytest.mark.parametrize("value", ["false", 0, None])
@@ -1029,9 +1033,9 @@ def test_run_args_gpus_never_override_the_allocation(tmp_path):
 
 
 def test_run_args_we_do_not_take_are_named(tmp_path):
-    config = run_args(tmp_path, ["--rm", "--name", "x", "--init=false", "-e", "NOVALUE", "--memory", "-e A=1",
+    config = run_args(tmp_path, ["--rm", "--name", "x", "--init=maybe", "-e", "NOVALUE", "--memory", "-e A=1",
                                  "--cap-add", "--ipc", "--volume"])
-    assert config.unsupported == ["runArgs --rm", "runArgs --name x", "runArgs --init false", "runArgs -e NOVALUE",
+    assert config.unsupported == ["runArgs --rm", "runArgs --name x", "runArgs --init maybe", "runArgs -e NOVALUE",
                                   "runArgs --memory", "runArgs -e A=1", "runArgs --cap-add", "runArgs --ipc",
                                   "runArgs --volume"]
     assert config.env == {} and config.layer == {}
@@ -1084,7 +1088,7 @@ def feature_folder(root: Path, name: str, metadata: dict | str = "{}", install: 
     return folder
 
 
-def test_features_of_the_file_are_resolved_in_order(tmp_path):
+def test_features_of_the_file_are_resolved_in_install_order(tmp_path):
     base = tmp_path / "wt" / ".devcontainer"
     feature_folder(base, "one", {"id": "one"})
     feature_folder(base, "two", {"id": "two"})
@@ -1096,9 +1100,9 @@ def test_features_of_the_file_are_resolved_in_order(tmp_path):
 
     config = parse(tmp_path, {"features": {"./two": {"a": 1}, "ghcr.io/x/remote:1": "3", "./one": True,
                                            "https://example.com/f.tgz": {}}}, fetch=fetch)
-    assert [(f.key, f.folder, f.options) for f in config.features] == [
-        ("./two", base / "two", {"a": 1}), ("ghcr.io/x/remote:1", tmp_path / "cache" / "remote", "3"),
-        ("./one", base / "one", {})]
+    assert [(f.key, f.folder, f.options) for f in config.features] == [  # one round: sorted as the reference sorts
+        ("./one", base / "one", {}), ("./two", base / "two", {"a": 1}),
+        ("ghcr.io/x/remote:1", tmp_path / "cache" / "remote", "3")]
     assert fetched == ["ghcr.io/x/remote:1"]
     assert config.unsupported == ["feature https://example.com/f.tgz (only a local folder or an OCI reference)"]
 
@@ -1112,8 +1116,8 @@ def test_a_feature_of_another_kind_is_named_and_the_next_ones_taken(tmp_path):
 
 
 def test_a_feature_refused_names_the_file(tmp_path):
-    says(tmp_path, {"features": {"python": {}}}, "feature 'python' names neither a folder nor a registry: a feature in a "
-         "folder is written \"./python\"")
+    says(tmp_path, {"features": {"pytorch": {}}}, "feature 'pytorch' names neither a folder nor a registry: a feature in a "
+         "folder is written \"./pytorch\"")
 
 
 def test_a_feature_in_a_worktree_of_the_repository_is_inside(tmp_path):
@@ -1145,11 +1149,10 @@ def test_what_a_feature_contributes_is_named_or_follows_the_untrusted_rules(tmp_
                                "containerEnv": {"A": "1"}, "name": "F",
                                "mounts": ["source=fv,target=/fv", {"type": "bind", "source": "/etc", "target": "/e"}]})
     config = parse(tmp_path, {"features": {"./f": {}}}, trust=False)
-    named = ["feature ./f: entrypoint", "feature ./f: customizations", "feature ./f: postStartCommand",
+    named = ["feature ./f: entrypoint", "feature ./f: customizations",  # its lifecycle commands are the image's
              "feature ./f: privileged (ask for it in devcontainer.json itself)",
              "feature ./f: capAdd (ask for it in devcontainer.json itself)",
-             "feature ./f: securityOpt (ask for it in devcontainer.json itself)",
-             "feature ./f: init false (every container runs an init process)"]
+             "feature ./f: securityOpt (ask for it in devcontainer.json itself)"]  # its init false: no matter
     for trusted in (False, True):
         config = parse(tmp_path, {"features": {"./f": {}}}, trust=trusted)
         assert config.unsupported == named and config.skipped == ["mount of /etc"]
@@ -1159,7 +1162,15 @@ def test_what_a_feature_contributes_is_named_or_follows_the_untrusted_rules(tmp_
 def test_a_feature_contributes_only_host_fields_it_has(tmp_path):
     feature_folder(tmp_path / "wt" / ".devcontainer", "f", {"id": "f"})
     config = parse(tmp_path, {"features": {"./f": {}}, "init": False})
-    assert config.unsupported == ["init false (every container runs an init process)"]
+    assert config.unsupported == [] and config.container_options == {"init": False}
+
+
+def test_a_feature_that_asks_for_init_gets_it_whatever_the_file_says(tmp_path):
+    """The reference's merge: an init process when any entry (image, feature, file) asks for one."""
+    feature_folder(tmp_path / "wt" / ".devcontainer", "f", {"id": "f", "init": True})
+    assert parse(tmp_path, {"features": {"./f": {}}, "init": False}).container_options == {"init": True}
+    feature_folder(tmp_path / "wt" / ".devcontainer", "f", {"id": "f", "init": False})
+    assert parse(tmp_path, {"features": {"./f": {}}}).container_options == {}
 
 
 def test_a_features_mounts_of_the_wrong_type_are_one_error(tmp_path):
@@ -1311,8 +1322,8 @@ def test_a_local_feature_is_its_folder_and_metadata(tmp_path):
     folder = feature_folder(tmp_path / "wt" / ".devcontainer", "f", '// comment\n{"id": "f", "options": {},}')
     feature = resolve(tmp_path, "./f", {"a": 1})
     assert (feature.key, feature.folder, feature.options, feature.metadata) == ("./f", folder, {"a": 1}, {"id": "f", "options": {}})
-    feature_folder(tmp_path / "wt", "up")
-    assert resolve(tmp_path, "../up").folder == tmp_path / "wt" / "up"
+    feature_folder(tmp_path / "wt" / ".devcontainer" / "deep", "up")
+    assert resolve(tmp_path, "./deep/up").folder == tmp_path / "wt" / ".devcontainer" / "deep" / "up"
 
 
 @pytest.mark.parametrize("options,kept", [(None, {}), (True, {}), (False, {}), ("1.2", "1.2"), ({"a": "b"}, {"a": "b"})])
@@ -1341,20 +1352,27 @@ def test_a_feature_outside_the_repository_is_refused(tmp_path):
     assert str(error) == f"{tmp_path / 'wt' / '.devcontainer' / 'devcontainer.json'}: feature ../../outside is outside the repository"
 
 
-def test_a_feature_in_the_repository_beyond_the_worktree_is_inside(tmp_path):
+def test_a_feature_in_the_repository_beyond_the_worktrees_devcontainer_folder_is_refused(tmp_path):
+    """The reference's rule: a local feature is under the worktree's .devcontainer/."""
     worktree, repo = tmp_path / "wt", tmp_path / "repo"
-    folder = feature_folder(repo, "f")
+    feature_folder(repo, "f")
     (worktree / ".devcontainer").mkdir(parents=True)
     path = worktree / ".devcontainer" / "devcontainer.json"
-    config = devcontainer.load(path, b'{"features": {"../../repo/f": {}}}', worktree, repo, True)
-    assert [f.folder for f in config.features] == [folder]
+    with pytest.raises(UsageError) as refused:
+        devcontainer.load(path, b'{"features": {"../../repo/f": {}}}', worktree, repo, True)
+    assert str(refused.value) == (f"{path}: feature ../../repo/f: Local file path parse error. Resolved path must be a "
+                                  f"child of the .devcontainer/ folder.  Parsed: {repo / 'f'}")
 
 
 def test_a_short_id_of_the_old_format_is_refused(tmp_path):
-    error = resolve_refusal(tmp_path, "python")
-    assert str(error) == (f"{tmp_path / 'wt' / '.devcontainer' / 'devcontainer.json'}: feature 'python' names neither a "
-                          f"folder nor a registry: a feature in a folder is written \"./python\"")
+    error = resolve_refusal(tmp_path, "pytorch")
+    assert str(error) == (f"{tmp_path / 'wt' / '.devcontainer' / 'devcontainer.json'}: feature 'pytorch' names neither a "
+                          f"folder nor a registry: a feature in a folder is written \"./pytorch\"")
     assert error.hint == "the short ids of the old feature format are not supported"
+    error = resolve_refusal(tmp_path, "python")  # one the reference maps to its published form
+    assert str(error) == (f"{tmp_path / 'wt' / '.devcontainer' / 'devcontainer.json'}: Could not resolve Feature "
+                          f"'python': the short ids of the old feature format are not supported")
+    assert error.hint == 'its current form is "ghcr.io/devcontainers/features/python:1"'
 
 
 @pytest.mark.parametrize("key", ["ghcr.io/devcontainers/features/python:1", "ghcr.io/x/node", "localhost:5000/f/hello:1.0",
@@ -1422,43 +1440,6 @@ def test_a_features_metadata_must_be_an_object(tmp_path):
 
 
 # ---------------------------------------------------------------- features: order, derived image
-
-
-def feature(tmp_path, key, after=(), **metadata) -> features.Feature:
-    return features.Feature(key, tmp_path, {}, {"installsAfter": list(after), **metadata} if after is not None else metadata)
-
-
-def keys(found):
-    return [f.key for f in found]
-
-
-def test_features_install_in_the_files_order_unless_one_installs_after_another(tmp_path):
-    a, b, c = feature(tmp_path, "./a"), feature(tmp_path, "./b", ["ghcr.io/x/c:1"]), feature(tmp_path, "./c")
-    assert keys(features.ordered([a, b, c])) == ["./a", "./c", "./b"]
-    assert keys(features.ordered([a, c])) == ["./a", "./c"]
-    assert features.ordered([]) == []
-
-
-def test_installs_after_a_feature_that_is_not_there_or_itself_is_ignored(tmp_path):
-    a, b = feature(tmp_path, "./a", ["./a", "ghcr.io/x/zz"]), feature(tmp_path, "./b")
-    assert keys(features.ordered([a, b])) == ["./a", "./b"]
-    assert keys(features.ordered([feature(tmp_path, "./a", None), b])) == ["./a", "./b"]
-
-
-def test_a_cycle_keeps_the_files_order(tmp_path):
-    a, b, c = feature(tmp_path, "./a", ["b"]), feature(tmp_path, "./b", ["a"]), feature(tmp_path, "./c")
-    assert keys(features.ordered([a, b, c])) == ["./c", "./a", "./b"]
-    assert keys(features.ordered([a, b])) == ["./a", "./b"]
-
-
-def test_installs_after_chains(tmp_path):
-    a, b, c = feature(tmp_path, "./a", ["b"]), feature(tmp_path, "./b", ["c"]), feature(tmp_path, "./c")
-    assert keys(features.ordered([a, b, c])) == ["./c", "./b", "./a"]
-
-
-def test_installs_after_names_a_reference_by_its_id_without_tag(tmp_path):
-    a, b = feature(tmp_path, "./a", ["localhost:5000/x/b:1"]), feature(tmp_path, "ghcr.io/y/b")
-    assert keys(features.ordered([a, b])) == ["ghcr.io/y/b", "./a"]
 
 
 def derived(tmp_path, **changes) -> features.DerivedImage:
@@ -1892,7 +1873,7 @@ def test_a_devcontainer_layer_gives_its_settings(tmp_path, user_image):
         "remoteUser": "r", "hostRequirements": {"gpu": True}})
     assert settings.settings_from({"memory": "1g", "cpus": "1", "shm_size": "2g"}, {"cpus": "2"}, False, dev) == settings.Settings(
         image="dev:img", gpu_spec="1", request=GpuRequest(count=1),
-        limits=Limits(memory_bytes=2 << 30, cpus=2.0, shm_bytes=1 << 30), ports=(PortRequest("port-9000", 9000),),
+        limits=Limits(memory_bytes=2 << 30, cpus=2.0, shm_bytes=1 << 30), ports=(PortRequest("port-9000", 9000, None, "forwarded"),),
         data_root=str(config_data_root()), env={"A": "1"}, mounts=("volume:v:/v",), lifecycle={"postCreateCommand": "make"},
         host_options={"cap_add": ["X"]}, trusted=True, trusted_mounts=("volume:v:/v",), workspace="/src", workdir="/src",
         container_user="c", remote_user="r")
@@ -1962,8 +1943,8 @@ def test_a_service_cannot_start_where_the_images_command_runs(tmp_path):
 def test_a_forwarded_port_a_service_publishes_is_the_services(tmp_path, user_image):
     dev = dev_config(tmp_path, {"forwardPorts": [8888, 9000, 22]})
     made = settings.settings_from({}, {"jupyter": True, "ports": ["web=80"]}, False, dev)
-    assert made.ports == (PortRequest("port-9000", 9000), PortRequest("port-22", 22), PortRequest("jupyter", 8888),
-                          PortRequest("web", 80))
+    assert made.ports == (PortRequest("port-9000", 9000, None, "forwarded"), PortRequest("port-22", 22, None, "forwarded"),
+                          PortRequest("jupyter", 8888), PortRequest("web", 80))
 
 
 def test_ports_cannot_be_published_on_the_hosts_network(tmp_path):
@@ -1974,7 +1955,7 @@ def test_ports_cannot_be_published_on_the_hosts_network(tmp_path):
     assert error.hint == "drop one of them from devcontainer.json (or the --jupyter/--ssh/--port flags)"
     assert settings.settings_from({}, {}, False, dev_config(tmp_path, {"runArgs": ["--network=host"]})).ports == ()
     assert settings.settings_from({}, {}, False, dev_config(tmp_path, {"runArgs": ["--network=bridge"], "forwardPorts": [1]})
-                                  ).ports == (PortRequest("port-1", 1),)
+                                  ).ports == (PortRequest("port-1", 1, None, "forwarded"),)
 
 
 # ---------------------------------------------------------------- settings.settings_of
@@ -2145,10 +2126,10 @@ def test_a_trusted_file_is_read_with_its_features_from_the_cache(checkout, tmp_p
 
 def test_a_trusted_file_with_a_build_and_a_feature_is_read_against_the_repository(checkout, tmp_path):
     info, worktree = checkout
-    feature_folder(info.main_path, "f", {"capAdd": ["F"]})
+    feature_folder(worktree.path / ".devcontainer", "f", {"capAdd": ["F"]})
     (info.main_path / "Dockerfile").write_text("FROM x\n")
     write_devcontainer(worktree, {"build": {"dockerfile": str(info.main_path / "Dockerfile")}, "capAdd": ["X"],
-                                  "features": {"../../repo/f": {}}}, True, info)
+                                  "features": {"./f": {}}}, True, info)
     made = checked(checkout, tmp_path, host_options={"cap_add": ["X"]})
     assert made.host_options == {"cap_add": ["X"]} and made.trusted is True
 

@@ -136,3 +136,21 @@ def test_the_folder_hash_follows_no_link_and_reads_no_fifo(tmp_path):
     (folder / "lib").unlink()
     (folder / "lib").symlink_to(tmp_path / "b")  # a linked folder pointed elsewhere is a change
     assert trust.coverage(path, b"{}", worktree, worktree).sha256 != covered.sha256
+
+
+def test_a_compose_file_outside_the_folder_is_covered(tmp_path):
+    """A Compose-based file runs what its Compose files say: one of them outside the folder
+    (`../docker-compose.yml`) is hashed with it, so a change to it is untrusted again."""
+    worktree = tmp_path / "wt"
+    (worktree / ".devcontainer").mkdir(parents=True)
+    path = worktree / ".devcontainer" / "devcontainer.json"
+    content = json.dumps({"dockerComposeFile": ["../docker-compose.yml", "extra.yml"], "service": "app"}).encode()
+    path.write_bytes(content)
+    (worktree / ".devcontainer" / "extra.yml").write_text("services: {}\n")
+    compose = worktree / "docker-compose.yml"
+    compose.write_text("services:\n  app:\n    image: a\n")
+    before = trust.coverage(path, content, worktree, worktree)
+    assert before.named == ("../docker-compose.yml",)  # extra.yml is in the folder, hashed with it
+    assert "what its Compose files build, mount and read" in before.not_covered()
+    compose.write_text("services:\n  app:\n    image: a\n    privileged: true\n")
+    assert trust.coverage(path, content, worktree, worktree).sha256 != before.sha256

@@ -23,6 +23,7 @@ from ..lifecycle import (
     leases,
     prepare,
     require_unbound,
+    file_commands,
     run_lifecycle,
 )
 from ..settings import settings_for_worktree, settings_from
@@ -91,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
                 queue.leave()
     report(binding, chosen, started=not args.no_start)
     if not args.no_start:
-        run_lifecycle(engine, binding, plan.settings.lifecycle, first_start=True)
+        ran = run_lifecycle(engine, binding, file_commands(plan.settings), first_start=True)
         workspace.report_services(binding, workspace.wait_for_services(binding))
+        if not ran:
+            return 1
     return 0
 
 

@@ -6,7 +6,8 @@ import argparse
 
 from .. import state, worktrees
 from ..errors import UsageError
-from ..lifecycle import Rollback, bind_worktree, prepare, require_unbound, resolve_worktree, run_lifecycle
+from ..lifecycle import (Rollback, bind_worktree, file_commands, prepare, require_unbound, resolve_worktree,
+                         run_lifecycle)
 from ..settings import settings_for_worktree
 from ..reconcile import converge_quietly
 from .add import flag_settings, report
@@ -32,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
         with Rollback() as undo:
             binding, chosen = bind_worktree(info, plan, current, worktree, start=not args.no_start, undo=undo)
     report(binding, chosen, started=not args.no_start)
-    if not args.no_start:
-        run_lifecycle(plan.engine, binding, plan.settings.lifecycle, first_start=True)
+    if not args.no_start and not run_lifecycle(plan.engine, binding, file_commands(plan.settings), first_start=True):
+        return 1
     return 0

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 
-from .. import private_git, state, workspace, worktrees
+from .. import private_git, remote_env, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import GpuspaceError, UsageError
 from ..lifecycle import exec_user, not_bound, resolve_worktree
@@ -28,17 +28,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("no command given", hint="git gpuspace exec <worktree> -- <command> [args...]")
     worktree, binding, engine = running_container(args.worktree)
     worktree = _synced(worktree, binding, engine)
-    env = workspace.context(worktree.path, worktree.branch, worktree.head)  # fresh: the branch may have moved
+    user = exec_user(binding)
+    # as an editor's terminal has it: the login shell's environment, remoteEnv, then where the worktree is
+    env = {**remote_env.environment(engine, binding, user),
+           **workspace.context(worktree.path, worktree.branch, worktree.head)}  # fresh: the branch may have moved
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     docker_cli = shutil.which("docker")
     if interactive and docker_cli:
         flags = [item for key, value in env.items() for item in ("-e", f"{key}={value}")]
-        user = exec_user(binding)
         flags += ["--user", user] if user else []
         return subprocess.call([docker_cli, "exec", "-it", *flags, binding.container, *command])
     piped = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer  # a pipe, a file, a heredoc
     code, _ = engine.exec(binding.container, command, env, output=(sys.stdout.buffer, sys.stderr.buffer), stdin=piped,
-                          user=exec_user(binding))
+                          user=user)
     return code
 
 

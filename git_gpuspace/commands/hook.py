@@ -16,7 +16,8 @@ from .. import state, worktrees
 from ..cli import report_internal_error
 from ..containers import Engine
 from ..errors import GpuspaceError
-from ..lifecycle import Rollback, bind_worktree, prepare, record_pending, resolve_worktree, run_lifecycle
+from ..lifecycle import (Rollback, bind_worktree, file_commands, prepare, record_pending, resolve_worktree,
+                         run_lifecycle)
 from ..settings import settings_for_worktree
 from ..reconcile import converge
 from .add import report
@@ -65,7 +66,7 @@ def _bind_new_worktree() -> None:
                 return
             with Rollback() as undo:
                 binding, chosen = bind_worktree(info, plan, current, worktree, start=True, undo=undo)
-        run_lifecycle(plan.engine, binding, plan.settings.lifecycle, first_start=True)
+        run_lifecycle(plan.engine, binding, file_commands(plan.settings), first_start=True)  # git's status is git's
     except GpuspaceError as error:
         with state.locked(info.common_dir) as current:
             if _unbound(current, worktree):

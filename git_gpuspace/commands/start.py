@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     # postStartCommand after every start (a new container's all of them), from the devcontainer.json
     # as it is trusted now
     trusted = trusted_devcontainer(info, binding, worktree) if binding.devcontainer else None
-    if trusted is not None:
-        run_lifecycle(engine, binding, trusted.lifecycle, first_start=bool(fresh))
+    commands = trusted.lifecycle if trusted is not None else None if binding.devcontainer else {}
+    ran = run_lifecycle(engine, binding, commands, first_start=bool(fresh))
     workspace.report_services(binding, workspace.wait_for_services(binding))
-    return 0
+    return 0 if ran else 1

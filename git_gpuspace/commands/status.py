@@ -91,8 +91,14 @@ def run(args: argparse.Namespace) -> int:
         if record["reason"]:
             print(f"  {output.escape(record['path'])}  pending: {output.escape(record['reason'])}"
                   + ("; retrying now" if retrying else ""))
+        origins = {port["name"]: port for port in record["ports"] if port["origin"]}
         for name, url in record["urls"].items():
-            print(output.escape(f"  {record['path']}  {name}: {url}"))
+            if name not in origins:
+                print(output.escape(f"  {record['path']}  {name}: {url}"))
+        if not record["reason"]:  # where devcontainer.json's ports are (the host port is the binding's for its life)
+            for name, port in origins.items():
+                print(output.escape(f"  {record['path']}  {name}: {port['container_port']} -> {port['address']}:"
+                                    f"{port['host_port']} ({_ORIGIN_WORDS[port['origin']]})"))
         for name, why in record["services_down"].items():
             print(output.escape(f"  {record['path']}  {name}: down ({why})"))
     for line in _run_summary([run for run in runs if not run.cleaned]):  # what `runs clean` let go is history
@@ -100,6 +106,9 @@ def run(args: argparse.Namespace) -> int:
     if any(run.state == "queued" for run in runs) and not alive(info.common_dir):
         print("git-gpuspace: runs are queued and no dispatcher is running: `git gpuspace runs resume`", file=sys.stderr)
     return 0
+
+
+_ORIGIN_WORDS = {"forwarded": "forwarded", "app": "appPort"}  # model.PORT_ORIGINS, as status names them
 
 
 def _warn_shared_git(current: state.State, containers: list) -> None:
@@ -128,7 +137,8 @@ def _record(view: reconcile.View, by_uuid: dict, dirty: bool | None) -> dict:
     present = worktree is not None and not worktree.prunable
     # a published port whose service does not answer is shown as down, not as a URL to click
     urls = workspace.urls(binding) if binding and not binding.pending and view.state == "running" else {}
-    down = {port.name: why for port in binding.ports if port.name in urls
+    # a devcontainer.json's port is the app's: whether it listens yet is the app's business
+    down = {port.name: why for port in binding.ports if port.name in urls and not port.origin
             and (why := workspace.service_state(binding, port))} if urls else {}
     limits = binding.limits if binding else None
     return {
@@ -143,7 +153,8 @@ def _record(view: reconcile.View, by_uuid: dict, dirty: bool | None) -> dict:
         "image": binding.image if binding else None,
         "gpus": [_gpu(uuid, by_uuid.get(uuid)) for uuid in (binding.gpus if binding else [])],
         "ports": [
-            {"name": p.name, "container_port": p.container_port, "host_port": p.host_port, "address": p.address}
+            {"name": p.name, "container_port": p.container_port, "host_port": p.host_port, "address": p.address,
+             "origin": p.origin or None}
             for p in (binding.ports if binding else [])
         ],
         "urls": {name: url for name, url in urls.items() if name not in down},
