@@ -32,9 +32,10 @@ MARKER = "8f3c2a-gpuspace-env"
 _SHELL_OWN = {"PWD", "OLDPWD", "SHLVL", "_", "HOSTNAME", "PS1", "PS2", "LINES", "COLUMNS"}
 # the user's shell from the image's passwd, else sh; the environment between two markers, so that
 # what the shell's startup files print is not taken for it
-_PROBE_SCRIPT = (r'u=$(id -un 2>/dev/null); s=$(awk -F: -v u="$u" '"'"'$1==u{print $7}'"'"' /etc/passwd 2>/dev/null); '
-                 r'case "$s" in */nologin|*/false|"") s=/bin/sh;; esac; [ -x "$s" ] || s=/bin/sh; '
-                 r'exec "$s" FLAGS "printf %s MARK; cat /proc/self/environ; printf %s MARK" </dev/null')
+_PROBE_SCRIPT = r"""u=$(id -un 2>/dev/null); s=$(awk -F: -v u="$u" '$1==u{print $7}' /etc/passwd 2>/dev/null)
+case "$s" in */nologin|*/false|"") s=/bin/sh;; esac
+[ -x "$s" ] || s=/bin/sh
+exec "$s" FLAGS "printf %s MARK; cat /proc/self/environ; printf %s MARK" </dev/null"""
 
 
 def environment(engine: Engine, binding: Binding, user: str | None) -> dict[str, str]:

@@ -660,7 +660,9 @@ def metadata_image(docker_client):
                  "remoteEnv": {"FROM_IMAGE_REMOTE": "image"},
                  "postCreateCommand": "echo image-postCreate >> /tmp/order"}]
     dockerfile = (f"FROM {IMAGE}\n"
-                  "RUN echo 'vscode:x:1000:1000::/home/vscode:/bin/sh' >> /etc/passwd && "
+                  "RUN echo 'vscode:x:1000:1000::/home/vscode:/usr/local/bin/vshell' >> /etc/passwd && "
+                  "mkdir -p /usr/local/bin && printf '#!/bin/sh\\nexport VIA_SHELL=yes\\nexec /bin/sh \"$@\"\\n' "
+                  "> /usr/local/bin/vshell && chmod +x /usr/local/bin/vshell && "
                   "echo 'vscode:x:1000:' >> /etc/group && mkdir -p /home/vscode && "
                   "echo kept > /home/vscode/from-image && chown -R 1000:1000 /home/vscode\n"
                   "RUN mkdir -p /etc/profile.d && echo 'export NVM_DIR=/opt/nvm' > /etc/profile.d/nvm.sh && "
@@ -682,8 +684,8 @@ def test_the_image_metadata_gives_the_user_env_and_commands_before_the_files(rep
     assert sh(container, "cat /tmp/order").splitlines() == ["image-postCreate", "file-postCreate vscode"]
     assert container_env(container)["FROM_IMAGE_ENV"] == "image"
     assert repo.ok("exec", "meta", "--", "whoami").stdout.strip() == "vscode"
-    assert repo.ok("exec", "meta", "--", "sh", "-c", "echo $HOME $FROM_IMAGE_REMOTE").stdout.split() == [
-        "/home/vscode", "image"]
+    assert repo.ok("exec", "meta", "--", "sh", "-c", "echo $HOME $FROM_IMAGE_REMOTE $VIA_SHELL").stdout.split() == [
+        "/home/vscode", "image", "yes"]  # VIA_SHELL: the probe ran vscode's own shell, as its passwd entry names it
     assert repo.ok("exec", "meta", "--", "cat", "/home/vscode/from-image").stdout.strip() == "kept"
 
 
