@@ -352,9 +352,11 @@ def _override(config: ComposeConfig, spec: Any, project: str) -> dict:
 
 def _version(path: str) -> str | None:
     """The first Compose file's `version:`, which the reference repeats in its override too."""
+    from .untrusted_files import read_bytes
+
     try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return None
-    found = re.search(r"^version:\s*['\"]?([^'\"\s#]+)", text, re.MULTILINE)
-    return found.group(1) if found else None
+        document = yaml.safe_load(read_bytes(Path(path), follow_symlinks=True))
+    except (OSError, yaml.YAMLError):
+        return None  # `docker-compose config` says what is wrong with it
+    version = document.get("version") if isinstance(document, dict) else None
+    return str(version) if version is not None else None
