@@ -86,7 +86,10 @@ def prepare(settings: Settings, engine: Engine | None = None, released: frozense
     if settings.compose is not None:
         return plan  # Compose builds and pulls the project's images, for the worktree's own project (_claim_and_create)
     if settings.build is not None:
-        image = _built_image(engine, settings.build)
+        build, platform = settings.build, settings.container_options.get("platform")
+        if platform and "platform" not in build.options:  # runArgs --platform: the image is built for it too
+            build = replace(build, options={**build.options, "platform": platform})
+        image = _built_image(engine, build)
     else:
         engine.ensure_image(image)
     base_entries = image_metadata.entries_of(((engine.image_attrs(image) or {}).get("Config") or {}).get("Labels"))

@@ -221,3 +221,17 @@ def test_a_port_label_reads_back_with_or_without_its_origin():
     forwarded = PortMap("web", 8080, 49153, "::1", "forwarded")
     assert PortMap.from_label(forwarded.label()) == forwarded
     assert PortMap.from_label("web=8080:49153@127.0.0.1/elsewhere") is None
+
+
+def test_runargs_platform_builds_the_image_for_that_platform(repo, tmp_path, docker_client):
+    """`--platform linux/arm64` with a Dockerfile: the image is built for arm64 (as the reference
+    passes it to `docker build`), not the host's, which the engine would refuse to run as arm64.
+    FROM scratch with a COPY builds for any platform without an emulator."""
+    unique = f"marker-{time.time_ns()}"
+    container, _, _ = made(repo, tmp_path, "arm", {
+        "build": {"dockerfile": "Dockerfile"}, "runArgs": ["--platform", "linux/arm64"]}, "--no-start",
+        files={".devcontainer/Dockerfile": "FROM scratch\nCOPY marker /marker\n", ".devcontainer/marker": unique})
+    image = docker_client.images.get(container.attrs["Config"]["Image"])
+    assert image.attrs["Architecture"] == "arm64" and image.attrs["Os"] == "linux"
+    repo.ok("remove", "--force", "arm")
+    docker_client.images.remove(image.id, force=True)
