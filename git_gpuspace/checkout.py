@@ -31,26 +31,42 @@ import pickle
 import re
 import signal
 import stat
+import subprocess
+import sys
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
-from dulwich.file import adjust_shared_perm
-from dulwich.filters import get_filter_for_path
+from dulwich.errors import GitProtocolError
+from dulwich.file import GitFile, adjust_shared_perm
+from dulwich.filters import (
+    CompositeFilterDriver,
+    FilterContext,
+    FilterDriver,
+    FilterError,
+    FilterRegistry,
+    ProcessFilterDriver,
+    get_filter_for_path,
+)
 from dulwich.index import (
-    Index,
+    IndexChecksumWriter,
     IndexEntry,
+    IndexExtension,
     InvalidPathError,
     cleanup_mode,
     get_path_element_validator,
     get_symlink_fn,
     index_entry_from_stat,
     validate_path,
+    write_index_dict,
 )
+from dulwich.line_ending import LineEndingFilter
 from dulwich.object_store import DiskObjectStore, iter_tree_contents
 from dulwich.objects import S_ISGITLINK, Blob, Commit, Tag, hex_to_sha
 from dulwich.repo import Repo
+
+from .git_cli import own_env
 
 ATTRIBUTES_FILE = b".gitattributes"
 BATCH_FILES = 128  # files per task handed to a writer thread
@@ -113,17 +129,22 @@ def materialize(repo: Repo, tree_id: bytes | None = None, processes: int | None 
     with `threads` writer threads; the index entries come back to this process, which writes
     the index.
     """
+    replacements = _replacements(repo)
+    objects = _Replaced(repo.object_store, replacements) if replacements else repo.object_store
     if tree_id is None:
-        tree_id = _head_tree(repo)
+        tree_id = _head_tree(repo, objects)
     config = repo.get_config()
     root = os.fsencode(repo.path) + b"/"
-    every_entry = list(iter_tree_contents(repo.object_store, tree_id))
+    every_entry, subtrees = [], []
+    for entry in iter_tree_contents(objects, tree_id, include_trees=True):
+        (subtrees if stat.S_ISDIR(entry.mode) else every_entry).append(entry)
     validator, ignore_case = get_path_element_validator(config), config.get_boolean(b"core", b"ignorecase", False)
     directories = _check_paths(every_entry, validator, ignore_case)
     entries = every_entry
     if included is not None:
         entries = [entry for entry in every_entry if included(os.fsdecode(entry.path))]
         directories = _check_paths(entries, validator, ignore_case)
+    _fetch_missing_blobs(repo, config, entries)
     normalize = _checkout_filter(repo, tree_id, entries)
     symlink_fn = get_symlink_fn(config)
     for directory in directories:  # parents sort before their children
@@ -140,23 +161,26 @@ def materialize(repo: Repo, tree_id: bytes | None = None, processes: int | None 
     children = []
     try:
         # Fork first: no thread of ours is running yet.
-        children = [_fork_writer(repo.path, part, root, symlink_fn, threads) for part in parts[1:]]
+        children = [_fork_writer(repo.path, part, root, symlink_fn, threads, replacements) for part in parts[1:]]
         with _reading_store(repo) as store:
-            written = _write_entries(_blob_reader(store), parts[0], root, normalize, symlink_fn, threads)
+            written = _write_entries(_blob_reader(store, replacements), parts[0], root, normalize, symlink_fn,
+                                     threads)
         for child in children:
             written.update(child.collect())
     finally:
         for child in children:
             child.kill()
+        if normalize is not None:
+            normalize.close()
 
-    index = Index(repo.index_path(), read=False, object_format=repo.object_format)
+    index: dict[bytes, IndexEntry] = {}
     for entry in every_entry:
         found = written.get(entry.path)
         if found is None:  # left out by the sparse patterns
             found = IndexEntry(0, 0, 0, 0, cleanup_mode(entry.mode), 0, 0, 0, entry.sha)
             found.set_skip_worktree()
         index[entry.path] = found
-    index.write()
+    _write_index(repo, config, index, _cache_tree(tree_id, subtrees, every_entry))
     return len(every_entry)
 
 
@@ -255,7 +279,7 @@ class _Child:
             self.pid = None
 
 
-def _fork_writer(worktree: str, entries, root: bytes, symlink_fn, threads: int) -> _Child:
+def _fork_writer(worktree: str, entries, root: bytes, symlink_fn, threads: int, replacements: dict) -> _Child:
     """Fork a process that writes `entries` with its own object store (a pack file's read
     position must not be shared) and sends back their index entries, or its exception."""
     read_end, write_end = os.pipe()
@@ -268,7 +292,8 @@ def _fork_writer(worktree: str, entries, root: bytes, symlink_fn, threads: int) 
         os.close(read_end)
         try:
             with contextlib.closing(Repo(worktree)) as own, _reading_store(own) as store:
-                result = ("ok", _write_entries(_blob_reader(store), entries, root, None, symlink_fn, threads))
+                read = _blob_reader(store, replacements)
+                result = ("ok", _write_entries(read, entries, root, None, symlink_fn, threads))
             status = 0
         except BaseException as error:
             result = ("error", error)
@@ -283,10 +308,10 @@ def _fork_writer(worktree: str, entries, root: bytes, symlink_fn, threads: int) 
         os._exit(status)
 
 
-def _head_tree(repo: Repo) -> bytes:
-    head = repo[b"HEAD"]
+def _head_tree(repo: Repo, objects) -> bytes:
+    head = objects[repo.refs[b"HEAD"]]
     while isinstance(head, Tag):
-        head = repo[head.object[1]]
+        head = objects[head.object[1]]
     if not isinstance(head, Commit):
         raise ValueError(f"HEAD names a {type(head).__name__}, not a commit")
     return head.tree
@@ -311,12 +336,15 @@ def _reading_store(repo: Repo):
         own.close()
 
 
-def _blob_reader(store) -> Callable[[bytes], tuple[int, bytes]]:
+def _blob_reader(store, replacements: dict | None = None) -> Callable[[bytes], tuple[int, bytes]]:
     """`store.get_raw`, asking the packs first: the store's own lookup also checks for a
-    multi-pack index (a `stat`) on every call. Loose objects and alternates come last."""
+    multi-pack index (a `stat`) on every call. Loose objects and alternates come last. An
+    object with a replacement (`git replace`) reads as its replacement, as git reads it."""
     packs = list(getattr(store, "packs", []))
 
     def read(hex_sha: bytes) -> tuple[int, bytes]:
+        if replacements:
+            hex_sha = replacements.get(hex_sha, hex_sha)
         binary = hex_to_sha(hex_sha)
         for position, pack in enumerate(packs):
             try:
@@ -385,22 +413,296 @@ def _checkout_filter(repo: Repo, tree_id: bytes, entries) -> Callable[[bytes, by
     info_attributes = os.path.exists(os.path.join(repo.commondir(), "info", "attributes"))
     linked = os.path.abspath(repo.commondir()) != os.path.abspath(repo.controldir())
     source = Repo(repo.commondir()) if info_attributes and linked else repo  # a second store only then
-    normalizer = source.get_blob_normalizer(config=repo.get_config_stack(), tree=tree_id)
+    config = repo.get_config_stack()
+    source.filter_context = FilterContext(_GitFilters(config, repo))
+    normalizer = source.get_blob_normalizer(config=config, tree=tree_id)
     has_attributes = any(entry.path.rsplit(b"/", 1)[-1] == ATTRIBUTES_FILE for entry in entries)
     if not has_attributes and not info_attributes:
         if get_filter_for_path(b"probe", normalizer.gitattributes, filter_context=normalizer.filter_context) is None:
             return None
 
     def normalize(data: bytes, path: bytes, sha: bytes) -> bytes:
-        if normalizer.gitattributes.match_path(path).get(b"ident") is True:
+        attributes = normalizer.gitattributes.match_path(path)
+        if attributes.get(b"ident") is True:
             data = _IDENT.sub(b"$Id: " + sha + b" $", data)
-        return normalizer.checkout_normalize(Blob.from_string(data), path).as_raw_string()
+        encoding = _worktree_encoding(attributes)
+        if encoding is None:
+            return normalizer.checkout_normalize(Blob.from_string(data), path).as_raw_string()
+        # git's order: end of lines, then the working-tree-encoding, then the smudge filter
+        found = get_filter_for_path(path, normalizer.gitattributes, filter_context=normalizer.filter_context)
+        steps = found.filters if isinstance(found, CompositeFilterDriver) else [found] if found else []
+        for step in steps:
+            if isinstance(step, LineEndingFilter):
+                data = step.smudge(data, path)
+        data = _encode_for_worktree(data, encoding, path)
+        for step in steps:
+            if not isinstance(step, LineEndingFilter):
+                data = step.smudge(data, path)
+        return data
 
+    normalize.close = normalizer.filter_context.close  # type: ignore[attr-defined]
     return normalize
+
+
+def _worktree_encoding(attributes) -> str | None:
+    """The `working-tree-encoding` attribute as git takes it: a name, and none for UTF-8."""
+    value = attributes.get(b"working-tree-encoding")
+    if not isinstance(value, bytes):
+        return None
+    name = value.decode("ascii", "replace")
+    return None if name.upper() in ("UTF-8", "UTF8") else name
+
+
+def _encode_for_worktree(data: bytes, encoding: str, path: bytes) -> bytes:
+    """The blob (UTF-8) in the worktree's encoding. What cannot be converted is written as it
+    is, with git's error line. git's "UTF-16" and "UTF-32" come with a byte order mark, in the
+    machine's order: so do Python's."""
+    try:
+        return data.decode("utf-8").encode(encoding)
+    except (LookupError, UnicodeError):
+        print(f"error: failed to encode '{os.fsdecode(path)}' from UTF-8 to {encoding}", file=sys.stderr)
+        return data
+
+
+class _GitFilters(FilterRegistry):
+    """The filter drivers git runs: only those the configuration names (dulwich would stand in
+    its own LFS store, made in the new worktree's admin dir, for a `filter=lfs` git has no
+    driver for: git then checks out the pointer as it is)."""
+
+    def __init__(self, config, repo: Repo) -> None:
+        super().__init__(config, repo)
+        self._configured: dict[str, FilterDriver | None] = {}
+
+    def get_driver(self, name: str) -> FilterDriver | None:
+        if name not in self._configured:
+            self._configured[name] = self._from_config(name)
+        return self._configured[name]
+
+    def _from_config(self, name: str) -> FilterDriver | None:
+        def value(key: str) -> str | None:
+            try:
+                found = self.config.get(("filter", name), key)
+            except KeyError:
+                return None
+            return found.decode("utf-8", "surrogateescape") if isinstance(found, bytes) else found
+
+        process, clean, smudge = value("process"), value("clean"), value("smudge")
+        if not (process or clean or smudge):
+            return None
+        required = self.config.get_boolean(("filter", name), "required", False)
+        return _GitProcessFilter(name, clean, smudge, required, self.repo.path, process)
+
+    def close(self) -> None:
+        for driver in self._configured.values():
+            if driver is not None:
+                driver.cleanup()
+        self._configured.clear()
+        super().close()
+
+
+class _GitProcessFilter(ProcessFilterDriver):
+    """dulwich's filter driver, failing as git fails: a required filter that fails is git's
+    "<path>: smudge filter <name> failed" (not a protocol error where the process hung up),
+    and what the filter process says on stderr reaches the user (git-lfs's download errors;
+    a pipe nobody reads would also block a filter that says much)."""
+
+    def __init__(self, name: str, *args) -> None:
+        super().__init__(*args)
+        self.name = name
+        self._drain: threading.Thread | None = None
+
+    def _get_or_start_process(self):
+        protocol = super()._get_or_start_process()
+        process = self._process
+        if process is not None and process.stderr is not None and self._drain is None:
+            self._drain = threading.Thread(target=_copy_to_stderr, args=(process.stderr,), daemon=True)
+            self._drain.start()
+        return protocol
+
+    def _use_process_filter(self, data: bytes, operation: str, path: str = "") -> bytes:
+        try:
+            return super()._use_process_filter(data, operation, path)
+        except GitProtocolError as error:  # HangupException too: the process died mid-answer
+            self.cleanup()
+            raise FilterError(f"external filter '{self.process_cmd}' failed: {error}") from None
+
+    def smudge(self, data: bytes, path: bytes = b"") -> bytes:
+        try:
+            return super().smudge(data, path)
+        except FilterError:
+            self.cleanup()  # its last words reach stderr before ours
+            raise FilterError(f"{os.fsdecode(path)}: smudge filter {self.name} failed") from None
+
+    def cleanup(self) -> None:
+        process, drain = self._process, self._drain
+        self._drain = None
+        if process is not None and drain is not None:
+            with contextlib.suppress(OSError, ValueError):
+                process.stdin.close()  # the filter's cue to finish
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+            drain.join(timeout=5)
+        super().cleanup()
+
+
+def _copy_to_stderr(stream) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.buffer.flush()
 
 
 # git's ident: `$Id$`, or `$Id: anything on one line $`, becomes `$Id: <blob id> $`
 _IDENT = re.compile(rb"\$Id(?::[^$\n]*)?\$")
+
+MAX_REPLACE_DEPTH = 5  # git's bound on a chain of replacements
+
+
+def _replacements(repo: Repo) -> dict[bytes, bytes]:
+    """Each replaced object's id -> its replacement's, as git reads objects (`git replace`),
+    unless GIT_NO_REPLACE_OBJECTS or core.useReplaceRefs says not to. Two checks decide the
+    common case: no refs/replace/ folder, and no such name in packed-refs."""
+    if "GIT_NO_REPLACE_OBJECTS" in os.environ:
+        return {}
+    base = os.environ.get("GIT_REPLACE_REF_BASE", "refs/replace/").encode()
+    base = base if base.endswith(b"/") else base + b"/"
+    common = os.fsencode(repo.commondir())
+    if not os.path.isdir(os.path.join(common, base)):
+        try:
+            with open(os.path.join(common, b"packed-refs"), "rb") as packed:
+                if b" " + base not in packed.read():
+                    return {}
+        except FileNotFoundError:
+            return {}
+    if not repo.get_config_stack().get_boolean(b"core", b"useReplaceRefs", True):
+        return {}
+    direct = {name: target for name, target in repo.refs.as_dict(base).items() if len(name) == len(target)}
+    found = {}
+    for original, target in direct.items():
+        for _ in range(MAX_REPLACE_DEPTH):
+            if target not in direct:
+                break
+            target = direct[target]
+        found[original] = target
+    return found
+
+
+class _Replaced:
+    """An object store whose replaced objects read as their replacements."""
+
+    def __init__(self, store, replacements: dict[bytes, bytes]) -> None:
+        self._store, self._replacements = store, replacements
+
+    def __getitem__(self, sha: bytes):
+        return self._store[self._replacements.get(sha, sha)]
+
+    def get_raw(self, sha: bytes):
+        return self._store.get_raw(self._replacements.get(sha, sha))
+
+    def __contains__(self, sha: bytes) -> bool:
+        return self._replacements.get(sha, sha) in self._store
+
+
+def _promisor_remotes(config) -> list[str]:
+    """The remotes a partial clone may fetch missing objects from, as git orders them: those
+    marked promisor, then extensions.partialClone's."""
+    remotes = [section[1].decode() for section in config.sections()
+               if len(section) == 2 and section[0] == b"remote" and config.get_boolean(section, b"promisor", False)]
+    with contextlib.suppress(KeyError):
+        named = config.get(b"extensions", b"partialclone").decode()
+        remotes = [remote for remote in remotes if remote != named] + [named]
+    return remotes
+
+
+def _fetch_missing_blobs(repo: Repo, config, entries) -> None:
+    """In a partial clone (`clone --filter=blob:none`), the blobs this checkout needs that are
+    not here yet, fetched in one go as git's own checkout fetches them: dulwich has no
+    promisor remotes, so git's fetch does it (with the arguments git gives it)."""
+    remotes = _promisor_remotes(config)
+    if not remotes:
+        return
+    store = repo.object_store
+    missing = sorted({entry.sha for entry in entries if not S_ISGITLINK(entry.mode) and entry.sha not in store})
+    for remote in remotes:
+        if not missing:
+            return
+        fetched = subprocess.run(
+            ["git", "-c", "fetch.negotiationAlgorithm=noop", "fetch", remote, "--no-tags", "--no-write-fetch-head",
+             "--recurse-submodules=no", "--filter=blob:none", "--stdin"],
+            cwd=repo.path, env=own_env(), input=b"".join(sha + b"\n" for sha in missing), stdout=subprocess.DEVNULL,
+            stderr=sys.stderr, check=False)
+        if fetched.returncode == 0:
+            missing = [sha for sha in missing if sha not in store]  # a miss rescans the packs
+    if missing:
+        raise FilterError(f"could not fetch {missing[0].decode()} from promisor remote")
+
+
+def _cache_tree(tree_id: bytes, subtrees, entries) -> bytes:
+    """The index's cache-tree (TREE) extension as git's checkout writes it (dulwich reads and
+    writes no TREE data): each directory's tree id, how many index entries it holds and how
+    many subdirectories it has, depth first, subdirectories by name length then name."""
+    count: dict[bytes, int] = {b"": 0}
+    children: dict[bytes, list[bytes]] = {b"": []}
+    tree_of = {b"": tree_id}
+    for tree in subtrees:
+        parent, _, name = tree.path.rpartition(b"/")
+        children[parent].append(name)
+        children[tree.path], count[tree.path], tree_of[tree.path] = [], 0, tree.sha
+    for entry in entries:
+        count[entry.path.rpartition(b"/")[0]] += 1
+    for directory in sorted(count, key=lambda path: path.count(b"/") if path else -1, reverse=True):
+        if directory:
+            count[directory.rpartition(b"/")[0]] += count[directory]
+    out = []
+    todo = [(b"", b"")]
+    while todo:
+        path, name = todo.pop()
+        below = sorted(children[path], key=lambda child: (len(child), child))
+        out.append(b"%s\0%d %d\n%s" % (name, count[path], len(below), hex_to_sha(tree_of[path])))
+        todo.extend((path + b"/" + child if path else child, child) for child in reversed(below))
+    return b"".join(out)
+
+
+def _git_version() -> tuple[int, ...]:
+    found = subprocess.run(["git", "version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"(\d+)\.(\d+)", found)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def _write_index(repo: Repo, config, entries: dict[bytes, IndexEntry], cache_tree: bytes) -> None:
+    """The index as git's checkout writes it: the version index.version or feature.manyFiles
+    asks for, the cache-tree, and a split index under core.splitIndex."""
+    stack = repo.get_config_stack()
+    many_files = stack.get_boolean(b"feature", b"manyFiles", False)
+    try:
+        version = int(stack.get(b"index", b"version"))
+    except (KeyError, ValueError):
+        version = 4 if many_files else None
+    skip_hash = False
+    if many_files or stack.get_boolean(b"index", b"skipHash", False):  # git reads it from 2.40 on
+        skip_hash = stack.get_boolean(b"index", b"skipHash", many_files) and _git_version() >= (2, 40)
+    file = GitFile(repo.index_path(), "wb", shared_perm=repo._get_shared_repository_permissions())
+    try:
+        extensions = [IndexExtension(b"TREE", cache_tree)]
+        if skip_hash:
+            write_index_dict(file, entries, version=version, extensions=extensions,
+                             object_format=repo.object_format)
+            file.write(b"\0" * repo.object_format.oid_length)
+            file.close()
+        else:
+            writer = IndexChecksumWriter(file, repo.object_format)
+            write_index_dict(writer, entries, version=version, extensions=extensions,
+                             object_format=repo.object_format)
+            writer.close()
+    except BaseException:
+        file.abort()
+        raise
+    if stack.get_boolean(b"core", b"splitIndex", False):
+        # dulwich writes no split index (a shared index and a `link` extension): git splits ours
+        # (its first write keeps the entries in the index itself; this one moves them to the shared one)
+        subprocess.run(["git", "update-index", "--refresh", "--force-write-index"], cwd=repo.path, env=own_env(),
+                       stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True)
 
 
 def _write_batch(batch, symlink_fn) -> list[tuple[bytes, IndexEntry]]:

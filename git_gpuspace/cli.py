@@ -94,7 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a worktree as `git worktree add` does, and a container bound to it.",
     )
     add.add_argument("-b", dest="new_branch", metavar="<new-branch>", help="create this branch for the worktree")
-    add.add_argument("--detach", action="store_true", help="check out a detached HEAD")
+    add.add_argument("-B", dest="new_branch_force", metavar="<new-branch>",
+                     help="create this branch, or reset it to <commit-ish> if it exists")
+    add.add_argument("-d", "--detach", action="store_true", help="check out a detached HEAD")
+    add.add_argument("-f", "--force", action="count", default=0,
+                     help="check out a branch checked out elsewhere, or take over a missing registered worktree's "
+                     "path (twice: a locked one), as git's")
+    add.add_argument("--checkout", action=argparse.BooleanOptionalAction, default=True,
+                     help="populate the worktree (--no-checkout: HEAD only, no files, as git's)")
+    add.add_argument("--lock", action="store_true", help="keep the new worktree locked (git worktree lock)")
+    add.add_argument("--reason", metavar="<string>", help="the reason of --lock")
+    add.add_argument("-q", "--quiet", action="store_true", help="no 'Preparing worktree' line")
+    add.add_argument("--track", action="store_const", const="direct",
+                     help="the new branch tracks <commit-ish>, a local or remote-tracking branch (git branch --track)")
+    add.add_argument("--no-track", dest="track", action="store_const", const="no",
+                     help="the new branch tracks nothing, even made from a remote-tracking branch")
+    add.add_argument("--guess-remote", action=argparse.BooleanOptionalAction, default=None,
+                     help="without <commit-ish>, base a new branch on a remote-tracking branch of its name "
+                     "(default: worktree.guessRemote)")
     add.add_argument("path", nargs="?", help="where the worktree goes (default: ../worktrees/<branch>)")
     add.add_argument("commitish", nargs="?", metavar="commit-ish", help="branch or commit to check out (default: HEAD)")
     add.add_argument("--wait", nargs="?", const="forever", metavar="TIMEOUT",
@@ -113,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove a worktree and its container; the branch stays",
     )
     remove.add_argument("worktree", help="path, directory name or branch")
-    remove.add_argument("-f", "--force", action="store_true", help="remove even with modified or untracked files")
+    remove.add_argument("-f", "--force", action="count", default=0,
+                        help="remove even with modified or untracked files (twice: even a locked worktree, as git's)")
     remove.add_argument("--keep-worktree", action="store_true", help="remove only the container and free its GPUs")
     remove.add_argument("--purge", action="store_true", help="also delete the binding's data dir (checkpoints, logs)")
 
@@ -132,8 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     gpus.add_argument("--json", action="store_true", help="machine-readable output")
 
     pruning = verbs.add_parser("prune", help="converge now: clean up after plain git, retry pending bindings")
-    pruning.add_argument("--dry-run", action="store_true", help="say what would be done (and which data dirs are "
-                         "orphaned), change nothing")
+    pruning.add_argument("-n", "--dry-run", action="store_true", help="say what would be done (and which data dirs "
+                         "are orphaned), change nothing")
 
     data = verbs.add_parser("data", help="list the data dirs (checkpoints, logs) with sizes; delete orphaned ones",
                             description="Data dirs outlive their bindings. `list` shows each with its size, the "

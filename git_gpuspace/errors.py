@@ -52,6 +52,17 @@ class WorktreeError(GpuspaceError):
     pass
 
 
+class GitRefusal(WorktreeError):
+    """What `git worktree` itself refuses, with git's wording and git's exit code (128: git's
+    die()), so that a script sees the same from either."""
+
+    exit_code = 128
+
+    def __init__(self, message: str, hint: str | None = None, exit_code: int = 128) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+
+
 class PortTaken(GpuspaceError):
     """A host port asked for is in use."""
 

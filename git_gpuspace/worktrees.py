@@ -30,7 +30,7 @@ from dulwich.worktree import remove_worktree
 
 from . import untrusted_files
 from .checkout import init_linked_worktree, materialize
-from .errors import NotARepository, UsageError, WorktreeError
+from .errors import GitRefusal, NotARepository, UsageError, WorktreeError
 from .faults import checkpoint
 from .git_cli import git, own_env
 
@@ -231,7 +231,7 @@ def prune_admin_dirs(info: RepoInfo, dry_run: bool = False) -> list[str]:
             reason = "gitdir file points to non-existent location"
         if not dry_run:
             shutil.rmtree(admin_dir, ignore_errors=True)
-        pruned.append(f"{'Would remove' if dry_run else 'Removing'} worktrees/{admin_dir.name}: {reason}")
+        pruned.append(f"Removing worktrees/{admin_dir.name}: {reason}")  # git's words, -n or not
     return pruned
 
 
@@ -311,11 +311,36 @@ def committer_ident() -> tuple[bytes, int, int]:
     """Who git says makes the change now, and when: (name <email>, time, timezone offset s)."""
     found = git("var", "GIT_COMMITTER_IDENT")
     if found.returncode != 0:
+        found = _auto_detected_ident(found.stderr)
+    if found.returncode != 0:
         raise WorktreeError(found.stderr.strip().splitlines()[-1] if found.stderr.strip() else "git knows no committer",
                             hint="set user.name and user.email (git config --global)")
     who, when, zone = found.stdout.strip().rsplit(" ", 2)
     offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (-1 if zone[0] == "-" else 1)
     return who.encode(), int(when), offset
+
+
+def _auto_detected_ident(refusal: str) -> subprocess.CompletedProcess:
+    """`git var` insists on a configured identity; a reflog does not: git writes the one it
+    made up (the login name, `user@host.(none)`). That email is in git's refusal; with it (and
+    the login name where git found no name) `git var` gives the rest as git makes it."""
+    import pwd
+    import re
+
+    env = dict(os.environ)
+    for _ in range(2):  # the email, then (if git says so) the name
+        guessed = re.search(r"\(got '([^']*)'\)", refusal)
+        if guessed and "GIT_COMMITTER_EMAIL" not in env:
+            env["GIT_COMMITTER_EMAIL"] = guessed.group(1)
+        if "empty ident name" in refusal and "GIT_COMMITTER_NAME" not in env:
+            with contextlib.suppress(KeyError):
+                env["GIT_COMMITTER_NAME"] = pwd.getpwuid(os.getuid()).pw_name
+        found = subprocess.run(["git", "var", "GIT_COMMITTER_IDENT"], env=env, capture_output=True, text=True,
+                               check=False)
+        if found.returncode == 0:
+            break
+        refusal = found.stderr
+    return found
 
 
 @dataclass(frozen=True)
@@ -326,7 +351,48 @@ class Checkout:
     branch: str | None = None
     create_branch: bool = False
     start_point: str = "HEAD"  # as the user named the commit: the new branch's reflog says it
-    track: tuple[str, str] | None = None  # (remote, its branch) the new branch tracks
+    track: tuple[str, str] | None = None  # (remote, its branch) the new branch tracks; remote "." is local
+    reset_from: str | None = None  # -B on a branch that exists: the commit it is reset from
+    force: int = 0  # -f: a branch checked out elsewhere is fine; a missing registered path is taken
+    populate: bool = True  # --no-checkout: HEAD only, no files, no index (and no post-checkout hook)
+    lock_reason: str | None = None  # --lock: the admin dir stays locked with this reason
+
+
+def admin_dir_of(info: RepoInfo, path: Path) -> Path | None:
+    """The admin dir whose gitdir file names `path`'s `.git`: the common dir's word, never the
+    worktree's own `.git` file."""
+    root = info.common_dir / "worktrees"
+    wanted = {Path(os.path.abspath(path)), Path(os.path.realpath(path))}
+    for admin_dir in sorted(root.iterdir()) if root.is_dir() else []:
+        with contextlib.suppress(OSError):
+            named = Path(untrusted_files.read_text(admin_dir / "gitdir", limit=1 << 16).strip())
+            if Path(os.path.abspath(admin_dir / named)).parent in wanted:
+                return admin_dir
+    return None
+
+
+def check_candidate_path(info: RepoInfo, path: Path, force: int = 0, shown: str | None = None) -> None:
+    """git's check of where `add` goes: a path git still has registered (its directory gone or
+    empty) is refused unless forced, twice when locked; forced, its admin dir goes, as git's."""
+    registered = find_worktree(info, path)
+    if registered is None or registered.is_main:
+        return
+    if (force and not registered.locked) or force > 1:
+        admin_dir = admin_dir_of(info, registered.path)
+        if admin_dir is not None:
+            shutil.rmtree(admin_dir)
+        return
+    shown = shown or str(path)
+    if registered.locked:
+        raise GitRefusal(f"'{shown}' is a missing but locked worktree;",
+                         hint="use 'add -f -f' to override, or 'unlock' and 'prune' or 'remove' to clear")
+    raise GitRefusal(f"'{shown}' is a missing but already registered worktree;",
+                     hint="use 'add -f' to override, or 'prune' or 'remove' to clear")
+
+
+def checked_out_refusal(branch: str, holder: Path) -> GitRefusal:
+    return GitRefusal(f"'{branch}' is already checked out at '{holder}'",
+                      hint="use -b <new-branch>, a commit for a detached HEAD, or -f, as git's")
 
 
 def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
@@ -337,13 +403,11 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
     require_outside_git_dirs(info, path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"'{path}' already exists")
-    if checkout.branch:
+    check_candidate_path(info, path, checkout.force)
+    if checkout.branch and not checkout.force:
         holder = next((w for w in list_worktrees(info) if w.branch == checkout.branch), None)
         if holder is not None:
-            raise UsageError(
-                f"branch '{checkout.branch}' is already checked out at '{holder.path}'",
-                hint="use -b <new-branch>, or give a commit to get a detached HEAD",
-            )
+            raise checked_out_refusal(checkout.branch, holder.path)
     made_dirs = missing_parents(path)
     created_branch = False
     admin_dir: Path | None = None
@@ -353,15 +417,24 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
             who, when, zone = committer_ident() if logging else (b"", 0, 0)
             if checkout.branch and checkout.create_branch:
                 ref = HEADS + checkout.branch.encode()
-                message = f"branch: Created from {checkout.start_point}".encode() if logging else None
+                verb = "Reset to" if checkout.reset_from else "Created from"
+                message = f"branch: {verb} {checkout.start_point}".encode() if logging else None
                 try:
-                    added = repo.refs.add_if_new(ref, checkout.commit.encode(), committer=who, timestamp=when,
-                                                 timezone=zone, message=message)
+                    if checkout.reset_from == checkout.commit:
+                        added = repo.refs[ref] == checkout.commit.encode()  # as git: no reflog line for no move
+                    elif checkout.reset_from:
+                        added = repo.refs.set_if_equals(ref, checkout.reset_from.encode(), checkout.commit.encode(),
+                                                        committer=who, timestamp=when, timezone=zone, message=message)
+                    else:
+                        added = repo.refs.add_if_new(ref, checkout.commit.encode(), message=None)
+                        if added and message:  # ours: dulwich's line has a SHA-1 null id in any repository
+                            _log_created_ref(info.common_dir, ref, checkout.commit.encode(), (who, when, zone), message)
                 except OSError:  # a full disk: dulwich leaves its lock when the flush fails; it was ours
                     Path(os.fsdecode(repo.refs.refpath(ref)) + ".lock").unlink(missing_ok=True)
                     raise
                 if not added:
-                    raise UsageError(f"a branch named '{checkout.branch}' already exists")
+                    moved = "moved meanwhile" if checkout.reset_from else "already exists"
+                    raise UsageError(f"a branch named '{checkout.branch}' {moved}")
                 created_branch = True
                 checkpoint("after-branch-create")
                 if checkout.track:
@@ -369,7 +442,9 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
             path.mkdir(parents=True, exist_ok=True)
             identifier = _claim_identifier(info.common_dir, path.name)
             admin_dir = info.common_dir / "worktrees" / identifier
-            (admin_dir / "locked").write_text("initializing\n")  # as git: no prune while it is made
+            # as git: no prune while it is made; with --lock, locked from the start with its reason
+            reason = checkout.lock_reason if checkout.lock_reason is not None else "initializing"
+            (admin_dir / "locked").write_text(f"{reason}\n")
             worktree_repo = init_linked_worktree(str(path), repo, identifier, checkout.commit.encode())
             with contextlib.closing(worktree_repo):
                 # dulwich puts a worktree where core.worktree says (resolved from the admin dir:
@@ -383,20 +458,29 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
                     (admin_dir / "HEAD").write_bytes(checkout.commit.encode() + b"\n")
                 if logging:
                     _log_new_head(admin_dir, checkout, (who, when, zone))
-                materialize(worktree_repo, included=_inherit_worktree_config(info, admin_dir))
+                included = _inherit_worktree_config(info, admin_dir)
+                if checkout.populate:
+                    materialize(worktree_repo, included=included)
             checkpoint("after-checkout")  # files written, the admin dir still locked "initializing"
-            (admin_dir / "locked").unlink()
+            if checkout.lock_reason is None:
+                (admin_dir / "locked").unlink()
         except BaseException as error:
             if admin_dir is not None:
                 shutil.rmtree(admin_dir, ignore_errors=True)
             _remove_tree(path, made_dirs)
-            if created_branch:
+            if created_branch and checkout.reset_from:  # -B: back where it was
+                repo.refs.set_if_equals(HEADS + checkout.branch.encode(), checkout.commit.encode(),
+                                        checkout.reset_from.encode())
+            elif created_branch:
                 repo.refs.remove_if_equals(HEADS + checkout.branch.encode(), checkout.commit.encode())
                 forget_branch(info, checkout.branch)
             if isinstance(error, OSError):
                 raise WorktreeError(f"cannot create the worktree at '{path}': {error.strerror or error}") from None
-            if isinstance(error, (InvalidPathError, FilterError)):  # what git refuses too; nothing is left
-                raise WorktreeError(f"cannot check out {checkout.commit[:12]}: {error}") from None
+            if isinstance(error, InvalidPathError):  # git's words and exit code; nothing is left
+                named = os.fsdecode(error.args[0]) if error.args else ""
+                raise GitRefusal(named if named.startswith("invalid path") else f"invalid path '{named}'") from None
+            if isinstance(error, FilterError):  # git dies (128) on a failing required filter; nothing is left
+                raise GitRefusal(str(error)) from None
             raise
     return Worktree(path=path, branch=checkout.branch, head=checkout.commit, admin_id=identifier)
 
@@ -415,7 +499,8 @@ def run_post_checkout(info: RepoInfo, worktree: Worktree) -> int:
         return 0
     env = {**own_env(), ADDING: str(worktree.path)}
     try:
-        return subprocess.run([str(hook), ZERO.decode(), worktree.head or ZERO.decode(), "1"], cwd=worktree.path,
+        null = "0" * len(worktree.head or ZERO)  # 64 zeros in a SHA-256 repository
+        return subprocess.run([str(hook), null, worktree.head or null, "1"], cwd=worktree.path,
                               env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr, check=False).returncode
     except OSError as error:  # not runnable after all (a bad #! line): git says so and goes on
         print(f"git-gpuspace: warning: cannot run {hook}: {error.strerror}", file=sys.stderr)
@@ -433,12 +518,16 @@ def _inherit_worktree_config(info: RepoInfo, admin_dir: Path) -> Callable[[str],
     values = dict(line.lower().split(" ", 1) for line in found.stdout.splitlines() if " " in line)
     current = Path(info.git("rev-parse", "--absolute-git-dir").stdout.strip() or info.common_dir)
     if values.get("extensions.worktreeconfig") == "true" and (current / "config.worktree").is_file():
-        config = ConfigFile.from_path(str(current / "config.worktree"))
-        for name in (b"bare", b"worktree"):
-            with contextlib.suppress(KeyError):
-                del config[(b"core",)][name]
-        config.path = str(admin_dir / "config.worktree")
-        config.write_to_path()
+        # as git: the file as it is, less core.bare where true and core.worktree, unset by git's
+        # own editor (dulwich would rewrite every line, and leave an emptied [core] behind)
+        copied = admin_dir / "config.worktree"
+        shutil.copyfile(current / "config.worktree", copied)
+        config = ConfigFile.from_path(str(copied))
+        unset = [key for key, present in (("core.bare", config.get_boolean((b"core",), b"bare", False)),
+                                          ("core.worktree", config.has_section((b"core",))
+                                           and b"worktree" in config[(b"core",)])) if present]
+        for key in unset:
+            git("config", "--file", str(copied), "--unset-all", key)
     patterns = current / "info" / "sparse-checkout"
     if values.get("core.sparsecheckout") not in ("true", "yes", "on", "1") or not patterns.is_file():
         return None
@@ -460,12 +549,23 @@ def _log_new_head(admin_dir: Path, checkout: Checkout, ident: tuple[bytes, int, 
     """The worktree's HEAD reflog as `git worktree add` starts it: HEAD made (no message), and
     on a branch the reset git does onto it (with ORIG_HEAD)."""
     commit = checkout.commit.encode()
-    lines = [format_reflog_line(ZERO, commit, *ident, b"").rstrip(b"\t")]
-    if checkout.branch:
-        lines.append(format_reflog_line(commit, commit, *ident, b"reset: moving to HEAD"))
+    null = b"0" * len(commit)  # the repository's null id: 64 zeros in a SHA-256 one
+    lines = [format_reflog_line(null, commit, *ident, b"").rstrip(b"\t")]
+    if checkout.populate:  # --no-checkout runs no reset; git's reset leaves ORIG_HEAD, detached too
         (admin_dir / "ORIG_HEAD").write_bytes(commit + b"\n")
+        if checkout.branch:  # a detached HEAD that does not move logs nothing
+            lines.append(format_reflog_line(commit, commit, *ident, b"reset: moving to HEAD"))
     (admin_dir / "logs").mkdir(exist_ok=True)
     (admin_dir / "logs" / "HEAD").write_bytes(b"".join(line + b"\n" for line in lines))
+
+
+def _log_created_ref(common_dir: Path, ref: bytes, commit: bytes, ident: tuple[bytes, int, int],
+                     message: bytes) -> None:
+    """A ref's first reflog line, from the repository's null id (as long as its ids)."""
+    log = common_dir / "logs" / os.fsdecode(ref)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as file:
+        file.write(format_reflog_line(b"0" * len(commit), commit, *ident, message) + b"\n")
 
 
 def _set_upstream(repo: Repo, branch: str, remote: str, remote_branch: str) -> None:
@@ -611,9 +711,31 @@ def dirty_of(paths: list[Path]) -> dict[Path, bool | None]:
     return found
 
 
-def submodules_refused() -> WorktreeError:
-    return WorktreeError("working trees containing submodules cannot be moved or removed",
+def submodules_refused() -> GitRefusal:
+    return GitRefusal("working trees containing submodules cannot be moved or removed",
                          hint="deinitialize them first (git submodule deinit --all), as git asks")
+
+
+def dirty_refusal(shown: str) -> GitRefusal:
+    return GitRefusal(f"'{shown}' contains modified or untracked files, use --force to delete it")
+
+
+def locked_refusal(info: RepoInfo, worktree: Worktree) -> GitRefusal:
+    """git's refusal to remove a locked worktree, with the lock's reason when it has one."""
+    admin_dir = admin_dir_of(info, worktree.path)
+    try:
+        reason = untrusted_files.read_text(admin_dir / "locked", limit=1 << 16).strip() if admin_dir else ""
+    except OSError:
+        reason = ""
+    return GitRefusal(f"cannot remove a locked working tree, lock reason: {reason}" if reason
+                      else "cannot remove a locked working tree;",
+                      hint="use 'remove -f -f' to override or unlock first")
+
+
+def restore_branch(info: RepoInfo, name: str, made: str, was: str) -> None:
+    """Undo `add -B`: the branch back where it was, if it is still where the add put it."""
+    with contextlib.closing(info.open()) as repo:
+        repo.refs.set_if_equals(HEADS + name.encode(), made.encode(), was.encode())
 
 
 def has_initialized_submodules(path: Path) -> bool:
@@ -630,10 +752,7 @@ def remove(info: RepoInfo, worktree: Worktree, force: bool) -> None:
     if not force and not worktree.prunable and has_initialized_submodules(worktree.path):
         raise submodules_refused()
     if not force and not worktree.prunable and is_dirty(worktree.path):
-        raise WorktreeError(
-            f"'{worktree.path}' contains modified or untracked files",
-            hint="commit or stash them, or use --force to delete them",
-        )
+        raise dirty_refusal(str(worktree.path))
     # the `.git` file first: cut short after this, the worktree is prunable (`prune` ends the job)
     dot_git = worktree.path / ".git"
     if dot_git.is_file() and not dot_git.is_symlink():

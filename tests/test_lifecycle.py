@@ -165,7 +165,7 @@ def test_remove_refuses_dirty_worktree_unless_forced(repo, tmp_path):
     repo.ok("add", "-b", "exp", str(wt), "--gpus", "1")
     (wt / "notes.txt").write_text("untracked work\n")
     refused = repo.gs("remove", str(wt))
-    assert refused.returncode == 1
+    assert refused.returncode == 128  # as git's
     assert "contains modified or untracked files" in refused.stderr
     assert (wt / "notes.txt").exists()
     assert [c.status for c in repo.containers()] == ["running"]  # nothing changed

@@ -215,7 +215,7 @@ def test_remove_refuses_a_worktree_with_changes(repo, tmp_path, change, flags):
     change(wt)
     changes = repo.git("status", "--porcelain", cwd=wt).stdout
     before = repo.snapshot(tmp_path)
-    assert_refused(repo.gs("remove", *flags, "exp"), 1, "contains modified or untracked files")
+    assert_refused(repo.gs("remove", *flags, "exp"), 128, "contains modified or untracked files")  # git's code
     assert repo.snapshot(tmp_path) == before
     assert repo.git("status", "--porcelain", cwd=wt).stdout == changes and data_dir.is_dir()
 

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from .. import allocate, gpus, state, workspace, worktrees
 from ..containers import Engine
-from ..errors import GpusUnavailable, GpuspaceError, UsageError
+from ..errors import GitRefusal, GpusUnavailable, GpuspaceError, UsageError
 from ..faults import checkpoint
 from ..lifecycle import (
     Rollback,
@@ -39,13 +39,21 @@ def run(args: argparse.Namespace) -> int:
     info = worktrees.discover()
     worktrees.require_plain_repo(info)
     path, checkout = plan_checkout(info, args)
+    worktrees.check_candidate_path(info, path, checkout.force, shown=args.path)
     flags = flag_settings(args)
     # Everything the flags say is checked, and GPUs looked at, before a big checkout.
     known = state.load(info.common_dir)  # read again under the lock before anything is recorded
     defaults = known.defaults
     early = settings_from(defaults, flags, args.share)
-    require_unbound(known, path)
     engine = Engine()
+    bound = known.find(path)
+    if bound is not None and not bound.pending and worktrees.find_worktree(info, path) is None:
+        # bound to a worktree git has since removed (`git worktree remove`): as the README says,
+        # the next command cleans up after plain git, and this is that command
+        with state.locked(info.common_dir) as current:
+            converge_quietly(info, engine, current)
+        known = state.load(info.common_dir)
+    require_unbound(known, path)
     wait = _wait_seconds(args.wait)
     if args.preempt and wait is None:
         wait = PREEMPT_WAIT_S  # the runs it takes GPUs from have their grace period to checkpoint
@@ -57,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         worktree = worktrees.add(info, path, checkout)
         undo.push(f"remove worktree {path}", lambda: _undo_worktree(info, worktree, checkout, made_dirs))
         checkpoint("after-worktree-add")
-        hook_status = worktrees.run_post_checkout(info, worktree)  # as `git worktree add` runs it
+        # as `git worktree add` runs it (not with --no-checkout: git checks nothing out)
+        hook_status = worktrees.run_post_checkout(info, worktree) if checkout.populate else 0
         if hook_status != 0:
             print(f"git-gpuspace: warning: the post-checkout hook exited {hook_status} (the worktree is kept, "
                   f"as git keeps it)", file=sys.stderr)
@@ -162,21 +171,48 @@ def flag_settings(args: argparse.Namespace) -> dict[str, object]:
 
 
 def plan_checkout(info: worktrees.RepoInfo, args: argparse.Namespace) -> tuple[Path, worktrees.Checkout]:
-    """Mirror `git worktree add`: -b makes a branch; a branch name checks it out; else detach."""
-    if args.new_branch is not None:
-        worktrees.validate_branch_name(args.new_branch)
-        if worktrees.branch_exists(info, args.new_branch):
-            raise UsageError(f"a branch named '{args.new_branch}' already exists", hint="drop -b to check it out")
+    """Mirror `git worktree add`: -b makes a branch (-B makes or resets it); a branch name checks
+    it out; else detach. Prints git's "Preparing worktree" line (unless --quiet) where git does:
+    once the commit is known, before the refusals that follow it."""
+    if sum(1 for given in (args.new_branch, args.new_branch_force) if given is not None) + args.detach > 1:
+        raise GitRefusal("options '-b', '-B', and '--detach' cannot be used together")
+    if args.reason is not None and not args.lock:
+        raise GitRefusal("the option '--reason' requires '--lock'")
+    new_branch = args.new_branch if args.new_branch is not None else args.new_branch_force
+    if new_branch is not None:
+        worktrees.validate_branch_name(new_branch)
+        exists = worktrees.branch_exists(info, new_branch)
+        holder = None
+        if args.new_branch_force is not None and exists:
+            holder = next((w for w in worktrees.list_worktrees(info) if w.branch == new_branch), None)
+            if holder is not None and not args.force:
+                raise worktrees.checked_out_refusal(new_branch, holder.path)
         commit = worktrees.resolve_commit(info, args.commitish) if args.commitish else worktrees.head_commit(info)
-        path = absolute(args.path) if args.path else default_worktree_path(info, args.new_branch)
-        checkout = worktrees.Checkout(commit=commit, branch=args.new_branch, create_branch=True,
-                                      start_point=args.commitish or "HEAD",
-                                      track=worktrees.upstream_of(info, args.commitish) if args.commitish else None)
+        path = absolute(args.path) if args.path else default_worktree_path(info, new_branch)
+        implicit = worktrees.upstream_of(info, args.commitish) if args.commitish else None
+        checkout = worktrees.Checkout(
+            commit=commit, branch=new_branch, create_branch=True, start_point=args.commitish or "HEAD",
+            reset_from=worktrees.resolve_commit(info, f"refs/heads/{new_branch}") if exists and args.new_branch_force
+            else None)
+        _say_preparing(info, args, checkout)
+        if exists and args.new_branch_force is None:
+            raise UsageError(f"a branch named '{new_branch}' already exists", hint="drop -b to check it out")
+        if holder is not None:  # forced: `git branch --force`, which git runs, refuses it still
+            raise GitRefusal(f"cannot force update the branch '{new_branch}' checked out at '{holder.path}'",
+                             exit_code=255)
+        checkout = replace(checkout, track=_tracking(info, args.track, args.commitish or "HEAD", implicit))
     elif args.path is None:
         raise UsageError("give a path, or -b <new-branch> to use ../worktrees/<branch>")
     else:
         path = absolute(args.path)
         checkout = _existing_or_detached(info, args, path)
+        _say_preparing(info, args, checkout)
+        if args.track is not None and not checkout.create_branch:
+            raise GitRefusal("--[no-]track can only be used if a new branch is created")
+        if checkout.create_branch:
+            checkout = replace(checkout, track=_tracking(info, args.track, checkout.start_point, checkout.track))
+    lock_reason = args.reason if args.reason is not None else "added with --lock" if args.lock else None
+    checkout = replace(checkout, force=args.force, populate=args.checkout, lock_reason=lock_reason)
     too_long = next((part for part in path.parts if len(part.encode()) > 255), None)
     if too_long:
         raise UsageError(f"'{too_long[:40]}…' is too long a file name (over 255 bytes)")
@@ -196,6 +232,13 @@ def _existing_or_detached(info: worktrees.RepoInfo, args: argparse.Namespace, pa
             return worktrees.Checkout(commit=worktrees.resolve_commit(info, name), branch=name)
         if args.detach:
             return worktrees.Checkout(commit=worktrees.head_commit(info))
+        # --guess-remote (or worktree.guessRemote): the new branch starts at, and tracks, the
+        # one remote-tracking branch of its name
+        tracking = worktrees.remote_tracking(info, name) if _guess_remote(info, args) else None
+        if tracking is not None:
+            remote, commit = tracking
+            return worktrees.Checkout(commit=commit, branch=name, create_branch=True,
+                                      start_point=f"refs/remotes/{remote}/{name}", track=(remote, name))
         return worktrees.Checkout(commit=worktrees.head_commit(info), branch=name, create_branch=True)
     try:
         commit = worktrees.resolve_commit(info, args.commitish)
@@ -213,6 +256,50 @@ def _existing_or_detached(info: worktrees.RepoInfo, args: argparse.Namespace, pa
     return worktrees.Checkout(commit=commit)
 
 
+def _guess_remote(info: worktrees.RepoInfo, args: argparse.Namespace) -> bool:
+    if args.guess_remote is not None:
+        return args.guess_remote
+    value = worktrees.config_value(info, "worktree", "guessRemote") or ""
+    return value.lower() in ("true", "yes", "on", "1")
+
+
+def _tracking(info: worktrees.RepoInfo, option: str | None, start: str,
+              implicit: tuple[str, str] | None) -> tuple[str, str] | None:
+    """What the new branch tracks, as `git branch [--track|--no-track] <new> <start>` sets it:
+    --track: the local or remote-tracking branch `start` names (refused if it names none);
+    without either: `implicit` (a remote-tracking start, under branch.autoSetupMerge)."""
+    if option == "no":
+        return None
+    if option is None:
+        return implicit
+    full = "" if start.startswith("-") else info.git("rev-parse", "--symbolic-full-name", start).stdout.strip()
+    if full.startswith("refs/heads/"):
+        return ".", full[len("refs/heads/"):]
+    parts = full.split("/", 3)
+    if full.startswith("refs/remotes/") and len(parts) == 4:
+        return parts[2], parts[3]
+    raise GitRefusal(f"cannot set up tracking information; starting point '{start}' is not a branch", exit_code=255)
+
+
+def _say_preparing(info: worktrees.RepoInfo, args: argparse.Namespace, checkout: worktrees.Checkout) -> None:
+    """git's first line of `worktree add`, on stderr."""
+    if args.quiet:
+        return
+    if checkout.reset_from:
+        what = f"resetting branch '{checkout.branch}'; was at {_abbrev(info, checkout.reset_from)}"
+    elif checkout.create_branch:
+        what = f"new branch '{checkout.branch}'"
+    elif checkout.branch:
+        what = f"checking out '{checkout.branch}'"
+    else:
+        what = f"detached HEAD {_abbrev(info, checkout.commit)}"
+    print(escape(f"Preparing worktree ({what})"), file=sys.stderr)  # a branch name is anyone's to choose
+
+
+def _abbrev(info: worktrees.RepoInfo, commit: str) -> str:
+    return info.git("rev-parse", "--short", commit).stdout.strip() or commit[:7]
+
+
 def _undo_worktree(
     info: worktrees.RepoInfo, worktree: worktrees.Worktree, checkout: worktrees.Checkout, made_dirs: list[Path]
 ) -> None:
@@ -222,7 +309,9 @@ def _undo_worktree(
     for directory in made_dirs:  # deepest first: the parents `add` had to make
         with contextlib.suppress(OSError):
             directory.rmdir()
-    if checkout.create_branch and checkout.branch:
+    if checkout.create_branch and checkout.branch and checkout.reset_from:  # -B reset a branch that was there
+        worktrees.restore_branch(info, checkout.branch, checkout.commit, checkout.reset_from)
+    elif checkout.create_branch and checkout.branch:
         worktrees.delete_branch(info, checkout.branch, checkout.commit)
 
 

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             if binding is None:
                 raise UsageError(f"'{worktree.path}' is not bound to a container")
         else:
-            _check_removable(worktree, args.force)
+            _check_removable(info, worktree, args.force, args.worktree)
         if args.purge and binding is not None and binding.data_dir:  # the state file is data: check before acting
             workspace.checked_data_dir(binding.data_dir, binding.container,
                                        f"{current.path}: bindings[{current.bindings.index(binding)}]")
@@ -61,21 +61,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_removable(worktree: worktrees.Worktree, force: bool) -> None:
-    """Everything is checked before anything changes: a refusal leaves the container running."""
+def _check_removable(info: worktrees.RepoInfo, worktree: worktrees.Worktree, force: int, shown: str) -> None:
+    """Everything is checked before anything changes: a refusal leaves the container running.
+    As git's: a locked worktree needs -f twice; then submodules, then dirt, unless -f."""
     if worktree.is_main:
         raise UsageError("the main worktree cannot be removed", hint="--keep-worktree drops only its container")
+    if worktree.locked and force < 2:
+        raise worktrees.locked_refusal(info, worktree)
     if force:
         return
     if not worktree.prunable and worktrees.has_initialized_submodules(worktree.path):
         raise worktrees.submodules_refused()
-    if worktree.locked:
-        raise WorktreeError(f"'{worktree.path}' is locked", hint="`git worktree unlock` it, or use --force")
     if not worktree.prunable and worktrees.is_dirty(worktree.path):
-        raise WorktreeError(
-            f"'{worktree.path}' contains modified or untracked files",
-            hint="commit or stash them, or use --force to delete them",
-        )
+        raise worktrees.dirty_refusal(shown)
 
 
 def _import_first(info: worktrees.RepoInfo, engine: Engine, binding, worktree: worktrees.Worktree, force: bool) -> None:
