@@ -35,8 +35,10 @@ from .workspace import CACHE_MOUNT, DATA_MOUNT, SERVICE_PORTS
 MAX_BYTES = 1 << 20  # a devcontainer.json is a few KiB; a huge one is an attack on the parser
 DEFAULT_WORKSPACE = "/workspace"
 # In the order the spec runs them: the first three once, after the container's first start;
-# postStartCommand after every start.
-LIFECYCLE = ("onCreateCommand", "updateContentCommand", "postCreateCommand", "postStartCommand")
+# postStartCommand after every start, and postAttachCommand then too (as the reference's `up`
+# runs it: the command that starts the container is what attaches).
+LIFECYCLE = ("onCreateCommand", "updateContentCommand", "postCreateCommand", "postStartCommand", "postAttachCommand")
+EVERY_START = ("postStartCommand", "postAttachCommand")
 SUPPORTED = {"name", "image", "build", "dockerFile", "context", "containerEnv", "forwardPorts", "mounts",
              "appPort", "portsAttributes",
              "otherPortsAttributes",  # what the editor does with ports it detects: we forward none unasked
@@ -353,8 +355,6 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
             config.initialize_command = document["initializeCommand"]
         else:
             config.skipped.append("initializeCommand (it runs on the host)")
-    if "postAttachCommand" in config.unsupported:  # named with why
-        config.unsupported[config.unsupported.index("postAttachCommand")] = "postAttachCommand (nothing attaches)"
     remote_env = document.get("remoteEnv") or {}
     if not isinstance(remote_env, dict):
         raise UsageError(f"{path}: 'remoteEnv' must be an object")

@@ -29,7 +29,7 @@ import json5
 from .errors import UsageError
 
 # Metadata a feature may carry that we do not apply: named in the notice.
-CONTRIBUTES_UNSUPPORTED = ("entrypoint", "customizations", "postAttachCommand")
+CONTRIBUTES_UNSUPPORTED = ("entrypoint", "customizations")
 # The short ids of the old feature format the reference maps to ghcr.io/devcontainers/features.
 _MIGRATED_IDS = {**{name: name for name in (
     "aws-cli", "azure-cli", "desktop-lite", "docker-in-docker", "docker-from-docker", "dotnet", "git", "git-lfs",

@@ -17,11 +17,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .devcontainer import LIFECYCLE
+
 LABEL = "devcontainer.metadata"
 MAX_LABEL_BYTES = 1 << 20
-LIFECYCLE = ("onCreateCommand", "updateContentCommand", "postCreateCommand", "postStartCommand")
 # what a feature's devcontainer-feature.json contributes to the label (the reference's pickFeatureProperties)
-FEATURE_KEYS = (*LIFECYCLE, "postAttachCommand", "init", "privileged", "capAdd", "securityOpt", "entrypoint",
+FEATURE_KEYS = (*LIFECYCLE, "init", "privileged", "capAdd", "securityOpt", "entrypoint",
                 "mounts", "customizations")
 
 

@@ -644,14 +644,15 @@ def file_commands(settings: Settings) -> dict | None:
 
 def run_lifecycle(engine: Engine, binding: Binding, commands: dict | None, first_start: bool) -> bool:
     """The lifecycle commands in the spec's order: onCreateCommand, updateContentCommand and
-    postCreateCommand after the first start, postStartCommand after every start; at each stage
+    postCreateCommand after the first start, postStartCommand and postAttachCommand after every
+    start; at each stage
     the image's devcontainer.metadata ones (the base image's, then each feature's, in install
     order) before the file's. `commands`: the trusted file's (see `file_commands`); None: the
     file is not trusted, and neither are the commands of the image it names. As remoteUser,
     with the probed environment and remoteEnv, `${containerEnv:VAR}` from the container. A
     failure stops the ones after it and returns False: the container stays up, for the user to
     fix and rerun them by hand."""
-    keys = devcontainer.LIFECYCLE if first_start else ("postStartCommand",)
+    keys = devcontainer.LIFECYCLE if first_start else devcontainer.EVERY_START
     attrs = engine.image_attrs(binding.image) or {}
     from_image = image_metadata.merge(image_metadata.entries_of((attrs.get("Config") or {}).get("Labels"))).lifecycle
     if commands is None:

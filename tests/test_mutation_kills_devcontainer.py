@@ -126,15 +126,15 @@ def test_unknown_keys_are_named_sorted(tmp_path):
     assert config.notices() == ["devcontainer.json: not supported, ignored: alpha, zeta"]
 
 
-def test_a_command_we_never_run_is_named_with_why(tmp_path):
+def test_post_attach_command_is_taken_with_the_others(tmp_path):
     config = parse(tmp_path, {"postAttachCommand": "echo", "zzz": 1})
-    assert config.unsupported == ["postAttachCommand (nothing attaches)", "zzz"]
+    assert config.unsupported == ["zzz"] and config.lifecycle == {"postAttachCommand": "echo"}
 
 
 def test_initialize_command_is_taken_only_from_a_trusted_file(tmp_path):
     """It runs on the host: only what the user trusts; untrusted it is named among what needs trust."""
     trusted = parse(tmp_path, {"postAttachCommand": "a", "initializeCommand": ["b", "c"]})
-    assert trusted.initialize_command == ["b", "c"] and trusted.unsupported == ["postAttachCommand (nothing attaches)"]
+    assert trusted.initialize_command == ["b", "c"] and trusted.unsupported == []
     untrusted = parse(tmp_path, {"initializeCommand": "b"}, trust=False)
     assert untrusted.initialize_command is None and untrusted.skipped == ["initializeCommand (it runs on the host)"]
     says(tmp_path, {"initializeCommand": 5}, "'initializeCommand' must be a string, a list of strings, or an object of those")
