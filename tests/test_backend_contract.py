@@ -16,7 +16,7 @@ import pytest
 
 from conftest import slurm_cluster, slurm_jobs_of, wait_for
 
-CLI_TIMEOUT = 90  # seconds: a command of these cases that has not ended by then hangs
+CLI_TIMEOUT = 180  # seconds: a command of these cases that has not ended by then hangs (one took 90 on a loaded 2-core machine)
 ERROR = "git-gpuspace: error:"
 # A run's command that waits (at most 30 s) until the test drops `go` in its data dir
 WAIT_FOR_GO = "i=0; while [ ! -e /data/go ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; "
