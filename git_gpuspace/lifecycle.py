@@ -356,6 +356,8 @@ def _private_git(info: worktrees.RepoInfo, worktree: worktrees.Worktree, name: s
     if before is not None and before.exists():
         private_git.move(before, private)
         undo.push(f"move private git dir back to {before.home}", lambda: private_git.move(private, before))
+        if replacing.repo not in (None, str(info.common_dir)):  # the repository moved, its objects with it
+            private_git.repoint_objects(private, info.common_dir / "objects")
         return private
     private_git.create(info, worktree, private)
     undo.push(f"remove private git dir {private.home}", lambda: private_git.remove(private))
@@ -566,8 +568,9 @@ def unbind(engine: Engine, state: State, binding: Binding) -> None:
 
 
 def owner_of(state: State, binding: Binding) -> tuple[str, str]:
-    """The (repo, worktree) labels the binding's container must carry."""
-    return str(state.path.parent), binding.path
+    """The (repo, worktree) labels the binding's container must carry: the repo it was made in,
+    which the state file vouches for when the repository has moved since (state._named_under)."""
+    return binding.repo or str(state.path.parent), binding.path
 
 
 def resolve_worktree(info: worktrees.RepoInfo, target: str | None) -> worktrees.Worktree:

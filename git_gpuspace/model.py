@@ -132,6 +132,9 @@ class Binding:
     user_env_probe: str | None = None  # devcontainer.json userEnvProbe (None: the default)
     override_command: bool = True  # False: the image's own command is the container's
     container_options: dict = field(default_factory=dict)  # devcontainer runArgs any file may set (ulimits, ...)
+    # the common dir its container was named and labelled under (None: the state file's own);
+    # it stays the old path once the repository is moved, as the container's name and labels do
+    repo: str | None = None
     extra: dict = field(default_factory=dict)  # keys this version does not know: kept as they are
     created: _dt.datetime = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)

@@ -181,6 +181,30 @@ def move(old: PrivateGit, new: PrivateGit) -> None:
     new.dot_git.write_text(f"gitdir: {new.repo}\n")
 
 
+def repoint_objects(private: PrivateGit, objects: Path) -> None:
+    """The private git dir's alternate names where the repository's objects are now (it moved).
+    The dir is the container's to write: no link on the way is followed, none written through."""
+    fd = -1
+    try:
+        fd = os.open(private.repo, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        for part in ("objects", "info"):
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink("alternates", dir_fd=fd)
+        out = os.open("alternates", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=fd)
+        with os.fdopen(out, "w") as handle:
+            handle.write(f"{objects}\n")
+    except OSError as error:
+        raise GpuspaceError(f"cannot point {private.repo} at the moved repository's objects: "
+                            f"{error.strerror or error}", hint="something in the container changed its git dir: "
+                                                              "`git gpuspace remove --force` and add it again") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _worktree_git_dir(info: worktrees.RepoInfo, worktree: worktrees.Worktree) -> Path:
     """The host's per-worktree git dir: HEAD and index live there."""
     if worktree.is_main:

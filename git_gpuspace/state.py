@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hmac
 import os
 import re
 import sys
@@ -34,6 +35,7 @@ LOCK_NAME = "gpuspace.lock"
 PATHS_NAME = "gpuspace.paths"
 PENDING_NAME = "gpuspace.pending"
 GITDIRS_NAME = "gpuspace.gitdirs"
+ORIGINS_NAME = "gpuspace.origins"  # where the repository was when its containers were named (State._write_origins)
 ON_COMMIT_NAME = "gpuspace.verify-on-commit"  # a check runs on each commit: the post-commit hook queues it
 
 
@@ -67,6 +69,20 @@ class State:
         document["bindings"] = [_binding_to_toml(b) for b in self.bindings]
         atomic_write(self.path, tomli_w.dumps(document).encode())
         self._write_hook_index()
+        self._write_origins()
+
+    def _write_origins(self) -> None:
+        """Where this repository is, and was while a binding's container was named, each with
+        the user's keyed hash: after the repository is moved (and `git worktree repair`), its
+        containers' names and labels still say the old place, which this file vouches for."""
+        here = str(self.path.parent)
+        places = [here, *sorted({b.repo for b in self.bindings if b.repo and b.repo != here})]
+        content = "".join(f"{_origin_mac(p)} {p}\n" for p in places if "\n" not in p).encode()
+        target = self.path.parent / ORIGINS_NAME
+        with contextlib.suppress(OSError):
+            if target.read_bytes() == content:
+                return  # most saves: written already, and a write (with its fsync) costs every command
+        atomic_write(target, content)
 
     def _write_hook_index(self) -> None:
         """What the hook's shell fast path reads instead of parsing TOML on every checkout:
@@ -144,7 +160,8 @@ def parse(path: Path, raw: bytes) -> State:
     entries = document.get("bindings", [])
     if not isinstance(entries, list):
         raise StateError(f"{path}: 'bindings' must be an array of tables", hint=_FIX_HINT)
-    bindings = [_binding_from_toml(path, i, entry) for i, entry in enumerate(entries)]
+    earlier = _Origins(path.parent)
+    bindings = [_binding_from_toml(path, i, entry, earlier) for i, entry in enumerate(entries)]
     auto_bind = _require(path, "auto_bind", document.get("auto_bind", False), bool, "true or false")
     checks = _require(path, "checks", document.get("checks", {}), dict, "a table of checks")
     for name, check in checks.items():
@@ -221,7 +238,7 @@ def _container_options(path: Path, where: str, options: Any) -> dict[str, Any]:
     return dict(options)
 
 
-def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
+def _binding_from_toml(path: Path, index: int, entry: Any, earlier: "_Origins | None" = None) -> Binding:
     where = f"bindings[{index}]"
     _require(path, where, entry, dict, "a table")
     for key in ("path", "container", "image"):
@@ -277,9 +294,7 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
                     container_options=container_options,
                     extra={key: value for key, value in entry.items() if key not in _BINDING_KEYS})
     # Only a name we would give this worktree's container: `remove` and `prune` delete it.
-    if not re.fullmatch(r"gpuspace-[a-zA-Z0-9_.-]*-" + name_digest(path.parent, Path(entry["path"])), entry["container"]):
-        raise StateError(f"{path}: {where}.container {entry['container']!r} is not the name of this worktree's "
-                         f"container; nothing was done", hint=_FIX_HINT)
+    named_under = _named_under(path, where, entry, earlier)
     binding = Binding(
         path=entry["path"],
         container=entry["container"],
@@ -293,11 +308,77 @@ def _binding_from_toml(path: Path, index: int, entry: Any) -> Binding:
         ),
         share=share,
         override_command=override_command,
+        repo=str(named_under) if named_under is not None else None,
         **optional,
     )
     if created is not None:
         binding.created = created
     return binding
+
+
+def _named_under(path: Path, where: str, entry: dict[str, Any], earlier: "_Origins | None") -> Path | None:
+    """Where the repository was when the binding's container was named and labelled: None for
+    here, or a place this repository was before it was moved (`git worktree repair` mends git's
+    links, not a container's name). Any other name is refused: `remove` and `prune` delete it."""
+    def named_in(repo: Path) -> bool:
+        return bool(re.fullmatch(r"gpuspace-[a-zA-Z0-9_.-]*-" + name_digest(repo, Path(entry["path"])),
+                                 entry["container"]))
+
+    if named_in(path.parent):
+        return None
+    for place, refusal in earlier.places() if earlier is not None else ():
+        if named_in(place):
+            if refusal:
+                raise StateError(f"{path}: {where}.container {entry['container']!r} was named when this repository "
+                                 f"was at {place}, which {refusal}; nothing was done", hint=_FIX_HINT)
+            return place
+    raise StateError(f"{path}: {where}.container {entry['container']!r} is not the name of this worktree's "
+                     f"container; nothing was done", hint=_FIX_HINT)
+
+
+class _Origins:
+    """The places `gpuspace.origins` says this repository was, read only when a binding's name
+    is not from here. A place counts when the user's key vouches for it (their git-gpuspace
+    wrote it) and it no longer holds a git dir, or is this very dir: a copied repository, or a
+    line copied from another one, names none of that repository's containers."""
+
+    def __init__(self, common_dir: Path) -> None:
+        self.common_dir = common_dir
+        self._places: list[tuple[Path, str | None]] | None = None
+
+    def places(self) -> list[tuple[Path, str | None]]:
+        """(place, None) when it counts, (place, why not) when it does not."""
+        if self._places is None:
+            self._places = [(Path(place), self._refusal(mac, place)) for mac, place in self._lines()]
+        return self._places
+
+    def _lines(self) -> list[tuple[str, str]]:
+        try:
+            with open(self.common_dir / ORIGINS_NAME, "rb") as handle:
+                text = handle.read(1 << 20).decode("utf-8", "replace")
+        except OSError:
+            return []
+        lines = (line.partition(" ") for line in text.splitlines())
+        return [(mac, place) for mac, _, place in lines if os.path.isabs(place) and place != str(self.common_dir)]
+
+    def _refusal(self, mac: str, place: str) -> str | None:
+        if not hmac.compare_digest(mac.encode(), _origin_mac(place).encode()):
+            return f"{ORIGINS_NAME} does not vouch for (its keyed hash is not your git-gpuspace's)"
+        from .lifecycle import _provably_absent  # lifecycle imports this module
+
+        try:
+            same = os.path.samefile(place, self.common_dir)
+        except OSError:
+            same = False
+        if not same and not _provably_absent(place):
+            return "still holds a git dir: its containers are that repository's (a copy, not a move?)"
+        return None
+
+
+def _origin_mac(place: str) -> str:
+    from .workspace import user_mac  # read only when a binding or a save needs it
+
+    return user_mac(f"gpuspace.origin\0{place}")
 
 
 def _binding_to_toml(binding: Binding) -> dict[str, Any]:

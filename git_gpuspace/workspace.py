@@ -161,7 +161,12 @@ def data_dir_problem(text: str, container: str) -> str | None:
 
 
 def _owner_mark(path: Path) -> str:
-    return hmac.new(_mark_key(), str(path).encode(), hashlib.sha256).hexdigest() + "\n"
+    return user_mac(str(path)) + "\n"
+
+
+def user_mac(text: str) -> str:
+    """A keyed hash of `text` with the user's secret: proof that this user's git-gpuspace wrote it."""
+    return hmac.new(_mark_key(), text.encode(), hashlib.sha256).hexdigest()
 
 
 def _marked(path: Path) -> bool:

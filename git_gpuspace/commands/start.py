@@ -44,6 +44,11 @@ def run(args: argparse.Namespace) -> int:
         elif fresh:
             binding = recreate(info, engine, current, binding, worktree)
             print(f"Made {binding.container} again (the container was gone) and started it")
+        elif binding.repo not in (None, str(current.path.parent)):  # its mounts name where the repository was
+            engine.require_owner(binding.container, owner_of(current, binding))
+            binding = recreate(info, engine, current, binding, worktree)
+            fresh = True
+            print(f"Made {binding.container} again (the repository moved) and started it")
         elif shared_git:  # made by an earlier version: its git wrote the repository's git dir
             binding = recreate(info, engine, current, binding, worktree)
             fresh = True
