@@ -66,7 +66,7 @@ from dulwich.object_store import DiskObjectStore, iter_tree_contents
 from dulwich.objects import S_ISGITLINK, Blob, Commit, Tag, hex_to_sha
 from dulwich.repo import Repo
 
-from .git_cli import own_env
+from .git_cli import git, own_env
 
 ATTRIBUTES_FILE = b".gitattributes"
 BATCH_FILES = 128  # files per task handed to a writer thread
@@ -74,6 +74,7 @@ BATCH_BYTES = 1 << 20  # ... or fewer, once they hold this much
 MAX_WORKERS = 8  # writer threads per process
 MIN_FILES_PER_PROCESS = 2000  # below this a second process costs more than it saves
 MAX_PROCESSES = 8
+FETCH_TIMEOUT_S = 3600.0  # a partial clone's missing blobs, from its remote: as long as a big fetch takes
 # dulwich keeps every object it resolves from a delta, up to core.deltaBaseCacheLimit (96 MiB
 # unless set): for one pass over a tree, a sixth of that reads as fast and keeps `add` small.
 DELTA_CACHE_BYTES = 16 << 20
@@ -626,11 +627,10 @@ def _fetch_missing_blobs(repo: Repo, config, entries) -> None:
     for remote in remotes:
         if not missing:
             return
-        fetched = subprocess.run(
-            ["git", "-c", "fetch.negotiationAlgorithm=noop", "fetch", remote, "--no-tags", "--no-write-fetch-head",
-             "--recurse-submodules=no", "--filter=blob:none", "--stdin"],
-            cwd=repo.path, env=own_env(), input=b"".join(sha + b"\n" for sha in missing), stdout=subprocess.DEVNULL,
-            stderr=sys.stderr, check=False)
+        fetched = git("-c", "fetch.negotiationAlgorithm=noop", "fetch", remote, "--no-tags", "--no-write-fetch-head",
+                      "--recurse-submodules=no", "--filter=blob:none", "--stdin", cwd=repo.path, env=own_env(),
+                      input="".join(sha.decode() + "\n" for sha in missing), timeout=FETCH_TIMEOUT_S)
+        sys.stderr.write(fetched.stderr)
         if fetched.returncode == 0:
             missing = [sha for sha in missing if sha not in store]  # a miss rescans the packs
     if missing:
@@ -664,7 +664,7 @@ def _cache_tree(tree_id: bytes, subtrees, entries) -> bytes:
 
 
 def _git_version() -> tuple[int, ...]:
-    found = subprocess.run(["git", "version"], capture_output=True, text=True, check=False).stdout
+    found = git("version").stdout
     match = re.search(r"(\d+)\.(\d+)", found)
     return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
@@ -700,9 +700,9 @@ def _write_index(repo: Repo, config, entries: dict[bytes, IndexEntry], cache_tre
     if stack.get_boolean(b"core", b"splitIndex", False):
         # dulwich writes no split index (a shared index and a `link` extension): git splits ours
         # (its first write keeps the entries in the index itself; this one moves them to the shared one)
-        subprocess.run(["git", "update-index", "--refresh", "--force-write-index"], cwd=repo.path, env=own_env(),
-                       stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=True)
+        split = git("update-index", "--refresh", "--force-write-index", cwd=repo.path, env=own_env())
+        if split.returncode != 0:
+            raise FilterError(f"git could not split the index: {split.stderr.strip()}")
 
 
 def _write_batch(batch, symlink_fn) -> list[tuple[bytes, IndexEntry]]:

@@ -35,19 +35,22 @@ def git_timeout() -> float:
 
 
 def git(*args: str, cwd: Path | None = None, in_worktree: bool = False,
-        timeout: float | None = None) -> subprocess.CompletedProcess:
+        timeout: float | None = None, env: dict[str, str] | None = None,
+        input: str | None = None) -> subprocess.CompletedProcess:
     """The git CLI, for what must read exactly as git reads it (revision syntax with reflogs,
     the status `git worktree remove` checks, the committer identity). It sees the environment
-    the user gave us (GIT_DIR and all), except `in_worktree`: then the worktree at `cwd`.
+    the user gave us (GIT_DIR and all), except `in_worktree`: then the worktree at `cwd`; or
+    `env` when given. `input`: what git reads on stdin.
 
     git reads files a container can write (`.gitignore`, `.gitattributes` in the worktree), so
     it runs at most `timeout` seconds (git_timeout()); then git and all it started are killed
     and a WorktreeError names the path."""
-    env = own_env() if in_worktree else None
+    env = env if env is not None else own_env() if in_worktree else None
     limit = timeout if timeout is not None else git_timeout()
     try:
         # a session of its own: on time-out the whole group goes (git starts helpers)
-        process = subprocess.Popen(["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(["git", *args], cwd=cwd, env=env,
+                                   stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    encoding="utf-8", errors="surrogateescape", start_new_session=True)
     except FileNotFoundError:
@@ -55,7 +58,7 @@ def git(*args: str, cwd: Path | None = None, in_worktree: bool = False,
             return subprocess.CompletedProcess(["git", *args], 128, "", f"fatal: cannot change to '{cwd}'")
         raise WorktreeError("git is not on PATH", hint="install git") from None
     try:
-        stdout, stderr = process.communicate(timeout=limit)
+        stdout, stderr = process.communicate(input, timeout=limit)
     except subprocess.TimeoutExpired:
         _kill_group(process)
         where = os.path.abspath(cwd if cwd is not None else os.getcwd())

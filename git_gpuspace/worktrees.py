@@ -335,8 +335,7 @@ def _auto_detected_ident(refusal: str) -> subprocess.CompletedProcess:
         if "empty ident name" in refusal and "GIT_COMMITTER_NAME" not in env:
             with contextlib.suppress(KeyError):
                 env["GIT_COMMITTER_NAME"] = pwd.getpwuid(os.getuid()).pw_name
-        found = subprocess.run(["git", "var", "GIT_COMMITTER_IDENT"], env=env, capture_output=True, text=True,
-                               check=False)
+        found = git("var", "GIT_COMMITTER_IDENT", env=env)
         if found.returncode == 0:
             break
         refusal = found.stderr

@@ -19,8 +19,9 @@ def beyond_host_memory() -> str:
 
 
 def errors_of(result) -> list[str]:
-    """The refusal's lines: the error, and at most its hint."""
-    lines = result.stderr.splitlines()
+    """The refusal's lines: the error, and at most its hint (after git's own "Preparing worktree"
+    line, which `add` prints before a refusal as `git worktree add` does)."""
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("Preparing worktree (")]
     assert len(lines) <= 2 and all(line.startswith(("git-gpuspace: error: ", "hint: ")) for line in lines), result.stderr
     return lines
 
