@@ -7,6 +7,7 @@ and what the container commits on its worktree's branch comes in fast-forward on
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_IMAGE, wait_for
+from git_gpuspace import private_git
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "In", "GIT_AUTHOR_EMAIL": "in@example.com", "GIT_COMMITTER_NAME": "In",
            "GIT_COMMITTER_EMAIL": "in@example.com", "GIT_PAGER": "cat"}
@@ -214,6 +216,21 @@ def test_the_container_follows_a_checkout_made_on_the_host(repo, tmp_path):
     assert ok(container, "git status --porcelain") == ""
 
 
+def unlocked(path: Path) -> bool:
+    """Nobody holds the flock on `path` (a sync of that private git dir is not under way)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def test_status_and_the_hooks_import(repo, tmp_path):
     repo.ok("init", "--gpus", "none")
     wt = tmp_path / "wt"
@@ -225,7 +242,10 @@ def test_status_and_the_hooks_import(repo, tmp_path):
     time.sleep(1.1)  # the hook compares the container's reflog time with the last look, in seconds
     ok(container, "git commit -q --allow-empty -m second")
     repo.commit({"elsewhere.txt": "x\n"}, "a commit in the main worktree runs the hooks")
-    assert wait_for(lambda: repo.git("log", "-1", "--format=%s", cwd=wt).stdout.strip() == "second")
+    # the branch moves first, then the index follows under the same lock: until that lock is free
+    # the background sync may hold the worktree's index.lock, and a checkout then would fail as git does
+    lock = private_git.for_container(container.name).home / "lock"
+    assert wait_for(lambda: repo.git("log", "-1", "--format=%s", cwd=wt).stdout.strip() == "second" and unlocked(lock))
     assert repo.git("status", "--porcelain", cwd=wt).stdout == ""
     repo.git("checkout", "-q", "-b", "other", cwd=wt)  # a branch checked out here: the container's git follows
     assert wait_for(lambda: sh(container, "git symbolic-ref --short HEAD")[1].strip() == "other")
