@@ -217,6 +217,48 @@ def test_hook_with_its_interpreter_gone_warns_and_git_succeeds(initialized, tmp_
     assert (tmp_path / "wt" / "src").exists()
 
 
+def _record_calls(hook, tmp_path):
+    """Point our hook at a script that writes down how it was called."""
+    record = tmp_path / "calls"
+    recorder = tmp_path / "recorder"
+    recorder.write_text(f'#!/bin/sh\necho "$@" >>{record}\n')
+    recorder.chmod(0o755)
+    text = hook.read_text()
+    start = text.index("GPUSPACE_BIN='") + len("GPUSPACE_BIN='")
+    hook.write_text(text[:start] + str(recorder) + text[text.index("'", start):])
+    return record
+
+
+def test_add_runs_the_hook_of_its_worktree_without_a_second_binding_process(initialized, tmp_path):
+    """`add` binds the worktree itself: the hook it runs (as git would) needs no interpreter
+    of ours to tell it so, while `git worktree add` still has it bind."""
+    repo = initialized
+    record = _record_calls(repo.common_dir / "hooks" / "post-checkout", tmp_path)
+    repo.ok("add", "--no-start", "--gpus", "none", "-b", "ours", str(tmp_path / "ours"))
+    assert not record.exists() or "new-worktree" not in record.read_text()
+    repo.git("worktree", "add", "-q", "-b", "plain", str(tmp_path / "plain"))
+    assert record.read_text().splitlines() == ["_hook new-worktree"]
+
+
+def test_the_hook_binds_git_worktree_add_in_a_sha256_repository(tmp_path):
+    """A SHA-256 repository's null id is 64 zeros."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "--object-format=sha256", "-b", "main", str(repo)], check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "i"],
+                   cwd=repo, check=True)
+    from git_gpuspace.hooks import hook_text
+
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text(hook_text())
+    hook.chmod(0o755)
+    (repo / ".git" / "gpuspace.toml").write_text("")  # as `init` leaves it
+    record = _record_calls(hook, tmp_path)
+    subprocess.run(["git", "worktree", "add", "-q", "-b", "x", str(tmp_path / "wt")], cwd=repo, check=True)
+    assert record.read_text().splitlines() == ["_hook new-worktree"]
+
+
 def test_hook_does_not_import_code_from_the_repo(initialized, tmp_path):
     repo = initialized
     marker = tmp_path / "pwned"
