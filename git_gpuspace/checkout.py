@@ -26,6 +26,7 @@ The worktree directory must be empty: files are created exclusively, never overw
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import re
@@ -50,7 +51,6 @@ from dulwich.filters import (
     get_filter_for_path,
 )
 from dulwich.index import (
-    IndexChecksumWriter,
     IndexEntry,
     IndexExtension,
     InvalidPathError,
@@ -67,6 +67,7 @@ from dulwich.objects import S_ISGITLINK, Blob, Commit, Tag, hex_to_sha
 from dulwich.repo import Repo
 
 from .git_cli import git, own_env
+from .pack_order import in_pack_order
 
 ATTRIBUTES_FILE = b".gitattributes"
 BATCH_FILES = 128  # files per task handed to a writer thread
@@ -163,9 +164,10 @@ def materialize(repo: Repo, tree_id: bytes | None = None, processes: int | None 
     try:
         # Fork first: no thread of ours is running yet.
         children = [_fork_writer(repo.path, part, root, symlink_fn, threads, replacements) for part in parts[1:]]
-        with _reading_store(repo) as store:
-            written = _write_entries(_blob_reader(store, replacements), parts[0], root, normalize, symlink_fn,
-                                     threads)
+        with _reading_store(repo) as (store, cache_bytes):
+            blobs = (_in_tree_order(store, parts[0], replacements) if normalize is not None
+                     else _in_pack_order(store, parts[0], cache_bytes, replacements))
+            written = _write_entries(blobs, root, normalize, symlink_fn, threads)
         for child in children:
             written.update(child.collect())
     finally:
@@ -202,8 +204,9 @@ def _can_fork() -> bool:
     return hasattr(os, "fork") and threading.active_count() == 1
 
 
-def _write_entries(read_blob, entries, root: bytes, normalize, symlink_fn, threads: int) -> dict[bytes, IndexEntry]:
-    """Read each blob here, hand batches to writer threads; each path's index entry."""
+def _write_entries(blobs, root: bytes, normalize, symlink_fn, threads: int) -> dict[bytes, IndexEntry]:
+    """Read each blob here (`blobs`: each entry with its object), hand batches to writer
+    threads; each path's index entry."""
     written: dict[bytes, IndexEntry] = {}
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="checkout") as pool:
         in_flight: deque[Future] = deque()
@@ -218,13 +221,12 @@ def _write_entries(read_blob, entries, root: bytes, normalize, symlink_fn, threa
                 written.update(in_flight.popleft().result())
 
         try:
-            for entry in entries:
+            for entry, type_num, data in blobs:
                 full_path = root + entry.path
                 if S_ISGITLINK(entry.mode):  # a submodule: an empty directory, as git leaves it
                     os.mkdir(full_path)
                     written[entry.path] = index_entry_from_stat(os.lstat(full_path), entry.sha, mode=entry.mode)
                     continue
-                type_num, data = read_blob(entry.sha)
                 if type_num != Blob.type_num:
                     raise InvalidPathError(entry.path)  # a tree entry with a file mode must name a blob
                 if normalize is not None and not stat.S_ISLNK(entry.mode):
@@ -292,9 +294,9 @@ def _fork_writer(worktree: str, entries, root: bytes, symlink_fn, threads: int, 
     try:  # the child: whatever happens, it ends in os._exit, never back in the caller's code
         os.close(read_end)
         try:
-            with contextlib.closing(Repo(worktree)) as own, _reading_store(own) as store:
-                read = _blob_reader(store, replacements)
-                result = ("ok", _write_entries(read, entries, root, None, symlink_fn, threads))
+            with contextlib.closing(Repo(worktree)) as own, _reading_store(own) as (store, cache_bytes):
+                blobs = _in_pack_order(store, entries, cache_bytes, replacements)
+                result = ("ok", _write_entries(blobs, root, None, symlink_fn, threads))
             status = 0
         except BaseException as error:
             result = ("error", error)
@@ -320,21 +322,44 @@ def _head_tree(repo: Repo, objects) -> bytes:
 
 @contextlib.contextmanager
 def _reading_store(repo: Repo):
-    """The repo's objects, opened again with a delta cache sized for one pass over a tree,
-    unless core.deltaBaseCacheLimit says otherwise (or the store is not on disk)."""
+    """The repo's objects, opened again with a delta cache sized for one pass over a tree
+    (unless the store is not on disk), and that size: core.deltaBaseCacheLimit, or
+    DELTA_CACHE_BYTES."""
     store = repo.object_store
-    if not isinstance(store, DiskObjectStore):
-        yield store
-        return
     try:
         limit = int(repo.get_config().get((b"core",), b"deltaBaseCacheLimit"))
     except (KeyError, ValueError):
         limit = DELTA_CACHE_BYTES
+    if not isinstance(store, DiskObjectStore):
+        yield store, limit
+        return
     own = DiskObjectStore(store.path, delta_base_cache_limit=limit, object_format=store.object_format)
     try:
-        yield own
+        yield own, limit
     finally:
         own.close()
+
+
+def _in_tree_order(store, entries, replacements: dict):
+    """Each entry with its object (type number, contents), one at a time in the tree's order
+    (as git runs the checkout filters); a submodule's with none."""
+    read = _blob_reader(store, replacements)
+    for entry in entries:
+        yield (entry, None, None) if S_ISGITLINK(entry.mode) else (entry, *read(entry.sha))
+
+
+def _in_pack_order(store, entries, cache_bytes: int, replacements: dict):
+    """Each entry with its object, in the order the objects lie in the packs (each read once,
+    whatever number of paths share it); submodules first, with none."""
+    paths_of: dict[bytes, list] = {}
+    for entry in entries:
+        if S_ISGITLINK(entry.mode):
+            yield entry, None, None
+        else:
+            paths_of.setdefault(entry.sha, []).append(entry)
+    for sha, type_num, data in in_pack_order(store, paths_of, cache_bytes, replacements):
+        for entry in paths_of[sha]:
+            yield entry, type_num, data
 
 
 def _blob_reader(store, replacements: dict | None = None) -> Callable[[bytes], tuple[int, bytes]]:
@@ -681,22 +706,22 @@ def _write_index(repo: Repo, config, entries: dict[bytes, IndexEntry], cache_tre
     skip_hash = False
     if many_files or stack.get_boolean(b"index", b"skipHash", False):  # git reads it from 2.40 on
         skip_hash = stack.get_boolean(b"index", b"skipHash", many_files) and _git_version() >= (2, 40)
+    # built in memory (dulwich's writer makes several small writes per entry), hashed once
+    content = io.BytesIO()
+    write_index_dict(content, entries, version=version, extensions=[IndexExtension(b"TREE", cache_tree)],
+                     object_format=repo.object_format)
+    data = content.getbuffer()
+    trailer = b"\0" * repo.object_format.oid_length if skip_hash else repo.object_format.hash_func(data).digest()
     file = GitFile(repo.index_path(), "wb", shared_perm=repo._get_shared_repository_permissions())
     try:
-        extensions = [IndexExtension(b"TREE", cache_tree)]
-        if skip_hash:
-            write_index_dict(file, entries, version=version, extensions=extensions,
-                             object_format=repo.object_format)
-            file.write(b"\0" * repo.object_format.oid_length)
-            file.close()
-        else:
-            writer = IndexChecksumWriter(file, repo.object_format)
-            write_index_dict(writer, entries, version=version, extensions=extensions,
-                             object_format=repo.object_format)
-            writer.close()
+        file.write(data)
+        file.write(trailer)
+        file.close()
     except BaseException:
         file.abort()
         raise
+    finally:
+        data.release()
     if stack.get_boolean(b"core", b"splitIndex", False):
         # dulwich writes no split index (a shared index and a `link` extension): git splits ours
         # (its first write keeps the entries in the index itself; this one moves them to the shared one)

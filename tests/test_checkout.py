@@ -364,6 +364,25 @@ def test_objects_of_an_alternate_store_are_read(tmp_path):
     assert_same_as_git(clone, tmp_path, out("rev-parse", "HEAD", cwd=clone))
 
 
+@pytest.mark.parametrize("ofs_deltas", ["true", "false"], ids=["ofs-delta", "ref-delta"])
+def test_old_commits_of_a_deeply_deltified_pack_in_two_processes(tmp_path, monkeypatch, ofs_deltas):
+    """Blobs deep in delta chains (read in pack order, bases cached or followed again), in a
+    process of their own too."""
+    from test_pack_order import versions_repo
+
+    monkeypatch.setattr(checkout, "MIN_FILES_PER_PROCESS", 2)
+    monkeypatch.setattr(checkout, "_cpu_count", lambda: 2)
+    monkeypatch.setattr(checkout, "DELTA_CACHE_BYTES", 3000)  # a base or two at most
+    repo = versions_repo(tmp_path / "repo")
+    git("-c", f"repack.useDeltaBaseOffset={ofs_deltas}", "repack", "-adfq", "--depth=50", "--window=50", cwd=repo)
+    for back, name in ((0, "head"), (15, "middle"), (29, "first")):
+        commit = out("rev-parse", f"HEAD~{back}", cwd=repo)
+        mine = ours(repo, tmp_path / f"ours-{name}", commit)
+        twin = gits(repo, tmp_path / f"twin-{name}", commit)
+        assert snapshot(mine) == snapshot(twin)
+        assert_clean(mine)
+
+
 def test_a_configured_delta_cache_limit_is_honoured(tmp_path, monkeypatch):
     repo = new_repo(tmp_path / "repo")
     (repo / "a.txt").write_text("a\n")
