@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-import yaml
 
 from .config import APP_NAME
 from .errors import GpuspaceError, UsageError
@@ -236,6 +235,8 @@ def _progress() -> Any:
 
 def _project(resolved: str) -> dict[str, Any]:
     """`docker-compose config`'s output: the project, every file merged and interpolated."""
+    import yaml  # here: only Compose configurations pay for its import
+
     try:
         project = yaml.safe_load(resolved)
     except yaml.YAMLError as error:
@@ -269,6 +270,8 @@ def _for_down(resolved: str, project: str) -> str:
         if service.pop("build", None) is not None and not service.get("image"):
             service["image"] = f"{project}_{name}"
         service.pop("env_file", None)
+    import yaml
+
     return yaml.safe_dump(document, sort_keys=False)
 
 
@@ -352,6 +355,8 @@ def _override(config: ComposeConfig, spec: Any, project: str) -> dict:
 
 def _version(path: str) -> str | None:
     """The first Compose file's `version:`, which the reference repeats in its override too."""
+    import yaml
+
     from .untrusted_files import read_bytes
 
     try:
