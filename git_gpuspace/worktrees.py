@@ -401,7 +401,7 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
     require_plain_repo(info)
     require_outside_git_dirs(info, path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UsageError(f"'{path}' already exists")
+        raise GitRefusal(f"'{path}' already exists")
     check_candidate_path(info, path, checkout.force)
     if checkout.branch and not checkout.force:
         holder = next((w for w in list_worktrees(info) if w.branch == checkout.branch), None)
@@ -433,7 +433,7 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
                     raise
                 if not added:
                     moved = "moved meanwhile" if checkout.reset_from else "already exists"
-                    raise UsageError(f"a branch named '{checkout.branch}' {moved}")
+                    raise GitRefusal(f"a branch named '{checkout.branch}' {moved}")
                 created_branch = True
                 checkpoint("after-branch-create")
                 if checkout.track:

@@ -264,7 +264,8 @@ def _bad_tree(repo: Path) -> str:
 
 @pytest.mark.parametrize("case", ["checked out elsewhere", "-B checked out elsewhere", "sub/.git", "-b and --detach",
                                   "--reason without --lock", "--track without a new branch",
-                                  "--track from a commit"])
+                                  "--track from a commit", "-b an existing branch", "-b a bad name",
+                                  "an unknown commit", "-b from an unknown commit"])
 def test_add_refusals_have_gits_exit_code_and_words(tmp_path, cleanup, case):
     repo = new_repo(tmp_path)
     cleanup(repo)
@@ -276,6 +277,10 @@ def test_add_refusals_have_gits_exit_code_and_words(tmp_path, cleanup, case):
         "--reason without --lock": ["--reason", "why", "{p}"],
         "--track without a new branch": ["--track", "{p}", "side"],
         "--track from a commit": ["--track", "-b", "x", "{p}", "HEAD~1"],
+        "-b an existing branch": ["-b", "side", "{p}"],
+        "-b a bad name": ["-b", "bad name", "{p}"],
+        "an unknown commit": ["{p}", "no-such-ref"],
+        "-b from an unknown commit": ["-b", "x", "{p}", "no-such-ref"],
     }[case]
     before = (branches(repo), git("worktree", "list", "--porcelain", cwd=repo))
     by_git = run_git("worktree", "add", *[a.replace("{p}", str(tmp_path / "g")) for a in args], cwd=repo)
@@ -284,6 +289,20 @@ def test_add_refusals_have_gits_exit_code_and_words(tmp_path, cleanup, case):
     assert by_git.returncode in (128, 255)
     assert (branches(repo), git("worktree", "list", "--porcelain", cwd=repo)) == before
     assert not (tmp_path / "o").exists()
+
+
+def test_add_over_a_path_that_exists_is_refused_as_git_refuses(tmp_path, cleanup):
+    """The path as the user gave it, in git's words, and git's exit code."""
+    repo = new_repo(tmp_path)
+    cleanup(repo)
+    for who in ("g", "o"):
+        (tmp_path / who).mkdir()
+        (tmp_path / who / "keep.txt").write_text("mine\n")
+    by_git = run_git("worktree", "add", "-b", "gits", "../g", cwd=repo)
+    mine = ours("add", "-b", "ours", "../o", *OURS, cwd=repo)
+    assert by_git.returncode == mine.returncode == 128
+    assert first_lines(mine.stderr, 2) == first_lines(by_git.stderr.replace("gits", "ours").replace("../g", "../o"), 2)
+    assert (tmp_path / "o" / "keep.txt").read_text() == "mine\n"
 
 
 def test_remove_refusals_have_gits_exit_code_and_words(tmp_path, cleanup):

@@ -20,13 +20,14 @@ def _assert_refused(result, code: int, *fragments: str) -> None:
 
 REFUSALS = [
     # (arguments after `add`, exit code, what the message says)
-    (["-b", "bad name", "{wt}"], 2, "not a valid branch name"),
-    (["-b-leading-dash", "{wt}"], 2, "not a valid branch name"),
+    (["-b", "bad name", "{wt}"], 255, "not a valid branch name"),
+    (["-b-leading-dash", "{wt}"], 255, "not a valid branch name"),
     (["-b", "{wt}", "--bogus-flag"], 2, "unrecognized arguments: --bogus-flag"),
-    (["-b", "a..b", "{wt}"], 2, "not a valid branch name"),
-    (["-b", "main", "{wt}"], 2, "already exists"),
-    (["-b", "new", "{existing}"], 2, "already exists"),
-    (["-b", "new", "{wt}", "no-such-ref"], 2, "invalid reference: no-such-ref"),
+    (["-b", "a..b", "{wt}"], 255, "not a valid branch name"),
+    (["-b", "main", "{wt}"], 255, "already exists"),
+    (["-b", "new", "{existing}"], 128, "already exists"),
+    (["-b", "new", "{wt}", "no-such-ref"], 255, "not a valid object name: 'no-such-ref'"),
+    (["{wt}", "no-such-ref"], 128, "invalid reference: no-such-ref"),
     (["-b", "new", "{wt}", "--gpus", "9,"], 1, "unknown GPU '9'"),
     (["-b", "new", "{wt}", "--gpus", "GPU-ffff"], 1, "unknown GPU 'GPU-ffff'"),
     (["-b", "new", "{wt}", "--gpus", "0,0"], 2, "listed twice"),

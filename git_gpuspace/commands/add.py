@@ -180,14 +180,22 @@ def plan_checkout(info: worktrees.RepoInfo, args: argparse.Namespace) -> tuple[P
         raise GitRefusal("the option '--reason' requires '--lock'")
     new_branch = args.new_branch if args.new_branch is not None else args.new_branch_force
     if new_branch is not None:
-        worktrees.validate_branch_name(new_branch)
-        exists = worktrees.branch_exists(info, new_branch)
+        try:
+            worktrees.validate_branch_name(new_branch)
+            bad_name = None
+        except UsageError as error:  # git's `branch` dies on it (255), after the Preparing line
+            bad_name = error
+        exists = bad_name is None and worktrees.branch_exists(info, new_branch)
         holder = None
         if args.new_branch_force is not None and exists:
             holder = next((w for w in worktrees.list_worktrees(info) if w.branch == new_branch), None)
             if holder is not None and not args.force:
                 raise worktrees.checked_out_refusal(new_branch, holder.path)
-        commit = worktrees.resolve_commit(info, args.commitish) if args.commitish else worktrees.head_commit(info)
+        try:
+            commit = worktrees.resolve_commit(info, args.commitish) if args.commitish else worktrees.head_commit(info)
+        except UsageError as error:  # git's `branch` dies on it (255), after the Preparing line
+            _say_preparing(info, args, worktrees.Checkout(commit="", branch=new_branch, create_branch=True))
+            raise GitRefusal(f"not a valid object name: '{args.commitish}'", hint=error.hint, exit_code=255) from None
         path = absolute(args.path) if args.path else default_worktree_path(info, new_branch)
         implicit = worktrees.upstream_of(info, args.commitish) if args.commitish else None
         checkout = worktrees.Checkout(
@@ -195,8 +203,12 @@ def plan_checkout(info: worktrees.RepoInfo, args: argparse.Namespace) -> tuple[P
             reset_from=worktrees.resolve_commit(info, f"refs/heads/{new_branch}") if exists and args.new_branch_force
             else None)
         _say_preparing(info, args, checkout)
+        if bad_name is not None:
+            raise GitRefusal(str(bad_name), hint=bad_name.hint, exit_code=255)
         if exists and args.new_branch_force is None:
-            raise UsageError(f"a branch named '{new_branch}' already exists", hint="drop -b to check it out")
+            # git's `branch`, which `worktree add` runs, dies: 255
+            raise GitRefusal(f"a branch named '{new_branch}' already exists", hint="drop -b to check it out",
+                             exit_code=255)
         if holder is not None:  # forced: `git branch --force`, which git runs, refuses it still
             raise GitRefusal(f"cannot force update the branch '{new_branch}' checked out at '{holder.path}'",
                              exit_code=255)
@@ -219,8 +231,17 @@ def plan_checkout(info: worktrees.RepoInfo, args: argparse.Namespace) -> tuple[P
     if path == info.common_dir or info.common_dir in path.parents:
         raise UsageError(f"'{path}' is inside the git directory", hint="put worktrees outside .git, e.g. ../worktrees/<name>")
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise UsageError(f"'{path}' already exists", hint="choose a new path (an empty directory is fine)")
+        raise GitRefusal(f"'{args.path or path}' already exists", hint="choose a new path (an empty directory is fine)")
     return path, checkout
+
+
+def _commit_named(info: worktrees.RepoInfo, spec: str) -> str:
+    """The commit the user named, or git's refusal (`worktree add` dies, 128) of a name it
+    cannot resolve."""
+    try:
+        return worktrees.resolve_commit(info, spec)
+    except UsageError as error:
+        raise GitRefusal(str(error), hint=error.hint) from None
 
 
 def _existing_or_detached(info: worktrees.RepoInfo, args: argparse.Namespace, path: Path) -> worktrees.Checkout:
@@ -241,7 +262,7 @@ def _existing_or_detached(info: worktrees.RepoInfo, args: argparse.Namespace, pa
                                       start_point=f"refs/remotes/{remote}/{name}", track=(remote, name))
         return worktrees.Checkout(commit=worktrees.head_commit(info), branch=name, create_branch=True)
     try:
-        commit = worktrees.resolve_commit(info, args.commitish)
+        commit = _commit_named(info, args.commitish)
     except UsageError:
         # git's convenience: no such commit, but exactly one remote has a branch of that name
         tracking = None if args.detach else worktrees.remote_tracking(info, args.commitish)
