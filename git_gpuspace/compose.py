@@ -71,7 +71,7 @@ def parse(path: Path, document: dict, repo_root: Path, worktree: Path) -> Compos
     """dockerComposeFile (a path or a list of them, relative to the devcontainer.json's folder,
     inside the repository: trusting the file is trusting what the repository holds), service,
     runServices and shutdownAction, as the reference's schema says."""
-    from .devcontainer import inside
+    from .folders import inside
 
     names = document.get("dockerComposeFile")
     names = [names] if isinstance(names, str) else names

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import json5
 
 from . import boundary
+from .folders import hash_tree, inside
 from . import compose as compose_module
 from . import features as features_module
 from .errors import UsageError
@@ -115,42 +116,6 @@ def base_images(dockerfile: str, args: dict[str, str]) -> list[str]:
             if image.lower() not in stages and image != "scratch" and image not in images:
                 images.append(image)
     return images
-
-
-def hash_tree(digest: Any, folder: Path, skip: str | None = None) -> int:
-    """Feed `digest` each entry's path and content_of, in an order the file system does not
-    choose, and return how many entries it fed; `skip`: a name left out, folder or file (git's
-    own: a linked worktree's `.git` file names its admin dir, which differs in each worktree of
-    the same commit). A symlinked folder is fed as a link (its target's text, so a changed target
-    is a change) and never descended."""
-    count = 0
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d != skip)
-        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
-        for name in sorted(name for name in [*files, *links] if name != skip):
-            path = Path(root) / name
-            digest.update(f"{path.relative_to(folder)}\0".encode())
-            digest.update(content_of(path))
-            count += 1
-    return count
-
-
-def content_of(path: Path) -> bytes:
-    """What the build would take of an entry: a link's target text, a regular file's bytes; a
-    device or FIFO only by its kind (reading /dev/zero or a FIFO would never end)."""
-    try:
-        info = path.lstat()
-        if stat.S_ISLNK(info.st_mode):
-            return b"link\0" + os.readlink(path).encode()
-        if not stat.S_ISREG(info.st_mode):
-            return f"special {stat.S_IFMT(info.st_mode)}".encode()
-        digest = hashlib.sha256()
-        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW | os.O_NONBLOCK)) as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.digest()
-    except OSError:
-        return b"unreadable"
 
 
 @dataclass
@@ -759,10 +724,6 @@ def _string(path: Path, key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise UsageError(f"{path}: '{key}' must be a non-empty string")
     return value
-
-
-def inside(path: Path, *roots: Path) -> bool:
-    return any(path == root.resolve() or root.resolve() in path.parents for root in roots)
 
 
 # runArgs we take (values go to settings or env), and the ones only --trust allows, by the

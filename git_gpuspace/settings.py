@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import boundary, config, devcontainer, features, gpus, trust, workspace, worktrees
+from . import boundary, config, devcontainer, features, folders, gpus, trust, workspace, worktrees
 from .errors import StateError, UsageError
 from .model import Binding, GpuRequest, Limits, PortRequest, mount_parts, mount_text
 from .output import escape
@@ -195,7 +195,7 @@ def checked_settings(info: worktrees.RepoInfo, state_path: Path, index: int, bin
             mounts.append(mount)
             continue
         resolved = os.path.realpath(source)
-        if (not devcontainer.inside(Path(resolved), info.anchor, worktree.path)
+        if (not folders.inside(Path(resolved), info.anchor, worktree.path)
                 or boundary.exposes(Path(resolved), protected)) and (
                 allowed is None or mount not in allowed.mounts):
             raise StateError(f"{where}.mounts: {source} resolves to {resolved}, outside the repository or into its "

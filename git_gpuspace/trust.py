@@ -26,7 +26,7 @@ import json5
 import platformdirs
 import tomli_w
 
-from . import devcontainer
+from . import devcontainer, folders
 from .config import APP_NAME
 from .errors import StateError
 
@@ -76,7 +76,7 @@ def store_path() -> Path:
 
 def coverage(path: Path, content: bytes, worktree: Path, repo_root: Path) -> Coverage:
     """The hash of what trusting `path` (whose bytes are `content`, as read and parsed) covers:
-    its folder walked whole (devcontainer.hash_tree: no symlink followed, no FIFO or device
+    its folder walked whole (folders.hash_tree: no symlink followed, no FIFO or device
     read) unless it is a `.devcontainer.json` at the top of the worktree, then the Dockerfile,
     local features and Compose files the file names outside that folder."""
     document = _document(content)
@@ -84,22 +84,22 @@ def coverage(path: Path, content: bytes, worktree: Path, repo_root: Path) -> Cov
     folder = None if base.resolve() == worktree.resolve() else base
     digest = hashlib.sha256(b"git-gpuspace trust 2\0")
     digest.update(content)
-    files = devcontainer.hash_tree(digest, folder) if folder is not None else 1
+    files = folders.hash_tree(digest, folder) if folder is not None else 1
     named, uncovered = [], []
     build = _build_of(document, worktree)
     for text in [*([build[0]] if build else []), *_local_features(document), *_compose_files(document, worktree)]:
         where = _resolved(base / text)
-        if where is None or (folder is not None and devcontainer.inside(where, folder)) or \
-                not devcontainer.inside(where, repo_root, worktree) or not where.exists():
+        if where is None or (folder is not None and folders.inside(where, folder)) or \
+                not folders.inside(where, repo_root, worktree) or not where.exists():
             continue  # inside the folder: hashed with it; outside the repository or missing: load refuses it
         digest.update(b"\0named\0")  # which one: the file's own bytes say, in this order
         if where.is_dir():  # a local feature's folder
-            devcontainer.hash_tree(digest, where)
+            folders.hash_tree(digest, where)
         else:
-            digest.update(devcontainer.content_of(where))
+            digest.update(folders.content_of(where))
         named.append(text)
     context = _resolved(base / build[1]) if build else None
-    if build and (folder is None or context is None or not devcontainer.inside(context, folder)):
+    if build and (folder is None or context is None or not folders.inside(context, folder)):
         uncovered.append(f"the build context {build[1]} (what the Dockerfile copies from it)")
     if _compose_files(document, worktree):
         uncovered.append("what its Compose files build, mount and read (build contexts, env files, volumes)")
@@ -166,8 +166,8 @@ def _files_run(document: dict, worktree: Path, folder: Path | None) -> list[str]
                 if not word or word.startswith("/") or "${" in word:
                     continue
                 where = _resolved(worktree / word)
-                if where is None or not devcontainer.inside(where, worktree) or \
-                        (folder is not None and devcontainer.inside(where, folder)) or not where.is_file():
+                if where is None or not folders.inside(where, worktree) or \
+                        (folder is not None and folders.inside(where, folder)) or not where.is_file():
                     continue
                 if (shown := f"{os.path.relpath(where, worktree.resolve())} (named by {key})") not in found:
                     found.append(shown)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from git_gpuspace import devcontainer, features, gpus, settings, trust
+from git_gpuspace import devcontainer, features, folders, gpus, settings, trust
 from git_gpuspace.errors import StateError, UsageError
 from git_gpuspace.model import Binding, GpuRequest, Limits, PortMap, PortRequest
 from git_gpuspace.worktrees import RepoInfo, Worktree
@@ -684,18 +684,18 @@ def test_a_build_tag_does_not_depend_on_the_order_the_file_system_lists(tmp_path
 
 def test_content_of_a_file_is_its_sha256(tmp_path):
     (tmp_path / "f").write_bytes(b"x" * ((1 << 20) + 5))
-    assert devcontainer.content_of(tmp_path / "f") == hashlib.sha256(b"x" * ((1 << 20) + 5)).digest()
+    assert folders.content_of(tmp_path / "f") == hashlib.sha256(b"x" * ((1 << 20) + 5)).digest()
 
 
 def test_content_of_a_link_is_its_target_text(tmp_path):
     (tmp_path / "link").symlink_to("/nowhere/at/all")
-    assert devcontainer.content_of(tmp_path / "link") == b"link\0/nowhere/at/all"
+    assert folders.content_of(tmp_path / "link") == b"link\0/nowhere/at/all"
 
 
 def test_content_of_a_fifo_is_its_kind_and_a_missing_file_unreadable(tmp_path):
     os.mkfifo(tmp_path / "fifo")
-    assert devcontainer.content_of(tmp_path / "fifo") == f"special {stat.S_IFIFO}".encode()
-    assert devcontainer.content_of(tmp_path / "missing") == b"unreadable"
+    assert folders.content_of(tmp_path / "fifo") == f"special {stat.S_IFIFO}".encode()
+    assert folders.content_of(tmp_path / "missing") == b"unreadable"
 
 
 def test_content_of_a_file_that_cannot_be_opened_is_unreadable(tmp_path, monkeypatch):
@@ -710,7 +710,7 @@ def test_content_of_a_file_that_cannot_be_opened_is_unreadable(tmp_path, monkeyp
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", refused)
-    assert devcontainer.content_of(tmp_path / "f") == b"unreadable"
+    assert folders.content_of(tmp_path / "f") == b"unreadable"
 
 
 def test_content_of_a_file_swapped_for_a_link_after_the_check_is_not_followed(tmp_path, monkeypatch):
@@ -719,7 +719,7 @@ def test_content_of_a_file_swapped_for_a_link_after_the_check_is_not_followed(tm
     (tmp_path / "f").symlink_to(tmp_path / "secret")
     regular = os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 1, 0, 0, 0))
     monkeypatch.setattr(Path, "lstat", lambda self: regular)
-    assert devcontainer.content_of(tmp_path / "f") == b"unreadable"
+    assert folders.content_of(tmp_path / "f") == b"unreadable"
 
 
 def test_content_of_a_fifo_swapped_in_after_the_check_does_not_block(tmp_path, monkeypatch):
@@ -727,7 +727,7 @@ def test_content_of_a_fifo_swapped_in_after_the_check_does_not_block(tmp_path, m
     os.mkfifo(tmp_path / "fifo")
     regular = os.stat_result((stat.S_IFREG | 0o644, 0, 0, 1, 0, 0, 1, 0, 0, 0))
     monkeypatch.setattr(Path, "lstat", lambda self: regular)
-    assert devcontainer.content_of(tmp_path / "fifo") == hashlib.sha256(b"").digest()
+    assert folders.content_of(tmp_path / "fifo") == hashlib.sha256(b"").digest()
 
 
 # ---------------------------------------------------------------- forwardPorts
@@ -911,10 +911,10 @@ def test_a_bind_into_the_repository_from_another_worktree_is_inside(tmp_path):
 def test_inside_compares_resolved_roots(tmp_path):
     (tmp_path / "real" / "sub").mkdir(parents=True)
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    assert devcontainer.inside(tmp_path / "real" / "sub", tmp_path / "link")
-    assert devcontainer.inside(tmp_path / "real", tmp_path / "other", tmp_path / "link")
-    assert not devcontainer.inside(tmp_path / "realx", tmp_path / "link")
-    assert not devcontainer.inside(tmp_path, tmp_path / "link")
+    assert folders.inside(tmp_path / "real" / "sub", tmp_path / "link")
+    assert folders.inside(tmp_path / "real", tmp_path / "other", tmp_path / "link")
+    assert not folders.inside(tmp_path / "realx", tmp_path / "link")
+    assert not folders.inside(tmp_path, tmp_path / "link")
 
 
 # ---------------------------------------------------------------- privileged, capAdd, securityOpt, init
