@@ -96,7 +96,7 @@ class Plan:
     only: str | None = None  # one section of SECTIONS, not all
 
 
-SECTIONS = {"hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue", "verify": "verify",
+SECTIONS = {"creation": "creation", "hook": "hook", "add": "add_end_to_end", "scale": "scale", "queue": "queue", "verify": "verify",
             "slurm": "slurm", "kills": "kills", "store": "store", "scheduler": "scheduler", "search": "search",
             "tracking": "tracking"}
 
@@ -494,6 +494,7 @@ class Bench:
                 self.checkout_before_after(large, f"{large_n} files")
             if on_tmpfs:
                 self.tmpfs_creation(large, f"{large_n} files", target=1.5)
+            self.fixed_cost()
             self.hook()
             self.add_end_to_end()
             self.scale()
@@ -602,13 +603,66 @@ class Bench:
                      "linked-worktree setup checked out the main HEAD and then `reset_index` the commit: twice")
             )
 
-    def tmpfs_creation(self, disk_repo: Path, label: str, target: float | None) -> None:
+    def creation(self) -> None:
+        """Worktree creation alone (the --only section): the 20k-file tree on tmpfs (with its
+        conversions, sparse and index v4 rows) and the fixed cost of `add --no-start`."""
+        plan = self.plan
+        large = self.repo(f"repo-{plan.large[0] * plan.large[1]}", plan.large)
+        if plan.tmpfs and tmpfs_room():
+            self.tmpfs_creation(large, f"{plan.large[0] * plan.large[1]} files", target=1.5, memory=True)
+        else:
+            self.worktree_creation(large, f"{plan.large[0] * plan.large[1]} files", plan.reps_slow, self.base / "wt",
+                                   memory=True, target=1.5)
+        self.fixed_cost()
+
+    def fixed_cost(self) -> None:
+        """`add --no-start` of a 2-file repository against what it stands for by hand:
+        `git worktree add` and `docker create`."""
+        self.say("== fixed cost: add --no-start, 2 files")
+        repo = self.repo("repo-2", (1, 2))
+        where = self.base / "wt-fixed"
+        where.mkdir()
+        add = ["add", "--no-start", "--gpus", "none", "--image", self.image]
+
+        def ours(rep: int) -> Sample:
+            path = where / f"ours-{rep}"
+            sample = self.gs(*add, "-b", f"ours-{rep}", str(path), cwd=repo)
+            self.retire(repo, path, f"ours-{rep}", bound=True)
+            return sample
+
+        def by_hand(rep: int) -> Sample:
+            path = where / f"hand-{rep}"
+            name = f"gpuspace-bench-{self.seed}-fixed-{rep}"
+            first = self.runner.run(["git", "worktree", "add", "-q", "-b", f"hand-{rep}", str(path)], cwd=repo)
+            second = self.runner.run(
+                ["docker", "create", "--name", name, "--label", f"{LABEL_REPO}={self.base / 'by-hand'}",
+                 "--mount", f"type=bind,source={path},target=/workspace", "-w", "/workspace", self.image,
+                 "sleep", "infinity"], cwd=repo)
+            self.runner.output(["docker", "rm", "-f", name], cwd=repo)
+            self.retire(repo, path, f"hand-{rep}", bound=False)
+            return Sample(first.seconds + second.seconds, max(first.rss_kib, second.rss_kib))
+
+        arms = [Arm("`git gpuspace add --no-start --gpus none`", ours), Arm("`git worktree add` + `docker create`", by_hand)]
+        self.measure(arms, self.plan.reps)
+        figure = pair("`add --no-start`, 2 files (the fixed cost)", *arms, "ratio", 2.0, "<= 2x", note="the part of `add` that does not grow with the tree")
+        self.figures.append(figure)
+        if self.wants_profile(figure):
+            path = where / "profiled"
+            text = self.cprofile([str(gpuspace_script()), *add, "-b", "profiled", str(path)], repo)
+            self.retire(repo, path, "profiled", bound=True)
+            self.profiles.append(("`git gpuspace add --no-start --gpus none`, 2 files", text))
+
+    def tmpfs_creation(self, disk_repo: Path, label: str, target: float | None, memory: bool = False) -> None:
         base = Path(tempfile.mkdtemp(prefix="gpuspace-bench-", dir=SHM)).resolve()
         self.roots.append(base)
         repo = base / "repo"
         self.git("clone", "-q", "--no-hardlinks", str(disk_repo), str(repo), cwd=self.base)
         self.worktree_creation(repo, label, self.plan.reps_slow, base / "wt", title_suffix=", on tmpfs", target=target,
-                               note="repository and worktrees in memory (/dev/shm): what the CPU costs")
+                               memory=memory, note="repository and worktrees in memory (/dev/shm): what the CPU costs")
+        self.git("config", "index.version", "4", cwd=repo)
+        self.worktree_creation(repo, label, self.plan.reps_slow, base / "wt-v4", title_suffix=", on tmpfs, index v4",
+                               target=target, note="index.version=4: paths prefix-compressed, as git writes them")
+        self.git("config", "--unset", "index.version", cwd=repo)
         # the other ways through the checkout: every file through a conversion, and a sparse main worktree
         attributes = repo / ".git" / "info" / "attributes"
         attributes.parent.mkdir(exist_ok=True)
