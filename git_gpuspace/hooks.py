@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from . import untrusted_files
+from .atomic import replace_file
 from .errors import GpuspaceError, NotARegularFile
 from .worktrees import RepoInfo, config_value
 
@@ -142,10 +143,7 @@ def _same(one: Path, other: Path) -> bool:
 
 
 def _write_executable(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.chmod(temporary, 0o755)
-    os.replace(temporary, path)
+    replace_file(path, text.encode(), mode=0o755)
 
 
 def converge_in_background(info: RepoInfo) -> None:

@@ -397,9 +397,9 @@ def _import(info, worktree, private: PrivateGit, branch: str, old: str, new: str
 
 
 def _write_journal(private: PrivateGit, old: str, new: str) -> None:
-    temporary = private.journal.with_suffix(".tmp")
-    temporary.write_text(f"{old} {new}\n")
-    os.replace(temporary, private.journal)
+    from .atomic import replace_file
+
+    replace_file(private.journal, f"{old} {new}\n".encode())  # on disk before the branch moves
 
 
 def _finish_import(info, worktree, private: PrivateGit) -> bool:

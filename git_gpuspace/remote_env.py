@@ -11,13 +11,13 @@ environment: data, passed back to the same container, never read by the host.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import platformdirs
 
 from . import devcontainer
+from .atomic import replace_file
 from .config import APP_NAME
 from .containers import Engine
 from .errors import GpuspaceError
@@ -66,9 +66,7 @@ def _probed(engine: Engine, binding: Binding, user: str | None) -> dict[str, str
     env = parse(output[:MAX_PROBE_BYTES])
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"key": key, "env": env}))
-        os.replace(temporary, cache)
+        replace_file(cache, json.dumps({"key": key, "env": env}).encode())  # 0600: values may be secrets
     except OSError:
         pass  # probed again next time
     return env

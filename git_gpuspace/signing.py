@@ -372,10 +372,7 @@ class VerifiedCache:
 
     @staticmethod
     def _trim(path: Path) -> None:
-        import tempfile
+        from .atomic import replace_file
 
         kept = path.read_text(errors="replace").split()[-CACHE_LIMIT // 2:]
-        fd, temporary = tempfile.mkstemp(prefix=".verified-verdicts.", dir=path.parent)
-        with os.fdopen(fd, "w") as handle:
-            handle.write("".join(f"{key}\n" for key in kept))
-        os.replace(temporary, path)
+        replace_file(path, "".join(f"{key}\n" for key in kept).encode())

@@ -12,13 +12,13 @@ import hmac
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import tomli_w
 
+from .atomic import replace_file
 from .errors import StateError
 from .faults import checkpoint
 from .locking import file_lock
@@ -428,21 +428,6 @@ def atomic_write(path: Path, data: bytes,
     """Write beside the target, fsync, then rename: readers see the old or the new file. A full
     disk or a read-only dir is one line naming the file; nothing is left behind."""
     try:
-        _write_and_rename(path, data)
+        replace_file(path, data, before_rename=lambda: checkpoint("before-state-rename"))
     except OSError as error:
         raise StateError(f"cannot write {path}: {error.strerror or error}", hint=hint) from None
-
-
-def _write_and_rename(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        checkpoint("before-state-rename")
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise

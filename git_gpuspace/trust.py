@@ -18,7 +18,6 @@ import hashlib
 import os
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import platformdirs
 import tomli_w
 
 from . import devcontainer, folders
+from .atomic import replace_file
 from .config import APP_NAME
 from .errors import StateError
 
@@ -242,11 +242,4 @@ def _save(entries: list[Record]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {"trusted": [{"repo": r.repo, "sha256": r.sha256, "path": r.path, "trusted": r.trusted,
                              **({"covers": r.covers} if r.covers else {})} for r in entries]}
-    fd, temporary = tempfile.mkstemp(prefix=".trust.toml.", dir=path.parent)  # 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(tomli_w.dumps(document).encode())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    replace_file(path, tomli_w.dumps(document).encode())
