@@ -81,6 +81,43 @@ def test_a_range_stops_at_the_first_failure_unless_keep_going(repo):
     assert [line.split()[1] for line in kept_going.stdout.splitlines()] == ["pass", "fail", "fail"]  # c has broken too
 
 
+def started_check(repo, name: str) -> tuple[subprocess.Popen, object]:
+    """`verify --name NAME` of HEAD in the background, once its check's container runs."""
+    checking = subprocess.Popen(["git-gpuspace", "verify", "--name", name], cwd=repo.path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_for(lambda: any(r["state"] == "running" for r in runs(repo)), 30)
+    assert wait_for(lambda: [c.status for c in repo.containers()] == ["running"], 30)
+    [container] = repo.containers()
+    return checking, container
+
+
+def test_a_check_stopped_before_it_ended_is_not_a_pass(repo):
+    """A check stopped mid-run says "not run" and `verify` exits 1: 0 only when all pass."""
+    repo.ok("verify", "add", "slow", "--gpus", "none", "--", "sleep", "60")
+    [commit] = commits(repo, "a")
+    checking, _ = started_check(repo, "slow")
+    [record] = runs(repo)
+    repo.ok("runs", "stop", record["id"])
+    out, err = checking.communicate(timeout=60)
+    assert checking.returncode == 1, out + err
+    assert out.startswith(f"{commit[:7]} not run add a"), out
+    assert repo.git("notes", "--ref=gpuspace/slow", "list", commit, check=False).returncode != 0
+
+
+def test_a_check_whose_container_was_killed_gets_no_verdict(repo):
+    """A check interrupted from outside (its container killed) leaves no note: no verdict about the code."""
+    repo.ok("verify", "add", "slow", "--gpus", "none", "--", "sleep", "60")
+    [commit] = commits(repo, "a")
+    checking, container = started_check(repo, "slow")
+    container.kill()  # as the engine's death would
+    out, err = checking.communicate(timeout=60)
+    assert checking.returncode == 1, out + err
+    [record] = runs(repo)
+    assert (record["state"], record["reason"], record["exit_code"]) == ("failed", "interrupted", None)
+    for target in (commit, f"{commit}^{{tree}}"):
+        assert repo.git("notes", "--ref=gpuspace/slow", "list", target, check=False).returncode != 0, target
+
+
 def test_a_dirty_worktree_is_checked_as_committed_and_says_so(repo):
     (repo.path / "broken").write_text("not committed\n")
     repo.git("add", "broken")  # staged only
@@ -105,6 +142,17 @@ def test_on_commit_queues_the_check_and_git_commit_does_not_wait(repo):
     assert not (repo.common_dir / "gpuspace.verify-on-commit").exists()
 
 
+def test_a_commit_queues_only_the_on_commit_checks(repo):
+    """Of two named checks, a commit queues the one turned on with `verify on-commit`, not the other."""
+    repo.ok("verify", "add", "full", "--gpus", "none", "--", "true")
+    repo.ok("verify", "add", "quick", "--gpus", "none", "--", "true")
+    repo.ok("verify", "on-commit", "quick")
+    [head] = commits(repo, "a")
+    assert wait_for(lambda: repo.status()[0]["checks"]["quick"] == "pass", 60)
+    assert [r["sweep"] for r in runs(repo) if r["commit"] == head] == ["verify-quick"]
+    assert repo.status()[0]["checks"]["full"] == "-"
+
+
 def test_pre_push_refuses_commits_without_a_pass(repo, tmp_path):
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
@@ -116,6 +164,8 @@ def test_pre_push_refuses_commits_without_a_pass(repo, tmp_path):
     refused = repo.git("push", "origin", "main", check=False)
     assert refused.returncode != 0
     assert f"{unchecked[:7]} (tests: not checked)" in refused.stderr and "git push --no-verify" in refused.stderr
+    new_branch = repo.git("push", "origin", "HEAD:refs/heads/new", check=False)  # the remote has no such branch yet
+    assert new_branch.returncode != 0 and f"{unchecked[:7]} (tests: not checked)" in new_branch.stderr
     repo.ok("verify", "--name", "tests")
     assert repo.git("push", "-q", "origin", "main", check=False).returncode == 0
     [broken] = commits(repo, "broken")
