@@ -24,6 +24,22 @@ ENGINE_REQUIRED = os.environ.get("GPUSPACE_TEST_ENGINE") == "required"
 LABEL_REPO = "gpuspace.repo"
 
 
+def unavailable(message: str):
+    """A part of the test setup is missing: a failure where the engine is required (CI), so that
+    a test that cannot run never passes as skipped; a skip elsewhere."""
+    if ENGINE_REQUIRED:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that uses the engine (through docker_client, which all engine fixtures use)
+    carries the `engine` marker: `pytest -m "not engine"` runs the rest in seconds."""
+    for item in items:
+        if "docker_client" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.engine)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory, monkeypatch):
     """Keep tests out of the real HOME and config; fake GPUs unique to this test."""
@@ -59,10 +75,7 @@ def docker_client():
         client.ping()
         client.images.get(TEST_IMAGE)
     except Exception as error:  # noqa: BLE001 - any failure means no usable engine
-        message = f"Docker engine or test image {TEST_IMAGE} unavailable ({error}); run scripts/test"
-        if ENGINE_REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"Docker engine or test image {TEST_IMAGE} unavailable ({error}); run scripts/test")
     return client
 
 
@@ -272,10 +285,7 @@ def _private_engine(docker_client, with_nvidia_hook: bool):
     import shutil
 
     if os.getuid() != 0 or not shutil.which("dockerd"):
-        message = "a private dockerd needs root and dockerd"
-        if ENGINE_REQUIRED:
-            pytest.fail(message)  # the engine is required: a test that cannot run fails, never skips
-        pytest.skip(message)
+        unavailable("a private dockerd needs root and dockerd")
     return PrivateEngine(with_nvidia_hook, docker_client)
 
 
@@ -481,10 +491,7 @@ def slurm_cluster(monkeypatch, tmp_path):
     tmp_path) are cancelled: other suites may share the cluster. Fixtures `yield from` it."""
     if not SLURM_CONF.exists() or subprocess.run(["sinfo"], capture_output=True,
                                                  env={**os.environ, "SLURM_CONF": str(SLURM_CONF)}).returncode != 0:
-        message = "no test Slurm cluster (scripts/slurm-up brings it up)"
-        if ENGINE_REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("no test Slurm cluster (scripts/slurm-up brings it up)")
     monkeypatch.setenv("SLURM_CONF", str(SLURM_CONF))
     yield
     ours = slurm_jobs_of(tmp_path)

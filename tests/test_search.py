@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from conftest import ENGINE_REQUIRED, overlap, slurm_cluster, wait_for
+from conftest import overlap, slurm_cluster, unavailable, wait_for
 from git_gpuspace import search
 from git_gpuspace.errors import UsageError
 
@@ -24,10 +24,7 @@ OBJECTIVE = ["awk", "BEGIN { x = {x} - 0.3; printf \"loss=%.6f\\n\", x * x + {la
 @pytest.fixture
 def optuna():
     if not search.installed():
-        message = "optuna is not installed: pip install -e '.[test,optuna]'"
-        if ENGINE_REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("optuna is not installed: pip install -e '.[test,optuna]'")
     import optuna
 
     return optuna

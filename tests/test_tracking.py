@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENGINE_REQUIRED, slurm_cluster
+from conftest import slurm_cluster, unavailable
 from git_gpuspace import tracking
 
 EPOCHS = "echo epoch=1 loss=0.9; echo epoch=2 loss=0.5; echo 'epoch=3 loss=0.3'"
@@ -29,10 +29,7 @@ EPOCHS = "echo epoch=1 loss=0.9; echo epoch=2 loss=0.5; echo 'epoch=3 loss=0.3'"
 def mlflow_client():
     """MlflowClient for a tracking URI; the extra is required where the engine is."""
     if not tracking.installed():
-        message = "mlflow is not installed: pip install -e '.[test,mlflow]'"
-        if ENGINE_REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("mlflow is not installed: pip install -e '.[test,mlflow]'")
     return tracking.open_client  # (a SQLite store's tables made under the lock the tracker takes)
 
 
