@@ -62,9 +62,10 @@ class RepoInfo:
         return self.main_path if self.main_path is not None else self.common_dir
 
     def open(self) -> Repo:
-        if self.core_worktree is not None:
-            # The working tree may have no .git of its own (a hand-set core.worktree): open the
-            # git dir, where dulwich, like git, reads core.worktree.
+        if self.core_worktree is not None or not os.path.lexists(self.anchor / ".git"):
+            # The working tree may have no .git of its own (a hand-set core.worktree, or
+            # GIT_DIR and GIT_WORK_TREE apart): open the git dir, where dulwich, like git, reads
+            # core.worktree.
             return Repo(str(self.common_dir))
         return Repo(str(self.anchor))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 
 def test_worktree_made_by_us_is_ordinary_for_git(repo, tmp_path):
     wt = tmp_path / "wt"
@@ -78,3 +81,29 @@ def test_branch_checked_out_elsewhere_is_refused(repo, tmp_path):
     assert refused.returncode == 128  # git's own exit code for it
     assert "already checked out" in refused.stderr
     assert not (tmp_path / "again").exists()
+
+
+def test_a_git_dir_apart_from_its_work_tree(tmp_path, docker_client):
+    """GIT_DIR and GIT_WORK_TREE name a store and a work tree in two places (no `.git` in the
+    work tree): status, add and remove work there as git's own worktree commands do."""
+    from conftest import LABEL_REPO, git, gpuspace
+
+    store, tree = tmp_path / "store.git", tmp_path / "tree"
+    git("init", "-q", "--bare", str(store), cwd=tmp_path)
+    tree.mkdir()
+    env = {"GIT_DIR": str(store), "GIT_WORK_TREE": str(tree)}
+    (tree / "a.txt").write_text("a\n")
+    for step in (["add", "a.txt"], ["commit", "-q", "-m", "first"]):
+        subprocess.run(["git", *step], cwd=tree, env={**os.environ, **env}, check=True, capture_output=True)
+    try:
+        assert gpuspace("status", cwd=tree, env=env).returncode == 0
+        added = gpuspace("add", "--no-start", "--gpus", "none", "-b", "x", str(tmp_path / "x"), cwd=tree, env=env)
+        assert added.returncode == 0, added.stderr
+        assert f"{tmp_path / 'x'} " in git("worktree", "list", cwd=store).stdout
+        assert git("status", "--porcelain", cwd=tmp_path / "x").stdout == ""
+        removed = gpuspace("remove", str(tmp_path / "x"), cwd=tree, env=env)
+        assert removed.returncode == 0, removed.stderr
+        assert str(tmp_path / "x") not in git("worktree", "list", cwd=store).stdout
+    finally:
+        for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_REPO}={store}"}):
+            container.remove(force=True)
