@@ -8,6 +8,7 @@ and a /data that outlives it, with two GPUs where it asks for two."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import shlex
@@ -184,3 +185,48 @@ def test_kubernetes_job_of_a_dirty_sweep_warns_then_reproduces_each_run(repo, or
         assert f"sweep=lr lr={record['params']['lr']} hf=/cache/huggingface gpus= which=" in line, line
         assert (workspace / "src" / "train.py").read_text() == "print('changed, not committed')\n"
         assert (data / "out.txt").read_text().split() == [record["params"]["lr"]]
+
+
+def docker_args(script: Path, tmp_path: Path, **slurm: str) -> list[str]:
+    """The arguments the sbatch script hands `docker` (a stand-in that prints them), run as
+    Slurm runs it, with `slurm` (SLURM_JOB_GPUS, SLURM_ARRAY_TASK_ID) its only Slurm variables."""
+    stand_in = tmp_path / "stand-in"
+    stand_in.mkdir(exist_ok=True)
+    (stand_in / "docker").write_text("#!/bin/sh\nprintf '%s\\0' \"$@\"\n")
+    (stand_in / "docker").chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    ran = subprocess.run(["sh", str(script)], capture_output=True, timeout=60,
+                         env={**env, **slurm, "PATH": f"{stand_in}{os.pathsep}{os.environ['PATH']}"})
+    assert ran.returncode == 0, ran.stderr.decode()
+    return ran.stdout.decode().split("\0")[:-1]
+
+
+def gpus_asked(args: list[str]) -> list[str]:
+    assert not [arg for arg in args if arg.startswith("--gpus") and arg != "--gpus"], args
+    return [args[index + 1] for index, arg in enumerate(args) if arg == "--gpus"]
+
+
+def test_sbatch_gives_the_container_the_jobs_gpus_only(repo, tmp_path):
+    """The container gets the GPUs Slurm gave the job (SLURM_JOB_GPUS), none when it gave none: never all."""
+    repo.ok("add", "-b", "pair", str(tmp_path / "pair"), "--gpus", "2", "--no-start")
+    script = tmp_path / "pair.sbatch"
+    repo.ok("export", "pair", "--to", "slurm", "-o", str(script))
+    assert "device=$SLURM_JOB_GPUS" in script.read_text()
+    assert gpus_asked(docker_args(script, tmp_path, SLURM_JOB_GPUS="2,3")) == ['"device=2,3"']
+    assert gpus_asked(docker_args(script, tmp_path)) == []
+
+
+def test_sbatch_hands_each_run_its_parameters_as_given(repo, tmp_path):
+    """Values that need quoting (spaces, quotes, `$`, backquotes, `;`) reach each array task's
+    command and environment as they were given."""
+    values = ["two words", "it's \"quoted\"", "$HOME `id` $(id); a|b & *"]
+    repo.ok("sweep", "msg", "-p", "msg=" + ",".join(values), "--gpus", "none", "--", "printf", "[%s]\\n", "{msg}")
+    records = runs(repo, "--sweep", "msg")
+    assert sorted(record["params"]["msg"] for record in records) == sorted(values)
+    script = tmp_path / "msg.sbatch"
+    repo.ok("export", "msg", "--to", "slurm", "-o", str(script))
+    for index, record in enumerate(records):
+        value = record["params"]["msg"]
+        args = docker_args(script, tmp_path, SLURM_ARRAY_TASK_ID=str(index))
+        assert args[-4:] == [TEST_IMAGE, "printf", "[%s]\\n", value], args
+        assert f"GPUSPACE_PARAM_MSG={value}" in args, args

@@ -306,3 +306,15 @@ def test_missing_image_is_pulled_with_progress(repo, tmp_path, local_registry, d
     assert f"Status: Downloaded newer image for {local_registry}" in result.stderr
     assert [r["state"] for r in repo.status() if r["branch"] == "pulled"] == ["running"]
     assert docker_client.images.get(local_registry)
+
+
+def test_a_bound_main_worktree_keeps_its_gpu_when_another_worktree_is_added(repo, tmp_path):
+    """A live binding's GPU is never released: the main worktree's container outlives the next `add`."""
+    repo.ok("bind", str(repo.path), "--gpus", "1")
+    [main] = repo.containers()
+    repo.ok("add", "-b", "next", str(tmp_path / "next"), "--gpus", "1")
+    by_worktree = {c.labels["gpuspace.worktree"]: c for c in repo.containers()}
+    assert set(by_worktree) == {str(repo.path), str(tmp_path / "next")}
+    assert by_worktree[str(repo.path)].id == main.id and by_worktree[str(repo.path)].status == "running"
+    held = [container_env(by_worktree[str(path)])["NVIDIA_VISIBLE_DEVICES"] for path in (repo.path, tmp_path / "next")]
+    assert held == fake_gpu_uuids()[:2]  # two GPUs, one each

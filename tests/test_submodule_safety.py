@@ -190,3 +190,26 @@ def test_add_refuses_a_target_inside_any_git_dir(plain_repo, tmp_path):
     assert made.path == tmp_path / "fine" and (tmp_path / "fine" / "file0.txt").is_file()
     assert "worktree" not in (plain_repo.common_dir / "config").read_text()
     assert worktrees.discover(plain_repo.path).core_worktree is None
+
+
+def test_a_container_cannot_write_a_submodules_git_dir(tmp_path, docker_client, no_leftover_containers):
+    """A submodule's git dir (`modules/<m>`, the main worktree's and a linked worktree's) is read-only
+    in a container: its info/attributes (which the host's git reads for filters) cannot be written."""
+    inner = make_repo(tmp_path / "inner")
+    outer = make_repo(tmp_path / "super", docker_client)
+    outer.git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(inner.path), "mod")
+    outer.git("commit", "-q", "-m", "add submodule")
+    linked = tmp_path / "linked"
+    outer.ok("add", "-b", "linked", str(linked), "--gpus", "none")
+    git("-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init", cwd=linked)
+    module_dirs = [Path(git("rev-parse", "--absolute-git-dir", cwd=where / "mod").stdout.strip())
+                   for where in (outer.path, linked)]
+    assert module_dirs == [outer.common_dir / "modules" / "mod",
+                           outer.common_dir / "worktrees" / "linked" / "modules" / "mod"]
+    [container] = outer.containers()
+    for module in module_dirs:
+        attributes = module / "info" / "attributes"
+        assert container.exec_run(["test", "-f", str(module / "info" / "exclude")]).exit_code == 0  # it is there
+        written = container.exec_run(["sh", "-c", f"echo '* filter=planted' >> '{attributes}'"])
+        assert written.exit_code != 0 and b"Read-only file system" in written.output, written.output
+        assert not attributes.exists()

@@ -120,3 +120,35 @@ def test_build_context_hash_never_reads_devices_fifos_or_symlinks(repo, tmp_path
     for container in repo.containers():
         container.remove(force=True)
     docker_client.images.remove(image, force=True)
+
+
+def asks_for_the_hosts_environment(repo):
+    """A file whose one untrusted ask is the host's environment: the notice of `add` says whether it is trusted."""
+    commit_devcontainer(repo, json.dumps({"image": TEST_IMAGE, "containerEnv": {"WHO": "${localEnv:USER}"}}))
+
+
+def trusted_by_add(repo, worktree) -> bool:
+    result = repo.ok("add", "-b", worktree.name, str(worktree), "--gpus", "none", "--no-start")
+    return "is not trusted" not in result.stderr
+
+
+def test_trust_in_one_repository_is_not_trust_in_another(repo, other_repo, tmp_path):
+    """The same bytes trusted in repository A are untrusted in repository B."""
+    asks_for_the_hosts_environment(repo)
+    asks_for_the_hosts_environment(other_repo)
+    file = ".devcontainer/devcontainer.json"
+    assert (repo.path / file).read_bytes() == (other_repo.path / file).read_bytes()
+    assert "Trusted" in repo.ok("trust").stdout
+    assert trusted_by_add(repo, tmp_path / "in-a")
+    assert not trusted_by_add(other_repo, tmp_path / "in-b")
+
+
+def test_revoke_withdraws_trust_in_what_the_file_was(repo, tmp_path):
+    """Trusted, then changed and revoked: the bytes that were trusted are untrusted again."""
+    asks_for_the_hosts_environment(repo)
+    repo.ok("trust")
+    file = repo.path / ".devcontainer" / "devcontainer.json"
+    file.write_text(json.dumps({"image": TEST_IMAGE, "containerEnv": {"WHO": "${localEnv:HOME}"}}))
+    assert "No longer trusted" in repo.ok("trust", "--revoke").stdout
+    repo.git("checkout", "--", ".devcontainer/devcontainer.json")  # the trusted bytes again
+    assert not trusted_by_add(repo, tmp_path / "after")
