@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 
@@ -50,6 +51,34 @@ def test_run_is_pinned_to_a_snapshot_and_exits_with_the_commands_code(repo, tmp_
     passed = repo.gs("run", "--gpus", "none", "--commit", "HEAD", "--", "true")
     assert passed.returncode == 0, passed.stderr
     assert runs(repo, "--state", "succeeded")[0]["commit"] == head
+
+
+def test_a_staged_only_change_is_pinned_too(repo):
+    """A change that is staged, with the worktree equal to the index, goes in the snapshot."""
+    (repo.path / "file0.txt").write_text("staged, not committed\n")
+    repo.git("add", "file0.txt")
+    head = repo.git("rev-parse", "HEAD").stdout.strip()
+    result = repo.gs("run", "--gpus", "none", "--", "cat", "file0.txt")
+    assert result.returncode == 0, result.stderr
+    [record] = runs(repo)
+    assert repo.ok("logs", record["id"]).stdout == "staged, not committed\n"
+    assert record["snapshot"] is True and record["commit"] != head
+    assert repo.git("rev-parse", f"{record['commit']}^").stdout.strip() == head
+    assert repo.git("status", "--porcelain").stdout == "M  file0.txt\n"  # the index is left as it was
+
+
+def test_a_changed_executable_script_stays_executable_in_the_snapshot(repo):
+    """As `git stash create`: a tracked script's mode goes in with its uncommitted change."""
+    (repo.path / "x.sh").write_text("#!/bin/sh\necho committed\n")
+    (repo.path / "x.sh").chmod(0o755)
+    repo.git("add", "x.sh")
+    repo.git("commit", "-q", "-m", "a script")
+    (repo.path / "x.sh").write_text("#!/bin/sh\necho changed, not committed\n")
+    result = repo.gs("run", "--gpus", "none", "--", "./x.sh")
+    assert result.returncode == 0, result.stdout + result.stderr
+    [record] = runs(repo)
+    assert record["snapshot"] is True and record["exit_code"] == 0
+    assert repo.ok("logs", record["id"]).stdout == "changed, not committed\n"
 
 
 def test_sweep_of_a_2x3_grid_on_two_gpus(repo, monkeypatch):
@@ -238,6 +267,27 @@ def test_runs_per_gpu_packs_a_sweep_and_nothing_else(repo, tmp_path, monkeypatch
     assert overlap(records) == 2  # two packed on the free GPU, the third after
 
 
+def test_packed_runs_start_in_submission_order(repo, tmp_path, monkeypatch):
+    """2 GPUs, one a binding's: a packed sweep's 2-GPU run waits, and the 1-GPU run appended
+    after it waits behind it instead of taking the free GPU."""
+    monkeypatch.setenv("FAKE_GPU_COUNT", "2")
+    repo.ok("add", "--no-start", "-b", "holder", str(tmp_path / "holder"), "--gpus", "1")
+    repo.ok("sweep", "pk", "-p", "n=1", "--runs-per-gpu", "2", "--gpus", "2", "--detach", "--", "true")
+    repo.ok("sweep", "pk", "--append", "-p", "n=2", "--gpus", "1", "--detach", "--", "true")
+    reasons = lambda: [r["reason"] or "" for r in runs(repo, "--sweep", "pk")]  # noqa: E731
+    assert wait_for(lambda: reasons()[0].startswith("waiting for 2 GPUs: ")
+                    and reasons()[1] == "waiting: behind an earlier run", 30), \
+        [(r["id"], r["state"], r["reason"]) for r in runs(repo)]
+    time.sleep(1)  # a turn or two of the dispatcher: the 1-GPU run still waits
+    assert [r["state"] for r in runs(repo, "--sweep", "pk")] == ["queued", "queued"]
+    repo.ok("remove", "--force", str(tmp_path / "holder"))
+    assert wait_for(lambda: [r["state"] for r in runs(repo, "--sweep", "pk")] == ["succeeded"] * 2, 60), \
+        [(r["id"], r["state"], r["reason"]) for r in runs(repo)]
+    first, second = runs(repo, "--sweep", "pk")
+    assert len(first["gpus"]) == 2
+    assert datetime.fromisoformat(first["started"]) <= datetime.fromisoformat(second["started"])
+
+
 def test_a_gpu_busy_outside_gpuspace_is_not_handed_out(repo, monkeypatch):
     monkeypatch.setenv("FAKE_GPU_COUNT", "2")
     monkeypatch.setenv("FAKE_GPU_BUSY", "0")
@@ -336,3 +386,4 @@ def test_a_finished_runs_container_left_by_a_dead_dispatcher_frees_its_gpu(repo,
     assert again.returncode == 0, again.stderr
     assert [r["state"] for r in runs(repo)] == ["succeeded", "succeeded"]
     assert repo.containers() == []
+

@@ -1,7 +1,8 @@
 """`git gpuspace runs`: the table of results (GPU indices, commit, reason, chosen metrics), `runs
 clean` that keeps records and `runs forget` that drops them, options anywhere on the command
 line, and `--help` from an editable install. Runs are put in the store as a finished `run`
-leaves them (a detached worktree, a ref, a data dir): no engine needed."""
+leaves them (a detached worktree, a ref, a data dir): no engine needed, but for `runs retry`,
+which runs what it queues again."""
 
 from __future__ import annotations
 
@@ -118,6 +119,14 @@ def test_metrics_json_wins_and_parameters_are_not_metric_columns(plain_repo):
     assert table(plain_repo, "--metrics", "loss")[0][9:] == ["LOSS"]  # the flag over the setting
 
 
+def test_sort_puts_runs_without_the_metric_last_either_way(plain_repo):
+    """`runs --sort loss` and `--sort=-loss`: the runs that have no loss come after the rest."""
+    seed(plain_repo, {"log": "loss=2\n"}, {"log": "no numbers here\n"}, {"log": "loss=1\n"}, {"log": "loss=3\n"})
+    assert [r["id"] for r in listed(plain_repo, "--sort", "loss")] == ["run-3", "run-1", "run-4", "run-2"]
+    assert [r["id"] for r in listed(plain_repo, "--sort=-loss")] == ["run-4", "run-1", "run-3", "run-2"]
+    assert [row["RUN"] for row in table(plain_repo, "--sort=-loss")[1]] == ["run-4", "run-1", "run-3", "run-2"]
+
+
 def test_metrics_from_metrics_json_are_only_its_numbers(tmp_path):
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "run.log").write_text("loss=1 step=3\n")
@@ -171,6 +180,29 @@ def test_a_cleaned_run_is_not_retried(plain_repo):
     assert "run run-1 was cleaned: its worktree is gone" in refused.stderr and "hint: submit it again" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert listed(plain_repo)[0]["state"] == "failed"
+
+
+def test_retry_of_a_sweep_queues_its_failed_and_stopped_runs_and_failed_only_with_the_flag(repo):
+    """`runs retry --sweep S` runs its failed and stopped runs again; `--failed` only the failed."""
+    for name in ("all", "only"):
+        seed(repo, *[{"sweep": name, "state": state, "flags": {"gpus": "none"}}
+                     for state in ("failed", "stopped", "succeeded")], sweep=Sweep(name))
+    retried = repo.gs("runs", "retry", "--sweep", "all")
+    assert retried.returncode == 0 and "Queued again: all-1, all-2\n" in retried.stderr, retried.stderr
+    assert [r["state"] for r in listed(repo, "--sweep", "all")] == ["succeeded"] * 3
+    failed_only = repo.gs("runs", "retry", "--sweep", "only", "--failed")
+    assert failed_only.returncode == 0 and "Queued again: only-1\n" in failed_only.stderr, failed_only.stderr
+    assert [r["state"] for r in listed(repo, "--sweep", "only")] == ["succeeded", "stopped", "succeeded"]
+
+
+def test_stop_of_a_sweep_leaves_its_queued_runs_queued_without_all(plain_repo):
+    """`runs stop --sweep S` stops what runs and says how to drop the queued; `--all` drops them."""
+    seed(plain_repo, {"sweep": "s", "state": "queued"}, {"sweep": "s", "state": "queued"}, sweep=Sweep("s"))
+    kept = plain_repo.ok("runs", "stop", "--sweep", "s")
+    assert kept.stdout == "Nothing to stop (queued runs stay queued; --all drops them)\n"
+    assert [r["state"] for r in listed(plain_repo)] == ["queued", "queued"]
+    assert plain_repo.ok("runs", "stop", "--sweep", "s", "--all").stdout == "Dropped 2 queued runs: s-1, s-2\n"
+    assert [r["state"] for r in listed(plain_repo)] == ["stopped", "stopped"]
 
 
 def test_forget_drops_records_and_never_an_active_run(plain_repo):

@@ -269,3 +269,19 @@ def test_a_run_of_higher_priority_with_preempt_takes_the_gpu_of_a_lower_one(repo
     assert first["restarts"] >= 1
     log = repo.ok("logs", first["id"]).stdout
     assert [line for line in log.splitlines() if line.startswith("unit ")] == [f"unit {n}" for n in range(1, 31)], log
+
+
+def test_a_run_with_a_higher_priority_goes_ahead_of_an_earlier_one(repo, monkeypatch):
+    """One GPU, held: run-1 queued, then run-2 with --priority 5. run-2 is first in line (it
+    says what it waits for, run-1 that it is behind) and starts first when the GPU frees."""
+    monkeypatch.setenv("FAKE_GPU_COUNT", "1")
+    repo.ok("add", "--no-start", "--gpus", "1", "-b", "hold", "../hold")
+    repo.ok("run", "--detach", "--gpus", "1", "--", "true")
+    repo.ok("run", "--detach", "--gpus", "1", "--priority", "5", "--", "true")
+    reasons = lambda: [r["reason"] or "" for r in runs(repo)]  # noqa: E731
+    assert wait_for(lambda: reasons()[0] == "waiting: behind an earlier run"
+                    and reasons()[1].startswith("waiting for 1 GPU: GPU 0 held by "), 30), reasons()
+    repo.ok("remove", "--force", "../hold")
+    assert wait_for(lambda: [r["state"] for r in runs(repo)] == ["succeeded", "succeeded"], 60), runs(repo)
+    earlier, urgent = runs(repo)
+    assert moment(urgent["started"]) < moment(earlier["started"]), (earlier, urgent)
