@@ -235,15 +235,6 @@ def plan_checkout(info: worktrees.RepoInfo, args: argparse.Namespace) -> tuple[P
     return path, checkout
 
 
-def _commit_named(info: worktrees.RepoInfo, spec: str) -> str:
-    """The commit the user named, or git's refusal (`worktree add` dies, 128) of a name it
-    cannot resolve."""
-    try:
-        return worktrees.resolve_commit(info, spec)
-    except UsageError as error:
-        raise GitRefusal(str(error), hint=error.hint) from None
-
-
 def _existing_or_detached(info: worktrees.RepoInfo, args: argparse.Namespace, path: Path) -> worktrees.Checkout:
     if args.commitish is None:
         # git's convenience: a branch named after the directory, made from HEAD if missing
@@ -262,12 +253,12 @@ def _existing_or_detached(info: worktrees.RepoInfo, args: argparse.Namespace, pa
                                       start_point=f"refs/remotes/{remote}/{name}", track=(remote, name))
         return worktrees.Checkout(commit=worktrees.head_commit(info), branch=name, create_branch=True)
     try:
-        commit = _commit_named(info, args.commitish)
-    except UsageError:
+        commit = worktrees.resolve_commit(info, args.commitish)
+    except UsageError as error:
         # git's convenience: no such commit, but exactly one remote has a branch of that name
         tracking = None if args.detach else worktrees.remote_tracking(info, args.commitish)
-        if tracking is None:
-            raise
+        if tracking is None:  # git's worktree add dies on it (128)
+            raise GitRefusal(str(error), hint=error.hint) from None
         remote, commit = tracking
         worktrees.validate_branch_name(args.commitish)
         return worktrees.Checkout(commit=commit, branch=args.commitish, create_branch=True,
