@@ -276,6 +276,18 @@ class PrivateEngine:
                 self.process.wait()
             self.process = None
 
+    def ensure_running(self) -> None:
+        """Started again where a test stopped or killed it (and reaped, if it was killed)."""
+        if self.process is not None and self.process.poll() is not None:
+            self.process = None
+        if self.process is None:
+            self.start()
+
+    def clear(self) -> None:
+        """Nothing of a test's left on it: its containers (restart policy or not) removed."""
+        for container in self.client().containers.list(all=True):
+            container.remove(force=True)
+
     def close(self) -> None:
         self.stop()
         subprocess.run(["rm", "-rf", str(self.base)], check=False)
@@ -297,12 +309,24 @@ def no_nvidia_engine(docker_client):
     engine.close()
 
 
-@pytest.fixture
-def private_engine(docker_client):
-    """A real dockerd with the stand-in NVIDIA hook, for tests that stop and start the engine."""
+@pytest.fixture(scope="session")
+def _stoppable_engine(docker_client):
     engine = _private_engine(docker_client, with_nvidia_hook=True)
     yield engine
     engine.close()
+
+
+@pytest.fixture
+def private_engine(_stoppable_engine):
+    """A real dockerd with the stand-in NVIDIA hook, for tests that stop, kill and start the
+    engine: one per test session (a start and the image's load take seconds), running and
+    empty when each test starts."""
+    engine = _stoppable_engine
+    engine.ensure_running()
+    engine.clear()
+    yield engine
+    engine.ensure_running()
+    engine.clear()
 
 
 def overlap(records) -> int:
