@@ -20,8 +20,8 @@ import os
 from pathlib import Path
 
 from .errors import UsageError
+from .installation import WORKSPACE
 
-WORKSPACE = "/workspace"
 LOCK_NAME = "gpuspace.lock"
 
 Bind = tuple[str, str, bool]  # (host path, container path, read-only)

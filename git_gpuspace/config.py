@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +12,7 @@ import tomli_w
 from .errors import StateError
 from .state import atomic_write
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .installation import tomllib
 
 APP_NAME = "git-gpuspace"
 

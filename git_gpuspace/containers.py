@@ -27,6 +27,7 @@ import requests.exceptions
 from docker.types import DeviceRequest, Mount, Ulimit
 
 from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime, PortTaken, StateError, UsageError
+from .installation import WORKSPACE
 from .model import Holder, Limits, PortMap, current_user, name_digest
 
 LABEL_REPO = "gpuspace.repo"  # the repo's common git dir: present on every container we own
@@ -54,7 +55,6 @@ PRIVATE_GIT = "private"
 # (container_name always ends in a digest, so no binding's container can take this name).
 CLAIM_NAME = "gpuspace-claim"
 
-WORKSPACE = "/workspace"
 HOME_IN_CONTAINER = "/home/gpuspace"
 STOP_TIMEOUT_S = 10
 

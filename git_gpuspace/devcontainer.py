@@ -30,11 +30,11 @@ from .folders import hash_tree, inside
 from . import compose as compose_module
 from . import features as features_module
 from .errors import UsageError
+from .installation import WORKSPACE
 from .model import PortRequest, mount_parts, mount_text
 from .workspace import CACHE_MOUNT, DATA_MOUNT, SERVICE_PORTS
 
 MAX_BYTES = 1 << 20  # a devcontainer.json is a few KiB; a huge one is an attack on the parser
-DEFAULT_WORKSPACE = "/workspace"
 # In the order the spec runs them: the first three once, after the container's first start;
 # postStartCommand after every start, and postAttachCommand then too (as the reference's `up`
 # runs it: the command that starts the container is what attaches).
@@ -287,7 +287,7 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
         document = _compose_kind(document, config)
     substitute = Substitution(config, worktree, trust)
     _workspace(path, document, config, substitute)
-    substitute.set_container_folder(config.workdir or config.workspace or DEFAULT_WORKSPACE)
+    substitute.set_container_folder(config.workdir or config.workspace or WORKSPACE)
     document = substitute(document)
     base = path.parent
     if "dockerComposeFile" in document:
@@ -643,7 +643,7 @@ def _take_mount(path: Path, entry: Any, config: Devcontainer, trust: bool, repo_
         source = str(resolved)
     elif kind == "volume" and source and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", source):
         raise UsageError(f"{path}: volume mount {_shown(entry)!r}: {source!r} is not a volume name")
-    if target in (config.workspace or DEFAULT_WORKSPACE, DATA_MOUNT, CACHE_MOUNT) or target.startswith(CACHE_MOUNT + "/"):
+    if target in (config.workspace or WORKSPACE, DATA_MOUNT, CACHE_MOUNT) or target.startswith(CACHE_MOUNT + "/"):
         # the worktree, the data dir and the caches are mounted there already (an exported
         # devcontainer.json names the data dir so: it is read back as it was made)
         config.unsupported.append(f"mount {_shown(entry)} (git-gpuspace mounts its own {target})")

@@ -9,12 +9,10 @@ as `<hook>.gpuspace-chained`, run first, and put back by uninstall, byte for byt
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from importlib import resources
 from pathlib import Path
 
-from . import untrusted_files
+from . import installation, untrusted_files
 from .atomic import replace_file
 from .errors import GpuspaceError, NotARegularFile
 from .worktrees import RepoInfo, config_value
@@ -34,14 +32,12 @@ def hooks_dir(info: RepoInfo) -> Path:
 
 
 def console_script() -> Path:
-    """Our entry point, as installed beside the interpreter that runs us now."""
-    beside = Path(sys.executable).parent / "git-gpuspace"
-    if beside.exists():
-        return beside
-    found = shutil.which("git-gpuspace")
+    """Our entry point, as installed beside the interpreter that runs us now (the hooks name it
+    by its absolute path)."""
+    found = installation.console_script()
     if found is None:
         raise GpuspaceError("cannot find the git-gpuspace script on PATH", hint="install the package with pip first")
-    return Path(found).resolve()
+    return found
 
 
 def hook_text() -> str:

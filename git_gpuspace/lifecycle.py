@@ -19,6 +19,7 @@ from .containers import (LABEL_GIT, LABEL_REPO, LABEL_WORKTREE, PRIVATE_GIT, Con
                          container_name, labels_for)
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
+from .installation import WORKSPACE
 from .model import Binding, Gpu, Holder, PortMap, current_user, mount_parts
 from .settings import Settings, checked_settings
 from .specs import parse_gpus
@@ -398,7 +399,7 @@ def _container_binds(info: worktrees.RepoInfo, worktree: worktrees.Worktree, set
     `private`: the binding's own git dir; a run (None) gets no writable git."""
     hooks_path = worktrees.config_value(info, "core", "hooksPath")
     binds = boundary.git_binds(worktree.path, info.common_dir, worktree.is_main, private, hooks_path,
-                               settings.workspace or boundary.WORKSPACE)
+                               settings.workspace or WORKSPACE)
     return binds + _workspace_binds(settings, data_dir)
 
 
@@ -481,8 +482,8 @@ def _claim_and_create(
                 command=run.command if run else workspace.command() if settings.override_command else None,
                 host_options=settings.host_options,
                 volumes=[parts for parts in map(mount_parts, settings.mounts) if parts[0] != "bind"],
-                workspace=settings.workspace or boundary.WORKSPACE,
-                workdir=settings.workdir or settings.workspace or boundary.WORKSPACE,
+                workspace=settings.workspace or WORKSPACE,
+                workdir=settings.workdir or settings.workspace or WORKSPACE,
                 user=settings.container_user,
                 user_has_your_uid=settings.user_has_your_uid,
                 restart=run is None and keep_up,

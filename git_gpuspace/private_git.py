@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from .config import APP_NAME
 from .errors import GpuspaceError, WorktreeError
 from .faults import checkpoint
+from .installation import WORKSPACE
 
 if TYPE_CHECKING:
     from . import worktrees
@@ -316,7 +317,7 @@ def _fetch_bundle(info, engine, binding, worktree, private, branch: str, host: s
     the host keeps it in a file of its own, checks it and fetches from it. Returns the tip."""
     from .lifecycle import exec_user
 
-    git_dir = in_container(private, worktree.is_main, binding.workspace or "/workspace")
+    git_dir = in_container(private, worktree.is_main, binding.workspace or WORKSPACE)
     with tempfile.TemporaryDirectory(prefix="gpuspace-import-") as scratch:
         bundle = Path(scratch) / "branch.bundle"
         errors = io.BytesIO()
@@ -488,7 +489,7 @@ def _push_in(info, engine, binding, worktree, host: str, switch: bool = False) -
     from .lifecycle import exec_user
 
     private = for_container(binding.container)
-    git_dir = in_container(private, worktree.is_main, binding.workspace or "/workspace")
+    git_dir = in_container(private, worktree.is_main, binding.workspace or WORKSPACE)
     code, out = engine.exec(binding.container, ["sh", "-c", SYNC_IN, "sync-in", git_dir, str(info.common_dir),
                                                 worktree.branch or "", host, "1" if switch else "0"],
                             {}, user=exec_user(binding), timeout=_exec_timeout())

@@ -11,7 +11,6 @@ import datetime as _dt
 import hmac
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,10 +23,7 @@ from .faults import checkpoint
 from .locking import file_lock
 from .model import Binding, Limits, PortMap, name_digest
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .installation import tomllib
 
 SCHEMA_VERSION = 1
 FILE_NAME = "gpuspace.toml"

@@ -37,7 +37,6 @@ import os
 import posixpath
 import re
 import shlex
-import shutil
 import socket
 import stat
 import subprocess
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .errors import GpuspaceError, UsageError
+from .installation import SCRIPT_NAME, console_script
 from .untrusted_files import open_under
 
 URI_ENV = "GPUSPACE_TRACKING_URI"  # overrides the `tracking.uri` setting
@@ -158,8 +158,7 @@ def ensure_tracker(info) -> Path | None:
             return None
         log = log_path(info.common_dir)
         if not tracker_alive(info.common_dir):
-            script = Path(sys.executable).parent / "git-gpuspace"
-            command = [str(script)] if script.exists() else [shutil.which("git-gpuspace") or "git-gpuspace"]
+            command = [str(console_script() or SCRIPT_NAME)]
             with open(log, "ab") as output:
                 subprocess.Popen([*command, "_track", "--background"], cwd=info.anchor, stdin=subprocess.DEVNULL,
                                  stdout=output, stderr=subprocess.STDOUT, start_new_session=True)

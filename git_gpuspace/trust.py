@@ -17,7 +17,6 @@ import datetime as _dt
 import hashlib
 import os
 import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +29,7 @@ from .atomic import replace_file
 from .config import APP_NAME
 from .errors import StateError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from .installation import WORKSPACE, tomllib
 
 
 @dataclass(frozen=True)
@@ -151,7 +147,7 @@ def _local_features(document: dict) -> list[str]:
 def _files_run(document: dict, worktree: Path, folder: Path | None) -> list[str]:
     """The files of the worktree outside `folder` that a lifecycle command names (`bash
     scripts/setup.sh`, `./tools/x.sh`, `/workspace/x.py`): trusting the file does not cover them."""
-    prefixes = {devcontainer.DEFAULT_WORKSPACE, f"/workspaces/{worktree.name}"}
+    prefixes = {WORKSPACE, f"/workspaces/{worktree.name}"}
     if isinstance(document.get("workspaceFolder"), str):
         prefixes.add(document["workspaceFolder"].rstrip("/"))
     found: list[str] = []

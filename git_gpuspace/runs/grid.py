@@ -75,12 +75,7 @@ def load_grid_file(path: str) -> tuple[dict[str, list[str]], list[dict[str, str]
     """A TOML grid: `[axes]` (each a list of values: their cross product) and/or `[[sets]]`
     (explicit parameter sets). Values are text as the command gets them: write a string to keep
     a number's spelling (`"1e-3"`; TOML reads 1e-3 as the float 0.001)."""
-    import sys
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
+    from ..installation import tomllib
     from ..untrusted_files import read_bytes
 
     try:  # a file in the worktree, which a container can swap for a FIFO: refused, not waited on

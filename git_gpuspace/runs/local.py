@@ -13,7 +13,6 @@ nothing: the next one does the same from what it finds.
 from __future__ import annotations
 
 import queue
-import shutil
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from ..containers import LABEL_PREEMPTIBLE, LABEL_PRIORITY, LABEL_REPO, LABEL_RU
 from ..faults import checkpoint
 from ..errors import ClaimBusy, EngineUnavailable, GpusUnavailable, GpuspaceError, LockTimeout, UsageError
 from ..host_queue import Board, decide, run_key, waiting
+from ..installation import SCRIPT_NAME, console_script
 from ..lifecycle import Rollback, RunSpec, create_run, leases, prepare
 from ..model import GpuRequest, current_user
 from ..schedule import Plan, Want
@@ -113,8 +113,7 @@ def start_background(info: worktrees.RepoInfo) -> Path:
     state dir. It runs our console script by path, never `python -m` from a worktree."""
     log = lock_path(info.common_dir).with_suffix(".log")
     if not alive(info.common_dir):
-        script = Path(sys.executable).parent / "git-gpuspace"
-        command = [str(script)] if script.exists() else [shutil.which("git-gpuspace") or "git-gpuspace"]
+        command = [str(console_script() or SCRIPT_NAME)]
         with open(log, "ab") as output:
             subprocess.Popen([*command, "runs", "resume"], cwd=info.anchor, stdin=subprocess.DEVNULL, stdout=output,
                              stderr=subprocess.STDOUT, start_new_session=True)

@@ -30,6 +30,7 @@ from ..config import effective
 from ..containers import LABEL_RUN, Engine, container_name
 from ..errors import EngineUnavailable, GpusUnavailable, GpuspaceError, ImageUnavailable, UsageError
 from ..faults import checkpoint
+from ..installation import SCRIPT_NAME, console_script
 from ..lifecycle import Rollback, RunSpec, prepare, start_run
 from ..settings import settings_for_worktree
 from ..workspace import default_data_root
@@ -121,8 +122,7 @@ def _script(info: worktrees.RepoInfo, runs: list[Run], pyxis: bool = False, imag
     """The job: `_slurm-task` (the node's Docker engine), or with pyxis/enroot an `srun` that runs
     the container itself (`slurm.container = "pyxis"`), the worktree at /workspace and the data
     dir at /data, the command under the same wrapper (its output and exit code in the data dir)."""
-    script = Path(sys.executable).parent / "git-gpuspace"
-    binary = shlex.quote(str(script if script.exists() else shutil.which("git-gpuspace") or "git-gpuspace"))
+    binary = shlex.quote(str(console_script() or SCRIPT_NAME))
     if pyxis:
         lines = []
         for run, data_dir in zip(runs, data_dirs or [run.data_dir or "" for run in runs]):

@@ -26,7 +26,6 @@ import os
 import re
 import sqlite3
 import stat
-import sys
 import tempfile
 import time
 import typing
@@ -42,10 +41,7 @@ from ..locking import file_lock, lock_timeout
 from . import results
 from .model import FINISHED, ID, STATES, Run, Sweep, now
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ..installation import tomllib
 
 __all__ = ["FILE_NAME", "LEGACY_NAME", "Run", "Runs", "Sweep", "load", "locked"]
 
