@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import pwd
 import re
@@ -267,6 +268,28 @@ class Engine:
     def image_id(self, image: str) -> str | None:
         attrs = self.image_attrs(image)
         return attrs["Id"] if attrs else None
+
+    def registry_knows(self, image: str) -> None:
+        """Ask the image's registry (through the engine) whether it has the image: GpuspaceError
+        with the registry's words when it does not, or cannot be asked."""
+        with self._calls():
+            try:
+                self.api.inspect_distribution(image)
+            except docker.errors.APIError as error:
+                raise GpuspaceError(str(error)) from None
+
+    def wait(self, name: str) -> int:
+        """Block until the container ends; its exit code (1 when the engine gives none). A
+        signal's KeyboardInterrupt comes through, for the caller to pass it on."""
+        return int(self.api.wait(name).get("StatusCode", 1))
+
+    def stop_within(self, name: str, seconds: float) -> None:
+        """SIGTERM to the container's command, SIGKILL after `seconds`; nothing if it is gone."""
+        with self._calls():
+            try:
+                self.api.stop(name, timeout=math.ceil(seconds))
+            except docker.errors.APIError:
+                pass
 
     def image_attrs(self, image: str) -> dict | None:
         """The engine's inspect of a local image; None when there is none of that name."""

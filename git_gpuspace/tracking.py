@@ -637,7 +637,7 @@ class Tracker:
             try:
                 from .containers import Engine
 
-                attrs = Engine().api.inspect_image(image)
+                attrs = Engine().image_attrs(image) or {}
                 self._digests[image] = (attrs.get("RepoDigests") or [attrs.get("Id")])[0]
             except Exception:  # noqa: BLE001 - a digest is a nicety: no engine, an image pulled on a node only
                 pass

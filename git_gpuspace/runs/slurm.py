@@ -21,8 +21,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import docker
 from typing import TextIO
 
 from .. import gpus, search, state, tracking, untrusted_files, verify, workspace, worktrees
@@ -372,7 +370,7 @@ def run_task(info: worktrees.RepoInfo, run_id: str) -> int:
         if ended is not None and ended.state == "running" and ended.reason != STOPPING:  # so whoever sees
             model.end(ended, exit_written(ended))  # it end finds the note (a failure with retries left has none)
             image = plan.settings.image
-            verify.record(info, ended, f"{image} ({engine.api.inspect_image(image).get('Id', '?')})")
+            verify.record(info, ended, f"{image} ({engine.image_id(image) or '?'})")
     return code
 
 
@@ -398,18 +396,14 @@ def _wait(engine: Engine, name: str, run: Run) -> int:
     the run's grace to write a checkpoint before SIGKILL; a preemptible run near its time limit
     then asks Slurm to requeue its job, to go on where it left off."""
     try:
-        return int(engine.api.wait(name).get("StatusCode", 1))
+        return engine.wait(name)
     except KeyboardInterrupt as interrupt:
         if getattr(interrupt, "signum", None) != signal.SIGTERM:
             raise
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # Slurm sends it again as it ends the job
     print(f"{run.id}: SIGTERM: passed to its container, {run.grace:g} s before SIGKILL", file=sys.stderr)
-    with engine._calls():
-        try:
-            engine.api.stop(name, timeout=math.ceil(run.grace))
-        except docker.errors.APIError:
-            pass  # gone already
-    code = int(engine.api.wait(name).get("StatusCode", 1))
+    engine.stop_within(name, run.grace)
+    code = engine.wait(name)
     job = os.environ.get("SLURM_JOB_ID")
     if run.preemptible and job and _near_its_end(job, run.grace):
         subprocess.run([command("scontrol"), "requeue", job], capture_output=True, stdin=subprocess.DEVNULL)
@@ -563,11 +557,10 @@ def _check_image(image: str) -> None:
         engine = Engine()
         if engine.has_image(image):
             return
-        with engine._calls():
-            engine.api.inspect_distribution(image)
+        engine.registry_knows(image)
     except EngineUnavailable:
         return
-    except (docker.errors.APIError, GpuspaceError) as error:
+    except GpuspaceError as error:
         raise ImageUnavailable(f"image '{image}' is not on this machine and its registry does not know it: "
                                f"Slurm's nodes could not pull it ({str(error).splitlines()[0][:200]})",
                                hint="push it to a registry the nodes reach, or name another with --image") from None
