@@ -80,14 +80,22 @@ def _add_binding_options(parser: argparse.ArgumentParser) -> None:
                           help="trust the devcontainer.json as it is (see `git gpuspace trust`) and apply all it asks for")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Every verb's parser, or only the one named `only` (a verb or an alias): a command builds
+    the parser it runs, not the other thirty."""
     parser = _Parser(
         prog="git gpuspace",
         description="Bind each git worktree to its own Docker container and its own GPUs.",
     )
     parser.add_argument("--version", action="version", version=VERSION_TEXT)
     verbs = parser.add_subparsers(dest="verb", metavar="<command>")
+    for names, add_verb in VERBS:
+        if only is None or only in names:
+            add_verb(verbs)
+    return parser
 
+
+def _verb_add(verbs) -> None:
     add = verbs.add_parser(
         "add",
         help="create a worktree with its own container and GPUs",
@@ -120,10 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="when no GPU is free, take one from a preemptible run (it checkpoints and is queued again)")
     _add_binding_options(add)
 
+
+def _verb_bind(verbs) -> None:
     bind = verbs.add_parser("bind", help="give an existing worktree its container and GPUs")
     bind.add_argument("worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
     _add_binding_options(bind)
 
+
+def _verb_remove(verbs) -> None:
     remove = verbs.add_parser(
         "remove",
         aliases=["rm"],
@@ -135,9 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--keep-worktree", action="store_true", help="remove only the container and free its GPUs")
     remove.add_argument("--purge", action="store_true", help="also delete the binding's data dir (checkpoints, logs)")
 
+
+def _verb_status(verbs) -> None:
     status = verbs.add_parser("status", help="every worktree with its branch, container, GPUs and image")
     status.add_argument("--json", action="store_true", help="machine-readable output (schema in the README)")
 
+
+def _verb_sync(verbs) -> None:
     syncing = verbs.add_parser("sync", help="bring commits made in containers into their worktrees' branches, and "
                                "the host's into the containers",
                                description="Each bound container's git has its own git dir. `sync` imports the "
@@ -146,13 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     syncing.add_argument("worktree", nargs="*", metavar="WORKTREE",
                          help="path, directory name or branch (default: every bound worktree)")
 
+
+def _verb_gpus(verbs) -> None:
     gpus = verbs.add_parser("gpus", help="the host's GPUs and who holds each")
     gpus.add_argument("--json", action="store_true", help="machine-readable output")
 
+
+def _verb_prune(verbs) -> None:
     pruning = verbs.add_parser("prune", help="converge now: clean up after plain git, retry pending bindings")
     pruning.add_argument("-n", "--dry-run", action="store_true", help="say what would be done (and which data dirs "
                          "are orphaned), change nothing")
 
+
+def _verb_data(verbs) -> None:
     data = verbs.add_parser("data", help="list the data dirs (checkpoints, logs) with sizes; delete orphaned ones",
                             description="Data dirs outlive their bindings. `list` shows each with its size, the "
                             "worktree it was made for and what uses it; `rm` deletes orphaned ones.")
@@ -160,25 +182,43 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("dirs", nargs="*", metavar="DIR", help="rm: data dirs (path or name) to delete")
     data.add_argument("--json", action="store_true", help="list: machine-readable output")
 
+
+def _verbs_start_stop(verbs) -> None:
     for verb, text in (("start", "start a worktree's container (made again if gone; bound if pending)"),
                        ("stop", "stop a worktree's container; its GPUs stay reserved"),
                        ("restart", "stop, then start a worktree's container")):
         verbs.add_parser(verb, help=text).add_argument("worktree", help="path, directory name or branch")
 
+
+def _verb_exec(verbs) -> None:
     execute = verbs.add_parser("exec", help="run a command in a worktree's container (its exit code is ours)")
     execute.add_argument("worktree", help="path, directory name or branch")
     execute.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+
+
+def _verb_shell(verbs) -> None:
     verbs.add_parser("shell", help="an interactive shell in a worktree's container").add_argument(
         "worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
+
+
+def _verb_logs(verbs) -> None:
     logs = verbs.add_parser("logs", help="the container's output")
     logs.add_argument("worktree", nargs="?", help="a run's id, or a worktree's path, directory name or branch "
                       "(default: the current worktree)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep following the output")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+
+
+def _verb_check(verbs) -> None:
     check = verbs.add_parser("check", help="inside the container: are the GPUs exactly the bound ones? does torch see them?")
     check.add_argument("worktree", nargs="?", help="path, directory name or branch (default: the current worktree)")
+
+
+def _verb_doctor(verbs) -> None:
     verbs.add_parser("doctor", help="check the host (git, engine, NVIDIA runtime, GPUs, image, hooks) and say how to fix it")
 
+
+def _verbs_run_sweep(verbs) -> None:
     for verb, text in (("run", "run a command pinned to this commit in its own worktree, container and GPUs"),
                        ("sweep", "run a command once per parameter set (-p axes), each pinned and on its own GPUs")):
         runner = verbs.add_parser(verb, help=text, description=text[0].upper() + text[1:] + ", from a queue that "
@@ -241,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_container_settings(runner)
         runner.add_argument("command", nargs="*", help="-- then the command and its arguments")
 
+
+def _verb_runs(verbs) -> None:
     runs = verbs.add_parser("runs", help="the queue and history of runs; resume, show, stop, retry, clean, forget, plot",
                             description="List runs (default): GPUs by index, the commit (`*`: a snapshot of "
                             "uncommitted changes), why a run waits or failed, and metrics (metrics.json, else "
@@ -269,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="order by a metric from the runs' logs; --sort=-METRIC: descending")
     runs.add_argument("--json", action="store_true", help="machine-readable output")
 
+
+def _verb_trust(verbs) -> None:
     trusting = verbs.add_parser(
         "trust",
         help="trust a worktree's devcontainer.json: its commands, ${localEnv:...}, runArgs and mounts apply",
@@ -282,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     trust_action.add_argument("--list", action="store_true", help="list what you trust")
     trust_action.add_argument("--revoke", action="store_true", help="no longer trust the worktree's devcontainer.json")
 
+
+def _verb_config(verbs) -> None:
     settings = verbs.add_parser("config", help="get, set, unset or list settings (user or repo)")
     actions = settings.add_subparsers(dest="action", metavar="<action>", required=True)
     keys = "image, gpus, memory, cpus, shm_size, publish_address, data_root, jupyter, ssh, tensorboard, backend, " \
@@ -298,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
         where.add_argument("--user", action="store_true", help="the user config file")
         where.add_argument("--repo", action="store_true", help="the repo defaults in .git/gpuspace.toml")
 
+
+def _verb_init(verbs) -> None:
     init = verbs.add_parser(
         "init",
         help="record repo defaults and install the hooks (plain `git worktree add` then binds)",
@@ -306,11 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_container_settings(init.add_argument_group("repo defaults"))
     init.add_argument("--no-hooks", action="store_true", help="record the defaults only")
 
+
+def _verb_hooks(verbs) -> None:
     hooks = verbs.add_parser("hooks", help="install or uninstall the git hooks")
     hooks.add_argument("action", choices=("install", "uninstall", "status"))
     hooks.add_argument("--pre-push", metavar="NAME", action="append", dest="pre_push",
                        help="install: also a pre-push hook that refuses commits without a pass of this check")
 
+
+def _verb_completion(verbs) -> None:
     completion = verbs.add_parser(
         "completion",
         help="print a bash or zsh completion script",
@@ -320,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete for")
 
+
+def _verb_verify(verbs) -> None:
     checking = verbs.add_parser(
         "verify", help="check commits in their own containers; verdicts in git notes (refs/notes/gpuspace/<check>)",
         description="`verify add NAME [--gpus SPEC] [--image IMAGE] -- CMD` names a check; `verify list`; `verify rm "
@@ -339,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="where the checks run: this machine's engine, or Slurm (default: the `backend` setting)")
     checking.add_argument("command", nargs="*", help="-- then the check's command")
 
+
+def _verb_export(verbs) -> None:
     exporting = verbs.add_parser(
         "export", help="write a worktree, run or sweep as a Compose service, devcontainer.json, Kubernetes "
         "Pod/Indexed Job or sbatch script",
@@ -355,9 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the format")
     exporting.add_argument("-o", dest="output", metavar="FILE", help="write there (default: standard output)")
 
+
+def _verb_slurm_task(verbs) -> None:
     task = verbs.add_parser("_slurm-task")  # what a Slurm job runs on its node; not for people
     task.add_argument("run")
 
+
+def _verb_ui(verbs) -> None:
     ui = verbs.add_parser(
         "ui", help="serve MLflow's UI for the repo's tracked runs on 127.0.0.1",
         description="Serve MLflow's own UI for the repo's MLflow store (the `tracking.uri` setting; by default "
@@ -367,13 +427,47 @@ def build_parser() -> argparse.ArgumentParser:
         "/data/artifacts. Needs the mlflow extra: pip install 'git-gpuspace[mlflow]'.")
     ui.add_argument("--port", type=int, metavar="N", help="this port instead of a free one")
 
+
+def _verb_track(verbs) -> None:
     track = verbs.add_parser("_track")  # the repo's tracker, started in the background; not for people
     track.add_argument("--once", action="store_true")
     track.add_argument("--background", action="store_true")  # started by a dispatcher: it runs niced
 
+
+def _verb_hook(verbs) -> None:
     hook = verbs.add_parser("_hook")  # what the installed hooks call; not for people
     hook.add_argument("event", choices=("new-worktree", "converge", "verify", "pre-push", "sync"))
-    return parser
+
+
+VERBS = [  # (the names a verb answers to, what adds its parser), in the order help lists them
+    (('add',), _verb_add),
+    (('bind',), _verb_bind),
+    (('remove', 'rm'), _verb_remove),
+    (('status',), _verb_status),
+    (('sync',), _verb_sync),
+    (('gpus',), _verb_gpus),
+    (('prune',), _verb_prune),
+    (('data',), _verb_data),
+    (('start', 'stop', 'restart'), _verbs_start_stop),
+    (('exec',), _verb_exec),
+    (('shell',), _verb_shell),
+    (('logs',), _verb_logs),
+    (('check',), _verb_check),
+    (('doctor',), _verb_doctor),
+    (('run', 'sweep'), _verbs_run_sweep),
+    (('runs',), _verb_runs),
+    (('trust',), _verb_trust),
+    (('config',), _verb_config),
+    (('init',), _verb_init),
+    (('hooks',), _verb_hooks),
+    (('completion',), _verb_completion),
+    (('verify',), _verb_verify),
+    (('export',), _verb_export),
+    (('_slurm-task',), _verb_slurm_task),
+    (('ui',), _verb_ui),
+    (('_track',), _verb_track),
+    (('_hook',), _verb_hook),
+]
 
 
 _MODULES = {"rm": "remove", "stop": "start", "restart": "start", "_hook": "hook", "shell": "exec", "sweep": "run",
@@ -385,8 +479,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
         print(VERSION_TEXT)  # what argparse would print, without building every parser first
         return 0
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    named = {name for names, _ in VERBS for name in names}
+    parser = build_parser(only=argv[0] if argv and argv[0] in named else None)  # -h and a typo: all of them
     command = None
     if argv[:1] in (["run"], ["sweep"], ["verify"]) and "--" in argv:  # argparse mixes options after a positional into a remainder
         cut = argv.index("--")
