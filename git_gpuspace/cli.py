@@ -51,11 +51,10 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_container_settings(group) -> None:
     """The settings `add`, `bind` and `init` share (init records them as repo defaults)."""
-    group.add_argument("--gpus", metavar="SPEC", help="N (any N free), 0,2 or GPU-UUIDs, all, none (default: 1)")
-    group.add_argument("--image", metavar="IMAGE", help="container image (default: a PyTorch CUDA runtime image)")
-    group.add_argument("--memory", metavar="SIZE", help="memory limit, e.g. 32g")
-    group.add_argument("--cpus", metavar="N", help="CPU limit, e.g. 8 or 2.5")
-    group.add_argument("--shm-size", metavar="SIZE", dest="shm_size", help="/dev/shm size (default: 8g)")
+    from .config import FLAGS
+
+    for key, (metavar, text) in FLAGS.items():
+        group.add_argument("--" + key.replace("_", "-"), metavar=metavar, dest=key, help=text)
 
 
 def _add_binding_options(parser: argparse.ArgumentParser) -> None:
@@ -330,8 +329,9 @@ def _verb_trust(verbs) -> None:
 def _verb_config(verbs) -> None:
     settings = verbs.add_parser("config", help="get, set, unset or list settings (user or repo)")
     actions = settings.add_subparsers(dest="action", metavar="<action>", required=True)
-    keys = "image, gpus, memory, cpus, shm_size, publish_address, data_root, jupyter, ssh, tensorboard, backend, " \
-        "slurm.*, runs.metrics, preemptible, tracking, tracking.uri, tracking.experiment"
+    from .config import KEYS
+
+    keys = ", ".join(KEYS)
     for action, text in (("get", "print a setting (the effective one unless --user/--repo)"),
                          ("set", "set a setting (in the repo when inside one, as git config)"),
                          ("unset", "remove a setting"), ("list", "every setting and where it comes from")):
