@@ -27,6 +27,7 @@ from typing import Any
 import platformdirs
 
 from .config import APP_NAME
+from .container_user import identity
 from .errors import GpuspaceError, UsageError
 
 COMPOSE = "docker-compose"
@@ -290,9 +291,7 @@ def _override(config: ComposeConfig, spec: Any, project: str) -> dict:
     """Our part of the bound service, from the container spec: mounts (merged by target, so
     ours replace the file's at the same path), labels, GPUs, environment, limits, ports, user,
     command, and the host options a trusted file asked for."""
-    from .containers import _identity
-
-    user, identity_env, tmpfs = _identity()
+    user, identity_env, tmpfs = identity()
     volumes: list[dict] = [{"type": "bind", "source": str(spec.worktree), "target": spec.workspace}]
     volumes += [{"type": "bind", "source": source, "target": target, "read_only": read_only}
                 for source, target, read_only in spec.binds]

@@ -28,6 +28,7 @@ import requests.exceptions
 from docker.types import DeviceRequest, Mount, Ulimit
 
 from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime, PortTaken, StateError, UsageError
+from .container_user import identity
 from .installation import WORKSPACE
 from .model import Holder, Limits, PortMap, current_user, name_digest
 
@@ -56,7 +57,6 @@ PRIVATE_GIT = "private"
 # (container_name always ends in a digest, so no binding's container can take this name).
 CLAIM_NAME = "gpuspace-claim"
 
-HOME_IN_CONTAINER = "/home/gpuspace"
 STOP_TIMEOUT_S = 10
 
 
@@ -421,7 +421,7 @@ class Engine:
             self.pull(image)
 
     def create(self, spec: ContainerSpec) -> None:
-        user, identity_env, tmpfs = _identity() if not spec.user_has_your_uid else (None, {}, None)
+        user, identity_env, tmpfs = identity() if not spec.user_has_your_uid else (None, {}, None)
         options, host_options = spec.container_options, dict(spec.host_options)
         # one limit per name, the last written winning as with `docker run --ulimit`; a trusted
         # file's (host_options: rtprio, nice) after the others
@@ -775,23 +775,6 @@ def _pull_line(event: dict) -> str:
         quarter = min(100, 25 * (4 * detail.get("current", 0) // detail["total"]))
         status = f"{status} {quarter}% of {detail['total'] >> 20} MiB"
     return f"{layer}: {status}" if layer and status else status
-
-
-def _identity() -> tuple[str | None, dict[str, str], dict[str, str] | None]:
-    """Run as the invoking user so files in the worktree stay theirs.
-
-    Images have no account for an arbitrary uid, so such a user gets a writable HOME. As root,
-    the container's user (and each command's, remoteUser) gets the HOME its account in the image
-    names, as `docker run -u node` gives /home/node: the engine sets it where the env does not.
-    """
-    uid, gid = os.getuid(), os.getgid()
-    if uid == 0:
-        return None, {}, None
-    return (
-        f"{uid}:{gid}",
-        {"HOME": HOME_IN_CONTAINER, "USER": os.environ.get("USER", "gpuspace")},
-        {HOME_IN_CONTAINER: f"uid={uid},gid={gid},mode=0700,exec"},
-    )
 
 
 _PULL_HINT = "check the image name and tag; for a private registry run `docker login` first"

@@ -48,3 +48,31 @@ def content_of(path: Path) -> bytes:
         return digest.digest()
     except OSError:
         return b"unreadable"
+
+
+def provably_absent(path: str) -> bool:
+    """lstat says ENOENT, and the nearest ancestor that exists is a directory we can read and
+    search: then the name is really not there. lexists alone is also false when a folder on the
+    way cannot be searched (EACCES), loops (ELOOP) or fails (EIO): those count as present, as
+    does an ancestor that is a dangling symlink (a mount point not mounted now, say)."""
+    try:
+        os.lstat(path)
+        return False
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    ancestor = os.path.dirname(os.path.normpath(path))
+    while True:
+        try:
+            os.lstat(ancestor)
+            break
+        except FileNotFoundError:
+            ancestor = os.path.dirname(ancestor)
+        except OSError:
+            return False
+    try:
+        found = os.stat(ancestor)  # followed: /home -> /data/home is a folder, a dangling link is not
+    except OSError:
+        return False
+    return stat.S_ISDIR(found.st_mode) and os.access(ancestor, os.R_OK | os.X_OK)

@@ -5,47 +5,24 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import stat
 import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 from . import (allocate, boundary, claim, compose, devcontainer, features, gpus, image_metadata, private_git,
-               remote_env, untrusted_files, user_uid, workspace, worktrees)
-from . import state as state_module
-from .containers import (LABEL_GIT, LABEL_REPO, LABEL_WORKTREE, PRIVATE_GIT, ContainerInfo, ContainerSpec, Engine,
+               remote_env, user_uid, workspace, worktrees)
+from .containers import (LABEL_GIT, LABEL_REPO, PRIVATE_GIT, ContainerSpec, Engine,
                          container_name, labels_for)
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
 from .installation import WORKSPACE
-from .model import Binding, Gpu, Holder, PortMap, current_user, mount_parts
+from .leases import leases, release_vanished
+from .model import Binding, Gpu, PortMap, mount_parts
+from .rollback import Rollback
 from .settings import Settings, checked_settings
 from .specs import parse_gpus
 from .state import State
-
-
-class Rollback:
-    """Undo steps pushed as work proceeds; run newest first if the block fails (Ctrl-C too)."""
-
-    def __init__(self) -> None:
-        self._steps: list[tuple[str, Callable[[], None]]] = []
-
-    def push(self, what: str, step: Callable[[], None]) -> None:
-        self._steps.append((what, step))
-
-    def __enter__(self) -> "Rollback":
-        return self
-
-    def __exit__(self, kind, error, trace) -> bool:
-        if error is not None:
-            for what, step in reversed(self._steps):
-                try:
-                    step()
-                except BaseException as failure:  # report, and keep undoing the rest
-                    print(f"warning: could not undo ({what}): {failure}", file=sys.stderr)
-        return False
 
 
 @dataclass(frozen=True)
@@ -199,107 +176,6 @@ def _claim_volumes(engine: Engine, settings: Settings, common_dir: Path, undo: R
         if (attrs.get("Labels") or {}).get(LABEL_REPO) != str(common_dir):
             raise UsageError(f"the devcontainer.json mounts volume '{source}' at {target}, an existing volume this "
                              f"repository did not make: it may hold another project's data; nothing was made", hint=hint)
-
-
-def release_vanished(engine: Engine, containers: list[ContainerInfo]) -> list[ContainerInfo]:
-    """Containers (of any repo) that hold GPUs for a worktree that is gone, for git too, are
-    removed and said so: nothing can use them and no command of that repo may come to clean up.
-    Only root removes another user's: to anyone else it stays held by that user (ask them).
-    Their data dirs are kept. The others are returned."""
-    kept = []
-    for container in containers:
-        if container.gpus and _releasable_by_us(container) and _worktree_vanished(container):
-            try:
-                engine.remove(container.name)
-            except GpuspaceError:
-                kept.append(container)
-                continue
-            print(f"git-gpuspace: released {', '.join(container.gpus)} held by {container.name}: its worktree "
-                  f"{container.labels[LABEL_WORKTREE]} is gone, for git too (its data dir is kept)", file=sys.stderr)
-            continue
-        kept.append(container)
-    return kept
-
-
-def _releasable_by_us(container: ContainerInfo) -> bool:
-    """Ours (by its user label, else its repository's owner), or we are root. A name nobody
-    can tell ("?": an unreadable repository of an unlabelled container) is not ours."""
-    return os.getuid() == 0 or container.holder.user == current_user()
-
-
-def _worktree_vanished(container: ContainerInfo) -> bool:
-    """Its directory is provably gone and its repository no longer has it (nor a binding that
-    moved with it). Anything that cannot be read counts as still there; a repository's main
-    worktree is never gone (its git dir went with it: nothing tells a deleted repository from a
-    drive not mounted now)."""
-    worktree, repo = container.labels.get(LABEL_WORKTREE), container.labels.get(LABEL_REPO)
-    if not worktree or not repo or not os.path.isabs(worktree) or not os.path.isabs(repo):
-        return False
-    common_dir = Path(repo)
-    if common_dir.name == ".git" and common_dir.parent == Path(worktree):
-        return False
-    if not _provably_absent(worktree):
-        return False
-    if _provably_absent(repo):
-        return True
-    try:
-        try:
-            admin_dirs = [Path(entry.path) for entry in os.scandir(common_dir / "worktrees")]
-        except FileNotFoundError:
-            admin_dirs = []
-        for admin_dir in admin_dirs:
-            try:  # a FIFO there is refused (GpuspaceError): the worktree counts as still there
-                gitdir = untrusted_files.read_text(admin_dir / "gitdir", limit=1 << 16).strip()
-            except FileNotFoundError:
-                gitdir = ""
-            if gitdir and os.path.dirname(gitdir) == worktree:
-                return False  # git still has it (a drive not mounted now, say)
-        binding = state_module.load(common_dir).find(worktree)
-    except (OSError, GpuspaceError):
-        return False
-    moved = binding is not None and binding.worktree_id and (common_dir / "worktrees" / binding.worktree_id).is_dir()
-    return not moved
-
-
-def _provably_absent(path: str) -> bool:
-    """lstat says ENOENT, and the nearest ancestor that exists is a directory we can read and
-    search: then the name is really not there. lexists alone is also false when a folder on the
-    way cannot be searched (EACCES), loops (ELOOP) or fails (EIO): those count as present, as
-    does an ancestor that is a dangling symlink (a mount point not mounted now, say)."""
-    try:
-        os.lstat(path)
-        return False
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False
-    ancestor = os.path.dirname(os.path.normpath(path))
-    while True:
-        try:
-            os.lstat(ancestor)
-            break
-        except FileNotFoundError:
-            ancestor = os.path.dirname(ancestor)
-        except OSError:
-            return False
-    try:
-        found = os.stat(ancestor)  # followed: /home -> /data/home is a folder, a dangling link is not
-    except OSError:
-        return False
-    return stat.S_ISDIR(found.st_mode) and os.access(ancestor, os.R_OK | os.X_OK)
-
-
-def leases(containers: list[ContainerInfo]) -> allocate.Leases:
-    """Who holds each GPU: our containers (of any repo, by their labels), and processes outside
-    gpuspace that compute on a GPU (a GPU in use is not handed out, whoever uses it)."""
-    held: allocate.Leases = {}
-    for container in containers:
-        for uuid in container.gpus:
-            held.setdefault(uuid, []).append(container.holder)
-    for uuid, pids in gpus.busy_outside({c.id for c in containers if c.id}).items():
-        held.setdefault(uuid, []).append(Holder(repo="", worktree=f"a process outside gpuspace (pid {', '.join(map(str, pids))})",
-                                                branch=None, container="", share=False))
-    return held
 
 
 def bind_worktree(
@@ -638,55 +514,3 @@ def not_bound(info: worktrees.RepoInfo, worktree: worktrees.Worktree, verb: str)
         hint = f"`git gpuspace logs {run.id}` shows its output, `git gpuspace runs stop {run.id}` stops it"
     return GpuspaceError(f"'{worktree.path}' is the worktree of run {run.id} ({run.state}), not a bound worktree",
                          hint=hint)
-
-
-def file_commands(settings: Settings) -> dict | None:
-    """The lifecycle commands `run_lifecycle` takes from the settings' devcontainer.json: its own
-    when trusted (none without a file); None when it is not trusted."""
-    return settings.lifecycle if settings.trusted or not settings.devcontainer else None
-
-
-def run_lifecycle(engine: Engine, binding: Binding, commands: dict | None, first_start: bool) -> bool:
-    """The lifecycle commands in the spec's order: onCreateCommand, updateContentCommand and
-    postCreateCommand after the first start, postStartCommand and postAttachCommand after every
-    start; at each stage
-    the image's devcontainer.metadata ones (the base image's, then each feature's, in install
-    order) before the file's. `commands`: the trusted file's (see `file_commands`); None: the
-    file is not trusted, and neither are the commands of the image it names. As remoteUser,
-    with the probed environment and remoteEnv, `${containerEnv:VAR}` from the container. A
-    failure stops the ones after it and returns False: the container stays up, for the user to
-    fix and rerun them by hand."""
-    keys = devcontainer.LIFECYCLE if first_start else devcontainer.EVERY_START
-    attrs = engine.image_attrs(binding.image) or {}
-    from_image = image_metadata.merge(image_metadata.entries_of((attrs.get("Config") or {}).get("Labels"))).lifecycle
-    if commands is None:
-        named = [key for key in keys if from_image.get(key)]
-        if named:
-            print(f"git-gpuspace: the image's devcontainer.metadata asks for {', '.join(named)}: not run, as the "
-                  f"devcontainer.json is not trusted (`git gpuspace trust {binding.path}` allows them)", file=sys.stderr)
-        return True
-    wanted = [(key, command) for key in keys for command in [*from_image.get(key, []), commands.get(key)] if command]
-    if not wanted:
-        return True
-    container_env = engine.container_env(binding.container)
-    user = exec_user(binding)
-    env = remote_env.environment(engine, binding, user)
-    for key, command in wanted:
-        command = devcontainer.container_substitute(command, container_env)
-        for step in list(command.values()) if isinstance(command, dict) else [command]:
-            argv = ["sh", "-c", step] if isinstance(step, str) else [str(part) for part in step]
-            print(f"Running {key}: {step if isinstance(step, str) else shlex.join(argv)}", file=sys.stderr)
-            code, _ = engine.exec(binding.container, argv, env, output=(sys.stderr.buffer, sys.stderr.buffer),
-                                  user=user)
-            if code != 0:
-                print(f"git-gpuspace: error: {key} exited with {code}; the commands after it were not run (the "
-                      f"container {binding.container} is up: fix the command and run it with `git gpuspace exec`)",
-                      file=sys.stderr)
-                return False
-    return True
-
-
-def exec_user(binding: Binding) -> str | None:
-    """Who commands run as: remoteUser, unless the uid mapping runs everything as the invoking
-    user (the reference's updateRemoteUserUID gives the remote user that uid too)."""
-    return binding.remote_user if os.getuid() == 0 else None

@@ -315,7 +315,7 @@ def _has_commit(info: worktrees.RepoInfo, commit: str) -> bool:
 def _fetch_bundle(info, engine, binding, worktree, private, branch: str, host: str) -> str | None:
     """The container's git writes a bundle of its branch (what the host lacks) to its output;
     the host keeps it in a file of its own, checks it and fetches from it. Returns the tip."""
-    from .lifecycle import exec_user
+    from .lifecycle_commands import exec_user
 
     git_dir = in_container(private, worktree.is_main, binding.workspace or WORKSPACE)
     with tempfile.TemporaryDirectory(prefix="gpuspace-import-") as scratch:
@@ -486,7 +486,7 @@ exit 0
 def _push_in(info, engine, binding, worktree, host: str, switch: bool = False) -> Outcome:
     """The host's commits on the worktree's branch (and, with `switch`, what the host checked
     out there), made the container's git's too."""
-    from .lifecycle import exec_user
+    from .lifecycle_commands import exec_user
 
     private = for_container(binding.container)
     git_dir = in_container(private, worktree.is_main, binding.workspace or WORKSPACE)

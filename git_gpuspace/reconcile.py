@@ -21,7 +21,8 @@ from . import private_git
 from . import worktrees as git_worktrees
 from .containers import LABEL_REPO, LABEL_RUN, LABEL_WORKTREE, ContainerInfo, Engine
 from .errors import GpuspaceError
-from .lifecycle import Rollback, bind_worktree, owner_of, prepare, record_pending, recreate
+from .lifecycle import bind_worktree, owner_of, prepare, record_pending, recreate
+from .rollback import Rollback
 from .settings import checked_settings, settings_of
 from .model import Binding
 from .state import State

@@ -360,13 +360,13 @@ class _Origins:
     def _refusal(self, mac: str, place: str) -> str | None:
         if not hmac.compare_digest(mac.encode(), _origin_mac(place).encode()):
             return f"{ORIGINS_NAME} does not vouch for (its keyed hash is not your git-gpuspace's)"
-        from .lifecycle import _provably_absent  # lifecycle imports this module
+        from .folders import provably_absent
 
         try:
             same = os.path.samefile(place, self.common_dir)
         except OSError:
             same = False
-        if not same and not _provably_absent(place):
+        if not same and not provably_absent(place):
             return "still holds a git dir: its containers are that repository's (a copy, not a move?)"
         return None
 

@@ -15,17 +15,10 @@ from .. import allocate, gpus, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import GitRefusal, GpusUnavailable, GpuspaceError, UsageError
 from ..faults import checkpoint
-from ..lifecycle import (
-    Rollback,
-    absolute,
-    bind_worktree,
-    default_worktree_path,
-    leases,
-    prepare,
-    require_unbound,
-    file_commands,
-    run_lifecycle,
-)
+from ..leases import leases
+from ..lifecycle import absolute, bind_worktree, default_worktree_path, prepare, require_unbound
+from ..lifecycle_commands import file_commands, run_lifecycle
+from ..rollback import Rollback
 from ..settings import settings_for_worktree, settings_from
 from ..host_queue import Board, decide
 from ..model import Binding, Gpu, GpuRequest, current_user

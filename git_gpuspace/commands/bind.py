@@ -6,8 +6,9 @@ import argparse
 
 from .. import state, worktrees
 from ..errors import UsageError
-from ..lifecycle import (Rollback, bind_worktree, file_commands, prepare, require_unbound, resolve_worktree,
-                         run_lifecycle)
+from ..lifecycle import bind_worktree, prepare, require_unbound, resolve_worktree
+from ..lifecycle_commands import file_commands, run_lifecycle
+from ..rollback import Rollback
 from ..settings import settings_for_worktree
 from ..reconcile import converge_quietly
 from .add import flag_settings, report

@@ -14,7 +14,8 @@ import sys
 from .. import private_git, remote_env, state, workspace, worktrees
 from ..containers import Engine
 from ..errors import GpuspaceError, UsageError
-from ..lifecycle import exec_user, not_bound, resolve_worktree
+from ..lifecycle import not_bound, resolve_worktree
+from ..lifecycle_commands import exec_user
 from ..model import Binding
 
 SHELL = ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"]

@@ -10,7 +10,7 @@ from .. import gpus as inventory_source
 from .. import output
 from ..containers import Engine
 from ..errors import EngineUnavailable
-from ..lifecycle import leases, release_vanished
+from ..leases import leases, release_vanished
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,8 +16,9 @@ from .. import state, worktrees
 from ..cli import report_internal_error
 from ..containers import Engine
 from ..errors import GpuspaceError
-from ..lifecycle import (Rollback, bind_worktree, file_commands, prepare, record_pending, resolve_worktree,
-                         run_lifecycle)
+from ..lifecycle import bind_worktree, prepare, record_pending, resolve_worktree
+from ..lifecycle_commands import file_commands, run_lifecycle
+from ..rollback import Rollback
 from ..settings import settings_for_worktree
 from ..reconcile import converge
 from .add import report

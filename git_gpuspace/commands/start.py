@@ -6,8 +6,9 @@ import argparse
 
 from .. import private_git, state, workspace, worktrees
 from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
-from ..lifecycle import (Rollback, bind_worktree, not_bound, owner_of, prepare, recreate, resolve_worktree,
-                         run_lifecycle)
+from ..lifecycle import bind_worktree, not_bound, owner_of, prepare, recreate, resolve_worktree
+from ..lifecycle_commands import run_lifecycle
+from ..rollback import Rollback
 from ..settings import checked_settings, trusted_devcontainer
 from ..reconcile import converge_quietly
 

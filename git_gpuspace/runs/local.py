@@ -28,7 +28,9 @@ from ..faults import checkpoint
 from ..errors import ClaimBusy, EngineUnavailable, GpusUnavailable, GpuspaceError, LockTimeout, UsageError
 from ..host_queue import Board, decide, run_key, waiting
 from ..installation import SCRIPT_NAME, console_script
-from ..lifecycle import Rollback, RunSpec, create_run, leases, prepare
+from ..leases import leases
+from ..lifecycle import RunSpec, create_run, prepare
+from ..rollback import Rollback
 from ..model import GpuRequest, current_user
 from ..schedule import Plan, Want
 from ..locking import file_lock

@@ -29,7 +29,8 @@ from ..containers import LABEL_RUN, Engine, container_name
 from ..errors import EngineUnavailable, GpusUnavailable, GpuspaceError, ImageUnavailable, UsageError
 from ..faults import checkpoint
 from ..installation import SCRIPT_NAME, console_script
-from ..lifecycle import Rollback, RunSpec, prepare, start_run
+from ..lifecycle import RunSpec, prepare, start_run
+from ..rollback import Rollback
 from ..settings import settings_for_worktree
 from ..workspace import default_data_root
 from . import store as run_store

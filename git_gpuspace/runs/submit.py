@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import worktrees
 from ..errors import GpuspaceError
 from ..faults import checkpoint
-from ..lifecycle import Rollback
+from ..rollback import Rollback
 from . import grid
 from . import store as run_store
 from .at_work import submitters
