@@ -15,6 +15,7 @@ import json
 import re
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from conftest import TEST_IMAGE
@@ -70,7 +71,12 @@ def projects(docker_client):
         for volume in docker_client.volumes.list(filters={"label": f"{PROJECT}={project}"}):
             volume.remove(force=True)
         for image in docker_client.images.list(name=f"{project}_app"):
-            docker_client.images.remove(image.id, force=True)
+            for tag in [tag for tag in image.tags if tag.split(":")[0] == f"{project}_app"]:
+                try:  # our tag only: the same build may be another test's image too, in use
+                    docker_client.images.remove(tag)
+                except docker.errors.APIError as error:
+                    if error.status_code != 409:
+                        raise
 
 
 def project_of(repo, worktree: Path, projects: list[str]) -> tuple[str, str]:
