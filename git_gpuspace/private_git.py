@@ -29,20 +29,16 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import platformdirs
-
 from typing import TYPE_CHECKING
 
-from .config import APP_NAME
 from .errors import GpuspaceError, WorktreeError
 from .faults import checkpoint
 from .installation import WORKSPACE
+from .private_git_dirs import PrivateGit, for_container
 
 if TYPE_CHECKING:
     from . import worktrees
 
-GITDIRS = "gitdirs"
 HEX = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")
 # what a fresh private git dir takes from the repository's own config (the rest is the host's)
 INHERITED = (("core", "repositoryformatversion"), ("core", "filemode"), ("core", "ignorecase"), ("core", "symlinks"),
@@ -50,49 +46,6 @@ INHERITED = (("core", "repositoryformatversion"), ("core", "filemode"), ("core",
              ("core", "sparsecheckout"), ("core", "sparsecheckoutcone"), ("extensions", "objectformat"),
              ("user", "name"), ("user", "email"))
 IMPORT_LIMIT_ENV = "GPUSPACE_IMPORT_LIMIT_MB"
-
-
-@dataclass(frozen=True)
-class PrivateGit:
-    """One binding's private git dir and the host's own notes about it (never mounted)."""
-
-    home: Path  # <state dir>/gitdirs/<container name>, 0700
-
-    @property
-    def repo(self) -> Path:
-        """The private git dir: mounted writable in the container, at this same path."""
-        return self.home / "repo"
-
-    @property
-    def dot_git(self) -> Path:
-        """`gitdir: <repo>`: mounted read-only over a linked worktree's `.git` in the container."""
-        return self.home / "dotgit"
-
-    @property
-    def journal(self) -> Path:
-        """`<old> <new>` while an import moves the branch and then the index (crash-safe)."""
-        return self.home / "import"
-
-    @property
-    def host_head(self) -> Path:
-        """What the host's worktree had checked out at the last look (`ref: ...` or a commit)."""
-        return self.home / "host-head"
-
-    @property
-    def synced(self) -> Path:
-        """Touched at each look; the hooks compare the private reflog's time with it."""
-        return self.home / "synced"
-
-    def exists(self) -> bool:
-        return self.repo.is_dir()
-
-
-def root() -> Path:
-    return platformdirs.user_state_path(APP_NAME) / GITDIRS
-
-
-def for_container(name: str) -> PrivateGit:
-    return PrivateGit(root() / name)
 
 
 def in_container(private: PrivateGit, main: bool, workspace: str) -> str:
