@@ -11,14 +11,10 @@ another object) is "not checked". `git log --notes=gpuspace/<check>` shows them.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from dulwich.notes import Notes
-from dulwich.objects import Commit
 
 from . import worktrees
 from .errors import GpuspaceError, UsageError
@@ -110,27 +106,25 @@ def verdicts(info: worktrees.RepoInfo, name: str, commits: list[str],
     """The check's verdict for each commit: its own note, or one its tree got from another commit,
     each only when signed by a trusted key; the notes that do not count go to `ignored`."""
     found: dict[str, Verdict | None] = dict.fromkeys(commits)
-    with contextlib.closing(info.open()) as repo:
-        notes, ref = Notes(repo.object_store, repo.refs), (NOTES + name).encode()
-        if ref not in repo.refs:
-            return found
-        from .signing import Verifier
+    notes = worktrees.read_notes(info, NOTES + name, commits, with_trees=True)
+    if notes is None:  # no such notes ref
+        return found
+    from .signing import Verifier
 
-        seen: set[bytes] = set()  # a tree shared by commits of the range is said once
-        with Verifier(info) as verifier:
-            for commit in commits:
-                for own in (True, False):  # the commit's own note, else its tree's
-                    target = commit.encode() if own else _tree(repo, commit)
-                    note = notes.get_note(target, ref)
-                    if note is None:
-                        continue
-                    text, why = verifier.check(name, target.decode(), note)
-                    if why is None:
-                        found[commit] = _parse(text, own)
-                        break
-                    if ignored is not None and target not in seen:
-                        seen.add(target)
-                        ignored.append(Ignored(commit, not own, why))
+    seen: set[str] = set()  # a tree shared by commits of the range is said once
+    with Verifier(info) as verifier:
+        for commit in commits:
+            for own in (True, False):  # the commit's own note, else its tree's
+                target, note = notes[commit][0 if own else 1]
+                if note is None:
+                    continue
+                text, why = verifier.check(name, target, note)
+                if why is None:
+                    found[commit] = _parse(text, own)
+                    break
+                if ignored is not None and target not in seen:
+                    seen.add(target)
+                    ignored.append(Ignored(commit, not own, why))
     return found
 
 
@@ -176,20 +170,10 @@ def _write(info: worktrees.RepoInfo, name: str, commit: str, text: str, also_tre
     """The note on the commit (and its tree), each signed for where it is; it replaces any other."""
     from .signing import Trust, sign
 
-    who = worktrees.committer_ident()[0]
     trust = Trust.load(info)
-    with contextlib.closing(info.open()) as repo:
-        notes, ref = Notes(repo.object_store, repo.refs), (NOTES + name).encode()
-        for target in [commit.encode()] + ([_tree(repo, commit)] if also_tree else []):
-            notes.set_note(target, sign(name, target.decode(), text, trust), ref, author=who, committer=who,
-                           message=f"git-gpuspace verify {name}".encode())
-
-
-def _tree(repo, commit: str) -> bytes:
-    found = repo[commit.encode()]
-    if not isinstance(found, Commit):
-        raise UsageError(f"{commit} is not a commit")
-    return found.tree
+    targets = [commit] + ([worktrees.tree_of(info, commit)] if also_tree else [])
+    worktrees.write_notes(info, NOTES + name, {target: sign(name, target, text, trust) for target in targets},
+                          message=f"git-gpuspace verify {name}")
 
 
 def _parse(text: str, own: bool = True) -> Verdict:

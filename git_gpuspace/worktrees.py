@@ -321,6 +321,48 @@ def committer_ident() -> tuple[bytes, int, int]:
     return who.encode(), int(when), offset
 
 
+def read_notes(info: RepoInfo, ref: str, commits: list[str],
+               with_trees: bool = False) -> dict[str, list[tuple[str, bytes | None]]] | None:
+    """The note under `ref` (refs/notes/...) on each commit, and with_trees on its tree too:
+    {commit: [(commit, note), (tree, note)]}, a note None where there is none; None when the
+    ref does not exist."""
+    from dulwich.notes import Notes
+
+    with contextlib.closing(info.open()) as repo:
+        if ref.encode() not in repo.refs:
+            return None
+        notes, found = Notes(repo.object_store, repo.refs), {}
+        for commit in commits:
+            targets = [commit] + ([_tree_id(repo, commit)] if with_trees else [])
+            found[commit] = [(target, notes.get_note(target.encode(), ref.encode())) for target in targets]
+        return found
+
+
+def write_notes(info: RepoInfo, ref: str, notes: dict[str, str | bytes], message: str) -> None:
+    """Each target's note under `ref`, replacing any other, as the committer git names now."""
+    from dulwich.notes import Notes
+
+    who = committer_ident()[0]
+    with contextlib.closing(info.open()) as repo:
+        store = Notes(repo.object_store, repo.refs)
+        for target, text in notes.items():
+            store.set_note(target.encode(), text, ref.encode(), author=who, committer=who, message=message.encode())
+
+
+def tree_of(info: RepoInfo, commit: str) -> str:
+    with contextlib.closing(info.open()) as repo:
+        return _tree_id(repo, commit)
+
+
+def _tree_id(repo: Repo, commit: str) -> str:
+    from dulwich.objects import Commit
+
+    found = repo[commit.encode()]
+    if not isinstance(found, Commit):
+        raise UsageError(f"{commit} is not a commit")
+    return found.tree.decode()
+
+
 def _auto_detected_ident(refusal: str) -> subprocess.CompletedProcess:
     """`git var` insists on a configured identity; a reflog does not: git writes the one it
     made up (the login name, `user@host.(none)`). That email is in git's refusal; with it (and
