@@ -59,9 +59,12 @@ def log_text(rng: random.Random, failed: bool) -> str:
 def make_data_dir(root: Path, name: str, origin: tuple[Path, Path], text: str) -> str:
     """The data dir as a run's is made (owner mark, checkpoints/, logs/), with its log."""
     try:
-        from git_gpuspace import workspace
+        try:
+            from git_gpuspace import data_dirs as layout
+        except ImportError:  # the code before data_dirs.py
+            from git_gpuspace import workspace as layout
 
-        path, _ = workspace.create_data_dir(root, name, origin)
+        path, _ = layout.create_data_dir(root, name, origin)
     except (ImportError, AttributeError, TypeError):  # another layout of the code: a plain dir
         path = root / name
         (path / "logs").mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_container_settings(group) -> None:
     """The settings `add`, `bind` and `init` share (init records them as repo defaults)."""
-    from .config import FLAGS
+    from .setting_keys import FLAGS
 
     for key, (metavar, text) in FLAGS.items():
         group.add_argument("--" + key.replace("_", "-"), metavar=metavar, dest=key, help=text)
@@ -329,7 +329,7 @@ def _verb_trust(verbs) -> None:
 def _verb_config(verbs) -> None:
     settings = verbs.add_parser("config", help="get, set, unset or list settings (user or repo)")
     actions = settings.add_subparsers(dest="action", metavar="<action>", required=True)
-    from .config import KEYS
+    from .setting_keys import KEYS
 
     keys = ", ".join(KEYS)
     for action, text in (("get", "print a setting (the effective one unless --user/--repo)"),

@@ -438,7 +438,7 @@ class Engine:
             device_requests=[DeviceRequest(device_ids=list(spec.gpus), capabilities=[["gpu"]])]
             if spec.gpus
             else None,
-            init=options.get("init", True),  # false: the command is PID 1 (workspace.ENTRYPOINT ends in exec sleep)
+            init=options.get("init", True),  # false: the command is PID 1 (services.ENTRYPOINT ends in exec sleep)
             ulimits=[_ulimit(name, limits) for name, limits in ulimits.items()] or None,
             extra_hosts=list(options["extra_hosts"]) if options.get("extra_hosts") else None,
             # back after a reboot or an engine restart, however the engine went down ("unless-stopped"

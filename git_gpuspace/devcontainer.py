@@ -32,7 +32,9 @@ from . import features as features_module
 from .errors import UsageError
 from .installation import WORKSPACE
 from .model import PortRequest, mount_parts, mount_text
-from .workspace import CACHE_MOUNT, DATA_MOUNT, SERVICE_PORTS
+from .container_env import CACHE_MOUNT
+from .data_dirs import DATA_MOUNT
+from .services import SERVICE_PORTS
 
 MAX_BYTES = 1 << 20  # a devcontainer.json is a few KiB; a huge one is an attack on the parser
 # In the order the spec runs them: the first three once, after the container's first start;

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from .installation import WORKSPACE
 from .runs.sbatch import Resources, options
-from .workspace import CACHE_MOUNT, DATA_MOUNT
+from .container_env import CACHE_MOUNT
+from .data_dirs import DATA_MOUNT
 
 GIT_IMAGE = "alpine/git:2.45.2"  # the init container that checks the commit out (Kubernetes)
 CLAIM_PLACEHOLDER = "CHANGE-ME"  # the PersistentVolumeClaim that holds /data on Kubernetes: the user's to name

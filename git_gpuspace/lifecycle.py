@@ -10,8 +10,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import (allocate, boundary, claim, compose, devcontainer, features, gpus, image_metadata, private_git,
-               remote_env, user_uid, workspace, worktrees)
+from . import (allocate, boundary, claim, compose, config, container_env, data_dirs, devcontainer, features, gpus,
+               image_metadata, private_git, remote_env, services, user_uid, worktrees)
 from .containers import (LABEL_GIT, LABEL_REPO, PRIVATE_GIT, ContainerSpec, Engine,
                          container_name, labels_for)
 from .errors import GpuspaceError, UsageError
@@ -200,7 +200,7 @@ def bind_worktree(
     old = replacing.container if replacing else None
     chosen, ports = _claim_and_create(info, plan, name, worktree, data_dir, binds, undo, old, keep_up=start)
     checkpoint("after-container-create")
-    workspace.write_context(data_dir, workspace.context(worktree.path, worktree.branch, worktree.head))
+    container_env.write_context(data_dir, container_env.context(worktree.path, worktree.branch, worktree.head))
     if start:
         plan.engine.start(name)
         checkpoint("after-container-start")
@@ -254,18 +254,18 @@ def _kept_settings(settings: Settings) -> dict:
 
 def _data_dir(settings: Settings, name: str, undo: Rollback, origin: tuple[Path, Path]) -> Path:
     if settings.data_dir:
-        path, made = workspace.create_data_dir(Path(settings.data_dir).parent, Path(settings.data_dir).name, origin)
+        path, made = data_dirs.create_data_dir(Path(settings.data_dir).parent, Path(settings.data_dir).name, origin)
     else:
-        root = Path(os.path.expanduser(settings.data_root)) if settings.data_root else workspace.default_data_root()
-        path, made = workspace.create_data_dir(root, name, origin)
+        root = Path(os.path.expanduser(settings.data_root)) if settings.data_root else config.default_data_root()
+        path, made = data_dirs.create_data_dir(root, name, origin)
     if made:
         undo.push(f"remove data dir {path}", lambda: shutil.rmtree(path, ignore_errors=True))
         checkpoint("after-data-dir")
     names = {port.name for port in settings.ports}
     if "jupyter" in names:
-        workspace.jupyter_token(path)
+        services.jupyter_token(path)
     if "ssh" in names:
-        workspace.install_ssh_keys(path, [Path(key) for key in settings.ssh_keys] or None)
+        services.install_ssh_keys(path, [Path(key) for key in settings.ssh_keys] or None)
     return path
 
 
@@ -280,12 +280,12 @@ def _container_binds(info: worktrees.RepoInfo, worktree: worktrees.Worktree, set
 
 
 def _workspace_binds(settings: Settings, data_dir: Path) -> list[tuple[str, str, bool]]:
-    caches = workspace.ensure_caches()
-    binds = [(str(data_dir), workspace.DATA_MOUNT, False)]
-    binds += [(str(caches / cache), f"{workspace.CACHE_MOUNT}/{cache}", False) for cache in workspace.CACHES]
+    caches = container_env.ensure_caches()
+    binds = [(str(data_dir), data_dirs.DATA_MOUNT, False)]
+    binds += [(str(caches / cache), f"{container_env.CACHE_MOUNT}/{cache}", False) for cache in container_env.CACHES]
     # sshd looks the user up: a bare uid needs an account (an image's own account given your uid has one)
     if any(port.name == "ssh" for port in settings.ports) and os.getuid() != 0 and not settings.user_has_your_uid:
-        passwd, group = workspace.accounts(os.getuid(), os.getgid())
+        passwd, group = services.accounts(os.getuid(), os.getgid())
         binds += [(str(passwd), "/etc/passwd", True), (str(group), "/etc/group", True)]
     for mount in settings.mounts:
         kind, source, target, read_only = mount_parts(mount)
@@ -334,7 +334,7 @@ def _claim_and_create(
             reserved = {port.host_port for container in managed for port in container.ports}
             ports = allocate.choose_ports(
                 list(settings.ports), reserved | engine.published_ports(), settings.address,
-                workspace.host_port_free, str(worktree.path),
+                services.host_port_free, str(worktree.path),
             )
         uuids = [gpu.uuid for gpu in chosen]
         _claim_volumes(engine, settings, info.common_dir, undo)
@@ -352,10 +352,10 @@ def _claim_and_create(
                 gpus=uuids,
                 limits=settings.limits,
                 ports=ports,
-                env={**workspace.environment(ports, workspace.context(worktree.path, worktree.branch, worktree.head)),
+                env={**container_env.environment(ports, container_env.context(worktree.path, worktree.branch, worktree.head)),
                      **settings.env, **(run.env if run else {})},
                 binds=binds,
-                command=run.command if run else workspace.command() if settings.override_command else None,
+                command=run.command if run else services.command() if settings.override_command else None,
                 host_options=settings.host_options,
                 volumes=[parts for parts in map(mount_parts, settings.mounts) if parts[0] != "bind"],
                 workspace=settings.workspace or WORKSPACE,

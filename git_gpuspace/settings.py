@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import boundary, config, devcontainer, features, folders, gpus, trust, workspace, worktrees
+from . import boundary, config, data_dirs, devcontainer, features, folders, gpus, services, trust, worktrees
 from .errors import StateError, UsageError
 from .model import Binding, GpuRequest, Limits, PortRequest, mount_parts, mount_text
 from .output import escape
@@ -130,7 +130,7 @@ def _limit_origin(key: str, flag: str, flags: dict, dev: "devcontainer.Devcontai
 def _service_ports(merged: dict) -> list[PortRequest]:
     """--jupyter / --ssh / --tensorboard, each true or the host port wanted."""
     found = []
-    for name, container_port in workspace.SERVICE_PORTS.items():
+    for name, container_port in services.SERVICE_PORTS.items():
         value = merged.get(name)
         if value is None or value is False or str(value).lower() in ("false", "no", "0", ""):
             continue
@@ -202,7 +202,7 @@ def checked_settings(info: worktrees.RepoInfo, state_path: Path, index: int, bin
                              f"git dir, and no trusted devcontainer.json asks for it; nothing was done", hint=hint)
         mounts.append(mount_text(kind, resolved, target, read_only))
     if binding.data_dir:
-        workspace.checked_data_dir(binding.data_dir, binding.container, where)
+        data_dirs.checked_data_dir(binding.data_dir, binding.container, where)
     return replace(settings_of(binding), mounts=tuple(mounts), trusted=allowed is not None,
                    trusted_mounts=tuple(m for m in mounts if allowed is not None and m in allowed.mounts))
 

@@ -372,7 +372,7 @@ class _Origins:
 
 
 def _origin_mac(place: str) -> str:
-    from .workspace import user_mac  # read only when a binding or a save needs it
+    from .data_dirs import user_mac  # read only when a binding or a save needs it
 
     return user_mac(f"gpuspace.origin\0{place}")
 

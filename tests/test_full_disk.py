@@ -13,7 +13,7 @@ import pytest
 
 from conftest import unavailable, wait_for
 
-from git_gpuspace import workspace
+from git_gpuspace import data_dirs
 from git_gpuspace.errors import GpuspaceError
 
 
@@ -103,7 +103,7 @@ def test_a_run_killed_from_outside_on_a_full_disk_is_interrupted(repo, small_dis
 def test_a_data_dir_the_disk_does_not_take_is_one_line_and_undone(repo, small_disk, tmp_path):
     fill(small_disk)
     with pytest.raises(GpuspaceError) as refused:
-        workspace.create_data_dir(small_disk, "gpuspace-x")
+        data_dirs.create_data_dir(small_disk, "gpuspace-x")
     assert str(refused.value) == f"cannot make the data dir {small_disk}/gpuspace-x: no space left on device"
     assert "free some space" in refused.value.hint
     assert os.listdir(small_disk) == ["fill"]  # nothing half-made is left
@@ -117,4 +117,4 @@ def test_a_data_dir_the_disk_does_not_take_is_one_line_and_undone(repo, small_di
 
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     with pytest.raises(GpuspaceError, match=r"cannot make the data dir .*/gpuspace-y: read-only file system$"):
-        workspace.create_data_dir(small_disk, "gpuspace-y")
+        data_dirs.create_data_dir(small_disk, "gpuspace-y")

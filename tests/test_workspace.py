@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TEST_IMAGE, container_env, fake_gpu_uuids
 
-from git_gpuspace import workspace
+from git_gpuspace import services
 from git_gpuspace.model import Binding, PortMap
 
 NOWHERE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
@@ -124,7 +124,7 @@ def test_ssh_takes_keys_only(repo, tmp_path, isolated_env):
     assert open(keys).read() == "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeyForTests test@host\n"
     assert stat.S_IMODE(os.stat(keys).st_mode) == 0o600
     assert "ssh" not in record["urls"] and record["services_down"]["ssh"] == "sshd is not in this image"
-    assert workspace.urls(Binding(path="p", container="c", image="i", ports=[
+    assert services.urls(Binding(path="p", container="c", image="i", ports=[
         PortMap("ssh", 22, record["ports"][0]["host_port"], "127.0.0.1")]))["ssh"].startswith("ssh -p ")
     command = " ".join(container_of(repo, "s").attrs["Config"]["Cmd"])
     assert "PasswordAuthentication=no" in command and "KbdInteractiveAuthentication=no" in command

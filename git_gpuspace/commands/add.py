@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from .. import allocate, gpus, state, workspace, worktrees
+from .. import allocate, gpus, services, state, worktrees
 from ..containers import Engine
 from ..errors import GitRefusal, GpusUnavailable, GpuspaceError, UsageError
 from ..faults import checkpoint
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     report(binding, chosen, started=not args.no_start)
     if not args.no_start:
         ran = run_lifecycle(engine, binding, file_commands(plan.settings), first_start=True)
-        workspace.report_services(binding, workspace.wait_for_services(binding))
+        services.report_services(binding, services.wait_for_services(binding))
         if not ran:
             return 1
     return 0

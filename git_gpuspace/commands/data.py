@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import output, state, workspace
+from .. import data_dirs, output, state
 from ..errors import StateError, UsageError
 from ..runs import store as run_store
 from ..specs import format_size
@@ -63,8 +63,8 @@ def orphaned() -> list[DataDir]:
 def survey() -> list[DataDir]:
     found = []
     users: dict[Path, dict[str, str] | None] = {}
-    for path in workspace.data_dirs():
-        origin = workspace.origin_of(path)
+    for path in data_dirs.data_dirs():
+        origin = data_dirs.origin_of(path)
         repo, worktree = origin if origin else (None, None)
         if repo is not None and repo not in users:
             users[repo] = _users_in(repo)

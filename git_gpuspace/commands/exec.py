@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 
-from .. import private_git, remote_env, state, workspace, worktrees
+from .. import container_env, private_git, remote_env, state, worktrees
 from ..containers import Engine
 from ..errors import GpuspaceError, UsageError
 from ..lifecycle import not_bound, resolve_worktree
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     user = exec_user(binding)
     # as an editor's terminal has it: the login shell's environment, remoteEnv, then where the worktree is
     env = {**remote_env.environment(engine, binding, user),
-           **workspace.context(worktree.path, worktree.branch, worktree.head)}  # fresh: the branch may have moved
+           **container_env.context(worktree.path, worktree.branch, worktree.head)}  # fresh: the branch may have moved
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     docker_cli = shutil.which("docker")
     if interactive and docker_cli:

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import export, state, workspace, worktrees
+from .. import container_env, data_dirs, export, state, worktrees
 from ..config import effective
 from ..errors import UsageError
 from ..lifecycle import resolve_worktree
@@ -66,7 +66,7 @@ def _target(info: worktrees.RepoInfo, what: str, to: str) -> export.Target:
     if binding is None or binding.pending:
         raise UsageError(f"'{worktree.path}' has no container to export", hint=f"git gpuspace bind {worktree.path}")
     # the environment lifecycle.py gives the binding's container
-    env = {**workspace.environment(binding.ports, workspace.context(Path(binding.path), binding.branch, worktree.head)),
+    env = {**container_env.environment(binding.ports, container_env.context(Path(binding.path), binding.branch, worktree.head)),
            **binding.env}
     task = export.Task(worktree=binding.path, commit=worktree.head or "", env=env, data_dir=binding.data_dir,
                        label=binding.container)
@@ -80,11 +80,11 @@ def _target(info: worktrees.RepoInfo, what: str, to: str) -> export.Target:
 def _run_task(info: worktrees.RepoInfo, defaults: dict, run: Run, settings_env: dict[str, str], to: str) -> export.Task:
     """A run as the local backend starts it: its pinned worktree, the workspace's environment,
     its parameters (params_env) and its data dir (the one it ran with, else where it would go)."""
-    env = {**workspace.environment([], workspace.context(Path(run.worktree), None, run.commit)), **settings_env,
+    env = {**container_env.environment([], container_env.context(Path(run.worktree), None, run.commit)), **settings_env,
            **params_env(run)}
     data_dir = run.data_dir or data_dir_of(info, run, defaults)
     if to in HOST_LOCAL and not os.path.isdir(data_dir):  # bound by the engine, which would make it root's
-        workspace.create_data_dir(Path(data_dir).parent, Path(data_dir).name, (info.common_dir, Path(run.worktree)))
+        data_dirs.create_data_dir(Path(data_dir).parent, Path(data_dir).name, (info.common_dir, Path(run.worktree)))
     return export.Task(worktree=run.worktree, commit=run.commit, command=list(run.command), env=env,
                        data_dir=data_dir, label=run.id)
 
@@ -93,8 +93,8 @@ def _caches(to: str) -> list[tuple[str, str]]:
     """The shared caches (HF_HOME and the others point there); a Kubernetes Pod has its own."""
     if to == "k8s":
         return []
-    root = workspace.ensure_caches() if to in HOST_LOCAL else workspace.cache_root()  # Slurm: the job makes them
-    return [(str(root / name), f"{workspace.CACHE_MOUNT}/{name}") for name in workspace.CACHES]
+    root = container_env.ensure_caches() if to in HOST_LOCAL else container_env.cache_root()  # Slurm: the job makes them
+    return [(str(root / name), f"{container_env.CACHE_MOUNT}/{name}") for name in container_env.CACHES]
 
 
 def _remote(info: worktrees.RepoInfo) -> tuple[str, str]:

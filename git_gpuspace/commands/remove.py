@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from .. import private_git, state, workspace, worktrees
+from .. import data_dirs, private_git, state, worktrees
 from ..containers import Engine
 from ..errors import UsageError, WorktreeError
 from ..faults import checkpoint
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             _check_removable(info, worktree, args.force, args.worktree)
         if args.purge and binding is not None and binding.data_dir:  # the state file is data: check before acting
-            workspace.checked_data_dir(binding.data_dir, binding.container,
+            data_dirs.checked_data_dir(binding.data_dir, binding.container,
                                        f"{current.path}: bindings[{current.bindings.index(binding)}]")
         if binding is not None:
             unbind(engine, current, binding)

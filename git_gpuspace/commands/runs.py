@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import git_cli, output, workspace
+from .. import data_dirs, git_cli, output
 from ..errors import UsageError
 from ..runs import backend as backends
 from ..runs import model, results
@@ -201,7 +201,7 @@ def _free(info: worktrees.RepoInfo, done: list[Run], purge: bool) -> tuple[list[
         if run.metrics is None:  # kept in its record: `--sort` works once its data dir is gone
             run.metrics = results.metrics(run.data_dir)
         if purge and run.data_dir and os.path.lexists(run.data_dir):
-            problem = workspace.data_dir_problem(run.data_dir, run.container or "")
+            problem = data_dirs.data_dir_problem(run.data_dir, run.container or "")
             if problem:
                 kept.append(f"{run.data_dir}: it {problem}")
             else:

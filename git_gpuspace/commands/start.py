@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import private_git, state, workspace, worktrees
+from .. import private_git, services, state, worktrees
 from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
 from ..lifecycle import bind_worktree, not_bound, owner_of, prepare, recreate, resolve_worktree
 from ..lifecycle_commands import run_lifecycle
@@ -67,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
     trusted = trusted_devcontainer(info, binding, worktree) if binding.devcontainer else None
     commands = trusted.lifecycle if trusted is not None else None if binding.devcontainer else {}
     ran = run_lifecycle(engine, binding, commands, first_start=bool(fresh))
-    workspace.report_services(binding, workspace.wait_for_services(binding))
+    services.report_services(binding, services.wait_for_services(binding))
     return 0 if ran else 1

@@ -7,7 +7,7 @@ import json
 import sys
 from collections import Counter
 
-from .. import gpus, hooks, output, private_git, reconcile, state, verify, workspace, worktrees
+from .. import gpus, hooks, output, private_git, reconcile, services, state, verify, worktrees
 from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
 from ..errors import EngineUnavailable
 from ..runs import store as run_store
@@ -136,10 +136,10 @@ def _record(view: reconcile.View, by_uuid: dict, dirty: bool | None) -> dict:
     worktree, binding = view.worktree, view.binding
     present = worktree is not None and not worktree.prunable
     # a published port whose service does not answer is shown as down, not as a URL to click
-    urls = workspace.urls(binding) if binding and not binding.pending and view.state == "running" else {}
+    urls = services.urls(binding) if binding and not binding.pending and view.state == "running" else {}
     # a devcontainer.json's port is the app's: whether it listens yet is the app's business
     down = {port.name: why for port in binding.ports if port.name in urls and not port.origin
-            and (why := workspace.service_state(binding, port))} if urls else {}
+            and (why := services.service_state(binding, port))} if urls else {}
     limits = binding.limits if binding else None
     return {
         "path": str(view.path),

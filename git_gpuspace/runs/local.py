@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from .. import allocate, gpus, state, verify, workspace, worktrees
+from .. import allocate, data_dirs, gpus, state, verify, worktrees
 from ..containers import LABEL_PREEMPTIBLE, LABEL_PRIORITY, LABEL_REPO, LABEL_RUN, LABEL_TIME_SLICE, ContainerInfo, Engine
 from ..faults import checkpoint
 from ..errors import ClaimBusy, EngineUnavailable, GpusUnavailable, GpuspaceError, LockTimeout, UsageError
@@ -219,7 +219,7 @@ def _adopt(engine: Engine, runs: Runs, ours: dict[str, ContainerInfo]) -> list[s
             continue
         container = ours.get(run.id)
         if container is None:
-            if run.data_dir and workspace.read_private(Path(run.data_dir), EXIT_FILE) is not None:
+            if run.data_dir and data_dirs.read_private(Path(run.data_dir), EXIT_FILE) is not None:
                 run.reason = None  # it ran, and its container went: _record_finished says how it ended
             else:
                 model.requeue(run)
@@ -269,10 +269,10 @@ def finish(run: Run, container: ContainerInfo | None, engine: Engine | None = No
         at = exit_time(run) if exit_written(run) is not None else None
     times = {"began": began, "at": at}
     data_dir = Path(run.data_dir) if run.data_dir else None
-    raw = workspace.read_private(data_dir, EXIT_FILE) if data_dir else None
+    raw = data_dirs.read_private(data_dir, EXIT_FILE) if data_dir else None
     text = raw.strip() if raw is not None else None
     written = exit_written(run)
-    trouble = workspace.disk_trouble(data_dir) if data_dir and container is not None else None
+    trouble = data_dirs.disk_trouble(data_dir) if data_dir and container is not None else None
     if container is None:
         code = None
     elif container.state in ACTIVE:  # ended by its exit file, ahead of the engine: the wrapper
@@ -368,7 +368,7 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
                 name, chosen, data_dir = create_run(info, prepared, worktree, spec, undo)
                 checkpoint("after-run-container")
                 _stop_previous(engine, released, [gpu.uuid for gpu in chosen])
-                workspace.remove_private(data_dir, EXIT_FILE)  # a retried run's last exit code is not this start's
+                data_dirs.remove_private(data_dir, EXIT_FILE)  # a retried run's last exit code is not this start's
                 # The start is recorded before the container can run: a dispatcher killed from
                 # here on leaves a run the next one adopts (see _adopt), never one it starts anew.
                 model.start(run, STARTING, name, [gpu.uuid for gpu in chosen], str(data_dir),

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .. import gpus, search, state, tracking, untrusted_files, verify, workspace, worktrees
+from .. import data_dirs, gpus, search, state, tracking, untrusted_files, verify, worktrees
 from ..config import effective
 from ..containers import LABEL_RUN, Engine, container_name
 from ..errors import EngineUnavailable, GpusUnavailable, GpuspaceError, ImageUnavailable, UsageError
@@ -32,7 +32,7 @@ from ..installation import SCRIPT_NAME, console_script
 from ..lifecycle import RunSpec, prepare, start_run
 from ..rollback import Rollback
 from ..settings import settings_for_worktree
-from ..workspace import default_data_root
+from ..config import default_data_root
 from . import store as run_store
 from .output_stream import OutputStream
 from .progress import Progress
@@ -207,7 +207,7 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
         checkpoint("after-slurm-requeue")  # a watcher that dies here: `runs resume` submits them, once
     for run in again:  # a new job each; the runs of one sweep keep its limit
         if run.data_dir:  # the last try's exit code is not the next one's, should its job never run
-            workspace.remove_private(Path(run.data_dir), EXIT_FILE)
+            data_dirs.remove_private(Path(run.data_dir), EXIT_FILE)
         sweep = run_store.load(info.common_dir, ids=set()).sweeps.get(run.sweep or "")
         job = submit(info, [run.id], state.load(info.common_dir).defaults, sweep.max_parallel if sweep else None)
         events.append(f"{run.id} submitted again as job {job}")

@@ -9,7 +9,7 @@ import datetime as _dt
 import os
 from pathlib import Path
 
-from .. import workspace
+from .. import data_dirs
 from .model import Run
 
 LOG = Path("logs") / "run.log"  # in the data dir; /data/logs/run.log in the container
@@ -47,7 +47,7 @@ def container_command(argv: list[str]) -> list[str]:
 def exit_written(run: Run) -> int | None:
     """The exit code the run's wrapper wrote when its command ended; None until then (`running`,
     or what is there is not one: the container writes that file, so it is read as data only)."""
-    text = (workspace.read_private(Path(run.data_dir), EXIT_FILE) or "").strip() if run.data_dir else ""
+    text = (data_dirs.read_private(Path(run.data_dir), EXIT_FILE) or "").strip() if run.data_dir else ""
     return int(text) if text.isdigit() and len(text) <= 3 else None
 
 
@@ -57,6 +57,6 @@ def exit_time(run: Run) -> _dt.datetime | None:
     if not run.data_dir:
         return None
     with contextlib.suppress(OSError, ValueError, OverflowError):
-        written = os.stat(Path(run.data_dir) / workspace.PRIVATE / EXIT_FILE, follow_symlinks=False)
+        written = os.stat(Path(run.data_dir) / data_dirs.PRIVATE / EXIT_FILE, follow_symlinks=False)
         return _dt.datetime.fromtimestamp(written.st_mtime, _dt.timezone.utc)
     return None
