@@ -615,6 +615,16 @@ class Bench:
                                    memory=True, target=1.5)
         self.fixed_cost()
 
+    def adding(self, repo: Path, where: Path, add: list[str]) -> Callable[[int], Sample]:
+        """An arm: `git gpuspace ADD -b ours-N where/ours-N`, its worktree retired after."""
+        def ours(rep: int) -> Sample:
+            path = where / f"ours-{rep}"
+            sample = self.gs(*add, "-b", f"ours-{rep}", str(path), cwd=repo)
+            self.retire(repo, path, f"ours-{rep}", bound=True)
+            return sample
+
+        return ours
+
     def fixed_cost(self) -> None:
         """`add --no-start` of a 2-file repository against what it stands for by hand:
         `git worktree add` and `docker create`."""
@@ -624,11 +634,7 @@ class Bench:
         where.mkdir()
         add = ["add", "--no-start", "--gpus", "none", "--image", self.image]
 
-        def ours(rep: int) -> Sample:
-            path = where / f"ours-{rep}"
-            sample = self.gs(*add, "-b", f"ours-{rep}", str(path), cwd=repo)
-            self.retire(repo, path, f"ours-{rep}", bound=True)
-            return sample
+        ours = self.adding(repo, where, add)
 
         def by_hand(rep: int) -> Sample:
             path = where / f"hand-{rep}"
@@ -719,11 +725,7 @@ class Bench:
         add = ["add", "--gpus", "1", "--image", self.image]
         files = plan.small[0] * plan.small[1]
 
-        def ours(rep: int) -> Sample:
-            path = where / f"ours-{rep}"
-            sample = self.gs(*add, "-b", f"ours-{rep}", str(path), cwd=repo)
-            self.retire(repo, path, f"ours-{rep}", bound=True)
-            return sample
+        ours = self.adding(repo, where, add)
 
         def by_hand(rep: int) -> Sample:
             path = where / f"hand-{rep}"
