@@ -907,6 +907,23 @@ def mlflow_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-I", "-m", "mlflow"]
 
 
+UI_STOP_S = 10.0  # from SIGTERM to SIGKILL for the UI server and what it started
+
+
+def _stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM to the process and everything in its group, SIGKILL to what is left after
+    `grace` seconds: nothing of it outlives us."""
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def serve_ui(info, port: int | None = None) -> int:
     """MLflow's UI for the repo's store on 127.0.0.1, in the foreground until Ctrl-C."""
     target = settings(info)
@@ -937,18 +954,15 @@ def serve_ui(info, port: int | None = None) -> int:
     print(f"http://127.0.0.1:{port}", flush=True)
     print(f"MLflow UI for {info.name} ({target.experiment}); Ctrl-C stops it", file=sys.stderr, flush=True)
     try:
-        process = subprocess.Popen(command, cwd=dispatch_lock(info.common_dir).parent, stdin=subprocess.DEVNULL)
+        # a process group of its own: the server starts uvicorn, a job runner and its workers
+        process = subprocess.Popen(command, cwd=dispatch_lock(info.common_dir).parent, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)
     except OSError as error:
         raise TrackingError(f"cannot start mlflow ui: {error.strerror or error}", hint=INSTALL_HINT) from None
     try:
         code = process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM
+        _stop_group(process, UI_STOP_S)
         return 0
     if code not in (0, -2, 130):
         raise TrackingError(f"mlflow ui exited with {code}")

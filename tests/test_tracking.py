@@ -434,18 +434,24 @@ def test_a_slurm_run_is_tracked_from_its_log_on_the_shared_file_system(repo, mlf
     assert run.info.status == "FINISHED"
 
 
-def test_ui_serves_the_repo_s_store_until_interrupted(plain_repo, mlflow_client):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ui_serves_the_repo_s_store_until_interrupted(plain_repo, mlflow_client, stop):
+    """Ctrl-C (or SIGTERM) stops the UI and every process its server started."""
     process = subprocess.Popen(["git-gpuspace", "ui"], cwd=plain_repo.path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, **ON})
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, **ON},
+                               # Ctrl-C as a terminal gives it, even where the suite runs with SIGINT
+                               # ignored (a background job of a shell without job control)
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         url = process.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
         assert _wait(lambda: _get(url) == 200, 120), "the UI did not answer"
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         code = process.wait(60)
     assert code == 0, process.stderr.read()
     assert "Traceback" not in process.stderr.read()
+    assert _wait(lambda: _get(url) is None, 10), "the UI's server outlived the command"
 
 
 def test_ui_says_when_tracking_is_off(plain_repo):
