@@ -20,10 +20,13 @@ from users import make_user, user_dir
 
 
 def counting(units: int = 6, seconds: float = 1) -> str:
-    """Units of work `seconds` long, the count checkpointed in /data after each; SIGTERM saves and exits."""
+    """Units of work `seconds` long, the count checkpointed in /data after each; SIGTERM stops it
+    after the unit at hand is done and saved (a trap that exited at once could come between a
+    unit's line and its checkpoint, and the unit would be done twice)."""
     return ('n=0; [ -n "$GPUSPACE_RESUME" ] && [ -f /data/ckpt ] && n=$(cat /data/ckpt); '
-            'echo "start $n restarts=$GPUSPACE_RESTARTS"; trap \'echo "saved $n"; exit 143\' TERM; '
-            f'while [ "$n" -lt {units} ]; do sleep {seconds}; n=$((n+1)); echo "unit $n"; echo "$n" > /data/ckpt; done')
+            'echo "start $n restarts=$GPUSPACE_RESTARTS"; stop=; trap \'stop=1\' TERM; '
+            f'while [ "$n" -lt {units} ]; do [ -n "$stop" ] && {{ echo "saved $n"; exit 143; }}; sleep {seconds}; '
+            'n=$((n+1)); echo "unit $n"; echo "$n" > /data/ckpt; done')
 
 
 COUNTING = counting()
