@@ -1,11 +1,11 @@
 """Read many objects at once, in the order they lie in their pack files.
 
 dulwich's `Pack.get_raw` answers one object at a time: an index search, a lookup in its own
-cache, and a zlib stream fed in 64 KiB slices, so that whatever follows a small object in the
-pack is copied out as zlib's unused data on every read. A checkout wants thousands of objects
-in no particular order. Here they are sorted by their place in each pack and each is inflated
-with one zlib call over its own bytes (it ends before the next wanted object starts); the
-objects just made stay in a small cache, since a delta's base lies before it in the pack (an
+locked cache, and a zlib stream fed in 64 KiB slices (each zlib call gives up the GIL, and with
+writer threads running it waits long to get it back). A checkout wants thousands of objects in
+no particular order. Here they are sorted by their place in each pack and each is inflated with
+one zlib call over its own bytes (it ends before the next wanted object starts); the objects
+just made stay in a small cache, since a delta's base lies before it in the pack (an
 OFS_DELTA's always, a REF_DELTA's nearly always) and was most likely read a moment ago.
 dulwich still finds each object in the pack index, parses its header and applies its delta.
 """
