@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -173,3 +174,24 @@ def test_stop_cancels_no_job_of_another_user_even_one_the_queue_names(repo, tmp_
         assert theirs in squeue("%i")
     finally:
         subprocess.run(["scancel", theirs, record["job"]], capture_output=True)
+
+
+def test_a_run_submitted_again_since_another_commands_look_at_squeue_is_not_ended_by_it(repo):
+    """Two commands of one repo watch its Slurm runs: one resubmits a run (a retry) after the other
+    has listed squeue, which cannot know the new job. The older look leaves that run alone."""
+    twice = "if [ -e /data/tried ]; then sleep 3; echo second try; exit 0; fi; touch /data/tried; sleep 2; exit 1"
+    repo.ok("run", "--gpus", "none", "--backend", "slurm", "--retries", "1", "--detach", "--", "sh", "-c", twice)
+    [record] = runs(repo)
+    first_job = record["job"]
+    # between its squeue and its look at the store, another command ends the first try and submits the second
+    resubmitted = (f"env -u GPUSPACE_FAULT_POINT git-gpuspace runs --json | {sys.executable} -c "
+                   f"'import json, sys; sys.exit(json.load(sys.stdin)[0][\"job\"] in (None, \"{first_job}\"))'")
+    looker = repo.gs("runs", env={"GPUSPACE_FAULT_POINT": "slurm-listed", "GPUSPACE_FAULT_ACTION":
+                                  f"run:for i in $(seq 300); do {resubmitted} && break; sleep 0.2; done"})
+    assert looker.returncode == 0, looker.stderr
+    [record] = runs(repo)
+    assert record["job"] != first_job and record["state"] in ("queued", "running"), record
+    assert wait_for(lambda: runs(repo)[0]["state"] != "queued" and runs(repo)[0]["state"] != "running", 60)
+    [record] = runs(repo)
+    assert (record["state"], record["exit_code"]) == ("succeeded", 0), record
+    assert repo.ok("logs", record["id"]).stdout.endswith("second try\n")

@@ -151,11 +151,15 @@ def refresh(info: worktrees.RepoInfo) -> list[str]:
     for line in listed.stdout.splitlines():
         job, status, reason, _ = (line.split("|") + ["", "", "", ""])[:4]
         seen[job.strip()] = (status.strip(), reason.strip())
+    checkpoint("slurm-listed")
+    looked_at = {run.id: run.job for run in watched}
     events, again = [], []
-    with run_store.locked(info.common_dir, ids={run.id for run in watched}) as current:
+    with run_store.locked(info.common_dir, ids=set(looked_at)) as current:
         for run in current.runs:
             if run.backend != "slurm" or not run.job or run.state not in ACTIVE:
                 continue
+            if run.job != looked_at.get(run.id):  # submitted again since squeue's look, which cannot
+                continue  # know its new job: it is not gone; the next look sees it
             status, reason = seen.get(run.job, ("", ""))
             if status in REQUEUING and run.state == "running":  # Slurm preempts it: it goes back in line
                 stopping = run.reason == STOPPING
