@@ -334,14 +334,15 @@ class Engine:
                 with contextlib.suppress(docker.errors.APIError):
                     self.api.remove_container(created["Id"], force=True)
 
-    def pull(self, image: str, progress=sys.stderr) -> None:
-        """Pull with one progress line per layer change; a failure is ImageUnavailable."""
+    def pull(self, image: str, progress=sys.stderr, platform: str | None = None) -> None:
+        """Pull (for `platform`, `os/arch[/variant]`, when given) with one progress line per layer
+        change; a failure is ImageUnavailable."""
         repository, tag = docker.utils.parse_repository_tag(image)
         print(f"Pulling {image} ...", file=progress, flush=True)
         shown: dict[str, str] = {}
         try:
             with self._calls():
-                for event in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                for event in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True, platform=platform):
                     if "error" in event:
                         raise ImageUnavailable(
                             f"cannot pull image '{image}': {event['error'].strip()}", hint=_PULL_HINT
@@ -416,9 +417,20 @@ class Engine:
                 raise _translate(error, f"cannot inspect container '{name}'") from None
         return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
 
-    def ensure_image(self, image: str) -> None:
-        if not self.has_image(image):
-            self.pull(image)
+    def ensure_image(self, image: str, platform: str | None = None) -> None:
+        """Pulled when missing, or, as `docker run --platform` does, when the one here is for
+        another platform."""
+        attrs = self.image_attrs(image)
+        if attrs is None:
+            self.pull(image, platform=platform)
+        elif platform and not for_platform(attrs, platform):
+            try:
+                self.pull(image, platform=platform)
+            except ImageUnavailable as error:
+                here = "/".join(part for part in (attrs.get("Os"), attrs.get("Architecture"), attrs.get("Variant")) if part)
+                raise ImageUnavailable(f"image '{image}' does not match the specified platform: wanted {platform}, "
+                                       f"the one here is for {here}, and pulling it for {platform} failed ({error})",
+                                       hint=error.hint) from None
 
     def create(self, spec: ContainerSpec) -> None:
         user, identity_env, tmpfs = identity() if not spec.user_has_your_uid else (None, {}, None)
@@ -751,6 +763,14 @@ def _moment(text: object) -> datetime | None:
         return None
     zone = "+00:00" if found.group(3) == "Z" else found.group(3)
     return datetime.fromisoformat(f"{found.group(1)}.{(found.group(2) or '0')[:6].ljust(6, '0')}{zone}")
+
+
+def for_platform(attrs: dict, platform: str) -> bool:
+    """Whether an image (the engine's inspect) is for `platform` (`os[/arch[/variant]]`); an
+    image that names no variant is taken for any."""
+    wanted = platform.lower().split("/")
+    have = [attrs.get("Os", ""), attrs.get("Architecture", ""), attrs.get("Variant", "")]
+    return all(not want or not got or want == got.lower() for want, got in zip(wanted, have))
 
 
 def _ulimit(name: str, limits: str) -> Ulimit:

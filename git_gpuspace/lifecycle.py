@@ -60,22 +60,23 @@ def prepare(settings: Settings, engine: Engine | None = None, released: frozense
                         leases([c for c in managed if c.id not in released]), settings.share, settings.pack)
     if settings.initialize is not None:
         _initialize(*settings.initialize)
-    image = settings.image
+    image, platform = settings.image, settings.container_options.get("platform")
     if settings.compose is not None:
         return plan  # Compose builds and pulls the project's images, for the worktree's own project (_claim_and_create)
+    # runArgs --platform: every image the container runs is pulled or built for it
     if settings.build is not None:
-        build, platform = settings.build, settings.container_options.get("platform")
-        if platform and "platform" not in build.options:  # runArgs --platform: the image is built for it too
+        build = settings.build
+        if platform and "platform" not in build.options:
             build = replace(build, options={**build.options, "platform": platform})
         image = _built_image(engine, build)
     else:
-        engine.ensure_image(image)
+        engine.ensure_image(image, platform)
     base_entries = image_metadata.entries_of(((engine.image_attrs(image) or {}).get("Config") or {}).get("Labels"))
     settings = with_image_metadata(settings, base_entries)
     if settings.features:
-        image = _image_with_features(engine, image, settings, base_entries)
+        image = _image_with_features(engine, image, settings, base_entries, platform)
     account = settings.remote_user or settings.container_user
-    with_your_uid = user_uid.uid_image(engine, image, account) if os.getuid() != 0 else None
+    with_your_uid = user_uid.uid_image(engine, image, account, platform) if os.getuid() != 0 else None
     if with_your_uid is not None:
         image = with_your_uid
         settings = replace(settings, container_user=account, user_has_your_uid=True)
@@ -124,7 +125,7 @@ def _built_image(engine: Engine, build: devcontainer.Build) -> str:
     for base in build.base_images():
         base_id = engine.image_id(base)
         if base_id is None:  # the build would pull it; pulled now so that its id is part of the tag
-            engine.pull(base)
+            engine.pull(base, platform=build.options.get("platform"))
             base_id = engine.image_id(base) or ""
         base_ids[base] = base_id
     tag = build.tag(base_ids)
@@ -134,7 +135,8 @@ def _built_image(engine: Engine, build: devcontainer.Build) -> str:
     return tag
 
 
-def _image_with_features(engine: Engine, base: str, settings: Settings, base_entries: list[dict]) -> str:
+def _image_with_features(engine: Engine, base: str, settings: Settings, base_entries: list[dict],
+                         platform: str | None) -> str:
     """`base` with the features installed, in the order installsAfter asks for; its
     devcontainer.metadata label is the base image's entries, then each feature's, as the
     reference records them."""
@@ -148,7 +150,7 @@ def _image_with_features(engine: Engine, base: str, settings: Settings, base_ent
     if not engine.has_image(tag):
         context = derived.context()
         try:
-            engine.build(context, context / "Dockerfile", tag, {}, labels=derived.labels,
+            engine.build(context, context / "Dockerfile", tag, {}, labels=derived.labels, platform=platform,
                          what=f"features {', '.join(f.key for f in derived.features)}")
         finally:
             shutil.rmtree(context, ignore_errors=True)

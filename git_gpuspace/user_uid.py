@@ -39,11 +39,12 @@ USER {image_user}
 _ACCOUNT = re.compile(r"[a-z_][a-z0-9_.-]*\$?", re.IGNORECASE)
 
 
-def uid_image(engine: Engine, image: str, user: str | None) -> str | None:
+def uid_image(engine: Engine, image: str, user: str | None, platform: str | None = None) -> str | None:
     """The image to run `user` in by name: `image` itself when its account has this process's
     uid and gid already, else one derived with them (built when missing). None when there is
     nothing to do it for: you are root, no user or root is asked, the image has no such account,
-    or another of its accounts has your uid (the container then runs as your bare uid)."""
+    or another of its accounts has your uid (the container then runs as your bare uid).
+    `platform`: the container's (runArgs --platform), which the derived image is built for."""
     uid, gid = os.getuid(), os.getgid()
     if uid == 0 or not user or not _ACCOUNT.fullmatch(user) or user == "root":
         return None
@@ -63,7 +64,8 @@ def uid_image(engine: Engine, image: str, user: str | None) -> str | None:
         context = Path(tempfile.mkdtemp(prefix="gpuspace-uid-"))
         try:
             (context / "Dockerfile").write_text(dockerfile)
-            engine.build(context, context / "Dockerfile", tag, {}, what=f"{image} with {user} given uid {uid}")
+            engine.build(context, context / "Dockerfile", tag, {}, platform=platform,
+                         what=f"{image} with {user} given uid {uid}")
         finally:
             shutil.rmtree(context, ignore_errors=True)
     return tag

@@ -354,10 +354,15 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
     return condition()
 
 
+OTHER_ARCH = {"amd64": "arm64", "arm64": "amd64"}
+
+
 @pytest.fixture
 def local_registry(docker_client):
     """A minimal registry (the v2 pull API over HTTP on 127.0.0.1) serving the test image as
-    `<host>/pulltest:v1`, so the engine really pulls it. Yields the image reference."""
+    `<host>/pulltest:v1`, so the engine really pulls it, and as `<host>/pulltest:multi`, a
+    manifest list of it for this machine's platform and for another (the same layers, its config
+    naming the other architecture: it runs here without an emulator). Yields the `v1` reference."""
     import gzip
     import hashlib
     import http.server
@@ -377,14 +382,29 @@ def local_registry(docker_client):
         [entry] = json.loads(archive.extractfile("manifest.json").read())
         config = archive.extractfile(entry["Config"]).read()
         layers = [gzip.compress(archive.extractfile(name).read(), mtime=0) for name in entry["Layers"]]
-    manifest = json.dumps({
+    def manifest_of(config: bytes) -> bytes:
+        return json.dumps({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
+                       "digest": add_blob(config)},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(layer),
+                        "digest": add_blob(layer)} for layer in layers],
+        }).encode()
+
+    manifest = manifest_of(config)
+    here = json.loads(config)["architecture"]
+    elsewhere = manifest_of(json.dumps({**json.loads(config), "architecture": OTHER_ARCH[here]}).encode())
+    by_digest = {"sha256:" + hashlib.sha256(body).hexdigest(): body for body in (manifest, elsewhere)}
+    manifest_list = json.dumps({
         "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
-                   "digest": add_blob(config)},
-        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": len(layer),
-                    "digest": add_blob(layer)} for layer in layers],
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [{"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": len(body),
+                       "digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+                       "platform": {"architecture": architecture, "os": "linux"}}
+                      for body, architecture in ((manifest, here), (elsewhere, OTHER_ARCH[here]))],
     }).encode()
+    by_digest["sha256:" + hashlib.sha256(manifest_list).hexdigest()] = manifest_list
 
     class Registry(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args):  # quiet
@@ -410,8 +430,10 @@ def local_registry(docker_client):
                 return self._answer(b"{}", "application/json")
             if path.startswith("/v2/pulltest/manifests/"):
                 reference = path.rsplit("/", 1)[1]
-                known = reference == "v1" or reference == "sha256:" + hashlib.sha256(manifest).hexdigest()
-                return self._answer(manifest if known else None, "application/vnd.docker.distribution.manifest.v2+json")
+                body = {"v1": manifest, "multi": manifest_list}.get(reference) or by_digest.get(reference)
+                listing = body is manifest_list
+                return self._answer(body, "application/vnd.docker.distribution.manifest.list.v2+json" if listing else
+                                    "application/vnd.docker.distribution.manifest.v2+json")
             if path.startswith("/v2/pulltest/blobs/"):
                 return self._answer(blobs.get(path.rsplit("/", 1)[1]))
             return self._answer(None)
@@ -425,10 +447,11 @@ def local_registry(docker_client):
         yield reference
     finally:
         server.shutdown()
-        try:
-            docker_client.images.remove(reference, force=True)
-        except Exception:  # noqa: BLE001 - not pulled, or already gone
-            pass
+        for tag in (reference, reference.replace(":v1", ":multi")):
+            try:
+                docker_client.images.remove(tag, force=True)
+            except Exception:  # noqa: BLE001 - not pulled, or already gone
+                pass
 
 
 class FeatureRegistry:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import TEST_IMAGE, container_env
+from conftest import OTHER_ARCH, TEST_IMAGE, container_env
 from docker.types import Ulimit
 from git_gpuspace.containers import _ulimit
 from git_gpuspace.errors import UsageError
@@ -121,6 +121,17 @@ def test_a_platform_the_image_is_not_for_is_one_line_and_nothing_made(repo, tmp_
     other = "linux/arm64" if engine_platform(docker_client) != "linux/arm64" else "linux/amd64"
     line = refused(repo, tmp_path, "platform", {"image": TEST_IMAGE, "runArgs": ["--platform", other]})
     assert f"does not match the specified platform: wanted {other}" in line
+
+
+def test_runargs_platform_pulls_the_image_for_that_platform(repo, tmp_path, docker_client, local_registry):
+    """An image of several platforms (a manifest list) is pulled for runArgs' --platform, as
+    `docker run --platform` pulls it, and the container runs that one."""
+    other = OTHER_ARCH[engine_platform(docker_client).split("/")[1]]
+    image = local_registry.replace(":v1", ":multi")
+    container, _, _ = made(repo, tmp_path, "multi", {"image": image, "runArgs": ["--platform", f"linux/{other}"]})
+    assert container.status == "running"
+    assert docker_client.images.get(container.attrs["Image"]).attrs["Architecture"] == other
+    repo.ok("remove", "--force", "multi")
 
 
 def free_port() -> int:
