@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,9 +204,37 @@ def _started(config: ComposeConfig) -> list[str]:
 
 def _compose(config: ComposeConfig, project: str, *args: str, extra: tuple[str, ...] = (), what: str,
              capture: bool = True) -> str:
-    files = [arg for file in (*config.files, *extra) for arg in ("-f", file)]
-    # Compose's project directory is the first file's folder (its .env, its relative paths)
-    return _run(["-p", project, *files, *args], what, cwd=Path(config.files[0]).parent, capture=capture)
+    # Compose's project directory is the first file's folder (its .env, its relative paths), also
+    # for the copies of files that name their project (_without_name)
+    directory = Path(config.files[0]).parent
+    with tempfile.TemporaryDirectory(prefix="gpuspace-compose-") as copies:
+        files = [_without_name(Path(file), Path(copies) / f"{index}-{Path(file).name}")
+                 for index, file in enumerate(config.files)]
+        arguments = [arg for file in (*files, *extra) for arg in ("-f", file)]
+        return _run(["-p", project, "--project-directory", str(directory), *arguments, *args], what, cwd=directory,
+                    capture=capture)
+
+
+def _without_name(path: Path, copy: Path) -> str:
+    """The Compose file to give Compose: `path`, or when it names its project (the top-level
+    `name:` of Compose v2, which 1.x refuses) a copy without that name, since the project is
+    named per worktree (`-p`, which wins over `name:` in v2 as well)."""
+    import yaml
+
+    from .untrusted_files import read_bytes
+
+    try:
+        text = read_bytes(path, follow_symlinks=True)
+        if not re.search(rb"(?m)^name\s*:", text):
+            return str(path)
+        document = yaml.safe_load(text)
+    except (OSError, yaml.YAMLError):
+        return str(path)  # Compose says what is wrong with it
+    if not isinstance(document, dict) or "name" not in document:
+        return str(path)
+    del document["name"]
+    copy.write_text(json.dumps(document, default=str))  # JSON is YAML
+    return str(copy)
 
 
 def _run(args: list[str], what: str, cwd: Path, capture: bool = True) -> str:
@@ -219,11 +248,21 @@ def _run(args: list[str], what: str, cwd: Path, capture: bool = True) -> str:
     if not capture and result.returncode == 0 and result.stderr:
         print(result.stderr, end="", file=sys.stderr, flush=True)
     if result.returncode != 0:
-        lines = [line.strip() for line in (result.stderr or "").splitlines() if line.strip()]
-        # Compose says an error per container and again per service: the last one says it
-        errors = [" ".join(line.removeprefix("ERROR:").split()) for line in lines if line.startswith("ERROR:")]
-        raise GpuspaceError(f"{what} failed: {(errors or lines or [f'exit {result.returncode}'])[-1]}")
+        raise GpuspaceError(f"{what} failed: {_error_of(result.stderr or '') or f'exit {result.returncode}'}")
     return result.stdout or ""
+
+
+def _error_of(stderr: str) -> str:
+    """Compose's error in one line. Errors of services say it per container and again per
+    service (`ERROR: for db ...`): the last one says it. A file it cannot read is a paragraph
+    (the file, then what is wrong: "invalid because: ... 'name' does not match any of the
+    regexes", or a YAML error and where), followed by advice: that first paragraph."""
+    lines = [line.strip() for line in stderr.splitlines() if not line.startswith("WARNING:")]
+    errors = [" ".join(line.removeprefix("ERROR:").split()) for line in lines if line.startswith("ERROR:")]
+    if errors:
+        return errors[-1]
+    text = "\n".join(lines).strip()
+    return " ".join(text.split("\n\n", 1)[0].split())
 
 
 def _progress() -> Any:

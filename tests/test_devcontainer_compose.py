@@ -158,6 +158,31 @@ def test_two_worktrees_are_two_projects_whose_services_never_meet(repo, tmp_path
     assert services(docker_client, made["b"]) == {}
 
 
+@pytest.mark.parametrize("name", ["custom-project-name", "${CUSTOM_NAME}"])
+def test_a_compose_file_that_names_its_project_is_still_one_project_per_worktree(repo, tmp_path, docker_client,
+                                                                                 projects, name):
+    """compose-with-name and compose-with-name-using-env-var: Compose v2's top-level `name:`
+    (which Compose 1.x refuses) gives way to the worktree's project, as `-p` wins over it; the
+    files' relative paths (the build context, `..` mounted) stay relative to their own folder."""
+    files = dict(FILES)
+    files[".devcontainer/docker-compose.yml"] = FILES[".devcontainer/docker-compose.yml"].replace(
+        "version: '3.8'\n", f"version: '3.8'\nname: {name}\n")
+    repo.commit(files, "compose with a name")
+    made = {}
+    for branch in ("named-a", "named-b"):
+        worktree = tmp_path / "wts" / branch
+        repo.ok("add", "-b", branch, str(worktree), "--gpus", "none", "--trust")
+        made[branch] = project_of(repo, worktree, projects)[1]
+        app = services(docker_client, made[branch])["app"]
+        assert sh(app, "cat /built-marker") == (0, "built")
+        assert sh(app, "cat /workspace/.devcontainer/docker-compose.yml")[1].startswith("version")
+    assert len(set(made.values())) == 2 and not docker_client.containers.list(
+        all=True, filters={"label": f"{PROJECT}=custom-project-name"})
+    for branch, project in made.items():
+        repo.ok("remove", "--force", branch)
+        assert services(docker_client, project) == {}
+
+
 def test_git_worktree_remove_takes_the_project_down_though_its_compose_files_are_gone(
         repo, tmp_path, docker_client, projects):
     """The project is taken down from what was recorded when it was made, not from the
@@ -286,3 +311,23 @@ def test_untrusted_it_is_refused_before_its_files_are_read(tmp_path):
 
 def test_the_project_name_is_the_container_name_as_compose_writes_project_names():
     assert compose.project_name("gpuspace-My.Repo-feat_x-0a1b2c3d") == "gpuspace-myrepo-feat_x-0a1b2c3d"
+
+
+@pytest.mark.parametrize("stderr, line", [
+    # docker-compose 1.29's own words, as it wrote them
+    ("The Compose file './docker-compose.yml' is invalid because:\nUnsupported config option for services.a: 'foo'\n"
+     "'name' does not match any of the regexes: '^x-'\n\nYou might be seeing this error because you're using the "
+     "wrong Compose file version.\nFor more on the Compose file format versions, see https://docs.docker.com/\n",
+     "The Compose file './docker-compose.yml' is invalid because: Unsupported config option for services.a: 'foo' "
+     "'name' does not match any of the regexes: '^x-'"),
+    ("yaml.constructor.ConstructorError: could not determine a constructor for the tag '!reset'\n"
+     '  in "./docker-compose.yml", line 8, column 12\n',
+     "yaml.constructor.ConstructorError: could not determine a constructor for the tag '!reset' "
+     'in "./docker-compose.yml", line 8, column 12'),
+    ("WARNING: The CUSTOM_NAME variable is not set. Defaulting to a blank string.\nCreating x_db_1 ... error\n\n"
+     "ERROR: for x_db_1  Cannot start service db: unable to find user nobody2\n\n"
+     "ERROR: for db  Cannot start service db: unable to find user nobody2\n",
+     "for db Cannot start service db: unable to find user nobody2"),
+])
+def test_composes_error_is_the_line_that_says_what_is_wrong(stderr, line):
+    assert compose._error_of(stderr) == line
