@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import git
+
 ROOT = Path(__file__).resolve().parent.parent
 FAKES = ROOT / "tests" / "engine"
 TEST_IMAGE = os.environ.get("GPUSPACE_TEST_IMAGE", "gpuspace-test:latest")
@@ -82,10 +84,6 @@ def docker_client():
 def fake_gpu_uuids() -> list[str]:
     seed = os.environ["FAKE_GPU_SEED"]
     return [f"GPU-{seed}-0000-4000-8000-{i:012d}" for i in range(int(os.environ["FAKE_GPU_COUNT"]))]
-
-
-def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check)
 
 
 def gpuspace(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -7,9 +7,9 @@ git itself whether ours is clean. No engine needed.
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,10 +19,10 @@ from dulwich.repo import Repo as DulwichRepo
 
 from git_gpuspace import checkout, worktrees
 from git_gpuspace.errors import WorktreeError
+import helpers
+from helpers import commit_all
 
-
-def git(*args: str, cwd: Path, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=cwd, input=input, capture_output=True, check=check)
+git = functools.partial(helpers.git, text=False)  # bytes: what git checks out is compared byte for byte
 
 
 def out(*args: str, cwd: Path, input: bytes | None = None) -> str:
@@ -33,12 +33,6 @@ def new_repo(path: Path) -> Path:
     path.mkdir(parents=True)
     git("init", "-q", "-b", "main", cwd=path)
     return path
-
-
-def commit_all(repo: Path, message: str = "commit") -> str:
-    git("add", "-A", cwd=repo)
-    git("commit", "-q", "--allow-empty", "-m", message, cwd=repo)
-    return out("rev-parse", "HEAD", cwd=repo)
 
 
 def ours(repo: Path, target: Path, commit: str, branch: str | None = None) -> Path:

@@ -20,6 +20,7 @@ from typing import Callable
 import pytest
 
 from conftest import Repo, gpuspace
+from helpers import commit, git_out
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -31,36 +32,19 @@ def run(*args: str, cwd: Path, env: dict | None = None, check: bool = True) -> s
     return result.stdout
 
 
-def git(*args: str, cwd: Path, check: bool = True, input: str | None = None) -> str:
-    if input is not None:
-        result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, input=input)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-    return run("git", *args, cwd=cwd, check=check)
-
-
-def commit(repo: Path, files: dict[str, bytes | str], message: str = "commit") -> None:
-    for name, content in files.items():
-        path = repo / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
-    git("add", "-A", cwd=repo)
-    git("commit", "-q", "-m", message, cwd=repo)
-
-
 # --------------------------------------------------------------------------- set-ups
 
 
 def history(repo: Path) -> None:
     """Three commits, a tag, an annotated tag, a switch to a branch and back (for @{-1})."""
     commit(repo, {"a.txt": "one\n"}, "first")
-    git("tag", "v1", cwd=repo)
+    git_out("tag", "v1", cwd=repo)
     commit(repo, {"a.txt": "two\n", "b.txt": "b\n"}, "second")
-    git("tag", "-a", "v2", "-m", "annotated", cwd=repo)
+    git_out("tag", "-a", "v2", "-m", "annotated", cwd=repo)
     commit(repo, {"a.txt": "three\n"}, "third")
-    git("checkout", "-q", "-b", "side", cwd=repo)
+    git_out("checkout", "-q", "-b", "side", cwd=repo)
     commit(repo, {"side.txt": "side\n"}, "side")
-    git("checkout", "-q", "main", cwd=repo)
+    git_out("checkout", "-q", "main", cwd=repo)
 
 
 def modes_links_names(repo: Path) -> None:
@@ -93,9 +77,9 @@ def ident(repo: Path) -> None:
 def case_colliding(repo: Path) -> None:
     """README and readme in one tree (made by hand, as a repo from a case-sensitive system is)."""
     commit(repo, {"a.txt": "a\n"})
-    blob = git("hash-object", "-w", "--stdin", cwd=repo, input="x\n").strip()
-    tree = git("mktree", cwd=repo, input=f"100644 blob {blob}\tREADME\n100644 blob {blob}\treadme\n").strip()
-    git("reset", "-q", "--hard", git("commit-tree", tree, "-m", "collide", cwd=repo).strip(), cwd=repo)
+    blob = git_out("hash-object", "-w", "--stdin", cwd=repo, input="x\n").strip()
+    tree = git_out("mktree", cwd=repo, input=f"100644 blob {blob}\tREADME\n100644 blob {blob}\treadme\n").strip()
+    git_out("reset", "-q", "--hard", git_out("commit-tree", tree, "-m", "collide", cwd=repo).strip(), cwd=repo)
 
 
 def post_checkout_hook(repo: Path) -> None:
@@ -108,9 +92,9 @@ def post_checkout_hook(repo: Path) -> None:
 
 def lfs(repo: Path) -> None:
     """Content through git-lfs (its filter and its post-checkout hook: lockable files read-only)."""
-    git("lfs", "install", "--local", cwd=repo)
-    git("lfs", "track", "*.bin", cwd=repo)
-    git("lfs", "track", "--lockable", "*.lock.bin", cwd=repo)
+    git_out("lfs", "install", "--local", cwd=repo)
+    git_out("lfs", "track", "*.bin", cwd=repo)
+    git_out("lfs", "track", "--lockable", "*.lock.bin", cwd=repo)
     commit(repo, {"model.bin": b"\x00weights" * 100, "big.lock.bin": b"\x01locked" * 100, "plain.txt": "p\n"})
 
 
@@ -118,35 +102,35 @@ def sparse_cone(repo: Path) -> None:
     """The main worktree is a sparse checkout (cone mode, a nested directory)."""
     commit(repo, {"top.txt": "t\n", "dir1/a.txt": "a\n", "dir1/sub/b.txt": "b\n", "dir1/other/c.txt": "c\n",
                   "dir2/d.txt": "d\n"})
-    git("sparse-checkout", "set", "--cone", "dir1/sub", cwd=repo)
+    git_out("sparse-checkout", "set", "--cone", "dir1/sub", cwd=repo)
 
 
 def sparse_patterns(repo: Path) -> None:
     commit(repo, {"keep.py": "k\n", "drop.md": "d\n", "src/x.py": "x\n", "src/y.md": "y\n"})
-    git("sparse-checkout", "set", "--no-cone", "*.py", cwd=repo)
+    git_out("sparse-checkout", "set", "--no-cone", "*.py", cwd=repo)
 
 
 def submodule(repo: Path) -> None:
     """A submodule: an empty directory in a new worktree, for git and for us."""
     sub = repo.parent / "sub"
     sub.mkdir()
-    git("init", "-q", "-b", "main", cwd=sub)
+    git_out("init", "-q", "-b", "main", cwd=sub)
     commit(sub, {"s.txt": "s\n"})
-    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "vendor/sub", cwd=repo)
-    git("commit", "-q", "-m", "submodule", cwd=repo)
+    git_out("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "vendor/sub", cwd=repo)
+    git_out("commit", "-q", "-m", "submodule", cwd=repo)
 
 
 def remote_branch(repo: Path) -> None:
     """A clone where `feature` exists only as origin/feature."""
     upstream = repo.parent / "upstream"
     upstream.mkdir()
-    git("init", "-q", "-b", "main", cwd=upstream)
+    git_out("init", "-q", "-b", "main", cwd=upstream)
     commit(upstream, {"a.txt": "a\n"})
-    git("branch", "feature", cwd=upstream)
+    git_out("branch", "feature", cwd=upstream)
     commit(upstream, {"b.txt": "b\n"})  # main moves on: feature is behind it
-    git("remote", "add", "origin", str(upstream), cwd=repo)
-    git("fetch", "-q", "origin", cwd=repo)
-    git("reset", "-q", "--hard", "origin/main", cwd=repo)
+    git_out("remote", "add", "origin", str(upstream), cwd=repo)
+    git_out("fetch", "-q", "origin", cwd=repo)
+    git_out("reset", "-q", "--hard", "origin/main", cwd=repo)
 
 
 def symlinked_dir_clean(repo: Path) -> None:
@@ -226,34 +210,34 @@ def tree(root: Path) -> dict[str, tuple]:
 
 def observe(repo: Path, worktree: Path, branch: str | None) -> dict:
     """What a user or a tool sees of the worktree, with its path and branch name abstracted."""
-    listed = git("worktree", "list", "--porcelain", cwd=repo).split("\n\n")
+    listed = git_out("worktree", "list", "--porcelain", cwd=repo).split("\n\n")
     [entry] = [block for block in listed if block.startswith(f"worktree {worktree}\n")]
-    head_log = git("reflog", "show", "--format=%gs", "HEAD", cwd=worktree, check=False)
+    head_log = git_out("reflog", "show", "--format=%gs", "HEAD", cwd=worktree, check=False)
     seen = {
         "files": tree(worktree),
-        "index": git("ls-files", "-s", "--eol", cwd=worktree),
-        "status": git("status", "--porcelain", "--ignored", cwd=worktree),
+        "index": git_out("ls-files", "-s", "--eol", cwd=worktree),
+        "status": git_out("status", "--porcelain", "--ignored", cwd=worktree),
         "list": entry.replace(str(worktree), "<path>"),
         "HEAD reflog": head_log,
-        "sparse": git("config", "--worktree", "--get", "core.sparseCheckout", cwd=worktree, check=False),
-        "sparse patterns": git("sparse-checkout", "list", cwd=worktree, check=False),
-        "skip-worktree": git("ls-files", "-t", cwd=worktree),
-        "worktree config": git("config", "--worktree", "--list", cwd=worktree, check=False),
+        "sparse": git_out("config", "--worktree", "--get", "core.sparseCheckout", cwd=worktree, check=False),
+        "sparse patterns": git_out("sparse-checkout", "list", cwd=worktree, check=False),
+        "skip-worktree": git_out("ls-files", "-t", cwd=worktree),
+        "worktree config": git_out("config", "--worktree", "--list", cwd=worktree, check=False),
     }
     if branch:
-        seen["branch reflog"] = git("reflog", "show", "--format=%gs", f"refs/heads/{branch}", cwd=repo, check=False)
-        seen["upstream"] = git("rev-parse", "--abbrev-ref", f"{branch}@{{upstream}}", cwd=worktree, check=False)
+        seen["branch reflog"] = git_out("reflog", "show", "--format=%gs", f"refs/heads/{branch}", cwd=repo, check=False)
+        seen["upstream"] = git_out("rev-parse", "--abbrev-ref", f"{branch}@{{upstream}}", cwd=worktree, check=False)
     if branch:
         seen = {key: value.replace(branch, "<branch>") if isinstance(value, str) else value for key, value in seen.items()}
     return seen
 
 
 def branches(repo: Path) -> set[str]:
-    return set(git("for-each-ref", "--format=%(refname:short)", "refs/heads/", cwd=repo).split())
+    return set(git_out("for-each-ref", "--format=%(refname:short)", "refs/heads/", cwd=repo).split())
 
 
 def checked_out_branch(worktree: Path) -> str | None:
-    name = git("symbolic-ref", "-q", "--short", "HEAD", cwd=worktree, check=False).strip()
+    name = git_out("symbolic-ref", "-q", "--short", "HEAD", cwd=worktree, check=False).strip()
     return name or None
 
 
@@ -261,15 +245,15 @@ def checked_out_branch(worktree: Path) -> str | None:
 def test_same_as_git_worktree_add(case, tmp_path, docker_client):
     repo = tmp_path / "repo"
     repo.mkdir()
-    git("init", "-q", "-b", "main", cwd=repo)
-    git("config", "filter.upper.smudge", "tr a-z A-Z", cwd=repo)
+    git_out("init", "-q", "-b", "main", cwd=repo)
+    git_out("config", "filter.upper.smudge", "tr a-z A-Z", cwd=repo)
     # With a clean filter that undoes it, a filtered file's status does not hang on git's racy-
     # index check (an index written in the file's second re-reads the file; one written in the
     # next does not), so git's own `worktree add` says the same each time.
-    git("config", "filter.upper.clean", "tr A-Z a-z", cwd=repo)
+    git_out("config", "filter.upper.clean", "tr A-Z a-z", cwd=repo)
     case.setup(repo)
     for key, value in case.config.items():
-        git("config", key, value, cwd=repo)
+        git_out("config", key, value, cwd=repo)
     made = Repo(path=repo, client=docker_client)
     before = branches(repo)
     results = {}
@@ -278,17 +262,17 @@ def test_same_as_git_worktree_add(case, tmp_path, docker_client):
             where = tmp_path / f"wt-{who}"
             args = [arg.replace("{b}", "made-here") for arg in case.args]
             if who == "git":
-                git("worktree", "add", "-q", str(where), *args, cwd=repo)
+                git_out("worktree", "add", "-q", str(where), *args, cwd=repo)
             else:
                 result = gpuspace("add", str(where), *args, "--gpus", "none", "--no-start", cwd=repo)
                 assert result.returncode == 0, result.stderr
             branch = checked_out_branch(where)
             results[who] = observe(repo, where, branch)
             if who == "git":
-                git("worktree", "remove", "--force", str(where), cwd=repo)
+                git_out("worktree", "remove", "--force", str(where), cwd=repo)
                 for name in branches(repo) - before:
-                    git("branch", "-D", name, cwd=repo)
-                    git("config", "--remove-section", f"branch.{name}", cwd=repo, check=False)
+                    git_out("branch", "-D", name, cwd=repo)
+                    git_out("config", "--remove-section", f"branch.{name}", cwd=repo, check=False)
     finally:
         for container in made.containers():
             container.remove(force=True)
@@ -300,9 +284,9 @@ def test_reflog_lines_match_gits_shape(tmp_path, docker_client):
     """Beyond the messages: the same number of lines, zero ids where git has them."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    git("init", "-q", "-b", "main", cwd=repo)
+    git_out("init", "-q", "-b", "main", cwd=repo)
     history(repo)
-    git("worktree", "add", "-q", "-b", "by-git", str(tmp_path / "g"), cwd=repo)
+    git_out("worktree", "add", "-q", "-b", "by-git", str(tmp_path / "g"), cwd=repo)
     added = gpuspace("add", "-b", "by-us", str(tmp_path / "o"), "--gpus", "none", "--no-start", cwd=repo)
     for container in Repo(path=repo, client=docker_client).containers():
         container.remove(force=True)
@@ -321,11 +305,11 @@ def test_reflog_lines_match_gits_shape(tmp_path, docker_client):
 
 def test_a_clean_worktree_with_a_symlinked_dir_is_removed_without_force(repo):
     os.symlink("src", repo.path / "current")
-    git("add", "current", cwd=repo.path)
-    git("commit", "-q", "-m", "link", cwd=repo.path)
+    git_out("add", "current", cwd=repo.path)
+    git_out("commit", "-q", "-m", "link", cwd=repo.path)
     where = repo.path.parent / "wt-link"
     repo.ok("add", str(where), "--detach", "--gpus", "none", "--no-start")
-    assert git("status", "--porcelain", cwd=where) == ""
+    assert git_out("status", "--porcelain", cwd=where) == ""
     assert [r["dirty"] for r in repo.status() if r["path"] == str(where)] == [False]
     repo.ok("remove", str(where))
     assert not where.exists()
@@ -334,13 +318,13 @@ def test_a_clean_worktree_with_a_symlinked_dir_is_removed_without_force(repo):
 def test_a_worktree_with_an_initialized_submodule_is_refused_as_git_refuses(repo, tmp_path):
     sub = tmp_path / "sub"
     sub.mkdir()
-    git("init", "-q", "-b", "main", cwd=sub)
+    git_out("init", "-q", "-b", "main", cwd=sub)
     commit(sub, {"s.txt": "s\n"})
-    git("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "sub", cwd=repo.path)
-    git("commit", "-q", "-m", "submodule", cwd=repo.path)
+    git_out("-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "sub", cwd=repo.path)
+    git_out("commit", "-q", "-m", "submodule", cwd=repo.path)
     where = repo.path.parent / "wt-sub"
     repo.ok("add", str(where), "--detach", "--gpus", "none", "--no-start")
-    git("-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init", cwd=where)
+    git_out("-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init", cwd=where)
     by_git = subprocess.run(["git", "worktree", "remove", str(where)], cwd=repo.path, capture_output=True, text=True)
     ours = repo.gs("remove", str(where))
     assert by_git.returncode != 0 and ours.returncode != 0
@@ -354,14 +338,14 @@ def test_a_worktree_with_an_initialized_submodule_is_refused_as_git_refuses(repo
 def test_git_dir_and_work_tree_in_the_environment_are_honoured(repo, tmp_path, monkeypatch):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    git("init", "-q", cwd=elsewhere)  # a repository of its own where the command runs
+    git_out("init", "-q", cwd=elsewhere)  # a repository of its own where the command runs
     monkeypatch.setenv("GIT_DIR", str(repo.path / ".git"))
     monkeypatch.setenv("GIT_WORK_TREE", str(repo.path))
     added = repo.gs("add", str(tmp_path / "wt-env"), "--detach", "HEAD", "--gpus", "none", "--no-start", cwd=elsewhere)
     assert added.returncode == 0, added.stderr
     monkeypatch.delenv("GIT_DIR")
     monkeypatch.delenv("GIT_WORK_TREE")
-    assert str(tmp_path / "wt-env") in git("worktree", "list", cwd=repo.path)
+    assert str(tmp_path / "wt-env") in git_out("worktree", "list", cwd=repo.path)
     assert not (elsewhere / ".git" / "worktrees").exists()
 
 
@@ -378,10 +362,10 @@ def test_adds_at_the_same_moment_under_one_basename_never_share_an_admin_dir(rep
     assert [process.stderr.read().decode() for process in ours if process.wait() != 0] == []
     made = [tmp_path / f"o{i}" / "x" for i in range(count)]
     made += [tmp_path / f"g{i}" / "x" for i, process in enumerate(gits) if process.wait() == 0]
-    listed = git("worktree", "list", "--porcelain", cwd=repo.path)
+    listed = git_out("worktree", "list", "--porcelain", cwd=repo.path)
     for where in made:
         assert f"worktree {where}\n" in listed
-        assert git("status", "--porcelain", cwd=where) == ""
+        assert git_out("status", "--porcelain", cwd=where) == ""
     assert len({(where / ".git").read_text() for where in made}) == len(made)
 
 
@@ -403,7 +387,7 @@ def test_a_remove_cut_short_is_finished_by_prune(repo):
 def test_worktrees_git_prunes_are_pruned_by_us_and_locked_ones_kept(repo):
     for name in ("gone", "kept"):
         repo.ok("add", str(repo.path.parent / name), "--detach", "--gpus", "none", "--no-start")
-    git("worktree", "lock", str(repo.path.parent / "kept"), cwd=repo.path)
+    git_out("worktree", "lock", str(repo.path.parent / "kept"), cwd=repo.path)
     for name in ("gone", "kept"):
         (repo.path.parent / name / ".git").unlink()
     dry = subprocess.run(["git", "worktree", "prune", "--dry-run", "-v"], cwd=repo.path, capture_output=True,
@@ -415,19 +399,19 @@ def test_worktrees_git_prunes_are_pruned_by_us_and_locked_ones_kept(repo):
 
 
 def _tree_with(repo: Path, listing: str) -> str:
-    return git("commit-tree", git("mktree", cwd=repo, input=listing).strip(), "-m", "by hand", cwd=repo).strip()
+    return git_out("commit-tree", git_out("mktree", cwd=repo, input=listing).strip(), "-m", "by hand", cwd=repo).strip()
 
 
 @pytest.mark.parametrize("bad", [".GIT", "sub/.git", "failing filter"])
 def test_what_git_refuses_is_refused_cleanly(repo, tmp_path, bad):
-    blob = git("hash-object", "-w", "--stdin", cwd=repo.path, input="x\n").strip()
+    blob = git_out("hash-object", "-w", "--stdin", cwd=repo.path, input="x\n").strip()
     if bad == "failing filter":
-        git("config", "filter.broken.smudge", "false", cwd=repo.path)
-        git("config", "filter.broken.required", "true", cwd=repo.path)
-        attributes = git("hash-object", "-w", "--stdin", cwd=repo.path, input="*.txt filter=broken\n").strip()
+        git_out("config", "filter.broken.smudge", "false", cwd=repo.path)
+        git_out("config", "filter.broken.required", "true", cwd=repo.path)
+        attributes = git_out("hash-object", "-w", "--stdin", cwd=repo.path, input="*.txt filter=broken\n").strip()
         target = _tree_with(repo.path, f"100644 blob {attributes}\t.gitattributes\n100644 blob {blob}\ta.txt\n")
     elif bad == "sub/.git":
-        inner = git("mktree", cwd=repo.path, input=f"100644 blob {blob}\t.git\n").strip()
+        inner = git_out("mktree", cwd=repo.path, input=f"100644 blob {blob}\t.git\n").strip()
         target = _tree_with(repo.path, f"040000 tree {inner}\tsub\n")
     else:
         target = _tree_with(repo.path, f"100644 blob {blob}\t{bad}\n")

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 
 from conftest import Repo, gpuspace
-from test_conformance import commit, git, observe
+from helpers import commit, git_out
+from test_conformance import observe
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
 
 def new_repo(path: Path, *init_args: str) -> Path:
     path.mkdir()
-    git("init", "-q", "-b", "main", *init_args, cwd=path)
+    git_out("init", "-q", "-b", "main", *init_args, cwd=path)
     return path
 
 
@@ -35,7 +36,7 @@ def add_both(repo: Path, tmp_path: Path, docker_client, *args: str, ours_first: 
             branch = f"made-by-{who}"
             argv = [arg.replace("{b}", branch) for arg in args]
             if who == "git":
-                git("worktree", "add", "-q", str(where), *argv, cwd=repo)
+                git_out("worktree", "add", "-q", str(where), *argv, cwd=repo)
             else:
                 added = gpuspace("add", str(where), *argv, "--gpus", "none", "--no-start", cwd=repo)
                 assert added.returncode == 0, added.stderr
@@ -99,14 +100,14 @@ def test_working_tree_encoding_is_written_as_git_writes_it(tmp_path, docker_clie
 def test_replace_refs_are_honoured_as_git_honours_them(tmp_path, docker_client):
     repo = new_repo(tmp_path / "repo")
     commit(repo, {"a.txt": "original\n", "b.txt": "b\n"}, "original")
-    original = git("rev-parse", "HEAD", cwd=repo).strip()
+    original = git_out("rev-parse", "HEAD", cwd=repo).strip()
     commit(repo, {"a.txt": "replacement\n", "c.txt": "new\n"}, "replacement")
-    replacement = git("rev-parse", "HEAD", cwd=repo).strip()
-    git("reset", "-q", "--hard", original, cwd=repo)
-    git("replace", original, replacement, cwd=repo)
-    old_blob = git("rev-parse", "HEAD:b.txt", cwd=repo).strip()
-    new_blob = git("hash-object", "-w", "--stdin", cwd=repo, input="b replaced\n").strip()
-    git("replace", old_blob, new_blob, cwd=repo)
+    replacement = git_out("rev-parse", "HEAD", cwd=repo).strip()
+    git_out("reset", "-q", "--hard", original, cwd=repo)
+    git_out("replace", original, replacement, cwd=repo)
+    old_blob = git_out("rev-parse", "HEAD:b.txt", cwd=repo).strip()
+    new_blob = git_out("hash-object", "-w", "--stdin", cwd=repo, input="b replaced\n").strip()
+    git_out("replace", old_blob, new_blob, cwd=repo)
     seen = add_both(repo, tmp_path, docker_client, "--detach", original)
     same(seen)  # git's status too shows the replaced blob modified: the index keeps the tree's id
     assert seen["ours"]["files"]["c.txt"][2] == b"new\n" and seen["ours"]["files"]["b.txt"][2] == b"b replaced\n"
@@ -115,13 +116,13 @@ def test_replace_refs_are_honoured_as_git_honours_them(tmp_path, docker_client):
 def test_a_partial_clone_fetches_the_blobs_it_checks_out(tmp_path, docker_client):
     upstream = new_repo(tmp_path / "upstream")
     commit(upstream, {"a.txt": "a\n"})
-    git("checkout", "-q", "-b", "other", cwd=upstream)
+    git_out("checkout", "-q", "-b", "other", cwd=upstream)
     commit(upstream, {"b.txt": "b\n", "d/c.txt": "c\n", ".gitattributes": "*.txt eol=crlf\n"})
-    git("checkout", "-q", "main", cwd=upstream)
-    git("config", "uploadpack.allowFilter", "true", cwd=upstream)
+    git_out("checkout", "-q", "main", cwd=upstream)
+    git_out("config", "uploadpack.allowFilter", "true", cwd=upstream)
     repo = tmp_path / "repo"
-    git("clone", "-q", "--filter=blob:none", f"file://{upstream}", str(repo), cwd=tmp_path)
-    missing = git("rev-list", "--objects", "--missing=print", "origin/other", cwd=repo)
+    git_out("clone", "-q", "--filter=blob:none", f"file://{upstream}", str(repo), cwd=tmp_path)
+    missing = git_out("rev-list", "--objects", "--missing=print", "origin/other", cwd=repo)
     assert "?" in missing  # the other branch's blobs are not here
     seen = add_both(repo, tmp_path, docker_client, "--detach", "origin/other", ours_first=True)
     same(seen)
@@ -155,15 +156,15 @@ def test_a_sha256_repository_logs_its_own_null_id(tmp_path, docker_client):
     assert ours[0].startswith("0" * 64 + " ")
     assert reflog_shape(common / "worktrees" / "wt-ours" / "logs" / "HEAD") == \
         reflog_shape(common / "worktrees" / "wt-git" / "logs" / "HEAD")
-    assert git("reflog", "show", "made-by-ours", cwd=repo).strip() != ""
+    assert git_out("reflog", "show", "made-by-ours", cwd=repo).strip() != ""
 
 
 def test_a_missing_lfs_object_fails_as_git_fails(tmp_path, docker_client):
     repo = new_repo(tmp_path / "repo")
-    git("lfs", "install", "--local", cwd=repo)  # filter.lfs.required=true
-    git("lfs", "track", "*.bin", cwd=repo)
+    git_out("lfs", "install", "--local", cwd=repo)  # filter.lfs.required=true
+    git_out("lfs", "track", "*.bin", cwd=repo)
     commit(repo, {"model.bin": b"\x00weights" * 10, "plain.txt": "p\n"})
-    git("-c", "gc.auto=0", "lfs", "prune", "--force", cwd=repo, check=False)
+    git_out("-c", "gc.auto=0", "lfs", "prune", "--force", cwd=repo, check=False)
     for found in (repo / ".git" / "lfs" / "objects").rglob("*"):
         if found.is_file():
             found.unlink()  # the object is nowhere: no remote either
@@ -194,7 +195,7 @@ def test_a_filter_git_has_no_driver_for_leaves_the_content_and_admin_dir_as_git(
     no lfs/ folders in the admin dir."""
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")  # where git-lfs is set up for everyone
     repo = new_repo(tmp_path / "repo")
-    assert git("config", "--get-regexp", "^filter", cwd=repo, check=False) == ""
+    assert git_out("config", "--get-regexp", "^filter", cwd=repo, check=False) == ""
     pointer = "version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 5\n"
     commit(repo, {".gitattributes": "*.bin filter=lfs diff=lfs merge=lfs -text\n", "m.bin": pointer})
     seen = add_both(repo, tmp_path, docker_client, "--detach")
@@ -216,11 +217,11 @@ def test_the_index_has_gits_version_cache_tree_and_split(tmp_path, docker_client
     repo = new_repo(tmp_path / "repo")
     layout(repo)
     for key, value in config.items():
-        git("config", key, value, cwd=repo)
+        git_out("config", key, value, cwd=repo)
     seen = add_both(repo, tmp_path, docker_client, "--detach")
     same(seen)
     assert seen["ours"]["index shape"]["TREE"]  # git's checkout leaves a cache-tree
-    assert git("ls-files", "-s", cwd=tmp_path / "wt-ours") == git("ls-files", "-s", cwd=repo)
+    assert git_out("ls-files", "-s", cwd=tmp_path / "wt-ours") == git_out("ls-files", "-s", cwd=repo)
 
 
 def test_detach_leaves_orig_head_as_git(tmp_path, docker_client):
@@ -229,7 +230,7 @@ def test_detach_leaves_orig_head_as_git(tmp_path, docker_client):
     seen = add_both(repo, tmp_path, docker_client, "--detach")
     same(seen, "admin files")
     assert "ORIG_HEAD" in seen["ours"]["admin files"]
-    assert (repo / ".git" / "worktrees" / "wt-ours" / "ORIG_HEAD").read_text() == git("rev-parse", "HEAD", cwd=repo)
+    assert (repo / ".git" / "worktrees" / "wt-ours" / "ORIG_HEAD").read_text() == git_out("rev-parse", "HEAD", cwd=repo)
 
 
 @pytest.mark.parametrize("worktree_config", ["[core]\n\tbare = false\n", "# mine\n[core]\n\tbare = true\n[x]\n\ty = 1\n"],
@@ -237,7 +238,7 @@ def test_detach_leaves_orig_head_as_git(tmp_path, docker_client):
 def test_config_worktree_is_copied_as_git_copies_it(tmp_path, docker_client, worktree_config):
     repo = new_repo(tmp_path / "repo")
     layout(repo)
-    git("config", "extensions.worktreeConfig", "true", cwd=repo)
+    git_out("config", "extensions.worktreeConfig", "true", cwd=repo)
     (repo / ".git" / "config.worktree").write_text(worktree_config)
     seen = add_both(repo, tmp_path, docker_client, "--detach")
     same(seen, "admin files", "files", "index", "status")

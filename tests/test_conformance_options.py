@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import Repo
-from test_conformance import branches, commit, git, history, observe, remote_branch
+from helpers import commit, git_out
+from test_conformance import branches, history, observe, remote_branch
 
 pytestmark = pytest.mark.usefixtures("docker_client")
 
@@ -46,7 +47,7 @@ def admin_files(repo: Path, worktree: Path) -> dict[str, str]:
 def new_repo(tmp_path: Path, setup=history) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
-    git("init", "-q", "-b", "main", cwd=repo)
+    git_out("init", "-q", "-b", "main", cwd=repo)
     setup(repo)
     return repo
 
@@ -55,7 +56,7 @@ def compare_add(repo: Path, tmp_path: Path, args: list[str], *, reset=None) -> d
     """`git worktree add` then ours with `args` (with {p}, the path), each observed and undone in
     between; returns both observations and stderrs."""
     before = branches(repo)
-    tips = {name: git("rev-parse", name, cwd=repo).strip() for name in before}
+    tips = {name: git_out("rev-parse", name, cwd=repo).strip() for name in before}
     logs = {name: (repo / ".git" / "logs" / "refs" / "heads" / name).read_bytes() for name in before}
     seen = {}
     for who in ("git", "ours"):
@@ -66,22 +67,22 @@ def compare_add(repo: Path, tmp_path: Path, args: list[str], *, reset=None) -> d
         else:
             result = subprocess.run(["git-gpuspace", "add", *made, *OURS], cwd=repo, capture_output=True, text=True)
         assert result.returncode == 0, (who, result.stderr)
-        branch = git("symbolic-ref", "-q", "--short", "HEAD", cwd=where, check=False).strip() or None
+        branch = git_out("symbolic-ref", "-q", "--short", "HEAD", cwd=where, check=False).strip() or None
         seen[who] = {
             "observed": observe(repo, where, branch),
             "admin": admin_files(repo, where),
             "index file": (Path((where / ".git").read_text().split(": ", 1)[1].strip()) / "index").exists(),
             "branches": branches(repo),
-            "tips": {name: git("rev-parse", name, cwd=repo).strip() for name in branches(repo)},
+            "tips": {name: git_out("rev-parse", name, cwd=repo).strip() for name in branches(repo)},
             "stderr": first_lines(result.stderr),
         }
         if who == "git":
-            git("worktree", "remove", "-f", "-f", str(where), cwd=repo)
+            git_out("worktree", "remove", "-f", "-f", str(where), cwd=repo)
             for name in branches(repo) - before:
-                git("branch", "-D", name, cwd=repo)
-                git("config", "--remove-section", f"branch.{name}", cwd=repo, check=False)
+                git_out("branch", "-D", name, cwd=repo)
+                git_out("config", "--remove-section", f"branch.{name}", cwd=repo, check=False)
             for name, tip in tips.items():  # as they were, reflogs too
-                git("update-ref", f"refs/heads/{name}", tip, cwd=repo)
+                git_out("update-ref", f"refs/heads/{name}", tip, cwd=repo)
                 (repo / ".git" / "logs" / "refs" / "heads" / name).write_bytes(logs[name])
             if reset:
                 reset(repo)
@@ -135,7 +136,7 @@ def test_remote_tracking_options_do_what_gits_do(tmp_path, cleanup, args, config
     repo = new_repo(tmp_path, setup=lambda repo: (commit(repo, {"x": "x\n"}), remote_branch(repo)))
     cleanup(repo)
     for key, value in config.items():
-        git("config", key, value, cwd=repo)
+        git_out("config", key, value, cwd=repo)
     seen = {}
     for who in ("git", "ours"):
         where = tmp_path / who / "feature"
@@ -143,12 +144,12 @@ def test_remote_tracking_options_do_what_gits_do(tmp_path, cleanup, args, config
         result = (run_git("worktree", "add", *made, cwd=repo) if who == "git" else
                   subprocess.run(["git-gpuspace", "add", *made, *OURS], cwd=repo, capture_output=True, text=True))
         assert result.returncode == 0, result.stderr
-        branch = git("symbolic-ref", "-q", "--short", "HEAD", cwd=where).strip()
-        seen[who] = (observe(repo, where, branch), first_lines(result.stderr), git("rev-parse", "HEAD", cwd=where))
+        branch = git_out("symbolic-ref", "-q", "--short", "HEAD", cwd=where).strip()
+        seen[who] = (observe(repo, where, branch), first_lines(result.stderr), git_out("rev-parse", "HEAD", cwd=where))
         if who == "git":
-            git("worktree", "remove", "-f", str(where), cwd=repo)
-            git("branch", "-D", branch, cwd=repo)
-            git("config", "--remove-section", f"branch.{branch}", cwd=repo, check=False)
+            git_out("worktree", "remove", "-f", str(where), cwd=repo)
+            git_out("branch", "-D", branch, cwd=repo)
+            git_out("config", "--remove-section", f"branch.{branch}", cwd=repo, check=False)
     assert seen["ours"] == seen["git"]
 
 
@@ -158,13 +159,13 @@ def test_quiet_says_nothing_and_the_preparing_line_is_gits(tmp_path, cleanup):
     quiet = subprocess.run(["git-gpuspace", "add", "-q", "--detach", str(tmp_path / "q"), *OURS], cwd=repo,
                            capture_output=True, text=True)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
-    side = git("rev-parse", "side", cwd=repo).strip()
+    side = git_out("rev-parse", "side", cwd=repo).strip()
     for args in (["-b", "fresh"], ["--detach"], [], ["-B", "side"]):
         by_git = run_git("worktree", "add", *args, str(tmp_path / "g" / "side"), cwd=repo)
-        git("worktree", "remove", "-f", str(tmp_path / "g" / "side"), cwd=repo)
+        git_out("worktree", "remove", "-f", str(tmp_path / "g" / "side"), cwd=repo)
         if args[:1] == ["-b"]:
-            git("branch", "-D", "fresh", cwd=repo)
-        git("update-ref", "refs/heads/side", side, cwd=repo)  # where -B found it
+            git_out("branch", "-D", "fresh", cwd=repo)
+        git_out("update-ref", "refs/heads/side", side, cwd=repo)  # where -B found it
         ours = subprocess.run(["git-gpuspace", "add", *args, str(tmp_path / "o" / "side"), *OURS], cwd=repo,
                               capture_output=True, text=True)
         assert ours.returncode == 0, ours.stderr
@@ -173,7 +174,7 @@ def test_quiet_says_nothing_and_the_preparing_line_is_gits(tmp_path, cleanup):
         subprocess.run(["git-gpuspace", "remove", "-f", str(tmp_path / "o" / "side")], cwd=repo, check=True,
                        capture_output=True)
         if args[:1] == ["-b"]:
-            git("branch", "-D", "fresh", cwd=repo)
+            git_out("branch", "-D", "fresh", cwd=repo)
 
 
 def refusals_compare(repo: Path, by_git: subprocess.CompletedProcess, ours: subprocess.CompletedProcess,
@@ -194,11 +195,11 @@ def test_add_over_a_registered_but_missing_path_is_refused_as_git_refuses(tmp_pa
     repo = new_repo(tmp_path)
     cleanup(repo)
     where = tmp_path / "wt"
-    git("worktree", "add", "-q", "--detach", str(where), cwd=repo)
+    git_out("worktree", "add", "-q", "--detach", str(where), cwd=repo)
     if locked:
-        git("worktree", "lock", str(where), cwd=repo)
+        git_out("worktree", "lock", str(where), cwd=repo)
     shutil.rmtree(where)
-    listed = git("worktree", "list", "--porcelain", cwd=repo)
+    listed = git_out("worktree", "list", "--porcelain", cwd=repo)
     by_git = run_git("worktree", "add", "--detach", str(where), cwd=repo)
     mine = ours("add", "--detach", str(where), *OURS, cwd=repo)
     refusals_compare(repo, by_git, mine, lines=2)
@@ -207,12 +208,12 @@ def test_add_over_a_registered_but_missing_path_is_refused_as_git_refuses(tmp_pa
         by_git = run_git("worktree", "add", "-f", "--detach", str(where), cwd=repo)
         mine = ours("add", "-f", "--detach", str(where), *OURS, cwd=repo)
         refusals_compare(repo, by_git, mine, lines=2)
-    assert git("worktree", "list", "--porcelain", cwd=repo) == listed and not where.exists()  # nothing changed
+    assert git_out("worktree", "list", "--porcelain", cwd=repo) == listed and not where.exists()  # nothing changed
     forced = ours("add", *(["-f"] * (2 if locked else 1)), "--detach", str(where), *OURS, cwd=repo)
     assert forced.returncode == 0, forced.stderr
-    assert git("worktree", "list", "--porcelain", cwd=repo).count(f"worktree {where}\n") == 1
+    assert git_out("worktree", "list", "--porcelain", cwd=repo).count(f"worktree {where}\n") == 1
     assert os.listdir(repo / ".git" / "worktrees") == ["wt"]
-    git("worktree", "remove", str(where), cwd=repo)  # git finds it its own
+    git_out("worktree", "remove", str(where), cwd=repo)  # git finds it its own
 
 
 def test_remove_of_a_locked_worktree_needs_force_twice_as_gits(tmp_path, cleanup):
@@ -220,18 +221,18 @@ def test_remove_of_a_locked_worktree_needs_force_twice_as_gits(tmp_path, cleanup
     repo = new_repo(tmp_path)
     cleanup(repo)
     for who in ("g", "o"):
-        git("worktree", "add", "-q", "--lock", "--reason", "on a USB disk", "--detach", str(tmp_path / who), cwd=repo)
+        git_out("worktree", "add", "-q", "--lock", "--reason", "on a USB disk", "--detach", str(tmp_path / who), cwd=repo)
     for force in ([], ["-f"]):
         by_git = run_git("worktree", "remove", *force, str(tmp_path / "g"), cwd=repo)
         mine = ours("remove", *force, str(tmp_path / "o"), cwd=repo)
         refusals_compare(repo, by_git, mine)
         assert by_git.returncode == 128 and "lock reason: on a USB disk" in mine.stderr
     assert (tmp_path / "o" / ".git").exists()
-    git("worktree", "unlock", str(tmp_path / "o"), cwd=repo)
-    git("worktree", "lock", str(tmp_path / "o"), cwd=repo)  # no reason: git's other wording
+    git_out("worktree", "unlock", str(tmp_path / "o"), cwd=repo)
+    git_out("worktree", "lock", str(tmp_path / "o"), cwd=repo)  # no reason: git's other wording
     by_git = run_git("worktree", "remove", "-f", str(tmp_path / "g"), cwd=repo)
-    git("worktree", "unlock", str(tmp_path / "g"), cwd=repo)
-    git("worktree", "lock", str(tmp_path / "g"), cwd=repo)
+    git_out("worktree", "unlock", str(tmp_path / "g"), cwd=repo)
+    git_out("worktree", "lock", str(tmp_path / "g"), cwd=repo)
     by_git = run_git("worktree", "remove", "-f", str(tmp_path / "g"), cwd=repo)
     mine = ours("remove", "-f", str(tmp_path / "o"), cwd=repo)
     refusals_compare(repo, by_git, mine)
@@ -247,7 +248,7 @@ def test_add_after_git_removed_a_bound_worktree_works_at_once(tmp_path, cleanup,
     where = tmp_path / "wt"
     assert ours("add", "--detach", str(where), *OURS, cwd=repo).returncode == 0
     [first] = Repo(path=repo, client=docker_client).containers()
-    git("worktree", "remove", str(where), cwd=repo)
+    git_out("worktree", "remove", str(where), cwd=repo)
     again = ours("add", "--detach", str(where), *OURS, cwd=repo)
     assert again.returncode == 0, again.stderr
     [second] = Repo(path=repo, client=docker_client).containers()
@@ -256,10 +257,10 @@ def test_add_after_git_removed_a_bound_worktree_works_at_once(tmp_path, cleanup,
 
 
 def _bad_tree(repo: Path) -> str:
-    blob = git("hash-object", "-w", "--stdin", cwd=repo, input="x\n").strip()
-    inner = git("mktree", cwd=repo, input=f"100644 blob {blob}\t.git\n").strip()
-    tree = git("mktree", cwd=repo, input=f"040000 tree {inner}\tsub\n").strip()
-    return git("commit-tree", tree, "-m", "by hand", cwd=repo).strip()
+    blob = git_out("hash-object", "-w", "--stdin", cwd=repo, input="x\n").strip()
+    inner = git_out("mktree", cwd=repo, input=f"100644 blob {blob}\t.git\n").strip()
+    tree = git_out("mktree", cwd=repo, input=f"040000 tree {inner}\tsub\n").strip()
+    return git_out("commit-tree", tree, "-m", "by hand", cwd=repo).strip()
 
 
 @pytest.mark.parametrize("case", ["checked out elsewhere", "-B checked out elsewhere", "sub/.git", "-b and --detach",
@@ -282,12 +283,12 @@ def test_add_refusals_have_gits_exit_code_and_words(tmp_path, cleanup, case):
         "an unknown commit": ["{p}", "no-such-ref"],
         "-b from an unknown commit": ["-b", "x", "{p}", "no-such-ref"],
     }[case]
-    before = (branches(repo), git("worktree", "list", "--porcelain", cwd=repo))
+    before = (branches(repo), git_out("worktree", "list", "--porcelain", cwd=repo))
     by_git = run_git("worktree", "add", *[a.replace("{p}", str(tmp_path / "g")) for a in args], cwd=repo)
     mine = ours("add", *[a.replace("{p}", str(tmp_path / "o")) for a in args], *OURS, cwd=repo)
     refusals_compare(repo, by_git, mine, lines=2)
     assert by_git.returncode in (128, 255)
-    assert (branches(repo), git("worktree", "list", "--porcelain", cwd=repo)) == before
+    assert (branches(repo), git_out("worktree", "list", "--porcelain", cwd=repo)) == before
     assert not (tmp_path / "o").exists()
 
 
@@ -309,7 +310,7 @@ def test_remove_refusals_have_gits_exit_code_and_words(tmp_path, cleanup):
     repo = new_repo(tmp_path)
     cleanup(repo)
     for who in ("g", "o"):
-        git("worktree", "add", "-q", "--detach", str(tmp_path / who), cwd=repo)
+        git_out("worktree", "add", "-q", "--detach", str(tmp_path / who), cwd=repo)
         (tmp_path / who / "untracked.txt").write_text("u\n")
     # the path as the user gave it, as git echoes it
     by_git = run_git("worktree", "remove", "../g", cwd=repo)
@@ -324,7 +325,7 @@ def test_prune_dry_run_says_what_gits_says(tmp_path, cleanup):
     """Row: `prune -n` (and --dry-run) says git's "Removing worktrees/x: ..." and removes nothing."""
     repo = new_repo(tmp_path)
     cleanup(repo)
-    git("worktree", "add", "-q", "--detach", str(tmp_path / "gone"), cwd=repo)
+    git_out("worktree", "add", "-q", "--detach", str(tmp_path / "gone"), cwd=repo)
     shutil.rmtree(tmp_path / "gone")
     by_git = run_git("worktree", "prune", "-n", cwd=repo)
     for flag in ("-n", "--dry-run"):

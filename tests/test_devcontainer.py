@@ -8,21 +8,7 @@ import secrets
 import pytest
 
 from conftest import TEST_IMAGE, container_env
-
-
-def commit_devcontainer(repo, text, name=None, extra=None):
-    folder = repo.path / ".devcontainer" / (name or "")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "devcontainer.json").write_text(text)
-    for path, content in (extra or {}).items():
-        (repo.path / path).parent.mkdir(parents=True, exist_ok=True)
-        (repo.path / path).write_text(content)
-    repo.git("add", ".")
-    repo.git("commit", "-q", "-m", "devcontainer")
-
-
-def container_of(repo, branch):
-    return next(c for c in repo.containers() if c.labels["gpuspace.branch"] == branch)
+from helpers import commit_devcontainer, container_of
 
 
 def test_fields_taken_and_unsafe_ones_refused(repo, tmp_path, docker_client):

@@ -86,7 +86,8 @@ def test_branch_checked_out_elsewhere_is_refused(repo, tmp_path):
 def test_a_git_dir_apart_from_its_work_tree(tmp_path, docker_client):
     """GIT_DIR and GIT_WORK_TREE name a store and a work tree in two places (no `.git` in the
     work tree): status, add and remove work there as git's own worktree commands do."""
-    from conftest import LABEL_REPO, git, gpuspace
+    from conftest import LABEL_REPO, gpuspace
+    from helpers import git
 
     store, tree = tmp_path / "store.git", tmp_path / "tree"
     git("init", "-q", "--bare", str(store), cwd=tmp_path)

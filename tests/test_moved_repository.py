@@ -11,7 +11,8 @@ import sys
 
 import tomli_w
 
-from conftest import LABEL_REPO, Repo, git, make_repo
+from conftest import LABEL_REPO, Repo, make_repo
+from helpers import git
 
 if sys.version_info >= (3, 11):
     import tomllib

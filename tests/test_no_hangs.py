@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from conftest import TEST_IMAGE, wait_for
-from test_devcontainer import commit_devcontainer
+from helpers import commit_devcontainer
 
 
 def test_repo_lock_is_free_while_a_repository_build_runs(repo, tmp_path, docker_client):

@@ -15,19 +15,16 @@ import pytest
 from dulwich.repo import Repo
 
 from git_gpuspace import pack_order
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=True, text=True).stdout
+from helpers import git_out
 
 
 def versions_repo(path: Path, commits: int = 30) -> Path:
     """Files that change a line per commit (long delta chains once packed), a few that share
     their content, and a binary one."""
     path.mkdir()
-    git("init", "-q", "-b", "main", cwd=path)
-    git("config", "user.name", "t", cwd=path)
-    git("config", "user.email", "t@example.com", cwd=path)
+    git_out("init", "-q", "-b", "main", cwd=path)
+    git_out("config", "user.name", "t", cwd=path)
+    git_out("config", "user.email", "t@example.com", cwd=path)
     chance = random.Random(7)
     lines = {name: [f"# {name} line {i}\n" for i in range(200)] for name in ("a.py", "b.py", "c/d.py")}
     for version in range(commits):
@@ -40,13 +37,13 @@ def versions_repo(path: Path, commits: int = 30) -> Path:
         (path / "same1.txt").write_text("shared\n")
         (path / "same2.txt").write_text("shared\n")
         (path / "blob.bin").write_bytes(bytes(range(256)) * (version + 1))
-        git("add", "-A", cwd=path)
-        git("commit", "-q", "-m", f"v{version}", cwd=path)
+        git_out("add", "-A", cwd=path)
+        git_out("commit", "-q", "-m", f"v{version}", cwd=path)
     return path
 
 
 def every_blob(repo: Path) -> list[str]:
-    listing = git("rev-list", "--objects", "--all", cwd=repo).split("\n")
+    listing = git_out("rev-list", "--objects", "--all", cwd=repo).split("\n")
     shas = [line.split(" ", 1)[0] for line in listing if line]
     found = subprocess.run(["git", "cat-file", "--batch-check=%(objecttype) %(objectname)"], cwd=repo,
                            input="\n".join(shas) + "\n", capture_output=True, check=True, text=True).stdout
@@ -71,7 +68,7 @@ def read_all(repo: Path, shas: list[str], cache_bytes: int = 16 << 20,
 @pytest.mark.parametrize("cache_bytes", [16 << 20, 1], ids=["cache", "no-cache"])
 def test_every_blob_reads_as_git_reads_it(tmp_path, repack, cache_bytes):
     repo = versions_repo(tmp_path / "repo")
-    git(*repack, cwd=repo)
+    git_out(*repack, cwd=repo)
     blobs = every_blob(repo)
     assert len(blobs) > 60
     read = read_all(repo, blobs, cache_bytes)
@@ -83,22 +80,22 @@ def test_every_blob_reads_as_git_reads_it(tmp_path, repack, cache_bytes):
 def test_long_chains_were_made(tmp_path):
     """The packs above hold the chains this module walks (else the test proves little)."""
     repo = versions_repo(tmp_path / "repo")
-    git("repack", "-adfq", "--depth=50", "--window=50", cwd=repo)
+    git_out("repack", "-adfq", "--depth=50", "--window=50", cwd=repo)
     pack = next((repo / ".git" / "objects" / "pack").glob("*.idx"))
-    verified = git("verify-pack", "-v", str(pack), cwd=repo)
+    verified = git_out("verify-pack", "-v", str(pack), cwd=repo)
     assert "chain length = 20" in verified
 
 
 def test_objects_over_several_packs_and_loose_ones(tmp_path):
     repo = versions_repo(tmp_path / "repo", commits=10)
-    git("repack", "-adq", cwd=repo)
+    git_out("repack", "-adq", cwd=repo)
     (repo / "later.txt").write_text("second pack\n")
-    git("add", "-A", cwd=repo)
-    git("commit", "-q", "-m", "later", cwd=repo)
-    git("repack", "-dq", cwd=repo)  # a second pack with what is new
+    git_out("add", "-A", cwd=repo)
+    git_out("commit", "-q", "-m", "later", cwd=repo)
+    git_out("repack", "-dq", cwd=repo)  # a second pack with what is new
     (repo / "loose.txt").write_text("never packed\n")
-    git("add", "-A", cwd=repo)
-    git("commit", "-q", "-m", "loose", cwd=repo)
+    git_out("add", "-A", cwd=repo)
+    git_out("commit", "-q", "-m", "loose", cwd=repo)
     assert len(list((repo / ".git" / "objects" / "pack").glob("*.pack"))) == 2
     blobs = every_blob(repo)
     read = read_all(repo, blobs)
@@ -108,8 +105,8 @@ def test_objects_over_several_packs_and_loose_ones(tmp_path):
 
 def test_a_replaced_object_reads_as_its_replacement_under_its_own_id(tmp_path):
     repo = versions_repo(tmp_path / "repo", commits=2)
-    git("repack", "-adq", cwd=repo)
-    original = git("rev-parse", "HEAD:a.py", cwd=repo).strip()
-    replacement = git("rev-parse", "HEAD:b.py", cwd=repo).strip()
+    git_out("repack", "-adq", cwd=repo)
+    original = git_out("rev-parse", "HEAD:a.py", cwd=repo).strip()
+    replacement = git_out("rev-parse", "HEAD:b.py", cwd=repo).strip()
     read = read_all(repo, [original], replacements={original.encode(): replacement.encode()})
     assert read == {original: (3, contents_by_git(repo, replacement))}

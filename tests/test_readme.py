@@ -6,7 +6,8 @@ import json
 import re
 import subprocess
 
-from conftest import ROOT, TEST_IMAGE, git
+from conftest import ROOT, TEST_IMAGE
+from helpers import git
 
 README_IMAGE = "pytorch/pytorch:2.7.0-cuda12.6-cudnn9-runtime"
 

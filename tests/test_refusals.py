@@ -105,25 +105,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_IMAGE, fake_gpu_uuids, git, make_repo
+from conftest import TEST_IMAGE, fake_gpu_uuids, make_repo
 from git_gpuspace import devcontainer, features
-from test_devcontainer import commit_devcontainer
-from test_state_authority import plant, tomllib
+from helpers import assert_refused, commit_devcontainer, git, plant, tomllib
 
-ERROR = "git-gpuspace: error: "
 NOWHERE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}  # a refusal that must come before the engine
-
-
-def assert_refused(result, code: int, *words: str) -> str:
-    """Exit `code`, exactly one `git-gpuspace: error:` line naming each of `words`, no traceback.
-    Returns that line."""
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith(ERROR)]
-    assert len(errors) == 1, result.stderr
-    for word in words:
-        assert word in errors[0], result.stderr
-    return errors[0]
 
 
 def on_disk(repo, where: Path) -> tuple:

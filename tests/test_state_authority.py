@@ -4,29 +4,9 @@ once write it) cannot make the host delete, widen or touch what is not the bindi
 from __future__ import annotations
 
 import shutil
-import sys
-
-import tomli_w
 
 from conftest import TEST_IMAGE
-from test_devcontainer import commit_devcontainer
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-
-def plant(repo, **changes):
-    """Rewrite the first binding's keys; None deletes one."""
-    document = tomllib.loads(repo.state_text())
-    binding = document["bindings"][0]
-    for key, value in changes.items():
-        if value is None:
-            binding.pop(key, None)
-        else:
-            binding[key] = value
-    (repo.common_dir / "gpuspace.toml").write_text(tomli_w.dumps(document))
+from helpers import commit_devcontainer, plant, tomllib
 
 
 def refused(result, key):

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from conftest import TEST_IMAGE, container_env
-from test_devcontainer import commit_devcontainer, container_of
+from helpers import commit_devcontainer, container_of
 
 SECRET = "s3cr3t-token-value"
 

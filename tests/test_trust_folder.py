@@ -13,7 +13,7 @@ import time
 import tomli_w
 
 from conftest import TEST_IMAGE
-from test_devcontainer import commit_devcontainer, container_of
+from helpers import commit_devcontainer, container_of
 
 from git_gpuspace import trust
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from conftest import TEST_IMAGE, fake_gpu_uuids
-from test_devcontainer import commit_devcontainer, container_of
+from helpers import commit_devcontainer, container_of
 
 from git_gpuspace import settings
 from git_gpuspace.devcontainer import Devcontainer

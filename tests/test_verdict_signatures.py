@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Repo, git
+from conftest import Repo
+from helpers import git
 from test_verify import commits
 
 CHECK = ["sh", "-c", "test ! -e broken"]

@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 
 from conftest import TEST_IMAGE, container_env, fake_gpu_uuids
+from helpers import container_of
 
 from git_gpuspace import services
 from git_gpuspace.model import Binding, PortMap
@@ -20,10 +21,6 @@ NOWHERE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 
 def by_branch(repo, branch):
     return next(r for r in repo.status() if r["branch"] == branch)
-
-
-def container_of(repo, branch):
-    return next(c for c in repo.containers() if c.labels["gpuspace.branch"] == branch)
 
 
 def fetch(address, port):
