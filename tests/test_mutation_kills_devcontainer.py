@@ -3,7 +3,7 @@
 As tests/test_mutation_kills.py does for the other pure modules: every message a user reads is
 pinned in full, and every boundary and branch, so that scripts/mutation's changes to
 devcontainer.py, features.py and settings.py fail a test. Engine-free and fast: the parser is
-called directly (as the parser section of tests/test_devcontainer_fixtures.py does), a feature
+called directly (as the parser section of tests/devcontainer/test_devcontainer_fixtures.py does), a feature
 registry is conftest's in-process one (feature_registry), and the GPU inventory is conftest's
 stand-in nvidia-smi.
 """
