@@ -54,7 +54,7 @@ def isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FAKE_GPU_COUNT", "4")
     # the stand-in nvidia-smi, chosen outright: on a host with real GPUs NVML would answer first
     monkeypatch.setenv("GPUSPACE_GPU_SOURCE", "nvidia-smi")
-    # no MLflow tracker behind every test's runs: tests/test_tracking.py turns it on where it looks
+    # no MLflow tracker behind every test's runs: tests/runs/test_tracking.py turns it on where it looks
     monkeypatch.setenv("GPUSPACE_TRACKING_URI", "none")
     for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
         monkeypatch.delenv(name, raising=False)

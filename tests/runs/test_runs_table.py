@@ -24,7 +24,7 @@ from git_gpuspace.config import default_data_root
 from git_gpuspace.runs import at_work, results, store
 from git_gpuspace.runs.model import Run, Sweep
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def seed(repo, *specs: dict, sweep: Sweep | None = None) -> list[Run]:

@@ -1,6 +1,6 @@
 """The scheduler of a shared machine, on the real engine: fair share between users, no
 starvation of a request for several GPUs, preemption of preemptible runs only, time slices, and
-nothing of a preempted run's work lost. The policy itself is tests/test_schedule.py (no engine);
+nothing of a preempted run's work lost. The policy itself is tests/runs/test_schedule.py (no engine);
 these drive dispatchers of two repos and two users (a second local user made with useradd) as
 people would, and count from the runs' own records and logs."""
 
