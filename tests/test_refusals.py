@@ -13,7 +13,7 @@ README.md
 | promise | options | proved by |
 |---|---|---|
 | `remove` refused with modified or untracked files unless --force (README.md:80) | modified, staged, untracked, deleted; with --purge | here: test_remove_refuses_a_worktree_with_changes[*] (test_promises.py::test_remove_refuses_every_kind_of_change checks no exit code, error line or state) |
-| `data rm` deletes orphaned data dirs only (README.md:94; SECURITY.md:51) | in use by a binding, in use by a run, not ours, a copied owner mark, one orphaned with one in use, none named | here: test_data_rm_deletes_only_orphaned_data_dirs_of_ours[*] (test_rough_edges.py::test_data_dirs_are_listed_with_sizes_and_orphaned_ones_deleted_on_request: two of them, non-zero exit only) |
+| `data rm` deletes orphaned data dirs only (README.md:94; SECURITY.md:51) | in use by a binding, in use by a run, not ours, a copied owner mark, one orphaned with one in use, none named | here: test_data_rm_deletes_only_orphaned_data_dirs_of_ours[*] (reliability/test_rough_edges.py::test_data_dirs_are_listed_with_sizes_and_orphaned_ones_deleted_on_request: two of them, non-zero exit only) |
 | a changed devcontainer.json is untrusted again; `trust --revoke` (README.md:99, 191) | changed, revoked | devcontainer/test_trust.py::test_trust_is_per_content_and_can_be_revoked |
 | a malformed --gpus spec is bad usage, exit 2 (README.md:108, 441) | listed twice, index and UUID of one GPU, garbage, negative | test_bad_input.py::test_bad_input[gpu duplicated, gpu index and uuid of same, gpu garbage, gpu negative] |
 | GPUs the host does not have (README.md:108) | index, UUID, count | test_bad_input.py::test_bad_input[gpu index out of range, gpu unknown uuid, gpu count over inventory] |
@@ -21,7 +21,7 @@ README.md
 | an image that cannot be pulled is an error (README.md:110, 458) | --image | test_errors.py::test_refused_add_leaves_nothing[-b new {wt} --image localhost:1/nothing:here] |
 | malformed sizes and limits are bad usage (README.md:111-112, 441) | --memory, --cpus, --shm-size (malformed, too small, absurd) | test_bad_input.py::test_bad_input[memory malformed, memory too small, memory absurd, cpus malformed, cpus zero, cpus absurd, shm malformed] |
 | ... in `init` and `config set` too (README.md:88-89, 441) | --gpus, --memory, --cpus, --shm-size; gpus, memory, cpus, shm_size | here: test_init_refuses_a_malformed_default_and_changes_nothing[*], test_config_set_refuses_a_malformed_value[*] (git/test_hooks.py::test_init_refuses_bad_defaults: --memory, no error-line check) |
-| a service's host port that is no port is bad usage (README.md:114-116) | --jupyter=, --ssh=, --tensorboard= | here: test_a_service_host_port_that_is_no_port_is_bad_usage[*] (test_rough_edges.py::test_a_bad_service_port_is_reported_as_typed: --jupyter, no error-line check) |
+| a service's host port that is no port is bad usage (README.md:114-116) | --jupyter=, --ssh=, --tensorboard= | here: test_a_service_host_port_that_is_no_port_is_bad_usage[*] (reliability/test_rough_edges.py::test_a_bad_service_port_is_reported_as_typed: --jupyter, no error-line check) |
 | SSH takes public keys only (README.md:115) | --ssh-key missing, --ssh-key not a public key, no ~/.ssh/*.pub | here: test_ssh_without_a_public_key_is_refused[*] (workspace/test_workspace.py::test_ssh_takes_keys_only: a missing key, exit code and message only) |
 | a malformed --port is bad usage (README.md:117) | out of range, malformed, name twice, host port twice | test_bad_input.py::test_bad_input[port out of range, port malformed, port name twice, host port twice] |
 | a bad --publish-address is bad usage (README.md:118) | --publish-address | test_bad_input.py::test_bad_input[publish address] |
@@ -76,17 +76,17 @@ docs/SECURITY.md
 | a mount source swapped for a symlink is refused at recreate (SECURITY.md:44) | mounts | here: test_a_mount_source_swapped_for_a_symlink_is_refused_at_recreate (security/test_state_authority.py's: no error-line or state check) |
 | a `.gpuspace` replaced by a symlink is refused (SECURITY.md:45) | .gpuspace | here: test_a_private_dir_replaced_by_a_symlink_is_refused (security/test_state_authority.py::test_host_never_writes_through_symlinks_in_the_data_dir: no error-line check) |
 | add and bind in a submodule or where core.worktree is set are refused; no worktree inside a git dir (SECURITY.md:46) | add in a submodule, add with core.worktree, add inside .git; bind in a submodule, bind with core.worktree | git/test_submodule_safety.py::test_add_inside_a_submodule_is_refused_and_writes_nothing_into_git_dirs, git/test_submodule_safety.py::test_a_repo_with_core_worktree_set_is_refused, test_bad_input.py::test_bad_input[path inside .git]; here: test_bind_in_a_submodule_is_refused, test_bind_where_core_worktree_is_set_is_refused |
-| waiting for a lock is bounded and names the holder (SECURITY.md:47, 152-156) | the GPU claim lock, the repo lock | test_lock_bounds.py::test_add_gives_up_on_a_held_gpu_claim_lock_and_leaves_nothing; here: test_a_held_repo_lock_is_a_bounded_wait_that_names_its_holder |
-| a repository's build never runs under the repo lock (SECURITY.md:48) | | test_no_hangs.py::test_repo_lock_is_free_while_a_repository_build_runs |
+| waiting for a lock is bounded and names the holder (SECURITY.md:47, 152-156) | the GPU claim lock, the repo lock | reliability/test_lock_bounds.py::test_add_gives_up_on_a_held_gpu_claim_lock_and_leaves_nothing; here: test_a_held_repo_lock_is_a_bounded_wait_that_names_its_holder |
+| a repository's build never runs under the repo lock (SECURITY.md:48) | | reliability/test_no_hangs.py::test_repo_lock_is_free_while_a_repository_build_runs |
 | the build-context hash never reads devices, FIFOs or symlinks (SECURITY.md:49) | | devcontainer/test_trust.py::test_build_context_hash_never_reads_devices_fifos_or_symlinks |
 | no container has extra power by default; ports on loopback (SECURITY.md:50, 79-83) | | security/test_security.py::test_default_container_has_no_extra_power |
-| what a container writes in its data dir is read as data only (SECURITY.md:51) | exit, service-<name>, origin | runs/test_runs.py::test_a_run_ends_with_its_command_and_nothing_of_it_runs_on, test_rough_edges.py::test_services_that_do_not_answer_are_said_down_with_the_fix; `data rm`: see README |
+| what a container writes in its data dir is read as data only (SECURITY.md:51) | exit, service-<name>, origin | runs/test_runs.py::test_a_run_ends_with_its_command_and_nothing_of_it_runs_on, reliability/test_rough_edges.py::test_services_that_do_not_answer_are_said_down_with_the_fix; `data rm`: see README |
 | post-checkout runs from a hooks dir no container can write (SECURITY.md:52) | | git/test_conformance.py::test_same_as_git_worktree_add, security/test_boundary.py::test_hooks_path_inside_the_worktree_is_read_only |
 | nothing a devcontainer.json names is mounted over the worktree, /data or the caches (SECURITY.md:86-87) | /data, /workspace, /cache, /cache/huggingface; runArgs -v over /data | devcontainer/test_devcontainer_fixtures.py::test_fixture[mount-over-data]; here: test_a_devcontainer_mount_is_never_put_over_our_own[*], test_a_trusted_run_arg_volume_over_the_data_dir_is_refused_and_leaves_nothing |
 | features from a registry are unpacked with tar's data filter (SECURITY.md:88-90) | a `..` path, a symlink out, a hard link out, a device file, an absolute path | here: test_a_feature_archive_that_reaches_out_of_its_folder_is_refused[*], test_a_feature_archive_entry_with_an_absolute_path_stays_in_its_folder |
 | names and hook arguments are data, never evaluated (SECURITY.md:116-119) | | security/test_security.py::test_hook_arguments_and_branch_names_are_never_evaluated, test_bad_input.py::test_odd_but_valid_names_work |
 | no hook is lost: with a hook and a chained hook both there, install keeps the newer as `<hook>.gpuspace-chained.2` (SECURITY.md, README.md) | post-checkout | git/test_hooks.py::test_a_hook_that_replaced_ours_is_chained_after_the_older_one |
-| a crash leaves no binding whose GPUs another could take, no lost file (SECURITY.md:157-162) | each fault point | test_reliability.py::test_kill_during_add_then_next_command_converges, test_reliability.py::test_kill_during_remove_then_next_command_converges |
+| a crash leaves no binding whose GPUs another could take, no lost file (SECURITY.md:157-162) | each fault point | reliability/test_reliability.py::test_kill_during_add_then_next_command_converges, reliability/test_reliability.py::test_kill_during_remove_then_next_command_converges |
 """
 
 from __future__ import annotations
@@ -686,7 +686,7 @@ def test_bind_where_core_worktree_is_set_is_refused(plain_repo, tmp_path):
 # --- locks (SECURITY.md: waiting for a lock is bounded; the error names the lock and its holder) ---
 
 def test_a_held_repo_lock_is_a_bounded_wait_that_names_its_holder(repo, tmp_path):
-    """The GPU claim lock is test_lock_bounds.py's; this is the repository's own lock."""
+    """The GPU claim lock is reliability/test_lock_bounds.py's; this is the repository's own lock."""
     lock = repo.common_dir / "gpuspace.lock"
     before = repo.snapshot(tmp_path / "wts")
     with flock_held(lock) as holder:

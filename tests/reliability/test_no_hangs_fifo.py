@@ -252,7 +252,7 @@ def test_git_gpuspace_runs_git_only_through_the_timed_runner():
     import re
 
     started_git = re.compile(r"""(?:run|Popen|call|check_output|check_call)\(\s*\[\s*["']git["']""")
-    package = Path(__file__).resolve().parent.parent / "git_gpuspace"
+    package = Path(__file__).resolve().parents[2] / "git_gpuspace"
     offenders = [f"{source.relative_to(package)}: {line.strip()}" for source in sorted(package.rglob("*.py"))
                  if source.name != "git_cli.py" for line in source.read_text().splitlines()
                  if started_git.search(line) and "--version" not in line]
