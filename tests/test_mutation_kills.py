@@ -2,7 +2,7 @@
 
 These pin what a user reads (every message and hint in full) and every boundary, so that a
 changed comparison, a dropped argument or an edited message fails a test (scripts/mutation
-measures that). Fast and engine-free: they run with tests/test_units.py.
+measures that). Fast and engine-free: they run with tests/cli/test_units.py.
 """
 
 from __future__ import annotations

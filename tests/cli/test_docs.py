@@ -18,7 +18,7 @@ import pytest
 from git_gpuspace import __version__, cliwalk, manpage
 from git_gpuspace.cli import build_parser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MAN_PAGE = ROOT / "man" / "git-gpuspace.1"
 REQUIRED = os.environ.get("GPUSPACE_TEST_ENGINE") == "required"
 

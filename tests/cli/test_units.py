@@ -180,7 +180,7 @@ def test_every_subpackage_is_packaged():
     """pyproject lists packages by hand: a new sub-package must be listed, or installs lack it."""
     import tomllib
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(init.parent.relative_to(root).parts) for init in (root / "git_gpuspace").rglob("__init__.py")}
     assert found <= listed
