@@ -11,7 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomli_w
+
+from git_gpuspace.errors import UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,3 +103,12 @@ def plant(repo, **changes):
         else:
             binding[key] = value
     (repo.common_dir / "gpuspace.toml").write_text(tomli_w.dumps(document))
+
+
+# ---------------------------------------------------------------- a refusal's UsageError
+
+def usage_error(call, *args) -> UsageError:
+    with pytest.raises(UsageError) as refused:
+        call(*args)
+    return refused.value
+

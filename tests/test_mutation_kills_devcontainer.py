@@ -1,6 +1,6 @@
 """Exact behaviour of the devcontainer.json parser, Dev Container Features and the settings layers.
 
-As tests/test_mutation_kills.py does for the other pure modules: every message a user reads is
+As tests/workspace/test_state.py and its neighbours do for the other pure modules: every message a user reads is
 pinned in full, and every boundary and branch, so that scripts/mutation's changes to
 devcontainer.py, features.py and settings.py fail a test. Engine-free and fast: the parser is
 called directly (as the parser section of tests/devcontainer/test_devcontainer_fixtures.py does), a feature
