@@ -550,3 +550,9 @@ def slurm_jobs_of(tmp_path: Path) -> list[str]:
                             capture_output=True, text=True, check=True).stdout
     return [job for job, _, comment in (line.partition("|") for line in listed.splitlines()) if str(tmp_path) in comment]
 
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    """No proxy variables: a feature registry on this host is reached directly."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)

@@ -7,13 +7,19 @@ Fixtures live in conftest.py; these are plain functions, imported where used
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 import tomli_w
 
+from git_gpuspace import devcontainer, features
 from git_gpuspace.errors import UsageError
 
 if sys.version_info >= (3, 11):
@@ -110,5 +116,104 @@ def plant(repo, **changes):
 def usage_error(call, *args) -> UsageError:
     with pytest.raises(UsageError) as refused:
         call(*args)
+    return refused.value
+
+
+# ---------------------------------------------------------------- devcontainer.json and features, parsed without the engine
+
+def where(tmp_path: Path) -> Path:
+    """The devcontainer.json that `parse` writes."""
+    return tmp_path / "wt" / ".devcontainer" / "devcontainer.json"
+
+
+def parse(tmp_path: Path, document: dict | str | bytes, trust: bool = True, files: dict[str, str] | None = None,
+          fetch=None, repo_root: Path | None = None) -> devcontainer.Devcontainer:
+    """devcontainer.load, with no engine, of `document` written at `where(tmp_path)` with `files`
+    (path in the worktree: text) beside it."""
+    worktree = tmp_path / "wt"
+    (worktree / ".devcontainer").mkdir(parents=True, exist_ok=True)
+    for name, text in (files or {}).items():
+        (worktree / name).parent.mkdir(parents=True, exist_ok=True)
+        (worktree / name).write_text(text)
+    path = where(tmp_path)
+    if isinstance(document, bytes):
+        content = document
+    else:
+        content = (document if isinstance(document, str) else json.dumps(document)).encode()
+    path.write_bytes(content)
+    return devcontainer.load(path, content, worktree, repo_root or worktree, trust, fetch)
+
+
+def refusal(tmp_path: Path, document, **kwargs) -> UsageError:
+    """The UsageError `parse` raises."""
+    with pytest.raises(UsageError) as refused:
+        parse(tmp_path, document, **kwargs)
+    return refused.value
+
+
+def says(tmp_path: Path, document, message: str, **kwargs) -> UsageError:
+    """The refusal's one line is exactly `{path}: message`."""
+    error = refusal(tmp_path, document, **kwargs)
+    assert str(error) == f"{where(tmp_path)}: {message}"
+    return error
+
+
+DOCKERFILE = {".devcontainer/Dockerfile": "FROM base\n"}
+
+
+def list_in_reverse(monkeypatch) -> None:
+    """os.walk lists every folder's entries in the reverse order from now on."""
+    walk = os.walk
+
+    def reversed_walk(top):
+        for root, dirs, files in walk(top):
+            dirs.reverse()
+            files.reverse()
+            yield root, dirs, files
+
+    monkeypatch.setattr(os, "walk", reversed_walk)
+
+
+def feature_folder(root: Path, name: str, metadata: dict | str = "{}", install: str = "echo hi\n") -> Path:
+    """A Dev Container Feature in the folder `root / name`."""
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "devcontainer-feature.json").write_text(metadata if isinstance(metadata, str) else json.dumps(metadata))
+    (folder / "install.sh").write_text(install)
+    return folder
+
+
+def tar_of(entries: dict[str, str | None]) -> bytes:
+    """A tar of files (text) and symlinks (None: a link to /etc/passwd)."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, text in entries.items():
+            info = tarfile.TarInfo(name)
+            if text is None:
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            else:
+                data = text.encode()
+                info.size, info.mode = len(data), 0o755
+                tar.addfile(info, io.BytesIO(data))
+    return archive.getvalue()
+
+
+FEATURE_TAR = {"./devcontainer-feature.json": '{"id": "hello"}', "./install.sh": "#!/bin/sh\necho hello\n"}
+
+
+def cache_of(target: str) -> Path:
+    """Where a feature fetched from a registry is cached."""
+    return Path(os.environ["XDG_CACHE_HOME"]) / "git-gpuspace" / "features" / hashlib.sha256(target.encode()).hexdigest()[:16]
+
+
+def fetch_refusal(reference: str, clean: bool = True) -> UsageError:
+    """The UsageError of fetching `reference`, with its hint; with clean, nothing left in the cache."""
+    with pytest.raises(UsageError) as refused:
+        features.fetch_oci(reference)
+    assert refused.value.hint == ("check the reference and that the registry is reachable; a feature in a folder of the "
+                                  "repository (\"./my-feature\") needs no registry")
+    if clean:
+        assert [p.name for p in cache_of("x").parent.iterdir()] == []  # nothing left behind
     return refused.value
 
