@@ -32,6 +32,7 @@ import pytest
 from conftest import TEST_IMAGE, container_env
 from git_gpuspace import devcontainer, features
 from git_gpuspace.errors import UsageError
+from helpers import parse
 
 IMAGE = TEST_IMAGE
 
@@ -465,19 +466,6 @@ def test_one_build_serves_every_worktree_of_the_commit(repo, tmp_path, docker_cl
 
 
 # --- the parser, without the engine -----------------------------------------------------------
-
-def parse(tmp_path: Path, document: dict | str, trust: bool = True, files: dict[str, str] | None = None,
-          fetch=None) -> devcontainer.Devcontainer:
-    worktree = tmp_path / "wt"
-    (worktree / ".devcontainer").mkdir(parents=True, exist_ok=True)
-    for name, text in (files or {}).items():
-        (worktree / name).parent.mkdir(parents=True, exist_ok=True)
-        (worktree / name).write_text(text)
-    path = worktree / ".devcontainer" / "devcontainer.json"
-    content = (document if isinstance(document, str) else json.dumps(document)).encode()
-    path.write_bytes(content)
-    return devcontainer.load(path, content, worktree, worktree, trust, fetch)
-
 
 def test_substitution_follows_the_reference(tmp_path, monkeypatch):
     monkeypatch.setenv("SET_TO_EMPTY", "")

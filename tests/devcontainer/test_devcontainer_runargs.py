@@ -18,7 +18,8 @@ from docker.types import Ulimit
 from git_gpuspace.containers import _ulimit
 from git_gpuspace.errors import UsageError
 from git_gpuspace.model import PortMap
-from test_devcontainer_fixtures import parse, sh
+from helpers import parse
+from test_devcontainer_fixtures import sh
 
 DEVCONTAINER = ".devcontainer/devcontainer.json"
 # NCCL asks for memlock=-1; an engine without CAP_SYS_RESOURCE (this test machine's: its hard
