@@ -2,9 +2,9 @@
 
     python benchmarks/checkout_only.py dulwich|checkout <repo> <new worktree path>
 
-dulwich:  what `git gpuspace add` did before git_gpuspace/checkout.py: dulwich's linked
+dulwich:  what `git gpuspace add` did before git_gpuspace/git/checkout.py: dulwich's linked
           worktree setup (which checks out the main HEAD), then `reset_index` of the commit.
-checkout: what it does now, `git_gpuspace.worktrees.add` (detached at HEAD).
+checkout: what it does now, `git_gpuspace.git.worktrees.add` (detached at HEAD).
 """
 
 import contextlib
@@ -26,7 +26,7 @@ if mode == "dulwich":
             Path(linked.controldir(), "HEAD").write_bytes(head + b"\n")
             linked.get_worktree().reset_index(config=linked.get_config_stack())
 elif mode == "checkout":
-    from git_gpuspace import worktrees
+    from git_gpuspace.git import worktrees
 
     info = worktrees.discover(Path(repo_path))
     worktrees.add(info, Path(target), worktrees.Checkout(commit=worktrees.head_commit(info)))

@@ -570,7 +570,7 @@ class Bench:
 
     def checkout_before_after(self, repo: Path, label: str) -> None:
         """The materialization alone, in a fresh interpreter: dulwich's reset_index (what `add`
-        used before), git_gpuspace/checkout.py (what it uses now), and git."""
+        used before), git_gpuspace/git/checkout.py (what it uses now), and git."""
         self.say(f"== materialization alone, {label}: dulwich reset_index vs checkout.py vs git")
         where = self.base / "wt-checkout"
         where.mkdir(exist_ok=True)

@@ -27,7 +27,15 @@ from docker.utils.socket import STDOUT, frames_iter
 import requests.exceptions
 from docker.types import DeviceRequest, Mount, Ulimit
 
-from .errors import EngineUnavailable, GpuspaceError, ImageUnavailable, NoNvidiaRuntime, PortTaken, StateError, UsageError
+from .errors import (
+    EngineUnavailable,
+    GpuspaceError,
+    ImageUnavailable,
+    NoNvidiaRuntime,
+    PortTaken,
+    StateError,
+    UsageError,
+)
 from .container_user import identity
 from .installation import WORKSPACE
 from .model import Holder, Limits, PortMap, current_user, name_digest

@@ -28,8 +28,20 @@ from typing import Iterable
 
 from . import gpus
 from .claim import Holder as Poster, provably_dead, this_process
-from .containers import (LABEL_PREEMPTIBLE, LABEL_PRIORITY, LABEL_REPO, LABEL_RUN, LABEL_TIME_SLICE,
-                          LABEL_WANT_GPUS, LABEL_WANTS, LABEL_WORKTREE, WANT_PREFIX, ContainerInfo, Engine, NameInUse)
+from .containers import (
+    LABEL_PREEMPTIBLE,
+    LABEL_PRIORITY,
+    LABEL_REPO,
+    LABEL_RUN,
+    LABEL_TIME_SLICE,
+    LABEL_WANT_GPUS,
+    LABEL_WANTS,
+    LABEL_WORKTREE,
+    WANT_PREFIX,
+    ContainerInfo,
+    Engine,
+    NameInUse,
+)
 from .model import Gpu
 from .schedule import Holding, Plan, Want, plan
 

@@ -10,10 +10,24 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import (allocate, boundary, claim, compose, config, container_env, data_dirs, devcontainer, features, gpus,
-               image_metadata, private_git, remote_env, services, user_uid, worktrees)
-from .containers import (LABEL_GIT, LABEL_REPO, PRIVATE_GIT, ContainerSpec, Engine,
-                         container_name, labels_for)
+from . import (
+    allocate,
+    boundary,
+    claim,
+    compose,
+    config,
+    container_env,
+    data_dirs,
+    devcontainer,
+    features,
+    gpus,
+    image_metadata,
+    remote_env,
+    services,
+    user_uid,
+)
+from .git import private_git, worktrees
+from .containers import LABEL_GIT, LABEL_REPO, PRIVATE_GIT, ContainerSpec, Engine, container_name, labels_for
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
 from .installation import WORKSPACE

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import private_git
-from . import worktrees as git_worktrees
+from .git import private_git
+from .git import worktrees as git_worktrees
 from .containers import LABEL_REPO, LABEL_RUN, LABEL_WORKTREE, ContainerInfo, Engine
 from .errors import GpuspaceError
 from .lifecycle import bind_worktree, owner_of, prepare, record_pending, recreate
@@ -26,7 +26,7 @@ from .rollback import Rollback
 from .settings import checked_settings, settings_of
 from .model import Binding
 from .state import State
-from .worktrees import RepoInfo, Worktree
+from .git.worktrees import RepoInfo, Worktree
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import worktrees
+from .git import worktrees
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
 from .locking import file_lock

@@ -84,7 +84,7 @@ class State:
         """What the hook's shell fast path reads instead of parsing TOML on every checkout:
         the bound paths (one per line), their containers' private git dirs (whose reflogs say
         when a container committed) and, while any binding waits, a 'pending' marker."""
-        from .private_git_dirs import for_container
+        from .git.private_git_dirs import for_container
 
         paths = "".join(f"{b.path}\n" for b in self.bindings if "\n" not in b.path)
         atomic_write(self.path.parent / PATHS_NAME, paths.encode())

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import worktrees
+from .git import worktrees
 from .errors import GpuspaceError, UsageError
 from .runs.store import Run
 

@@ -11,7 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
-from .. import allocate, gpus, services, state, worktrees
+from .. import allocate, gpus, services, state
+from ..git import worktrees
 from ..containers import Engine
 from ..errors import GitRefusal, GpusUnavailable, GpuspaceError, UsageError
 from ..faults import checkpoint

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import state, worktrees
+from .. import state
+from ..git import worktrees
 from ..errors import UsageError
 from ..lifecycle import bind_worktree, prepare, require_unbound, resolve_worktree
 from ..lifecycle_commands import file_commands, run_lifecycle

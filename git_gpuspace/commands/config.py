@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import config, state, worktrees
+from .. import config, state
+from ..git import worktrees
 from ..errors import GpuspaceError, UsageError
 from ..runs import backend as backends
 from ..settings import settings_from

@@ -6,7 +6,8 @@ import argparse
 import re
 import subprocess
 
-from .. import config, gpus, hooks, output, state, worktrees
+from .. import config, gpus, output, state
+from ..git import hooks, worktrees
 from ..containers import Engine
 from ..errors import GpuspaceError
 

@@ -11,7 +11,8 @@ import shutil
 import subprocess
 import sys
 
-from .. import container_env, private_git, remote_env, state, worktrees
+from .. import container_env, remote_env, state
+from ..git import private_git, worktrees
 from ..containers import Engine
 from ..errors import GpuspaceError, UsageError
 from ..lifecycle import not_bound, resolve_worktree

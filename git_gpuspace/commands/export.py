@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from .. import container_env, data_dirs, export, state, worktrees
+from .. import container_env, data_dirs, export, state
+from ..git import worktrees
 from ..config import effective
 from ..errors import UsageError
 from ..lifecycle import resolve_worktree

@@ -12,7 +12,8 @@ import argparse
 import os
 import sys
 
-from .. import state, worktrees
+from .. import state
+from ..git import worktrees
 from ..cli import report_internal_error
 from ..containers import Engine
 from ..errors import GpuspaceError
@@ -96,7 +97,7 @@ def _converge() -> None:
 def _sync() -> None:
     """In the background, after a commit or checkout: commits cross between the containers' own
     git dirs and the repository, as `git gpuspace sync` does."""
-    from .. import private_git
+    from ..git import private_git
 
     info = worktrees.discover()
     engine = Engine()

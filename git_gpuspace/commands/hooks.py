@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import hooks, state, worktrees
+from ..git import hooks, worktrees
+from .. import state
 from ..errors import UsageError
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import output, worktrees
+from .. import output
+from ..git import worktrees
 from ..errors import UsageError
 from ..containers import Engine
 from ..lifecycle import resolve_worktree

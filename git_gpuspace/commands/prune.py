@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import reconcile, state, worktrees
+from .. import reconcile, state
+from ..git import worktrees
 from ..containers import Engine
 from ..specs import format_size
 from . import data

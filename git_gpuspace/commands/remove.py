@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from .. import data_dirs, private_git, state, worktrees
+from .. import data_dirs, state
+from ..git import private_git, worktrees
 from ..containers import Engine
 from ..errors import UsageError, WorktreeError
 from ..faults import checkpoint

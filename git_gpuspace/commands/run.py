@@ -8,7 +8,8 @@ import re
 import sys
 from dataclasses import replace
 
-from .. import config, private_git, state, worktrees
+from .. import config, state
+from ..git import private_git, worktrees
 from ..errors import GpuspaceError, UsageError
 from ..lifecycle import resolve_worktree
 from ..output import escape

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import data_dirs, git_cli, output
+from .. import data_dirs, output
+from ..git import git_cli
 from ..errors import UsageError
 from ..runs import backend as backends
 from ..runs import model, results
@@ -25,13 +26,13 @@ from ..runs.at_work import alive, cut_short, dispatcher_pid
 from ..runs.model import ACTIVE, FINISHED, PREPARING, STOPPING, Run
 
 if TYPE_CHECKING:
-    from .. import worktrees
+    from ..git import worktrees
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action in (None, "list"):
         return _list(git_cli.common_dir(), args)
-    from .. import worktrees  # dulwich: not for the listing, which reads the store alone
+    from ..git import worktrees  # dulwich: not for the listing, which reads the store alone
 
     info = worktrees.discover()
     action = {"resume": _resume, "show": _show, "stop": _stop, "retry": _retry, "clean": _clean,
@@ -210,7 +211,7 @@ def _free(info: worktrees.RepoInfo, done: list[Run], purge: bool) -> tuple[list[
             run.data_dir = None  # gone already
     fresh = [run for run in done if not run.cleaned]
     if fresh:
-        from .. import worktrees
+        from ..git import worktrees
 
         worktrees.remove_many(info, [Path(run.worktree) for run in fresh])
         worktrees.delete_refs(info, [f"refs/gpuspace/runs/{run.id}" for run in fresh])
@@ -239,7 +240,7 @@ REASON_WIDTH = 60  # the table's; --json and --csv give a reason whole
 def _list(common_dir: Path, args: argparse.Namespace) -> int:
     polled = backends.with_active(run_store.load(common_dir, states=ACTIVE).runs)
     if polled:
-        from ..worktrees import discover
+        from ..git.worktrees import discover
 
         for backend in polled:
             backend.poll(discover())  # e.g. Slurm says what became of its jobs

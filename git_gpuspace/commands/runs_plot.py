@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import worktrees
+from ..git import worktrees
 from ..errors import NotARegularFile, UsageError
 from ..output import escape
 from ..runs import store as run_store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import worktrees
+from ..git import worktrees
 from ..runs import slurm
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import private_git, services, state, worktrees
+from ..git import private_git, worktrees
+from .. import services, state
 from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
 from ..lifecycle import bind_worktree, not_bound, owner_of, prepare, recreate, resolve_worktree
 from ..lifecycle_commands import run_lifecycle

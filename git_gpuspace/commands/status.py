@@ -7,7 +7,8 @@ import json
 import sys
 from collections import Counter
 
-from .. import gpus, hooks, output, private_git, reconcile, services, state, verify, worktrees
+from .. import gpus, output, reconcile, services, state, verify
+from ..git import hooks, private_git, worktrees
 from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
 from ..errors import EngineUnavailable
 from ..runs import store as run_store

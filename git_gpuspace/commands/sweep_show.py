@@ -8,7 +8,8 @@ import math
 import shlex
 import sys
 
-from .. import search, worktrees
+from .. import search
+from ..git import worktrees
 from ..errors import UsageError
 from ..output import escape
 from ..runs import store as run_store

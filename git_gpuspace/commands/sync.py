@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import private_git, state, worktrees
+from ..git import private_git, worktrees
+from .. import state
 from ..containers import Engine
 from ..errors import UsageError
 from ..lifecycle import resolve_worktree

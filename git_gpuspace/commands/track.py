@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import tracking, worktrees
+from .. import tracking
+from ..git import worktrees
 
 
 BACKGROUND_NICE = 10  # the tracker started by a dispatcher yields the CPU to it and to the runs

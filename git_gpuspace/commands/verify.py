@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import state, verify, worktrees
+from .. import state, verify
+from ..git import worktrees
 from ..errors import UsageError
 from ..output import escape
 from ..runs import backend as backends
@@ -148,7 +149,7 @@ def _manage(info: worktrees.RepoInfo, args: argparse.Namespace, command: list[st
                        if action == "on-commit" else f"Commits are no longer checked with {name} on commit")
         current.checks = known.to_state()
         current.save()
-    from .. import hooks
+    from ..git import hooks
 
     if action == "on-commit" and not hooks.installed(info):
         for line in hooks.install(info):
@@ -174,7 +175,7 @@ def _commits(info: worktrees.RepoInfo, target: str | None) -> list[str]:
     """A range's commits oldest first (topological), one commit, or HEAD as committed."""
     if target is None:
         from ..lifecycle import resolve_worktree
-        from ..private_git import sync_here
+        from ..git.private_git import sync_here
 
         here = resolve_worktree(info, None)
         sync_here(info)  # what the worktree's container committed comes in first: its HEAD is checked

@@ -15,7 +15,7 @@ from ..errors import UsageError
 from .model import ACTIVE, Run
 
 if TYPE_CHECKING:
-    from .. import worktrees
+    from ..git import worktrees
     from ..settings import Settings
     from .output_stream import OutputStream
     from .submit import Submission

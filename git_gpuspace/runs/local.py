@@ -22,8 +22,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, TextIO
 
-from .. import allocate, data_dirs, gpus, state, verify, worktrees
-from ..containers import LABEL_PREEMPTIBLE, LABEL_PRIORITY, LABEL_REPO, LABEL_RUN, LABEL_TIME_SLICE, ContainerInfo, Engine
+from .. import allocate, data_dirs, gpus, state, verify
+from ..git import worktrees
+from ..containers import (
+    LABEL_PREEMPTIBLE,
+    LABEL_PRIORITY,
+    LABEL_REPO,
+    LABEL_RUN,
+    LABEL_TIME_SLICE,
+    ContainerInfo,
+    Engine,
+)
 from ..faults import checkpoint
 from ..errors import ClaimBusy, EngineUnavailable, GpusUnavailable, GpuspaceError, LockTimeout, UsageError
 from ..host_queue import Board, decide, run_key, waiting

@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .. import data_dirs, gpus, search, state, tracking, untrusted_files, verify, worktrees
+from .. import data_dirs, gpus, search, state, tracking, untrusted_files, verify
+from ..git import worktrees
 from ..config import effective
 from ..containers import LABEL_RUN, Engine, container_name
 from ..errors import EngineUnavailable, GpusUnavailable, GpuspaceError, ImageUnavailable, UsageError

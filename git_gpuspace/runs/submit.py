@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import worktrees
+from ..git import worktrees
 from ..errors import GpuspaceError
 from ..faults import checkpoint
 from ..rollback import Rollback

@@ -713,7 +713,8 @@ def test_the_pre_push_hook_refuses_commits_without_a_pass(plain_repo, tmp_path, 
     plain_repo.git("commit", "-q", "--allow-empty", "-m", "unchecked")
     head = plain_repo.git("rev-parse", "HEAD").stdout.strip()
     if verdict:  # the user's own note, signed as `verify` signs it (an unsigned one is "not checked")
-        from git_gpuspace import verify, worktrees
+        from git_gpuspace import verify
+        from git_gpuspace.git import worktrees
 
         verify._write(worktrees.discover(plain_repo.path), "tests", head, f"{verdict}\n\nexit code: 1\n",
                       also_tree=False)

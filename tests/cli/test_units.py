@@ -171,7 +171,7 @@ def test_pull_progress_lines_step_by_quarters():
 
 
 def test_dirty_check_of_a_worktree_removed_meanwhile(tmp_path):
-    from git_gpuspace.worktrees import is_dirty
+    from git_gpuspace.git.worktrees import is_dirty
 
     assert is_dirty(tmp_path / "gone") is None  # status racing a concurrent remove must not crash
 
@@ -192,7 +192,7 @@ def test_the_pyxis_job_script_runs_the_container_through_srun(tmp_path):
 
     from git_gpuspace.runs.slurm import _script
     from git_gpuspace.runs.store import Run
-    from git_gpuspace.worktrees import RepoInfo
+    from git_gpuspace.git.worktrees import RepoInfo
 
     info = RepoInfo(common_dir=tmp_path / ".git", main_path=tmp_path)
     runs = [Run(id=f"s-{i}", command=["python", "train.py", "--lr", lr], commit="c" * 40, worktree=f"/shared/wt/s-{i}")
@@ -211,7 +211,7 @@ def test_the_pyxis_job_script_runs_the_container_through_srun(tmp_path):
 
 def test_git_in_a_directory_removed_meanwhile_is_a_git_failure_not_a_missing_git(tmp_path):
     """A worktree another command just removed: `status` must not say that git is missing."""
-    from git_gpuspace import worktrees
+    from git_gpuspace.git import worktrees
 
     result = worktrees.git("status", "--porcelain", cwd=tmp_path / "gone", in_worktree=True)
     assert result.returncode == 128 and "cannot change to" in result.stderr

@@ -1,4 +1,4 @@
-"""The fast checkout (git_gpuspace/checkout.py) gives what `git worktree add` gives.
+"""The fast checkout (git_gpuspace/git/checkout.py) gives what `git worktree add` gives.
 
 Each test makes a worktree with `worktrees.add` (the path `git gpuspace add` takes) and, for
 the same commit, a twin with `git worktree add`, then compares them file by file and asks
@@ -17,7 +17,7 @@ from dulwich.index import Index, InvalidPathError
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.repo import Repo as DulwichRepo
 
-from git_gpuspace import checkout, worktrees
+from git_gpuspace.git import checkout, worktrees
 from git_gpuspace.errors import WorktreeError
 import helpers
 from helpers import commit_all

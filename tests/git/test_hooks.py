@@ -248,7 +248,7 @@ def test_the_hook_binds_git_worktree_add_in_a_sha256_repository(tmp_path):
     subprocess.run(["git", "init", "-q", "--object-format=sha256", "-b", "main", str(repo)], check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "i"],
                    cwd=repo, check=True)
-    from git_gpuspace.hooks import hook_text
+    from git_gpuspace.git.hooks import hook_text
 
     hook = repo / ".git" / "hooks" / "post-checkout"
     hook.write_text(hook_text())

@@ -1,4 +1,4 @@
-"""Objects read in pack order (git_gpuspace/pack_order.py) are the objects git reads.
+"""Objects read in pack order (git_gpuspace/git/pack_order.py) are the objects git reads.
 
 Every blob of packs git made with long delta chains, with REF_DELTA instead of OFS_DELTA, split
 over several packs and loose objects, is read back and compared with `git cat-file`; with a
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from dulwich.repo import Repo
 
-from git_gpuspace import pack_order
+from git_gpuspace.git import pack_order
 from helpers import git_out
 
 

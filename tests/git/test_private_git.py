@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_IMAGE, wait_for
-from git_gpuspace import private_git
+from git_gpuspace.git import private_git
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "In", "GIT_AUTHOR_EMAIL": "in@example.com", "GIT_COMMITTER_NAME": "In",
            "GIT_COMMITTER_EMAIL": "in@example.com", "GIT_PAGER": "cat"}

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import LABEL_REPO, gpuspace, make_repo
 from helpers import assert_refused, git
-from git_gpuspace import worktrees
+from git_gpuspace.git import worktrees
 from git_gpuspace.errors import UsageError, WorktreeError
 
 # What may change under .git while the refused commands run: git's own index, and the empty

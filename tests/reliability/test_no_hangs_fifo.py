@@ -183,7 +183,7 @@ def test_fifos_a_run_leaves_in_its_data_dir_are_refused_not_read(repo, fifos):
 def test_git_time_out_kills_git_and_names_the_path(plain_repo, fifos, monkeypatch):
     """In process: the error is one line with the path and the command; no git is left behind
     blocked in open()."""
-    from git_gpuspace import worktrees
+    from git_gpuspace.git import worktrees
     from git_gpuspace.errors import WorktreeError
 
     os.mkfifo(plain_repo.path / ".gitignore")
@@ -238,7 +238,7 @@ def test_own_reads_refuse_fifos_devices_sockets_and_symlinks(tmp_path):
 
 
 def test_hooks_that_are_fifos_are_not_read(plain_repo, fifos):
-    from git_gpuspace import hooks
+    from git_gpuspace.git import hooks
 
     hook = plain_repo.common_dir / "hooks" / "post-commit"
     os.mkfifo(hook)

@@ -17,7 +17,7 @@ import pytest
 from git_gpuspace import features, gpus, settings, trust
 from git_gpuspace.errors import StateError, UsageError
 from git_gpuspace.model import Binding, GpuRequest, Limits, PortMap, PortRequest
-from git_gpuspace.worktrees import RepoInfo, Worktree
+from git_gpuspace.git.worktrees import RepoInfo, Worktree
 
 from helpers import DOCKERFILE, FEATURE_TAR, cache_of, feature_folder, fetch_refusal, parse, refusal, says, tar_of
 

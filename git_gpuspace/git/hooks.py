@@ -12,9 +12,9 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from . import installation, untrusted_files
-from .atomic import replace_file
-from .errors import GpuspaceError, NotARegularFile
+from .. import installation, untrusted_files
+from ..atomic import replace_file
+from ..errors import GpuspaceError, NotARegularFile
 from .worktrees import RepoInfo, config_value
 
 HOOK_NAMES = ("post-checkout", "post-commit", "post-merge")

@@ -28,10 +28,10 @@ from dulwich.repo import Repo
 from dulwich.worktree import list_worktrees as _dulwich_list_worktrees
 from dulwich.worktree import remove_worktree
 
-from . import untrusted_files
+from .. import untrusted_files
 from .checkout import init_linked_worktree, materialize
-from .errors import GitRefusal, NotARepository, UsageError, WorktreeError
-from .faults import checkpoint
+from ..errors import GitRefusal, NotARepository, UsageError, WorktreeError
+from ..faults import checkpoint
 from .git_cli import git, own_env
 
 HEADS = b"refs/heads/"

@@ -10,7 +10,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from .errors import NotARepository, WorktreeError
+from ..errors import NotARepository, WorktreeError
 
 
 def own_env() -> dict[str, str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .config import APP_NAME
+from ..config import APP_NAME
 
 GITDIRS = "gitdirs"
 

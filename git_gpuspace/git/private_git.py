@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import GpuspaceError, WorktreeError
-from .faults import checkpoint
-from .installation import WORKSPACE
+from ..errors import GpuspaceError, WorktreeError
+from ..faults import checkpoint
+from ..installation import WORKSPACE
 from .private_git_dirs import PrivateGit, for_container
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ def _worktree_git_dir(info: worktrees.RepoInfo, worktree: worktrees.Worktree) ->
     """The host's per-worktree git dir: HEAD and index live there."""
     if worktree.is_main:
         return info.common_dir
-    from .boundary import admin_dir
+    from ..boundary import admin_dir
 
     return admin_dir(info.common_dir, worktree.admin_id)
 
@@ -203,7 +203,7 @@ def private_tip(private: PrivateGit, branch: str) -> str | None:
 
 
 def _read_plain(top: Path, relative: str, limit: int) -> str | None:
-    from .untrusted_files import read_under
+    from ..untrusted_files import read_under
 
     found = read_under(top, relative, limit)
     return None if found is None else found.decode("ascii", errors="replace")
@@ -268,7 +268,7 @@ def _has_commit(info: worktrees.RepoInfo, commit: str) -> bool:
 def _fetch_bundle(info, engine, binding, worktree, private, branch: str, host: str) -> str | None:
     """The container's git writes a bundle of its branch (what the host lacks) to its output;
     the host keeps it in a file of its own, checks it and fetches from it. Returns the tip."""
-    from .lifecycle_commands import exec_user
+    from ..lifecycle_commands import exec_user
 
     git_dir = in_container(private, worktree.is_main, binding.workspace or WORKSPACE)
     with tempfile.TemporaryDirectory(prefix="gpuspace-import-") as scratch:
@@ -351,7 +351,7 @@ def _import(info, worktree, private: PrivateGit, branch: str, old: str, new: str
 
 
 def _write_journal(private: PrivateGit, old: str, new: str) -> None:
-    from .atomic import replace_file
+    from ..atomic import replace_file
 
     replace_file(private.journal, f"{old} {new}\n".encode())  # on disk before the branch moves
 
@@ -439,7 +439,7 @@ exit 0
 def _push_in(info, engine, binding, worktree, host: str, switch: bool = False) -> Outcome:
     """The host's commits on the worktree's branch (and, with `switch`, what the host checked
     out there), made the container's git's too."""
-    from .lifecycle_commands import exec_user
+    from ..lifecycle_commands import exec_user
 
     private = for_container(binding.container)
     git_dir = in_container(private, worktree.is_main, binding.workspace or WORKSPACE)
@@ -462,7 +462,7 @@ def _exec_timeout() -> float:
 
 
 def _printable(text: str) -> str:
-    from .output import printable
+    from ..output import printable
 
     return printable(text)[:300]
 
@@ -474,7 +474,7 @@ def sync_bindings(info: worktrees.RepoInfo, engine, bindings: list, known: list[
     """`sync` for each binding with a private git dir whose worktree git has (by path); what each
     found is said on stderr. A binding another command is syncing is skipped.
     `running`: the names of the containers that run (only their git can be asked)."""
-    from .locking import file_lock
+    from ..locking import file_lock
 
     live = {str(worktree.path): worktree for worktree in known if not worktree.prunable}
     found: dict[str, Outcome] = {}
@@ -500,8 +500,8 @@ def sync_here(info: worktrees.RepoInfo, engine=None) -> Outcome | None:
     """Sync the binding of the worktree the command runs in, if it has one (before a command
     reads its HEAD: `run` pins it, `verify` checks it). An engine that cannot be reached skips it."""
     from . import worktrees
-    from .errors import EngineUnavailable
-    from .state import load
+    from ..errors import EngineUnavailable
+    from ..state import load
 
     try:
         here = Path.cwd().resolve()
@@ -515,7 +515,7 @@ def sync_here(info: worktrees.RepoInfo, engine=None) -> Outcome | None:
         return None
     try:
         if engine is None:
-            from .containers import Engine
+            from ..containers import Engine
 
             engine = Engine()
         return sync_bindings(info, engine, [binding], [worktree], running_names(engine.list_managed())).get(binding.path)
