@@ -28,7 +28,7 @@ from typing import Any
 import platformdirs
 
 from .config import APP_NAME
-from .container_user import identity
+from .engine.container_user import identity
 from .errors import GpuspaceError, UsageError
 
 COMPOSE = "docker-compose"

@@ -32,7 +32,7 @@ from . import features as features_module
 from .errors import UsageError
 from .installation import WORKSPACE
 from .model import PortRequest, mount_parts, mount_text
-from .container_env import CACHE_MOUNT
+from .engine.container_env import CACHE_MOUNT
 from .data_dirs import DATA_MOUNT
 from .services import SERVICE_PORTS
 

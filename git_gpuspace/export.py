@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from .installation import WORKSPACE
 from .runs.sbatch import Resources, options
-from .container_env import CACHE_MOUNT
+from .engine.container_env import CACHE_MOUNT
 from .data_dirs import DATA_MOUNT
 
 GIT_IMAGE = "alpine/git:2.45.2"  # the init container that checks the commit out (Kubernetes)

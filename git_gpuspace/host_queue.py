@@ -27,8 +27,8 @@ from dataclasses import asdict
 from typing import Iterable
 
 from . import gpus
-from .claim import Holder as Poster, provably_dead, this_process
-from .containers import (
+from .engine.claim import Holder as Poster, provably_dead, this_process
+from .engine.containers import (
     LABEL_PREEMPTIBLE,
     LABEL_PRIORITY,
     LABEL_REPO,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import allocate, gpus, untrusted_files
 from . import state as state_module
-from .containers import LABEL_REPO, LABEL_WORKTREE, ContainerInfo, Engine
+from .engine.containers import LABEL_REPO, LABEL_WORKTREE, ContainerInfo, Engine
 from .errors import GpuspaceError
 from .folders import provably_absent
 from .model import Holder, current_user

@@ -13,10 +13,8 @@ from pathlib import Path
 from . import (
     allocate,
     boundary,
-    claim,
     compose,
     config,
-    container_env,
     data_dirs,
     devcontainer,
     features,
@@ -26,8 +24,9 @@ from . import (
     services,
     user_uid,
 )
+from .engine import claim, container_env
 from .git import private_git, worktrees
-from .containers import LABEL_GIT, LABEL_REPO, PRIVATE_GIT, ContainerSpec, Engine, container_name, labels_for
+from .engine.containers import LABEL_GIT, LABEL_REPO, PRIVATE_GIT, ContainerSpec, Engine, container_name, labels_for
 from .errors import GpuspaceError, UsageError
 from .faults import checkpoint
 from .installation import WORKSPACE

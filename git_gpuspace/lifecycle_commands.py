@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from . import devcontainer, image_metadata, remote_env
-from .containers import Engine
+from .engine.containers import Engine
 from .model import Binding
 from .settings import Settings
 

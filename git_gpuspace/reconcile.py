@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .git import private_git
 from .git import worktrees as git_worktrees
-from .containers import LABEL_REPO, LABEL_RUN, LABEL_WORKTREE, ContainerInfo, Engine
+from .engine.containers import LABEL_REPO, LABEL_RUN, LABEL_WORKTREE, ContainerInfo, Engine
 from .errors import GpuspaceError
 from .lifecycle import bind_worktree, owner_of, prepare, record_pending, recreate
 from .rollback import Rollback

@@ -19,7 +19,7 @@ import platformdirs
 from . import devcontainer
 from .atomic import replace_file
 from .config import APP_NAME
-from .containers import Engine
+from .engine.containers import Engine
 from .errors import GpuspaceError
 from .model import Binding
 

@@ -635,7 +635,7 @@ class Tracker:
         if image not in self._digests:
             self._digests[image] = None
             try:
-                from .containers import Engine
+                from .engine.containers import Engine
 
                 attrs = Engine().image_attrs(image) or {}
                 self._digests[image] = (attrs.get("RepoDigests") or [attrs.get("Id")])[0]

@@ -13,7 +13,7 @@ from typing import TextIO
 
 from .. import allocate, gpus, services, state
 from ..git import worktrees
-from ..containers import Engine
+from ..engine.containers import Engine
 from ..errors import GitRefusal, GpusUnavailable, GpuspaceError, UsageError
 from ..faults import checkpoint
 from ..leases import leases

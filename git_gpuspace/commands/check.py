@@ -10,7 +10,7 @@ import argparse
 import json
 
 from .. import gpus, output
-from ..containers import Engine
+from ..engine.containers import Engine
 from ..health import PROBE, judge
 from .exec import running_container
 

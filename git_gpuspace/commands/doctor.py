@@ -8,7 +8,7 @@ import subprocess
 
 from .. import config, gpus, output, state
 from ..git import hooks, worktrees
-from ..containers import Engine
+from ..engine.containers import Engine
 from ..errors import GpuspaceError
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"

@@ -11,9 +11,10 @@ import shutil
 import subprocess
 import sys
 
-from .. import container_env, remote_env, state
+from ..engine import container_env
+from .. import remote_env, state
 from ..git import private_git, worktrees
-from ..containers import Engine
+from ..engine.containers import Engine
 from ..errors import GpuspaceError, UsageError
 from ..lifecycle import not_bound, resolve_worktree
 from ..lifecycle_commands import exec_user

@@ -9,7 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from .. import container_env, data_dirs, export, state
+from ..engine import container_env
+from .. import data_dirs, export, state
 from ..git import worktrees
 from ..config import effective
 from ..errors import UsageError

@@ -8,7 +8,7 @@ import sys
 
 from .. import gpus as inventory_source
 from .. import output
-from ..containers import Engine
+from ..engine.containers import Engine
 from ..errors import EngineUnavailable
 from ..leases import leases, release_vanished
 

@@ -15,7 +15,7 @@ import sys
 from .. import state
 from ..git import worktrees
 from ..cli import report_internal_error
-from ..containers import Engine
+from ..engine.containers import Engine
 from ..errors import GpuspaceError
 from ..lifecycle import bind_worktree, prepare, record_pending, resolve_worktree
 from ..lifecycle_commands import file_commands, run_lifecycle

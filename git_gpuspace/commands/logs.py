@@ -9,7 +9,7 @@ import sys
 from .. import output
 from ..git import worktrees
 from ..errors import UsageError
-from ..containers import Engine
+from ..engine.containers import Engine
 from ..lifecycle import resolve_worktree
 from ..runs import backend as backends
 from ..runs import results

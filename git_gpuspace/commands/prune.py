@@ -6,7 +6,7 @@ import argparse
 
 from .. import reconcile, state
 from ..git import worktrees
-from ..containers import Engine
+from ..engine.containers import Engine
 from ..specs import format_size
 from . import data
 

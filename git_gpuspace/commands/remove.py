@@ -7,7 +7,7 @@ import shutil
 
 from .. import data_dirs, state
 from ..git import private_git, worktrees
-from ..containers import Engine
+from ..engine.containers import Engine
 from ..errors import UsageError, WorktreeError
 from ..faults import checkpoint
 from ..lifecycle import absolute, not_bound, resolve_worktree, run_of_worktree, unbind

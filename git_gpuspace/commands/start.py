@@ -6,7 +6,7 @@ import argparse
 
 from ..git import private_git, worktrees
 from .. import services, state
-from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
+from ..engine.containers import LABEL_GIT, PRIVATE_GIT, Engine
 from ..lifecycle import bind_worktree, not_bound, owner_of, prepare, recreate, resolve_worktree
 from ..lifecycle_commands import run_lifecycle
 from ..rollback import Rollback

@@ -9,7 +9,7 @@ from collections import Counter
 
 from .. import gpus, output, reconcile, services, state, verify
 from ..git import hooks, private_git, worktrees
-from ..containers import LABEL_GIT, PRIVATE_GIT, Engine
+from ..engine.containers import LABEL_GIT, PRIVATE_GIT, Engine
 from ..errors import EngineUnavailable
 from ..runs import store as run_store
 from ..runs.at_work import alive

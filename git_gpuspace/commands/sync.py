@@ -8,7 +8,7 @@ import argparse
 
 from ..git import private_git, worktrees
 from .. import state
-from ..containers import Engine
+from ..engine.containers import Engine
 from ..errors import UsageError
 from ..lifecycle import resolve_worktree
 

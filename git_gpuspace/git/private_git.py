@@ -515,7 +515,7 @@ def sync_here(info: worktrees.RepoInfo, engine=None) -> Outcome | None:
         return None
     try:
         if engine is None:
-            from ..containers import Engine
+            from ..engine.containers import Engine
 
             engine = Engine()
         return sync_bindings(info, engine, [binding], [worktree], running_names(engine.list_managed())).get(binding.path)

@@ -24,7 +24,7 @@ from typing import Iterable, TextIO
 
 from .. import allocate, data_dirs, gpus, state, verify
 from ..git import worktrees
-from ..containers import (
+from ..engine.containers import (
     LABEL_PREEMPTIBLE,
     LABEL_PRIORITY,
     LABEL_REPO,

@@ -26,7 +26,7 @@ from typing import TextIO
 from .. import data_dirs, gpus, search, state, tracking, untrusted_files, verify
 from ..git import worktrees
 from ..config import effective
-from ..containers import LABEL_RUN, Engine, container_name
+from ..engine.containers import LABEL_RUN, Engine, container_name
 from ..errors import EngineUnavailable, GpusUnavailable, GpuspaceError, ImageUnavailable, UsageError
 from ..faults import checkpoint
 from ..installation import SCRIPT_NAME, console_script

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from git_gpuspace import allocate, cli, gpus, state
-from git_gpuspace.containers import container_name
+from git_gpuspace.engine.containers import container_name
 from git_gpuspace.errors import GpusUnavailable, StateError, UsageError
 from git_gpuspace.model import Binding, Gpu, GpuRequest, Holder, Limits
 from git_gpuspace.specs import format_size, parse_cpus, parse_gpus, parse_size
@@ -161,7 +161,7 @@ def test_version_and_help_are_fast_and_import_nothing_heavy():
 
 
 def test_pull_progress_lines_step_by_quarters():
-    from git_gpuspace.containers import _pull_line
+    from git_gpuspace.engine.containers import _pull_line
 
     event = {"status": "Downloading", "id": "abc", "progressDetail": {"current": 60 << 20, "total": 100 << 20}}
     assert _pull_line(event) == "abc: Downloading 50% of 100 MiB"

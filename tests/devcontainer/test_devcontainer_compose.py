@@ -20,7 +20,7 @@ import pytest
 
 from conftest import TEST_IMAGE
 from git_gpuspace import compose, devcontainer
-from git_gpuspace.containers import container_name
+from git_gpuspace.engine.containers import container_name
 from git_gpuspace.errors import UsageError
 
 IMAGE = TEST_IMAGE

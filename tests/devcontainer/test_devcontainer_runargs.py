@@ -15,7 +15,7 @@ import pytest
 
 from conftest import OTHER_ARCH, TEST_IMAGE, container_env
 from docker.types import Ulimit
-from git_gpuspace.containers import _ulimit
+from git_gpuspace.engine.containers import _ulimit
 from git_gpuspace.errors import UsageError
 from git_gpuspace.model import PortMap
 from helpers import parse

@@ -179,7 +179,7 @@ def test_thousands_of_vanished_bindings_go_in_one_write(repo, tmp_path):
     """Bindings (pending here: no container to remove) whose worktrees are all gone: the state
     file is written once, not once per binding (which made this quadratic)."""
     from git_gpuspace import state
-    from git_gpuspace.containers import container_name
+    from git_gpuspace.engine.containers import container_name
     from git_gpuspace.model import Binding
 
     count = 3000

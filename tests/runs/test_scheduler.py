@@ -222,8 +222,8 @@ def test_posts_that_are_malformed_stale_or_dead_hold_nothing_back(repo, docker_c
     """What waits is posted on the engine, where anyone who can reach it can write: a post that is
     not JSON, asks for absurd counts, is not made anew for minutes, or whose poster is provably
     dead is data that holds no GPU back."""
-    from git_gpuspace.claim import this_process
-    from git_gpuspace.containers import LABEL_WANT_GPUS, LABEL_WANTS, WANT_PREFIX
+    from git_gpuspace.engine.claim import this_process
+    from git_gpuspace.engine.containers import LABEL_WANT_GPUS, LABEL_WANTS, WANT_PREFIX
     from conftest import fake_gpu_uuids
 
     monkeypatch.setenv("FAKE_GPU_COUNT", "1")

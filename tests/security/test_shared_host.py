@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_IMAGE, Repo, _remove_containers, make_repo
-from git_gpuspace.containers import LABEL_REPO, LABEL_USER, LABEL_WORKTREE, ContainerInfo
+from git_gpuspace.engine.containers import LABEL_REPO, LABEL_USER, LABEL_WORKTREE, ContainerInfo
 from git_gpuspace.leases import _worktree_vanished
 from users import User, make_user, user_dir
 
@@ -168,7 +168,7 @@ def test_a_folder_that_cannot_be_searched_hides_nothing(tmp_path):
     other = make_user("gpuspace-other", docker=True)
     private = Path(tempfile.mkdtemp(prefix="gpuspace-p-", dir="/tmp"))
     try:
-        code = ("import sys; from git_gpuspace.containers import ContainerInfo; "
+        code = ("import sys; from git_gpuspace.engine.containers import ContainerInfo; "
                 "from git_gpuspace.leases import _worktree_vanished; "
                 "print(_worktree_vanished(ContainerInfo('c', 'created', 'i', {'gpuspace.worktree': sys.argv[1], "
                 "'gpuspace.repo': sys.argv[2]})))")

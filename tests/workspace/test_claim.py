@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TEST_IMAGE, fake_gpu_uuids
-from git_gpuspace.claim import PREFIX, Holder, provably_dead, start_time, this_process
-from git_gpuspace.containers import CLAIM_NAME
+from git_gpuspace.engine.claim import PREFIX, Holder, provably_dead, start_time, this_process
+from git_gpuspace.engine.containers import CLAIM_NAME
 from users import make_user
 
 # Holds the claim until its stdin closes; says so on stdout first.
 HOLDER = """
 import sys
-from git_gpuspace.containers import Engine
-from git_gpuspace.claim import engine_claim
+from git_gpuspace.engine.containers import Engine
+from git_gpuspace.engine.claim import engine_claim
 with engine_claim(Engine(), sys.argv[1]):
     print("held", flush=True)
     sys.stdin.read()
@@ -261,8 +261,8 @@ def test_queued_runs_wait_for_a_claim_another_user_holds_and_start_once_it_is_le
 def test_a_claim_left_by_this_very_process_is_taken_over(docker_client):
     """A claim whose create answered after the engine went away (or whose removal failed then)
     names this process: it is stale the moment this process asks again."""
-    from git_gpuspace.claim import engine_claim, this_process
-    from git_gpuspace.containers import Engine
+    from git_gpuspace.engine.claim import engine_claim, this_process
+    from git_gpuspace.engine.containers import Engine
 
     engine = Engine()
     with engine_claim(engine, TEST_IMAGE):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import platformdirs
 
-from .config import APP_NAME
-from .data_dirs import write_private
-from .model import PortMap
-from .services import SERVICE_PORTS
+from ..config import APP_NAME
+from ..data_dirs import write_private
+from ..model import PortMap
+from ..services import SERVICE_PORTS
 
 
 CACHE_MOUNT = "/cache"

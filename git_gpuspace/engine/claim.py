@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from .containers import CLAIM_NAME, NameInUse
-from .errors import ClaimBusy
-from .locking import lock_timeout
-from .model import current_user
+from ..errors import ClaimBusy
+from ..locking import lock_timeout
+from ..model import current_user
 
 if TYPE_CHECKING:
     from .containers import Engine
