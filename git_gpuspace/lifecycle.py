@@ -10,20 +10,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import (
-    allocate,
-    boundary,
-    compose,
-    config,
-    data_dirs,
-    devcontainer,
-    features,
-    gpus,
-    image_metadata,
-    remote_env,
-    services,
-    user_uid,
-)
+from . import allocate, boundary, config, data_dirs, gpus, services
+from .devcontainer import compose, parser as devcontainer, features, image_metadata, remote_env, user_uid
 from .engine import claim, container_env
 from .git import private_git, worktrees
 from .engine.containers import LABEL_GIT, LABEL_REPO, PRIVATE_GIT, ContainerSpec, Engine, container_name, labels_for

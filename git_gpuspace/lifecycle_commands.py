@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 
-from . import devcontainer, image_metadata, remote_env
+from .devcontainer import parser as devcontainer, image_metadata, remote_env
 from .engine.containers import Engine
 from .model import Binding
 from .settings import Settings

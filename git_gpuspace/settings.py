@@ -8,7 +8,8 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import boundary, config, data_dirs, devcontainer, features, folders, gpus, services, trust
+from . import boundary, config, data_dirs, folders, gpus, services, trust
+from .devcontainer import parser as devcontainer, features
 from .git import worktrees
 from .errors import StateError, UsageError
 from .model import Binding, GpuRequest, Limits, PortRequest, mount_parts, mount_text

@@ -24,7 +24,8 @@ import json5
 import platformdirs
 import tomli_w
 
-from . import devcontainer, folders
+from .devcontainer import parser as devcontainer
+from . import folders
 from .atomic import replace_file
 from .config import APP_NAME
 from .errors import StateError

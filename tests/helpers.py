@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from git_gpuspace import devcontainer, features
+from git_gpuspace.devcontainer import parser as devcontainer, features
 from git_gpuspace.errors import UsageError
 
 if sys.version_info >= (3, 11):

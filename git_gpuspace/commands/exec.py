@@ -12,7 +12,8 @@ import subprocess
 import sys
 
 from ..engine import container_env
-from .. import remote_env, state
+from ..devcontainer import remote_env
+from .. import state
 from ..git import private_git, worktrees
 from ..engine.containers import Engine
 from ..errors import GpuspaceError, UsageError

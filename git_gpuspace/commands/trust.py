@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import devcontainer, output, trust
+from ..devcontainer import parser as devcontainer
+from .. import output, trust
 from ..git import worktrees
 from ..errors import UsageError
 from ..lifecycle import resolve_worktree

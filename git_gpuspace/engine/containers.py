@@ -530,7 +530,7 @@ class Engine:
                     raise _translate(error, f"cannot remove container {container_id[:12]}") from None
 
     def start(self, name: str) -> None:
-        from .. import compose
+        from ..devcontainer import compose
 
         compose.start(name)  # the bound service of a Compose project: the project's services too
         with self._calls():
@@ -731,7 +731,7 @@ class Engine:
                 self.api.stop(name, timeout=STOP_TIMEOUT_S)
             except docker.errors.APIError as error:
                 raise _translate(error, f"cannot stop container '{name}'") from None
-        from .. import compose
+        from ..devcontainer import compose
 
         compose.stop(name)  # the bound service of a Compose project: its shutdownAction says for the others
 
@@ -758,7 +758,7 @@ class Engine:
             except docker.errors.APIError as error:
                 if "already in progress" not in str(error):
                     raise _translate(error, f"cannot remove container '{name}'") from None
-        from .. import compose
+        from ..devcontainer import compose
 
         compose.down(name)  # none recorded for `name` (a stat): nothing to do
 

@@ -106,7 +106,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_IMAGE, fake_gpu_uuids, make_repo
-from git_gpuspace import devcontainer, features
+from git_gpuspace.devcontainer import parser as devcontainer, features
 from helpers import assert_refused, commit_devcontainer, git, plant, tomllib
 
 NOWHERE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}  # a refusal that must come before the engine

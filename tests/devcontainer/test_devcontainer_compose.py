@@ -19,7 +19,7 @@ import docker.errors
 import pytest
 
 from conftest import TEST_IMAGE
-from git_gpuspace import compose, devcontainer
+from git_gpuspace.devcontainer import compose, parser as devcontainer
 from git_gpuspace.engine.containers import container_name
 from git_gpuspace.errors import UsageError
 

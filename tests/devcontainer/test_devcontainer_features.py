@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TEST_IMAGE
-from git_gpuspace import devcontainer, features
+from git_gpuspace.devcontainer import parser as devcontainer, features
 from git_gpuspace.errors import UsageError
 
 DEPENDSON = "ghcr.io/codspace/dependson"

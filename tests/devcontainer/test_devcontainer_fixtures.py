@@ -30,7 +30,7 @@ from typing import Callable
 import pytest
 
 from conftest import TEST_IMAGE, container_env
-from git_gpuspace import devcontainer, features
+from git_gpuspace.devcontainer import parser as devcontainer, features
 from git_gpuspace.errors import UsageError
 from helpers import parse
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from git_gpuspace import devcontainer, folders
+from git_gpuspace.devcontainer import parser as devcontainer
+from git_gpuspace import folders
 from git_gpuspace.errors import UsageError
 from git_gpuspace.model import PortRequest
 

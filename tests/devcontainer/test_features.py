@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from git_gpuspace import devcontainer, features
+from git_gpuspace.devcontainer import parser as devcontainer, features
 from git_gpuspace.errors import UsageError
 
 from helpers import FEATURE_TAR, cache_of, feature_folder, fetch_refusal, list_in_reverse, parse, tar_of, where

@@ -87,7 +87,7 @@ def test_sbatch_script_passes_sbatch_test_only(bound, tmp_path):
 
 
 def test_devcontainer_json_is_read_back_by_our_reader(bound, tmp_path):
-    from git_gpuspace import devcontainer
+    from git_gpuspace.devcontainer import parser as devcontainer
 
     folder = tmp_path / "exported" / ".devcontainer"
     folder.mkdir(parents=True)

@@ -10,7 +10,7 @@ from conftest import TEST_IMAGE, fake_gpu_uuids
 from helpers import commit_devcontainer, container_of
 
 from git_gpuspace import settings
-from git_gpuspace.devcontainer import Devcontainer
+from git_gpuspace.devcontainer.parser import Devcontainer
 from git_gpuspace.specs import format_size, host_memory
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from git_gpuspace import features, gpus, settings, trust
+from git_gpuspace.devcontainer import features
+from git_gpuspace import gpus, settings, trust
 from git_gpuspace.errors import StateError, UsageError
 from git_gpuspace.model import Binding, GpuRequest, Limits, PortMap, PortRequest
 from git_gpuspace.git.worktrees import RepoInfo, Worktree

@@ -27,9 +27,9 @@ from typing import Any
 
 import platformdirs
 
-from .config import APP_NAME
-from .engine.container_user import identity
-from .errors import GpuspaceError, UsageError
+from ..config import APP_NAME
+from ..engine.container_user import identity
+from ..errors import GpuspaceError, UsageError
 
 COMPOSE = "docker-compose"
 LABEL_COMPOSE = "gpuspace.compose"  # on the bound service's container: the name of its Compose project
@@ -73,7 +73,7 @@ def parse(path: Path, document: dict, repo_root: Path, worktree: Path) -> Compos
     """dockerComposeFile (a path or a list of them, relative to the devcontainer.json's folder,
     inside the repository: trusting the file is trusting what the repository holds), service,
     runServices and shutdownAction, as the reference's schema says."""
-    from .folders import inside
+    from ..folders import inside
 
     names = document.get("dockerComposeFile")
     names = [names] if isinstance(names, str) else names
@@ -221,7 +221,7 @@ def _without_name(path: Path, copy: Path) -> str:
     named per worktree (`-p`, which wins over `name:` in v2 as well)."""
     import yaml
 
-    from .untrusted_files import read_bytes
+    from ..untrusted_files import read_bytes
 
     try:
         text = read_bytes(path, follow_symlinks=True)
@@ -395,7 +395,7 @@ def _version(path: str) -> str | None:
     """The first Compose file's `version:`, which the reference repeats in its override too."""
     import yaml
 
-    from .untrusted_files import read_bytes
+    from ..untrusted_files import read_bytes
 
     try:
         document = yaml.safe_load(read_bytes(Path(path), follow_symlinks=True))

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .engine.containers import Engine
+from ..engine.containers import Engine
 
 # The reference's updateUID.Dockerfile, in POSIX sh: the account's ids become NEW_UID:NEW_GID
 # unless another account has that uid (then nothing changes: the container runs as your uid, as

@@ -25,16 +25,16 @@ from typing import Any, Callable
 
 import json5
 
-from . import boundary
-from .folders import hash_tree, inside
+from .. import boundary
+from ..folders import hash_tree, inside
 from . import compose as compose_module
 from . import features as features_module
-from .errors import UsageError
-from .installation import WORKSPACE
-from .model import PortRequest, mount_parts, mount_text
-from .engine.container_env import CACHE_MOUNT
-from .data_dirs import DATA_MOUNT
-from .services import SERVICE_PORTS
+from ..errors import UsageError
+from ..installation import WORKSPACE
+from ..model import PortRequest, mount_parts, mount_text
+from ..engine.container_env import CACHE_MOUNT
+from ..data_dirs import DATA_MOUNT
+from ..services import SERVICE_PORTS
 
 MAX_BYTES = 1 << 20  # a devcontainer.json is a few KiB; a huge one is an attack on the parser
 # In the order the spec runs them: the first three once, after the container's first start;
@@ -85,7 +85,7 @@ class Build:
 
     def _dockerfile_bytes(self) -> bytes:
         """The worktree's Dockerfile, which a container can swap for a FIFO: refused, not waited on."""
-        from .untrusted_files import read_bytes
+        from ..untrusted_files import read_bytes
 
         try:
             return read_bytes(self.dockerfile, follow_symlinks=True)
@@ -864,7 +864,7 @@ def _env_file(path: Path, shown: str, value: str, worktree: Path) -> dict[str, s
     """An --env-file as docker reads it: KEY=VALUE lines (the value as written), `#` comments,
     a bare KEY taken from the environment when set there. A relative path is the worktree's,
     where the reference runs `docker run`."""
-    from .untrusted_files import read_bytes
+    from ..untrusted_files import read_bytes
 
     file = Path(value) if Path(value).is_absolute() else worktree / value  # no shell: no ~ either
     try:

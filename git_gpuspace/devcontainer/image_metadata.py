@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .devcontainer import LIFECYCLE
+from .parser import LIFECYCLE
 
 LABEL = "devcontainer.metadata"
 MAX_LABEL_BYTES = 1 << 20

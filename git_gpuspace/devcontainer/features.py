@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import json5
 
-from .errors import UsageError
+from ..errors import UsageError
 
 # Metadata a feature may carry that we do not apply: named in the notice.
 CONTRIBUTES_UNSUPPORTED = ("entrypoint", "customizations")
@@ -112,7 +112,7 @@ def resolve(path: Path, key: str, options: Any, base: Path, repo_root: Path, wor
         raise UsageError(f"{path}: the options of feature {key} must be an object")
     if key.startswith(("./", "../")):
         folder = (base / key).resolve()
-        from .folders import inside
+        from ..folders import inside
 
         if not inside(folder, repo_root, worktree):
             raise UsageError(f"{path}: feature {key} is outside the repository", hint=_LOCAL_RULE)
@@ -344,7 +344,7 @@ def install_order(path: Path, requested: dict, override: Any, base: Path, repo_r
                              f"local folder nor an OCI reference")
         current.feature = feature
         if feature.source and feature.source.kind == "oci":
-            from .folders import hash_tree
+            from ..folders import hash_tree
 
             digest = hashlib.sha256()
             hash_tree(digest, feature.folder)
@@ -508,7 +508,7 @@ class DerivedImage:
     labels: dict[str, str] = field(default_factory=dict)  # its devcontainer.metadata (image_metadata)
 
     def tag(self) -> str:
-        from .folders import hash_tree
+        from ..folders import hash_tree
 
         digest = hashlib.sha256(f"{self.base}\0{self.base_id}\0{self.base_user}\0{self.container_user}\0"
                                 f"{self.remote_user}\0{sorted(self.labels.items())}".encode())

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import platformdirs
 
-from . import devcontainer
-from .atomic import replace_file
-from .config import APP_NAME
-from .engine.containers import Engine
-from .errors import GpuspaceError
-from .model import Binding
+from . import parser as devcontainer
+from ..atomic import replace_file
+from ..config import APP_NAME
+from ..engine.containers import Engine
+from ..errors import GpuspaceError
+from ..model import Binding
 
 PROBES = {"loginInteractiveShell": "-lic", "interactiveShell": "-ic", "loginShell": "-lc", "none": None}
 DEFAULT_PROBE = "loginInteractiveShell"
