@@ -1049,7 +1049,7 @@ class Bench:
 
     # the scheduler
     def scheduler(self) -> None:
-        """The host's scheduler (git_gpuspace/schedule.py) as people meet it: two repos' sweeps
+        """The host's scheduler (git_gpuspace/runs/schedule.py) as people meet it: two repos' sweeps
         sharing the GPUs, an `add --wait` for 2 GPUs behind them, and time slices letting short
         runs through long ones. Every figure comes from the runs' own `runs --json` records."""
         runs_n, sleep_s, gpus_n = self.plan.sched
@@ -1140,7 +1140,7 @@ class Bench:
         the dispatcher starts), and `run` with tracking against `run` with it off."""
         import json
 
-        from git_gpuspace import tracking
+        from git_gpuspace.runs import tracking
 
         if not tracking.installed():
             raise CommandFailed("tracking: mlflow is not installed (pip install -e '.[mlflow]')")
@@ -1158,7 +1158,7 @@ class Bench:
             time.sleep(0.5)  # it logs the end, then goes
         # read in the benchmark's own environment (its HOME holds the lock under which a store is made,
         # which a tracker starting just then takes too)
-        read = ("import json, sys\nfrom git_gpuspace import tracking\n"
+        read = ("import json, sys\nfrom git_gpuspace.runs import tracking\n"
                 "client = tracking.open_client(sys.argv[1])\n"
                 "found = client.get_experiment_by_name(sys.argv[2])\n"
                 "runs = client.search_runs([found.experiment_id]) if found else []\n"

@@ -21,9 +21,9 @@ from ..lifecycle import absolute, bind_worktree, default_worktree_path, prepare,
 from ..lifecycle_commands import file_commands, run_lifecycle
 from ..rollback import Rollback
 from ..settings import settings_for_worktree, settings_from
-from ..host_queue import Board, decide
+from ..runs.host_queue import Board, decide
 from ..model import Binding, Gpu, GpuRequest, current_user
-from ..schedule import Want
+from ..runs.schedule import Want
 from ..output import escape
 from ..reconcile import converge_quietly
 from ..specs import format_size

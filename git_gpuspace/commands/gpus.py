@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 def _reservations(engine: Engine, managed: list, inventory: list) -> dict[str, str]:
     """GPUs the host's plan holds back for a waiting request (one for several GPUs collects them
     as they free), or frees for one by preemption: GPU UUID -> that request, as `user: what`."""
-    from ..host_queue import decide, waiting
+    from ..runs.host_queue import decide, waiting
 
     wants = waiting(engine, None, {gpu.uuid for gpu in inventory})
     if not wants:

@@ -154,7 +154,7 @@ def report(ended: list[Run]) -> int:
 
 def _search_space(args: argparse.Namespace, command: list[str]) -> dict:
     """The parameters a search draws from, and its plan checked, before anything is made."""
-    from .. import search
+    from ..runs import search
 
     if args.grid_file or args.random is not None:
         raise UsageError("--search asks for each trial's parameters itself: no --grid-file or --random with it")
@@ -173,7 +173,8 @@ def _begin_search(info: worktrees.RepoInfo, args: argparse.Namespace, backend, s
     trial has run and been told."""
     import dataclasses
 
-    from .. import gpus, search
+    from .. import gpus
+    from ..runs import search
 
     trials = args.trials
     if args.search == "grid":
@@ -207,7 +208,7 @@ def _wait_search(info: worktrees.RepoInfo, backend, name: str) -> int:
     """Dispatch the search's runs as they are asked for, until every trial is told."""
     import time
 
-    from .. import search
+    from ..runs import search
 
     if not search.installed():
         raise UsageError(f"Optuna is not installed: sweep {name} cannot go on searching", hint=search.INSTALL_HINT)

@@ -15,7 +15,7 @@ from ..output import escape
 from ..runs import store as run_store
 from ..runs.model import Run
 from ..runs.results import read_log
-from ..tracking import parse
+from ..runs.tracking import parse
 
 FORMATS = (".png", ".pdf", ".svg")
 

@@ -8,7 +8,7 @@ import math
 import shlex
 import sys
 
-from .. import search
+from ..runs import search
 from ..git import worktrees
 from ..errors import UsageError
 from ..output import escape

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import tracking
+from ..runs import tracking
 from ..git import worktrees
 
 

@@ -13,4 +13,8 @@ backend.py   the interface of local and slurm, and the one place a backend is ch
 sbatch.py    a run's resources as Slurm options (the backend and the export)
 progress.py  the live progress lines of a foreground dispatch
 results.py   metrics from a run's log
+schedule.py  the scheduling policy, pure: which queued run gets which GPUs, which run is preempted
+host_queue.py the requests for GPUs every repository on this machine posts on the engine
+search.py    `sweep --search`: trials asked of Optuna, told their results
+tracking.py  every run in MLflow: the tracker that logs what runs record
 """

@@ -35,13 +35,13 @@ from ..engine.containers import (
 )
 from ..faults import checkpoint
 from ..errors import ClaimBusy, EngineUnavailable, GpusUnavailable, GpuspaceError, LockTimeout, UsageError
-from ..host_queue import Board, decide, run_key, waiting
+from .host_queue import Board, decide, run_key, waiting
 from ..installation import SCRIPT_NAME, console_script
 from ..leases import leases
 from ..lifecycle import RunSpec, create_run, prepare
 from ..rollback import Rollback
 from ..model import GpuRequest, current_user
-from ..schedule import Plan, Want
+from .schedule import Plan, Want
 from ..locking import file_lock
 from .at_work import alive, lock_path
 from ..settings import Settings, settings_for_worktree
@@ -87,12 +87,12 @@ def dispatch(info: worktrees.RepoInfo, wanted: set[str] | None = None, out: Text
                 else:
                     engine_down = False
                 if mine and (time.monotonic() >= next_search or any(not line.startswith(WAITING) for line in lines)):
-                    from .. import search  # a search's next trials asked as its runs end, pruned as they print
+                    from . import search  # a search's next trials asked as its runs end, pruned as they print
 
                     lines += search.step(info)
                     next_search = time.monotonic() + SEARCH_S
                 if mine and any(not line.startswith(WAITING) for line in lines):
-                    from .. import tracking  # only once a run started or ended
+                    from . import tracking  # only once a run started or ended
 
                     tracking.ensure_tracker(info)  # the repo's tracker logs it
                 active = run_store.load(info.common_dir, states=ACTIVE_RUNS).runs
@@ -369,7 +369,7 @@ def _start_queued(info: worktrees.RepoInfo, engine: Engine, runs: Runs, defaults
             prepared.claim_wait = CLAIM_WAIT_S
             for old in [c for c in released if c.labels.get(LABEL_RUN) == run.id]:
                 engine.remove(old.id, graceful=False)  # its last try's (a preemption, a retry): the name is the new one's
-            from .. import tracking  # (mlflow only when the runs go to a server)
+            from . import tracking  # (mlflow only when the runs go to a server)
 
             env = {**params_env(run), **tracking.container_env(info, run)}
             spec = RunSpec(container_command(run.command), env, run_labels(run))

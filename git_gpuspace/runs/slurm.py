@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from .. import data_dirs, gpus, search, state, tracking, untrusted_files, verify
+from .. import data_dirs, gpus, state, untrusted_files, verify
+from . import search, tracking
 from ..git import worktrees
 from ..config import effective
 from ..engine.containers import LABEL_RUN, Engine, container_name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from git_gpuspace.schedule import Holding, Plan, Want, plan
+from git_gpuspace.runs.schedule import Holding, Plan, Want, plan
 
 GPUS = ("G0", "G1", "G2", "G3")
 

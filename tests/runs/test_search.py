@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from conftest import overlap, slurm_cluster, unavailable, wait_for
-from git_gpuspace import search
+from git_gpuspace.runs import search
 from git_gpuspace.errors import UsageError
 
 # a known function of the parameters: loss = (x - 0.3)^2 + layers / 100, printed once

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import slurm_cluster, unavailable
-from git_gpuspace import tracking
+from git_gpuspace.runs import tracking
 
 EPOCHS = "echo epoch=1 loss=0.9; echo epoch=2 loss=0.5; echo 'epoch=3 loss=0.3'"
 
@@ -146,7 +146,7 @@ def test_commands_that_do_not_track_never_import_mlflow(plain_repo):
         imported = [line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line]
         assert "git_gpuspace" in " ".join(imported)
         assert not any(name.split(".")[0] == "mlflow" for name in imported), verb
-    probe = subprocess.run([sys.executable, "-c", "import sys\nfrom git_gpuspace import tracking\nfrom git_gpuspace.git import worktrees\n"
+    probe = subprocess.run([sys.executable, "-c", "import sys\nfrom git_gpuspace.git import worktrees\nfrom git_gpuspace.runs import tracking\n"
                             "import os\nos.environ['GPUSPACE_TRACKING_URI'] = 'none'\n"
                             "print(tracking.ensure_tracker(worktrees.discover()), 'mlflow' in sys.modules)"],
                            cwd=plain_repo.path, capture_output=True, text=True)
@@ -154,7 +154,7 @@ def test_commands_that_do_not_track_never_import_mlflow(plain_repo):
 
 
 def test_ensure_tracker_does_not_import_mlflow(plain_repo, mlflow_client):
-    probe = subprocess.run([sys.executable, "-c", "import sys, time\nfrom git_gpuspace import tracking\nfrom git_gpuspace.git import worktrees\n"
+    probe = subprocess.run([sys.executable, "-c", "import sys, time\nfrom git_gpuspace.git import worktrees\nfrom git_gpuspace.runs import tracking\n"
                             "log = tracking.ensure_tracker(worktrees.discover())\n"
                             "print(log is not None, 'mlflow' in sys.modules)"],
                            cwd=plain_repo.path, capture_output=True, text=True, env={**os.environ, **ON})
@@ -319,7 +319,7 @@ def test_a_metric_is_in_mlflow_within_seconds_of_its_line(repo, mlflow_client):
     repo.ok("run", "--gpus", "none", "--detach", "--", "sh", "-c",
             "i=0; while [ $i -lt 40 ]; do echo at=$EPOCHREALTIME; sleep 0.5; i=$((i+1)); done")
     assert _wait(lambda: json.loads(repo.ok("runs", "--json").stdout)[0]["state"] != "queued", 120)
-    started = subprocess.run([sys.executable, "-c", "from git_gpuspace import tracking\nfrom git_gpuspace.git import worktrees\n"
+    started = subprocess.run([sys.executable, "-c", "from git_gpuspace.git import worktrees\nfrom git_gpuspace.runs import tracking\n"
                               "print(tracking.ensure_tracker(worktrees.discover()))"],
                              cwd=repo.path, capture_output=True, text=True, env={**os.environ, **ON})
     assert started.stdout.strip() == str(tracking.log_path(repo.common_dir)), started.stderr

@@ -24,16 +24,16 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
-from .git import worktrees
-from .errors import GpuspaceError, UsageError
-from .faults import checkpoint
-from .locking import file_lock
-from .runs import grid
-from .runs import model
-from .runs import store as run_store
-from .runs.model import FINISHED, Run, Sweep
-from .runs.wrapper import LOG, exit_written
-from .untrusted_files import read_under
+from ..git import worktrees
+from ..errors import GpuspaceError, UsageError
+from ..faults import checkpoint
+from ..locking import file_lock
+from . import grid
+from . import model
+from . import store as run_store
+from .model import FINISHED, Run, Sweep
+from .wrapper import LOG, exit_written
+from ..untrusted_files import read_under
 
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -277,7 +277,7 @@ def study_of(common_dir: Path, name: str, plan: Plan | None = None, fresh: bool 
 
 
 def lock_path(common_dir: Path) -> Path:
-    from .runs.at_work import lock_path as dispatch_lock
+    from .at_work import lock_path as dispatch_lock
 
     dispatch = dispatch_lock(common_dir)
     return dispatch.parent / f"{dispatch.stem}.search"
@@ -549,7 +549,7 @@ def _mark_pruned(info: worktrees.RepoInfo, run: Run, last: tuple[float, int]) ->
 
 
 def _stop_pruned(info: worktrees.RepoInfo, run: Run) -> list[str]:
-    from .runs import backend as backends
+    from . import backend as backends
 
     current = run_store.load(info.common_dir, ids={run.id}).find(run.id)
     if current is None or current.state != "running":
@@ -558,7 +558,7 @@ def _stop_pruned(info: worktrees.RepoInfo, run: Run) -> list[str]:
 
 
 def _submit(info: worktrees.RepoInfo, name: str, plan: Plan, trials: list[tuple[int, dict]]) -> list[str]:
-    from .runs.submit import Submission, submit
+    from .submit import Submission, submit
 
     asked = Submission(**{**plan.asked, "command": list(plan.asked["command"]), "sweep": name,
                           "param_sets": [{key: as_param(value) for key, value in params.items()} for _, params in trials],
@@ -566,7 +566,7 @@ def _submit(info: worktrees.RepoInfo, name: str, plan: Plan, trials: list[tuple[
     ids = submit(info, asked)
     lines = []
     if asked.backend != "local":  # the dispatcher starts local runs; a cluster's are handed over
-        from .runs import backend as backends
+        from . import backend as backends
 
         lines = backends.named(asked.backend).launch(info, ids, None, detach=True)
     return [*lines, *(f"trial {number}: {run_id} queued ({', '.join(f'{k}={as_param(v)}' for k, v in params.items())})"

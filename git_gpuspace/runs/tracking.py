@@ -46,9 +46,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import GpuspaceError, UsageError
-from .installation import SCRIPT_NAME, console_script
-from .untrusted_files import open_under
+from ..errors import GpuspaceError, UsageError
+from ..installation import SCRIPT_NAME, console_script
+from ..untrusted_files import open_under
 
 URI_ENV = "GPUSPACE_TRACKING_URI"  # overrides the `tracking.uri` setting
 EXPERIMENT_ENV = "GPUSPACE_TRACKING_EXPERIMENT"  # overrides `tracking.experiment`
@@ -91,7 +91,7 @@ def installed() -> bool:
 def _settings_of(info) -> dict[str, Any]:
     """The repo's effective settings, with the tracking keys read from the raw layers where
     config.KEYS does not know them yet."""
-    from . import config, state
+    from .. import config, state
 
     defaults = state.load(info.common_dir).defaults
     merged = config.effective(defaults, {})
@@ -120,7 +120,7 @@ def settings(info, values: dict[str, Any] | None = None) -> Target | None:
 
 
 def lock_path(common_dir: Path) -> Path:
-    from .runs.at_work import lock_path as dispatch_lock
+    from .at_work import lock_path as dispatch_lock
 
     dispatch = dispatch_lock(common_dir)
     return dispatch.parent / f"{dispatch.stem}.track"
@@ -421,8 +421,8 @@ def _making_store(uri: str) -> Iterator[None]:
         return
     import platformdirs
 
-    from .config import APP_NAME
-    from .locking import file_lock
+    from ..config import APP_NAME
+    from ..locking import file_lock
 
     directory = platformdirs.user_state_path(APP_NAME) / "dispatch"
     directory.mkdir(parents=True, exist_ok=True)
@@ -520,8 +520,8 @@ class Tracker:
 
     def turn(self) -> tuple[bool, bool]:
         """Log what is new. Returns (something is left to log, something was logged)."""
-        from .runs import store
-        from .runs.model import ACTIVE, FINISHED
+        from . import store
+        from .model import ACTIVE, FINISHED
 
         common = self.info.common_dir
         active = store.load(common, states=ACTIVE).runs
@@ -571,7 +571,7 @@ class Tracker:
 
     def work_appeared(self) -> bool:
         """After the lock is let go: did a run start (or end) meanwhile?"""
-        from .runs import store
+        from . import store
 
         common = self.info.common_dir
         if store.load(common, states=("running", "preempted")).runs:
@@ -583,7 +583,7 @@ class Tracker:
 
     def sync(self, run) -> bool:
         """Bring the run's MLflow run up to date. True when something new was logged."""
-        from .runs.model import FINISHED
+        from .model import FINISHED
 
         known = self._mlflow_run(run)
         if known.deleted:
@@ -635,7 +635,7 @@ class Tracker:
         if image not in self._digests:
             self._digests[image] = None
             try:
-                from .engine.containers import Engine
+                from ..engine.containers import Engine
 
                 attrs = Engine().image_attrs(image) or {}
                 self._digests[image] = (attrs.get("RepoDigests") or [attrs.get("Id")])[0]
@@ -650,7 +650,7 @@ class Tracker:
         if self._models is None:
             self._models = {}
             try:
-                from . import gpus
+                from .. import gpus
 
                 self._models = {gpu.uuid: gpu.name for gpu in gpus.inventory()}
             except Exception:  # noqa: BLE001 - a name is a nicety
@@ -797,8 +797,8 @@ class Tracker:
     def _sweep_status(self, name: str) -> None:
         """A sweep's parent runs while any of its runs does; then FAILED if one failed, KILLED
         if all were stopped, else FINISHED."""
-        from .runs import store
-        from .runs.model import FINISHED
+        from . import store
+        from .model import FINISHED
 
         parent = self.sweeps.get(name)
         if parent is None:
@@ -871,7 +871,7 @@ class TrackingError(GpuspaceError):
 def _loop(tracker: Tracker, once: bool) -> bool:
     """Turns until nothing is left (True), or, with no dispatcher alive, nothing new comes for
     IDLE_EXIT_S (False: the next dispatcher starts a tracker again)."""
-    from .runs import at_work
+    from . import at_work
 
     idle_since = None
     while True:
@@ -943,7 +943,7 @@ def serve_ui(info, port: int | None = None) -> int:
     if target.artifacts:
         Path(target.artifacts.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         command += ["--default-artifact-root", target.artifacts]
-    from .runs.at_work import lock_path as dispatch_lock
+    from .at_work import lock_path as dispatch_lock
 
     try:
         open_client(target.uri, target.artifacts)  # its tables made here, under the lock the tracker takes for that

@@ -26,9 +26,9 @@ import time
 from dataclasses import asdict
 from typing import Iterable
 
-from . import gpus
-from .engine.claim import Holder as Poster, provably_dead, this_process
-from .engine.containers import (
+from .. import gpus
+from ..engine.claim import Holder as Poster, provably_dead, this_process
+from ..engine.containers import (
     LABEL_PREEMPTIBLE,
     LABEL_PRIORITY,
     LABEL_REPO,
@@ -42,7 +42,7 @@ from .engine.containers import (
     Engine,
     NameInUse,
 )
-from .model import Gpu
+from ..model import Gpu
 from .schedule import Holding, Plan, Want, plan
 
 MAX_WANTS = 64  # per poster: more than a machine has GPUs is never granted at once
