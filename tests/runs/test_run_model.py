@@ -4,6 +4,7 @@ stand-in `sinfo` and `scontrol` on PATH)."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import shlex
 
 import pytest
@@ -405,3 +406,104 @@ def test_a_preempted_run_asked_to_stop_is_stopped():
     run.reason = STOPPING
     model.end(run, None)
     assert run.state == "stopped"
+
+
+# --- what the mutation audit of the run model asked for -------------------------------------------
+
+
+class _Clock:
+    """model.now()'s datetime, at times a test sets."""
+
+    def __init__(self, monkeypatch, start: _dt.datetime):
+        self.moment = start
+        clock = self
+
+        class FixedDatetime(_dt.datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return clock.moment.astimezone(tz) if tz is not None else clock.moment.replace(tzinfo=None)
+
+        monkeypatch.setattr(model._dt, "datetime", FixedDatetime)
+
+    def advance(self, seconds: float) -> None:
+        self.moment += _dt.timedelta(seconds=seconds)
+
+
+T0 = _dt.datetime(2026, 12, 7, 12, 0, 0, 500400, tzinfo=_dt.timezone.utc)
+T0_MS = T0.replace(microsecond=500000)  # what now() makes of it
+
+
+def test_now_is_utc_to_the_millisecond(monkeypatch):
+    _Clock(monkeypatch, T0)
+    assert model.now() == T0_MS and model.now().utcoffset() == _dt.timedelta(0)
+
+
+def test_params_env_names_every_parameter_in_upper_case_with_only_letters_digits_and_underscores():
+    run = a_run(params={"lr": "0.1", "batch-size": "32", "Mixed.Case": "x", "a b/c": "y"})
+    assert model.params_env(run) == {
+        "GPUSPACE_RUN": "run-1", "GPUSPACE_SWEEP": "", "GPUSPACE_COMMIT": "0" * 40, "GPUSPACE_RESTARTS": "0",
+        "GPUSPACE_PARAM_LR": "0.1", "GPUSPACE_PARAM_BATCH_SIZE": "32", "GPUSPACE_PARAM_MIXED_CASE": "x",
+        "GPUSPACE_PARAM_A_B_C": "y"}
+    assert model.params_env(a_run(sweep="grid"))["GPUSPACE_SWEEP"] == "grid"
+
+
+def test_a_start_recorded_before_the_container_runs_keeps_its_time_when_the_container_runs(monkeypatch):
+    clock = _Clock(monkeypatch, T0)
+    run = a_run()
+    model.start(run, STARTING)
+    clock.advance(5)
+    model.start(run, gpu_indices=[2, 0])
+    assert run.started == T0_MS and run.reason is None and run.gpu_indices == [2, 0]
+
+
+def test_the_time_lost_to_preemptions_adds_up_and_never_goes_below_zero(monkeypatch):
+    clock = _Clock(monkeypatch, T0)
+    run = a_run()
+    for off in (10, 20):
+        model.start(run)
+        model.preempt(run, "time slice")
+        model.back_in_line(run)
+        clock.advance(off)
+    model.start(run)
+    assert run.lost_s == pytest.approx(30) and run.restarts == 2
+    model.preempt(run, "again")
+    model.back_in_line(run)
+    run.preempted_at = model.now() + _dt.timedelta(seconds=60)  # a clock set back meanwhile
+    model.start(run)
+    assert run.lost_s == pytest.approx(30)
+
+
+def test_end_takes_the_runs_own_times_within_what_is_possible(monkeypatch):
+    clock = _Clock(monkeypatch, T0)
+    now = T0_MS
+    run = running()
+    clock.advance(100)
+    later = now + _dt.timedelta(seconds=100)
+    model.end(run, 0, began=now + _dt.timedelta(seconds=10), at=now + _dt.timedelta(seconds=50))
+    assert (run.started, run.finished) == (now + _dt.timedelta(seconds=10), now + _dt.timedelta(seconds=50))
+    run = running()
+    # a container's clock ahead of ours: never after now; an end before the start: at the start
+    model.end(run, 0, began=later + _dt.timedelta(seconds=60), at=later + _dt.timedelta(seconds=90))
+    assert (run.started, run.finished) == (later, later)
+    run = running()
+    model.end(run, 0, began=now, at=now - _dt.timedelta(seconds=5))
+    assert (run.started, run.finished) == (now, now)
+
+
+def test_a_failed_exit_keeps_the_reason_given():
+    run = running()
+    model.end(run, 137, "killed: out of memory")
+    assert (run.state, run.exit_code, run.reason) == ("failed", 137, "killed: out of memory")
+
+
+def test_a_preemptible_job_is_requeued_with_its_grace_as_the_signal_time():
+    def preemptible(grace: float) -> list[str]:
+        return sbatch.options("p", sbatch.Resources(gpus=1, preemptible=True, grace=grace))
+
+    assert preemptible(12.2) == ["--job-name=p", "--gres=gpu:1", "--requeue", "--signal=B:TERM@13"]
+    assert preemptible(-5)[-1] == "--signal=B:TERM@0"
+    assert preemptible(10 ** 6)[-1] == f"--signal=B:TERM@{sbatch.MAX_SIGNAL_TIME}"
+
+
+def test_two_runs_are_an_array_of_two():
+    assert sbatch.options("s", sbatch.Resources(tasks=2)) == ["--job-name=s", "--array=0-1"]
