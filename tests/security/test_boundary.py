@@ -9,6 +9,11 @@ import os
 import subprocess
 import time
 
+import pytest
+
+from git_gpuspace import boundary
+from git_gpuspace.errors import UsageError, WorktreeError
+
 GIT_ENV = {"GIT_AUTHOR_NAME": "In", "GIT_AUTHOR_EMAIL": "in@example.com", "GIT_COMMITTER_NAME": "In",
            "GIT_COMMITTER_EMAIL": "in@example.com", "GIT_PAGER": "cat"}
 
@@ -121,3 +126,86 @@ def test_hooks_path_inside_the_worktree_is_read_only(repo, tmp_path):
     assert code != 0 and "Read-only" in output, output
     subprocess.run(["git", "checkout", "-q", "-b", "probe"], cwd=tmp_path / "wt", check=True)
     assert not marker.exists()
+
+
+# --- the mounts, without the engine: what the layout above is made of ------------------------------
+
+
+class _Private:
+    def __init__(self, root):
+        self.repo, self.dot_git = root / "private.git", root / "private-dot-git"
+
+
+@pytest.fixture
+def layout(tmp_path):
+    common, worktree = tmp_path / "repo" / ".git", tmp_path / "wt"
+    (common / "worktrees" / "wt").mkdir(parents=True)
+    worktree.mkdir()
+    return common, worktree
+
+
+def test_a_runs_container_gets_the_git_dir_and_its_dot_git_read_only(layout):
+    common, worktree = layout
+    main_tree = common.parent
+    assert boundary.git_binds(main_tree, common, True, None) == [
+        (str(common), str(common), True), (str(common), "/workspace/.git", True)]
+    assert boundary.git_binds(worktree, common, False, None) == [
+        (str(common), str(common), True), (str(worktree / ".git"), "/workspace/.git", True)]
+    store, tree = common.parent.parent / "store.git", common.parent.parent / "tree"  # GIT_DIR apart from its tree
+    assert boundary.git_binds(tree, store, True, None) == [(str(store), str(store), True), (str(store), "/workspace/.git", True)]
+    (common / boundary.LOCK_NAME).write_text("")
+    assert boundary.git_binds(worktree, common, False, None, workspace="/w") == [
+        (str(common), str(common), True), ("/dev/null", str(common / boundary.LOCK_NAME), True),
+        (str(worktree / ".git"), "/w/.git", True)]
+
+
+def test_a_bound_container_gets_its_private_git_dir_writable(layout, tmp_path):
+    common, worktree = layout
+    private = _Private(tmp_path)
+    assert boundary.git_binds(common.parent, common, True, private) == [
+        (str(common), str(common), True), (str(private.repo), "/workspace/.git", False)]
+    assert boundary.git_binds(worktree, common, False, private) == [
+        (str(common), str(common), True), (str(private.repo), str(private.repo), False),
+        (str(private.dot_git), "/workspace/.git", True)]
+
+
+def test_a_hooks_path_inside_the_worktree_is_made_and_mounted_read_only(layout):
+    common, worktree = layout
+    binds = boundary.git_binds(worktree, common, False, None, hooks_path="tools/hooks")
+    assert binds[-1] == (str(worktree / "tools" / "hooks"), "/workspace/tools/hooks", True)
+    assert (worktree / "tools" / "hooks").is_dir()
+    assert boundary.git_binds(worktree, common, False, None, hooks_path="tools/hooks") == binds  # there already
+    for outside in ("../elsewhere", "/etc/hooks", ".", ""):
+        assert len(boundary.git_binds(worktree, common, False, None, hooks_path=outside)) == 2, outside
+
+
+def test_a_workspace_folder_at_the_repositorys_own_path_is_refused(tmp_path):
+    common = tmp_path / "repo" / ".git"
+    common.mkdir(parents=True)
+    with pytest.raises(UsageError, match="is the repository's own path") as refused:
+        boundary.git_binds(common.parent, common, True, None, workspace=str(common.parent))
+    assert refused.value.hint == "choose another workspaceFolder"
+
+
+def test_an_admin_dir_is_one_of_the_repository_s_worktrees(layout, tmp_path):
+    common, _ = layout
+    assert boundary.admin_dir(common, "wt") == common / "worktrees" / "wt"
+    (common / "worktrees" / "file").write_text("")
+    (common / "worktrees" / "link").symlink_to(tmp_path)
+    for bad in (None, "", ".", "..", "wt/..", "file", "link", "absent"):
+        with pytest.raises(WorktreeError, match="is not a directory of this repository") as refused:
+            boundary.admin_dir(common, bad)
+        assert refused.value.hint == "`git worktree repair` fixes a worktree whose .git file points elsewhere"
+        assert f"'{common / 'worktrees' / (bad or '')}'" in str(refused.value)
+
+
+def test_protected_paths_and_what_exposes_them(layout, tmp_path):
+    common, worktree = layout
+    protected = boundary.protected_paths(worktree, common, common.parent, "hooks")
+    assert protected == (common.resolve(), worktree / ".git", common.parent / ".git", worktree / "hooks")
+    assert boundary.protected_paths(worktree, common, common.parent, None) == protected[:3]
+    assert boundary.exposes(worktree / "hooks" / "post-checkout", protected)  # inside one
+    assert boundary.exposes(worktree, protected)  # holds one
+    assert boundary.exposes(common.resolve(), protected)  # is one
+    assert boundary.exposes(tmp_path / "elsewhere" / ".git" / "config", protected)  # any .git
+    assert not boundary.exposes(worktree / "src", protected) and not boundary.exposes(tmp_path / "data", protected)
