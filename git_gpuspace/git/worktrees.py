@@ -326,15 +326,21 @@ def read_notes(info: RepoInfo, ref: str, commits: list[str],
     """The note under `ref` (refs/notes/...) on each commit, and with_trees on its tree too:
     {commit: [(commit, note), (tree, note)]}, a note None where there is none; None when the
     ref does not exist."""
-    from dulwich.notes import Notes
+    from dulwich.notes import NotesTree
+    from dulwich.objects import Commit, Tree
 
     with contextlib.closing(info.open()) as repo:
-        if ref.encode() not in repo.refs:
+        try:
+            top = repo.object_store[repo.refs[ref.encode()]]
+        except KeyError:
             return None
-        notes, found = Notes(repo.object_store, repo.refs), {}
+        tree = repo.object_store[top.tree] if isinstance(top, Commit) else top
+        # the notes tree read once (its fanout too), not once per note as Notes.get_note does
+        notes = NotesTree(tree, repo.object_store) if isinstance(tree, Tree) else None
+        found = {}
         for commit in commits:
             targets = [commit] + ([_tree_id(repo, commit)] if with_trees else [])
-            found[commit] = [(target, notes.get_note(target.encode(), ref.encode())) for target in targets]
+            found[commit] = [(target, notes.get_note(target.encode()) if notes else None) for target in targets]
         return found
 
 
