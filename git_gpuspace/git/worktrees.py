@@ -20,8 +20,6 @@ from pathlib import Path
 
 from dulwich.config import ConfigFile
 from dulwich.errors import NotGitRepository
-from dulwich.filters import FilterError
-from dulwich.index import InvalidPathError
 from dulwich.refs import check_ref_format
 from dulwich.reflog import format_reflog_line
 from dulwich.repo import Repo
@@ -29,7 +27,6 @@ from dulwich.worktree import list_worktrees as _dulwich_list_worktrees
 from dulwich.worktree import remove_worktree
 
 from .. import untrusted_files
-from .checkout import init_linked_worktree, materialize
 from ..errors import GitRefusal, NotARepository, UsageError, WorktreeError
 from ..faults import checkpoint
 from .git_cli import git, own_env
@@ -445,6 +442,13 @@ def checked_out_refusal(branch: str, holder: Path) -> GitRefusal:
 
 def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
     """Create a linked worktree at `path`; on failure remove whatever it made."""
+    # here, not at the top: filling a worktree needs dulwich's index and filters, which the
+    # commands that only read (status, verify's cache) do without
+    from dulwich.filters import FilterError
+    from dulwich.index import InvalidPathError
+
+    from .checkout import init_linked_worktree, materialize
+
     path = Path(os.path.abspath(path))
     # Both checks before anything is made: never write a checkout into a git dir.
     require_plain_repo(info)
