@@ -90,7 +90,7 @@ def parse_gpus(text: str) -> GpuRequest:
     if not ids:
         raise UsageError(f"invalid --gpus '{text}'", hint=_GPU_HINT)
     for gpu_id in ids:
-        if not _GPU_ID.match(gpu_id):
+        if not _GPU_ID.fullmatch(gpu_id):
             raise UsageError(f"invalid GPU id '{gpu_id}' in --gpus '{text}'", hint=_GPU_HINT)
     duplicates = sorted({gpu_id for gpu_id in ids if ids.count(gpu_id) > 1})
     if duplicates:
@@ -106,7 +106,7 @@ _PORT = re.compile(r"^([a-z][a-z0-9_-]{0,30})=(\d{1,5})(?::(\d{1,5}))?$")
 
 def parse_port(text: str) -> PortRequest:
     """`NAME=CONTAINER_PORT[:HOST_PORT]`: the host port is chosen when not given."""
-    match = _PORT.match(text.strip())
+    match = _PORT.fullmatch(text.strip())
     if not match:
         raise UsageError(
             f"invalid --port '{text}'",

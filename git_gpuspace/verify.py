@@ -73,7 +73,7 @@ class Checks:
 
 
 def check_name(name: str) -> str:
-    if not CHECK_NAME.match(name):
+    if not CHECK_NAME.fullmatch(name):  # not match: its $ lets a final newline through
         raise UsageError(f"invalid check name '{name}'", hint="lower-case letters, digits, '.', '_' and '-' (it names a "
                          "notes ref)")
     return name
@@ -168,8 +168,9 @@ def log_of(run: Run) -> str | None:
 
 def _write(info: worktrees.RepoInfo, name: str, commit: str, text: str, also_tree: bool) -> None:
     """The note on the commit (and its tree), each signed for where it is; it replaces any other."""
-    from .signing import Trust, sign
+    from .signing import Trust, ensure_key, sign
 
+    ensure_key()  # before the keys are read: the first verdict's is remembered as verified under them
     trust = Trust.load(info)
     targets = [commit] + ([worktrees.tree_of(info, commit)] if also_tree else [])
     worktrees.write_notes(info, NOTES + name, {target: sign(name, target, text, trust) for target in targets},

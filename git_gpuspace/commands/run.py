@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"give the command after --, e.g. git gpuspace {args.verb} -- python train.py")
     sweep = args.name if args.verb == "sweep" else None
     if sweep:
-        if not SWEEP_NAME.match(sweep):
+        if not SWEEP_NAME.fullmatch(sweep):
             raise UsageError(f"invalid sweep name '{sweep}'", hint="lower-case letters, digits, '.', '_' and '-'")
         if args.search:
             space = _search_space(args, command)

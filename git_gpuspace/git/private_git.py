@@ -193,11 +193,11 @@ def private_tip(private: PrivateGit, branch: str) -> str | None:
     loose = _read_plain(private.repo, f"refs/heads/{branch}", 4096)
     if loose is not None:
         text = loose.strip()
-        return text if HEX.match(text) else None
+        return text if HEX.fullmatch(text) else None
     packed = _read_plain(private.repo, "packed-refs", 64 << 20)
     wanted = f" refs/heads/{branch}"
     for line in (packed or "").splitlines():
-        if line.endswith(wanted) and HEX.match(line[:-len(wanted)]):
+        if line.endswith(wanted) and HEX.fullmatch(line[:-len(wanted)]):
             return line[:-len(wanted)]
     return None
 
@@ -286,7 +286,7 @@ def _fetch_bundle(info, engine, binding, worktree, private, branch: str, host: s
                                 f"{worktree.path} -- git status` shows what it says")
         _git(info, "bundle", "verify", "--quiet", str(bundle))
         heads = _git(info, "bundle", "list-heads", str(bundle), f"refs/heads/{branch}").split()
-        tip = heads[0] if heads and HEX.match(heads[0]) else None
+        tip = heads[0] if heads and HEX.fullmatch(heads[0]) else None
         if tip is None:
             return None
         _git(info, "-c", "transfer.fsckObjects=true", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",

@@ -20,7 +20,7 @@ def parse_axes(specs: list[str]) -> dict[str, list[str]]:
     for spec in specs:
         key, sep, values = spec.partition("=")
         key = key.strip()
-        if not sep or not KEY.match(key):
+        if not sep or not KEY.fullmatch(key):
             raise UsageError(f"invalid -p '{spec}'", hint="write -p NAME=V1,V2,... e.g. -p lr=1e-3,3e-4")
         if key in axes:
             raise UsageError(f"axis '{key}' is given twice")
@@ -90,7 +90,10 @@ def load_grid_file(path: str) -> tuple[dict[str, list[str]], list[dict[str, str]
                          + (f", not {', '.join(unknown)}" if unknown else ""))
     axes = {}
     for key, values in (document.get("axes") or {}).items():
-        if not KEY.match(key) or not isinstance(values, list) or not values:
+        if not KEY.fullmatch(key):
+            raise UsageError(f"{path}: axes.{key!r} is not a parameter name",
+                             hint="letters, digits and '_', not starting with a digit: it names GPUSPACE_PARAM_<NAME>")
+        if not isinstance(values, list) or not values:
             raise UsageError(f"{path}: axes.{key} must be a non-empty list of values")
         axes[key] = [_text(path, f"axes.{key}", value) for value in values]
     sets = []

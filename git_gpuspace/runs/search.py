@@ -79,7 +79,7 @@ def parse_space(specs: list[str]) -> dict[str, Space]:
     for spec in specs:
         key, sep, text = spec.partition("=")
         key, text = key.strip(), text.strip()
-        if not sep or not grid.KEY.match(key):
+        if not sep or not grid.KEY.fullmatch(key):
             raise UsageError(f"invalid -p '{spec}'", hint="write -p NAME=loguniform(1e-5,1e-1), uniform(A,B), "
                              "int(A,B), choice(A,B,...) or V1,V2,...")
         if key in space:
@@ -189,7 +189,7 @@ def check_plan(sampler: str, trials: int, metric: str | None, direction: str | N
         raise UsageError("--trials must be at least 1")
     if not metric:
         raise UsageError("--search needs --metric NAME (a `NAME=value` its runs print, or a key of metrics.json)")
-    if not re.match(r"^[A-Za-z_][\w./-]*$", metric):
+    if not re.fullmatch(r"[A-Za-z_][\w./-]*", metric):
         raise UsageError(f"invalid --metric '{metric}'", hint="a name as the runs print it: loss, val/acc")
     if direction is None:
         raise UsageError("--search needs --minimize or --maximize")

@@ -161,7 +161,7 @@ class Runs:
     def _write(self, connection: sqlite3.Connection) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
         current: dict[str, str] = {}
         for run in self.runs:
-            if not isinstance(run.id, str) or not ID.match(run.id) or run.state not in STATES:
+            if not isinstance(run.id, str) or not ID.fullmatch(run.id) or run.state not in STATES:
                 raise StateError(f"run {run.id!r} has a bad id or state ({run.state!r}); nothing was saved")
             if run.id in current:
                 raise StateError(f"run {run.id} is in the list twice; nothing was saved")
@@ -694,7 +694,7 @@ def _load_toml(path: Path) -> tuple[list[Run], dict[str, Sweep], dict[str, int]]
     except (TypeError, KeyError) as error:
         raise StateError(f"{path}: a run or sweep entry is malformed ({error})", hint=_FIX_HINT) from None
     for index, run in enumerate(runs):
-        if not ID.match(run.id) or run.state not in STATES:
+        if not ID.fullmatch(run.id) or run.state not in STATES:
             raise StateError(f"{path}: runs[{index}] has a bad id or state", hint=_FIX_HINT)
     if len({run.id for run in runs}) != len(runs):
         raise StateError(f"{path}: a run id is there twice", hint=_FIX_HINT)

@@ -151,6 +151,8 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(repo):
     (("sweep", "s", "-p", "lr=1,2", "--random", "3", "--", "echo", "{lr}"), "--random 3 is not between 1 and the grid's 2"),
     (("sweep", "s", "--grid-file", "GRID", "--", "echo", "{lr}"), "does not parse: Expected '=' after a key in a key/value pair (at line 2, column 5)"),
     (("sweep", "Bad Name", "-p", "lr=1", "--", "echo", "{lr}"), "invalid sweep name"),
+    (("sweep", "s\n", "-p", "lr=1", "--", "echo", "{lr}"), "invalid sweep name"),
+    (("sweep", "s", "--grid-file", "NEWLINE-GRID", "--", "echo", "{lr}"), "axes.'lr\\n' is not a parameter name"),
     (("sweep", "s", "-p", "lr=1", "--max-parallel", "0", "--", "echo", "{lr}"), "--max-parallel must be at least 1"),
     (("run", "--gpus", "9", "--", "true"), "asks for 9 GPUs, but this host has 4"),
     (("run", "--commit", "no-such-thing", "--", "true"), "invalid reference: no-such-thing"),
@@ -160,8 +162,10 @@ def test_a_failing_run_is_recorded_and_the_rest_go_on(repo):
 ])
 def test_bad_input_is_one_line_and_queues_nothing(repo, tmp_path, arguments, message):
     (tmp_path / "grid.toml").write_text("[axes]\nlr  [1, 2]\n")
+    (tmp_path / "newline.toml").write_text('[axes]\n"lr\\n" = [1, 2]\n')  # a key git-gpuspace cannot name
+    files = {"GRID": str(tmp_path / "grid.toml"), "NEWLINE-GRID": str(tmp_path / "newline.toml")}
     before = repo.snapshot(tmp_path / "worktrees")
-    result = repo.gs(*[str(tmp_path / "grid.toml") if part == "GRID" else part for part in arguments])
+    result = repo.gs(*[files.get(part, part) for part in arguments])
     assert result.returncode in (1, 2) and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert repo.snapshot(tmp_path / "worktrees") == before

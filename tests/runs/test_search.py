@@ -73,6 +73,9 @@ def test_a_grid_search_needs_points_and_a_plan_needs_its_metric():
         search.check_plan("tpe", 4, None, "minimize", "none", space, ["echo", "{x}"])
     with pytest.raises(UsageError, match="--minimize or --maximize"):
         search.check_plan("tpe", 4, "loss", None, "none", space, ["echo", "{x}"])
+    for name in ("val acc", "loss\n"):  # a pattern's `$` would let the final newline through
+        with pytest.raises(UsageError, match="invalid --metric"):
+            search.check_plan("tpe", 4, name, "minimize", "none", space, ["echo", "{x}"])
     with pytest.raises(UsageError, match="at least 1"):
         search.check_plan("tpe", 0, "loss", "minimize", "none", space, ["echo", "{x}"])
     with pytest.raises(UsageError, match="no -p y"):
