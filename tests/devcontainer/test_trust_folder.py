@@ -5,17 +5,23 @@ command runs) is named to the user."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import locale
 import os
 import time
+from pathlib import Path
 
+import pytest
 import tomli_w
 
 from conftest import TEST_IMAGE
 from helpers import commit_devcontainer, container_of
 
 from git_gpuspace import trust
+from git_gpuspace.errors import StateError
+from git_gpuspace.installation import tomllib
 
 
 def not_trusted(result) -> list[str]:
@@ -154,3 +160,319 @@ def test_a_compose_file_outside_the_folder_is_covered(tmp_path):
     assert "what its Compose files build, mount and read" in before.not_covered()
     compose.write_text("services:\n  app:\n    image: a\n    privileged: true\n")
     assert trust.coverage(path, content, worktree, worktree).sha256 != before.sha256
+
+
+def folder_file(worktree: Path, document, files: dict[str, str] | None = None) -> tuple[Path, bytes]:
+    """`.devcontainer/devcontainer.json` in `worktree` with `document`, and `files` (relative to the worktree)."""
+    for name, text in (files or {}).items():
+        (worktree / name).parent.mkdir(parents=True, exist_ok=True)
+        (worktree / name).write_text(text)
+    path = worktree / ".devcontainer" / "devcontainer.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = document if isinstance(document, bytes) else json.dumps(document).encode()
+    path.write_bytes(content)
+    return path, content
+
+
+def covered_in(worktree: Path, document, files: dict[str, str] | None = None, repo_root: Path | None = None):
+    path, content = folder_file(worktree, document, files)
+    return trust.coverage(path, content, worktree, repo_root or worktree)
+
+
+def test_what_a_file_in_its_folder_covers_is_described_exactly(tmp_path):
+    worktree = tmp_path / "wt"
+    covered = covered_in(worktree, {"build": {"dockerfile": "Dockerfile", "context": "."}},
+                         {".devcontainer/Dockerfile": "FROM x\n", ".devcontainer/lib/setup.sh": "true\n"})
+    assert covered == trust.Coverage(worktree / ".devcontainer" / "devcontainer.json", covered.sha256, ".devcontainer",
+                                     3, (), ())
+    assert covered.describe() == ".devcontainer/ (3 files)" and covered.not_covered() is None
+    named = worktree / ".devcontainer" / "gpu" / "devcontainer.json"
+    named.parent.mkdir()
+    named.write_text("{}")
+    one = trust.coverage(named, b"{}", worktree, worktree)
+    assert (one.folder, one.files, one.describe()) == (".devcontainer/gpu", 1, ".devcontainer/gpu/ (1 file)")
+
+
+def test_a_file_at_the_top_of_the_worktree_counts_as_one_file(tmp_path):
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    path = worktree / ".devcontainer.json"
+    path.write_text("{}")
+    covered = trust.coverage(path, b"{}", worktree, worktree)
+    assert (covered.folder, covered.files, covered.named, covered.uncovered) == (None, 1, (), ())
+    assert covered.describe() == ".devcontainer.json alone"
+
+
+def test_a_record_made_now_keeps_matching_the_same_content(tmp_path):
+    """The hash is what the trust store keeps: the same layout hashes to the same value in every
+    version that reads the store, so a record made now is not silently untrusted later."""
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    (worktree / "Dockerfile").write_text("FROM x\n")
+    path = worktree / ".devcontainer.json"
+    content = b'{"build": {"dockerfile": "Dockerfile", "context": "."}}'
+    path.write_bytes(content)
+    covered = trust.coverage(path, content, worktree, worktree)
+    assert covered.named == ("Dockerfile",)
+    assert covered.sha256 == "92f8e84d7182903f7aa0bf7d5375391a64b77f9b40c1575a121df62888c8fd0e"
+
+
+def test_the_store_is_in_the_users_config_dir():
+    assert trust.store_path() == Path(os.environ["XDG_CONFIG_HOME"]) / "git-gpuspace" / "trust.toml"
+
+
+def test_what_it_uses_and_no_hash_covers_is_named_in_one_line(tmp_path):
+    worktree = tmp_path / "wt"
+    covered = covered_in(worktree, {"build": {"dockerfile": "Dockerfile", "context": ".."},
+                                    "postCreateCommand": "sh tools/a.sh && sh tools/b.sh"},
+                         {".devcontainer/Dockerfile": "FROM x\n", "tools/a.sh": "true\n", "tools/b.sh": "true\n"})
+    assert covered.not_covered() == (
+        "trusting devcontainer.json covers .devcontainer/ (2 files), not what it also uses: the build context .. "
+        "(what the Dockerfile copies from it), tools/a.sh (named by postCreateCommand), tools/b.sh (named by "
+        "postCreateCommand); review those too (a change to them does not make it untrusted again)")
+
+
+def test_a_file_that_is_not_an_object_covers_its_bytes(tmp_path):
+    worktree = tmp_path / "wt"
+    for content in (b"[1, 2]", b'"text"', b"{not json", b"\xff\xfe"):
+        covered = covered_in(worktree, content)
+        assert (covered.named, covered.uncovered, covered.describe()) == ((), (), ".devcontainer/ (1 file)")
+
+
+def test_what_it_names_outside_the_folder_is_covered_inside_the_repository_only(tmp_path):
+    """Inside the folder: hashed with it. Elsewhere in the worktree or the repository's main
+    worktree: named and hashed. Outside the repository, or missing: not (load refuses it)."""
+    main, worktree = tmp_path / "main", tmp_path / "linked"
+    (main / "docker").mkdir(parents=True)
+    (main / "docker" / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "Dockerfile").write_text("FROM x\n")
+    features = {"./in-folder": {}, "../feature": {}, "../../main/docker": {}, "../../elsewhere": {}, "../missing": {}}
+    files = {".devcontainer/in-folder/install.sh": "true\n", "feature/install.sh": "true\n"}
+    covered = covered_in(worktree, {"build": {"dockerfile": "Dockerfile"}, "features": features}, files, main)
+    assert covered.named == ("../feature", "../../main/docker")
+    assert covered_in(worktree, {"build": {"dockerfile": "../../main/docker/Dockerfile"}}, files, main).named == \
+        ("../../main/docker/Dockerfile",)
+    for outside in ("../../elsewhere/Dockerfile", "../missing/Dockerfile"):
+        assert covered_in(worktree, {"build": {"dockerfile": outside}}, files, main).named == ()
+    before = covered_in(worktree, {"features": features}, files, main)
+    (main / "docker" / "Dockerfile").write_text("FROM y\n")
+    assert covered_in(worktree, {"features": features}, files, main).sha256 != before.sha256
+
+
+def test_a_file_at_the_top_of_the_worktree_names_its_default_dockerfile(tmp_path):
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    (worktree / "Dockerfile").write_text("FROM x\n")
+    path = worktree / ".devcontainer.json"
+    for document in ({"build": {}}, {"build": {"context": "."}}, {"build": "not an object", "dockerFile": ""}):
+        content = json.dumps(document).encode()
+        path.write_bytes(content)
+        covered = trust.coverage(path, content, worktree, worktree)
+        assert (covered.named, covered.uncovered) == (("Dockerfile",), ("the build context . (what the Dockerfile "
+                                                                         "copies from it)",)), document
+
+
+def test_the_build_context_is_named_unless_it_is_inside_the_folder(tmp_path):
+    worktree = tmp_path / "wt"
+    files = {".devcontainer/Dockerfile": "FROM x\n", "Dockerfile": "FROM x\n"}
+
+    def uncovered(document):
+        return covered_in(worktree, document, files).uncovered
+
+    context = "the build context {} (what the Dockerfile copies from it)".format
+    assert uncovered({"image": "x"}) == ()
+    assert uncovered({"build": {"dockerfile": "Dockerfile", "context": "."}}) == ()
+    assert uncovered({"build": {"dockerfile": "Dockerfile", "context": "lib"}}) == ()
+    assert uncovered({"build": {"dockerfile": "Dockerfile"}}) == ()
+    assert uncovered({"build": {"dockerfile": "Dockerfile", "context": ".."}}) == (context(".."),)
+    assert uncovered({"build": {"dockerfile": "Dockerfile", "context": "../.."}}) == (context("../.."),)
+    assert uncovered({"build": {"dockerfile": "Dockerfile", "context": "bad\u0000name"}}) == (context("bad\u0000name"),)
+    # the older spelling: `dockerFile` and `context` at the top
+    assert uncovered({"dockerFile": "Dockerfile", "context": ".."}) == (context(".."),)
+    assert uncovered({"dockerFile": "Dockerfile"}) == ()
+    # a top-level `context` belongs to `dockerFile` only
+    assert uncovered({"build": {"dockerfile": "Dockerfile"}, "context": ".."}) == ()
+
+
+def test_the_dockerfile_it_names_outside_the_folder_is_covered_in_either_spelling(tmp_path):
+    worktree = tmp_path / "wt"
+    files = {"Dockerfile": "FROM x\n", ".devcontainer/Dockerfile": "FROM x\n"}
+    for document in ({"build": {"dockerfile": "../Dockerfile"}}, {"dockerFile": "../Dockerfile"},
+                     {"build": {"dockerfile": "../Dockerfile"}, "dockerFile": "Dockerfile"},
+                     {"build": {"dockerfile": " "}, "dockerFile": "../Dockerfile"}):
+        assert covered_in(worktree, document, files).named == ("../Dockerfile",), document
+    assert covered_in(worktree, {"build": {"dockerfile": "../../${localWorkspaceFolderBasename}/Dockerfile"}},
+                      files).named == ("../../wt/Dockerfile",)
+    assert covered_in(worktree, {"build": {"dockerfile": "${localWorkspaceFolder}/Dockerfile"}}, files).named == \
+        (f"{worktree}/Dockerfile",)
+    assert covered_in(worktree, {"dockerComposeFile": "${localWorkspaceFolder}/compose.yml"},
+                      {"compose.yml": "services: {}\n"}).named == (f"{worktree}/compose.yml",)
+
+
+def test_a_compose_based_file_names_what_its_compose_files_use(tmp_path):
+    worktree = tmp_path / "wt"
+    covered = covered_in(worktree, {"dockerComposeFile": "compose.yml", "service": "app"},
+                         {".devcontainer/compose.yml": "services: {}\n"})
+    assert covered.uncovered == ("what its Compose files build, mount and read (build contexts, env files, volumes)",)
+    assert covered_in(worktree, {"dockerComposeFile": [" ", 3], "service": "app"}).uncovered == ()
+
+
+def files_run(tmp_path, document, files) -> tuple[str, ...]:
+    """What trusting the file does not cover among the worktree's files its commands name."""
+    return covered_in(tmp_path / "wt", document, files).uncovered
+
+
+def test_a_file_of_the_worktree_that_a_command_names_is_named_as_uncovered(tmp_path):
+    files = {"tools/x.sh": "true\n", "tools/x.toml": "", "train.py": "\n", "config/mode=train.env": "",
+             "scripts/train+eval.sh": "true\n", ".devcontainer/setup.sh": "true\n", "tools/${MODE}.sh": "",
+             "../outside.sh": "true\n"}
+    assert files_run(tmp_path, {
+        "onCreateCommand": "/bin/sh tools/x.sh --config=tools/x.toml; sh .devcontainer/setup.sh",
+        "updateContentCommand": ["python3", "/workspace/train.py", "--env=config/mode=train.env", 7],
+        "postCreateCommand": {"a": "bash 'scripts/train+eval.sh';", "b": ["sh", "/workspaces/wt/tools/x.sh"]},
+        "postStartCommand": "sh ../outside.sh tools/${MODE}.sh /etc/passwd '' --flag= scripts/train+eval.sh config/mode=train.env",
+        "postAttachCommand": "sh tools/x.sh 'unbalanced",
+    }, files) == ("tools/x.sh (named by onCreateCommand)", "tools/x.toml (named by onCreateCommand)",
+                  "train.py (named by updateContentCommand)", "config/mode=train.env (named by updateContentCommand)",
+                  "scripts/train+eval.sh (named by postCreateCommand)", "tools/x.sh (named by postCreateCommand)",
+                  "scripts/train+eval.sh (named by postStartCommand)", "config/mode=train.env (named by postStartCommand)",
+                  "tools/x.sh (named by postAttachCommand)")
+
+
+def test_a_command_names_files_under_the_workspace_folder_it_moves_to(tmp_path):
+    files = {"tools/x.sh": "true\n"}
+    assert files_run(tmp_path, {"workspaceFolder": "/src/APEX/", "postCreateCommand": "sh /src/APEX/tools/x.sh"},
+                     files) == ("tools/x.sh (named by postCreateCommand)",)
+    assert files_run(tmp_path, {"workspaceFolder": 3, "postCreateCommand": "sh /workspace/tools/x.sh"}, files) == \
+        ("tools/x.sh (named by postCreateCommand)",)
+
+
+def test_a_host_path_or_a_name_no_file_has_is_not_named(tmp_path):
+    """The container sees the worktree at its workspace folder: the host's path of a file, a
+    word with a variable the container expands, or a name that is no file are not what runs."""
+    worktree = tmp_path / "wt"
+    files = {"tools/x.sh": "true\n", "tools/dir/a": ""}
+    assert files_run(tmp_path, {"postCreateCommand": f"sh {worktree}/tools/x.sh ${{HOME}}/tools/x.sh tools/dir echo "
+                                                     "bad\u0000name"}, files) == ()
+    assert files_run(tmp_path, {"postCreateCommand": "sh ../wt/tools/dir/../../tools/x.sh"}, files) == \
+        ("tools/x.sh (named by postCreateCommand)",)
+
+
+def coverage_of(tmp_path, name: str, document: dict) -> trust.Coverage:
+    return covered_in(tmp_path / name, document)
+
+
+def stored() -> dict:
+    return tomllib.loads(trust.store_path().read_text(encoding="utf-8"))
+
+
+def test_trust_is_granted_once_per_repository_and_recorded_in_the_users_config_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "fresh" / "config"))  # not there yet
+    covered = coverage_of(tmp_path, "wt", {"image": "x"})
+    repo_a, repo_b = tmp_path / "a" / ".git", tmp_path / "b" / ".git"
+    assert trust.records() == [] and not trust.is_trusted(repo_a, covered)
+    before = trust._dt.datetime.now(trust._dt.timezone.utc).replace(microsecond=0)
+    assert trust.grant(repo_a, covered) is True
+    assert trust.grant(repo_a, covered) is False  # already trusted: not recorded twice
+    [record] = trust.records()
+    assert record == trust.Record(str(repo_a), covered.sha256, str(covered.path), record.trusted,
+                                  ".devcontainer/ (1 file)")
+    assert record.trusted.tzinfo is not None and record.trusted.utcoffset() == trust._dt.timedelta(0)
+    assert record.trusted.microsecond == 0 and before <= record.trusted <= trust._dt.datetime.now(trust._dt.timezone.utc)
+    assert stored() == {"trusted": [{"repo": str(repo_a), "sha256": covered.sha256, "path": str(covered.path),
+                                     "trusted": record.trusted, "covers": ".devcontainer/ (1 file)"}]}
+    assert trust.is_trusted(repo_a, covered) and not trust.is_trusted(repo_b, covered)
+    other = coverage_of(tmp_path, "other", {"image": "y"})
+    assert not trust.is_trusted(repo_a, other)
+    assert trust.grant(repo_b, covered) is True  # the same content in another repository: a record of its own
+    assert [(r.repo, r.sha256) for r in trust.records()] == [(str(repo_a), covered.sha256), (str(repo_b), covered.sha256)]
+
+
+def write_store(*entries: dict) -> None:
+    store = trust.store_path()
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text(tomli_w.dumps({"trusted": list(entries)}))
+
+
+WHEN = datetime.datetime(2025, 1, 2, 3, 4, tzinfo=datetime.timezone.utc)
+
+
+def test_revoke_forgets_what_the_file_covers_now_and_what_was_trusted_at_its_path_in_this_repository(tmp_path):
+    covered = coverage_of(tmp_path, "wt", {"image": "x"})
+    path = str(covered.path)
+    entries = [
+        {"repo": "/r/a", "sha256": covered.sha256, "path": "/elsewhere/devcontainer.json", "trusted": WHEN, "covers": "c"},
+        {"repo": "/r/a", "sha256": "older", "path": path, "trusted": WHEN},  # an older record: no covers
+        {"repo": "/r/b", "sha256": covered.sha256, "path": path, "trusted": WHEN, "covers": "c"},
+        {"repo": "/r/a", "sha256": "other", "path": "/other/devcontainer.json", "trusted": WHEN},
+    ]
+    write_store(*entries)
+    assert trust.revoke(Path("/r/a"), covered.path, covered) == 2
+    assert stored() == {"trusted": [entries[2], entries[3]]}  # the older record is kept as it was written
+    assert trust.revoke(Path("/r/a"), covered.path, covered) == 0
+    assert stored() == {"trusted": [entries[2], entries[3]]}
+
+    write_store(*entries)  # a file that no longer parses: only what was trusted at its path
+    assert trust.revoke(Path("/r/a"), covered.path, None) == 1
+    assert stored() == {"trusted": [entries[0], entries[2], entries[3]]}
+
+
+def test_revoking_what_was_never_trusted_writes_nothing(tmp_path):
+    covered = coverage_of(tmp_path, "wt", {"image": "x"})
+    assert trust.revoke(tmp_path / ".git", covered.path, covered) == 0
+    assert not trust.store_path().exists()
+
+
+def test_an_older_record_of_the_file_alone_reads_as_covering_nothing_named():
+    write_store({"repo": "/r/a", "sha256": "abc", "path": "/p/devcontainer.json", "trusted": WHEN})
+    assert trust.records() == [trust.Record("/r/a", "abc", "/p/devcontainer.json", WHEN, "")]
+
+
+def test_a_store_without_records_has_none():
+    store = trust.store_path()
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text("# nothing trusted yet\n")
+    assert trust.records() == []
+
+
+def test_a_store_that_cannot_be_read_is_refused_with_what_to_do():
+    store = trust.store_path()
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text("[[trusted]\n")
+    with pytest.raises(StateError) as refused:
+        trust.records()
+    assert str(refused.value).startswith(f"cannot read {store}: ") and len(str(refused.value)) > len(f"cannot read {store}: ")
+    assert refused.value.hint == "fix or remove the file"
+    store.write_bytes(b"\xff\xfe")
+    with pytest.raises(StateError, match="^cannot read ") as refused:
+        trust.records()
+    assert refused.value.hint == "fix or remove the file"
+    write_store({"repo": "/r/a", "sha256": "abc", "path": "/p"})
+    with pytest.raises(StateError) as refused:
+        trust.records()
+    assert (str(refused.value), refused.value.hint) == (
+        f"{store}: a [[trusted]] entry lacks repo, sha256, path or trusted", "fix or remove the file")
+    store.write_text('trusted = ["not a table"]\n')
+    with pytest.raises(StateError, match="entry lacks repo"):
+        trust.records()
+
+
+@pytest.fixture
+def ascii_locale():
+    """The process's locale encoding is ASCII, as on a host whose locale is not UTF-8."""
+    before = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")
+    try:
+        if locale.getencoding().lower().replace("-", "") == "utf8":
+            pytest.skip("the C locale's encoding is UTF-8 here (UTF-8 mode)")
+        yield
+    finally:
+        locale.setlocale(locale.LC_CTYPE, before)
+
+
+def test_the_store_reads_the_same_whatever_the_locales_encoding(tmp_path, ascii_locale):
+    covered = coverage_of(tmp_path, "données", {"image": "x"})
+    assert trust.grant(tmp_path / "dépôt" / ".git", covered)
+    assert [(r.repo, r.path) for r in trust.records()] == [(str(tmp_path / "dépôt" / ".git"), str(covered.path))]
+    assert trust.is_trusted(tmp_path / "dépôt" / ".git", covered)
