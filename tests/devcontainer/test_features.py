@@ -12,12 +12,14 @@ import shutil
 import socket
 import tarfile
 import tempfile
+from functools import cmp_to_key
 from pathlib import Path
 
 import pytest
 
 from git_gpuspace.devcontainer import parser as devcontainer, features
 from git_gpuspace.errors import UsageError
+from git_gpuspace.folders import hash_tree
 
 from helpers import FEATURE_TAR, cache_of, feature_folder, fetch_refusal, list_in_reverse, parse, tar_of, where
 
@@ -542,3 +544,552 @@ def test_a_reference_with_a_digest_gets_no_tag(feature_registry, no_proxy):
     digest = "sha256:" + "a" * 64
     serve("features/hello", digest, [tar_of(FEATURE_TAR)])
     assert features.fetch_oci(f"{host}/features/hello@{digest}") == cache_of(f"{host}/features/hello@{digest}")
+
+
+# ---------------------------------------------------------------- features: install order (dependsOn, installsAfter, override)
+
+
+def order_feature(name: str, depends_on: dict | None = None, installs_after: list | None = None,
+                  options: tuple[str, ...] = ("magicNumber",), **extra) -> dict:
+    """The metadata of the reference fixtures' feature: options defaulting to "0", and its dependencies."""
+    metadata: dict = {"id": name, "version": "1.0.0",
+                      "options": {option: {"type": "string", "default": "0"} for option in options}, **extra}
+    if depends_on is not None:
+        metadata["dependsOn"] = depends_on
+    if installs_after is not None:
+        metadata["installsAfter"] = installs_after
+    return metadata
+
+
+def ordered(tmp_path, requested: dict, local: dict[str, dict] | None = None, registry: dict[str, dict] | None = None,
+            override=None, fetched: list | None = None):
+    """install_order of `requested` named by the worktree's .devcontainer/devcontainer.json; `local`:
+    the metadata of each folder under .devcontainer/; `registry`: of each registry feature, by reference."""
+    base = tmp_path / "wt" / ".devcontainer"
+    base.mkdir(parents=True, exist_ok=True)
+    for name, metadata in (local or {}).items():
+        feature_folder(base, name, metadata)
+
+    def fetch(reference: str) -> Path:
+        if fetched is not None:
+            fetched.append(reference)
+        metadata = (registry or {})[reference]
+        return feature_folder(tmp_path / "registry", reference.replace("/", "_").replace(":", "_"), metadata,
+                              install=f"#!/bin/sh\n# {metadata.get('content', '')}\n")
+
+    return features.install_order(base / "devcontainer.json", requested, override, base, tmp_path / "wt",
+                                  tmp_path / "wt", fetch)
+
+
+def keys_and_options(tmp_path, *args, **kwargs) -> list[tuple[str, object]]:
+    installed, named = ordered(tmp_path, *args, **kwargs)
+    assert named == []
+    return [(feature.key, feature.options) for feature in installed]
+
+
+def order_refusal(tmp_path, *args, **kwargs) -> UsageError:
+    with pytest.raises(UsageError) as refused:
+        ordered(tmp_path, *args, **kwargs)
+    return refused.value
+
+
+CYCLE_HINT = "their dependsOn and installsAfter (devcontainer-feature.json) name each other; nothing was made"
+
+
+def test_no_features_install_nothing(tmp_path):
+    assert ordered(tmp_path, {}) == ([], [])
+
+
+def test_features_without_dependencies_install_sorted_by_path(tmp_path):
+    local = {name: order_feature(name) for name in ("b", "a", "c")}
+    assert keys_and_options(tmp_path, {"./c": {}, "./a": "1", "./b": True}, local) == [
+        ("./a", "1"), ("./b", {}), ("./c", {})]
+
+
+def test_an_installs_after_orders_only_among_the_features_there(tmp_path):
+    """installsAfter/local-simple: ./b is not there, so only ./c counts."""
+    local = {"a": order_feature("a", installs_after=["./b", "./c"]), "b": order_feature("b"), "c": order_feature("c")}
+    assert keys_and_options(tmp_path, {"./a": {}, "./c": {"magicNumber": "321"}}, local) == [
+        ("./c", {"magicNumber": "321"}), ("./a", {})]
+
+
+def test_installs_after_that_name_each_other_are_the_references_cycle_error(tmp_path):
+    local = {"a": order_feature("a", installs_after=["./b"]), "b": order_feature("b", installs_after=["./c"]),
+             "c": order_feature("c", installs_after=["./a"])}
+    error = order_refusal(tmp_path, {"./a": {}, "./b": {}, "./c": {}, "./d": {}}, {**local, "d": order_feature("d")})
+    assert str(error) == (f"{where(tmp_path)}: Failed to compute Feature installation order! Circular dependency "
+                          f"detected: ./a, ./b, ./c")
+    assert error.hint == CYCLE_HINT
+
+
+def test_a_feature_that_installs_after_itself_is_a_cycle(tmp_path):
+    error = order_refusal(tmp_path, {"./a": {}}, {"a": order_feature("a", installs_after=["./a"])})
+    assert str(error) == f"{where(tmp_path)}: Failed to compute Feature installation order! Circular dependency detected: ./a"
+
+
+def test_a_dependency_installs_first_with_the_options_depends_on_gives(tmp_path):
+    """dependsOn/local-simple."""
+    local = {"a": order_feature("a", depends_on={"./b": {"magicNumber": "50"}}), "b": order_feature("b")}
+    installed, named = ordered(tmp_path, {"./a": {}}, local)
+    assert [(feature.key, feature.options) for feature in installed] == [("./b", {"magicNumber": "50"}), ("./a", {})]
+    assert [feature.environment() for feature in installed] == [{"MAGICNUMBER": "50"}, {"MAGICNUMBER": "0"}]
+    assert [feature.folder for feature in installed] == [tmp_path / "wt" / ".devcontainer" / "b",
+                                                         tmp_path / "wt" / ".devcontainer" / "a"]
+    assert named == []
+
+
+def test_one_feature_with_other_options_is_another_install_sorted_by_its_options(tmp_path):
+    """dependsOn/local-with-options: a round sorts by path, then fewer options first, then by values."""
+    options = ("optA", "optB")
+    local = {"a": order_feature("a", depends_on={"./b": {"optA": "a", "optB": "a"}, "./c": {}}, options=options),
+             "b": order_feature("b", options=options),
+             "c": order_feature("c", depends_on={"./b": {"optA": "b", "optB": "a"}, "./d": {}, "./e": {}}, options=options),
+             "d": order_feature("d", depends_on={"./b": {"optA": "b", "optB": "b"}}, options=options),
+             "e": order_feature("e", depends_on={"./b": {}}, options=options)}
+    assert keys_and_options(tmp_path, {"./a": {"optA": "a", "optB": "b"}, "./b": {"optA": "a", "optB": "b"}}, local) == [
+        ("./b", {}), ("./b", {"optA": "a", "optB": "a"}), ("./b", {"optA": "a", "optB": "b"}),
+        ("./b", {"optA": "b", "optB": "a"}), ("./b", {"optA": "b", "optB": "b"}),
+        ("./d", {}), ("./e", {}), ("./c", {}), ("./a", {"optA": "a", "optB": "b"})]
+
+
+def test_depends_on_that_name_each_other_are_the_references_cycle_error(tmp_path):
+    local = {"a": order_feature("a", depends_on={"./b": {}}), "b": order_feature("b", depends_on={"./c": {"magicNumber": "50"}}),
+             "c": order_feature("c", depends_on={"./a": {"magicNumber": "50"}})}
+    error = order_refusal(tmp_path, {"./a": {}}, local)
+    assert str(error) == (f"{where(tmp_path)}: Failed to compute Feature installation order! Circular dependency "
+                          f"detected: ./a, ./b, ./c")
+    assert error.hint == CYCLE_HINT
+
+
+def test_a_cycle_names_each_feature_once(tmp_path):
+    local = {"a": order_feature("a", depends_on={"./b": {}}), "b": order_feature("b", depends_on={"./a": {"magicNumber": "1"}})}
+    error = order_refusal(tmp_path, {"./a": {}}, local)
+    assert str(error) == f"{where(tmp_path)}: Failed to compute Feature installation order! Circular dependency detected: ./a, ./b"
+
+
+def test_depends_on_and_installs_after_together(tmp_path):
+    local = {"a": order_feature("a", depends_on={"./c": {"magicNumber": "321"}}, installs_after=["./b"]),
+             "b": order_feature("b"), "c": order_feature("c")}
+    assert keys_and_options(tmp_path, {"./a": {}}, local) == [("./c", {"magicNumber": "321"}), ("./a", {})]
+
+
+@pytest.mark.parametrize("fixture,graph,roots,override,expected", [
+    ("local-simple", {"a": {"./b": {}, "./c": {}, "./d": {}}}, ["./a"], ["./c"], ["./c", "./b", "./d", "./a"]),
+    ("local-intermediate", {"a": {"./b": {}, "./d": {}}, "b": {"./c": {}}}, ["./a"], ["./c", "./d"],
+     ["./c", "./d", "./b", "./a"]),
+    ("local-roundPriority", {"b": {"./a": {}}}, ["./b", "./c"], ["./a", "./b", "./c"], ["./a", "./b", "./c"]),
+    ("reversed", {}, ["./a", "./b", "./c", "./d"], ["./d", "./c", "./b"], ["./d", "./c", "./b", "./a"]),
+    ("named-twice", {}, ["./a", "./b", "./c"], ["./c", "./b", "./c"], ["./c", "./b", "./a"]),
+])
+def test_override_feature_install_order_installs_a_named_feature_as_soon_as_it_can(tmp_path, fixture, graph, roots,
+                                                                                   override, expected):
+    """overrideFeatureInstallOrder/<fixture>: the first named first, before any feature not named."""
+    local = {name: order_feature(name, depends_on=graph.get(name),
+                                 installs_after=["./c"] if (fixture, name) == ("local-intermediate", "a") else None)
+             for name in "abcd"}
+    installed, named = ordered(tmp_path, {key: {} for key in roots}, local, override=override)
+    assert [feature.key for feature in installed] == expected and named == []
+
+
+DEPENDSON = "ghcr.io/codspace/dependson"
+# The reference's published ghcr.io/codspace/dependson features, stood in for by metadata that
+# gives its expected orders: a needs e; b needs a (other options) and c; c needs d.
+DEPENDSON_REGISTRY = {
+    f"{DEPENDSON}/a": {"id": "a", "dependsOn": {f"{DEPENDSON}/e": {"magicNumber": "50"}}},
+    f"{DEPENDSON}/b": {"id": "b", "dependsOn": {f"{DEPENDSON}/a": {"magicNumber": "40"},
+                                                f"{DEPENDSON}/c": {"magicNumber": "20"}}},
+    f"{DEPENDSON}/c": {"id": "c", "dependsOn": {f"{DEPENDSON}/d": {"magicNumber": "30"}}},
+    f"{DEPENDSON}/d": {"id": "d"},
+    f"{DEPENDSON}/e": {"id": "e"},
+}
+
+
+def test_registry_dependencies_install_first_sorted_by_id_then_options(tmp_path):
+    """dependsOn/oci-ab: one registry feature twice, with two sets of options, sorted by them."""
+    fetched = []
+    assert keys_and_options(tmp_path, {f"{DEPENDSON}/b": {"magicNumber": "400"}, f"{DEPENDSON}/a": {"magicNumber": "10"}},
+                            registry=DEPENDSON_REGISTRY, fetched=fetched) == [
+        (f"{DEPENDSON}/d", {"magicNumber": "30"}), (f"{DEPENDSON}/e", {"magicNumber": "50"}),
+        (f"{DEPENDSON}/a", {"magicNumber": "10"}), (f"{DEPENDSON}/a", {"magicNumber": "40"}),
+        (f"{DEPENDSON}/c", {"magicNumber": "20"}), (f"{DEPENDSON}/b", {"magicNumber": "400"})]
+    assert fetched == [f"{DEPENDSON}/b", f"{DEPENDSON}/a", f"{DEPENDSON}/a", f"{DEPENDSON}/c", f"{DEPENDSON}/e",
+                       f"{DEPENDSON}/e", f"{DEPENDSON}/d"]
+
+
+def test_override_orders_local_and_registry_features_together(tmp_path):
+    """overrideFeatureInstallOrder/mixed: a local feature before a registry one in a round."""
+    local = {"a": order_feature("a", depends_on={"./b": {}, "./c": {}, "./d": {}, f"{DEPENDSON}/b": {"magicNumber": "400"}}),
+             "b": order_feature("b"), "c": order_feature("c"), "d": order_feature("d")}
+    assert keys_and_options(tmp_path, {"./a": {}}, local, DEPENDSON_REGISTRY, override=[f"{DEPENDSON}/a", "./d"]) == [
+        ("./d", {}), ("./b", {}), ("./c", {}),
+        (f"{DEPENDSON}/d", {"magicNumber": "30"}), (f"{DEPENDSON}/e", {"magicNumber": "50"}),
+        (f"{DEPENDSON}/a", {"magicNumber": "40"}), (f"{DEPENDSON}/c", {"magicNumber": "20"}),
+        (f"{DEPENDSON}/b", {"magicNumber": "400"}), ("./a", {})]
+
+
+def test_a_dependency_the_file_also_names_with_the_same_options_installs_once(tmp_path):
+    local = {"a": order_feature("a", depends_on={"./b": {"magicNumber": "1"}}), "b": order_feature("b")}
+    assert keys_and_options(tmp_path, {"./b": {"magicNumber": "1"}, "./a": {}}, local) == [
+        ("./b", {"magicNumber": "1"}), ("./a", {})]
+    assert keys_and_options(tmp_path, {"./b": {"magicNumber": "2"}, "./a": {}}, local) == [
+        ("./b", {"magicNumber": "1"}), ("./b", {"magicNumber": "2"}), ("./a", {})]
+
+
+def test_one_local_folder_named_two_ways_installs_once(tmp_path):
+    local = {"a": order_feature("a", depends_on={"./x/../b": {}}), "b": order_feature("b")}
+    assert keys_and_options(tmp_path, {"./b": {}, "./a": {}}, local) == [("./b", {}), ("./a", {})]
+
+
+def test_a_registry_feature_named_twice_with_the_same_content_and_options_installs_once(tmp_path):
+    """The reference compares registry features by their content (the manifest's digest)."""
+    registry = {"ghcr.io/x/y/f:1": {"id": "f"}, "ghcr.io/x/y/f:2": {"id": "f"}, "ghcr.io/x/y/f:3": {"id": "f", "content": "3"}}
+    assert keys_and_options(tmp_path, {"ghcr.io/x/y/f:2": {}, "ghcr.io/x/y/f:1": {}}, registry=registry) == [
+        ("ghcr.io/x/y/f:2", {})]
+    assert keys_and_options(tmp_path, {"ghcr.io/x/y/f:3": {}, "ghcr.io/x/y/f:1": {}}, registry=registry) == [
+        ("ghcr.io/x/y/f:1", {}), ("ghcr.io/x/y/f:3", {})]
+    assert keys_and_options(tmp_path, {"ghcr.io/x/y/f:2": {"o": "1"}, "ghcr.io/x/y/f:1": {}}, registry=registry) == [
+        ("ghcr.io/x/y/f:1", {}), ("ghcr.io/x/y/f:2", {"o": "1"})]
+
+
+def test_registry_features_sort_by_namespace_then_id_then_tag_then_options_then_content(tmp_path):
+    registry = {"ghcr.io/b/f:1": {"id": "f"}, "ghcr.io/a/g:1": {"id": "g"}, "ghcr.io/a/f:2": {"id": "f", "content": "2"},
+                "ghcr.io/a/f:1": {"id": "f", "content": "1"}, "ghcr.io/a/h:1": {"id": "h", "content": "b"},
+                "ghcr.io/a/h:2": {"id": "h", "content": "a"}}
+    assert [key for key, _ in keys_and_options(tmp_path, {key: {} for key in registry}, registry=registry)] == [
+        "ghcr.io/a/f:1", "ghcr.io/a/f:2", "ghcr.io/a/g:1", "ghcr.io/a/h:1", "ghcr.io/a/h:2", "ghcr.io/b/f:1"]
+
+
+def test_registry_features_of_one_id_with_a_digest_sort_by_options_then_content(tmp_path):
+    one, two = f"ghcr.io/a/f@sha256:{'1' * 64}", f"ghcr.io/a/f@sha256:{'2' * 64}"
+    registry = {one: {"id": "f", "content": "x"}, two: {"id": "f", "content": "y"}, "ghcr.io/a/f:9": {"id": "f"}}
+    installed, _ = ordered(tmp_path, {two: {}, one: {}, "ghcr.io/a/f:9": {"o": "1"}}, registry=registry)
+    digests = {}
+    for feature in installed:
+        digest = hashlib.sha256()
+        hash_tree(digest, feature.folder)
+        digests[feature.key] = digest.hexdigest()
+    by_content = sorted([one, two], key=lambda key: digests[key])
+    assert [feature.key for feature in installed] == [*by_content, "ghcr.io/a/f:9"]
+
+
+def test_features_of_both_kinds_sort_by_the_key_as_written(tmp_path):
+    registry = {"ghcr.io/x/y/a:1": {"id": "a"}}
+    local = {"b": order_feature("b"), "z": order_feature("z")}
+    assert [key for key, _ in keys_and_options(tmp_path, {"ghcr.io/x/y/a:1": {}, "./z": {}, "./b": {}}, local,
+                                               registry)] == ["./b", "./z", "ghcr.io/x/y/a:1"]
+
+
+def test_a_renamed_registry_feature_of_one_namespace_is_one_feature_by_its_legacy_ids(tmp_path):
+    """Aliases: ids that share a name compare by tag; others by id."""
+    registry = {"ghcr.io/x/y/new:2": {"id": "new", "legacyIds": ["old"], "content": "n"},
+                "ghcr.io/x/y/old:1": {"id": "old", "content": "o"},
+                "ghcr.io/x/y/aaa:3": {"id": "aaa", "content": "a"}}
+    assert [key for key, _ in keys_and_options(tmp_path, {key: {} for key in registry}, registry=registry)] == [
+        "ghcr.io/x/y/aaa:3", "ghcr.io/x/y/old:1", "ghcr.io/x/y/new:2"]
+
+
+def test_installs_after_a_registry_feature_whatever_its_tag_or_by_a_legacy_id(tmp_path):
+    registry = {"ghcr.io/x/y/new:2": {"id": "new", "legacyIds": ["old"]}}
+    local = {"a": order_feature("a", installs_after=["ghcr.io/x/y/old:1"]), "z": order_feature("z", installs_after=["ghcr.io/x/y/new"])}
+    assert [key for key, _ in keys_and_options(tmp_path, {"./a": {}, "./z": {}, "ghcr.io/x/y/new:2": {}}, local,
+                                               registry)] == ["ghcr.io/x/y/new:2", "./a", "./z"]
+
+
+def test_a_legacy_id_of_another_namespace_is_another_feature(tmp_path):
+    registry = {"ghcr.io/x/y/new:2": {"id": "new", "legacyIds": ["old"]}}
+    local = {"a": order_feature("a", installs_after=["ghcr.io/other/old:1", "ghcr.io/x/y/unrelated"])}
+    assert [key for key, _ in keys_and_options(tmp_path, {"./a": {}, "ghcr.io/x/y/new:2": {}}, local, registry)] == [
+        "./a", "ghcr.io/x/y/new:2"]
+
+
+def test_a_current_id_names_the_feature_for_installs_after(tmp_path):
+    registry = {"ghcr.io/x/y/f:2": {"id": "old", "currentId": "f", "legacyIds": "not a list"}}
+    local = {"a": order_feature("a", installs_after=["ghcr.io/x/y/f:1"])}
+    assert [key for key, _ in keys_and_options(tmp_path, {"./a": {}, "ghcr.io/x/y/f:2": {}}, local, registry)] == [
+        "ghcr.io/x/y/f:2", "./a"]
+
+
+def test_an_old_short_id_in_installs_after_names_its_current_registry_feature(tmp_path):
+    registry = {"ghcr.io/devcontainers/features/go:1": {"id": "go"}}
+    local = {"a": order_feature("a", installs_after=["golang"])}
+    assert [key for key, _ in keys_and_options(tmp_path, {"./a": {}, "ghcr.io/devcontainers/features/go:1": {}}, local,
+                                               registry)] == ["ghcr.io/devcontainers/features/go:1", "./a"]
+
+
+def test_an_installs_after_naming_no_feature_is_named(tmp_path):
+    local = {"a": order_feature("a", installs_after=["b", "owner/repo/c", "https://example.com/f.tgz", "ghcr.io/x/Y"]),
+             "b": order_feature("b")}
+    installed, named = ordered(tmp_path, {"./a": {}, "./b": {}}, local)
+    assert [feature.key for feature in installed] == ["./a", "./b"]
+    assert named == [f"feature ./a: installsAfter {key} (names no local folder or registry feature)"
+                     for key in ("b", "owner/repo/c", "https://example.com/f.tgz", "ghcr.io/x/Y")]
+
+
+def test_a_feature_of_an_unsupported_kind_in_the_file_is_named_not_installed(tmp_path):
+    installed, named = ordered(tmp_path, {"https://example.com/f.tgz": {}, "./a": {}}, {"a": order_feature("a")})
+    assert [feature.key for feature in installed] == ["./a"]
+    assert named == ["feature https://example.com/f.tgz (only a local folder or an OCI reference)"]
+
+
+@pytest.mark.parametrize("metadata,message", [
+    ({"dependsOn": ["./b"]}, "feature ./a: dependsOn in devcontainer-feature.json must be an object (feature -> options)"),
+    ({"installsAfter": "./b"}, "feature ./a: installsAfter in devcontainer-feature.json must be a list of feature ids"),
+    ({"installsAfter": ["./b", 1]}, "feature ./a: installsAfter in devcontainer-feature.json must be a list of feature ids"),
+    ({"dependsOn": {"https://example.com/devcontainer-feature-b.tgz": {}}},
+     "feature ./a depends on https://example.com/devcontainer-feature-b.tgz, which is neither a local folder nor an "
+     "OCI reference"),
+])
+def test_bad_dependencies_are_one_error(tmp_path, metadata, message):
+    error = order_refusal(tmp_path, {"./a": {}}, {"a": {"id": "a", **metadata}})
+    assert str(error) == f"{where(tmp_path)}: {message}"
+
+
+@pytest.mark.parametrize("override", ["./a", [1], ["./a", None], {"./a": 1}])
+def test_an_override_that_is_not_a_list_of_ids_is_one_error(tmp_path, override):
+    error = order_refusal(tmp_path, {"./a": {}}, {"a": order_feature("a")}, override=override)
+    assert str(error) == f"{where(tmp_path)}: 'overrideFeatureInstallOrder' must be a list of feature ids"
+
+
+@pytest.mark.parametrize("key", ["myfeature", "owner/repo/f", "ghcr.io/x/Y"])
+def test_an_override_naming_no_feature_is_one_error(tmp_path, key):
+    error = order_refusal(tmp_path, {"./a": {}}, {"a": order_feature("a")}, override=["./a", key])
+    assert str(error) == f"{where(tmp_path)}: Feature '{key}' in 'overrideFeatureInstallOrder' could not be processed."
+    assert error.hint == "name a feature as the features object does (\"./name\" or a registry reference)"
+
+
+def test_an_override_names_a_registry_feature_whatever_its_tag_but_not_by_a_legacy_id(tmp_path):
+    registry = {"ghcr.io/x/y/new:2": {"id": "new", "legacyIds": ["old"]}}
+    local = {"a": order_feature("a")}
+    requested = {"./a": {}, "ghcr.io/x/y/new:2": {}}
+    assert [key for key, _ in keys_and_options(tmp_path, requested, local, registry, override=["ghcr.io/x/y/new"])] == [
+        "ghcr.io/x/y/new:2", "./a"]
+    assert [key for key, _ in keys_and_options(tmp_path, requested, local, registry, override=["ghcr.io/x/y/old:2"])] == [
+        "./a", "ghcr.io/x/y/new:2"]
+    assert [key for key, _ in keys_and_options(tmp_path, requested, local, registry, override=["golang"])] == [
+        "./a", "ghcr.io/x/y/new:2"]
+
+
+def test_an_empty_override_changes_nothing(tmp_path):
+    local = {"a": order_feature("a"), "b": order_feature("b")}
+    assert keys_and_options(tmp_path, {"./b": {}, "./a": {}}, local, override=[]) == [("./a", {}), ("./b", {})]
+
+
+def test_up_to_a_hundred_features_with_their_dependencies(tmp_path):
+    local = {f"f{number:03}": order_feature(f"f{number:03}") for number in range(101)}
+    installed, _ = ordered(tmp_path, {f"./f{number:03}": {} for number in range(100)}, local)
+    assert [feature.key for feature in installed] == [f"./f{number:03}" for number in range(100)]
+    chain = {"a": order_feature("a", depends_on={"./f000": {}})}
+    installed, _ = ordered(tmp_path, {"./a": {}, **{f"./f{number:03}": {} for number in range(99)}}, {**local, **chain})
+    assert len(installed) == 100
+    error = order_refusal(tmp_path, {"./a": {}, **{f"./f{number:03}": {} for number in range(1, 100)}}, {**local, **chain})
+    assert str(error) == f"{where(tmp_path)}: more than 100 features with their dependencies (dependsOn)"
+
+
+def test_a_dependency_outside_the_devcontainer_folder_is_refused(tmp_path):
+    feature_folder(tmp_path / "wt" / "tools", "b")
+    error = order_refusal(tmp_path, {"./a": {}}, {"a": order_feature("a", depends_on={"../tools/b": {}})})
+    assert str(error) == (f"{where(tmp_path)}: feature ../tools/b: Local file path parse error. Resolved path must be a "
+                          f"child of the .devcontainer/ folder.  Parsed: {tmp_path / 'wt' / 'tools' / 'b'}")
+    assert error.hint == ("a local feature is a folder under .devcontainer/, named from the devcontainer.json "
+                          "(\"./name\")")
+
+
+def test_an_installs_after_outside_the_devcontainer_folder_is_refused(tmp_path):
+    error = order_refusal(tmp_path, {"./a": {}}, {"a": order_feature("a", installs_after=["../tools/b"])})
+    assert str(error) == (f"{where(tmp_path)}: feature ../tools/b: Local file path parse error. Resolved path must be a "
+                          f"child of the .devcontainer/ folder.  Parsed: {tmp_path / 'wt' / 'tools' / 'b'}")
+
+
+def test_a_local_feature_must_be_under_the_devcontainer_folder_whichever_file_names_it(tmp_path):
+    """The reference's rule (processFeatureIdentifier): from a .devcontainer.json at the root, "./.devcontainer/x";
+    from a named configuration in .devcontainer/gpu/, "../x"."""
+    worktree = tmp_path / "wt"
+    feature_folder(worktree / "tools", "f")
+    feature_folder(worktree / ".devcontainer", "f")
+    feature_folder(worktree / ".devcontainerx", "f")
+    path = worktree / ".devcontainer.json"
+    for key in ("./tools/f", "./f", "./.devcontainerx/f", "./.devcontainer/../f"):
+        with pytest.raises(UsageError) as refused:
+            features.resolve(path, key, {}, worktree, worktree, worktree, None)
+        assert str(refused.value) == (f"{path}: feature {key}: Local file path parse error. Resolved path must be a "
+                                      f"child of the .devcontainer/ folder.  Parsed: {os.path.normpath(worktree / key)}")
+        assert refused.value.hint == ("a local feature is a folder under .devcontainer/, named from the "
+                                      "devcontainer.json (\"./name\")")
+    feature = features.resolve(path, "./.devcontainer/f", {}, worktree, worktree, worktree, None)
+    assert (feature.folder, feature.source) == (worktree / ".devcontainer" / "f",
+                                                features.Source("file-path", str(worktree / ".devcontainer" / "f")))
+    nested = worktree / ".devcontainer" / "gpu"
+    feature = features.resolve(nested / "devcontainer.json", "../f", {}, nested, worktree, worktree, None)
+    assert (feature.folder, feature.source) == (worktree / ".devcontainer" / "f",
+                                                features.Source("file-path", str(worktree / ".devcontainer" / "f")))
+
+
+def test_a_local_features_source_is_its_path_as_written_not_through_links(tmp_path):
+    feature_folder(tmp_path / "wt" / ".devcontainer", "real")
+    (tmp_path / "wt" / ".devcontainer" / "link").symlink_to("real")
+    feature = resolve(tmp_path, "./link")
+    assert feature.folder == tmp_path / "wt" / ".devcontainer" / "real"
+    assert feature.source == features.Source("file-path", str(tmp_path / "wt" / ".devcontainer" / "link"))
+    assert feature.source.resource == str(tmp_path / "wt" / ".devcontainer" / "link")
+
+
+@pytest.mark.parametrize("key,source", [
+    ("ghcr.io/x/y/f:1", ("ghcr.io/x/y", "f", "1")), ("ghcr.io/x/y/f", ("ghcr.io/x/y", "f", "latest")),
+    (f"ghcr.io/x/f@sha256:{'a' * 64}", ("ghcr.io/x", "f", None)), ("localhost:5000/f/hello:1.0", ("localhost:5000/f", "hello", "1.0")),
+    ("localhost:5000/f/hello", ("localhost:5000/f", "hello", "latest")),
+])
+def test_a_registry_features_source_is_namespace_id_and_tag(tmp_path, key, source):
+    feature = resolve(tmp_path, key, fetch=lambda reference: feature_folder(tmp_path / "cache", "x"))
+    assert feature.source == features.Source("oci", *source)
+    assert feature.source.resource == f"{source[0]}/{source[1]}"
+
+
+@pytest.mark.parametrize("key,hint", [
+    ("docker-in-docker", 'its current form is "ghcr.io/devcontainers/features/docker-in-docker:1"'),
+    ("golang", 'its current form is "ghcr.io/devcontainers/features/go:1"'),
+    ("common", 'its current form is "ghcr.io/devcontainers/features/common-utils:1"'),
+    ("maven", 'its current form is "ghcr.io/devcontainers/features/java:1"'),
+    ("jupyterlab", 'its current form is "ghcr.io/devcontainers/features/python:1"'),
+    ("terraform", 'its current form is "ghcr.io/devcontainers/features/terraform:1"'),
+    ("aws-cli", 'its current form is "ghcr.io/devcontainers/features/aws-cli:1"'),
+])
+def test_an_old_short_id_cannot_be_resolved_and_names_its_current_form(tmp_path, key, hint):
+    error = resolve_refusal(tmp_path, key)
+    assert (str(error), error.hint) == (f"{where(tmp_path)}: Could not resolve Feature '{key}': the short ids of the old "
+                                        f"feature format are not supported", hint)
+
+
+def test_the_old_short_ids_are_the_references(tmp_path):
+    assert features._MIGRATED_IDS == {
+        "aws-cli": "aws-cli", "azure-cli": "azure-cli", "desktop-lite": "desktop-lite", "docker-in-docker": "docker-in-docker",
+        "docker-from-docker": "docker-from-docker", "dotnet": "dotnet", "git": "git", "git-lfs": "git-lfs",
+        "github-cli": "github-cli", "java": "java", "kubectl-helm-minikube": "kubectl-helm-minikube", "node": "node",
+        "powershell": "powershell", "python": "python", "ruby": "ruby", "rust": "rust", "sshd": "sshd",
+        "terraform": "terraform", "golang": "go", "common": "common-utils", "gradle": "java", "maven": "java",
+        "jupyterlab": "python"}
+
+
+@pytest.mark.parametrize("key", ["devcontainers/features/go", "owner/repo/f:1", "user/f"])
+def test_a_registry_reference_without_a_host_cannot_be_resolved(tmp_path, key):
+    error = resolve_refusal(tmp_path, key, fetch=lambda reference: pytest.fail("fetched"))
+    assert (str(error), error.hint) == (
+        f"{where(tmp_path)}: Could not resolve Feature '{key}'.  Ensure the Feature is published and accessible from "
+        f"your current environment.", "a feature from a registry is named with the registry's host "
+        "(ghcr.io/owner/repo/feature); the GitHub-release features of the old format are not supported")
+
+
+@pytest.mark.parametrize("host,registry", [("ghcr.io", True), ("host:5000", True), ("localhost", True), ("owner", False),
+                                           ("localhostx", False), ("Localhost", False)])
+def test_a_registry_is_told_from_a_user_as_docker_does(host, registry):
+    assert features._registry_host(host) is registry
+
+
+@pytest.mark.parametrize("reference,tagged", [("ghcr.io/x/f", "ghcr.io/x/f:latest"), ("ghcr.io/x/f:1", "ghcr.io/x/f:1"),
+                                              ("localhost:5000/x/f", "localhost:5000/x/f:latest"),
+                                              (f"ghcr.io/x/f@sha256:{'a' * 64}", f"ghcr.io/x/f@sha256:{'a' * 64}")])
+def test_a_reference_without_a_tag_means_latest(reference, tagged):
+    assert features._with_tag(reference) == tagged
+
+
+# ---------------------------------------------------------------- features: the reference's comparisons
+
+
+def test_the_reference_collation_orders_as_localecompare():
+    """JavaScript's [...].sort((a, b) => a.localeCompare(b)), from node."""
+    words = ["./b", "ghcr.io/x", "./a", "../a", "a", "A", "B", "b", "a-b", "a_b", "ab", "a.b", "a/b", "1.2", "10", "9"]
+    expected = ["../a", "./a", "./b", "1.2", "10", "9", "a", "A", "a_b", "a-b", "a.b", "a/b", "ab", "b", "B", "ghcr.io/x"]
+    assert sorted(words, key=cmp_to_key(features._locale_compare)) == expected
+
+
+@pytest.mark.parametrize("a,b,result", [("a", "a", 0), ("a", "b", -1), ("b", "a", 1), ("a", "A", -1), ("A", "a", 1),
+                                        ("B", "a", 1), ("9", "a", -1), ("_", "0", -1), ("~", "$", -1), ("é", "z", 1),
+                                        ("z", "é", -1), ("a", "ab", -1), ("", "a", -1), (" ", "_", -1)])
+def test_locale_compare_is_minus_one_zero_or_one(a, b, result):
+    assert features._locale_compare(a, b) == result
+
+
+def test_the_collation_key_is_punctuation_then_digits_then_letters_then_the_rest_then_case():
+    assert features._collation_key("_9aZé") == ([(0, 1), (1, ord("9")), (2, ord("a")), (2, ord("z")), (2, ord("é"))],
+                                                [False, False, False, True, False])
+    assert features._collation_key("\x01") == ([(3, 1)], [False])
+    assert features._collation_key("$ ") == ([(0, len(features._PUNCTUATION) - 1), (0, 0)], [False, False])
+
+
+@pytest.mark.parametrize("a,b,result", [
+    ("1", "2", -1), ("2", "1", 1), ("1", "1", 0),
+    ({}, {"a": "1"}, -1), ({"a": "1", "b": "1"}, {"a": "1"}, 1), ({"a": "1"}, {"a": "1"}, 0),
+    ({"a": "1"}, {"b": "1"}, -1), ({"b": "1"}, {"a": "1"}, 1),
+    ({"a": "1", "b": "2"}, {"a": "1", "b": "1"}, 1), ({"a": "x"}, {"a": "Y"}, -1),
+    ({"a": True}, {"a": False}, 1), ({"a": False}, {"a": True}, -1), ({"a": True}, {"a": True}, 0),
+    ({"a": 1}, {"a": 2}, 0), ({"a": "1"}, {"a": 1}, 0), ({"a": True, "b": "2"}, {"a": True, "b": "1"}, 1),
+    ({"a": "1"}, "1", -1), ("1", {"a": "1"}, 1),
+])
+def test_options_compare_as_the_reference_fewer_first_then_by_name_and_value(a, b, result):
+    assert features._options_compare(a, b) == result
+
+
+def test_a_feature_outside_the_repository_names_the_local_rule(tmp_path):
+    feature_folder(tmp_path, "outside")
+    assert resolve_refusal(tmp_path, "../../outside").hint == (
+        "a local feature is a folder under .devcontainer/, named from the devcontainer.json (\"./name\")")
+
+
+@pytest.mark.parametrize("key", ["owner/x.y/f", "owner/host:5000/f", "owner/localhost/f/g"])
+def test_a_reference_is_told_a_registry_by_its_first_part_only(tmp_path, key):
+    error = resolve_refusal(tmp_path, key, fetch=lambda reference: pytest.fail("fetched"))
+    assert str(error) == (f"{where(tmp_path)}: Could not resolve Feature '{key}'.  Ensure the Feature is published and "
+                          f"accessible from your current environment.")
+
+
+def test_an_installs_after_or_override_naming_a_host_after_the_first_part_names_no_feature(tmp_path):
+    local = {"a": order_feature("a", installs_after=["owner/x.y/f", "owner/localhost/f"])}
+    installed, named = ordered(tmp_path, {"./a": {}}, local)
+    assert [feature.key for feature in installed] == ["./a"]
+    assert named == [f"feature ./a: installsAfter {key} (names no local folder or registry feature)"
+                     for key in ("owner/x.y/f", "owner/localhost/f")]
+    error = order_refusal(tmp_path, {"./a": {}}, local, override=["owner/x.y/f"])
+    assert str(error) == f"{where(tmp_path)}: Feature 'owner/x.y/f' in 'overrideFeatureInstallOrder' could not be processed."
+
+
+@pytest.mark.parametrize("key,source", [
+    ("golang", features.Source("oci", "ghcr.io/devcontainers/features", "go", "1")),
+    ("python", features.Source("oci", "ghcr.io/devcontainers/features", "python", "1")),
+    ("pytorch", None), ("ghcr.io/x/f", features.Source("oci", "ghcr.io/x", "f", "latest")),
+    ("ghcr.io/x/f:2", features.Source("oci", "ghcr.io/x", "f", "2")), ("owner/x.y/f", None), ("ghcr.io/x/F", None),
+])
+def test_an_installs_after_entry_names_a_feature_as_the_reference_maps_it(tmp_path, key, source):
+    """An old short id stands for the version 1 of its current form, as the reference maps it."""
+    base = tmp_path / "wt" / ".devcontainer"
+    assert features._source(base / "devcontainer.json", key, base, tmp_path / "wt") == source
+
+
+def test_an_override_outside_the_devcontainer_folder_is_refused(tmp_path):
+    error = order_refusal(tmp_path, {"./a": {}}, {"a": order_feature("a")}, override=["../tools/b"])
+    assert str(error) == (f"{where(tmp_path)}: feature ../tools/b: Local file path parse error. Resolved path must be a "
+                          f"child of the .devcontainer/ folder.  Parsed: {tmp_path / 'wt' / 'tools' / 'b'}")
+
+
+@pytest.mark.parametrize("metadata", [{"id": "old", "currentId": "new"}, {"id": "new"}, {"currentId": "new"},
+                                      {"id": "pkg", "legacyIds": ["new"]}])
+def test_installs_after_finds_a_registry_feature_by_its_current_id_or_id_or_legacy_ids(tmp_path, metadata):
+    registry = {"ghcr.io/x/y/pkg:2": metadata}
+    local = {"a": order_feature("a", installs_after=["ghcr.io/x/y/new"])}
+    assert [key for key, _ in keys_and_options(tmp_path, {"./a": {}, "ghcr.io/x/y/pkg:2": {}}, local, registry)] == [
+        "ghcr.io/x/y/pkg:2", "./a"]
+
+
+def test_without_an_id_a_registry_feature_is_named_by_its_reference(tmp_path):
+    registry = {"ghcr.io/x/y/pkg:2": {}}
+    local = {"a": order_feature("a", installs_after=["ghcr.io/x/y/new"])}
+    assert [key for key, _ in keys_and_options(tmp_path, {"./a": {}, "ghcr.io/x/y/pkg:2": {}}, local, registry)] == [
+        "./a", "ghcr.io/x/y/pkg:2"]
+
+
+@pytest.mark.parametrize("first", ["ghcr.io/x/y/old:1", "ghcr.io/x/y/new:2"])
+def test_a_renamed_registry_feature_and_its_old_id_sort_by_tag_either_way(tmp_path, first):
+    """new names old among its legacyIds: they are one feature, of tags 1 and 2."""
+    registry = {"ghcr.io/x/y/new:2": {"id": "new", "legacyIds": ["old"], "content": "n"},
+                "ghcr.io/x/y/old:1": {"id": "old", "content": "o"}}
+    requested = {first: {}, **{key: {} for key in registry if key != first}}
+    assert [key for key, _ in keys_and_options(tmp_path, requested, registry=registry)] == [
+        "ghcr.io/x/y/old:1", "ghcr.io/x/y/new:2"]
