@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from git_gpuspace.devcontainer import parser as devcontainer
+from git_gpuspace.devcontainer.compose import ComposeConfig
 from git_gpuspace import folders
 from git_gpuspace.errors import UsageError
 from git_gpuspace.model import PortRequest
@@ -1216,3 +1217,444 @@ def test_an_untrusted_bind_inside_a_worktree_outside_the_repositorys_root_is_mou
     config = parse(tmp_path, {"mounts": ["type=bind,source=${localWorkspaceFolder}/data,target=/d"]}, trust=False,
                    repo_root=tmp_path / "repo")
     assert config.mounts == [f"{tmp_path / 'wt' / 'data'}:/d"] and config.skipped == []
+
+
+# ---------------------------------------------------------------- a Compose-based file
+
+COMPOSE = {".devcontainer/docker-compose.yml": "services: {}\n"}
+
+
+def compose(tmp_path, document, **kwargs):
+    return parse(tmp_path, {"dockerComposeFile": "docker-compose.yml", "service": "app", **document},
+                 files=COMPOSE, **kwargs)
+
+
+def test_a_compose_file_names_each_field_its_compose_files_own_and_takes_none_of_them(tmp_path):
+    config = compose(tmp_path, {"image": "x", "build": {"dockerfile": "Dockerfile"}, "dockerFile": "Dockerfile",
+                                "context": "..", "runArgs": ["--privileged"], "workspaceMount": "type=bind",
+                                "features": {"./f": {}}, "overrideFeatureInstallOrder": ["./f"], "zzz": 1})
+    assert config.compose == ComposeConfig((str(tmp_path / "wt/.devcontainer/docker-compose.yml"),), "app", (),
+                                           "stopCompose")
+    assert config.unsupported == [
+        "zzz",
+        "image (with dockerComposeFile: the service's image)",
+        "build (with dockerComposeFile: the service's build)",
+        "dockerFile (with dockerComposeFile: the service's build)",
+        "context (with dockerComposeFile: the service's build)",
+        "runArgs (with dockerComposeFile: the service's options)",
+        "workspaceMount (with dockerComposeFile: the service's volumes; the worktree is mounted at workspaceFolder)",
+        "features (with dockerComposeFile: features on a Compose service are not supported yet)",
+        "overrideFeatureInstallOrder (with dockerComposeFile: features on a Compose service are not supported yet)"]
+    assert config.image is None and config.build is None and config.features == []
+    assert config.host_options == {} and config.workspace is None and config.workdir is None
+    assert config.override_command is False and config.skipped == []
+
+
+def test_a_compose_file_without_fields_of_the_other_kinds_names_nothing(tmp_path):
+    config = compose(tmp_path, {"runServices": ["db", "cache"], "shutdownAction": "none"})
+    assert config.compose == ComposeConfig((str(tmp_path / "wt/.devcontainer/docker-compose.yml"),), "app",
+                                           ("db", "cache"), "none")
+    assert config.unsupported == [] and config.override_command is False
+
+
+def test_a_compose_file_may_still_override_the_command(tmp_path):
+    assert compose(tmp_path, {"overrideCommand": True}).override_command is True
+
+
+@pytest.mark.parametrize("folder", ["/", "///"])
+def test_a_compose_workspace_folder_of_the_root_is_where_commands_start(tmp_path, folder):
+    config = compose(tmp_path, {"workspaceFolder": folder,
+                                "containerEnv": {"F": "${containerWorkspaceFolder}",
+                                                 "B": "<${containerWorkspaceFolderBasename}>"}})
+    assert (config.workdir, config.workspace) == ("/", None)
+    assert config.env == {"F": "/", "B": "<>"}
+
+
+def test_a_compose_workspace_folder_elsewhere_is_where_the_worktree_is(tmp_path):
+    config = compose(tmp_path, {"workspaceFolder": "/src/"})
+    assert (config.workdir, config.workspace) == ("/src", "/src")
+
+
+def test_a_compose_workspace_folder_is_checked_as_any_other(tmp_path):
+    says(tmp_path, {"dockerComposeFile": "docker-compose.yml", "service": "app", "workspaceFolder": 5},
+         "'workspaceFolder' must be a non-empty string", files=COMPOSE)
+
+
+def test_a_file_without_compose_keeps_the_command_overridden_and_has_no_project(tmp_path):
+    config = parse(tmp_path, {"service": "app", "runServices": ["db"], "shutdownAction": "none"})
+    assert config.compose is None and config.override_command is True and config.unsupported == []
+
+
+# ---------------------------------------------------------------- remoteEnv, userEnvProbe
+
+
+def test_remote_env_is_written_as_the_reference_writes_it_and_null_unsets(tmp_path):
+    config = parse(tmp_path, {"remoteEnv": {"S": "text", "N": None, "I": 1, "T": True, "F": 1.5,
+                                            "W": "${localWorkspaceFolderBasename}"}})
+    assert config.remote_env == {"S": "text", "N": None, "I": "1", "T": "true", "F": "1.5", "W": "wt"}
+    assert config.env == {} and config.unsupported == []
+
+
+def test_remote_env_is_empty_unless_asked(tmp_path):
+    assert parse(tmp_path, {}).remote_env == {}
+    assert parse(tmp_path, {"remoteEnv": None}).remote_env == {}
+    assert parse(tmp_path, {}).user_env_probe is None
+
+
+@pytest.mark.parametrize("value", [["A=1"], "A=1", 5])
+def test_remote_env_must_be_an_object(tmp_path, value):
+    says(tmp_path, {"remoteEnv": value}, "'remoteEnv' must be an object")
+
+
+def test_a_remote_env_value_that_is_no_scalar_is_refused(tmp_path):
+    says(tmp_path, {"remoteEnv": {"K": ["x"]}}, "the value of 'K' must be a string, number or boolean")
+
+
+@pytest.mark.parametrize("probe", ["none", "loginShell", "interactiveShell", "loginInteractiveShell"])
+def test_user_env_probe_is_read(tmp_path, probe):
+    config = parse(tmp_path, {"userEnvProbe": probe})
+    assert config.user_env_probe == probe and config.unsupported == []
+
+
+@pytest.mark.parametrize("probe", ["bash", None, "", "LoginShell", True])
+def test_a_user_env_probe_of_another_kind_is_refused(tmp_path, probe):
+    says(tmp_path, {"userEnvProbe": probe},
+         "'userEnvProbe' must be one of none, loginShell, interactiveShell, loginInteractiveShell")
+
+
+# ---------------------------------------------------------------- appPort, portsAttributes
+
+
+def test_app_ports_are_published_as_docker_run_reads_them(tmp_path):
+    config = parse(tmp_path, {"appPort": [3000, "8080:80", "127.0.0.1:9000:90", "[::1]:9001:91", "localhost::92",
+                                          " 93/tcp ", "0.0.0.0:94:94", "95/udp", "[2001:db8::1]:96:96", 3000, "4000:80",
+                                          1, 65535]})
+    assert config.ports == [PortRequest("app-3000", 3000, 3000, "app"), PortRequest("app-80", 80, 8080, "app"),
+                            PortRequest("app-90", 90, 9000, "app"), PortRequest("app-91", 91, 9001, "app"),
+                            PortRequest("app-92", 92, None, "app"), PortRequest("app-93", 93, None, "app"),
+                            PortRequest("app-94", 94, 94, "app"), PortRequest("app-96", 96, 96, "app"),
+                            PortRequest("app-1", 1, 1, "app"), PortRequest("app-65535", 65535, 65535, "app")]
+    where_every_port_is = "published where every port is, on 127.0.0.1 unless publish_address says otherwise"
+    assert config.unsupported == [f"appPort 0.0.0.0:94:94 (address 0.0.0.0: {where_every_port_is})",
+                                  "appPort 95/udp (only TCP ports are published)",
+                                  f"appPort [2001:db8::1]:96:96 (address 2001:db8::1: {where_every_port_is})"]
+
+
+@pytest.mark.parametrize("app, port", [(8080, PortRequest("app-8080", 8080, 8080, "app")),
+                                       ("8080:80", PortRequest("app-80", 80, 8080, "app"))])
+def test_one_app_port_needs_no_list(tmp_path, app, port):
+    assert parse(tmp_path, {"appPort": app}).ports == [port]
+
+
+def test_an_app_port_comes_before_a_forwarded_port_of_the_same_container_port(tmp_path):
+    config = parse(tmp_path, {"forwardPorts": [3000, 4000], "appPort": 3000})
+    assert config.ports == [PortRequest("app-3000", 3000, 3000, "app"),
+                            PortRequest("port-4000", 4000, None, "forwarded")]
+
+
+def test_no_app_port_asks_for_none(tmp_path):
+    assert parse(tmp_path, {"appPort": None}).ports == []
+    assert parse(tmp_path, {"appPort": []}).ports == []
+
+
+@pytest.mark.parametrize("entry", ["x", True, 1.5, None, "80/", "a:b:80", "80:", "[x]:1:80", {"port": 80}, "80/http"])
+def test_an_app_port_that_is_no_port_is_refused(tmp_path, entry):
+    says(tmp_path, {"appPort": [entry]},
+         f"appPort entry {entry!r} is not a port or \"[ADDRESS:][HOST_PORT:]PORT\"")
+
+
+@pytest.mark.parametrize("entry, number", [(0, "0"), (65536, "65536"), ("0:80", "0"), ("80:0", "0"),
+                                           ("65536:80", "65536"), ("1.2.3.4:70000:1", "70000"),
+                                           ("localhost:1:99999", "99999")])
+def test_an_app_port_out_of_range_is_refused(tmp_path, entry, number):
+    says(tmp_path, {"appPort": entry}, f"appPort {entry}: port {number} is out of range (1-65535)")
+
+
+def test_ports_attributes_name_a_port_keep_it_unpublished_or_on_its_own_host_port(tmp_path):
+    config = parse(tmp_path, {
+        "forwardPorts": [3000, 3001, 3005, 4000, 5000, 5001, 6001, 7000, 7001, 7002, 7003],
+        "portsAttributes": {"3000-3010": {"label": "Range"}, "3005": {"label": "Web App!"},
+                            "4000": {"onAutoForward": "ignore"}, "5000": {"requireLocalPort": True, "label": "jupyter"},
+                            "5001": {"requireLocalPort": "true", "label": "ssh"}, " 6000 - 6002 ": {"label": "_six_"},
+                            "7000": {"label": "1st"}, "7001": {"label": "x" * 30 + "-y"}, "7002": {"label": 5},
+                            "7003": {"label": "tensorboard"}, "node": {"label": "other"}},
+        "otherPortsAttributes": {"onAutoForward": "ignore"}})
+    assert config.ports == [PortRequest("range", 3000, None, "forwarded"),
+                            PortRequest("port-3001", 3001, None, "forwarded"),
+                            PortRequest("web-app", 3005, None, "forwarded"),
+                            PortRequest("port-5000", 5000, 5000, "forwarded"),
+                            PortRequest("port-5001", 5001, None, "forwarded"),
+                            PortRequest("six", 6001, None, "forwarded"),
+                            PortRequest("port-7000", 7000, None, "forwarded"),
+                            PortRequest("x" * 30, 7001, None, "forwarded"),
+                            PortRequest("port-7002", 7002, None, "forwarded"),
+                            PortRequest("port-7003", 7003, None, "forwarded")]
+    assert config.unsupported == []
+
+
+def test_a_long_label_is_cut_to_31_characters(tmp_path):
+    config = parse(tmp_path, {"forwardPorts": [1], "portsAttributes": {"1": {"label": "a" * 40}}})
+    assert config.ports == [PortRequest("a" * 31, 1, None, "forwarded")]
+
+
+def test_ports_attributes_name_an_app_port_but_do_not_unpublish_it(tmp_path):
+    config = parse(tmp_path, {"appPort": [7000, "8000:80"], "portsAttributes": {
+        "7000": {"label": "API", "onAutoForward": "ignore"}, "80": {"label": "api"}}})
+    assert config.ports == [PortRequest("api", 7000, 7000, "app"), PortRequest("app-80", 80, 8000, "app")]
+
+
+def test_an_exact_port_key_wins_over_a_range_written_after_it(tmp_path):
+    config = parse(tmp_path, {"forwardPorts": [3005, 3006], "portsAttributes": {
+        "3005": {"label": "exact"}, "3000-3010": {"label": "range"}}})
+    assert config.ports == [PortRequest("exact", 3005, None, "forwarded"), PortRequest("range", 3006, None, "forwarded")]
+
+
+def test_no_ports_attributes_is_no_attributes(tmp_path):
+    config = parse(tmp_path, {"forwardPorts": [4000], "portsAttributes": None, "otherPortsAttributes": {}})
+    assert config.ports == [PortRequest("port-4000", 4000, None, "forwarded")]
+
+
+@pytest.mark.parametrize("value", [["3000"], "x", {"3000": "label"}, {"3000": {}, "3001": None}])
+def test_ports_attributes_must_be_an_object_of_objects(tmp_path, value):
+    says(tmp_path, {"portsAttributes": value}, "'portsAttributes' must be an object of objects (port -> attributes)")
+
+
+@pytest.mark.parametrize("value", [["ignore"], "ignore", None])
+def test_other_ports_attributes_must_be_an_object(tmp_path, value):
+    says(tmp_path, {"otherPortsAttributes": value}, "'otherPortsAttributes' must be an object")
+
+
+# ---------------------------------------------------------------- runArgs any file may set
+
+
+def test_run_args_ulimits_stay_in_the_container_one_per_name_the_last_winning(tmp_path):
+    config = run_args(tmp_path, ["--ulimit", "nofile=1024:2048", "--ulimit=core=-1", "--ulimit", "nofile=4096",
+                                 "--ulimit", "stack=5:-1", "--ulimit", "memlock=-1:-1"], trust=False)
+    assert config.container_options == {"ulimits": ["core=-1:-1", "nofile=4096:4096", "stack=5:-1",
+                                                    "memlock=-1:-1"]}
+    assert config.host_options == {} and config.skipped == [] and config.unsupported == []
+
+
+@pytest.mark.parametrize("name", ["nice", "rtprio"])
+def test_a_ulimit_that_outranks_the_host_needs_trust(tmp_path, name):
+    trusted = run_args(tmp_path, ["--ulimit", f"{name}=5", "--ulimit", f"{name}=1:9", "--ulimit", "nofile=7"])
+    assert trusted.host_options == {"ulimits": [f"{name}=1:9"]}
+    assert trusted.container_options == {"ulimits": ["nofile=7:7"]}
+    untrusted = run_args(tmp_path, ["--ulimit", f"{name}=5", "--ulimit", f"{name}=5"], trust=False)
+    assert untrusted.host_options == {} and untrusted.container_options == {}
+    assert untrusted.skipped == [f"runArgs --ulimit {name}=5"]
+
+
+@pytest.mark.parametrize("value", ["bogus=1", "nofile", "nofile=", "nofile=a", "nofile=1:2:3", "nofile=1:", "=1",
+                                   "nofile=1.5"])
+def test_a_ulimit_docker_would_refuse_is_refused(tmp_path, value):
+    says(tmp_path, {"runArgs": ["--ulimit", value]},
+         f"runArgs --ulimit {value}: write --ulimit NAME=SOFT[:HARD] (NAME one of core, cpu, data, fsize, locks, "
+         f"memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack; -1 is unlimited)")
+
+
+@pytest.mark.parametrize("value", ["nofile=10:5", "nofile=-1:5", "nofile=-2", "nofile=-2:-1", "nofile=1:-2"])
+def test_a_ulimit_whose_soft_limit_is_above_the_hard_one_is_refused(tmp_path, value):
+    says(tmp_path, {"runArgs": [f"--ulimit={value}"]}, f"runArgs --ulimit {value}: the soft limit is above the hard one")
+
+
+def test_run_args_add_host_label_hostname_platform_stay_in_the_container(tmp_path):
+    config = run_args(tmp_path, ["--add-host", "db:10.0.0.1", "--add-host=gw=host-gateway", "--add-host", "v6:[::1]",
+                                 "--add-host", "a.b-c.D:2001:db8::1", "--label", "a=b", "-l", "c", "--label=d=e=f",
+                                 "--hostname", "box-1.local", "--platform", "Linux/AMD64"], trust=False)
+    assert config.container_options == {
+        "extra_hosts": ["db:10.0.0.1", "gw:host-gateway", "v6:::1", "a.b-c.D:2001:db8::1"],
+        "labels": {"a": "b", "c": "", "d": "e=f"}, "hostname": "box-1.local", "platform": "linux/amd64"}
+    assert config.host_options == {} and config.skipped == [] and config.unsupported == []
+
+
+def test_short_hostname_and_platform_variants(tmp_path):
+    config = run_args(tmp_path, ["-h", "x", "--platform=linux/arm64/v8", "--platform", "linux"])
+    assert config.container_options == {"hostname": "x", "platform": "linux"}
+    assert run_args(tmp_path, ["--platform", "linux/arm64/v8"]).container_options == {"platform": "linux/arm64/v8"}
+
+
+@pytest.mark.parametrize("value", ["bad_host:1.2.3.4", "db:notanip", "db", "db:", ":1.2.3.4", "-x.y:1.2.3.4",
+                                   "db:1.2.3.4.5", "db:host-gateway2"])
+def test_an_add_host_docker_would_refuse_is_refused(tmp_path, value):
+    says(tmp_path, {"runArgs": [f"--add-host={value}"]},
+         f"runArgs --add-host {value}: write --add-host NAME:ADDRESS (an IP address or host-gateway)")
+
+
+def test_an_add_host_name_may_be_253_characters_of_63_character_labels(tmp_path):
+    name = ".".join(["a" * 63] * 3 + ["b" * 61])
+    assert len(name) == 253
+    assert run_args(tmp_path, ["--add-host", f"{name}:1.2.3.4"]).container_options == {
+        "extra_hosts": [f"{name}:1.2.3.4"]}
+    says(tmp_path, {"runArgs": ["--add-host", f"{name}b:1.2.3.4"]},
+         f"runArgs --add-host {name}b:1.2.3.4: write --add-host NAME:ADDRESS (an IP address or host-gateway)")
+    label = "a" * 64
+    says(tmp_path, {"runArgs": ["--add-host", f"{label}:1.2.3.4"]},
+         f"runArgs --add-host {label}:1.2.3.4: write --add-host NAME:ADDRESS (an IP address or host-gateway)")
+
+
+@pytest.mark.parametrize("value", ["=x", "=", "\t=x"])
+def test_a_label_needs_a_key(tmp_path, value):
+    says(tmp_path, {"runArgs": [f"--label={value}"]}, f"runArgs --label {value}: write --label KEY=VALUE")
+
+
+@pytest.mark.parametrize("value", ["gpuspace.owner=me", "GPUSpace.gpus=0", "gpuspace."])
+def test_a_gpuspace_label_is_refused_with_what_to_do(tmp_path, value):
+    error = says(tmp_path, {"runArgs": ["--label", value]},
+                 f"runArgs --label {value}: gpuspace.* labels are git-gpuspace's own (they say whose container it is "
+                 f"and which GPUs it holds); nothing was made")
+    assert error.hint == "choose another label key"
+
+
+def test_a_label_like_ours_but_not_ours_is_taken(tmp_path):
+    assert run_args(tmp_path, ["--label", "gpuspace=1", "--label", "x.gpuspace.y=2"]).container_options == {
+        "labels": {"gpuspace": "1", "x.gpuspace.y": "2"}}
+
+
+@pytest.mark.parametrize("value", ["bad_name", "a..b", "a-", "x" * 64, ".a"])
+def test_a_hostname_docker_would_refuse_is_refused(tmp_path, value):
+    says(tmp_path, {"runArgs": ["--hostname", value]},
+         f"runArgs --hostname {value}: not a valid hostname (letters, digits, '-' and '.')")
+
+
+@pytest.mark.parametrize("value", ["linux/amd64/v8/x", "linux/", "/amd64", "lin-ux", "linux/arm/v8_1"])
+def test_a_platform_docker_would_refuse_is_refused(tmp_path, value):
+    says(tmp_path, {"runArgs": [f"--platform={value}"]},
+         f"runArgs --platform {value}: write --platform OS[/ARCH[/VARIANT]], e.g. linux/amd64")
+
+
+def test_init_false_in_run_args_runs_the_command_as_pid_1_and_a_later_init_undoes_it(tmp_path):
+    assert run_args(tmp_path, ["--init=false"]).container_options == {"init": False}
+    assert run_args(tmp_path, ["--init=false", "--init"]).container_options == {}
+    assert run_args(tmp_path, ["--init=false", "--init=true"]).container_options == {}
+    assert parse(tmp_path, {"init": False, "runArgs": ["--init"]}).container_options == {}
+    assert parse(tmp_path, {"init": True, "runArgs": ["--init=false"]}).container_options == {"init": False}
+    config = run_args(tmp_path, ["--init=false"], trust=False)
+    assert config.container_options == {"init": False} and config.skipped == [] and config.unsupported == []
+
+
+def test_container_flags_without_a_value_are_named(tmp_path):
+    config = run_args(tmp_path, ["--ulimit", "--add-host", "--label", "--hostname", "--platform", "--env-file",
+                                 "--ulimit="])
+    assert config.unsupported == ["runArgs --ulimit", "runArgs --add-host", "runArgs --label", "runArgs --hostname",
+                                  "runArgs --platform", "runArgs --env-file", "runArgs --ulimit "]
+    assert config.container_options == {}
+
+
+# ---------------------------------------------------------------- runArgs --env-file
+
+
+def test_a_trusted_env_file_is_read_as_docker_reads_it_under_container_env_and_e(tmp_path, monkeypatch):
+    monkeypatch.setenv("FROM_HOST", "host value")
+    monkeypatch.delenv("UNSET_HERE", raising=False)
+    (tmp_path / "abs.env").write_text("G=absolute\nA=from the second file\n")
+    config = parse(tmp_path, {"containerEnv": {"A": "container", "Z": "z"},
+                              "runArgs": ["--env-file", "vars.env", f"--env-file={tmp_path / 'abs.env'}",
+                                          "-e", "B=run"]},
+                   files={"vars.env": "\ufeffA=1\r\n# a comment\n\n   B=two words \nC=x=y\nFROM_HOST\nUNSET_HERE\n"
+                                      "E=\n#X=1\n"})
+    assert config.env == {"A": "container", "B": "run", "C": "x=y", "FROM_HOST": "host value", "E": "", "G": "absolute",
+                          "Z": "z"}
+    assert config.skipped == [] and config.unsupported == []
+
+
+def test_a_later_env_file_wins(tmp_path):
+    config = parse(tmp_path, {"runArgs": ["--env-file", "a.env", "--env-file", "b.env"]},
+                   files={"a.env": "K=a\nL=a\n", "b.env": "K=b\n"})
+    assert config.env == {"K": "b", "L": "a"}
+
+
+def test_an_untrusted_env_file_is_skipped_once(tmp_path):
+    config = parse(tmp_path, {"runArgs": ["--env-file", "vars.env", "--env-file=vars.env"]},
+                   files={"vars.env": "A=1\n"}, trust=False)
+    assert config.env == {} and config.skipped == ["runArgs --env-file vars.env"]
+
+
+def test_an_env_file_that_cannot_be_read_is_named(tmp_path):
+    says(tmp_path, {"runArgs": ["--env-file", "missing.env"]},
+         f"runArgs --env-file missing.env: cannot read {tmp_path / 'wt/missing.env'}: No such file or directory")
+
+
+def test_an_env_file_that_is_no_utf8_is_refused(tmp_path):
+    (tmp_path / "wt").mkdir()
+    (tmp_path / "wt/bin.env").write_bytes(b"A=\xff\n")
+    says(tmp_path, {"runArgs": ["--env-file", "bin.env"]},
+         f"runArgs --env-file bin.env: {tmp_path / 'wt/bin.env'} is not UTF-8 text")
+
+
+def test_a_huge_env_file_is_refused(tmp_path):
+    (tmp_path / "wt").mkdir()
+    (tmp_path / "wt/big.env").write_bytes(b"A=" + b"x" * devcontainer.MAX_BYTES)
+    says(tmp_path, {"runArgs": ["--env-file", "big.env"]},
+         f"runArgs --env-file big.env: {tmp_path / 'wt/big.env'} is larger than 1 MiB")
+
+
+def test_an_env_file_of_exactly_the_limit_is_read(tmp_path):
+    (tmp_path / "wt").mkdir()
+    (tmp_path / "wt/full.env").write_bytes(b"A=" + b"x" * (devcontainer.MAX_BYTES - 2))
+    assert parse(tmp_path, {"runArgs": ["--env-file", "full.env"]}).env == {"A": "x" * (devcontainer.MAX_BYTES - 2)}
+
+
+@pytest.mark.parametrize("text, line", [("B x=1\n", 1), ("A=1\n=1\n", 2), ("A=1\n\n# c\nB\tC=1\n", 4)])
+def test_an_env_file_line_that_is_not_key_value_is_refused(tmp_path, text, line):
+    says(tmp_path, {"runArgs": ["--env-file", "bad.env"]},
+         f"runArgs --env-file bad.env: line {line} of {tmp_path / 'wt/bad.env'} is not KEY=VALUE",
+         files={"bad.env": text})
+
+
+# ---------------------------------------------------------------- the rest, exactly
+
+
+def test_override_feature_install_order_is_followed(tmp_path):
+    base = tmp_path / "wt" / ".devcontainer"
+    feature_folder(base, "one", {"id": "one"})
+    feature_folder(base, "two", {"id": "two"})
+    config = parse(tmp_path, {"features": {"./one": {}, "./two": {}}, "overrideFeatureInstallOrder": ["./two", "./one"]})
+    assert [feature.key for feature in config.features] == ["./two", "./one"]
+
+
+def test_a_compose_workspace_folder_named_x_is_a_folder(tmp_path):
+    config = compose(tmp_path, {"workspaceFolder": "/X"})
+    assert (config.workdir, config.workspace) == ("/X", "/X")
+
+
+def test_an_app_ports_attributes_are_its_container_ports(tmp_path):
+    config = parse(tmp_path, {"appPort": "8000:80", "portsAttributes": {"80": {"label": "web"}, "8000": {"label": "no"}}})
+    assert config.ports == [PortRequest("web", 80, 8000, "app")]
+
+
+def test_an_app_port_address_may_be_ipv6_in_capitals(tmp_path):
+    config = parse(tmp_path, {"appPort": "[2001:DB8::1]:96:96"})
+    assert config.ports == [PortRequest("app-96", 96, 96, "app")]
+    assert config.unsupported == ["appPort [2001:DB8::1]:96:96 (address 2001:DB8::1: published where every port is, "
+                                  "on 127.0.0.1 unless publish_address says otherwise)"]
+
+
+def test_a_label_of_a_letter_then_a_digit_is_a_name(tmp_path):
+    config = parse(tmp_path, {"forwardPorts": [1], "portsAttributes": {"1": {"label": "a1"}}})
+    assert config.ports == [PortRequest("a1", 1, None, "forwarded")]
+
+
+def test_an_env_file_keeps_a_values_spaces_but_not_a_windows_line_end(tmp_path):
+    config = parse(tmp_path, {"runArgs": ["--env-file", "vars.env"]},
+                   files={"vars.env": "A=1\r\nB=two words \nC=\r\n"})
+    assert config.env == {"A": "1", "B": "two words ", "C": ""}
+
+
+def test_an_env_file_may_be_a_link_the_user_made(tmp_path):
+    (tmp_path / "wt").mkdir()
+    (tmp_path / "wt/real.env").write_text("A=1\n")
+    (tmp_path / "wt/vars.env").symlink_to("real.env")
+    assert parse(tmp_path, {"runArgs": ["--env-file", "vars.env"]}).env == {"A": "1"}
+
+
+def test_a_dockerfile_that_is_a_link_is_read_through_it(tmp_path):
+    (tmp_path / "real").write_text("FROM base:1\n")
+    (tmp_path / "Dockerfile").symlink_to("real")
+    assert devcontainer.Build(tmp_path / "Dockerfile", tmp_path, {}).base_images() == ["base:1"]
+
+
+def test_a_dockerfile_that_cannot_be_read_is_named(tmp_path):
+    with pytest.raises(UsageError) as refused:
+        devcontainer.Build(tmp_path / "Dockerfile", tmp_path, {}).base_images()
+    assert str(refused.value) == f"cannot read {tmp_path / 'Dockerfile'}: No such file or directory"
