@@ -1658,3 +1658,18 @@ def test_a_dockerfile_that_cannot_be_read_is_named(tmp_path):
     with pytest.raises(UsageError) as refused:
         devcontainer.Build(tmp_path / "Dockerfile", tmp_path, {}).base_images()
     assert str(refused.value) == f"cannot read {tmp_path / 'Dockerfile'}: No such file or directory"
+
+
+def test_an_env_file_value_ending_in_capital_x_keeps_it(tmp_path):
+    """Only a Windows line end is cut from a line, not letters."""
+    config = parse(tmp_path, {"runArgs": ["--env-file", "vars.env"]}, files={"vars.env": "BOX=XX\r\nFAX=1X\n"})
+    assert config.env == {"BOX": "XX", "FAX": "1X"}
+
+
+def test_a_compose_file_in_a_linked_worktree_outside_the_main_one_is_inside_the_repository(tmp_path):
+    """A linked worktree lies anywhere: its Compose file is the repository's though it is not
+    under the main worktree."""
+    config = parse(tmp_path, {"dockerComposeFile": "docker-compose.yml", "service": "app"},
+                   files={".devcontainer/docker-compose.yml": "services: {app: {image: x}}\n"},
+                   repo_root=tmp_path / "main")
+    assert config.compose.files == (str((tmp_path / "wt" / ".devcontainer" / "docker-compose.yml").resolve()),)
