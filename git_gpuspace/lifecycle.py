@@ -72,6 +72,13 @@ def prepare(settings: Settings, engine: Engine | None = None, released: frozense
         image = _built_image(engine, build)
     else:
         engine.ensure_image(image, platform)
+    plan.settings = _on_image(engine, settings, image, platform)
+    return plan
+
+
+def _on_image(engine: Engine, settings: Settings, image: str, platform: str | None) -> Settings:
+    """The settings for a container of `image` (present): the image's devcontainer.metadata
+    merged in, the features installed on it, and a non-root user given your uid."""
     base_entries = image_metadata.entries_of(((engine.image_attrs(image) or {}).get("Config") or {}).get("Labels"))
     settings = with_image_metadata(settings, base_entries)
     if settings.features:
@@ -81,8 +88,7 @@ def prepare(settings: Settings, engine: Engine | None = None, released: frozense
     if with_your_uid is not None:
         image = with_your_uid
         settings = replace(settings, container_user=account, user_has_your_uid=True)
-    plan.settings = replace(settings, image=image)
-    return plan
+    return replace(settings, image=image)
 
 
 def with_image_metadata(settings: Settings, entries: list[dict]) -> Settings:
@@ -316,7 +322,8 @@ def _claim_and_create(
         if run is not None:
             raise UsageError("a run's container cannot come from a Compose-based devcontainer.json; nothing was made",
                              hint="give the run --image, or a devcontainer.json with \"image\" or \"build\"")
-        settings = plan.settings = replace(settings, image=compose.prepare(settings.compose, name, engine.has_image))
+        service_image = compose.prepare(settings.compose, name, engine.has_image)
+        settings = plan.settings = _on_image(engine, settings, service_image, settings.container_options.get("platform"))
     elif replacing is not None and compose.recorded(replacing):  # the state file does not say what the project was
         raise UsageError(f"{replacing} is the service of a Compose project, which cannot be made again from the state "
                          f"file; nothing was changed", hint="`git gpuspace remove --keep-worktree`, then `git gpuspace "

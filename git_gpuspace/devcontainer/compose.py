@@ -330,7 +330,8 @@ def _override(config: ComposeConfig, spec: Any, project: str) -> dict:
     """Our part of the bound service, from the container spec: mounts (merged by target, so
     ours replace the file's at the same path), labels, GPUs, environment, limits, ports, user,
     command, and the host options a trusted file asked for."""
-    user, identity_env, tmpfs = identity()
+    # an account of the image given your uid runs as itself (as containers.py makes it)
+    user, identity_env, tmpfs = identity() if not spec.user_has_your_uid else (None, {}, None)
     volumes: list[dict] = [{"type": "bind", "source": str(spec.worktree), "target": spec.workspace}]
     volumes += [{"type": "bind", "source": source, "target": target, "read_only": read_only}
                 for source, target, read_only in spec.binds]
@@ -343,6 +344,8 @@ def _override(config: ComposeConfig, spec: Any, project: str) -> dict:
     options, host_options = dict(getattr(spec, "container_options", {})), dict(spec.host_options)
     service: dict[str, Any] = {
         "container_name": spec.name,
+        # the service's image, or what is made from it: features installed, an account given your uid
+        "image": spec.image,
         # ours last: a file's label never stands in for one that says who holds a GPU
         "labels": {**options.pop("labels", {}), **spec.labels, LABEL_COMPOSE: project},
         "init": options.pop("init", True),

@@ -366,9 +366,7 @@ def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: boo
 # What the Compose files say for a Compose-based configuration, as the reference reads them: named, not applied
 _COMPOSE_OWN = {"image": "the service's image", "build": "the service's build", "dockerFile": "the service's build",
                 "context": "the service's build", "runArgs": "the service's options",
-                "workspaceMount": "the service's volumes; the worktree is mounted at workspaceFolder",
-                "features": "features on a Compose service are not supported yet",
-                "overrideFeatureInstallOrder": "features on a Compose service are not supported yet"}
+                "workspaceMount": "the service's volumes; the worktree is mounted at workspaceFolder"}
 
 
 def _compose_kind(document: dict, config: Devcontainer) -> dict:

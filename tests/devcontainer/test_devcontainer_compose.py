@@ -183,6 +183,45 @@ def test_a_compose_file_that_names_its_project_is_still_one_project_per_worktree
         assert services(docker_client, project) == {}
 
 
+# compose-image-with-features and compose-Dockerfile-with-features, with a local feature standing
+# in for the registry's: its install, its containerEnv and its own lifecycle hook
+FEATURE = {
+    ".devcontainer/hello/devcontainer-feature.json": json.dumps({
+        "id": "hello", "version": "1.0.0", "options": {"greeting": {"type": "string", "default": "hey"}},
+        "containerEnv": {"HELLO_FROM": "feature"}, "postCreateCommand": "touch /tmp/feature-post-create"}),
+    ".devcontainer/hello/install.sh": "#!/bin/sh\nset -e\necho \"$GREETING\" > /etc/greeting\n",
+}
+
+
+@pytest.mark.parametrize("service", ["built", "image"])
+def test_features_beside_compose_files_are_installed_on_the_bound_services_image(repo, tmp_path, docker_client,
+                                                                                projects, service):
+    """As the reference does: the bound service runs its image (pulled, or built by Compose)
+    with the features installed, their environment and lifecycle hooks with it; the services
+    beside it keep theirs."""
+    files = {**FILES, **FEATURE}
+    if service == "image":
+        files[".devcontainer/docker-compose.yml"] = FILES[".devcontainer/docker-compose.yml"].replace(
+            "    build: .\n", f"    image: {IMAGE}\n", 1)
+    document = json.loads(FILES[DEVCONTAINER])
+    files[DEVCONTAINER] = json.dumps({**document, "features": {"./hello": {"greeting": "howdy"}}})
+    repo.commit(files, "compose with a feature")
+    worktree = tmp_path / "wts" / service
+    repo.ok("add", "-b", service, str(worktree), "--gpus", "none", "--trust")
+    _, project = project_of(repo, worktree, projects)
+    found = services(docker_client, project)
+    app, db = found["app"], found["db"]
+    assert sh(app, "cat /etc/greeting") == (0, "howdy")
+    assert sh(app, "cat /built-marker") == ((0, "built") if service == "built" else (1, "cat: can't open "
+                                                                                     "'/built-marker': No such file or directory"))
+    env = dict(item.split("=", 1) for item in app.attrs["Config"]["Env"])
+    assert env["HELLO_FROM"] == "feature" and env["FROM_COMPOSE"] == "app" and env["FROM_DEVCONTAINER"] == "yes"
+    assert sh(app, "ls /tmp/feature-post-create /tmp/postCreateCommand.testmarker")[0] == 0
+    assert sh(db, "cat /etc/greeting")[0] != 0  # the feature is the bound service's only
+    repo.ok("remove", "--force", service)
+    assert services(docker_client, project) == {}
+
+
 def test_git_worktree_remove_takes_the_project_down_though_its_compose_files_are_gone(
         repo, tmp_path, docker_client, projects):
     """The project is taken down from what was recorded when it was made, not from the

@@ -1232,7 +1232,7 @@ def compose(tmp_path, document, **kwargs):
 def test_a_compose_file_names_each_field_its_compose_files_own_and_takes_none_of_them(tmp_path):
     config = compose(tmp_path, {"image": "x", "build": {"dockerfile": "Dockerfile"}, "dockerFile": "Dockerfile",
                                 "context": "..", "runArgs": ["--privileged"], "workspaceMount": "type=bind",
-                                "features": {"./f": {}}, "overrideFeatureInstallOrder": ["./f"], "zzz": 1})
+                                "zzz": 1})
     assert config.compose == ComposeConfig((str(tmp_path / "wt/.devcontainer/docker-compose.yml"),), "app", (),
                                            "stopCompose")
     assert config.unsupported == [
@@ -1242,12 +1242,19 @@ def test_a_compose_file_names_each_field_its_compose_files_own_and_takes_none_of
         "dockerFile (with dockerComposeFile: the service's build)",
         "context (with dockerComposeFile: the service's build)",
         "runArgs (with dockerComposeFile: the service's options)",
-        "workspaceMount (with dockerComposeFile: the service's volumes; the worktree is mounted at workspaceFolder)",
-        "features (with dockerComposeFile: features on a Compose service are not supported yet)",
-        "overrideFeatureInstallOrder (with dockerComposeFile: features on a Compose service are not supported yet)"]
+        "workspaceMount (with dockerComposeFile: the service's volumes; the worktree is mounted at workspaceFolder)"]
     assert config.image is None and config.build is None and config.features == []
     assert config.host_options == {} and config.workspace is None and config.workdir is None
     assert config.override_command is False and config.skipped == []
+
+
+def test_a_compose_files_features_are_installed_on_the_services_image_in_their_order(tmp_path):
+    """As the reference does: features extend the bound service's image, whatever made it."""
+    for name in ("a", "b"):
+        feature_folder(tmp_path / "wt" / ".devcontainer", name, {"id": name})
+    config = compose(tmp_path, {"features": {"./a": {}, "./b": {"x": "1"}}, "overrideFeatureInstallOrder": ["./b"]})
+    assert [feature.key for feature in config.features] == ["./b", "./a"]
+    assert config.unsupported == [] and config.compose is not None
 
 
 def test_a_compose_file_without_fields_of_the_other_kinds_names_nothing(tmp_path):
