@@ -217,7 +217,7 @@ def trusted_devcontainer(info: worktrees.RepoInfo, binding: Binding, worktree: w
     content = devcontainer.read(path, worktree.path, info.anchor)
     if not trust.is_trusted(info.common_dir, trust.coverage(path, content, worktree.path, info.anchor)):
         return None
-    return devcontainer.load(path, content, worktree.path, info.anchor, True, fetch=features.cached_oci,
+    return devcontainer.load(path, content, worktree.path, info.anchor, True, fetch=features.cached_feature,
                              protected=protected_paths(info, worktree))
 
 

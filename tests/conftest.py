@@ -527,6 +527,63 @@ def feature_registry():
     registry.close()
 
 
+class TarballServer:
+    """An https server on this host (a certificate made for 127.0.0.1, trusted through
+    REQUESTS_CA_BUNDLE) serving feature tarballs: `files` maps a path to its bytes, or to a
+    `Location` to redirect to (a str)."""
+
+    def __init__(self, folder: Path):
+        import http.server
+        import ssl
+        import threading
+
+        self.files: dict[str, bytes | str] = {}
+        self.certificate, key = folder / "server.crt", folder / "server.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+                        "-out", str(self.certificate)], check=True, capture_output=True)
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                found = server.files.get(self.path)
+                if isinstance(found, str):
+                    self.send_response(302)
+                    self.send_header("Location", found)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200 if found is not None else 404)
+                self.send_header("Content-Length", str(len(found or b"")))
+                self.end_headers()
+                self.wfile.write(found or b"")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.certificate, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def tarball_server(tmp_path_factory, monkeypatch):
+    """A TarballServer, trusted by this process and the commands it runs."""
+    server = TarballServer(tmp_path_factory.mktemp("https"))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.certificate))
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    yield server
+    server.close()
+
+
 SLURM_CONF = Path(os.environ.get("GPUSPACE_TEST_DIR", "/var/lib/gpuspace-test")) / "slurm" / "slurm.conf"
 
 

@@ -1,6 +1,7 @@
 """Dev Container Features: a folder with `devcontainer-feature.json` and `install.sh`, from the
-repository (`"./my-feature"`) or an OCI registry (`ghcr.io/devcontainers/features/python:1`),
-installed into an image derived from the configuration's own.
+repository (`"./my-feature"`), an OCI registry (`ghcr.io/devcontainers/features/python:1`) or a
+tarball's https URL (`https://host/path/devcontainer-feature-<id>.tgz`), installed into an image
+derived from the configuration's own.
 
 install.sh runs as root in a build step, as a Dockerfile's RUN would: on the engine, not on the
 host. The derived image's tag hashes every input (the base image's id, each feature's files and
@@ -39,6 +40,9 @@ _MIGRATED_TO = "ghcr.io/devcontainers/features"
 _OCI_REFERENCE = re.compile(r"[a-z0-9.-]+(?::\d+)?/[a-z0-9._/-]+(?::[\w.-]+|@sha256:[0-9a-f]{64})")
 _LOCAL_REGISTRIES = ("localhost", "127.0.0.1", "[::1]")  # plain HTTP, as Docker allows for loopback
 LAYER_TYPE = "application/vnd.devcontainers.layer.v1+tar"
+# A tarball's name, as the reference requires it: devcontainer-feature-<id>.tgz
+_TARBALL_NAME = re.compile(r"devcontainer-feature-([a-zA-Z0-9_-]+)\.tgz")
+MAX_TARBALL_BYTES = 256 << 20
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_METADATA_BYTES = 1 << 20
 
@@ -48,8 +52,8 @@ class Source:
     """A feature as the reference compares features: a local folder by its path (as written, not
     through links), a registry feature by registry/namespace, id and tag (None: a digest)."""
 
-    kind: str  # "file-path" or "oci", the reference's names
-    location: str  # the folder, or registry/namespace
+    kind: str  # "file-path", "oci" or "direct-tarball", the reference's names
+    location: str  # the folder, registry/namespace, or the tarball's URL
     id: str = ""
     tag: str | None = None
 
@@ -68,7 +72,10 @@ class Feature:
 
     @property
     def id(self) -> str:
-        """The folder's name, or the reference's last path part without tag (as the reference)."""
+        """The folder's name, a tarball's <id>, or the reference's last path part without tag (as
+        the reference)."""
+        if self.source is not None and self.source.kind == "direct-tarball":
+            return _tarball_id(self.key) or ""
         return Path(self.key.split("@")[0]).name.split(":")[0]
 
     def environment(self) -> dict[str, str]:
@@ -105,7 +112,8 @@ def _text(value: Any) -> str:
 def resolve(path: Path, key: str, options: Any, base: Path, repo_root: Path, worktree: Path,
             fetch: Callable[[str], Path] | None) -> Feature | None:
     """The feature `key` of the devcontainer.json at `path`; None for a kind we do not support
-    (a tarball URL)."""
+    (an http:// URL, a malformed registry reference). `fetch`: brings a registry's or a tarball's
+    feature (fetch_feature unless told)."""
     if isinstance(options, bool) or options is None:
         options = {}
     if not isinstance(options, (dict, str)):
@@ -117,6 +125,14 @@ def resolve(path: Path, key: str, options: Any, base: Path, repo_root: Path, wor
         if not inside(folder, repo_root, worktree):
             raise UsageError(f"{path}: feature {key} is outside the repository", hint=_LOCAL_RULE)
         source = Source("file-path", _local_folder(path, key, base, worktree))
+    elif key.startswith("https://"):
+        if _tarball_id(key) is None:
+            raise UsageError(f"{path}: feature {key}: Expected tarball name to follow "
+                             f"'devcontainer-feature-<feature-id>.tgz' format.",
+                             hint="a feature's tarball is named devcontainer-feature-<id>.tgz, the id of letters, "
+                                  "digits, - and _")
+        folder = (fetch or fetch_feature)(key)
+        source = Source("direct-tarball", key)
     elif "/" not in key:
         if key in _MIGRATED_IDS:
             raise UsageError(f"{path}: Could not resolve Feature '{key}': the short ids of the old feature format "
@@ -128,9 +144,9 @@ def resolve(path: Path, key: str, options: Any, base: Path, repo_root: Path, wor
                          f"from your current environment.",
                          hint="a feature from a registry is named with the registry's host (ghcr.io/owner/repo/feature); "
                               "the GitHub-release features of the old format are not supported")
-    elif _OCI_REFERENCE.fullmatch(_with_tag(key)):
-        folder = (fetch or fetch_oci)(key)
-        source = _oci_source(key)
+    elif _OCI_REFERENCE.fullmatch(_with_tag(key.lower())):  # the reference lowercases a registry reference
+        folder = (fetch or fetch_feature)(key.lower())
+        source = _oci_source(key.lower())
     else:
         return None
     for name in ("devcontainer-feature.json", "install.sh"):
@@ -168,6 +184,14 @@ def _local_folder(path: Path, key: str, base: Path, worktree: Path) -> str:
     return folder
 
 
+def _tarball_id(url: str) -> str | None:
+    """The <id> of a tarball URL's devcontainer-feature-<id>.tgz; None for another name."""
+    from urllib.parse import urlsplit
+
+    found = _TARBALL_NAME.fullmatch(urlsplit(url).path.rsplit("/", 1)[-1])
+    return found.group(1) if found else None
+
+
 def _registry_host(name: str) -> bool:
     """As Docker tells a registry from a user: a dot, a port, or localhost."""
     return "." in name or ":" in name or name == "localhost"
@@ -190,8 +214,11 @@ def _source(path: Path, key: str, base: Path, worktree: Path) -> Source | None:
     None for what names no feature we could install."""
     if key.startswith(("./", "../")):
         return Source("file-path", _local_folder(path, key, base, worktree))
+    if key.startswith("https://"):
+        return Source("direct-tarball", key) if _tarball_id(key) else None
     if "/" not in key:
         return Source("oci", _MIGRATED_TO, _MIGRATED_IDS[key], "1") if key in _MIGRATED_IDS else None
+    key = key.lower()
     if _registry_host(key.split("/", 1)[0]) and _OCI_REFERENCE.fullmatch(_with_tag(key)):
         return _oci_source(key)
     return None
@@ -215,18 +242,23 @@ def _with_tag(reference: str) -> str:
 
 
 def _cache_folder(reference: str) -> tuple[str, Path]:
-    """The reference with its tag (`:latest` when none), and where its feature is kept."""
+    """The reference with its tag (`:latest` when none; a URL as it is), and where its feature is kept."""
     from platformdirs import user_cache_dir
 
-    target = _with_tag(reference)
+    target = reference if reference.startswith("https://") else _with_tag(reference)
     return target, Path(user_cache_dir("git-gpuspace")) / "features" / hashlib.sha256(target.encode()).hexdigest()[:16]
 
 
-def cached_oci(reference: str) -> Path:
+def fetch_feature(reference: str) -> Path:
+    """A registry's feature (fetch_oci) or a tarball's (fetch_tarball), fetched now."""
+    return fetch_tarball(reference) if reference.startswith("https://") else fetch_oci(reference)
+
+
+def cached_feature(reference: str) -> Path:
     """The feature as last fetched (re-reading what a made container was made with needs no
     network), or fetched now."""
     _, folder = _cache_folder(reference)
-    return folder if folder.is_dir() else fetch_oci(reference)
+    return folder if folder.is_dir() else fetch_feature(reference)
 
 
 def fetch_oci(reference: str) -> Path:
@@ -241,7 +273,6 @@ def fetch_oci(reference: str) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     download = Path(tempfile.mkdtemp(prefix="pull-", dir=cache))
     insecure = (registry.rpartition(":")[0] if re.search(r":\d+$", registry) else registry) in _LOCAL_REGISTRIES
-    unpacked = None
     try:
         _reachable(registry, insecure)
         client = oras.client.OrasClient(insecure=insecure)
@@ -258,22 +289,67 @@ def fetch_oci(reference: str) -> Path:
         client.download_blob(target, digest, str(archive_path))
         if "sha256:" + _sha256_of(archive_path) != digest:
             raise ValueError("the layer does not match its digest")
-        if not hasattr(tarfile, "data_filter"):
-            raise ValueError("this Python cannot unpack an archive safely (3.10.12, 3.11.4 or later needed)")
-        unpacked = Path(tempfile.mkdtemp(prefix="unpacked-", dir=cache))
-        with tarfile.open(archive_path) as archive:
-            archive.extractall(unpacked, filter="data")  # no links out, no device files, no absolute paths
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(unpacked, folder)
+        _unpack(archive_path, folder)
     except Exception as error:  # noqa: BLE001 - the registry, the network or the archive: one line
         raise UsageError(f"cannot fetch feature {reference}: {_reason(error)}",
                          hint="check the reference and that the registry is reachable; a feature in a folder of "
                               "the repository (\"./my-feature\") needs no registry") from None
     finally:
         shutil.rmtree(download, ignore_errors=True)
-        if unpacked is not None:  # gone after the rename; left when unpacking was refused
-            shutil.rmtree(unpacked, ignore_errors=True)
     return folder
+
+
+def fetch_tarball(url: str) -> Path:
+    """A feature from a tarball's https URL (a redirect may not leave https), unpacked into the
+    user's cache as a registry's feature is (fetched again by every new container). A failure
+    names the feature."""
+    import requests
+    from urllib.parse import urljoin, urlsplit
+
+    def https_only(response, **_):  # each response of the chain, before its redirect is followed
+        if response.is_redirect:
+            target = urljoin(response.url, response.headers["location"])
+            if not target.startswith("https://"):
+                raise ValueError(f"it redirects to {target}, not https")
+
+    _, folder = _cache_folder(url)
+    cache = folder.parent
+    cache.mkdir(parents=True, exist_ok=True)
+    download = Path(tempfile.mkdtemp(prefix="pull-", dir=cache))
+    try:
+        _reachable(urlsplit(url).netloc, False)
+        with requests.get(url, stream=True, timeout=(10, 60), hooks={"response": https_only}) as response:
+            response.raise_for_status()
+            archive_path = download / "feature.tgz"
+            size = 0
+            with open(archive_path, "wb") as archive:
+                for block in response.iter_content(1 << 20):
+                    size += len(block)
+                    if size > MAX_TARBALL_BYTES:
+                        raise ValueError(f"larger than {MAX_TARBALL_BYTES >> 20} MiB")
+                    archive.write(block)
+        _unpack(archive_path, folder)
+    except Exception as error:  # noqa: BLE001 - the network, the server or the archive: one line
+        raise UsageError(f"cannot fetch feature {url}: {_reason(error)}",
+                         hint="check the URL and that its host is reachable; a feature in a folder of the "
+                              "repository (\"./my-feature\") needs no network") from None
+    finally:
+        shutil.rmtree(download, ignore_errors=True)
+    return folder
+
+
+def _unpack(archive_path: Path, folder: Path) -> None:
+    """The archive (tar, maybe compressed) unpacked into `folder`, which it replaces whole."""
+    if not hasattr(tarfile, "data_filter"):
+        raise ValueError("this Python cannot unpack an archive safely (3.10.12, 3.11.4 or later needed)")
+    unpacked = Path(tempfile.mkdtemp(prefix="unpacked-", dir=folder.parent))
+    try:
+        with tarfile.open(archive_path) as archive:
+            archive.extractall(unpacked, filter="data")  # no links out, no device files, no absolute paths
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(unpacked, folder)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)  # gone after the rename; left when unpacking was refused
 
 
 def _sha256_of(path: Path) -> str:
@@ -338,10 +414,10 @@ def install_order(path: Path, requested: dict, override: Any, base: Path, repo_r
         feature = resolve(path, current.key, current.options, base, repo_root, worktree, fetch)
         if feature is None:
             if current.needed_by is None:
-                named.append(f"feature {current.key} (only a local folder or an OCI reference)")
+                named.append(f"feature {current.key} (only a local folder, an OCI reference or an https:// tarball)")
                 continue
-            raise UsageError(f"{path}: feature {current.needed_by.key} depends on {current.key}, which is neither a "
-                             f"local folder nor an OCI reference")
+            raise UsageError(f"{path}: feature {current.needed_by.key} depends on {current.key}, which is not a "
+                             f"local folder, an OCI reference or an https:// tarball")
         current.feature = feature
         if feature.source and feature.source.kind == "oci":
             from ..folders import hash_tree
@@ -422,7 +498,7 @@ def _satisfies(node: _Node, soft: Source, aliases: bool = True) -> bool:
     source = node.feature.source
     if source.kind != soft.kind:
         return False
-    if source.kind == "file-path":
+    if source.kind != "oci":
         return source.location == soft.location
     return source.resource == soft.resource or (aliases and source.location == soft.location
                                                 and soft.id in (node.aliases or []))
@@ -438,7 +514,7 @@ def _compare(a: _Node, b: _Node) -> int:
     if first.kind != second.kind:
         return _locale_compare(a.key, b.key)
     options = _options_compare(a.feature.options, b.feature.options)
-    if first.kind == "file-path":
+    if first.kind != "oci":  # a folder or a tarball: by where it is
         return _locale_compare(first.location, second.location) or options
     if a.digest == b.digest and options == 0:
         return 0

@@ -266,7 +266,7 @@ def container_substitute(value: Any, container_env: dict[str, str]) -> Any:
 def load(path: Path, content: bytes, worktree: Path, repo_root: Path, trust: bool,
          fetch: Callable[[str], Path] | None = None, protected: tuple[Path, ...] = ()) -> Devcontainer:
     """Parse `content` (the bytes of `path`); `trust`: the user trusts exactly these bytes.
-    `fetch`: brings a registry feature's folder (features.fetch_oci unless told); `protected`:
+    `fetch`: brings a registry's or a tarball's feature folder (features.fetch_feature unless told); `protected`:
     paths no untrusted mount may expose (boundary.protected_paths; each `.git` always)."""
     try:
         document = json5.loads(content.decode("utf-8"))

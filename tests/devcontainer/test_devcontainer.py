@@ -26,13 +26,13 @@ def test_fields_taken_and_unsafe_ones_refused(repo, tmp_path, docker_client):
       "runArgs": ["--gpus", "all", "--shm-size=2g", "--privileged", "--cap-add=SYS_ADMIN", "--network=host", "-e", "FROM_RUNARGS=1"],
       "postCreateCommand": "echo created > /workspace/.post-create",
       "hostRequirements": {{"gpu": true}},
-      "features": {{"https://example.com/features/python.tgz": {{}}}},
+      "features": {{"http://example.com/features/python.tgz": {{}}}},
       "customizations": {{"vscode": {{}}}},
     }}""", extra={"datasets/README": "data\n"})
 
     result = repo.ok("add", "-b", "dc", str(tmp_path / "dc"))
     assert ("not supported, ignored: customizations, runArgs --gpus all (GPUs come from the exclusive allocation), "
-            "feature https://example.com/features/python.tgz (only a local folder or an OCI reference)") in result.stderr
+            "feature http://example.com/features/python.tgz (only a local folder, an OCI reference or an https:// tarball)") in result.stderr
     refused = next(line for line in result.stderr.splitlines() if "is not trusted, so it was made without" in line)
     for what in (f"mount of {outside}", "mount of /var/run/docker.sock", "runArgs --privileged",
                  "runArgs --cap-add SYS_ADMIN", "runArgs --network host", "postCreateCommand"):

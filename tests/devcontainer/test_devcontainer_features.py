@@ -211,9 +211,9 @@ def test_an_installs_after_naming_no_feature_is_named(tmp_path):
 @pytest.mark.parametrize("metadata,message", [
     ({"dependsOn": ["./b"]}, "feature ./a: dependsOn in devcontainer-feature.json must be an object (feature -> options)"),
     ({"installsAfter": "./b"}, "feature ./a: installsAfter in devcontainer-feature.json must be a list of feature ids"),
-    ({"dependsOn": {"https://example.com/devcontainer-feature-b.tgz": {}}},
-     "feature ./a depends on https://example.com/devcontainer-feature-b.tgz, which is neither a local folder nor an "
-     "OCI reference"),
+    ({"dependsOn": {"http://example.com/devcontainer-feature-b.tgz": {}}},
+     "feature ./a depends on http://example.com/devcontainer-feature-b.tgz, which is not a local folder, an OCI "
+     "reference or an https:// tarball"),
 ])
 def test_bad_dependencies_are_one_error(tmp_path, metadata, message):
     local = {"a/devcontainer-feature.json": json.dumps({"id": "a", **metadata}), "a/install.sh": ""}
@@ -277,17 +277,23 @@ def test_the_reference_collation_orders_as_localecompare():
 
 # --- on the engine ----------------------------------------------------------------------------
 
-def published_feature(registry, name: str, install: str) -> str:
-    """`<host>/features/<name>:1` in conftest's registry; install.sh runs `install`."""
+def feature_archive(name: str, install: str, mode: str = "w", **metadata) -> bytes:
+    """A feature's folder as a tar (`mode` "w:gz": a .tgz); install.sh runs `install`."""
     archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
+    with tarfile.open(fileobj=archive, mode=mode) as tar:
         for file, text in (("devcontainer-feature.json", json.dumps({"id": name, "options": {
-                "word": {"type": "string", "default": "unset"}}})), ("install.sh", f"#!/bin/sh\nset -e\n{install}\n")):
+                "word": {"type": "string", "default": "unset"}}, **metadata})),
+                           ("install.sh", f"#!/bin/sh\nset -e\n{install}\n")):
             data = text.encode()
             info = tarfile.TarInfo(f"./{file}")
             info.size, info.mode = len(data), 0o755
             tar.addfile(info, io.BytesIO(data))
-    return registry.serve(f"features/{name}", "1", [archive.getvalue()])
+    return archive.getvalue()
+
+
+def published_feature(registry, name: str, install: str) -> str:
+    """`<host>/features/<name>:1` in conftest's registry; install.sh runs `install`."""
+    return registry.serve(f"features/{name}", "1", [feature_archive(name, install)])
 
 
 def local_feature(name: str, install: str, **metadata) -> dict[str, str]:
@@ -318,6 +324,27 @@ def test_features_install_in_the_references_order_in_the_container(repo, tmp_pat
     output = container.exec_run(["cat", "/usr/local/order"])
     assert output.exit_code == 0, output.output
     assert output.output.decode() == "d:unset b:from-a c:unset hello:from-a a:unset "
+
+
+def test_a_tarball_feature_and_the_registry_feature_it_depends_on_are_installed(repo, tmp_path, tarball_server,
+                                                                              feature_registry):
+    """features/image-with-v2-tarball and dependsOn-and-installsAfter/a: a feature from an https
+    tarball (through a redirect, as GitHub's release downloads are), depending on a registry
+    feature; a registry reference in upper case is read lowercased, as the reference reads it."""
+    hello = published_feature(feature_registry, "hello", "mkdir -p /usr/local\n" + record("hello"))
+    tarball_server.files["/releases/devcontainer-feature-tgz.tgz"] = tarball_server.url + "/objects/tgz"
+    tarball_server.files["/objects/tgz"] = feature_archive("tgz", "mkdir -p /usr/local\n" + record("tgz"), "w:gz",
+                                                           dependsOn={hello: {"word": "from-tgz"}})
+    url = tarball_server.url + "/releases/devcontainer-feature-tgz.tgz"
+    upper = hello.replace("/features/hello", "/Features/Hello")
+    repo.commit({".devcontainer/devcontainer.json": json.dumps({
+        "image": TEST_IMAGE, "features": {url: {"word": "x"}, upper: {"word": "upper"}}})}, "a tarball feature")
+    result = repo.gs("add", "-b", "tgz", str(tmp_path / "wts" / "tgz"), "--gpus", "none")
+    assert result.returncode == 0, result.stderr
+    assert "not supported" not in result.stderr
+    [container] = repo.containers()
+    output = container.exec_run(["cat", "/usr/local/order"])
+    assert output.output.decode() == "hello:from-tgz hello:upper tgz:x "
 
 
 @pytest.mark.parametrize("key,files,words", [

@@ -312,10 +312,10 @@ CASES = [
     Case("initialize-command", "configs/image-with-parallel-initialize-command", {DEVCONTAINER: json.dumps({
         "image": IMAGE, "initializeCommand": {"touch-test1": "touch ${localWorkspaceFolder}/initializeCommand.1.testMarker"},
         "customizations": {"vscode": {}}, "hostRequirements": {"cpus": 8, "memory": "32gb"},
-        "features": {"https://example.com/feature.tgz": {}}})},
+        "features": {"http://example.com/feature.tgz": {}}})},
         "named", check_initialized,
         says=("customizations", "hostRequirements.cpus",
-              "hostRequirements.memory", "feature https://example.com/feature.tgz"), flags=("--trust",)),
+              "hostRequirements.memory", "feature http://example.com/feature.tgz"), flags=("--trust",)),
     Case("compose", "configs/compose-image-without-features-minimal, untrusted (trusted: test_devcontainer_compose.py)", {
         ".devcontainer/docker-compose.yml": "services:\n  app:\n    image: ubuntu:latest\n    command: sleep infinity\n",
         DEVCONTAINER: json.dumps({"dockerComposeFile": "docker-compose.yml", "service": "app",

@@ -1029,20 +1029,20 @@ def test_features_of_the_file_are_resolved_in_install_order(tmp_path):
         return feature_folder(tmp_path / "cache", "remote", {"id": "remote"})
 
     config = parse(tmp_path, {"features": {"./two": {"a": 1}, "ghcr.io/x/remote:1": "3", "./one": True,
-                                           "https://example.com/f.tgz": {}}}, fetch=fetch)
+                                           "http://example.com/f.tgz": {}}}, fetch=fetch)
     assert [(f.key, f.folder, f.options) for f in config.features] == [  # one round: sorted as the reference sorts
         ("./one", base / "one", {}), ("./two", base / "two", {"a": 1}),
         ("ghcr.io/x/remote:1", tmp_path / "cache" / "remote", "3")]
     assert fetched == ["ghcr.io/x/remote:1"]
-    assert config.unsupported == ["feature https://example.com/f.tgz (only a local folder or an OCI reference)"]
+    assert config.unsupported == ["feature http://example.com/f.tgz (only a local folder, an OCI reference or an https:// tarball)"]
 
 
 def test_a_feature_of_another_kind_is_named_and_the_next_ones_taken(tmp_path):
     feature_folder(tmp_path / "wt" / ".devcontainer", "one")
-    config = parse(tmp_path, {"features": {"https://example.com/a.tgz": {}, "./one": {}, "https://example.com/b.tgz": {}}})
+    config = parse(tmp_path, {"features": {"http://example.com/a.tgz": {}, "./one": {}, "ghcr.io/x/y:": {}}})
     assert [f.key for f in config.features] == ["./one"]
-    assert config.unsupported == ["feature https://example.com/a.tgz (only a local folder or an OCI reference)",
-                                  "feature https://example.com/b.tgz (only a local folder or an OCI reference)"]
+    assert config.unsupported == ["feature http://example.com/a.tgz (only a local folder, an OCI reference or an https:// tarball)",
+                                  "feature ghcr.io/x/y: (only a local folder, an OCI reference or an https:// tarball)"]
 
 
 def test_a_feature_refused_names_the_file(tmp_path):

@@ -148,8 +148,51 @@ def test_a_registry_reference_is_fetched(tmp_path, key):
     assert fetched == [key]
 
 
-@pytest.mark.parametrize("key", ["https://example.com/f.tgz", "GHCR.io/x/y:1", "ghcr.io/x/y:", "ghcr.io/x/y:a:b",
-                                 "ghcr.io/x/y@sha256:abc", "ghcr.io:port/x/y", "ghcr.io/x/Y"])
+@pytest.mark.parametrize("key", ["ghcr.io/codspace/dependson/D", "GHCR.io/X/y:1"])
+def test_a_registry_reference_is_read_lowercased_as_the_reference_reads_it(tmp_path, key):
+    """The reference's getRef downcases the whole input (dependsOn/tgz-ab names ghcr.io/codspace/dependson/D)."""
+    fetched = []
+
+    def fetch(reference):
+        fetched.append(reference)
+        return feature_folder(tmp_path / "cache", "x")
+
+    feature = resolve(tmp_path, key, fetch=fetch)
+    assert fetched == [key.lower()] and feature.key == key  # named as written
+    assert feature.source == features._oci_source(key.lower())
+
+
+def test_a_tarball_url_is_fetched_and_its_id_is_the_tarballs(tmp_path):
+    key = "https://github.com/o/r/releases/download/0.0.2/devcontainer-feature-A_b-1.tgz"
+    fetched = []
+
+    def fetch(reference):
+        fetched.append(reference)
+        return feature_folder(tmp_path / "cache", "x")
+
+    feature = resolve(tmp_path, key, fetch=fetch)
+    assert fetched == [key] and feature.id == "A_b-1" and feature.folder == tmp_path / "cache" / "x"
+    assert feature.source == features.Source("direct-tarball", key)
+
+
+@pytest.mark.parametrize("name", ["feature.tgz", "devcontainer-feature-.tgz", "devcontainer-feature-a.b.tgz",
+                                  "devcontainer-feature-a.tar.gz"])
+def test_a_tarball_url_of_another_name_is_refused_as_the_reference_refuses_it(tmp_path, name):
+    error = resolve_refusal(tmp_path, f"https://example.com/{name}", fetch=lambda reference: pytest.fail("fetched"))
+    assert str(error) == (f"{where(tmp_path)}: feature https://example.com/{name}: Expected tarball name to follow "
+                          f"'devcontainer-feature-<feature-id>.tgz' format.")
+
+
+def test_tarballs_install_in_the_order_of_their_urls_and_by_their_dependencies(tmp_path):
+    """As the reference compares direct-tarball features: by URL, then options; dependsOn first."""
+    one, two = "https://h/x/devcontainer-feature-b.tgz", "https://h/y/devcontainer-feature-a.tgz"
+    registry = {one: order_feature("b"), two: order_feature("a", depends_on={one: {"magicNumber": "1"}})}
+    assert keys_and_options(tmp_path, {two: {}, one: {}}, registry=registry) == [(one, {}), (one, {"magicNumber": "1"}),
+                                                                                 (two, {})]
+
+
+@pytest.mark.parametrize("key", ["http://example.com/devcontainer-feature-f.tgz", "ghcr.io/x/y:", "ghcr.io/x/y:a:b",
+                                 "ghcr.io/x/y@sha256:abc", "ghcr.io:port/x/y"])
 def test_a_reference_of_another_kind_is_not_supported(tmp_path, key):
     assert resolve(tmp_path, key, fetch=lambda reference: pytest.fail("fetched")) is None
 
@@ -322,6 +365,70 @@ def test_a_feature_is_fetched_into_the_users_cache(feature_registry, no_proxy, t
     assert list(tmp_path.iterdir()) == []
 
 
+def gzipped(entries: dict) -> bytes:
+    import gzip
+
+    return gzip.compress(tar_of(entries))
+
+
+def test_a_tarball_is_fetched_into_the_users_cache(tarball_server, tmp_path, monkeypatch):
+    """Through a redirect (GitHub's release downloads redirect), gzipped; only into the cache."""
+    monkeypatch.chdir(tmp_path)
+    tarball_server.files["/dl/devcontainer-feature-hello.tgz"] = tarball_server.url + "/objects/1"
+    tarball_server.files["/objects/1"] = gzipped(FEATURE_TAR)
+    url = tarball_server.url + "/dl/devcontainer-feature-hello.tgz"
+    folder = features.fetch_feature(url)
+    assert folder == cache_of(url) and features.cached_feature(url) == folder
+    assert sorted(p.name for p in folder.iterdir()) == ["devcontainer-feature.json", "install.sh"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no download or unpack dir left
+    assert list(tmp_path.iterdir()) == []
+
+
+def tarball_refusal(url: str) -> str:
+    with pytest.raises(UsageError) as refused:
+        features.fetch_tarball(url)
+    assert refused.value.hint == ("check the URL and that its host is reachable; a feature in a folder of the "
+                                  "repository (\"./my-feature\") needs no network")
+    assert [p.name for p in cache_of("x").parent.iterdir()] == []  # nothing left behind
+    return str(refused.value)
+
+
+def test_a_tarball_that_is_not_there_is_one_line(tarball_server):
+    url = tarball_server.url + "/devcontainer-feature-gone.tgz"
+    assert tarball_refusal(url) == f"cannot fetch feature {url}: 404 Client Error: Not Found for url: {url}"
+
+
+def test_a_tarball_redirected_to_plain_http_is_refused(tarball_server):
+    url = tarball_server.url + "/devcontainer-feature-x.tgz"
+    tarball_server.files["/devcontainer-feature-x.tgz"] = "http://127.0.0.1:1/x.tgz"
+    assert tarball_refusal(url) == f"cannot fetch feature {url}: it redirects to http://127.0.0.1:1/x.tgz, not https"
+
+
+def test_a_tarball_whose_links_lead_out_is_refused(tarball_server):
+    url = tarball_server.url + "/devcontainer-feature-x.tgz"
+    tarball_server.files["/devcontainer-feature-x.tgz"] = gzipped({**FEATURE_TAR, "./passwd": None})
+    assert tarball_refusal(url).startswith(f"cannot fetch feature {url}: ")
+
+
+def test_a_tarball_larger_than_the_limit_is_refused(tarball_server, monkeypatch):
+    monkeypatch.setattr(features, "MAX_TARBALL_BYTES", 1 << 20)
+    url = tarball_server.url + "/devcontainer-feature-x.tgz"
+    tarball_server.files["/devcontainer-feature-x.tgz"] = os.urandom(3 << 20)
+    assert tarball_refusal(url) == f"cannot fetch feature {url}: larger than 1 MiB"
+
+
+def test_a_tarball_on_an_unreachable_host_says_so(tarball_server):
+    url = "https://127.0.0.1:1/devcontainer-feature-x.tgz"
+    assert tarball_refusal(url) == f"cannot fetch feature {url}: cannot reach 127.0.0.1:1: Connection refused"
+
+
+def test_a_tarball_from_a_host_with_an_untrusted_certificate_is_refused(tarball_server, monkeypatch):
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    url = tarball_server.url + "/devcontainer-feature-hello.tgz"
+    tarball_server.files["/devcontainer-feature-hello.tgz"] = gzipped(FEATURE_TAR)
+    assert "CERTIFICATE_VERIFY_FAILED" in tarball_refusal(url)
+
+
 def test_a_reference_without_a_tag_is_fetched_as_latest(feature_registry, no_proxy):
     host, serve = feature_registry.host, feature_registry.serve
     serve("features/hello", "latest", [tar_of(FEATURE_TAR)])
@@ -339,10 +446,10 @@ def test_a_feature_in_the_file_is_resolved_from_its_registry(tmp_path, feature_r
 def test_a_cached_feature_is_read_without_the_network(feature_registry, no_proxy, monkeypatch):
     host, serve = feature_registry.host, feature_registry.serve
     serve("features/hello", "1", [tar_of(FEATURE_TAR)])
-    assert features.cached_oci(f"{host}/features/hello:1") == cache_of(f"{host}/features/hello:1")  # fetched now
+    assert features.cached_feature(f"{host}/features/hello:1") == cache_of(f"{host}/features/hello:1")  # fetched now
     assert (cache_of(f"{host}/features/hello:1") / "install.sh").is_file()
     monkeypatch.setattr(features, "fetch_oci", lambda reference: pytest.fail("fetched again"))
-    assert features.cached_oci(f"{host}/features/hello:1") == cache_of(f"{host}/features/hello:1")
+    assert features.cached_feature(f"{host}/features/hello:1") == cache_of(f"{host}/features/hello:1")
 
 
 def test_a_feature_of_two_layers_is_refused(feature_registry, no_proxy):
@@ -817,27 +924,27 @@ def test_an_old_short_id_in_installs_after_names_its_current_registry_feature(tm
 
 
 def test_an_installs_after_naming_no_feature_is_named(tmp_path):
-    local = {"a": order_feature("a", installs_after=["b", "owner/repo/c", "https://example.com/f.tgz", "ghcr.io/x/Y"]),
+    local = {"a": order_feature("a", installs_after=["b", "owner/repo/c", "https://example.com/f.tgz", "ghcr.io/x/y:"]),
              "b": order_feature("b")}
     installed, named = ordered(tmp_path, {"./a": {}, "./b": {}}, local)
     assert [feature.key for feature in installed] == ["./a", "./b"]
     assert named == [f"feature ./a: installsAfter {key} (names no local folder or registry feature)"
-                     for key in ("b", "owner/repo/c", "https://example.com/f.tgz", "ghcr.io/x/Y")]
+                     for key in ("b", "owner/repo/c", "https://example.com/f.tgz", "ghcr.io/x/y:")]
 
 
 def test_a_feature_of_an_unsupported_kind_in_the_file_is_named_not_installed(tmp_path):
-    installed, named = ordered(tmp_path, {"https://example.com/f.tgz": {}, "./a": {}}, {"a": order_feature("a")})
+    installed, named = ordered(tmp_path, {"http://example.com/f.tgz": {}, "./a": {}}, {"a": order_feature("a")})
     assert [feature.key for feature in installed] == ["./a"]
-    assert named == ["feature https://example.com/f.tgz (only a local folder or an OCI reference)"]
+    assert named == ["feature http://example.com/f.tgz (only a local folder, an OCI reference or an https:// tarball)"]
 
 
 @pytest.mark.parametrize("metadata,message", [
     ({"dependsOn": ["./b"]}, "feature ./a: dependsOn in devcontainer-feature.json must be an object (feature -> options)"),
     ({"installsAfter": "./b"}, "feature ./a: installsAfter in devcontainer-feature.json must be a list of feature ids"),
     ({"installsAfter": ["./b", 1]}, "feature ./a: installsAfter in devcontainer-feature.json must be a list of feature ids"),
-    ({"dependsOn": {"https://example.com/devcontainer-feature-b.tgz": {}}},
-     "feature ./a depends on https://example.com/devcontainer-feature-b.tgz, which is neither a local folder nor an "
-     "OCI reference"),
+    ({"dependsOn": {"http://example.com/devcontainer-feature-b.tgz": {}}},
+     "feature ./a depends on http://example.com/devcontainer-feature-b.tgz, which is not a local folder, an OCI "
+     "reference or an https:// tarball"),
 ])
 def test_bad_dependencies_are_one_error(tmp_path, metadata, message):
     error = order_refusal(tmp_path, {"./a": {}}, {"a": {"id": "a", **metadata}})
@@ -850,7 +957,7 @@ def test_an_override_that_is_not_a_list_of_ids_is_one_error(tmp_path, override):
     assert str(error) == f"{where(tmp_path)}: 'overrideFeatureInstallOrder' must be a list of feature ids"
 
 
-@pytest.mark.parametrize("key", ["myfeature", "owner/repo/f", "ghcr.io/x/Y"])
+@pytest.mark.parametrize("key", ["myfeature", "owner/repo/f", "ghcr.io/x/y:"])
 def test_an_override_naming_no_feature_is_one_error(tmp_path, key):
     error = order_refusal(tmp_path, {"./a": {}}, {"a": order_feature("a")}, override=["./a", key])
     assert str(error) == f"{where(tmp_path)}: Feature '{key}' in 'overrideFeatureInstallOrder' could not be processed."
@@ -1055,7 +1162,9 @@ def test_an_installs_after_or_override_naming_a_host_after_the_first_part_names_
     ("golang", features.Source("oci", "ghcr.io/devcontainers/features", "go", "1")),
     ("python", features.Source("oci", "ghcr.io/devcontainers/features", "python", "1")),
     ("pytorch", None), ("ghcr.io/x/f", features.Source("oci", "ghcr.io/x", "f", "latest")),
-    ("ghcr.io/x/f:2", features.Source("oci", "ghcr.io/x", "f", "2")), ("owner/x.y/f", None), ("ghcr.io/x/F", None),
+    ("ghcr.io/x/f:2", features.Source("oci", "ghcr.io/x", "f", "2")), ("owner/x.y/f", None), ("ghcr.io/x/F", features.Source("oci", "ghcr.io/x", "f", "latest")),
+    ("https://h/devcontainer-feature-f.tgz", features.Source("direct-tarball", "https://h/devcontainer-feature-f.tgz")),
+    ("https://h/f.tgz", None),
 ])
 def test_an_installs_after_entry_names_a_feature_as_the_reference_maps_it(tmp_path, key, source):
     """An old short id stands for the version 1 of its current form, as the reference maps it."""
