@@ -9,6 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from .errors import StateError
+from .faults import checkpoint
+
 
 def replace_file(path: Path, data: bytes, mode: int = 0o600, before_rename: Callable[[], None] | None = None) -> None:
     """Write `data` to a new file beside `path` (`mode`: 0600 unless asked, so that what is
@@ -29,3 +32,13 @@ def replace_file(path: Path, data: bytes, mode: int = 0o600, before_rename: Call
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def atomic_write(path: Path, data: bytes,
+                 hint: str = "free some space, or make the git dir writable; the old file is unchanged") -> None:
+    """A file of ours in the git dir or the config dir, replaced whole (replace_file): a full
+    disk or a read-only dir is one line naming the file; nothing is left behind."""
+    try:
+        replace_file(path, data, before_rename=lambda: checkpoint("before-state-rename"))
+    except OSError as error:
+        raise StateError(f"cannot write {path}: {error.strerror or error}", hint=hint) from None

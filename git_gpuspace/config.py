@@ -10,7 +10,7 @@ import platformdirs
 import tomli_w
 
 from .errors import StateError
-from .state import atomic_write
+from .atomic import atomic_write
 
 from .installation import tomllib
 from .setting_keys import KEYS

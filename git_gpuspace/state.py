@@ -17,9 +17,9 @@ from typing import Any, Iterator
 
 import tomli_w
 
-from .atomic import replace_file
+from . import hook_index
+from .atomic import atomic_write
 from .errors import StateError
-from .faults import checkpoint
 from .locking import file_lock
 from .model import Binding, Limits, PortMap, name_digest
 
@@ -28,11 +28,7 @@ from .installation import tomllib
 SCHEMA_VERSION = 1
 FILE_NAME = "gpuspace.toml"
 LOCK_NAME = "gpuspace.lock"
-PATHS_NAME = "gpuspace.paths"
-PENDING_NAME = "gpuspace.pending"
-GITDIRS_NAME = "gpuspace.gitdirs"
 ORIGINS_NAME = "gpuspace.origins"  # where the repository was when its containers were named (State._write_origins)
-ON_COMMIT_NAME = "gpuspace.verify-on-commit"  # a check runs on each commit: the post-commit hook queues it
 
 
 @dataclass
@@ -64,7 +60,7 @@ class State:
             document["pre_push"] = list(self.pre_push)
         document["bindings"] = [_binding_to_toml(b) for b in self.bindings]
         atomic_write(self.path, tomli_w.dumps(document).encode())
-        self._write_hook_index()
+        hook_index.write(self.path.parent, self.bindings, self.checks)
         self._write_origins()
 
     def _write_origins(self) -> None:
@@ -80,23 +76,6 @@ class State:
                 return  # most saves: written already, and a write (with its fsync) costs every command
         atomic_write(target, content)
 
-    def _write_hook_index(self) -> None:
-        """What the hook's shell fast path reads instead of parsing TOML on every checkout:
-        the bound paths (one per line), their containers' private git dirs (whose reflogs say
-        when a container committed) and, while any binding waits, a 'pending' marker."""
-        from .git.private_git_dirs import for_container
-
-        paths = "".join(f"{b.path}\n" for b in self.bindings if "\n" not in b.path)
-        atomic_write(self.path.parent / PATHS_NAME, paths.encode())
-        homes = "".join(f"{for_container(b.container).home}\n" for b in self.bindings if not b.pending)
-        atomic_write(self.path.parent / GITDIRS_NAME, homes.encode())
-        for name, wanted in ((PENDING_NAME, any(b.pending for b in self.bindings)),
-                             (ON_COMMIT_NAME, any(c.get("on_commit") for c in self.checks.values()))):
-            marker = self.path.parent / name
-            if wanted:
-                marker.touch()
-            else:
-                marker.unlink(missing_ok=True)
 
 
 def state_path(common_dir: Path) -> Path:
@@ -417,13 +396,3 @@ def _binding_to_toml(binding: Binding) -> dict[str, Any]:
     if limits:
         entry["limits"] = limits
     return entry
-
-
-def atomic_write(path: Path, data: bytes,
-                 hint: str = "free some space, or make the git dir writable; the old file is unchanged") -> None:
-    """Write beside the target, fsync, then rename: readers see the old or the new file. A full
-    disk or a read-only dir is one line naming the file; nothing is left behind."""
-    try:
-        replace_file(path, data, before_rename=lambda: checkpoint("before-state-rename"))
-    except OSError as error:
-        raise StateError(f"cannot write {path}: {error.strerror or error}", hint=hint) from None

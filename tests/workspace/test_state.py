@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from git_gpuspace import state
+from git_gpuspace import hook_index, state
 from git_gpuspace.errors import GpuspaceError, StateError
 from git_gpuspace.model import Binding, Limits, PortMap, name_digest
 
@@ -271,12 +271,12 @@ def test_the_hook_index_lists_bound_paths_and_marks_pending_and_on_commit(tmp_pa
     saved.bindings = [Binding(path="/w/a", container="c", image="i", pending="engine down"),
                       Binding(path="/w/odd\nname", container="c", image="i"),
                       Binding(path="/w/b", container="c", image="i")]
-    saved._write_hook_index()
+    hook_index.write(tmp_path, saved.bindings, saved.checks)
     assert (tmp_path / "gpuspace.paths").read_text() == "/w/a\n/w/b\n"
     assert (tmp_path / "gpuspace.pending").exists() and (tmp_path / "gpuspace.verify-on-commit").exists()
     saved.bindings[0].pending = None
     saved.checks["t"]["on_commit"] = False
-    saved._write_hook_index()
+    hook_index.write(tmp_path, saved.bindings, saved.checks)
     assert not (tmp_path / "gpuspace.pending").exists() and not (tmp_path / "gpuspace.verify-on-commit").exists()
 
 
