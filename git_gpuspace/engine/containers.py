@@ -7,6 +7,7 @@ belongs to; those labels are how any repo on the engine finds who holds which GP
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import os
@@ -19,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import docker
 import docker.errors
@@ -212,7 +213,9 @@ def _unreachable(error: Exception, base_url: str) -> EngineUnavailable:
 
 
 class Engine:
-    """One connection to the engine; every call maps its failures to GpuspaceErrors."""
+    """One connection to the engine; every call maps its failures to GpuspaceErrors: the
+    engine's own (APIError) where it is made, the transport's (an engine down or out of reach)
+    around every public method (_engine_calls, applied below the class)."""
 
     def __init__(self) -> None:
         with _engine_errors():
@@ -220,15 +223,9 @@ class Engine:
         self.api = self.client.api
         self.base_url = engine_address()
 
-    @contextlib.contextmanager
-    def _calls(self) -> Iterator[None]:
-        with _engine_errors(self.base_url):
-            yield
-
     def list_managed(self) -> list[ContainerInfo]:
         """Every container any repo of ours made on this engine, in one call."""
-        with self._calls():
-            found = self.api.containers(all=True, filters={"label": LABEL_REPO})
+        found = self.api.containers(all=True, filters={"label": LABEL_REPO})
         # The claim is no binding, even when its image carries our labels (the engine merges them in).
         found = [entry for entry in found if "/" + CLAIM_NAME not in (entry.get("Names") or [])
                  and not any(name.startswith("/" + WANT_PREFIX) for name in entry.get("Names") or [])]
@@ -248,26 +245,23 @@ class Engine:
 
     def list_wants(self) -> list[tuple[str, str, dict[str, str]]]:
         """(id, name, labels) of every posted request for GPUs (runs/host_queue.py), in one call."""
-        with self._calls():
-            found = self.api.containers(all=True, filters={"label": LABEL_WANTS})
+        found = self.api.containers(all=True, filters={"label": LABEL_WANTS})
         return [(entry.get("Id", ""), (entry.get("Names") or ["/"])[0].lstrip("/"), entry.get("Labels") or {})
                 for entry in found if any(name.startswith("/" + WANT_PREFIX) for name in entry.get("Names") or [])]
 
     def signal(self, name: str, signal: str) -> None:
         """Send the container's first process a signal (its init passes it on); gone is fine."""
-        with self._calls():
-            try:
-                self.api.kill(name, signal=signal)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as error:
-                if error.status_code != 409:  # 409: not running, so nothing to signal
-                    raise _translate(error, f"cannot signal container '{name}'") from None
+        try:
+            self.api.kill(name, signal=signal)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as error:
+            if error.status_code != 409:  # 409: not running, so nothing to signal
+                raise _translate(error, f"cannot signal container '{name}'") from None
 
     def published_ports(self) -> set[int]:
         """Host ports any running container publishes (ours reserve theirs by label too)."""
-        with self._calls():
-            found = self.api.containers()
+        found = self.api.containers()
         return {port["PublicPort"] for entry in found for port in entry.get("Ports") or [] if port.get("PublicPort")}
 
     def has_image(self, image: str) -> bool:
@@ -280,11 +274,10 @@ class Engine:
     def registry_knows(self, image: str) -> None:
         """Ask the image's registry (through the engine) whether it has the image: GpuspaceError
         with the registry's words when it does not, or cannot be asked."""
-        with self._calls():
-            try:
-                self.api.inspect_distribution(image)
-            except docker.errors.APIError as error:
-                raise GpuspaceError(str(error)) from None
+        try:
+            self.api.inspect_distribution(image)
+        except docker.errors.APIError as error:
+            raise GpuspaceError(str(error)) from None
 
     def wait(self, name: str) -> int:
         """Block until the container ends; its exit code (1 when the engine gives none). A
@@ -293,54 +286,51 @@ class Engine:
 
     def stop_within(self, name: str, seconds: float) -> None:
         """SIGTERM to the container's command, SIGKILL after `seconds`; nothing if it is gone."""
-        with self._calls():
-            try:
-                self.api.stop(name, timeout=math.ceil(seconds))
-            except docker.errors.APIError:
-                pass
+        try:
+            self.api.stop(name, timeout=math.ceil(seconds))
+        except docker.errors.APIError:
+            pass
 
     def image_attrs(self, image: str) -> dict | None:
         """The engine's inspect of a local image; None when there is none of that name."""
-        with self._calls():
-            try:
-                return self.api.inspect_image(image)
-            except docker.errors.ImageNotFound:
-                return None
-            except docker.errors.APIError as error:
-                if error.status_code == 400:  # the engine's word on the reference itself
-                    raise UsageError(f"'{image}' is not a valid image reference ({_explain(error)})",
-                                     hint="name an image as NAME[:TAG] or NAME@DIGEST, e.g. pytorch/pytorch:2.7.0-"
-                                     "cuda12.6-cudnn9-runtime") from None
-                raise _translate(error, f"cannot look up image '{image}'") from None
+        try:
+            return self.api.inspect_image(image)
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as error:
+            if error.status_code == 400:  # the engine's word on the reference itself
+                raise UsageError(f"'{image}' is not a valid image reference ({_explain(error)})",
+                                 hint="name an image as NAME[:TAG] or NAME@DIGEST, e.g. pytorch/pytorch:2.7.0-"
+                                 "cuda12.6-cudnn9-runtime") from None
+            raise _translate(error, f"cannot look up image '{image}'") from None
 
     def image_file(self, image: str, path: str, limit: int = 1 << 20) -> bytes | None:
         """A small regular file of `image` (its /etc/passwd), read from a container made for it and
         never started; None when the image has no such file."""
-        with self._calls():
-            try:
-                created = self.api.create_container(image, command=["true"], entrypoint=[],
-                                                    host_config=self.api.create_host_config(network_mode="none"))
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot read {path} of {image}") from None
-            try:
-                stream, _ = self.api.get_archive(created["Id"], path)
-                archive = io.BytesIO()
-                for chunk in stream:
-                    archive.write(chunk)
-                    if archive.tell() > limit + (1 << 16):
-                        return None
-                archive.seek(0)
-                with tarfile.open(fileobj=archive) as tar:
-                    member = tar.next()
-                    handle = tar.extractfile(member) if member is not None and member.isreg() else None
-                    return handle.read(limit) if handle is not None else None
-            except (docker.errors.NotFound, tarfile.TarError):
-                return None
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot read {path} of {image}") from None
-            finally:
-                with contextlib.suppress(docker.errors.APIError):
-                    self.api.remove_container(created["Id"], force=True)
+        try:
+            created = self.api.create_container(image, command=["true"], entrypoint=[],
+                                                host_config=self.api.create_host_config(network_mode="none"))
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot read {path} of {image}") from None
+        try:
+            stream, _ = self.api.get_archive(created["Id"], path)
+            archive = io.BytesIO()
+            for chunk in stream:
+                archive.write(chunk)
+                if archive.tell() > limit + (1 << 16):
+                    return None
+            archive.seek(0)
+            with tarfile.open(fileobj=archive) as tar:
+                member = tar.next()
+                handle = tar.extractfile(member) if member is not None and member.isreg() else None
+                return handle.read(limit) if handle is not None else None
+        except (docker.errors.NotFound, tarfile.TarError):
+            return None
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot read {path} of {image}") from None
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                self.api.remove_container(created["Id"], force=True)
 
     def pull(self, image: str, progress=sys.stderr, platform: str | None = None) -> None:
         """Pull (for `platform`, `os/arch[/variant]`, when given) with one progress line per layer
@@ -349,17 +339,16 @@ class Engine:
         print(f"Pulling {image} ...", file=progress, flush=True)
         shown: dict[str, str] = {}
         try:
-            with self._calls():
-                for event in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True, platform=platform):
-                    if "error" in event:
-                        raise ImageUnavailable(
-                            f"cannot pull image '{image}': {event['error'].strip()}", hint=_PULL_HINT
-                        )
-                    line = _pull_line(event)
-                    layer = event.get("id", "")
-                    if line and shown.get(layer) != line:  # one line per change, not per chunk
-                        shown[layer] = line
-                        print(f"  {line}", file=progress, flush=True)
+            for event in self.api.pull(repository, tag=tag or "latest", stream=True, decode=True, platform=platform):
+                if "error" in event:
+                    raise ImageUnavailable(
+                        f"cannot pull image '{image}': {event['error'].strip()}", hint=_PULL_HINT
+                    )
+                line = _pull_line(event)
+                layer = event.get("id", "")
+                if line and shown.get(layer) != line:  # one line per change, not per chunk
+                    shown[layer] = line
+                    print(f"  {line}", file=progress, flush=True)
         except docker.errors.APIError as error:
             raise ImageUnavailable(f"cannot pull image '{image}': {_explain(error)}", hint=_PULL_HINT) from None
 
@@ -370,59 +359,53 @@ class Engine:
         what = what or str(dockerfile)
         print(f"Building {tag} from {what} ...", file=progress, flush=True)
         try:
-            with self._calls():
-                for event in self.api.build(path=str(context), dockerfile=str(dockerfile), tag=tag, buildargs=args,
-                                            rm=True, forcerm=True, decode=True,  # forcerm: a failed step leaves no container
-                                            **{key: value for key, value in options.items() if value}):
-                    if "error" in event:
-                        raise ImageUnavailable(f"building {what} failed: {event['error'].strip()}")
-                    if event.get("stream", "").strip():
-                        print(f"  {event['stream'].rstrip()}", file=progress, flush=True)
+            for event in self.api.build(path=str(context), dockerfile=str(dockerfile), tag=tag, buildargs=args,
+                                        rm=True, forcerm=True, decode=True,  # forcerm: a failed step leaves no container
+                                        **{key: value for key, value in options.items() if value}):
+                if "error" in event:
+                    raise ImageUnavailable(f"building {what} failed: {event['error'].strip()}")
+                if event.get("stream", "").strip():
+                    print(f"  {event['stream'].rstrip()}", file=progress, flush=True)
         except docker.errors.APIError as error:
             raise ImageUnavailable(f"building {what} failed: {_explain(error)}") from None
 
     def volume_attrs(self, name: str) -> dict | None:
         """The engine's inspect of a volume; None when there is none of that name."""
-        with self._calls():
-            try:
-                return self.api.inspect_volume(name)
-            except docker.errors.NotFound:
-                return None
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot look up volume '{name}'") from None
+        try:
+            return self.api.inspect_volume(name)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot look up volume '{name}'") from None
 
     def create_volume(self, name: str, labels: dict[str, str]) -> None:
-        with self._calls():
-            try:
-                self.api.create_volume(name, labels=labels)
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot create volume '{name}'") from None
+        try:
+            self.api.create_volume(name, labels=labels)
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot create volume '{name}'") from None
 
     def remove_volume(self, name: str) -> None:
-        with self._calls():
-            try:
-                self.api.remove_volume(name)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot remove volume '{name}'") from None
+        try:
+            self.api.remove_volume(name)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot remove volume '{name}'") from None
 
     def never_started(self, name: str) -> bool:
         """Made but not started yet (`add --no-start`): its first start is still to come."""
-        with self._calls():
-            try:
-                started = self.api.inspect_container(name)["State"].get("StartedAt") or ""
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot inspect container '{name}'") from None
+        try:
+            started = self.api.inspect_container(name)["State"].get("StartedAt") or ""
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot inspect container '{name}'") from None
         return started.startswith("0001-01-01")
 
     def container_env(self, name: str) -> dict[str, str]:
         """The container's environment (the image's and ours), for `${containerEnv:VAR}`."""
-        with self._calls():
-            try:
-                pairs = self.api.inspect_container(name)["Config"].get("Env") or []
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot inspect container '{name}'") from None
+        try:
+            pairs = self.api.inspect_container(name)["Config"].get("Env") or []
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot inspect container '{name}'") from None
         return dict(pair.split("=", 1) for pair in pairs if "=" in pair)
 
     def ensure_image(self, image: str, platform: str | None = None) -> None:
@@ -470,82 +453,76 @@ class Engine:
             tmpfs=tmpfs,
             **host_options,
         )
-        with self._calls():
-            try:
-                self.api.create_container(
-                    spec.image,
-                    command=spec.command,
-                    name=spec.name,
-                    # ours last: a file's label never stands in for one that says who holds a GPU
-                    labels={**options.get("labels", {}), **spec.labels},
-                    hostname=options.get("hostname"),
-                    platform=options.get("platform"),
-                    working_dir=spec.workdir,
-                    user=user or spec.user,
-                    environment={**identity_env, **spec.env},
-                    ports=[port.container_port for port in spec.ports],
-                    host_config=host_config,
-                    detach=True,
-                )
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot create container '{spec.name}'") from None
+        try:
+            self.api.create_container(
+                spec.image,
+                command=spec.command,
+                name=spec.name,
+                # ours last: a file's label never stands in for one that says who holds a GPU
+                labels={**options.get("labels", {}), **spec.labels},
+                hostname=options.get("hostname"),
+                platform=options.get("platform"),
+                working_dir=spec.workdir,
+                user=user or spec.user,
+                environment={**identity_env, **spec.env},
+                ports=[port.container_port for port in spec.ports],
+                host_config=host_config,
+                detach=True,
+            )
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot create container '{spec.name}'") from None
 
     def create_claim(self, name: str, image: str, labels: dict[str, str]) -> str:
         """Create a container that is never started, only named: its id, or NameInUse when a
         container of that name exists. `image` must be present (nothing is pulled here)."""
         host_config = self.api.create_host_config(network_mode="none")  # no restart policy, no mounts
-        with self._calls():
-            try:
-                # a command of its own: the image's CMD may be empty, and it never runs anyway
-                created = self.api.create_container(image, command=["true"], name=name, labels=labels,
-                                                    host_config=host_config, detach=True)
-            except docker.errors.APIError as error:
-                if error.status_code == 409:
-                    raise NameInUse(name) from None
-                raise _translate(error, f"cannot create the container '{name}'") from None
+        try:
+            # a command of its own: the image's CMD may be empty, and it never runs anyway
+            created = self.api.create_container(image, command=["true"], name=name, labels=labels,
+                                                host_config=host_config, detach=True)
+        except docker.errors.APIError as error:
+            if error.status_code == 409:
+                raise NameInUse(name) from None
+            raise _translate(error, f"cannot create the container '{name}'") from None
         return created["Id"]
 
     def labels_of(self, name: str) -> tuple[str, dict[str, str]] | None:
         """(id, labels) of the container of that name; None when there is none."""
-        with self._calls():
-            try:
-                attrs = self.api.inspect_container(name)
-            except docker.errors.NotFound:
-                return None
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot inspect container '{name}'") from None
+        try:
+            attrs = self.api.inspect_container(name)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot inspect container '{name}'") from None
         labels = (attrs.get("Config") or {}).get("Labels") or {}
         return attrs.get("Id", ""), labels if isinstance(labels, dict) else {}
 
     def remove_id(self, container_id: str) -> None:
         """Delete that exact container (by id, not name: a name may be someone else's by now).
         Gone already is fine."""
-        with self._calls():
-            try:
-                self.api.remove_container(container_id, force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as error:
-                if "already in progress" not in str(error):
-                    raise _translate(error, f"cannot remove container {container_id[:12]}") from None
+        try:
+            self.api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as error:
+            if "already in progress" not in str(error):
+                raise _translate(error, f"cannot remove container {container_id[:12]}") from None
 
     def start(self, name: str) -> None:
         from ..devcontainer import compose
 
         compose.start(name)  # the bound service of a Compose project: the project's services too
-        with self._calls():
-            try:
-                self.api.start(name)
-            except docker.errors.APIError as error:
-                raise _translate(error, f"container '{name}' failed to start") from None
+        try:
+            self.api.start(name)
+        except docker.errors.APIError as error:
+            raise _translate(error, f"container '{name}' failed to start") from None
 
     def keep_up(self, name: str, wanted: bool) -> None:
         """Whether the engine brings the container back when it (or the machine) starts again."""
-        with self._calls():
-            try:
-                self.api.update_container(name, restart_policy={"Name": "always" if wanted else "no"})
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot update container '{name}'") from None
+        try:
+            self.api.update_container(name, restart_policy={"Name": "always" if wanted else "no"})
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot update container '{name}'") from None
 
     def exec(self, name: str, command: list[str], env: dict[str, str], output=None, stdin=None,
              user: str | None = None, timeout: float | None = None) -> tuple[int, bytes]:
@@ -557,28 +534,27 @@ class Engine:
         With `timeout` (seconds), output that has not ended by then is a GpuspaceError: what the
         container runs decides when it ends, and the host must not wait for it forever.
         """
-        with self._calls():
-            try:
-                created = self.api.exec_create(name, command, environment=env, stdin=stdin is not None,
-                                               user=user or "")
-                captured = bytearray()
-                if stdin is not None:
-                    frames = self._exec_with_input(created["Id"], stdin)
-                elif timeout is not None:
-                    frames = self._exec_bounded(created["Id"], timeout, name)
-                else:
-                    frames = self.api.exec_start(created["Id"], stream=True, demux=True)
-                for out, err in frames:
-                    if output is None:
-                        captured += (out or b"") + (err or b"")
-                        continue
-                    for data, stream in ((out, output[0]), (err, output[1])):
-                        if data:
-                            stream.write(data)
-                            stream.flush()
-                code = self.api.exec_inspect(created["Id"])["ExitCode"]
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot run a command in '{name}'") from None
+        try:
+            created = self.api.exec_create(name, command, environment=env, stdin=stdin is not None,
+                                           user=user or "")
+            captured = bytearray()
+            if stdin is not None:
+                frames = self._exec_with_input(created["Id"], stdin)
+            elif timeout is not None:
+                frames = self._exec_bounded(created["Id"], timeout, name)
+            else:
+                frames = self.api.exec_start(created["Id"], stream=True, demux=True)
+            for out, err in frames:
+                if output is None:
+                    captured += (out or b"") + (err or b"")
+                    continue
+                for data, stream in ((out, output[0]), (err, output[1])):
+                    if data:
+                        stream.write(data)
+                        stream.flush()
+            code = self.api.exec_inspect(created["Id"])["ExitCode"]
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot run a command in '{name}'") from None
         return (code if code is not None else 1), bytes(captured)
 
     def _exec_with_input(self, exec_id: str, stdin) -> Iterator[tuple[bytes | None, bytes | None]]:
@@ -655,56 +631,51 @@ class Engine:
             sock.close()
 
     def logs(self, name: str, follow: bool, tail: int | str, output) -> None:
-        with self._calls():
-            try:
-                for chunk in self.api.logs(name, stream=True, follow=follow, tail=tail):
-                    output.write(chunk)
-                    output.flush()
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot read the logs of '{name}'") from None
+        try:
+            for chunk in self.api.logs(name, stream=True, follow=follow, tail=tail):
+                output.write(chunk)
+                output.flush()
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot read the logs of '{name}'") from None
 
     def info(self) -> dict:
-        with self._calls():
-            return self.api.info()
+        return self.api.info()
 
     def gpu_probe(self, image: str, uuid: str) -> str | None:
         """Run `true` with one GPU requested: None when the engine can give GPUs, else why not."""
-        with self._calls():
-            try:
-                self.client.containers.run(
-                    image, ["true"], remove=True, entrypoint=[],
-                    device_requests=[DeviceRequest(device_ids=[uuid], capabilities=[["gpu"]])],
-                )
-            except docker.errors.ContainerError as error:
-                return f"the probe container failed: {error}"
-            except docker.errors.APIError as error:
-                return str(_translate(error, "GPU probe"))
+        try:
+            self.client.containers.run(
+                image, ["true"], remove=True, entrypoint=[],
+                device_requests=[DeviceRequest(device_ids=[uuid], capabilities=[["gpu"]])],
+            )
+        except docker.errors.ContainerError as error:
+            return f"the probe container failed: {error}"
+        except docker.errors.APIError as error:
+            return str(_translate(error, "GPU probe"))
         return None
 
     def wait_stopped(self, name: str, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the container's process to end; True once it has
         (or the container is gone)."""
-        with self._calls():
-            try:
-                self.api.wait(name, timeout=timeout, condition="not-running")
-            except docker.errors.NotFound:
-                pass
-            except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as error:
-                if "timed out" not in str(error).lower() and not isinstance(error, requests.exceptions.Timeout):
-                    raise
-                return False  # it still runs
+        try:
+            self.api.wait(name, timeout=timeout, condition="not-running")
+        except docker.errors.NotFound:
+            pass
+        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as error:
+            if "timed out" not in str(error).lower() and not isinstance(error, requests.exceptions.Timeout):
+                raise
+            return False  # it still runs
         return True
 
     def run_times(self, name: str) -> tuple[datetime | None, datetime | None]:
         """When the container's process started and ended, as the engine recorded them (None:
         not yet, or no such container)."""
-        with self._calls():
-            try:
-                found = self.api.inspect_container(name).get("State") or {}
-            except docker.errors.NotFound:
-                return None, None
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot inspect container '{name}'") from None
+        try:
+            found = self.api.inspect_container(name).get("State") or {}
+        except docker.errors.NotFound:
+            return None, None
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot inspect container '{name}'") from None
         return _moment(found.get("StartedAt")), _moment(found.get("FinishedAt"))
 
     def state_of(self, name: str) -> str | None:
@@ -714,11 +685,10 @@ class Engine:
     def require_owner(self, name: str, owner: tuple[str, str]) -> None:
         """A container is stopped or removed for a binding only when its labels say it is that
         repo's (common dir) and worktree's: the name comes from a file a container could write."""
-        with self._calls():
-            try:
-                labels = self.api.inspect_container(name)["Config"].get("Labels") or {}
-            except docker.errors.NotFound:
-                return
+        try:
+            labels = self.api.inspect_container(name)["Config"].get("Labels") or {}
+        except docker.errors.NotFound:
+            return
         if (labels.get(LABEL_REPO), labels.get(LABEL_WORKTREE)) != owner:
             raise StateError(f"container '{name}' does not belong to {owner[1]} (its labels say otherwise); "
                              f"left alone", hint="the state file names a container that is not ours: fix the entry")
@@ -726,11 +696,10 @@ class Engine:
     def stop(self, name: str, owner: tuple[str, str] | None = None) -> None:
         if owner is not None:
             self.require_owner(name, owner)
-        with self._calls():
-            try:
-                self.api.stop(name, timeout=STOP_TIMEOUT_S)
-            except docker.errors.APIError as error:
-                raise _translate(error, f"cannot stop container '{name}'") from None
+        try:
+            self.api.stop(name, timeout=STOP_TIMEOUT_S)
+        except docker.errors.APIError as error:
+            raise _translate(error, f"cannot stop container '{name}'") from None
         from ..devcontainer import compose
 
         compose.stop(name)  # the bound service of a Compose project: its shutdownAction says for the others
@@ -741,26 +710,40 @@ class Engine:
         The bound service of a Compose project takes the project's other services with it."""
         if owner is not None:
             self.require_owner(name, owner)
-        with self._calls():
-            try:
-                if graceful:
-                    self.api.stop(name, timeout=STOP_TIMEOUT_S)
-            except docker.errors.NotFound:
-                pass  # gone already; its Compose project may not be
-            except docker.errors.APIError:
-                pass  # not running, or stuck: remove(force) below settles it
-            try:
-                # v: its anonymous volumes too (a devcontainer.json mount without a source), as
-                # `docker run --rm` does; named volumes are kept
-                self.api.remove_container(name, force=True, v=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as error:
-                if "already in progress" not in str(error):
-                    raise _translate(error, f"cannot remove container '{name}'") from None
+        try:
+            if graceful:
+                self.api.stop(name, timeout=STOP_TIMEOUT_S)
+        except docker.errors.NotFound:
+            pass  # gone already; its Compose project may not be
+        except docker.errors.APIError:
+            pass  # not running, or stuck: remove(force) below settles it
+        try:
+            # v: its anonymous volumes too (a devcontainer.json mount without a source), as
+            # `docker run --rm` does; named volumes are kept
+            self.api.remove_container(name, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as error:
+            if "already in progress" not in str(error):
+                raise _translate(error, f"cannot remove container '{name}'") from None
         from ..devcontainer import compose
 
         compose.down(name)  # none recorded for `name` (a stat): nothing to do
+
+
+def _engine_calls(method: Callable) -> Callable:
+    """`method` with the engine out of reach (a refused socket, a dropped connection, also in the
+    middle of a stream) as one sentence with a fix, EngineUnavailable."""
+    @functools.wraps(method)
+    def mapped(self: Engine, *args, **kwargs):
+        with _engine_errors(self.base_url):
+            return method(self, *args, **kwargs)
+    return mapped
+
+
+for _name, _method in list(vars(Engine).items()):
+    if not _name.startswith("_") and callable(_method):
+        setattr(Engine, _name, _engine_calls(_method))
 
 
 def _moment(text: object) -> datetime | None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import docker.errors
 import pytest
+import requests.exceptions
 
 from conftest import gpuspace
+from git_gpuspace.engine.containers import Engine
+from git_gpuspace.errors import EngineUnavailable
 
 
 def _assert_refused(result, code: int, *fragments: str) -> None:
@@ -63,6 +68,37 @@ def test_too_few_gpus_names_the_holders_and_rolls_back(repo, tmp_path):
     result = repo.gs("add", "-b", "more", str(tmp_path / "wts" / "more"), "--gpus", "2")
     _assert_refused(result, 1, "asked for 2 GPUs, 1 free", f"held by {tmp_path / 'big'} (big)", "--share")
     assert repo.snapshot(tmp_path / "wts") == before
+
+
+class DroppedEngineApi:
+    """The SDK's low-level client of an engine that went away: the connection drops at once,
+    or in the middle of a stream."""
+
+    def wait(self, name):
+        raise requests.exceptions.ConnectionError("('Connection aborted.', RemoteDisconnected())")
+
+    def logs(self, name, **_):
+        yield b"a first line\n"
+        raise requests.exceptions.ConnectionError("('Connection aborted.', RemoteDisconnected())")
+
+    def inspect_image(self, image):
+        if image == "gone":
+            raise docker.errors.ImageNotFound("No such image: gone")
+        raise requests.exceptions.ConnectionError("Connection refused")
+
+
+def test_an_engine_lost_in_the_middle_of_any_call_is_one_line_with_its_fix():
+    """Every public method of Engine, including a wait and a stream already under way; the
+    engine's own answers (no such image) still reach the method."""
+    engine = Engine.__new__(Engine)
+    engine.api, engine.base_url = DroppedEngineApi(), "unix:///run/gone.sock"
+    for call in (lambda: engine.wait("c"), lambda: engine.logs("c", False, "all", io.BytesIO()),
+                 lambda: engine.has_image("pytorch")):
+        with pytest.raises(EngineUnavailable) as lost:
+            call()
+        assert str(lost.value) == "cannot reach the Docker engine at unix:///run/gone.sock"
+        assert lost.value.hint.startswith("start it (sudo systemctl start docker)")
+    assert engine.image_attrs("gone") is None
 
 
 def test_engine_unreachable_is_one_line_and_creates_nothing(plain_repo, tmp_path):
