@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from git_gpuspace import hook_index, state
+from git_gpuspace import data_dirs, hook_index, state
 from git_gpuspace.errors import GpuspaceError, StateError
 from git_gpuspace.model import Binding, Limits, PortMap, name_digest
 
@@ -342,3 +342,347 @@ def test_a_temporary_removed_by_someone_else_still_fails_as_one_line(tmp_path, m
     with pytest.raises(StateError) as caught:
         state.State(path=tmp_path / "gpuspace.toml").save()
     assert str(caught.value) == f"cannot write {tmp_path / 'gpuspace.toml'}: No such file or directory"
+
+
+# ---------------------------------------------------------------- state: every field, both ways
+
+def test_a_binding_from_a_devcontainer_keeps_every_field_through_a_save_and_load(tmp_path):
+    saved = state.State(path=tmp_path / "gpuspace.toml")
+    saved.bindings = [Binding(
+        path="/w/dev", container=container_for(tmp_path, "/w/dev"), image="img", workspace="/src", workdir="/src/sub",
+        container_user="c", remote_user="r", user_env_probe="loginShell", remote_env={"PATH": "/x", "E": ""},
+        container_options={"init": True, "hostname": "h", "platform": "linux/amd64", "ulimits": ["nofile=1:2"],
+                           "extra_hosts": ["db:10.0.0.1"], "labels": {"team": "ml"}},
+        ports=[PortMap("port-9000", 9000, 20003, "127.0.0.1", "forwarded")],
+        host_options={"ipc_mode": "host", "pid_mode": "host", "devices": ["/dev/fuse"], "security_opt": ["seccomp=x"],
+                      "ulimits": ["core=0"]},
+        created=dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc))]
+    saved.save()
+    written = tomllib.loads(saved.path.read_text())["bindings"][0]
+    assert written == {
+        "path": "/w/dev", "container": container_for(tmp_path, "/w/dev"), "image": "img", "gpus": [], "share": False,
+        "created": dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc), "workspace": "/src", "workdir": "/src/sub",
+        "container_user": "c", "remote_user": "r", "user_env_probe": "loginShell",
+        "ports": ["port-9000=9000:20003@127.0.0.1/forwarded"], "remote_env": {"PATH": "/x", "E": ""},
+        "host_options": {"ipc_mode": "host", "pid_mode": "host", "devices": ["/dev/fuse"],
+                         "security_opt": ["seccomp=x"], "ulimits": ["core=0"]},
+        "container_options": {"init": True, "hostname": "h", "platform": "linux/amd64", "ulimits": ["nofile=1:2"],
+                              "extra_hosts": ["db:10.0.0.1"], "labels": {"team": "ml"}}}
+    assert state.load(tmp_path) == saved
+
+
+def test_the_saved_file_holds_the_top_level_tables_in_full(tmp_path):
+    saved = state.State(path=tmp_path / "gpuspace.toml", defaults={"image": "img"}, auto_bind=True,
+                        checks={"unit": {"command": ["pytest"], "on_commit": True}}, pre_push=["unit"],
+                        extra={"later": 1})
+    saved.save()
+    assert tomllib.loads(saved.path.read_text()) == {
+        "later": 1, "schema": 1, "auto_bind": True, "defaults": {"image": "img"},
+        "checks": {"unit": {"command": ["pytest"], "on_commit": True}}, "pre_push": ["unit"], "bindings": []}
+
+
+def test_a_loaded_state_owns_its_lists_and_tables(tmp_path):
+    """Changing what was loaded (then not saving) leaves the next load as the file says."""
+    write(tmp_path, {"pre_push": ["t"], "checks": {"t": {"command": ["x"]}},
+                     "bindings": [entry(tmp_path, gpus=["GPU-1"], env={"A": "1"}, remote_env={"B": "2"},
+                                        mounts=["/a:/b"], host_options={"cap_add": ["X"]},
+                                        container_options={"labels": {"k": "v"}})]})
+    loaded = state.load(tmp_path)
+    [binding] = loaded.bindings
+    assert (binding.gpus, binding.env, binding.remote_env, binding.mounts, binding.host_options,
+            binding.container_options, loaded.pre_push) == (
+        ["GPU-1"], {"A": "1"}, {"B": "2"}, ["/a:/b"], {"cap_add": ["X"]}, {"labels": {"k": "v"}}, ["t"])
+    saved = state.State(path=tmp_path / "gpuspace.toml", pre_push=loaded.pre_push, bindings=loaded.bindings)
+    saved.save()
+    binding.gpus.append("GPU-2")
+    binding.env["C"] = "3"
+    binding.remote_env["D"] = "4"
+    binding.mounts.append("/c:/d")
+    binding.host_options["privileged"] = True
+    binding.container_options["init"] = True
+    loaded.pre_push.append("u")
+    written = tomllib.loads(saved.path.read_text())
+    assert written["pre_push"] == ["t"]
+    assert {key: written["bindings"][0][key] for key in ("gpus", "env", "remote_env", "mounts", "host_options",
+                                                          "container_options")} == {
+        "gpus": ["GPU-1"], "env": {"A": "1"}, "remote_env": {"B": "2"}, "mounts": ["/a:/b"],
+        "host_options": {"cap_add": ["X"]}, "container_options": {"labels": {"k": "v"}}}
+
+
+MORE_BINDING_REFUSALS = [
+    ({"remote_env": 1}, ".remote_env must be a table of strings"),
+    ({"remote_env": {"A": 1}}, ".remote_env must be a table of strings"),
+    ({"workspace": 1}, ".workspace must be a string"),
+    ({"workdir": 1}, ".workdir must be a string"),
+    ({"container_user": 1}, ".container_user must be a string"),
+    ({"remote_user": 1}, ".remote_user must be a string"),
+    ({"user_env_probe": 1}, ".user_env_probe must be a string"),
+    ({"container_options": {"labels": {"a": 1}}}, ".container_options.labels must hold strings only"),
+    ({"container_options": {"labels": ["a"]}}, ".container_options.labels must be a table of strings"),
+    ({"container_options": {"extra_hosts": "db:1"}}, ".container_options.extra_hosts must be a list of strings"),
+    ({"container_options": {"hostname": 1}}, ".container_options.hostname must be a string"),
+    ({"container_options": {"platform": ["x"]}}, ".container_options.platform must be a string"),
+    ({"container_options": {"init": 1}}, ".container_options.init must be true or false"),
+    ({"container_options": {"labels": {"GPUSpace.Repo": "x"}}}, ".container_options.labels sets a gpuspace.* "
+                                                                "label, which only git-gpuspace writes; nothing "
+                                                                "was done"),
+    ({"host_options": {"devices": "/dev/x"}}, ".host_options.devices must be a list"),
+    ({"host_options": {"security_opt": "x"}}, ".host_options.security_opt must be a list"),
+    ({"host_options": {"ulimits": "x"}}, ".host_options.ulimits must be a list"),
+    ({"host_options": {"ipc_mode": 1}}, ".host_options.ipc_mode must be a string"),
+    ({"host_options": {"pid_mode": True}}, ".host_options.pid_mode must be a string"),
+    ({"limits": {"cpus": 1.5, "memory": 1.5}}, ".limits.memory must be an integer (bytes)"),
+    ({"created": 1}, ".created must be a date-time"),
+    ({"gpus": [True]}, ".gpus must be a list of GPU UUIDs"),
+]
+
+
+@pytest.mark.parametrize("changes,message", MORE_BINDING_REFUSALS)
+def test_every_field_of_a_binding_is_checked_by_its_kind(tmp_path, changes, message):
+    document = {"bindings": [entry(tmp_path, "/w/ok"), entry(tmp_path, **changes)]}
+    error = refused(tmp_path, document)
+    assert str(error) == f"STATE: bindings[1]{message}" and error.hint == FIX_HINT
+
+
+def test_container_options_of_every_kind_are_taken(tmp_path):
+    options = {"ulimits": [], "extra_hosts": ["a:1"], "labels": {"gpuspace": "not ours", "x.gpuspace.y": "z"},
+               "hostname": "h", "platform": "p", "init": False}
+    write(tmp_path, {"bindings": [entry(tmp_path, container_options=options)]})
+    assert state.load(tmp_path).bindings[0].container_options == options
+
+
+def test_a_created_time_is_read_as_written(tmp_path):
+    when = dt.datetime(2025, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
+    write(tmp_path, {"bindings": [entry(tmp_path, created=when, branch="main", share=True, override_command=True)]})
+    [binding] = state.load(tmp_path).bindings
+    assert (binding.created, binding.branch, binding.share, binding.override_command) == (when, "main", True, True)
+
+
+def test_a_binding_with_cpus_only_has_no_other_limits(tmp_path):
+    write(tmp_path, {"bindings": [entry(tmp_path, limits={"cpus": 0.5})]})
+    assert state.load(tmp_path).bindings[0].limits == Limits(cpus=0.5)
+    write(tmp_path, {"bindings": [entry(tmp_path, limits={"memory": 1 << 30, "shm_size": 1 << 20})]})
+    assert state.load(tmp_path).bindings[0].limits == Limits(memory_bytes=1 << 30, shm_bytes=1 << 20)
+
+
+# ---------------------------------------------------------------- state: container names
+
+@pytest.mark.parametrize("repo_name", ["my_repo.v2-x", "A9", ""])
+def test_a_repository_name_of_letters_digits_dots_dashes_and_underscores_is_ours(tmp_path, repo_name):
+    container = container_for(tmp_path, "/w/a", repo_name)
+    write(tmp_path, {"bindings": [entry(tmp_path, container=container)]})
+    [binding] = state.load(tmp_path).bindings
+    assert (binding.container, binding.repo) == (container, None)
+
+
+@pytest.mark.parametrize("container", [
+    "gpuspace-r/x-a-{digest}", "gpuspace-r x-a-{digest}", "xgpuspace-r-a-{digest}", "gpuspace-r-a-{digest}-x",
+    "gpuspace-r-a-{digest}\n", "gpuspace-{digest}", "Gpuspace-r-a-{digest}",
+])
+def test_a_container_name_we_would_not_give_is_refused(tmp_path, container):
+    name = container.format(digest=name_digest(tmp_path, Path("/w/a")))
+    error = refused(tmp_path, {"bindings": [entry(tmp_path, container=name)]})
+    assert str(error) == (f"STATE: bindings[0].container {name!r} is not the name of this worktree's container; "
+                          f"nothing was done")
+    assert error.hint == FIX_HINT
+
+
+# ---------------------------------------------------------------- state: the places the repository was
+
+def origin_line(place: Path | str) -> str:
+    return f"{data_dirs.user_mac(f'gpuspace.origin{chr(0)}{place}')} {place}\n"
+
+
+def moved_from(common: Path, old: Path, worktree: str = "/w/a", origins: str | None = None) -> dict:
+    """A state file whose binding's container was named while the repository was at `old`."""
+    (common / state.ORIGINS_NAME).write_text(origin_line(old) if origins is None else origins)
+    return {"bindings": [entry(common, worktree, container=container_for(old, worktree))]}
+
+
+def test_a_binding_named_where_the_repository_was_is_loaded_with_that_place(tmp_path):
+    common, old = tmp_path / "now" / ".git", tmp_path / "then" / ".git"
+    common.mkdir(parents=True)
+    write(common, moved_from(common, old))
+    [binding] = state.load(common).bindings
+    assert binding.repo == str(old)
+
+
+def test_a_save_vouches_for_where_the_repository_is_and_each_place_it_was(tmp_path):
+    common = tmp_path / "now" / ".git"
+    common.mkdir(parents=True)
+    saved = state.State(path=common / "gpuspace.toml")
+    saved.bindings = [Binding(path=f"/w/{n}", container="c", image="i", repo=repo) for n, repo in
+                      enumerate(["/old/b", None, str(common), "/old/a", "/old/b", "/odd\nplace"])]
+    saved.save()
+    assert (common / "gpuspace.origins").read_text() == (
+        origin_line(common) + origin_line("/old/a") + origin_line("/old/b"))
+    assert len(origin_line(common).split(" ")[0]) == 64
+
+
+def test_an_unchanged_origins_file_is_not_written_again(tmp_path):
+    saved = state.State(path=tmp_path / "gpuspace.toml")
+    saved.save()
+    origins = tmp_path / "gpuspace.origins"
+    assert origins.read_text() == origin_line(tmp_path)
+    before = origins.stat().st_ino
+    saved.save()
+    assert origins.stat().st_ino == before
+    origins.write_text("stale\n")
+    saved.save()
+    assert origins.read_text() == origin_line(tmp_path)
+
+
+def test_a_folder_where_the_origins_file_goes_fails_the_save_in_one_line(tmp_path):
+    (tmp_path / "gpuspace.origins").mkdir()
+    with pytest.raises(StateError) as caught:
+        state.State(path=tmp_path / "gpuspace.toml").save()
+    assert str(caught.value) == f"cannot write {tmp_path / 'gpuspace.origins'}: Is a directory"
+
+
+def test_a_place_the_users_key_does_not_vouch_for_names_none_of_its_containers(tmp_path):
+    common, old = tmp_path / "now" / ".git", tmp_path / "then" / ".git"
+    common.mkdir(parents=True)
+    forged = "0" * 64 + f" {old}\n"
+    name = container_for(old, "/w/a")
+    for origins in (forged, origin_line(old).replace(" ", "0 ", 1), origin_line(old)[1:]):
+        error = refused(common, moved_from(common, old, origins=origins))
+        assert str(error) == (f"STATE: bindings[0].container {name!r} was named when this repository was at {old}, "
+                              f"which gpuspace.origins does not vouch for (its keyed hash is not your "
+                              f"git-gpuspace's); nothing was done")
+        assert error.hint == FIX_HINT
+
+
+def test_a_place_that_still_holds_a_git_dir_names_none_of_its_containers(tmp_path):
+    common, old = tmp_path / "now" / ".git", tmp_path / "then" / ".git"
+    common.mkdir(parents=True)
+    old.mkdir(parents=True)
+    error = refused(common, moved_from(common, old))
+    assert str(error) == (f"STATE: bindings[0].container {container_for(old, '/w/a')!r} was named when this "
+                          f"repository was at {old}, which still holds a git dir: its containers are that "
+                          f"repository's (a copy, not a move?); nothing was done")
+    assert error.hint == FIX_HINT
+
+
+def test_a_place_that_is_this_very_git_dir_by_another_name_counts(tmp_path):
+    common = tmp_path / "now" / ".git"
+    common.mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(common)
+    write(common, moved_from(common, tmp_path / "alias"))
+    assert state.load(common).bindings[0].repo == str(tmp_path / "alias")
+
+
+def test_the_first_place_that_named_the_container_is_the_one_judged(tmp_path):
+    common, old, other = tmp_path / "now" / ".git", tmp_path / "then" / ".git", tmp_path / "other" / ".git"
+    common.mkdir(parents=True)
+    lines = "no-space-here\n" + "relative/place\n" + origin_line(other) + origin_line(old) + "0" * 64 + f" {old}\n"
+    write(common, moved_from(common, old, origins=lines))
+    assert state.load(common).bindings[0].repo == str(old)
+
+
+def test_a_place_with_a_space_in_it_is_read_whole(tmp_path):
+    common, old = tmp_path / "now" / ".git", tmp_path / "was here" / ".git"
+    common.mkdir(parents=True)
+    write(common, moved_from(common, old))
+    assert state.load(common).bindings[0].repo == str(old)
+
+
+def test_an_origins_file_with_bytes_that_are_not_text_is_still_read(tmp_path):
+    common, old = tmp_path / "now" / ".git", tmp_path / "then" / ".git"
+    common.mkdir(parents=True)
+    document = moved_from(common, old)
+    (common / "gpuspace.origins").write_bytes(b"\xff\xfe garbage\n" + origin_line(old).encode())
+    write(common, document)
+    assert state.load(common).bindings[0].repo == str(old)
+
+
+def test_only_the_first_mebibyte_of_the_origins_file_is_read(tmp_path):
+    common, old = tmp_path / "now" / ".git", tmp_path / "then" / ".git"
+    common.mkdir(parents=True)
+    document = moved_from(common, old)
+    write(common, document)
+    line = origin_line(old)
+    (common / "gpuspace.origins").write_text("x" * ((1 << 20) - len(line) - 1) + "\n" + line)  # 1 MiB in all
+    assert state.load(common).bindings[0].repo == str(old)
+    (common / "gpuspace.origins").write_text("x" * ((1 << 20) - len(line) + 1) + "\n" + line)  # its end cut off
+    assert "is not the name of this worktree's container" in str(refused(common, document))
+
+
+def test_a_relative_place_is_no_place(tmp_path, monkeypatch):
+    common = tmp_path / "now" / ".git"
+    common.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    document = moved_from(common, Path("then/.git"))
+    assert "is not the name of this worktree's container" in str(refused(common, document))
+
+
+def test_without_an_origins_file_a_name_from_elsewhere_is_refused(tmp_path):
+    common, old = tmp_path / "now" / ".git", tmp_path / "then" / ".git"
+    common.mkdir(parents=True)
+    document = moved_from(common, old)
+    (common / "gpuspace.origins").unlink()
+    assert "is not the name of this worktree's container" in str(refused(common, document))
+    (common / "gpuspace.origins").mkdir()
+    assert "is not the name of this worktree's container" in str(refused(common, document))
+
+
+def test_the_origins_are_read_once_for_all_bindings(tmp_path, monkeypatch):
+    common, old = tmp_path / "now" / ".git", tmp_path / "then" / ".git"
+    common.mkdir(parents=True)
+    (common / "gpuspace.origins").write_text(origin_line(old))
+    write(common, {"bindings": [entry(common, w, container=container_for(old, w)) for w in ("/w/a", "/w/b")]})
+    opened = []
+    real_open = open
+
+    def counting_open(file, *args, **kwargs):
+        if str(file).endswith("gpuspace.origins"):
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    assert [b.repo for b in state.load(common).bindings] == [str(old), str(old)]
+    assert len(opened) == 1
+
+
+# ---------------------------------------------------------------- state: the lock
+
+def test_locked_yields_the_state_as_the_file_has_it(tmp_path):
+    write(tmp_path, {"defaults": {"image": "img"}})
+    with state.locked(tmp_path) as held:
+        assert held.defaults == {"image": "img"} and held.path == tmp_path / "gpuspace.toml"
+        with state.locked_if_free(tmp_path) as other:
+            assert other is None
+    assert (tmp_path / "gpuspace.lock").exists()
+
+
+def test_locked_if_free_yields_the_state_when_no_one_holds_the_lock(tmp_path):
+    write(tmp_path, {"defaults": {"image": "img"}})
+    with state.locked_if_free(tmp_path) as held:
+        assert held is not None and held.defaults == {"image": "img"}
+
+
+def test_locked_if_free_yields_none_where_no_lock_can_be_made(tmp_path):
+    with state.locked_if_free(tmp_path / "missing") as held:
+        assert held is None
+
+
+def test_a_place_behind_a_dangling_link_is_not_known_to_be_gone(tmp_path):
+    """A place under a mount point that is not mounted now may still hold the repository."""
+    common = tmp_path / "now" / ".git"
+    common.mkdir(parents=True)
+    (tmp_path / "unmounted").symlink_to(tmp_path / "nowhere")
+    old = tmp_path / "unmounted" / ".git"
+    error = refused(common, moved_from(common, old))
+    assert str(error).endswith(f"was named when this repository was at {old}, which still holds a git dir: its "
+                               f"containers are that repository's (a copy, not a move?); nothing was done")
+
+
+def test_a_binding_read_without_the_origins_takes_only_names_from_here(tmp_path):
+    old = tmp_path / "then" / ".git"
+    (tmp_path / state.ORIGINS_NAME).write_text(origin_line(old))
+    path = tmp_path / "gpuspace.toml"
+    here = state._binding_from_toml(path, 0, entry(tmp_path))
+    assert (here.container, here.repo) == (container_for(tmp_path, "/w/a"), None)
+    with pytest.raises(StateError) as caught:
+        state._binding_from_toml(path, 0, entry(tmp_path, container=container_for(old, "/w/a")))
+    assert str(caught.value) == (f"{path}: bindings[0].container {container_for(old, '/w/a')!r} is not the name of "
+                                 f"this worktree's container; nothing was done")
