@@ -15,10 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import tomli_w
-
-from . import hook_index
-from .atomic import atomic_write
 from .errors import StateError
 from .locking import file_lock
 from .model import Binding, Limits, PortMap, name_digest
@@ -59,6 +55,11 @@ class State:
         if self.pre_push:
             document["pre_push"] = list(self.pre_push)
         document["bindings"] = [_binding_to_toml(b) for b in self.bindings]
+        import tomli_w
+
+        from . import hook_index  # here: a command that only reads the state imports no writer
+        from .atomic import atomic_write
+
         atomic_write(self.path, tomli_w.dumps(document).encode())
         hook_index.write(self.path.parent, self.bindings, self.checks)
         self._write_origins()
@@ -74,6 +75,8 @@ class State:
         with contextlib.suppress(OSError):
             if target.read_bytes() == content:
                 return  # most saves: written already, and a write (with its fsync) costs every command
+        from .atomic import atomic_write
+
         atomic_write(target, content)
 
 

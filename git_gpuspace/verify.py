@@ -15,10 +15,12 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .git import worktrees
 from .errors import GpuspaceError, UsageError
-from .runs.store import Run
+if TYPE_CHECKING:  # the run store's import is for a run that ended, not for reading verdicts
+    from .runs.model import Run
 
 NOTES = "refs/notes/gpuspace/"
 CHECK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,40}$")  # a ref component, and a sweep name's tail

@@ -12,7 +12,6 @@ from ..git import worktrees
 from ..errors import UsageError
 from ..output import escape
 from ..runs import backend as backends
-from ..runs import store as run_store
 from ..verify import Check, Checks
 
 ACTIONS = ("add", "list", "rm", "on-commit", "off")
@@ -42,9 +41,10 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
     name = backend_name or backends.chosen(None, state.load(info.common_dir).defaults)
     backend = None  # loaded when something must run: the cache path stays light
     wanted: dict[tuple[str, str], str] = {}  # (check, commit) -> run id
+    cached: dict[str, dict[str, verify.Verdict | None]] = {}  # per check: the verdicts read first
     for check in checks:
         ignored: list[verify.Ignored] = []
-        known = {} if force else verify.verdicts(info, check.name, commits, ignored)
+        known = cached[check.name] = {} if force else verify.verdicts(info, check.name, commits, ignored)
         for note in ignored:  # checked again below: the new verdict, signed, replaces that note
             print(note.line(check.name), file=sys.stderr)
         queued_any = False
@@ -82,11 +82,17 @@ def check_commits(info: worktrees.RepoInfo, checks: list[Check], commits: list[s
             print("git-gpuspace: dispatching stopped; checks already started go on. `git gpuspace runs resume` "
                   "finishes them (their verdicts become notes)", file=sys.stderr)
             return 130
-    runs = {run.id: run for run in run_store.load(info.common_dir, ids=set(wanted.values())).runs}
+    runs = {}
+    if wanted:  # the store only when something ran: the cache path stays light
+        from ..runs import store as run_store
+
+        runs = {run.id: run for run in run_store.load(info.common_dir, ids=set(wanted.values())).runs}
     subjects = _subjects(info, commits)
     all_passed = True
     for check in checks:
-        known = verify.verdicts(info, check.name, commits)
+        # read again only where a run may have written a note since
+        ran = any(key[0] == check.name for key in wanted) or check.name not in cached
+        known = verify.verdicts(info, check.name, commits) if ran else cached[check.name]
         for commit in commits:
             found = known[commit]
             run = runs.get(wanted.get((check.name, commit), ""))
