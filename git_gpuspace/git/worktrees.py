@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 from pathlib import Path
 
 from dulwich.config import ConfigFile
@@ -305,6 +305,15 @@ def remote_tracking(info: RepoInfo, name: str) -> tuple[str, str] | None:
         return remotes[0], repo.refs[f"refs/remotes/{remotes[0]}/{name}".encode()].decode()
 
 
+def _batched_ident(info: RepoInfo) -> tuple[bytes, int, int]:
+    """committer_ident, asked of git once per batch: who and the zone stay, the time is now's
+    (git's own, to the second), or GIT_COMMITTER_DATE's when set."""
+    import time
+
+    who, when, zone = _batched(info, "ident", committer_ident)
+    return who, (when if _batch is None or os.environ.get("GIT_COMMITTER_DATE") else int(time.time())), zone
+
+
 def committer_ident() -> tuple[bytes, int, int]:
     """Who git says makes the change now, and when: (name <email>, time, timezone offset s)."""
     found = git("var", "GIT_COMMITTER_IDENT")
@@ -416,10 +425,38 @@ def admin_dir_of(info: RepoInfo, path: Path) -> Path | None:
     return None
 
 
+# While `batch` is open: what each `add` of it would read anew and none of them changes.
+_batch: dict | None = None
+
+
+@contextlib.contextmanager
+def batch(info: RepoInfo) -> Iterator[None]:
+    """Many worktrees added by one command (a sweep's runs, each at a path reserved for it): the
+    registered worktrees, the committer and the current worktree's config are read once for all
+    of them, not once each (the listing alone grows with every worktree the repository has)."""
+    global _batch
+    _batch = {"common_dir": info.common_dir}
+    try:
+        yield
+    finally:
+        _batch = None
+
+
+def _batched(info: RepoInfo, key: str, read: Callable):
+    """`read()`, or within a batch of `info`'s repository what it gave the first time."""
+    if _batch is None or _batch["common_dir"] != info.common_dir:
+        return read()
+    if key not in _batch:
+        _batch[key] = read()
+    return _batch[key]
+
+
 def check_candidate_path(info: RepoInfo, path: Path, force: int = 0, shown: str | None = None) -> None:
     """git's check of where `add` goes: a path git still has registered (its directory gone or
     empty) is refused unless forced, twice when locked; forced, its admin dir goes, as git's."""
-    registered = find_worktree(info, path)
+    wanted = {Path(os.path.abspath(path)), Path(os.path.realpath(path))}
+    registered = next((w for w in _batched(info, "listed", lambda: list_worktrees(info))
+                       if {w.path, Path(os.path.realpath(w.path))} & wanted), None)
     if registered is None or registered.is_main:
         return
     if (force and not registered.locked) or force > 1:
@@ -466,7 +503,7 @@ def add(info: RepoInfo, path: Path, checkout: Checkout) -> Worktree:
     with contextlib.closing(info.open()) as repo:
         try:
             logging = _logs_ref_updates(repo)
-            who, when, zone = committer_ident() if logging else (b"", 0, 0)
+            who, when, zone = _batched_ident(info) if logging else (b"", 0, 0)
             if checkout.branch and checkout.create_branch:
                 ref = HEADS + checkout.branch.encode()
                 verb = "Reset to" if checkout.reset_from else "Created from"
@@ -566,9 +603,13 @@ def _inherit_worktree_config(info: RepoInfo, admin_dir: Path) -> Callable[[str],
     all)."""
     from dulwich.sparse_patterns import sparse_path_matcher
 
-    found = info.git("config", "--get-regexp", r"^(core\.sparsecheckout|core\.ignorecase|extensions\.worktreeconfig)$")
-    values = dict(line.lower().split(" ", 1) for line in found.stdout.splitlines() if " " in line)
-    current = Path(info.git("rev-parse", "--absolute-git-dir").stdout.strip() or info.common_dir)
+    def read() -> tuple[dict[str, str], Path]:
+        found = info.git("config", "--get-regexp",
+                         r"^(core\.sparsecheckout|core\.ignorecase|extensions\.worktreeconfig)$")
+        values = dict(line.lower().split(" ", 1) for line in found.stdout.splitlines() if " " in line)
+        return values, Path(info.git("rev-parse", "--absolute-git-dir").stdout.strip() or info.common_dir)
+
+    values, current = _batched(info, "config", read)
     if values.get("extensions.worktreeconfig") == "true" and (current / "config.worktree").is_file():
         # as git: the file as it is, less core.bare where true and core.worktree, unset by git's
         # own editor (dulwich would rewrite every line, and leave an emptied [core] behind)

@@ -74,7 +74,7 @@ def submit(info: worktrees.RepoInfo, asked: Submission) -> list[str]:
         checkpoint("after-runs-reserved")
         ids = [run.id for run in made]
         try:
-            with Rollback() as undo:
+            with Rollback() as undo, worktrees.batch(info):  # each run at a path reserved for it
                 for run in made:
                     _make_worktree(info, run, undo)
         except BaseException:

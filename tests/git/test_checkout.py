@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -413,3 +414,47 @@ def assert_reaped(pids: list[int]) -> None:
     for pid in pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_batch_of_adds_reads_the_worktrees_and_the_committer_once_and_each_is_as_gits(tmp_path, monkeypatch):
+    """A sweep's worktrees: one listing and one `git var` for all of them, each worktree the
+    same as git's own, its HEAD's reflog line dated when that worktree was made."""
+    repo = new_repo(tmp_path / "repo")
+    (repo / "a.txt").write_text("a\n")
+    commit = commit_all(repo, "one")
+    info = worktrees.discover(repo)
+    calls = {"list": 0, "ident": 0}
+    listing, ident = worktrees.list_worktrees, worktrees.committer_ident
+
+    def counted(name, real):
+        def call(*args):
+            calls[name] += 1
+            return real(*args)
+        return call
+
+    monkeypatch.setattr(worktrees, "list_worktrees", counted("list", listing))
+    monkeypatch.setattr(worktrees, "committer_ident", counted("ident", ident))
+    clock = iter([1_900_000_000, 1_900_000_007, 1_900_000_009])
+    monkeypatch.setattr("time.time", lambda: next(clock))
+    with worktrees.batch(info):
+        for name in ("w1", "w2", "w3"):
+            worktrees.add(info, tmp_path / name, worktrees.Checkout(commit=commit))
+    assert calls == {"list": 1, "ident": 1}
+    monkeypatch.undo()
+    for name, when in (("w1", 1_900_000_000), ("w2", 1_900_000_007), ("w3", 1_900_000_009)):
+        assert snapshot(tmp_path / name) == snapshot(gits(repo, tmp_path / f"git-{name}", commit))
+        assert out("reflog", "-1", "--date=unix", "--format=%gd", "HEAD", cwd=tmp_path / name) == f"HEAD@{{{when}}}"
+    worktrees.add(info, tmp_path / "w4", worktrees.Checkout(commit=commit))  # no batch: read anew
+    assert out("worktree", "list", "--porcelain", cwd=repo).count("worktree ") == 8
+
+
+def test_a_batch_still_refuses_a_path_git_has_registered(tmp_path):
+    repo = new_repo(tmp_path / "repo")
+    (repo / "a.txt").write_text("a\n")
+    commit = commit_all(repo, "one")
+    gits(repo, tmp_path / "gone", commit)
+    shutil.rmtree(tmp_path / "gone")  # registered, its directory gone: git refuses it without -f
+    info = worktrees.discover(repo)
+    with worktrees.batch(info), pytest.raises(worktrees.GitRefusal) as refused:
+        worktrees.add(info, tmp_path / "gone", worktrees.Checkout(commit=commit))
+    assert str(refused.value) == f"'{tmp_path / 'gone'}' is a missing but already registered worktree;"
