@@ -10,12 +10,13 @@ import hashlib
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from git_gpuspace.devcontainer import features
-from git_gpuspace import gpus, settings, trust
+from git_gpuspace import gpus, settings, specs, trust
 from git_gpuspace.errors import StateError, UsageError
 from git_gpuspace.model import Binding, GpuRequest, Limits, PortMap, PortRequest
 from git_gpuspace.git.worktrees import RepoInfo, Worktree
@@ -627,3 +628,135 @@ def test_a_trusted_files_feature_may_not_mount_the_hooks_folder(hooks_checkout):
     binding = Binding(path=str(worktree.path), container="gpuspace-r-wt-1", image="dev")
     dev = settings.trusted_devcontainer(info, binding, worktree)
     assert dev.mounts == [] and dev.skipped == [f"mount of {worktree.path / '.githooks'}"]
+
+
+# ---------------------------------------------------------------- every field a devcontainer.json or binding gives
+
+
+def test_a_devcontainers_remote_env_probe_initialize_command_and_options_reach_the_settings(tmp_path, user_image):
+    dev = dev_config(tmp_path, {"userEnvProbe": "loginShell", "remoteEnv": {"A": "1", "B": None},
+                                "initializeCommand": "make init", "runArgs": ["--hostname", "h"]})
+    made = settings.settings_from({}, {}, False, dev)
+    assert (made.remote_env, made.user_env_probe, made.initialize, made.container_options, made.compose) == (
+        {"A": "1", "B": None}, "loginShell", ("make init", tmp_path / "wt"), {"hostname": "h"}, None)
+    made.remote_env["C"] = "3"
+    made.container_options["init"] = True
+    assert dev.remote_env == {"A": "1", "B": None} and dev.container_options == {"hostname": "h"}
+
+
+def test_without_an_initialize_command_nothing_runs_on_the_host(tmp_path, user_image):
+    assert settings.settings_from({}, {}, False, dev_config(tmp_path, {"postCreateCommand": "x"})).initialize is None
+
+
+def test_a_compose_based_devcontainers_project_reaches_the_settings(tmp_path, user_image):
+    project = object()
+    dev = replace(dev_config(tmp_path, {}), compose=project)
+    assert settings.settings_from({}, {}, False, dev).compose is project
+
+
+@pytest.fixture
+def small_host(monkeypatch):
+    monkeypatch.setattr(specs, "host_memory", lambda: 1 << 30)
+
+
+@pytest.mark.parametrize("key,flag", [("memory", "--memory"), ("shm_size", "--shm-size")])
+def test_a_limit_from_the_devcontainer_is_named_by_the_file_in_its_error(tmp_path, small_host, key, flag):
+    dev = dev_config(tmp_path, {"image": "x", "runArgs": [flag, "2g"]})
+    error = settings_refusal({key: "1m"}, {}, False, dev)
+    assert str(error) == f"devcontainer.json runArgs {flag} 2g is more than this host's memory (1g)"
+    assert error.hint == f"pass {flag} SIZE to override the file; nothing was made"
+
+
+@pytest.mark.parametrize("key,flag", [("memory", "--memory"), ("shm_size", "--shm-size")])
+def test_a_limit_flag_over_a_devcontainers_is_named_by_the_flag(tmp_path, small_host, key, flag):
+    dev = dev_config(tmp_path, {"image": "x", "runArgs": [flag, "64m"]})
+    error = settings_refusal({}, {key: "3g"}, False, dev)
+    assert str(error) == f"{flag} 3g is more than this host's memory (1g)" and error.hint is None
+    error = settings_refusal({key: "3g"}, {}, False, dev_config(tmp_path, {"image": "x"}))
+    assert str(error) == f"{flag} 3g is more than this host's memory (1g)" and error.hint is None
+
+
+def test_a_devcontainers_memory_below_the_minimum_is_named_by_the_file(tmp_path):
+    dev = dev_config(tmp_path, {"image": "x", "runArgs": ["--memory", "1k"]})
+    error = settings_refusal({}, {}, False, dev)
+    assert str(error) == "devcontainer.json runArgs --memory '1k' is too small (at least 6m)"
+
+
+def test_a_bindings_remote_env_probe_options_and_port_origins_are_its_settings():
+    binding = Binding(path="/w/a", container="c", image="img", remote_env={"A": "1"}, user_env_probe="none",
+                      container_options={"hostname": "h"},
+                      ports=[PortMap("port-9000", 9000, 20000, "127.0.0.1", "forwarded"), PortMap("app", 80, 8080, "::1", "app")])
+    made = settings.settings_of(binding)
+    assert (made.remote_env, made.user_env_probe, made.container_options, made.ports) == (
+        {"A": "1"}, "none", {"hostname": "h"},
+        (PortRequest("port-9000", 9000, 20000, "forwarded"), PortRequest("app", 80, 8080, "app")))
+    made.remote_env["B"] = "2"
+    made.container_options["init"] = True
+    assert binding.remote_env == {"A": "1"} and binding.container_options == {"hostname": "h"}
+
+
+# ---------------------------------------------------------------- settings_for_worktree: trust and its notices
+
+
+def test_a_trusted_file_whose_dockerfile_is_in_the_main_worktree_stays_trusted(checkout, capsys):
+    info, worktree = checkout
+    (info.main_path / "Dockerfile").write_text("FROM x\n")
+    write_devcontainer(worktree, {"build": {"dockerfile": str(info.main_path / "Dockerfile")},
+                                  "postCreateCommand": "make"}, True, info)
+    made = for_worktree(checkout)
+    assert made.trusted is True and made.lifecycle == {"postCreateCommand": "make"}
+
+
+NOT_COVERED = ("git-gpuspace: trusting devcontainer.json covers .devcontainer/ (1 file), not what it also uses: the "
+               "build context .. (what the Dockerfile copies from it); review those too (a change to them does not "
+               "make it untrusted again)\n")
+
+
+def test_trusting_a_file_names_what_the_trust_does_not_cover_once(checkout, capsys):
+    info, worktree = checkout
+    write_devcontainer(worktree, {"build": {"dockerfile": "Dockerfile", "context": ".."}}, False, info)
+    (worktree.path / ".devcontainer" / "Dockerfile").write_text("FROM x\n")
+    assert for_worktree(checkout, trust_it=True).trusted is True
+    assert capsys.readouterr().err == NOT_COVERED.replace("(1 file)", "(2 files)")
+    assert for_worktree(checkout).trusted is True  # trusted before: nothing new to say
+    assert capsys.readouterr().err == ""
+    for_worktree(checkout, trust_it=True, notices=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_an_untrusted_file_names_what_trust_would_not_cover_only_when_it_skipped_something(checkout, capsys):
+    info, worktree = checkout
+    (worktree.path / ".devcontainer" / "Dockerfile").write_text("FROM x\n")
+    write_devcontainer(worktree, {"build": {"dockerfile": "Dockerfile", "context": ".."}}, False, info)
+    assert for_worktree(checkout).trusted is False
+    assert capsys.readouterr().err == ""
+    write_devcontainer(worktree, {"build": {"dockerfile": "Dockerfile", "context": ".."}, "postCreateCommand": "x"},
+                       False, info)
+    for_worktree(checkout)
+    assert capsys.readouterr().err == (
+        f"git-gpuspace: devcontainer.json is not trusted, so it was made without: postCreateCommand; to allow them, "
+        f"review it and run `git gpuspace trust {worktree.path}`, then recreate the container "
+        f"(`git gpuspace remove --keep-worktree` and `bind`)\n" + NOT_COVERED.replace("(1 file)", "(2 files)"))
+
+
+@pytest.mark.parametrize("gpu", [2, 3])
+def test_an_untrusted_file_that_asks_for_several_gpus_says_how_many_are_claimed(checkout, capsys, gpu):
+    info, worktree = checkout
+    write_devcontainer(worktree, {"image": "dev", "hostRequirements": {"gpu": gpu}}, False, info)
+    assert for_worktree(checkout).gpu_spec == str(gpu)
+    assert capsys.readouterr().err == (
+        f"git-gpuspace: devcontainer.json is not trusted and asks for {gpu} GPUs (hostRequirements.gpu), so {gpu} will "
+        f"be claimed; pass --gpus N to claim fewer, or review the file and run `git gpuspace trust {worktree.path}` "
+        f"to accept it\n")
+
+
+@pytest.mark.parametrize("gpu,trusted,flags,notices", [
+    (1, False, {}, True), (True, False, {}, True), ("optional", False, {}, True), (3, True, {}, True),
+    (3, False, {"gpus": "1"}, True), (3, False, {"gpus": None}, False),
+])
+def test_a_file_that_takes_no_more_than_one_gpu_from_others_says_nothing_of_gpus(checkout, capsys, gpu, trusted,
+                                                                                 flags, notices):
+    info, worktree = checkout
+    write_devcontainer(worktree, {"image": "dev", "hostRequirements": {"gpu": gpu}}, trusted, info)
+    for_worktree(checkout, flags, notices=notices)
+    assert capsys.readouterr().err == ""
