@@ -529,15 +529,19 @@ def feature_registry():
 
 class TarballServer:
     """An https server on this host (a certificate made for 127.0.0.1, trusted through
-    REQUESTS_CA_BUNDLE) serving feature tarballs: `files` maps a path to its bytes, or to a
-    `Location` to redirect to (a str)."""
+    REQUESTS_CA_BUNDLE) serving feature tarballs: `files` maps a path to its bytes, to a
+    `Location` to redirect to (a str), to ENDLESS (bytes that never end) or to STALL (an
+    answer that never comes)."""
+
+    ENDLESS, STALL = object(), object()
 
     def __init__(self, folder: Path):
         import http.server
         import ssl
         import threading
 
-        self.files: dict[str, bytes | str] = {}
+        self.files: dict[str, object] = {}
+        self.closing = threading.Event()
         self.certificate, key = folder / "server.crt", folder / "server.key"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
                         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
@@ -550,6 +554,18 @@ class TarballServer:
 
             def do_GET(self):
                 found = server.files.get(self.path)
+                if found is server.STALL:
+                    server.closing.wait(60)
+                    return
+                if found is server.ENDLESS:  # no length: the body ends when the connection does
+                    self.send_response(200)
+                    self.end_headers()
+                    while not server.closing.is_set():
+                        try:
+                            self.wfile.write(b"\0" * 65536)
+                        except OSError:
+                            return
+                    return
                 if isinstance(found, str):
                     self.send_response(302)
                     self.send_header("Location", found)
@@ -569,6 +585,7 @@ class TarballServer:
         self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
 
     def close(self) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -43,6 +43,7 @@ LAYER_TYPE = "application/vnd.devcontainers.layer.v1+tar"
 # A tarball's name, as the reference requires it: devcontainer-feature-<id>.tgz
 _TARBALL_NAME = re.compile(r"devcontainer-feature-([a-zA-Z0-9_-]+)\.tgz")
 MAX_TARBALL_BYTES = 256 << 20
+TARBALL_TIMEOUT_S = (10, 60)  # to connect, and between two reads of the answer
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_METADATA_BYTES = 1 << 20
 
@@ -317,8 +318,10 @@ def fetch_tarball(url: str) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     download = Path(tempfile.mkdtemp(prefix="pull-", dir=cache))
     try:
-        _reachable(urlsplit(url).netloc, False)
-        with requests.get(url, stream=True, timeout=(10, 60), hooks={"response": https_only}) as response:
+        where = urlsplit(url)
+        _reachable(f"{where.hostname}:{where.port or 443}", False)
+        # streamed: the size limit holds while it comes, not once all of it is in memory
+        with requests.get(url, stream=True, timeout=TARBALL_TIMEOUT_S, hooks={"response": https_only}) as response:
             response.raise_for_status()
             archive_path = download / "feature.tgz"
             size = 0

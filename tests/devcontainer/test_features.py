@@ -181,6 +181,14 @@ def test_a_tarball_url_of_another_name_is_refused_as_the_reference_refuses_it(tm
     error = resolve_refusal(tmp_path, f"https://example.com/{name}", fetch=lambda reference: pytest.fail("fetched"))
     assert str(error) == (f"{where(tmp_path)}: feature https://example.com/{name}: Expected tarball name to follow "
                           f"'devcontainer-feature-<feature-id>.tgz' format.")
+    assert error.hint == ("a feature's tarball is named devcontainer-feature-<id>.tgz, the id of letters, digits, - "
+                          "and _")
+
+
+def test_a_tarball_url_without_a_path_names_no_tarball(tmp_path):
+    error = resolve_refusal(tmp_path, "https://example.com", fetch=lambda reference: pytest.fail("fetched"))
+    assert str(error).endswith("feature https://example.com: Expected tarball name to follow "
+                               "'devcontainer-feature-<feature-id>.tgz' format.")
 
 
 def test_tarballs_install_in_the_order_of_their_urls_and_by_their_dependencies(tmp_path):
@@ -372,16 +380,29 @@ def gzipped(entries: dict) -> bytes:
 
 
 def test_a_tarball_is_fetched_into_the_users_cache(tarball_server, tmp_path, monkeypatch):
-    """Through a redirect (GitHub's release downloads redirect), gzipped; only into the cache."""
+    """Through redirects (GitHub's release downloads redirect; one here is relative), gzipped;
+    only into the cache, not the current directory or TMPDIR; fetched again, it replaces what was there."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-dir"))
     tarball_server.files["/dl/devcontainer-feature-hello.tgz"] = tarball_server.url + "/objects/1"
-    tarball_server.files["/objects/1"] = gzipped(FEATURE_TAR)
+    tarball_server.files["/objects/1"] = "/objects/2"
+    tarball_server.files["/objects/2"] = gzipped(FEATURE_TAR)
     url = tarball_server.url + "/dl/devcontainer-feature-hello.tgz"
     folder = features.fetch_feature(url)
     assert folder == cache_of(url) and features.cached_feature(url) == folder
     assert sorted(p.name for p in folder.iterdir()) == ["devcontainer-feature.json", "install.sh"]
     assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no download or unpack dir left
+    (folder / "stale").write_text("from an older fetch")
+    assert sorted(p.name for p in features.fetch_tarball(url).iterdir()) == ["devcontainer-feature.json", "install.sh"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tarball_of_exactly_the_limit_is_taken(tarball_server, monkeypatch):
+    archive = gzipped(FEATURE_TAR)
+    monkeypatch.setattr(features, "MAX_TARBALL_BYTES", len(archive))
+    tarball_server.files["/devcontainer-feature-hello.tgz"] = archive
+    folder = features.fetch_tarball(tarball_server.url + "/devcontainer-feature-hello.tgz")
+    assert sorted(p.name for p in folder.iterdir()) == ["devcontainer-feature.json", "install.sh"]
 
 
 def tarball_refusal(url: str) -> str:
@@ -420,6 +441,35 @@ def test_a_tarball_larger_than_the_limit_is_refused(tarball_server, monkeypatch)
 def test_a_tarball_on_an_unreachable_host_says_so(tarball_server):
     url = "https://127.0.0.1:1/devcontainer-feature-x.tgz"
     assert tarball_refusal(url) == f"cannot fetch feature {url}: cannot reach 127.0.0.1:1: Connection refused"
+
+
+def test_a_tarball_url_without_a_port_is_reached_on_443(tarball_server, monkeypatch):
+    tried = []
+
+    def refused(address, timeout):
+        tried.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    url = "https://127.0.0.1/devcontainer-feature-x.tgz"
+    assert tarball_refusal(url) == f"cannot fetch feature {url}: cannot reach 127.0.0.1:443: Connection refused"
+    assert tried == [("127.0.0.1", 443)]
+
+
+def test_a_tarball_that_never_ends_is_refused_at_the_limit(tarball_server, monkeypatch):
+    """Read as it comes: the limit stops it, not the end of a body that has none."""
+    monkeypatch.setattr(features, "MAX_TARBALL_BYTES", 1 << 20)
+    url = tarball_server.url + "/devcontainer-feature-x.tgz"
+    tarball_server.files["/devcontainer-feature-x.tgz"] = tarball_server.ENDLESS
+    assert tarball_refusal(url) == f"cannot fetch feature {url}: larger than 1 MiB"
+
+
+def test_a_tarball_whose_answer_never_comes_is_given_up_on(tarball_server, monkeypatch):
+    monkeypatch.setattr(features, "TARBALL_TIMEOUT_S", (2, 1))
+    url = tarball_server.url + "/devcontainer-feature-x.tgz"
+    tarball_server.files["/devcontainer-feature-x.tgz"] = tarball_server.STALL
+    said = tarball_refusal(url)
+    assert said.startswith(f"cannot fetch feature {url}: ") and "Read timed out" in said, said
 
 
 def test_a_tarball_from_a_host_with_an_untrusted_certificate_is_refused(tarball_server, monkeypatch):
