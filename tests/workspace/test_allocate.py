@@ -195,6 +195,15 @@ def test_a_host_port_asked_for_and_free_is_given_on_the_address():
     assert asked == [("10.0.0.5", 18888)]
 
 
+def test_a_chosen_port_keeps_the_devcontainer_field_that_asked_for_it():
+    """status says which field (forwardPorts, appPort) published a port: the origin goes along."""
+    chosen = allocate.choose_ports([PortRequest("app", 3000, 13000, origin="app"),
+                                    PortRequest("web", 8080, origin="forwarded")], set(), "127.0.0.1",
+                                   lambda address, port: True, "s")
+    assert [(port.name, port.origin) for port in chosen] == [("app", "app"), ("web", "forwarded")]
+    assert chosen[0].label() == "app=3000:13000@127.0.0.1/app"
+
+
 @pytest.mark.parametrize("taken,free", [({18888}, True), (set(), False)])
 def test_a_host_port_asked_for_that_is_taken_is_refused_never_remapped(taken, free):
     with pytest.raises(PortTaken) as refused:
