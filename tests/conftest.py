@@ -200,11 +200,21 @@ def plain_repo(tmp_path):
 
 
 def container_env(container) -> dict[str, str]:
-    """The first process's environment: where the engine's NVIDIA driver puts its variables."""
-    result = container.exec_run(["cat", "/proc/1/environ"])
-    assert result.exit_code == 0, result.output
-    pairs = [item.split("=", 1) for item in result.output.decode().split("\0") if "=" in item]
-    return dict(pairs)
+    """The first process's environment: where the engine's NVIDIA driver puts its variables.
+    Read once that process runs: just after a start, PID 1 may still be runc's own init, whose
+    environment is not the container's (its configured variables are not there yet)."""
+    import time
+
+    container.reload()
+    wanted = {item.split("=", 1)[0] for item in container.attrs["Config"].get("Env") or []}
+    deadline = time.monotonic() + 15
+    while True:
+        result = container.exec_run(["cat", "/proc/1/environ"])
+        assert result.exit_code == 0, result.output
+        found = dict(item.split("=", 1) for item in result.output.decode().split("\0") if "=" in item)
+        if wanted <= set(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 class PrivateEngine:
