@@ -217,3 +217,15 @@ def fetch_refusal(reference: str, clean: bool = True) -> UsageError:
         assert [p.name for p in cache_of("x").parent.iterdir()] == []  # nothing left behind
     return refused.value
 
+
+DEPENDSON = "ghcr.io/codspace/dependson"
+# The reference's published ghcr.io/codspace/dependson features, stood in for by metadata that
+# gives its expected orders: a needs e; b needs a (other options) and c; c needs d.
+DEPENDSON_REGISTRY = {
+    f"{DEPENDSON}/a": {"id": "a", "dependsOn": {f"{DEPENDSON}/e": {"magicNumber": "50"}}},
+    f"{DEPENDSON}/b": {"id": "b", "dependsOn": {f"{DEPENDSON}/a": {"magicNumber": "40"},
+                                                f"{DEPENDSON}/c": {"magicNumber": "20"}}},
+    f"{DEPENDSON}/c": {"id": "c", "dependsOn": {f"{DEPENDSON}/d": {"magicNumber": "30"}}},
+    f"{DEPENDSON}/d": {"id": "d"},
+    f"{DEPENDSON}/e": {"id": "e"},
+}

@@ -19,8 +19,7 @@ import pytest
 from conftest import TEST_IMAGE
 from git_gpuspace.devcontainer import parser as devcontainer, features
 from git_gpuspace.errors import UsageError
-
-DEPENDSON = "ghcr.io/codspace/dependson"
+from helpers import DEPENDSON, DEPENDSON_REGISTRY
 
 
 def feature_json(name: str, depends_on: dict | None = None, installs_after: list | None = None,
@@ -144,23 +143,13 @@ def test_override_feature_install_order(tmp_path, fixture, graph, roots, overrid
     assert "overrideFeatureInstallOrder" not in config.unsupported
 
 
-# The reference's published ghcr.io/codspace/dependson features, stood in for by metadata that
-# gives its expected orders: a needs e; b needs a (other options) and c; c needs d.
-REGISTRY = {
-    f"{DEPENDSON}/a": {"id": "a", "dependsOn": {f"{DEPENDSON}/e": {"magicNumber": "50"}}},
-    f"{DEPENDSON}/b": {"id": "b", "dependsOn": {f"{DEPENDSON}/a": {"magicNumber": "40"},
-                                                f"{DEPENDSON}/c": {"magicNumber": "20"}}},
-    f"{DEPENDSON}/c": {"id": "c", "dependsOn": {f"{DEPENDSON}/d": {"magicNumber": "30"}}},
-    f"{DEPENDSON}/d": {"id": "d"},
-    f"{DEPENDSON}/e": {"id": "e"},
-}
 
 
 def test_depends_on_registry_features(tmp_path):
     """dependsOn/oci-ab: one registry feature twice, with two sets of options, sorted by them."""
     config = load(tmp_path, {"image": TEST_IMAGE, "features": {f"{DEPENDSON}/b": {"magicNumber": "400"},
                                                                 f"{DEPENDSON}/a": {"magicNumber": "10"}}},
-                  {}, REGISTRY)
+                  {}, DEPENDSON_REGISTRY)
     assert order(config) == [(f"{DEPENDSON}/d", {"magicNumber": "30"}), (f"{DEPENDSON}/e", {"magicNumber": "50"}),
                              (f"{DEPENDSON}/a", {"magicNumber": "10"}), (f"{DEPENDSON}/a", {"magicNumber": "40"}),
                              (f"{DEPENDSON}/c", {"magicNumber": "20"}), (f"{DEPENDSON}/b", {"magicNumber": "400"})]
@@ -171,7 +160,7 @@ def test_override_with_local_and_registry_features(tmp_path):
     local = {**feature_json("a", depends_on={"./b": {}, "./c": {}, "./d": {}, f"{DEPENDSON}/b": {"magicNumber": "400"}}),
              **feature_json("b"), **feature_json("c"), **feature_json("d")}
     config = load(tmp_path, {"image": TEST_IMAGE, "features": {"./a": {}},
-                             "overrideFeatureInstallOrder": [f"{DEPENDSON}/a", "./d"]}, local, REGISTRY)
+                             "overrideFeatureInstallOrder": [f"{DEPENDSON}/a", "./d"]}, local, DEPENDSON_REGISTRY)
     assert order(config) == [("./d", {}), ("./b", {}), ("./c", {}),
                              (f"{DEPENDSON}/d", {"magicNumber": "30"}), (f"{DEPENDSON}/e", {"magicNumber": "50"}),
                              (f"{DEPENDSON}/a", {"magicNumber": "40"}), (f"{DEPENDSON}/c", {"magicNumber": "20"}),

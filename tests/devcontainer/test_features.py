@@ -21,7 +21,7 @@ from git_gpuspace.devcontainer import parser as devcontainer, features
 from git_gpuspace.errors import UsageError
 from git_gpuspace.folders import hash_tree
 
-from helpers import FEATURE_TAR, cache_of, feature_folder, fetch_refusal, list_in_reverse, parse, tar_of, where
+from helpers import DEPENDSON, DEPENDSON_REGISTRY, FEATURE_TAR, cache_of, feature_folder, fetch_refusal, list_in_reverse, parse, tar_of, where
 
 # ---------------------------------------------------------------- features: Feature
 
@@ -848,17 +848,6 @@ def test_override_feature_install_order_installs_a_named_feature_as_soon_as_it_c
     assert [feature.key for feature in installed] == expected and named == []
 
 
-DEPENDSON = "ghcr.io/codspace/dependson"
-# The reference's published ghcr.io/codspace/dependson features, stood in for by metadata that
-# gives its expected orders: a needs e; b needs a (other options) and c; c needs d.
-DEPENDSON_REGISTRY = {
-    f"{DEPENDSON}/a": {"id": "a", "dependsOn": {f"{DEPENDSON}/e": {"magicNumber": "50"}}},
-    f"{DEPENDSON}/b": {"id": "b", "dependsOn": {f"{DEPENDSON}/a": {"magicNumber": "40"},
-                                                f"{DEPENDSON}/c": {"magicNumber": "20"}}},
-    f"{DEPENDSON}/c": {"id": "c", "dependsOn": {f"{DEPENDSON}/d": {"magicNumber": "30"}}},
-    f"{DEPENDSON}/d": {"id": "d"},
-    f"{DEPENDSON}/e": {"id": "e"},
-}
 
 
 def test_registry_dependencies_install_first_sorted_by_id_then_options(tmp_path):

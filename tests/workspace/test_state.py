@@ -160,6 +160,30 @@ BINDING_REFUSALS = [
     ({"host_options": {"network_mode": 1}}, ".host_options.network_mode must be a string"),
     ({"container": "gpuspace-evil"}, ".container 'gpuspace-evil' is not the name of this worktree's container; "
                                      "nothing was done"),
+    ({"remote_env": 1}, ".remote_env must be a table of strings"),
+    ({"remote_env": {"A": 1}}, ".remote_env must be a table of strings"),
+    ({"workspace": 1}, ".workspace must be a string"),
+    ({"workdir": 1}, ".workdir must be a string"),
+    ({"container_user": 1}, ".container_user must be a string"),
+    ({"remote_user": 1}, ".remote_user must be a string"),
+    ({"user_env_probe": 1}, ".user_env_probe must be a string"),
+    ({"container_options": {"labels": {"a": 1}}}, ".container_options.labels must hold strings only"),
+    ({"container_options": {"labels": ["a"]}}, ".container_options.labels must be a table of strings"),
+    ({"container_options": {"extra_hosts": "db:1"}}, ".container_options.extra_hosts must be a list of strings"),
+    ({"container_options": {"hostname": 1}}, ".container_options.hostname must be a string"),
+    ({"container_options": {"platform": ["x"]}}, ".container_options.platform must be a string"),
+    ({"container_options": {"init": 1}}, ".container_options.init must be true or false"),
+    ({"container_options": {"labels": {"GPUSpace.Repo": "x"}}}, ".container_options.labels sets a gpuspace.* "
+                                                                "label, which only git-gpuspace writes; nothing "
+                                                                "was done"),
+    ({"host_options": {"devices": "/dev/x"}}, ".host_options.devices must be a list"),
+    ({"host_options": {"security_opt": "x"}}, ".host_options.security_opt must be a list"),
+    ({"host_options": {"ulimits": "x"}}, ".host_options.ulimits must be a list"),
+    ({"host_options": {"ipc_mode": 1}}, ".host_options.ipc_mode must be a string"),
+    ({"host_options": {"pid_mode": True}}, ".host_options.pid_mode must be a string"),
+    ({"limits": {"cpus": 1.5, "memory": 1.5}}, ".limits.memory must be an integer (bytes)"),
+    ({"created": 1}, ".created must be a date-time"),
+    ({"gpus": [True]}, ".gpus must be a list of GPU UUIDs"),
 ]
 
 
@@ -409,39 +433,6 @@ def test_a_loaded_state_owns_its_lists_and_tables(tmp_path):
         "host_options": {"cap_add": ["X"]}, "container_options": {"labels": {"k": "v"}}}
 
 
-MORE_BINDING_REFUSALS = [
-    ({"remote_env": 1}, ".remote_env must be a table of strings"),
-    ({"remote_env": {"A": 1}}, ".remote_env must be a table of strings"),
-    ({"workspace": 1}, ".workspace must be a string"),
-    ({"workdir": 1}, ".workdir must be a string"),
-    ({"container_user": 1}, ".container_user must be a string"),
-    ({"remote_user": 1}, ".remote_user must be a string"),
-    ({"user_env_probe": 1}, ".user_env_probe must be a string"),
-    ({"container_options": {"labels": {"a": 1}}}, ".container_options.labels must hold strings only"),
-    ({"container_options": {"labels": ["a"]}}, ".container_options.labels must be a table of strings"),
-    ({"container_options": {"extra_hosts": "db:1"}}, ".container_options.extra_hosts must be a list of strings"),
-    ({"container_options": {"hostname": 1}}, ".container_options.hostname must be a string"),
-    ({"container_options": {"platform": ["x"]}}, ".container_options.platform must be a string"),
-    ({"container_options": {"init": 1}}, ".container_options.init must be true or false"),
-    ({"container_options": {"labels": {"GPUSpace.Repo": "x"}}}, ".container_options.labels sets a gpuspace.* "
-                                                                "label, which only git-gpuspace writes; nothing "
-                                                                "was done"),
-    ({"host_options": {"devices": "/dev/x"}}, ".host_options.devices must be a list"),
-    ({"host_options": {"security_opt": "x"}}, ".host_options.security_opt must be a list"),
-    ({"host_options": {"ulimits": "x"}}, ".host_options.ulimits must be a list"),
-    ({"host_options": {"ipc_mode": 1}}, ".host_options.ipc_mode must be a string"),
-    ({"host_options": {"pid_mode": True}}, ".host_options.pid_mode must be a string"),
-    ({"limits": {"cpus": 1.5, "memory": 1.5}}, ".limits.memory must be an integer (bytes)"),
-    ({"created": 1}, ".created must be a date-time"),
-    ({"gpus": [True]}, ".gpus must be a list of GPU UUIDs"),
-]
-
-
-@pytest.mark.parametrize("changes,message", MORE_BINDING_REFUSALS)
-def test_every_field_of_a_binding_is_checked_by_its_kind(tmp_path, changes, message):
-    document = {"bindings": [entry(tmp_path, "/w/ok"), entry(tmp_path, **changes)]}
-    error = refused(tmp_path, document)
-    assert str(error) == f"STATE: bindings[1]{message}" and error.hint == FIX_HINT
 
 
 def test_container_options_of_every_kind_are_taken(tmp_path):
