@@ -12,6 +12,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,12 +35,36 @@ def unavailable(message: str):
     pytest.skip(message)
 
 
+# The files that take longest (seconds of test time in a whole run, from `--junitxml`), run first,
+# then the others by their number of tests: xdist hands out whole files in collection order
+# (scripts/test turns its own order, by number of tests, off), and a long file handed out last
+# keeps one worker busy after the others have finished.
+LONGEST_FILES = {
+    "runs/test_tracking.py": 130, "runs/test_runs.py": 105, "runs/test_scheduler.py": 85, "runs/test_search.py": 85,
+    "cli/test_benchmarks_smoke.py": 80, "cli/test_refusals.py": 60, "runs/test_backend_contract.py": 60,
+    "devcontainer/test_devcontainer_compose.py": 55, "runs/test_slurm.py": 55,
+    "devcontainer/test_devcontainer_fixtures.py": 50, "reliability/test_dispatch_kills.py": 50,
+    "reliability/test_reliability.py": 50,
+}
+
+
 def pytest_collection_modifyitems(items):
     """Every test that uses the engine (through docker_client, which all engine fixtures use)
-    carries the `engine` marker: `pytest -m "not engine"` runs the rest in seconds."""
+    carries the `engine` marker: `pytest -m "not engine"` runs the rest in seconds. The longest
+    files go first, then the files of more tests (a stable sort: a file's tests keep their order)."""
     for item in items:
         if "docker_client" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.engine)
+    tests_in = Counter(item.path for item in items)
+    items.sort(key=lambda item: (-LONGEST_FILES.get(_in_tests(item.path), 0), -tests_in[item.path], str(item.path)))
+
+
+def _in_tests(path: Path) -> str:
+    """A test file's path under tests/, as LONGEST_FILES names it ("" for any other)."""
+    try:
+        return path.relative_to(Path(__file__).parent).as_posix()
+    except ValueError:
+        return ""
 
 
 @pytest.fixture(autouse=True)
@@ -356,9 +381,12 @@ def wait_for(condition, timeout: float = 30.0) -> bool:
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        asked = time.monotonic()
         if condition():
             return True
-        time.sleep(0.2)
+        # a condition that runs a command (`runs --json`) is asked at most a third of the time:
+        # the polling of three test files at once would otherwise take a core of its own
+        time.sleep(max(0.2, 2 * (time.monotonic() - asked)))
     return condition()
 
 
