@@ -206,15 +206,19 @@ def _can_fork() -> bool:
 
 def _write_entries(blobs, root: bytes, normalize, symlink_fn, threads: int) -> dict[bytes, IndexEntry]:
     """Read each blob here (`blobs`: each entry with its object), hand batches to writer
-    threads; each path's index entry."""
+    threads; each path's index entry. A tree that fits in one batch (a sweep's small
+    worktrees) is written here: starting the threads would cost more than its writes."""
     written: dict[bytes, IndexEntry] = {}
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="checkout") as pool:
+    with contextlib.ExitStack() as stack:
+        pool: ThreadPoolExecutor | None = None  # made with the first full batch
         in_flight: deque[Future] = deque()
         batch: list[tuple[bytes, bytes, int, bytes, bytes]] = []
         batch_bytes = 0
 
         def flush() -> None:
-            nonlocal batch, batch_bytes
+            nonlocal batch, batch_bytes, pool
+            if pool is None:
+                pool = stack.enter_context(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="checkout"))
             in_flight.append(pool.submit(_write_batch, batch, symlink_fn))
             batch, batch_bytes = [], 0
             while len(in_flight) > 2 * threads:  # bounded memory: wait for the oldest
@@ -235,7 +239,9 @@ def _write_entries(blobs, root: bytes, normalize, symlink_fn, threads: int) -> d
                 batch_bytes += len(data)
                 if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
                     flush()
-            if batch:
+            if batch and pool is None:
+                written.update(_write_batch(batch, symlink_fn))
+            elif batch:
                 flush()
             while in_flight:
                 written.update(in_flight.popleft().result())
