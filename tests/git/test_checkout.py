@@ -181,6 +181,19 @@ def test_many_files_in_many_batches(tmp_path, monkeypatch):
     assert_same_as_git(repo, tmp_path, commit)
 
 
+def test_a_tree_of_one_batch_is_written_without_writer_threads(sample, tmp_path, monkeypatch):
+    """A sweep's small worktrees: starting the writer threads cost more than the writes."""
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a writer thread was started for one batch")
+
+    monkeypatch.setattr(checkout, "ThreadPoolExecutor", no_pool)
+    commit = out("rev-parse", "HEAD", cwd=sample)
+    assert_same_as_git(sample, tmp_path, commit)
+    monkeypatch.setattr(checkout, "BATCH_FILES", 3)  # more than one batch: the threads write them
+    with pytest.raises(AssertionError, match="writer thread"):
+        ours(sample, tmp_path / "two-batches", commit, branch=None)
+
+
 def test_loose_objects_are_read_too(tmp_path):
     """Objects not yet in a pack (a fresh commit) are found as well as packed ones."""
     repo = new_repo(tmp_path / "repo")
@@ -298,7 +311,20 @@ def _wide_repo(tmp_path: Path, dirs: int = 6, files: int = 30) -> tuple[Path, st
     return repo, commit_all(repo)
 
 
-def test_a_big_tree_is_split_between_processes(tmp_path, monkeypatch):
+@pytest.fixture
+def threads_of_this_test(monkeypatch):
+    """The checkout forks only from a single-threaded process. Threads an earlier test of this
+    worker left running (a client's connection pool) are not this test's: the check counts only
+    the threads started since this test began."""
+    import threading
+    from types import SimpleNamespace
+
+    before = set(threading.enumerate()) - {threading.main_thread()}
+    monkeypatch.setattr(checkout, "threading",
+                        SimpleNamespace(active_count=lambda: len(set(threading.enumerate()) - before)))
+
+
+def test_a_big_tree_is_split_between_processes(tmp_path, monkeypatch, threads_of_this_test):
     monkeypatch.setattr(checkout, "MIN_FILES_PER_PROCESS", 40)
     monkeypatch.setattr(checkout, "_cpu_count", lambda: 3)
     forked = record_forks(monkeypatch)
@@ -309,7 +335,7 @@ def test_a_big_tree_is_split_between_processes(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("failing", ["child", "parent"])
-def test_a_failing_process_fails_the_checkout_and_all_are_reaped(tmp_path, monkeypatch, failing):
+def test_a_failing_process_fails_the_checkout_and_all_are_reaped(tmp_path, monkeypatch, failing, threads_of_this_test):
     """The child writes the second half (d3..d5), this process the first (d0..d2)."""
     repo, commit = _wide_repo(tmp_path)
     real_write = checkout._write_batch
@@ -333,7 +359,7 @@ def test_a_failing_process_fails_the_checkout_and_all_are_reaped(tmp_path, monke
     assert_reaped(forked)
 
 
-def test_no_fork_while_other_threads_run():
+def test_no_fork_while_other_threads_run(threads_of_this_test):
     import threading
 
     stop = threading.Event()
@@ -360,7 +386,8 @@ def test_objects_of_an_alternate_store_are_read(tmp_path):
 
 
 @pytest.mark.parametrize("ofs_deltas", ["true", "false"], ids=["ofs-delta", "ref-delta"])
-def test_old_commits_of_a_deeply_deltified_pack_in_two_processes(tmp_path, monkeypatch, ofs_deltas):
+def test_old_commits_of_a_deeply_deltified_pack_in_two_processes(tmp_path, monkeypatch, ofs_deltas,
+                                                                  threads_of_this_test):
     """Blobs deep in delta chains (read in pack order, bases cached or followed again), in a
     process of their own too."""
     from test_pack_order import versions_repo
