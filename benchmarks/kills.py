@@ -232,7 +232,7 @@ def _remove_containers(common_dir: Path) -> None:
     import docker
 
     client = docker.from_env()
-    for container in client.containers.list(all=True, filters={"label": f"gpuspace.repo={common_dir.resolve()}"}):
+    for container in client.containers.list(ignore_removed=True, all=True, filters={"label": f"gpuspace.repo={common_dir.resolve()}"}):
         container.remove(force=True)
 
 

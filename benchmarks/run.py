@@ -106,11 +106,13 @@ FULL = Plan(
     scale=(1, 10, 20, 50), status_at=20, hook_bindings=3, tmpfs=True, before=True, profiles=True,
     warmup=True, quiet_s=40,
 )
+# sched: runs of 3 s, so that repo A's sweep still runs when B's is queued on a loaded machine
+# (B's `sweep` took 1.8 s beside a second copy of the test suite).
 SMOKE = Plan(
     reps=1, reps_slow=1, small=(5, 10), large=(10, 20), project=(2, 5),
     scale=(1, 3), status_at=3, hook_bindings=2, tmpfs=False, before=False, profiles=False,
     warmup=False, quiet_s=0, queue=(4, 2, 1), big_sweeps=(2, 4), slurm_sweep=(4, 1), verify_sizes=(3, 2, 1),
-    kills=(2, 2, 2, 0.5), store=(200, 10, 20, 1), sched=(3, 1.0, 4), sched_slice=(3, 3, 1, 2, 2.0),
+    kills=(2, 2, 2, 0.5), store=(200, 10, 20, 1), sched=(3, 3.0, 4), sched_slice=(3, 3, 1, 2, 2.0),
     search=(3, 1, 2, 2, 0.1),
 )
 

@@ -318,7 +318,7 @@ class PrivateEngine:
 
     def clear(self) -> None:
         """Nothing of a test's left on it: its containers (restart policy or not) removed."""
-        for container in self.client().containers.list(all=True):
+        for container in self.client().containers.list(ignore_removed=True, all=True):
             container.remove(force=True)
 
     def close(self) -> None:

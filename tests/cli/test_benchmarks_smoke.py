@@ -42,8 +42,8 @@ def test_smoke_run_reports_every_figure_and_leaves_nothing(docker_client, tmp_pa
         "engine calls per run, sweeps of 2 -> 4 runs",
         "kill -9 of the dispatcher, 2 random moments",
         "peak memory growth, `sweep`",
-        "fair share, two repos' sweeps of 3 x `sleep 1` on 4 GPUs: repo A's GPUs",
-        "fair share, two repos' sweeps of 3 x `sleep 1` on 4 GPUs: repo B's GPUs",
+        "fair share, two repos' sweeps of 3 x `sleep 3` on 4 GPUs: repo A's GPUs",
+        "fair share, two repos' sweeps of 3 x `sleep 3` on 4 GPUs: repo B's GPUs",
         "`add --wait --gpus 2` behind two repos' sweeps",
         "time slices, 3 runs (every third 3 s, the others 1 s) on 2 GPUs: the short runs' mean time to result",
         "time slices, 3 runs (every third 3 s, the others 1 s) on 2 GPUs: makespan",
@@ -59,7 +59,7 @@ def test_smoke_run_reports_every_figure_and_leaves_nothing(docker_client, tmp_pa
         assert figure in text, figure
     assert list(work.iterdir()) == []  # its temporary directory is gone
     left = [
-        c.name for c in docker_client.containers.list(all=True, filters={"label": LABEL_REPO})
+        c.name for c in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": LABEL_REPO})
         if c.labels.get(LABEL_REPO, "").startswith(str(work))
     ]
     assert left == []

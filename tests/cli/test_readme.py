@@ -39,5 +39,5 @@ def test_quickstart_runs(tmp_path, docker_client):
                                          text=True, check=True).stdout)
         assert [r["state"] for r in left] == ["none"]  # only main is left, unbound
     finally:
-        for container in docker_client.containers.list(all=True, filters={"label": f"gpuspace.repo={project / '.git'}"}):
+        for container in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"gpuspace.repo={project / '.git'}"}):
             container.remove(force=True)

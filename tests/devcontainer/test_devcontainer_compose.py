@@ -64,7 +64,7 @@ def projects(docker_client):
     made: list[str] = []
     yield made
     for project in made:
-        for container in docker_client.containers.list(all=True, filters={"label": f"{PROJECT}={project}"}):
+        for container in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"{PROJECT}={project}"}):
             container.remove(force=True, v=True)
         for network in docker_client.networks.list(filters={"label": f"{PROJECT}={project}"}):
             network.remove()
@@ -88,7 +88,7 @@ def project_of(repo, worktree: Path, projects: list[str]) -> tuple[str, str]:
 
 
 def services(docker_client, project: str) -> dict[str, object]:
-    return {c.labels[SERVICE]: c for c in docker_client.containers.list(all=True, filters={"label": f"{PROJECT}={project}"})}
+    return {c.labels[SERVICE]: c for c in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"{PROJECT}={project}"})}
 
 
 def sh(container, command: str) -> tuple[int, str]:
@@ -176,7 +176,7 @@ def test_a_compose_file_that_names_its_project_is_still_one_project_per_worktree
         app = services(docker_client, made[branch])["app"]
         assert sh(app, "cat /built-marker") == (0, "built")
         assert sh(app, "cat /workspace/.devcontainer/docker-compose.yml")[1].startswith("version")
-    assert len(set(made.values())) == 2 and not docker_client.containers.list(
+    assert len(set(made.values())) == 2 and not docker_client.containers.list(ignore_removed=True,
         all=True, filters={"label": f"{PROJECT}=custom-project-name"})
     for branch, project in made.items():
         repo.ok("remove", "--force", branch)
@@ -264,7 +264,7 @@ def test_an_untrusted_compose_configuration_is_refused_with_nothing_made(repo, t
     [line] = [line for line in result.stderr.splitlines() if line.startswith("git-gpuspace: error:")]
     assert "a Compose-based configuration" in line and "only when trusted" in line and "nothing was made" in line
     assert repo.snapshot(tmp_path / "wts") == before and "nope" not in repo.branches()
-    made_here = docker_client.containers.list(
+    made_here = docker_client.containers.list(ignore_removed=True,
         all=True, filters={"label": f"com.docker.compose.project.working_dir={tmp_path / 'wts' / 'nope' / '.devcontainer'}"})
     assert made_here == []
 

@@ -53,5 +53,5 @@ def test_the_tool_runs_a_fixture_and_names_a_refusal(tmp_path, docker_client):
     standins = {tag for image in docker_client.images.list(name="gpuspace-reference-standin/*") for tag in image.tags}
     assert not [tag for tag in standins if f":run-{tool.pid}-" in tag]  # its stand-ins (tagged with its pid)
     assert not left_in_scratch  # its temp dir (repositories, worktrees) is gone
-    assert not [c for c in docker_client.containers.list(all=True, filters={"label": "gpuspace.repo"})
+    assert not [c for c in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": "gpuspace.repo"})
                 if c.labels["gpuspace.repo"].startswith(str(scratch))]  # its repositories' containers

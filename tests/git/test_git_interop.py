@@ -106,5 +106,5 @@ def test_a_git_dir_apart_from_its_work_tree(tmp_path, docker_client):
         assert removed.returncode == 0, removed.stderr
         assert str(tmp_path / "x") not in git("worktree", "list", cwd=store).stdout
     finally:
-        for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_REPO}={store}"}):
+        for container in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"{LABEL_REPO}={store}"}):
             container.remove(force=True)

@@ -33,7 +33,7 @@ def _worktree_list(path) -> list[str]:
 
 
 def _labelled(client, common_dir) -> list:
-    return client.containers.list(all=True, filters={"label": f"{LABEL_REPO}={common_dir}"})
+    return client.containers.list(ignore_removed=True, all=True, filters={"label": f"{LABEL_REPO}={common_dir}"})
 
 
 def test_a_moved_repository_works_after_git_worktree_repair_as_git_does(repo, tmp_path, docker_client):

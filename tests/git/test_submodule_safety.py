@@ -68,7 +68,7 @@ def superproject(request, tmp_path):
 def no_leftover_containers(docker_client, tmp_path):
     """Refused commands make no container; if one is made anyway, it goes after the test."""
     yield
-    for container in docker_client.containers.list(all=True, filters={"label": LABEL_REPO}):
+    for container in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": LABEL_REPO}):
         if container.labels[LABEL_REPO].startswith(str(tmp_path)):
             container.remove(force=True)
 

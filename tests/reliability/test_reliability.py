@@ -27,7 +27,7 @@ def assert_converged(repo, client=None):
     """No container without a binding, no binding without its container and worktree,
     no GPU held twice."""
     bindings = {b["container"]: b for b in state_of(repo).get("bindings", [])}
-    containers = (client or repo.client).containers.list(all=True, filters={"label": f"gpuspace.repo={repo.common_dir}"})
+    containers = (client or repo.client).containers.list(ignore_removed=True, all=True, filters={"label": f"gpuspace.repo={repo.common_dir}"})
     assert {c.name for c in containers} == {name for name, b in bindings.items() if not b.get("pending")}
     listed = repo.git("worktree", "list", "--porcelain").stdout
     for binding in bindings.values():
@@ -154,7 +154,7 @@ def test_container_stopped_or_image_deleted_behind_our_back(repo, tmp_path, priv
     client.images.get(TEST_IMAGE).tag("gpuspace-test", "doomed")
     assert repo.gs("add", "-b", "exp", str(tmp_path / "wt"), "--gpus", "1", "--image", "gpuspace-test:doomed",
                    env=env).returncode == 0
-    [container] = client.containers.list(filters={"label": f"gpuspace.repo={repo.common_dir}"})
+    [container] = client.containers.list(ignore_removed=True, filters={"label": f"gpuspace.repo={repo.common_dir}"})
     container.stop(timeout=1)
     assert {r["branch"]: r["state"] for r in json.loads(repo.gs("status", "--json", env=env).stdout)}["exp"] == "exited"
     assert repo.gs("start", "exp", env=env).returncode == 0

@@ -172,7 +172,7 @@ def test_stop_ends_a_running_run_and_nothing_of_it_runs_on(repo, backend):
     assert wait_for(lambda: one(repo, record["id"])["state"] == "stopped", 30), brief(one(repo, record["id"]))
 
     def containers_running() -> list:
-        return repo.client.containers.list(filters={"label": [f"gpuspace.repo={repo.common_dir}",
+        return repo.client.containers.list(ignore_removed=True, filters={"label": [f"gpuspace.repo={repo.common_dir}",
                                                               f"gpuspace.run={record['id']}"]})
     # a Slurm job's container runs on its node's engine: here, this machine's
     assert wait_for(lambda: containers_running() == [], 30), [c.name for c in containers_running()]

@@ -114,5 +114,5 @@ def test_the_demo_runs_end_to_end(tmp_path, docker_client):
     # it cleaned up: its folder and every container of its repo are gone
     made = re.search(r"Worktree (\S+)/worktrees/vit ", shown).group(1)
     assert not Path(made).exists()
-    left = docker_client.containers.list(all=True, filters={"label": f"gpuspace.repo={made}/project/.git"})
+    left = docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"gpuspace.repo={made}/project/.git"})
     assert left == []

@@ -105,7 +105,7 @@ def test_two_users_sweeps_share_the_gpus(tmp_path, docker_client):
     finally:
         other.gpuspace("runs", "stop", "--sweep", "b", "--all", cwd=theirs)
         stop_all(mine)
-        for container in docker_client.containers.list(all=True, filters={"label": f"gpuspace.repo={theirs / '.git'}"}):
+        for container in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"gpuspace.repo={theirs / '.git'}"}):
             container.remove(force=True)
         _remove_containers(docker_client, mine)
 
@@ -245,7 +245,7 @@ def test_posts_that_are_malformed_stale_or_dead_hold_nothing_back(repo, docker_c
                                  capture_output=True, text=True, timeout=60)
         assert started.returncode == 0, started.stderr
         assert all(r["reserved_for"] is None for r in json.loads(repo.ok("gpus", "--json").stdout))
-        names = {c.name for c in docker_client.containers.list(all=True, filters={"label": LABEL_WANTS})}
+        names = {c.name for c in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": LABEL_WANTS})}
         assert f"{WANT_PREFIX}test-dead-{me.pid}" not in names  # a provably dead poster's post is removed
     finally:
         for container in made:

@@ -279,7 +279,7 @@ def test_runs_as_the_invoking_user_with_a_writable_home(docker_client, tmp_path_
         result = as_user(sys.executable, "-m", "git_gpuspace.cli", "add", "-b", "exp", str(base / "wt"),
                          "--gpus", "1", "--image", TEST_IMAGE, cwd=base / "repo")
         assert result.returncode == 0, result.stderr
-        [container] = docker_client.containers.list(filters={"label": f"{LABEL_REPO}={base / 'repo' / '.git'}"})
+        [container] = docker_client.containers.list(ignore_removed=True, filters={"label": f"{LABEL_REPO}={base / 'repo' / '.git'}"})
         assert container.attrs["Config"]["User"] == f"{entry.pw_uid}:{entry.pw_gid}"
         made = container.exec_run(["sh", "-c", "touch /workspace/mine && echo ok > $HOME/probe && cat $HOME/probe"],
                                   user=f"{entry.pw_uid}:{entry.pw_gid}")
@@ -288,7 +288,7 @@ def test_runs_as_the_invoking_user_with_a_writable_home(docker_client, tmp_path_
         assert container.exec_run(["id", "-u"]).output.strip() == str(entry.pw_uid).encode()
         assert (base / "repo" / ".git" / "gpuspace.toml").stat().st_uid == entry.pw_uid
     finally:
-        for container in docker_client.containers.list(all=True, filters={"label": f"{LABEL_REPO}={base / 'repo' / '.git'}"}):
+        for container in docker_client.containers.list(ignore_removed=True, all=True, filters={"label": f"{LABEL_REPO}={base / 'repo' / '.git'}"}):
             container.remove(force=True)
         shutil.rmtree(base, ignore_errors=True)
 
