@@ -3,6 +3,7 @@ once write it) cannot make the host delete, widen or touch what is not the bindi
 
 from __future__ import annotations
 
+import secrets
 import shutil
 
 from conftest import TEST_IMAGE
@@ -35,7 +36,7 @@ def test_purge_deletes_only_a_data_dir_we_made(repo, tmp_path):
 
 
 def test_state_cannot_name_a_container_that_is_not_ours(repo, tmp_path, docker_client):
-    victim = docker_client.containers.run(TEST_IMAGE, ["sleep", "300"], detach=True, name=f"victim-db-{tmp_path.name[-8:]}")
+    victim = docker_client.containers.run(TEST_IMAGE, ["sleep", "300"], detach=True, name=f"victim-db-{secrets.token_hex(4)}")
     try:
         repo.ok("add", "-b", "exp", str(tmp_path / "wt"), "--gpus", "none")
         [ours] = repo.containers()
