@@ -317,11 +317,9 @@ def threads_of_this_test(monkeypatch):
     worker left running (a client's connection pool) are not this test's: the check counts only
     the threads started since this test began."""
     import threading
-    from types import SimpleNamespace
 
     before = set(threading.enumerate()) - {threading.main_thread()}
-    monkeypatch.setattr(checkout, "threading",
-                        SimpleNamespace(active_count=lambda: len(set(threading.enumerate()) - before)))
+    monkeypatch.setattr(threading, "active_count", lambda: len(set(threading.enumerate()) - before))
 
 
 def test_a_big_tree_is_split_between_processes(tmp_path, monkeypatch, threads_of_this_test):
